@@ -1,0 +1,1 @@
+"""openmmflash.integrators: FlashMD learned long-stride integrators for OpenMM."""

@@ -1,0 +1,75 @@
+"""The ``torch.ops.openmmflash.*`` custom ops: the seam through which OpenMM-facing code reaches the kernels.
+
+Importing this module registers the ops (it must happen before a model that calls them is scripted, loaded by
+TorchForce or deserialized from XML). Each op has a fake (meta) implementation and, where differentiable, an
+autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce all run the same code.
+
+- ``neighbor_list(positions [N,3], num_replicas, cutoff, box [3,3]?, capacity) -> (src, dst, shifts, num_pairs)``
+  (see ``openmmflash.neighbors``; not differentiable, pass detached positions).
+- ``cfconv(x [N,F'], dist [P], src [P], dst [P], mu [R], w1 [F',R], b1 [F'], w2 [F',F'], gamma, cutoff,
+  rbf_cutoff) -> m [N,F']`` (see ``openmmflash.schnet.reference``); backward gives gradients with respect to x,
+  dist and the filter weights by recomputing the forward (no edge tensor is kept between forward and backward).
+"""
+
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from openmmflash.neighbors import build_neighbor_list, check_box
+from openmmflash.schnet.reference import cfconv_reference
+
+
+@torch.library.custom_op("openmmflash::neighbor_list", mutates_args=())
+def neighbor_list(positions: Tensor, num_replicas: int, cutoff: float, box: Optional[Tensor],
+                  capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or infinite values; the simulation has probably blown up (try a "
+                         "smaller time step, minimize the energy first, or check the starting structure)")
+    if box is not None:
+        check_box(box, cutoff)
+    src, dst, shifts, num = build_neighbor_list(positions, num_replicas, cutoff, box, capacity)
+    if capacity > 0 and int(num) > capacity:
+        raise RuntimeError(f"neighbor list overflow: {int(num)} pairs within the cutoff but the padded list holds "
+                           f"only {capacity}. Create the force with a larger neighborCapacity "
+                           f"(e.g. {int(int(num) * 1.3)}) or with neighborCapacity=0 (exact list).")
+    return src, dst, shifts, num
+
+
+@neighbor_list.register_fake
+def _neighbor_list_fake(positions, num_replicas, cutoff, box, capacity):
+    size = capacity if capacity > 0 else torch.library.get_ctx().new_dynamic_size()
+    index = positions.new_empty((size,), dtype=torch.int64)
+    return index, torch.empty_like(index), positions.new_empty((size, 3)), positions.new_empty((), dtype=torch.int64)
+
+
+@torch.library.custom_op("openmmflash::cfconv", mutates_args=())
+def cfconv(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, mu: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+           gamma: float, cutoff: float, rbf_cutoff: bool) -> Tensor:
+    return cfconv_reference(x, dist, src, dst, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff)
+
+
+@cfconv.register_fake
+def _cfconv_fake(x, dist, src, dst, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff):
+    return torch.empty_like(x)
+
+
+def _cfconv_setup(ctx, inputs, output):
+    x, dist, src, dst, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff = inputs
+    ctx.save_for_backward(x, dist, src, dst, mu, w1, b1, w2)
+    ctx.params = (gamma, cutoff, rbf_cutoff)
+
+
+def _cfconv_backward(ctx, grad_out):
+    x, dist, src, dst, mu, w1, b1, w2 = ctx.saved_tensors
+    wanted = [ctx.needs_input_grad[k] for k in (0, 1, 5, 6, 7)]
+    leaves = [t.detach().requires_grad_(need) for t, need in zip((x, dist, w1, b1, w2), wanted)]
+    with torch.enable_grad():
+        out = cfconv_reference(leaves[0], leaves[1], src, dst, mu, leaves[2], leaves[3], leaves[4], *ctx.params)
+        inputs = [t for t, need in zip(leaves, wanted) if need]
+        grads = list(torch.autograd.grad(out, inputs, grad_out)) if inputs else []
+    full = [grads.pop(0) if need else None for need in wanted]
+    return full[0], full[1], None, None, None, full[2], full[3], full[4], None, None, None
+
+
+cfconv.register_autograd(_cfconv_backward, setup_context=_cfconv_setup)

@@ -1,0 +1,1 @@
+"""FlashSchNet: a CGSchNet-compatible SchNet coarse-grained potential."""

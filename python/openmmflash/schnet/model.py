@@ -1,0 +1,128 @@
+"""FlashSchNet: a SchNet coarse-grained potential with exactly the semantics of CGSchNet (mlcg ``StandardSchNet``).
+
+::
+
+    h_i^0     = Embedding[z_i]                                            [N, F]
+    x_i       = lin1(h_i^t)            (F -> F', no bias)                 [N, F']
+    m_i       = sum_{j in N(i)} x_j * W_t(d_ij)                           CFConv, see schnet.reference
+    h_i^{t+1} = h_i^t + lin(tanh(lin2(m_i)))   (lin2: F' -> F, lin: F -> F)
+    eps_i     = MLP_[F, *readoutHidden, 1](h_i^T)  (tanh between layers, no bias on the last layer)
+    E_b       = sum_{i in replica b} eps_i ;       F_i = -dE/dr_i
+
+Positions and the cutoff are in the model's length unit (``config.lengthUnit``, Angstrom by default) and energies in
+its energy unit (kcal/mol by default); ``openmmflash.plugin`` converts at the OpenMM boundary (nm, kJ/mol).
+
+The CFConv and the neighbor list go through ``torch.ops.openmmflash.*`` when ``use_ops`` is True (the path OpenMM
+runs, where optimized kernels slot in); with ``use_ops`` False the plain differentiable reference is called directly
+(training needs gradients of forces).
+"""
+
+import math
+from typing import List, Optional
+
+import torch
+from torch import Tensor, nn
+
+from openmmflash.neighbors import build_neighbor_list
+from openmmflash.plugin import ops as _ops  # noqa: F401  (registers torch.ops.openmmflash.*)
+from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.schnet.reference import cfconv_reference, pair_distances
+
+
+class InteractionBlock(nn.Module):
+    """One SchNet interaction block: filter MLP [R, F', F'], lin1, lin2, lin (weights only; math in FlashSchNet)."""
+
+    def __init__(self, hidden: int, filters: int, num_rbf: int):
+        super().__init__()
+        self.filter1 = nn.Linear(num_rbf, filters)
+        self.filter2 = nn.Linear(filters, filters, bias=False)
+        self.lin1 = nn.Linear(hidden, filters, bias=False)
+        self.lin2 = nn.Linear(filters, hidden)
+        self.lin = nn.Linear(hidden, hidden)
+
+
+class FlashSchNet(nn.Module):
+    """SchNet CG potential. ``forward(positions [N, 3], types [N], ...) -> energies [B]`` in model units."""
+
+    def __init__(self, config: Optional[FlashSchNetConfig] = None):
+        super().__init__()
+        self.config = config if config is not None else FlashSchNetConfig()
+        c = self.config
+        self.cutoff = float(c.cutoff)
+        self.rbf_cutoff = bool(c.rbfCutoff)
+        self.use_ops = False
+        self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
+        mu = torch.linspace(0.0, c.cutoff, c.numRbf)
+        self.register_buffer("mu", mu)
+        self.gamma = float(-0.5 / (c.cutoff / (c.numRbf - 1)) ** 2)
+        self.blocks = nn.ModuleList([InteractionBlock(c.hiddenChannels, c.numFilters, c.numRbf)
+                                     for _ in range(c.numInteractions)])
+        widths = [c.hiddenChannels] + list(c.readoutHidden) + [1]
+        self.readout = nn.ModuleList([nn.Linear(widths[k], widths[k + 1], bias=k + 2 < len(widths))
+                                      for k in range(len(widths) - 1)])
+        self.reset_parameters()
+
+    def reset_parameters(self, seed: Optional[int] = None) -> None:
+        """Xavier-uniform weights, zero biases, unit-normal embeddings (deterministic if ``seed`` is given)."""
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        with torch.no_grad():
+            for p in self.parameters():
+                if p.dim() >= 2:
+                    bound = math.sqrt(6.0 / (p.shape[0] + p.shape[1]))
+                    p.copy_(torch.rand(p.shape, generator=gen) * 2 * bound - bound)
+                else:
+                    p.zero_()
+            self.embedding.weight.copy_(torch.randn(self.embedding.weight.shape, generator=gen))
+
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"F={c.hiddenChannels}, F'={c.numFilters}, R={c.numRbf}, T={c.numInteractions}, "
+                f"cutoff={c.cutoff} {c.lengthUnit}, energy in {c.energyUnit}")
+
+    def neighbor_pairs(self, positions: Tensor, num_replicas: int, box: Optional[Tensor], capacity: int) -> List[Tensor]:
+        """[src, dst, shifts, num_pairs] within the cutoff, per replica (see openmmflash.neighbors)."""
+        if self.use_ops:
+            src, dst, shifts, num = torch.ops.openmmflash.neighbor_list(positions.detach(), num_replicas,
+                                                                        self.cutoff, box, capacity)
+        else:
+            src, dst, shifts, num = build_neighbor_list(positions, num_replicas, self.cutoff, box, capacity)
+        return [src, dst, shifts, num]
+
+    def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        if self.use_ops:
+            return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, block.filter1.weight,
+                                                block.filter1.bias, block.filter2.weight, self.gamma, self.cutoff,
+                                                self.rbf_cutoff)
+        return cfconv_reference(x, dist, src, dst, self.mu, block.filter1.weight, block.filter1.bias,
+                                block.filter2.weight, self.gamma, self.cutoff, self.rbf_cutoff)
+
+    def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
+        h = self.embedding(types)
+        for block in self.blocks:
+            x = block.lin1(h)
+            m = self.conv(block, x, dist, src, dst)
+            h = h + block.lin(torch.tanh(block.lin2(m)))
+        for k, layer in enumerate(self.readout):
+            h = layer(h)
+            if k + 1 < len(self.readout):
+                h = torch.tanh(h)
+        return h.squeeze(-1)
+
+    def forward(self, positions: Tensor, types: Tensor, num_replicas: int = 1, box: Optional[Tensor] = None,
+                capacity: int = 0) -> Tensor:
+        """Energy per replica [B] (model units) of positions [B * n, 3] (model length unit) with types [B * n]."""
+        if types.shape[0] != positions.shape[0]:
+            raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
+        pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
+        dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+        eps = self.atom_energies(types, dist, pairs[0], pairs[1])
+        return eps.reshape(num_replicas, -1).sum(1)
+
+    def energy_and_forces(self, positions: Tensor, types: Tensor, num_replicas: int = 1,
+                          box: Optional[Tensor] = None, create_graph: bool = False):
+        """(energies [B], forces [N, 3]) in model units via autograd; ``create_graph`` for force matching."""
+        positions = positions if positions.requires_grad else positions.detach().requires_grad_(True)
+        energy = self.forward(positions, types, num_replicas, box)
+        (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
+        return energy, -grad
