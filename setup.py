@@ -50,7 +50,7 @@ setup(
     package_dir=ROOTS,
     packages=_packages(),
     include_package_data=True,
-    package_data={"openmmflash": ["data/*", "data/**/*"]},
+    package_data={"openmmflash": ["data/*", "data/*/*", "data/*/*/*"], "openmmflash.integrators": ["models/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={
