@@ -9,6 +9,13 @@ autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce
 - ``cfconv(x [N,F'], dist [P], src [P], dst [P], mu [R], w1 [F',R], b1 [F'], w2 [F',F'], gamma, cutoff,
   rbf_cutoff) -> m [N,F']`` (see ``openmmflash.schnet.reference``); backward gives gradients with respect to x,
   dist and the filter weights by recomputing the forward (no edge tensor is kept between forward and backward).
+- ``pair_csr(src [P], dst [P], num_nodes) -> (rowptr [N+1], perm [P], rowptr_src [N+1])`` and
+  ``cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff, precision)``:
+  the fused Triton CFConv (``openmmflash.plugin.kernels.cfconv``), CUDA float32, ``precision`` "fp32" | "w16a16";
+  same result as ``cfconv``, backward by recomputation over source-grouped segments.
+
+The host checks of ``neighbor_list`` (finite positions, capacity overflow) synchronize with the device, so they are
+skipped while a CUDA graph is being captured; callers that replay graphs check ``num_pairs`` outside the graph.
 """
 
 from typing import Optional, Tuple
@@ -17,19 +24,21 @@ import torch
 from torch import Tensor
 
 from openmmflash.neighbors import build_neighbor_list, check_box
+from openmmflash.plugin.kernels import cfconv as _flash_cfconv  # noqa: F401  (registers pair_csr, cfconv_csr)
 from openmmflash.schnet.reference import cfconv_reference
 
 
 @torch.library.custom_op("openmmflash::neighbor_list", mutates_args=())
 def neighbor_list(positions: Tensor, num_replicas: int, cutoff: float, box: Optional[Tensor],
                   capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    if not bool(torch.isfinite(positions).all()):
+    capturing = positions.is_cuda and torch.cuda.is_current_stream_capturing()
+    if not capturing and not bool(torch.isfinite(positions).all()):
         raise ValueError("positions contain NaN or infinite values; the simulation has probably blown up (try a "
                          "smaller time step, minimize the energy first, or check the starting structure)")
-    if box is not None:
+    if box is not None and not capturing:
         check_box(box, cutoff)
     src, dst, shifts, num = build_neighbor_list(positions, num_replicas, cutoff, box, capacity)
-    if capacity > 0 and int(num) > capacity:
+    if capacity > 0 and not capturing and int(num) > capacity:
         raise RuntimeError(f"neighbor list overflow: {int(num)} pairs within the cutoff but the padded list holds "
                            f"only {capacity}. Create the force with a larger neighborCapacity "
                            f"(e.g. {int(int(num) * 1.3)}) or with neighborCapacity=0 (exact list).")
@@ -41,6 +50,19 @@ def _neighbor_list_fake(positions, num_replicas, cutoff, box, capacity):
     size = capacity if capacity > 0 else torch.library.get_ctx().new_dynamic_size()
     index = positions.new_empty((size,), dtype=torch.int64)
     return index, torch.empty_like(index), positions.new_empty((size, 3)), positions.new_empty((), dtype=torch.int64)
+
+
+def _neighbor_list_setup(ctx, inputs, output):
+    pass
+
+
+def _neighbor_list_backward(ctx, grad_src, grad_dst, grad_shifts, grad_num):
+    # Pairs are piecewise constant in the positions: no gradient. Registered (rather than left out) because
+    # torch.jit.freeze, which TorchForce applies, drops the detach() in front of this op.
+    return None, None, None, None, None
+
+
+neighbor_list.register_autograd(_neighbor_list_backward, setup_context=_neighbor_list_setup)
 
 
 @torch.library.custom_op("openmmflash::cfconv", mutates_args=())

@@ -7,6 +7,9 @@ from typing import List
 # Model length unit -> nm and model energy unit -> kJ/mol.
 LENGTH_UNITS = {"angstrom": 0.1, "nanometer": 1.0}
 ENERGY_UNITS = {"kcal/mol": 4.184, "kJ/mol": 1.0}
+# CFConv implementations and filter precisions (the reference is used on CPU, for float64 and when selected).
+BACKENDS = ("flash", "reference")
+PRECISIONS = ("fp32", "w16a16")
 
 
 @dataclass
@@ -26,6 +29,8 @@ class FlashSchNetConfig:
     readoutHidden: List[int] = field(default_factory=lambda: [128])  # hidden widths of the tanh readout MLP
     lengthUnit: str = "angstrom"
     energyUnit: str = "kcal/mol"
+    backend: str = "flash"          # CFConv on CUDA float32: "flash" (fused Triton kernels) or "reference" (plain torch)
+    precision: str = "fp32"         # flash filter MLP: "fp32" or "w16a16" (fp16 weights with per-channel scales)
 
     def __post_init__(self):
         for name in ("numBeadTypes", "hiddenChannels", "numFilters", "numInteractions"):
@@ -39,6 +44,10 @@ class FlashSchNetConfig:
             raise ValueError(f"unknown lengthUnit {self.lengthUnit!r}; choose one of {sorted(LENGTH_UNITS)}")
         if self.energyUnit not in ENERGY_UNITS:
             raise ValueError(f"unknown energyUnit {self.energyUnit!r}; choose one of {sorted(ENERGY_UNITS)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {list(BACKENDS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         self.readoutHidden = [int(w) for w in self.readoutHidden]
 
     @property

@@ -51,6 +51,8 @@ class FlashSchNet(nn.Module):
         self.cutoff = float(c.cutoff)
         self.rbf_cutoff = bool(c.rbfCutoff)
         self.use_ops = False
+        self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
+        self.precision = str(c.precision)  # "fp32" | "w16a16" (flash filter MLP)
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
         mu = torch.linspace(0.0, c.cutoff, c.numRbf)
         self.register_buffer("mu", mu)
@@ -89,7 +91,18 @@ class FlashSchNet(nn.Module):
         return [src, dst, shifts, num]
 
     def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+        """CFConv m [N, F'] of x [N, F'] over pairs (dist, src, dst [P], dst-sorted, dst = -1 padding).
+
+        With ``use_ops`` the fused Triton kernels run for CUDA float32 tensors when ``backend == "flash"`` (filter
+        MLP in ``precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
+        """
         if self.use_ops:
+            if self.backend == "flash" and x.is_cuda and x.dtype == torch.float32:
+                csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
+                return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu,
+                                                        block.filter1.weight, block.filter1.bias,
+                                                        block.filter2.weight, self.gamma, self.cutoff,
+                                                        self.rbf_cutoff, self.precision)
             return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, block.filter1.weight,
                                                 block.filter1.bias, block.filter2.weight, self.gamma, self.cutoff,
                                                 self.rbf_cutoff)

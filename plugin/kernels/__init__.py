@@ -1,0 +1,6 @@
+"""Triton kernels behind the ``torch.ops.openmmflash.*`` seam (see ``openmmflash.plugin.ops``).
+
+- ``csr``: destination offsets and the source-sorted permutation of a dst-sorted pair list, on the device.
+- ``w16a16``: per-output-channel 16-bit weight quantization.
+- ``cfconv``: the flash CFConv (fused RBF + filter MLP + gather + CSR segment reduction) and its backward.
+"""
