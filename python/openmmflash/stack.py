@@ -26,16 +26,16 @@ def import_openmm():
     Returns the ``openmm`` module.
     """
     import openmm
+    import openmm.app  # noqa: F401  (so openmm.app and openmm.unit are attributes)
 
-    failures = [f for f in openmm.Platform.getPluginLoadFailures() if "OpenMMTorch" in f]
-    if failures:
-        plugin_dir = openmm.Platform.getDefaultPluginsDirectory()
-        for name in sorted(os.listdir(plugin_dir)):
-            if "OpenMMTorch" in name:
-                try:
-                    openmm.Platform.loadPluginLibrary(os.path.join(plugin_dir, name))
-                except Exception:  # reported by stack_problems()/doctor
-                    pass
+    for failure in openmm.Platform.getPluginLoadFailures():
+        # "Error loading library <path>: <reason>": retry Torch plugins that failed because torch came second.
+        path = failure.split("Error loading library ", 1)[-1].split(": ", 1)[0]
+        if "OpenMMTorch" in path and "OpenCL" not in path and os.path.isfile(path):
+            try:
+                openmm.Platform.loadPluginLibrary(path)
+            except Exception:  # reported by `openmmflash doctor`
+                pass
     return openmm
 
 

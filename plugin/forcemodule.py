@@ -1,0 +1,89 @@
+"""The OpenMM-boundary module shared by the TorchForce and the PythonForce: nm and kJ/mol in, model units inside.
+
+``forward(positions [N, 3] nm, box [3, 3] nm | None) -> (energy [] kJ/mol, forces [N, 3] kJ/mol/nm)``, in the
+dtype of ``positions`` (float32 on CUDA, float64 on Reference/CPU). The model runs in its own precision
+(``precision="single" | "double"``); forces are -dE/dr by autograd through the ``torch.ops.openmmflash`` ops.
+"""
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+PRECISIONS = {"single": torch.float32, "double": torch.float64}
+
+
+class FlashSchNetForceModule(nn.Module):
+    """TorchScript-able wrapper of a FlashSchNet model for one System.
+
+    Parameters
+    ----------
+    model : FlashSchNet
+        The potential (a copy is converted to ``precision`` and set to use the custom ops).
+    types : torch.Tensor
+        Bead types of the modelled particles, shape (B * n,), int64.
+    numParticles : int
+        Particles in the System (positions OpenMM passes in).
+    numReplicas : int
+        B, equal contiguous replicas among the modelled particles.
+    atomSubset : list of int or None
+        System particle indices the model acts on (None: all, in order).
+    periodic : bool
+        Whether OpenMM passes box vectors (System uses periodic boundary conditions).
+    neighborCapacity : int
+        Fixed neighbor-list length (0: exact list).
+    precision : str
+        "single" or "double": the dtype the model computes in.
+    """
+
+    def __init__(self, model, types: Tensor, numParticles: int, numReplicas: int = 1,
+                 atomSubset: Optional[List[int]] = None, periodic: bool = False, neighborCapacity: int = 0,
+                 precision: str = "single"):
+        super().__init__()
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        import copy
+
+        self.dtype = PRECISIONS[precision]
+        self.model = copy.deepcopy(model).to(self.dtype).eval()
+        self.model.use_ops = True
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("types", types.to(torch.int64).clone())
+        modelled = int(types.shape[0])
+        self.use_subset = atomSubset is not None
+        subset = torch.arange(modelled) if atomSubset is None else torch.as_tensor(list(atomSubset), dtype=torch.int64)
+        self.register_buffer("subset", subset)
+        self.num_particles = int(numParticles)
+        self.num_replicas = int(numReplicas)
+        self.periodic = bool(periodic)
+        self.capacity = int(neighborCapacity)
+        self.length_scale = float(model.config.lengthScale)
+        self.energy_scale = float(model.config.energyScale)
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        if positions.shape[0] != self.num_particles:
+            raise ValueError(f"FlashSchNet force was created for {self.num_particles} particles but the System "
+                             f"has {positions.shape[0]}; create the force for this System (topology/beadTypes, "
+                             "replicas and atomSubset must match it)")
+        pos = positions.to(self.dtype)
+        if self.use_subset:
+            pos = pos.index_select(0, self.subset)
+        pos = (pos * self.length_scale).detach()
+        pos.requires_grad_(True)
+        box_model: Optional[Tensor] = None
+        if self.periodic:
+            if box is None:
+                raise ValueError("the force is periodic but OpenMM passed no box vectors")
+            box_model = box.to(self.dtype) * self.length_scale
+        # Forces come from autograd: call with grad mode on (TorchForce does; eager callers use enable_grad).
+        energy = self.model(pos, self.types, self.num_replicas, box_model, self.capacity).sum()
+        grads = torch.autograd.grad([energy], [pos])
+        grad = grads[0]
+        if grad is None:
+            grad = torch.zeros_like(pos)
+        forces = grad * (-self.energy_scale * self.length_scale)
+        if self.use_subset:
+            forces = torch.zeros((self.num_particles, 3), dtype=forces.dtype,
+                                 device=forces.device).index_copy(0, self.subset, forces)
+        return (energy * self.energy_scale).detach().to(positions.dtype), forces.detach().to(positions.dtype)

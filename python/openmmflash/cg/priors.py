@@ -1,0 +1,171 @@
+"""CGSchNet prior terms as native OpenMM forces, with parameters from the model file (model units).
+
+Functional forms (mlcg, no 1/2 factors; lengths in the model's length unit, energies in its energy unit, angles in
+radians; torsions use OpenMM's convention)::
+
+    bonds      k (d - x0)^2 + v0                       -> HarmonicBondForce (CustomBondForce if any v0 != 0)
+    angles     k (cos(theta) - cos0)^2                   -> CustomAngleForce (not HarmonicAngleForce)
+    dihedrals  v0 + sum_n k1_n sin(n phi) + k2_n cos(n phi)   -> CustomTorsionForce
+    impropers  k (phi - phi0)^2, phi - phi0 wrapped to [-pi, pi)   -> CustomTorsionForce
+    repulsion  (sigma / d)^6 over beads more than ``repulsionExclusion`` bonds apart   -> CustomBondForce
+
+``priors`` is a dict ``{"bonds": {key: {"x0", "k", "v0"?}}, "angles": {key: {"cos0", "k"}}, "dihedrals": {key: {"v0",
+"k1": [...], "k2": [...]}}, "impropers": {key: {"phi0", "k"}}, "repulsion": {key: {"sigma"}},
+"repulsionExclusion": 2}``. Keys name the beads of a term joined by "-", optionally with ":RES", the residue of the
+first CA in the term ("C-N-CA-C:ALA" is the phi torsion of an alanine); the most specific key wins, and a term with
+no key is left out. Repulsion keys are the two bead names sorted ("CA-O"), or "*" for all pairs.
+"""
+
+import math
+from collections import defaultdict
+from typing import Dict, List, Optional, Tuple
+
+from openmmflash.cg.mapping import canonicalResidue
+from openmmflash.schnet.config import ENERGY_UNITS, LENGTH_UNITS
+from openmmflash.stack import import_openmm
+
+TERM_KINDS = ("bonds", "angles", "dihedrals", "impropers", "repulsion")
+NAME_ORDER = {"N": 0, "CA": 1, "CB": 2, "C": 3, "O": 4}
+
+
+def enumerateTerms(topology, bonds: List[Tuple[int, int]], repulsionExclusion: int = 2) -> Dict[str, list]:
+    """Index tuples of every prior term of a CG topology with the given bonds.
+
+    Angles are bonded triples, dihedrals bonded quadruples (i-j-k-l paths), impropers one per bead with exactly
+    three bonded neighbours (neighbours in N, CA, CB, C, O order then by index, the centre last), repulsion pairs
+    all same-chain pairs more than ``repulsionExclusion`` bonds apart.
+    """
+    atoms = list(topology.atoms())
+    neighbors = defaultdict(set)
+    for i, j in bonds:
+        neighbors[i].add(j)
+        neighbors[j].add(i)
+    angles, dihedrals, impropers = [], [], []
+    for j in range(len(atoms)):
+        nb = sorted(neighbors[j])
+        for a in range(len(nb)):
+            for b in range(a + 1, len(nb)):
+                angles.append((nb[a], j, nb[b]))
+        if len(nb) == 3:
+            ordered = sorted(nb, key=lambda k: (NAME_ORDER.get(atoms[k].name, 9), k))
+            impropers.append((ordered[0], ordered[1], ordered[2], j))
+    for j, k in bonds:
+        for i in sorted(neighbors[j] - {k}):
+            for m in sorted(neighbors[k] - {j}):
+                if i != m:
+                    dihedrals.append((i, j, k, m))
+    repulsion = []
+    for chain in topology.chains():
+        members = [a.index for a in chain.atoms()]
+        for i in members:
+            # Breadth-first search to find beads within the exclusion distance.
+            near, frontier = {i}, {i}
+            for _ in range(repulsionExclusion):
+                frontier = {n for f in frontier for n in neighbors[f]} - near
+                near |= frontier
+            repulsion += [(i, j) for j in members if j > i and j not in near]
+    return {"bonds": list(bonds), "angles": angles, "dihedrals": dihedrals, "impropers": impropers,
+            "repulsion": repulsion}
+
+
+def termKeys(atoms, indices, kind: str) -> List[str]:
+    """Candidate parameter keys of one term, most specific first."""
+    names = [atoms[i].name for i in indices]
+    if kind == "repulsion":
+        labels = sorted(f"{canonicalResidue(atoms[i].residue.name)}:{atoms[i].name}" for i in indices)
+        return ["-".join(labels), "-".join(sorted(names)), "*"]
+    orders = [names] if kind == "impropers" else [names, names[::-1]]
+    residue = next((canonicalResidue(atoms[i].residue.name) for i in indices if atoms[i].name == "CA"), None)
+    keys = []
+    if residue is not None:
+        keys += ["-".join(o) + f":{residue}" for o in orders]
+    keys += ["-".join(o) for o in orders]
+    return keys
+
+
+def lookup(params: Dict[str, dict], atoms, indices, kind: str) -> Optional[dict]:
+    for key in termKeys(atoms, indices, kind):
+        if key in params:
+            return params[key]
+    return None
+
+
+def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict, lengthUnit: str = "angstrom",
+                   energyUnit: str = "kcal/mol", forceGroup: int = 1) -> list:
+    """Add the prior terms to ``system``; returns the forces added. Bonds are the mapping's bonded pairs."""
+    openmm = import_openmm()
+    nm = LENGTH_UNITS[lengthUnit]   # nm per model length unit
+    kj = ENERGY_UNITS[energyUnit]   # kJ/mol per model energy unit
+    atoms = list(topology.atoms())
+    terms = enumerateTerms(topology, bonds, int(priors.get("repulsionExclusion", 2)))
+    forces = []
+
+    bond_params = priors.get("bonds", {})
+    found = [(t, lookup(bond_params, atoms, t, "bonds")) for t in terms["bonds"]]
+    found = [(t, p) for t, p in found if p is not None]
+    if found:
+        if any(float(p.get("v0", 0.0)) != 0.0 for _, p in found):
+            force = openmm.CustomBondForce("k*(r-x0)^2+v0")
+            for name in ("k", "x0", "v0"):
+                force.addPerBondParameter(name)
+            for (i, j), p in found:
+                force.addBond(i, j, [float(p["k"]) * kj / nm**2, float(p["x0"]) * nm, float(p.get("v0", 0)) * kj])
+        else:
+            force = openmm.HarmonicBondForce()
+            for (i, j), p in found:
+                force.addBond(i, j, float(p["x0"]) * nm, 2.0 * float(p["k"]) * kj / nm**2)
+        forces.append(force)
+
+    found = [(t, lookup(priors.get("angles", {}), atoms, t, "angles")) for t in terms["angles"]]
+    found = [(t, p) for t, p in found if p is not None]
+    if found:
+        force = openmm.CustomAngleForce("k*(cos(theta)-cos0)^2")
+        force.addPerAngleParameter("k")
+        force.addPerAngleParameter("cos0")
+        for t, p in found:
+            force.addAngle(*t, [float(p["k"]) * kj, float(p["cos0"])])
+        forces.append(force)
+
+    found = [(t, lookup(priors.get("dihedrals", {}), atoms, t, "dihedrals")) for t in terms["dihedrals"]]
+    found = [(t, p) for t, p in found if p is not None]
+    if found:
+        degree = max(max(len(p.get("k1", [])), len(p.get("k2", []))) for _, p in found)
+        series = " + ".join(f"s{n}*sin({n}*theta) + c{n}*cos({n}*theta)" for n in range(1, degree + 1))
+        force = openmm.CustomTorsionForce(f"v0 + {series}" if degree else "v0")
+        names = ["v0"] + [f"{x}{n}" for n in range(1, degree + 1) for x in ("s", "c")]
+        for name in names:
+            force.addPerTorsionParameter(name)
+        for t, p in found:
+            k1 = list(p.get("k1", [])) + [0.0] * degree
+            k2 = list(p.get("k2", [])) + [0.0] * degree
+            values = [float(p.get("v0", 0.0))] + [v for n in range(degree) for v in (k1[n], k2[n])]
+            force.addTorsion(*t, [v * kj for v in values])
+        forces.append(force)
+
+    found = [(t, lookup(priors.get("impropers", {}), atoms, t, "impropers")) for t in terms["impropers"]]
+    found = [(t, p) for t, p in found if p is not None]
+    if found:
+        two_pi = 2.0 * math.pi
+        force = openmm.CustomTorsionForce(f"k*dphi^2; dphi = theta - phi0 - {two_pi}*floor((theta - phi0)/{two_pi} + 0.5)")
+        force.addPerTorsionParameter("k")
+        force.addPerTorsionParameter("phi0")
+        for t, p in found:
+            force.addTorsion(*t, [float(p["k"]) * kj, float(p["phi0"])])
+        forces.append(force)
+
+    found = [(t, lookup(priors.get("repulsion", {}), atoms, t, "repulsion")) for t in terms["repulsion"]]
+    found = [(t, p) for t, p in found if p is not None]
+    if found:
+        force = openmm.CustomBondForce(f"{kj}*(sigma/r)^6")
+        force.addPerBondParameter("sigma")
+        for (i, j), p in found:
+            force.addBond(i, j, [float(p["sigma"]) * nm])
+        forces.append(force)
+
+    for force in forces:
+        force.setForceGroup(forceGroup)
+        force.setName(f"FlashSchNet prior ({force.__class__.__name__})")
+        if topology.getPeriodicBoxVectors() is not None and hasattr(force, "setUsesPeriodicBoundaryConditions"):
+            force.setUsesPeriodicBoundaryConditions(True)
+        system.addForce(force)
+    return forces

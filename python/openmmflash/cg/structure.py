@@ -1,0 +1,52 @@
+"""Loading protein structures for CG modelling: all-atom PDB/mmCIF files (repaired with pdbfixer when atoms are
+missing) or CG PDB files whose atoms already are beads."""
+
+import os
+from typing import Tuple
+
+from openmmflash.cg.mapping import CGMapping, IGNORED, canonicalResidue
+from openmmflash.stack import import_openmm
+
+
+def isCGTopology(topology, mapping: CGMapping) -> bool:
+    """True when every protein residue holds only bead atoms of ``mapping`` (a CG structure, nothing to repair)."""
+    for residue in topology.residues():
+        if canonicalResidue(residue.name) in IGNORED:
+            continue
+        if any(atom.name not in mapping.beadNames for atom in residue.atoms()):
+            return False
+    return True
+
+
+def loadProtein(path: str, mapping="5bead", repair: bool = True) -> Tuple[object, object]:
+    """CG Topology and bead positions (nm, shape (n, 3)) of the protein in a PDB or mmCIF file.
+
+    All-atom input with missing heavy atoms is completed with pdbfixer (missing loops are not modelled);
+    with ``repair=False`` such input is refused.
+    """
+    openmm = import_openmm()
+    app = openmm.app
+    mapping = mapping if isinstance(mapping, CGMapping) else CGMapping(mapping)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no structure file at {path!r}")
+    reader = app.PDBxFile if path.lower().endswith((".cif", ".mmcif")) else app.PDBFile
+    structure = reader(path)
+    topology, positions = structure.topology, structure.getPositions(asNumpy=True)
+    if not isCGTopology(topology, mapping):
+        from pdbfixer import PDBFixer
+
+        fixer = PDBFixer(filename=path)
+        fixer.findMissingResidues()
+        fixer.missingResidues = {}
+        fixer.findNonstandardResidues()
+        fixer.findMissingAtoms()
+        missing = sum(len(v) for v in fixer.missingAtoms.values())
+        if fixer.nonstandardResidues or missing:
+            if not repair:
+                raise ValueError(f"{path!r} has {missing} missing heavy atoms and {len(fixer.nonstandardResidues)} "
+                                 "nonstandard residues; call loadProtein(..., repair=True) to fix them with pdbfixer")
+            fixer.replaceNonstandardResidues()
+            fixer.addMissingAtoms()
+        topology, positions = fixer.topology, fixer.positions
+    cg, indices = mapping.mapTopology(topology)
+    return cg, mapping.mapPositions(positions, indices)
