@@ -53,6 +53,8 @@ class FlashSchNet(nn.Module):
         self.use_ops = False
         self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
         self.precision = str(c.precision)  # "fp32" | "w16a16" (flash filter MLP)
+        # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
+        self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
         mu = torch.linspace(0.0, c.cutoff, c.numRbf)
         self.register_buffer("mu", mu)
@@ -75,6 +77,19 @@ class FlashSchNet(nn.Module):
                 else:
                     p.zero_()
             self.embedding.weight.copy_(torch.randn(self.embedding.weight.shape, generator=gen))
+
+    @classmethod
+    def load(cls, pathOrName: str, device: str = "cpu") -> "FlashSchNet":
+        """Load a model file, or a bundled model by name (see ``openmmflash.schnet.modelfile.loadModel``)."""
+        from openmmflash.schnet.modelfile import loadModel
+
+        return loadModel(pathOrName, device)
+
+    def save(self, path: str, **metadata) -> None:
+        """Write this model and its metadata to one file (see ``openmmflash.schnet.modelfile.saveModel``)."""
+        from openmmflash.schnet.modelfile import saveModel
+
+        saveModel(self, path, **metadata)
 
     def extra_repr(self) -> str:
         c = self.config
