@@ -1,0 +1,153 @@
+"""Position codecs of CompactMD: a grid quantizer plus the lossless residual coder.
+
+``BoundedCodec`` (name ``"bounded"``, the default) guarantees ``|decoded - original| <= maxError`` nm for every
+coordinate. Its grid step is ``2 * maxError * (1 - 2**-6)``: half a step is the bound minus a margin of
+``maxError / 64`` that absorbs float32 rounding of the decoded value for ``|x| < 128 nm`` at the default bound
+(the float64 decode is within the bound for every coordinate the codec accepts).
+
+``XTCCodec`` (name ``"xtc"``) re-encodes coordinates read from an XTC file bit-exactly: XTC stores integers
+``round(x * precision)`` and decodes ``float32(i) * float32(1 / precision)``; this codec stores the same integers
+and decodes with the same float32 arithmetic, so its output equals what an XTC reader returns. Input not on that
+grid is refused.
+
+Both accept positions of shape (F, N, 3) in nm, reject NaN/Inf and coordinates beyond ``2**28`` grid steps
+(about 2.6e5 nm at the default bound), and hand int32 grid coordinates to
+:mod:`openmmflash.compactmd.residualcoder`.
+"""
+
+import numpy as np
+
+from openmmflash.compactmd import residualcoder
+
+_NAN_HELP = "see https://github.com/openmm/openmm/wiki/Frequently-Asked-Questions#nan"
+GRID_LIMIT = 2**28
+
+
+class GridCodec:
+    """Common part: quantize, check, code the grid integers. Subclasses set ``gridStep`` and ``maxError``."""
+
+    name = None
+
+    def __init__(self, level=3, blockAtoms=4096):
+        if not 1 <= int(level) <= 22:
+            raise ValueError(f"zstd level must be 1..22, got {level}")
+        self.level = int(level)
+        self.blockAtoms = int(blockAtoms)
+
+    def params(self):
+        """JSON-serializable parameters stored in the file header."""
+        return {"level": self.level, "blockAtoms": self.blockAtoms}
+
+    def _check(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 3 or x.shape[2] != 3:
+            raise ValueError(f"positions must have shape (frames, atoms, 3), got {x.shape}")
+        finite = np.isfinite(x)
+        if not finite.all():
+            f, a, _ = np.argwhere(~finite)[0]
+            raise ValueError(f"Particle position is NaN or infinite (frame {f}, atom {a}); the simulation has "
+                             f"blown up and nothing was written for this frame ({_NAN_HELP}).")
+        limit = GRID_LIMIT * self.gridStep
+        big = np.abs(x) > limit
+        if big.any():
+            f, a, c = np.argwhere(big)[0]
+            raise ValueError(f"Position {x[f, a, c]:.6g} nm (frame {f}, atom {a}) is outside the range this file "
+                             f"can store (|x| <= {limit:.6g} nm at maxError={self.maxError} nm); use a larger "
+                             f"maxError or wrap the coordinates (enforcePeriodicBox=True).")
+        return x
+
+    def quantize(self, x):
+        """Positions (F, N, 3) in nm -> int32 grid coordinates (F, N, 3)."""
+        return np.rint(self._check(x) / self.gridStep).astype(np.int32)
+
+    def dequantize(self, q, dtype=np.float32):
+        """Grid coordinates (F, N, 3) -> positions in nm."""
+        return (np.asarray(q, np.float64) * self.gridStep).astype(dtype, copy=False)
+
+    def encode(self, q, seqMask):
+        """int32 grid coordinates (F, N, 3) -> bytes (lossless)."""
+        return residualcoder.encode(q, seqMask, level=self.level, blockAtoms=self.blockAtoms)
+
+    def decode(self, blob, nFrames, nAtoms, seqMask):
+        """bytes -> int32 grid coordinates (nFrames, nAtoms, 3)."""
+        return residualcoder.decode(blob, nFrames, nAtoms, seqMask, blockAtoms=self.blockAtoms)
+
+
+class BoundedCodec(GridCodec):
+    """Error-bounded codec: every coordinate within ``maxError`` nm (default 0.0005 nm, XTC's precision)."""
+
+    name = "bounded"
+
+    def __init__(self, maxError=0.0005, level=3, blockAtoms=4096):
+        super().__init__(level, blockAtoms)
+        maxError = float(maxError)
+        if not (np.isfinite(maxError) and maxError > 0):
+            raise ValueError(f"maxError must be a positive number of nm, got {maxError}")
+        self.maxError = maxError
+        self.gridStep = 2.0 * maxError * (1.0 - 2.0**-6)
+
+    def params(self):
+        return dict(super().params(), maxError=self.maxError)
+
+
+class XTCCodec(GridCodec):
+    """Lossless re-encoding of XTC data at ``precision`` (XTC's default 1000, i.e. a 0.001 nm grid)."""
+
+    name = "xtc"
+
+    def __init__(self, precision=1000.0, level=3, blockAtoms=4096):
+        super().__init__(level, blockAtoms)
+        self.precision = float(precision)
+        if not self.precision > 0:
+            raise ValueError(f"XTC precision must be positive, got {precision}")
+        self.gridStep = 1.0 / self.precision
+        self.maxError = 0.5 / self.precision
+
+    def params(self):
+        return dict(super().params(), precision=self.precision)
+
+    def quantize(self, x):
+        x = self._check(x)
+        q = np.rint(x * self.precision).astype(np.int32)
+        back = self.dequantize(q, np.float32)
+        if not np.array_equal(back, x.astype(np.float32)):
+            f, a, c = np.argwhere(back != x.astype(np.float32))[0]
+            raise ValueError(f"Position {x[f, a, c]!r} nm (frame {f}, atom {a}) is not on the XTC grid of "
+                             f"precision {self.precision:g}; codec='xtc' only re-encodes XTC data losslessly. "
+                             f"Use codec='bounded' for other input.")
+        return q
+
+    def dequantize(self, q, dtype=np.float32):
+        inv = np.float32(1.0) / np.float32(self.precision)
+        return (np.asarray(q).astype(np.float32) * inv).astype(dtype, copy=False)
+
+
+CODECS = {"bounded": BoundedCodec, "xtc": XTCCodec}
+
+
+def make_codec(codec="bounded", maxError=None, **params):
+    """Codec from a name (``"bounded"``, ``"xtc"``, ``"learned"``) or pass an instance through."""
+    if isinstance(codec, GridCodec) or hasattr(codec, "encode_frames"):
+        return codec
+    if codec == "learned":
+        from openmmflash.compactmd.learned import LearnedCodec
+
+        return LearnedCodec(maxError=maxError if maxError is not None else 0.05, **params)
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}; choose one of {sorted(CODECS)}")
+    if codec == "bounded" and maxError is not None:
+        params["maxError"] = maxError
+    if codec == "xtc" and maxError is not None and "precision" not in params:
+        params["precision"] = 0.5 / maxError
+    return CODECS[codec](**params)
+
+
+def codec_from_header(name, params):
+    """Rebuild the codec recorded in a file header."""
+    if name == "learned":
+        from openmmflash.compactmd.learned import LearnedCodec
+
+        return LearnedCodec(**params)
+    if name not in CODECS:
+        raise ValueError(f"file uses codec {name!r}, which this version of openmmflash does not know")
+    return CODECS[name](**params)

@@ -1,0 +1,216 @@
+"""``CompactTrajectory``: read a CompactMD (``.cmdx``) file with random access."""
+
+import bisect
+from collections import namedtuple
+
+import numpy as np
+import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a read)
+
+from openmmflash.compactmd import compactfile as cf
+from openmmflash.compactmd.codec import codec_from_header
+from openmmflash.compactmd.topology import CompactTopology
+
+Frame = namedtuple("Frame", "positions step time box")
+Frame.__doc__ = "One frame: positions (N, 3) float32 nm, MD step, time in ps, box (3, 3) nm or None."
+
+
+class CompactTrajectory:
+    """A CompactMD trajectory opened for reading.
+
+    Parameters
+    ----------
+    path : str
+        A ``.cmdx`` file.
+    recover : bool
+        Ignore a corrupt index and rebuild the chunk list from the chunk heads.
+
+    ``len(traj)`` frames; ``traj[i]`` is a :class:`Frame`; ``traj[a:b:c]`` or ``traj[[i, j]]`` gives positions
+    of shape (F, N, 3) float32 in nm via :meth:`read`. ``steps``, ``times`` (ps) and ``boxes`` (F, 3, 3) nm (NaN
+    where a frame has no box) cover all frames. A frame lookup reads one chunk (the last one is cached).
+
+    >>> with CompactTrajectory("traj.cmdx") as traj:          # doctest: +SKIP
+    ...     xyz = traj[10:20]                                  # (10, N, 3) nm
+    """
+
+    def __init__(self, path, recover=False):
+        self.path = str(path)
+        self._f = open(self.path, "rb")
+        try:
+            self._open(recover)
+        except BaseException:
+            self._f.close()
+            raise
+
+    def _open(self, recover):
+        f = self._f
+        self.header, self._dataStart = cf.read_header(f)
+        size = cf.file_size(f)
+        chunks = None if recover else cf.read_index(f, self._dataStart, size)
+        self.recovered = chunks is None
+        if chunks is None:
+            chunks, self._dataEnd = cf.scan_chunks(f, self._dataStart, size, warn=True)
+        else:
+            self._dataEnd = chunks[-1].offset + cf._CHUNK_HEAD.size + self._payload_len(chunks[-1]) if chunks \
+                else self._dataStart
+        self.chunks = chunks
+        self._starts = np.cumsum([0] + [c.nFrames for c in chunks]).tolist()
+        self.nAtoms = int(self.header["nAtoms"])
+        self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
+        top = self.header.get("topology")
+        self.topology = CompactTopology.from_dict(top) if top else None
+        seq = self.header.get("sequenceMask")
+        self._seq = np.array([c == "1" for c in seq], bool) if seq else np.ones(self.nAtoms, bool)
+        self._cache = (None, None)
+        self._meta = None
+
+    def _payload_len(self, info):
+        self._f.seek(info.offset + 8)
+        return int(np.frombuffer(self._f.read(8), "<u8")[0])
+
+    # ------------------------------------------------------------------ basic properties
+    @property
+    def maxError(self):
+        """The guaranteed bound on |decoded - original| per coordinate, nm."""
+        return float(self.header["maxError"])
+
+    @property
+    def nFrames(self):
+        return self._starts[-1]
+
+    def __len__(self):
+        return self.nFrames
+
+    def close(self):
+        self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"<CompactTrajectory {self.path!r}: {self.nFrames} frames, {self.nAtoms} atoms, codec "
+                f"{self.header['codec']['name']}, maxError {self.maxError} nm>")
+
+    # ------------------------------------------------------------------ chunk access
+    def _locate(self, frame):
+        if frame < 0:
+            frame += self.nFrames
+        if not 0 <= frame < self.nFrames:
+            raise IndexError(f"frame {frame} out of range for a trajectory of {self.nFrames} frames")
+        k = bisect.bisect_right(self._starts, frame) - 1
+        return k, frame - self._starts[k]
+
+    def readChunk(self, k):
+        """(grid ints (F, N, 3) int32, steps, times, boxes) of chunk ``k``, verified against its checksums."""
+        if self._cache[0] == k:
+            return self._cache[1]
+        info = self.chunks[k]
+        payload = cf.read_payload(self._f, info, k, self._starts[k])
+        try:
+            steps, times, boxes, blob = cf.unpack_payload(payload, info.nFrames)
+            q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._seq)
+        except Exception as err:  # noqa: BLE001  (checksum passed but content unreadable: report the location)
+            raise cf.CorruptChunkError(f"chunk {k} (byte {info.offset}) could not be decoded: {err}",
+                                       info.offset, k) from err
+        self._cache = (k, (q, steps, times, boxes))
+        return self._cache[1]
+
+    def _chunk_meta(self):
+        if self._meta is None:
+            parts = []
+            for k, info in enumerate(self.chunks):
+                payload = cf.read_payload(self._f, info, k, self._starts[k])
+                parts.append(cf.unpack_payload(payload, info.nFrames)[:3])
+            if parts:
+                self._meta = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
+            else:
+                self._meta = (np.zeros(0, np.int64), np.zeros(0), np.zeros((0, 3, 3)))
+        return self._meta
+
+    @property
+    def steps(self):
+        """MD step of every frame, int64 (F,)."""
+        return self._chunk_meta()[0]
+
+    @property
+    def times(self):
+        """Simulation time of every frame in ps, (F,)."""
+        return self._chunk_meta()[1]
+
+    @property
+    def boxes(self):
+        """Box vectors of every frame in nm, (F, 3, 3); NaN for frames written without a box."""
+        return self._chunk_meta()[2]
+
+    # ------------------------------------------------------------------ frames
+    def frame(self, i, dtype=np.float32):
+        """Frame ``i`` as a :class:`Frame` (positions in nm)."""
+        k, j = self._locate(int(i))
+        q, steps, times, boxes = self.readChunk(k)
+        box = None if np.isnan(boxes[j]).any() else boxes[j]
+        return Frame(self.codec.dequantize(q[j:j + 1], dtype)[0], int(steps[j]), float(times[j]), box)
+
+    def readGrid(self, frames=None):
+        """Grid integers (F, N, 3) int32 of ``frames`` (all by default), in order."""
+        idx = self._indices(frames)
+        out = np.empty((len(idx), self.nAtoms, 3), np.int32)
+        for pos, k, rows in self._group(idx):
+            out[pos] = self.readChunk(k)[0][rows]
+        return out
+
+    def read(self, frames=None, dtype=np.float32):
+        """Positions (F, N, 3) in nm of ``frames`` (an int sequence or slice; all by default)."""
+        return self.codec.dequantize(self.readGrid(frames), dtype)
+
+    def _indices(self, frames):
+        if frames is None:
+            return np.arange(self.nFrames)
+        if isinstance(frames, slice):
+            return np.arange(self.nFrames)[frames]
+        idx = np.asarray(frames, np.int64).reshape(-1)
+        idx = np.where(idx < 0, idx + self.nFrames, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.nFrames):
+            raise IndexError(f"frame indices out of range for a trajectory of {self.nFrames} frames")
+        return idx
+
+    def _group(self, idx):
+        """Yield (positions in output, chunk, rows in chunk) for consecutive runs of frames in one chunk."""
+        if not len(idx):
+            return
+        ks = np.searchsorted(self._starts, idx, side="right") - 1
+        cut = np.flatnonzero(np.diff(ks)) + 1
+        for run in np.split(np.arange(len(idx)), cut):
+            k = int(ks[run[0]])
+            yield run, k, idx[run] - self._starts[k]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.frame(key)
+        return self.read(key)
+
+    def __iter__(self):
+        for i in range(self.nFrames):
+            yield self.frame(i)
+
+    def verify(self):
+        """Read and decode every chunk; returns the number of frames checked, raises CorruptChunkError."""
+        for k in range(len(self.chunks)):
+            self._cache = (None, None)
+            self.readChunk(k)
+        return self.nFrames
+
+    def toMdtraj(self, frames=None):
+        """An ``mdtraj.Trajectory`` of ``frames`` (needs the embedded topology)."""
+        import mdtraj
+
+        if self.topology is None:
+            raise ValueError(f"{self.path} has no embedded topology; use mdtraj.load(path, top=...) instead")
+        idx = self._indices(frames)
+        boxes = self.boxes[idx]
+        ok = np.isfinite(boxes).all()
+        traj = mdtraj.Trajectory(self.read(idx), self.topology.to_mdtraj(), time=self.times[idx])
+        if ok and len(idx):
+            traj.unitcell_vectors = boxes.astype(np.float32)
+        return traj
