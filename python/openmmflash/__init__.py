@@ -21,6 +21,8 @@ _EXPORTS = {
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetPythonForce": "openmmflash.plugin.pythonforce",
     "replicateSystem": "openmmflash.plugin.replicas",
+    "CompactReporter": "openmmflash.compactmd.compactreporter",
+    "CompactTrajectory": "openmmflash.compactmd.compacttrajectory",
 }
 
 
