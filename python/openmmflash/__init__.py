@@ -21,6 +21,11 @@ _EXPORTS = {
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetPythonForce": "openmmflash.plugin.pythonforce",
     "replicateSystem": "openmmflash.plugin.replicas",
+    "FlashMDIntegrator": "openmmflash.integrators.flashmdintegrator",
+    "FlashMDLangevinIntegrator": "openmmflash.integrators.thermostats",
+    "FlashMDBussiIntegrator": "openmmflash.integrators.thermostats",
+    "FlashMDStepper": "openmmflash.integrators.stepper",
+    "FlashMDModel": "openmmflash.integrators.modelfile",
     "CompactReporter": "openmmflash.compactmd.compactreporter",
     "CompactTrajectory": "openmmflash.compactmd.compacttrajectory",
 }

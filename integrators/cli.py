@@ -1,0 +1,103 @@
+"""``openmmflash flashmd-data`` and ``openmmflash flashmd-train``: make FlashMD training pairs and train a model.
+
+Examples::
+
+    openmmflash flashmd-data --water-box 1.6 --stride 8 --temperatures 270 300 330 360 -o water_8fs.npz
+    openmmflash flashmd-data --system system.xml --pdb start.pdb --stride 16 -o data.npz
+    openmmflash flashmd-train water_8fs.npz -o water.pt --iterations 20000 --energy-weight 0.1 --water-box 1.6
+"""
+
+import argparse
+import json
+
+
+def _system_from_args(args):
+    """(topology, system, positions nm) from --water-box or --system/--pdb."""
+    import numpy as np
+    from .data import flexibleWaterBox
+    if getattr(args, "water_box", None):
+        return flexibleWaterBox(args.water_box, args.water_cutoff)
+    if getattr(args, "system", None) and getattr(args, "pdb", None):
+        import openmm as mm
+        from openmm import app, unit
+        with open(args.system) as f:
+            system = mm.XmlSerializer.deserialize(f.read())
+        pdb = app.PDBFile(args.pdb)
+        pos = np.asarray(pdb.getPositions().value_in_unit(unit.nanometer))
+        if pos.shape[0] != system.getNumParticles():
+            raise ValueError(f"{args.pdb} has {pos.shape[0]} atoms but {args.system} has "
+                             f"{system.getNumParticles()} particles")
+        return pdb.topology, system, pos
+    return None
+
+
+def _data(args):
+    from .data import generatePairs, saveDataset, speciesOf
+    made = _system_from_args(args)
+    if made is None:
+        raise ValueError("give either --water-box SIZE or both --system system.xml and --pdb structure.pdb")
+    topology, system, positions = made
+    data = generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
+                         timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
+                         pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
+                         platform=args.platform, seed=args.seed, progress=not args.quiet)
+    saveDataset(args.output, data)
+    print(f"wrote {data['q0'].shape[0]} pairs of {data['q0'].shape[1]} particles to {args.output}")
+
+
+def _train(args):
+    from .training import train
+    made = _system_from_args(args)
+    system = made[1] if made is not None else None
+    model = train(args.dataset, args.output, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
+                  channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
+                  energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
+                  seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes)
+    print(model.describe())
+    print(json.dumps(model.validation, indent=1))
+
+
+def _add_system_args(p):
+    p.add_argument("--water-box", type=float, default=None, metavar="NM",
+                   help="use a cubic box of flexible TIP3P-FB water with this edge (nm)")
+    p.add_argument("--water-cutoff", type=float, default=0.7, help="nonbonded cutoff of the water box (nm)")
+    p.add_argument("--system", default=None, help="serialized OpenMM System (XML) without constraints")
+    p.add_argument("--pdb", default=None, help="starting structure for --system")
+    p.add_argument("--platform", default=None, help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("flashmd-data", help="generate FlashMD training pairs from OpenMM NVE runs",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    _add_system_args(p)
+    p.add_argument("-o", "--output", required=True, help="dataset file (.npz)")
+    p.add_argument("--stride", type=float, required=True, help="learned stride (fs)")
+    p.add_argument("--timestep", type=float, default=0.5, help="reference NVE time step (fs)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=[300.0], help="temperatures of the starts (K)")
+    p.add_argument("--starts", type=int, default=4, help="independent starts per temperature")
+    p.add_argument("--pairs", type=int, default=50, help="pairs recorded per start")
+    p.add_argument("--spacing", type=float, default=0.1, help="time between pair starts (ps)")
+    p.add_argument("--equilibration", type=float, default=2.0, help="Langevin equilibration per start (ps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_data)
+
+    p = subparsers.add_parser("flashmd-train", help="train a FlashMD model on pairs from flashmd-data (resumable)",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("dataset", help="dataset from flashmd-data (.npz)")
+    p.add_argument("-o", "--output", required=True, help="model file (.pt); <output>.state holds the resume state")
+    _add_system_args(p)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=4, help="frames per batch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--cutoff", type=float, default=0.5, help="network cutoff (nm)")
+    p.add_argument("--energy-weight", type=float, default=0.0,
+                   help="weight of the energy-conservation term (needs --water-box or --system)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
+    p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_train)

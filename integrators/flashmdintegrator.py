@@ -1,0 +1,313 @@
+"""FlashMDIntegrator: a learned long-stride NVE integrator that ``app.Simulation`` drives like any OpenMM integrator.
+
+How it plugs into OpenMM: a Python subclass of ``openmm.CustomIntegrator`` whose step size is the model's stride.
+``step(n)`` runs n strides; each one reads the state, applies the learned map (stepper.py) in Python, writes the
+new positions and velocities, then calls ``CustomIntegrator.step(1)``, which runs ``updateContextState`` (so
+MonteCarloBarostat, MonteCarloAnisotropicBarostat and CMMotionRemover act as usual, with ``frequency`` counted in
+strides) and advances the step count by 1 and the time by one stride. Reporters and checkpoints therefore see the
+right step and time.
+
+Energy conservation with a guard, per stride (H = V(q) + K(p) before the step):
+    (q', p') = learned step;  V' = V(q') from the Context;  alpha = sqrt((H - V') / K')
+    accept when everything is finite, max |q' - q| <= maxDisplacement and alpha in [1/maxRescale, maxRescale];
+    p <- alpha p'.  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
+    velocity-Verlet substeps of the System's forces (run inside the C++ integrator program). A run therefore never
+    produces NaN from the network; rejections are counted (``getNumFallbacks``) and logged.
+
+State that must survive a checkpoint (random-number seed and draw counter, step counters) is kept in integrator
+global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
+not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
+
+Caution: systems with constraints are refused (FlashMD moves all degrees of freedom). Velocities are at the same
+time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms.
+"""
+
+import logging
+import math
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import openmm as mm
+from openmm import unit
+
+from .modelfile import loadModel
+from .stepper import FlashMDStepper, check_stride
+
+logger = logging.getLogger("openmmflash.flashmd")
+
+KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)  # kJ/mol/K
+
+_ELEMENT = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 11: "Na", 15: "P", 16: "S", 17: "Cl", 19: "K"}
+
+
+def _value(x, u):
+    return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
+
+
+class FlashMDIntegrator(mm.CustomIntegrator):
+    """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
+
+    Parameters
+    ----------
+    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.modelfile``)
+    stepSize : ps or Quantity, optional
+        Must equal the model's stride; default the model's stride.
+    rescaleEnergy : bool
+        Rescale momenta after each learned step so that the total energy is unchanged (one energy evaluation).
+    randomRotation : bool
+        Random O(3) rotation around every network call.
+    maxDisplacement : nm, optional
+        Largest accepted displacement of any particle in one stride; default 12.5 nm/ps * stride (0.1 nm at 8 fs).
+    maxRescale : float
+        Accept only 1/maxRescale <= alpha <= maxRescale.
+    fallbackSubsteps : int, optional
+        Velocity-Verlet substeps for a rejected stride; default stride / 0.5 fs.
+    device : torch device for the network.
+    randomSeed : int
+        Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
+    """
+
+    def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
+                 maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
+                 device=None, randomSeed: int = 0):
+        flashmd = loadModel(model)
+        stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
+        check_stride(flashmd, stride)
+        super().__init__(stride)
+        self._model = flashmd
+        self._device = device
+        self.rescaleEnergy = bool(rescaleEnergy)
+        self.randomRotation = bool(randomRotation)
+        self.maxDisplacement = 12.5 * stride if maxDisplacement is None else _value(maxDisplacement, unit.nanometer)
+        if maxRescale <= 1.0:
+            raise ValueError(f"maxRescale must be > 1, got {maxRescale}")
+        self.maxRescale = float(maxRescale)
+        nsub = int(fallbackSubsteps) if fallbackSubsteps else max(1, int(round(stride / 0.0005)))
+        if randomSeed == 0:
+            randomSeed = int(np.random.SeedSequence().entropy % (2 ** 31 - 1)) + 1
+        # Checkpointed state lives in global variables.
+        self.addGlobalVariable("flashmdFallback", 0)
+        self.addGlobalVariable("flashmdSubsteps", nsub)
+        self.addGlobalVariable("flashmdSubstep", 0)
+        self.addGlobalVariable("flashmdH", stride / nsub)
+        self.addGlobalVariable("flashmdSeed", randomSeed)
+        self.addGlobalVariable("flashmdDraws", 0)
+        self.addGlobalVariable("flashmdNumLearned", 0)
+        self.addGlobalVariable("flashmdNumFallbacks", 0)
+        self.addPerDofVariable("flashmdX1", 0)
+        self.addUpdateContextState()
+        # Fallback: velocity Verlet substeps of the System's forces, only when flashmdFallback is set.
+        self.beginIfBlock("flashmdFallback > 0")
+        self.addComputeGlobal("flashmdSubstep", "0")
+        self.beginWhileBlock("flashmdSubstep < flashmdSubsteps")
+        self.addComputePerDof("v", "v + 0.5*flashmdH*f/m")
+        self.addComputePerDof("x", "x + flashmdH*v")
+        self.addComputePerDof("v", "v + 0.5*flashmdH*f/m")
+        self.addComputeGlobal("flashmdSubstep", "flashmdSubstep + 1")
+        self.endBlock()
+        self.endBlock()
+        self._context = None
+        self._stepper = None
+        self._cache = None
+        self._alphas = []
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _findContext(self):
+        """The Context this integrator is bound to (OpenMM has no integrator -> context accessor in Python)."""
+        if self._context is not None:
+            return self._context
+        import gc
+        for ref in gc.get_referrers(self):
+            if isinstance(ref, mm.Context):
+                self.setContext(ref)
+                return ref
+        raise RuntimeError("this FlashMD integrator is not bound to a Context; create a Context or Simulation with "
+                           "it before calling step(), or call integrator.setContext(context)")
+
+    def setContext(self, context) -> None:
+        """Bind explicitly to ``context`` (done automatically on the first step) and validate its System."""
+        system = context.getSystem()
+        if system.getNumConstraints() > 0:
+            raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD integrators move "
+                             "every degree of freedom and need a System without constraints (createSystem(..., "
+                             "constraints=None, rigidWater=False))")
+        n = system.getNumParticles()
+        if any(system.isVirtualSite(i) for i in range(n)):
+            raise ValueError("the System has virtual sites, which FlashMD integrators do not support")
+        masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
+        types = self._typesFor(masses)
+        gen = torch.Generator().manual_seed(int(self.getGlobalVariableByName("flashmdSeed")))
+        self._stepper = FlashMDStepper(self._model, masses, types, stride=self.getStepSize().value_in_unit(
+            unit.picosecond), randomRotation=False, device=self._device, generator=gen)
+        self._masses = np.asarray(masses)
+        self._types = np.asarray(types)
+        self._context = context
+        self._cache = None
+
+    def _typesFor(self, masses):
+        """Atomic number of each particle: from ``setAtomTypes`` or else by matching the model's masses."""
+        if getattr(self, "_atomTypes", None) is not None:
+            if len(self._atomTypes) != len(masses):
+                raise ValueError(f"setAtomTypes got {len(self._atomTypes)} types for {len(masses)} particles")
+            return list(self._atomTypes)
+        types = []
+        for i, m in enumerate(masses):
+            match = [z for z, mz in zip(self._model.species, self._model.speciesMasses) if abs(mz - m) <= 1e-4 * mz]
+            if len(match) != 1:
+                raise ValueError(f"particle {i} has mass {m:.6g} amu, which matches none of the FlashMD model's "
+                                 f"species masses {dict(zip(self._model.species, self._model.speciesMasses))}; the "
+                                 "model was trained with other masses or species. Use the System's standard "
+                                 "masses, or call setAtomTypes(...) with atomic numbers to see the exact mismatch.")
+            types.append(match[0])
+        return types
+
+    def setAtomTypes(self, types) -> None:
+        """Atomic numbers of the particles [N] (or a Topology); by default they are inferred from the masses."""
+        if hasattr(types, "atoms"):
+            types = [a.element.atomic_number for a in types.atoms()]
+        self._atomTypes = [int(t) for t in types]
+        if self._context is not None:
+            self.setContext(self._context)
+
+    # ----------------------------------------------------------------------------------------------- random
+    def _rng(self) -> np.random.Generator:
+        """A generator determined by (seed, draw counter); the counter is checkpointed, so is the noise."""
+        draws = int(self.getGlobalVariableByName("flashmdDraws"))
+        self.setGlobalVariableByName("flashmdDraws", draws + 1)
+        return np.random.default_rng([int(self.getGlobalVariableByName("flashmdSeed")), draws])
+
+    # ----------------------------------------------------------------------------------------------- hooks
+    def _thermostatHalfStep(self, v: np.ndarray) -> np.ndarray:
+        """Thermostat half step on velocities [N, 3] nm/ps (none for NVE)."""
+        return v
+
+    @property
+    def _hasThermostat(self) -> bool:
+        return False
+
+    # ----------------------------------------------------------------------------------------------- stepping
+    def step(self, steps: int) -> None:
+        """Advance ``steps`` strides: the step count grows by exactly ``steps``, the time by steps * stride."""
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
+        context = self._findContext()
+        for _ in range(int(steps)):
+            self._stride(context)
+
+    def _stride(self, context) -> None:
+        st = context.getState(getPositions=True, getVelocities=True)
+        q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        m = self._masses[:, None]
+        if self.rescaleEnergy:
+            params = dict(context.getParameters())
+            if (self._cache is not None and np.array_equal(self._cache[1], q) and np.array_equal(self._cache[2], box)
+                    and self._cache[3] == params):
+                V = self._cache[0]
+            else:
+                V = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        self._cache = None
+        v = self._thermostatHalfStep(v)
+        periodic = context.getSystem().usesPeriodicBoundaryConditions()
+        rotation = None
+        if self.randomRotation:
+            from .stepper import random_rotation
+            gen = torch.Generator().manual_seed(int(self._rng().integers(2 ** 62)))
+            rotation = random_rotation(gen)
+        q1, p1 = self._stepper.step(torch.from_numpy(q), torch.from_numpy(v * m),
+                                    torch.from_numpy(box) if periodic else None, rotation=rotation)
+        q1, p1 = q1.numpy(), p1.numpy()
+        reason = None
+        if not (np.isfinite(q1).all() and np.isfinite(p1).all()):
+            reason = "non-finite prediction"
+        elif np.sqrt(((q1 - q) ** 2).sum(-1)).max() > self.maxDisplacement:
+            reason = (f"displacement {np.sqrt(((q1 - q) ** 2).sum(-1)).max():.3g} nm > maxDisplacement "
+                      f"{self.maxDisplacement:.3g} nm")
+        v1 = p1 / m
+        if reason is None:
+            context.setPositions(q1)
+            if self.rescaleEnergy:
+                st1 = context.getState(getEnergy=True, getPositions=True)
+                V1 = st1.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                K = 0.5 * float((m * v * v).sum())
+                K1 = 0.5 * float((m * v1 * v1).sum())
+                H = V + K
+                if not math.isfinite(V1) or not K1 > 0:
+                    reason = f"non-finite energy {V1}"
+                elif H - V1 <= 0:
+                    reason = f"H - V' = {H - V1:.4g} kJ/mol <= 0"
+                else:
+                    alpha = math.sqrt((H - V1) / K1)
+                    if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
+                        reason = f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
+                    else:
+                        v1 = v1 * alpha
+                        self._alphas.append(alpha)
+                        if len(self._alphas) > 10000:
+                            del self._alphas[:5000]
+                        self._cache = (V1, st1.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box,
+                                       params)
+        if reason is None:
+            context.setVelocities(self._thermostatHalfStep(v1))
+            self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
+            mm.CustomIntegrator.step(self, 1)
+            return
+        # Rejected: restore the state and run the stride with velocity-Verlet substeps inside the C++ program.
+        nfb = int(self.getGlobalVariableByName("flashmdNumFallbacks")) + 1
+        self.setGlobalVariableByName("flashmdNumFallbacks", nfb)
+        if nfb <= 10 or nfb % 100 == 0:
+            logger.warning("FlashMD step %d rejected (%s); advanced with %d velocity-Verlet substeps instead "
+                           "(%d fallbacks so far)", context.getStepCount(), reason,
+                           int(self.getGlobalVariableByName("flashmdSubsteps")), nfb)
+        self.lastRejection = reason
+        context.setPositions(q)
+        context.setVelocities(v)
+        self.setGlobalVariableByName("flashmdFallback", 1)
+        try:
+            mm.CustomIntegrator.step(self, 1)
+        finally:
+            self.setGlobalVariableByName("flashmdFallback", 0)
+        if self._hasThermostat:
+            v2 = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+                unit.nanometer / unit.picosecond)
+            context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
+
+    # ----------------------------------------------------------------------------------------------- diagnostics
+    def getNumFallbacks(self) -> int:
+        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
+        return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
+
+    def getNumLearnedSteps(self) -> int:
+        """Number of accepted learned strides."""
+        return int(self.getGlobalVariableByName("flashmdNumLearned"))
+
+    def getRescaleFactors(self) -> np.ndarray:
+        """Recent energy rescale factors alpha of accepted steps (diagnostic of the model's energy error)."""
+        return np.asarray(self._alphas)
+
+    def getModel(self):
+        return self._model
+
+    def computeSpeciesTemperatures(self, context=None) -> Dict[str, float]:
+        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks)."""
+        context = context or self._findContext()
+        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+            unit.nanometer / unit.picosecond)
+        ke2 = (self._masses[:, None] * np.asarray(v) ** 2).sum(-1)
+        out = {}
+        for z in sorted(set(self._types.tolist())):
+            sel = self._types == z
+            out[_ELEMENT.get(z, str(z))] = float(ke2[sel].sum() / (3 * sel.sum() * KB))
+        return out
+
+    def getCheckpointState(self) -> dict:
+        """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
+        return {name: self.getGlobalVariableByName(name) for name in
+                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
+
+    def setCheckpointState(self, state: dict) -> None:
+        """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""
+        for name, value in state.items():
+            self.setGlobalVariableByName(name, value)

@@ -1,0 +1,134 @@
+"""FlashMD model: the network plus what a run must match (stride, species masses), and its file format.
+
+A model file (``torch.save`` of plain types, loadable with ``weights_only=True``) holds:
+format/version, the PaiNN configuration and weights, ``stride`` (ps), ``species`` (atomic numbers),
+``speciesMasses`` (amu, one per species), ``momentumScale`` (sqrt(kJ/mol)), ``provenance`` (how it was trained)
+and ``validation`` (metrics measured on held-out pairs). Shipped models live in ``integrators/models/`` and are
+addressed by file name without the ``.pt`` suffix (see :func:`availableModels`).
+
+Prediction in mass-scaled form (x = p / sqrt(m) / momentumScale, dimensionless, ~1):
+
+    dq * sqrt(m) = stride * momentumScale * (x + out_0)        (free flight plus a learned correction)
+    p' / sqrt(m) = momentumScale * (x + out_1)
+"""
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .painn import PaiNN
+
+FORMAT = "openmmflash-flashmd"
+VERSION = 1
+MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
+
+
+class FlashMDModel(nn.Module):
+    """A learned stride map for one set of species and masses.
+
+    Parameters
+    ----------
+    species : list of int
+        Atomic numbers the model knows, in type-index order.
+    speciesMasses : list of float
+        Mass of each species, amu. A run must use exactly these masses (no isotopes, no mass repartitioning).
+    stride : float
+        Time the model advances in one call, ps.
+    momentumScale : float
+        Typical |p| / sqrt(m), sqrt(kJ/mol) (about sqrt(kT)); sets the network's internal units.
+    config : dict
+        Keyword arguments for :class:`PaiNN` (channels, num_layers, num_rbf, cutoff in nm).
+    """
+
+    def __init__(self, species: Sequence[int], speciesMasses: Sequence[float], stride: float,
+                 momentumScale: float = 1.6, config: Optional[Dict] = None):
+        super().__init__()
+        if len(species) != len(speciesMasses):
+            raise ValueError(f"species ({len(species)}) and speciesMasses ({len(speciesMasses)}) differ in length")
+        if stride <= 0:
+            raise ValueError(f"stride must be > 0 ps, got {stride}")
+        self.species = [int(z) for z in species]
+        self.speciesMasses = [float(m) for m in speciesMasses]
+        self.stride = float(stride)
+        self.momentumScale = float(momentumScale)
+        self.config = dict(config or {})
+        self.network = PaiNN(num_types=len(self.species), num_out=2, **self.config)
+        self.cutoff = self.network.cutoff
+        self.provenance: Dict = {}
+        self.validation: Dict = {}
+
+    def typeIndices(self, types: Sequence[int]) -> Tensor:
+        """Map atomic numbers [N] to this model's type indices; unknown species raise ValueError."""
+        lookup = {z: i for i, z in enumerate(self.species)}
+        missing = sorted({int(t) for t in types} - set(lookup))
+        if missing:
+            raise ValueError(f"the model knows species {self.species} (atomic numbers) but the system also has "
+                             f"{missing}; train a model on data that contains them")
+        return torch.tensor([lookup[int(t)] for t in types], dtype=torch.int64)
+
+    def normalized(self, type_idx: Tensor, x: Tensor, src: Tensor, dst: Tensor, edge_vec: Tensor):
+        """Dimensionless predictions (x + out_0, x + out_1), each [N, 3]; x = p / sqrt(m) / momentumScale."""
+        out = self.network(type_idx, x, src, dst, edge_vec)
+        return x + out[..., 0], x + out[..., 1]
+
+    def forward(self, type_idx: Tensor, p: Tensor, sqrt_m: Tensor, src: Tensor, dst: Tensor, edge_vec: Tensor):
+        """Mass-scaled predictions: (dq * sqrt(m) [N, 3] nm amu^0.5, p' / sqrt(m) [N, 3] amu^0.5 nm/ps).
+
+        p [N, 3] amu nm/ps, sqrt_m [N, 1] amu^0.5, edges as in :class:`PaiNN`.
+        """
+        x = p / sqrt_m / self.momentumScale
+        a, b = self.normalized(type_idx, x, src, dst, edge_vec)
+        return self.stride * self.momentumScale * a, self.momentumScale * b
+
+    def numParameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def describe(self) -> str:
+        return (f"FlashMD model: stride {self.stride * 1000:g} fs, species {self.species}, masses "
+                f"{self.speciesMasses} amu, cutoff {self.cutoff} nm, {self.numParameters()} parameters")
+
+
+def saveModel(model: FlashMDModel, path: str) -> None:
+    """Write ``model`` to ``path`` (written to a temporary file first, so a crash never leaves half a file)."""
+    blob = {"format": FORMAT, "version": VERSION, "species": model.species, "speciesMasses": model.speciesMasses,
+            "stride": model.stride, "momentumScale": model.momentumScale, "config": model.config,
+            "provenance": model.provenance, "validation": model.validation,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+
+
+def availableModels() -> List[str]:
+    """Names of the models shipped in ``openmmflash/integrators/models``."""
+    if not os.path.isdir(MODEL_DIR):
+        return []
+    return sorted(f[:-3] for f in os.listdir(MODEL_DIR) if f.endswith(".pt"))
+
+
+def loadModel(model, device=None) -> FlashMDModel:
+    """Load a FlashMD model from a FlashMDModel (returned as is), a file path or a shipped model's name."""
+    if isinstance(model, FlashMDModel):
+        return model.to(device) if device is not None else model
+    path = str(model)
+    if not os.path.exists(path):
+        named = os.path.join(MODEL_DIR, path + ".pt")
+        if not os.path.exists(named):
+            raise ValueError(f"no FlashMD model file or shipped model named {path!r}; shipped models: "
+                             f"{availableModels() or 'none'}")
+        path = named
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a FlashMD model file (expected format {FORMAT!r})")
+    if blob["version"] > VERSION:
+        raise ValueError(f"{path} has model-file version {blob['version']}; this openmm-flash reads up to "
+                         f"{VERSION}. Upgrade openmm-flash.")
+    m = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"])
+    m.load_state_dict(blob["state_dict"])
+    m.provenance = blob.get("provenance", {})
+    m.validation = blob.get("validation", {})
+    m.eval()
+    return m.to(device) if device is not None else m

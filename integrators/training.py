@@ -1,0 +1,285 @@
+"""Training a FlashMD model on pairs from data.py.
+
+Loss per batch (targets in the model's dimensionless mass-scaled units, see modelfile.py):
+
+    L = mean |a - dq sqrt(m) / (stride s)|^2 + mean |b - p' / sqrt(m) / s|^2 + energyWeight * L_E
+    L_E = mean over frames of ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2
+
+with s = momentumScale. V comes from the System through an OpenMM Context (forward: energy, backward: -forces), so
+the energy term uses exactly the potential the integrator's rescaling will use. Augmentation: each frame is
+time-reversed with probability 1/2 ((q', -p') -> (q, -p)) and the batch is rotated by a random O(3) matrix.
+
+Resumable: every ``checkpointInterval`` iterations the model, optimizer, schedule and iteration count are saved to
+``<output>.state``; running again with the same output continues from there.
+"""
+
+import math
+import os
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .data import loadDataset
+from .modelfile import FlashMDModel, saveModel
+from .stepper import batch_edges, random_rotation
+
+KB = 0.00831446261815324  # kJ/mol/K
+
+
+class _OpenMMPotential(torch.autograd.Function):
+    """V(q) for frames q [B, N, 3] (nm) from an OpenMM Context; gradient -F. Returns [B] kJ/mol."""
+
+    @staticmethod
+    def forward(ctx, q, context):
+        from openmm import unit
+        energies, grads = [], []
+        for frame in q.detach().cpu().double().numpy():
+            context.setPositions(frame)
+            st = context.getState(getEnergy=True, getForces=True)
+            energies.append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+            grads.append(-st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
+        ctx.save_for_backward(torch.as_tensor(np.stack(grads), dtype=q.dtype, device=q.device))
+        return torch.as_tensor(energies, dtype=q.dtype, device=q.device)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (grad,) = ctx.saved_tensors
+        return grad_out.view(-1, 1, 1) * grad, None
+
+
+def makeEnergyContext(system, platform: Optional[str] = None):
+    """A Context for energy evaluations during training (any integrator; it is never stepped)."""
+    import openmm as mm
+    integ = mm.VerletIntegrator(0.001)
+    if platform:
+        return mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
+    return mm.Context(system, integ)
+
+
+class Trainer:
+    """Holds data on the device and runs optimisation steps; see :func:`train` for the parameters."""
+
+    def __init__(self, data, model: Optional[FlashMDModel] = None, channels: int = 64, numLayers: int = 3,
+                 numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
+                 validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
+                 device=None, seed: int = 0, iterations: int = 1000):
+        if isinstance(data, str):
+            data = loadDataset(data)
+        self.meta = data["meta"]
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        g = torch.Generator().manual_seed(seed)
+        self.generator = g
+        masses = np.asarray(data["masses"], dtype=np.float64)
+        types = np.asarray(data["types"])
+        species = sorted(set(types.tolist()))
+        species_masses = [float(masses[types == z][0]) for z in species]
+        for z, mz in zip(species, species_masses):
+            if not np.allclose(masses[types == z], mz):
+                raise ValueError(f"species {z} has several masses in the dataset; FlashMD needs one mass per species")
+        stride = float(self.meta["stride"])
+        sqrt_m = np.sqrt(masses)[None, :, None]
+        momentum_scale = float(np.sqrt(np.mean((data["p0"] / sqrt_m) ** 2)))
+        if model is None:
+            model = FlashMDModel(species, species_masses, stride, momentum_scale,
+                                 dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff))
+        elif abs(model.stride - stride) > 1e-9 or model.species != species:
+            raise ValueError(f"the model (stride {model.stride} ps, species {model.species}) does not match the "
+                             f"dataset (stride {stride} ps, species {species})")
+        self.model = model.to(self.device).float()
+        self.type_idx = model.typeIndices(types).to(self.device)
+        P = data["q0"].shape[0]
+        perm = torch.randperm(P, generator=g).numpy()
+        nval = max(1, int(round(validationFraction * P))) if P > 1 else 0
+        self.val_idx, self.train_idx = perm[:nval], perm[nval:]
+        f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
+        self.q0, self.p0, self.dq, self.p1 = (f32(data[k]) for k in ("q0", "p0", "dq", "p1"))
+        self.box = f32(data["box"])
+        self.temperature = f32(data["temperature"])
+        self.masses = f32(masses)
+        self.sqrt_m = torch.sqrt(self.masses).view(1, -1, 1)
+        self.batchSize = int(batchSize)
+        self.energyWeight = float(energyWeight)
+        self.context = makeEnergyContext(system, energyPlatform) if (system is not None and energyWeight > 0) \
+            else None
+        if energyWeight > 0 and system is None:
+            raise ValueError("energyWeight > 0 needs the System (system=...) to evaluate the potential energy")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0)
+        self.iterations = int(iterations)
+        self.lr = float(lr)
+        self.iteration = 0
+        self.history = []
+        self.maxSeconds = None
+        self.startTime = time.time()
+
+    def _lr(self) -> float:
+        """1 % linear warm-up, then cosine decay to 1 % of the peak."""
+        warm = max(1, self.iterations // 100)
+        if self.iteration < warm:
+            return self.lr * (self.iteration + 1) / warm
+        t = min(1.0, (self.iteration - warm) / max(1, self.iterations - warm))
+        if self.maxSeconds:
+            t = max(t, min(1.0, (time.time() - self.startTime) / self.maxSeconds))
+        return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
+
+    def _batch(self, idx, augment: bool):
+        q0, p0, dq, p1 = self.q0[idx], self.p0[idx], self.dq[idx], self.p1[idx]
+        if augment:  # time reversal: (q1, -p1) -> (q0, -p0)
+            rev = (torch.rand(len(idx), generator=self.generator) < 0.5).to(self.device).view(-1, 1, 1)
+            q0, p0, dq, p1 = (torch.where(rev, q0 + dq, q0), torch.where(rev, -p1, p0), torch.where(rev, -dq, dq),
+                              torch.where(rev, -p0, p1))
+        return q0, p0, dq, p1
+
+    def loss(self, idx, augment: bool = True):
+        """Loss terms for frames ``idx``: (total, position MSE, momentum MSE, energy term) as tensors."""
+        model = self.model
+        q0, p0, dq, p1 = self._batch(idx, augment)
+        B, N, _ = q0.shape
+        src, dst, edge_vec = batch_edges(q0, self.box[idx], model.cutoff)
+        pin = p0
+        if augment:
+            R = random_rotation(self.generator, dtype=torch.float32).to(self.device)
+            edge_vec, pin, dq, p1 = edge_vec @ R.T, p0 @ R.T, dq @ R.T, p1 @ R.T
+        s = model.momentumScale
+        x = (pin / self.sqrt_m / s).reshape(B * N, 3)
+        a, b = model.normalized(self.type_idx.repeat(B), x, src, dst, edge_vec)
+        ta = (dq * self.sqrt_m / (model.stride * s)).reshape(B * N, 3)
+        tb = (p1 / self.sqrt_m / s).reshape(B * N, 3)
+        lq = ((a - ta) ** 2).mean()
+        lp = ((b - tb) ** 2).mean()
+        le = torch.zeros((), device=self.device)
+        if self.context is not None:
+            # Energy of the predicted state vs the energy of the start (rotation undone: V needs the lab frame).
+            dq_pred = (a.reshape(B, N, 3) * model.stride * s / self.sqrt_m)
+            p_pred = b.reshape(B, N, 3) * s * self.sqrt_m
+            if augment:
+                dq_pred, p_pred = dq_pred @ R, p_pred @ R
+            V1 = _OpenMMPotential.apply((q0 + dq_pred).double(), self.context)
+            K1 = (p_pred.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
+            with torch.no_grad():
+                V0 = _OpenMMPotential.apply(q0.double(), self.context)
+                K0 = (p0.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
+            kT = KB * self.temperature[idx].double()
+            le = (((V1 + K1 - V0 - K0) / (math.sqrt(N) * kT)) ** 2).mean().float()
+        return lq + lp + self.energyWeight * le, lq, lp, le
+
+    def trainStep(self) -> float:
+        idx = self.train_idx[torch.randint(len(self.train_idx), (self.batchSize,), generator=self.generator).numpy()]
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr()
+        self.model.train()
+        total, lq, lp, le = self.loss(idx)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.iteration += 1
+        return float(total)
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Metrics on the held-out pairs: per-species RMSE of dq (nm) and p' (amu nm/ps), with the free-flight
+        baseline (dq = p stride / m, p' = p) for comparison, and the normalized losses."""
+        self.model.eval()
+        model = self.model
+        types = self.type_idx.cpu().numpy()
+        err = {"dq": [], "p": [], "dq0": [], "p0": []}
+        lq = lp = 0.0
+        for start in range(0, len(self.val_idx), self.batchSize):
+            idx = self.val_idx[start:start + self.batchSize]
+            _, q_l, p_l, _ = self.loss(idx, augment=False) if self.context is None else self._noenergy(idx)
+            lq += float(q_l) * len(idx)
+            lp += float(p_l) * len(idx)
+            q0, p0, dq, p1 = self._batch(idx, False)
+            B, N, _ = q0.shape
+            src, dst, ev = batch_edges(q0, self.box[idx], model.cutoff)
+            a, b = model.normalized(self.type_idx.repeat(B), (p0 / self.sqrt_m / model.momentumScale).reshape(
+                B * N, 3), src, dst, ev)
+            dq_pred = a.reshape(B, N, 3) * model.stride * model.momentumScale / self.sqrt_m
+            p_pred = b.reshape(B, N, 3) * model.momentumScale * self.sqrt_m
+            err["dq"].append(((dq_pred - dq) ** 2).sum(-1).cpu())
+            err["p"].append(((p_pred - p1) ** 2).sum(-1).cpu())
+            err["dq0"].append(((p0 / self.masses.view(1, -1, 1) * model.stride - dq) ** 2).sum(-1).cpu())
+            err["p0"].append(((p0 - p1) ** 2).sum(-1).cpu())
+        n = max(1, len(self.val_idx))
+        out = {"numValidationPairs": int(len(self.val_idx)), "lossPosition": lq / n, "lossMomentum": lp / n}
+        cat = {k: torch.cat(v).numpy() for k, v in err.items()}
+        for ti, z in enumerate(model.species):
+            sel = types == ti
+            out[f"rmse_dq_nm_Z{z}"] = float(np.sqrt(cat["dq"][:, sel].mean()))
+            out[f"rmse_p_Z{z}"] = float(np.sqrt(cat["p"][:, sel].mean()))
+            out[f"baseline_rmse_dq_nm_Z{z}"] = float(np.sqrt(cat["dq0"][:, sel].mean()))
+            out[f"baseline_rmse_p_Z{z}"] = float(np.sqrt(cat["p0"][:, sel].mean()))
+        return out
+
+    def _noenergy(self, idx):
+        ctx, self.context = self.context, None
+        try:
+            return self.loss(idx, augment=False)
+        finally:
+            self.context = ctx
+
+    def stateDict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "iteration": self.iteration, "history": self.history, "generator": self.generator.get_state()}
+
+    def loadStateDict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.history = list(state["history"])
+        self.generator.set_state(state["generator"])
+
+
+def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: float = 1e-3, channels: int = 64,
+          numLayers: int = 3, numRBF: int = 16, cutoff: float = 0.5, energyWeight: float = 0.0, system=None,
+          energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
+          progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50) -> FlashMDModel:
+    """Train a FlashMD model on a dataset (path or dict from data.generatePairs) and write it to ``output``.
+
+    Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
+    frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
+    ``system``), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
+    ``provenance`` and ``validation`` are stored in the file.
+    """
+    data = loadDataset(dataset) if isinstance(dataset, str) else dataset
+    trainer = Trainer(data, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
+                      batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
+                      device=device, seed=seed, iterations=iterations)
+    state_path = output + ".state"
+    if resume and os.path.exists(state_path):
+        trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
+    trainer.maxSeconds = 60 * maxMinutes if maxMinutes else None
+    trainer.startTime = time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=iterations, initial=trainer.iteration, desc="flashmd-train", unit="it")
+    t0 = time.time()
+    running = None
+    while trainer.iteration < iterations:
+        value = trainer.trainStep()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if trainer.iteration % logInterval == 0:
+            trainer.history.append((trainer.iteration, running))
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running:.4g}")
+        if checkpointInterval and trainer.iteration % checkpointInterval == 0:
+            torch.save(trainer.stateDict(), state_path + ".tmp")
+            os.replace(state_path + ".tmp", state_path)
+        if maxMinutes is not None and time.time() - t0 > 60 * maxMinutes:
+            break
+    if bar is not None:
+        bar.close()
+    torch.save(trainer.stateDict(), state_path + ".tmp")
+    os.replace(state_path + ".tmp", state_path)
+    model = trainer.model
+    model.validation = trainer.validate()
+    model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
+                        "energyWeight": energyWeight, "seed": seed, "device": str(trainer.device),
+                        "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
+                        "lossHistory": trainer.history[-200:]}
+    saveModel(model.cpu(), output)
+    return model

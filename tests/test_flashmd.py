@@ -1,0 +1,232 @@
+"""FlashMD integrators on real OpenMM Contexts (flexible TIP3P-FB water, CPU and Reference platforms).
+
+Models here are tiny and untrained: a "free-flight" model (network head zeroed, so the learned map is
+q' = q + p stride / m, p' = p) gives steps the guard accepts, a random network gives steps it rejects.
+"""
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import openmm as mm
+from openmm import app, unit
+
+from openmmflash.integrators.data import flexibleWaterBox
+from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.modelfile import FlashMDModel
+from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
+from openmmflash.integrators.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
+
+STRIDE = 0.0005  # ps; short enough that free flight is accepted by the guard (maxRescale=2) for flexible water
+H_MASS, O_MASS = 1.007947, 15.99943
+
+
+def make_model(stride=STRIDE, free_flight=True, scale=1.0, seed=0):
+    torch.manual_seed(seed)
+    model = FlashMDModel([1, 8], [H_MASS, O_MASS], stride, 1.6, dict(channels=8, num_layers=1, num_rbf=8,
+                                                                      cutoff=0.4))
+    with torch.no_grad():
+        if free_flight:
+            model.network.head.vec.weight.zero_()
+        else:
+            model.network.head.vec.weight.mul_(scale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def water():
+    top, system, pos = flexibleWaterBox(1.2, 0.5)
+    # Relax once so that every test starts from a sane structure.
+    ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))
+    ctx.setPositions(pos)
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 200)
+    pos = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return top, system, np.asarray(pos)
+
+
+def simulation(water, integrator, platform="CPU", system=None):
+    top, sys0, pos = water
+    sim = app.Simulation(top, system or sys0, integrator, mm.Platform.getPlatformByName(platform))
+    sim.context.setPositions(pos)
+    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    return sim
+
+
+def total_energy(context):
+    st = context.getState(getEnergy=True)
+    return (st.getPotentialEnergy() + st.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+
+
+def test_bookkeeping_with_reporters(water, tmp_path):
+    integ = FlashMDIntegrator(make_model(), randomSeed=3, maxRescale=2.0)
+    assert integ.getStepSize().value_in_unit(unit.picosecond) == pytest.approx(STRIDE)
+    sim = simulation(water, integ)
+    calls = []
+    original = integ.step
+    integ.step = lambda n: (calls.append(n), original(n))[1]
+    log = io.StringIO()
+    sim.reporters.append(app.StateDataReporter(log, 3, step=True, time=True, totalEnergy=True))
+    sim.reporters.append(app.DCDReporter(str(tmp_path / "t.dcd"), 7))
+    sim.step(23)
+    assert sum(calls) == 23 and max(calls) <= 10
+    assert sim.currentStep == 23 and sim.context.getStepCount() == 23
+    assert sim.context.getState().getTime().value_in_unit(unit.picosecond) == pytest.approx(23 * STRIDE)
+    rows = [line.split(",") for line in log.getvalue().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [3, 6, 9, 12, 15, 18, 21]
+    assert [float(r[1]) for r in rows] == pytest.approx([s * STRIDE for s in (3, 6, 9, 12, 15, 18, 21)])
+    from MDAnalysis.lib.formats.libdcd import DCDFile
+    with DCDFile(str(tmp_path / "t.dcd")) as dcd:
+        header = dcd.header
+        assert dcd.n_frames == 3
+    assert header["istart"] == 7 and header["nsavc"] == 7
+    assert header["delta"] * 0.04888821 == pytest.approx(STRIDE, rel=1e-4)  # AKMA time unit -> ps
+    assert integ.getNumLearnedSteps() + integ.getNumFallbacks() == 23
+    assert integ.getNumLearnedSteps() >= 15  # free flight (no forces) drains K into V, so some strides fall back
+
+
+def test_energy_exactly_conserved_after_rescale(water):
+    integ = FlashMDIntegrator(make_model(), randomSeed=3, maxRescale=2.0)
+    sim = simulation(water, integ, platform="Reference")
+    e0 = total_energy(sim.context)
+    energies = []
+    for _ in range(5):
+        sim.step(1)
+        energies.append(total_energy(sim.context))
+    assert integ.getNumFallbacks() == 0
+    alphas = integ.getRescaleFactors()
+    assert len(alphas) == 5 and np.all(np.abs(alphas - 1) > 1e-6)  # the rescale really acted
+    assert np.allclose(energies, e0, rtol=0, atol=1e-7 * abs(e0))
+    # Without the rescale free flight changes the energy: the check above is not trivially true.
+    integ2 = FlashMDIntegrator(make_model(), rescaleEnergy=False, randomSeed=3)
+    sim2 = simulation(water, integ2, platform="Reference")
+    sim2.step(5)
+    assert abs(total_energy(sim2.context) - e0) > 1e-3 * abs(e0) * 1e-2
+
+
+def test_center_of_mass_conserved(water):
+    top, system, pos = water
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    types = [a.element.atomic_number for a in top.atoms()]
+    stepper = FlashMDStepper(make_model(free_flight=False, scale=5.0), masses, types, randomRotation=True,
+                             generator=torch.Generator().manual_seed(1))
+    q = torch.as_tensor(np.stack([pos, pos + 0.01]), dtype=torch.float64)
+    p = torch.randn(2, len(masses), 3, dtype=torch.float64) * torch.as_tensor(np.sqrt(masses * 2.5))[None, :, None]
+    p[1] += 3.0  # a replica with net momentum
+    box = torch.as_tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()])
+    q1, p1 = stepper.step(q, p, box)
+    m = torch.as_tensor(masses)[None, :, None]
+    M = m.sum()
+    assert torch.allclose(p1.sum(1), p.sum(1), atol=1e-9)
+    com0, com1 = (m * q).sum(1) / M, (m * q1).sum(1) / M
+    assert torch.allclose(com1, com0 + p.sum(1) / M * STRIDE, atol=1e-10)
+    assert (q1 - q - p / m * STRIDE).abs().max() > 1e-5  # the network did move atoms beyond free flight
+
+
+def test_painn_equivariance(water):
+    top, system, pos = water
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    types = [a.element.atomic_number for a in top.atoms()]
+    stepper = FlashMDStepper(make_model(free_flight=False, scale=5.0), masses, types, dtype=torch.float64)
+    q = torch.as_tensor(pos)
+    p = torch.randn(len(masses), 3, dtype=torch.float64) * torch.as_tensor(np.sqrt(masses * 2.5))[:, None]
+    box = torch.as_tensor([list(v.value_in_unit(unit.nanometer)) for v in system.getDefaultPeriodicBoxVectors()])
+    R = random_rotation(torch.Generator().manual_seed(4))
+    q_a, p_a = stepper.step(q, p, box, rotation=R)
+    q_b, p_b = stepper.step(q, p, box)
+    assert torch.allclose(q_a, q_b, atol=1e-10) and torch.allclose(p_a, p_b, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", ["nan", "huge"])
+def test_guard_falls_back_instead_of_nan(water, kind):
+    model = make_model(free_flight=False, scale=1e4)
+    if kind == "nan":
+        with torch.no_grad():
+            model.network.head.gate[2].bias.fill_(float("nan"))
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model, randomSeed=2)
+    sim = simulation(water, integ)
+    sim.step(6)
+    st = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
+    assert np.isfinite(st.getPositions(asNumpy=True)._value).all()
+    assert np.isfinite(st.getVelocities(asNumpy=True)._value).all()
+    assert math.isfinite(st.getPotentialEnergy()._value)
+    assert integ.getNumFallbacks() == 6 and integ.getNumLearnedSteps() == 0
+    assert sim.currentStep == 6
+    assert ("non-finite" in integ.lastRejection) if kind == "nan" else True
+
+
+def test_stride_and_mass_mismatch_refused(water):
+    with pytest.raises(ValueError, match="does not match the FlashMD model's stride"):
+        FlashMDIntegrator(make_model(), stepSize=2 * STRIDE * unit.picosecond)
+    top, system, pos = water
+    hmr = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    hmr.setParticleMass(1, 2.016)  # a deuterium / repartitioned hydrogen
+    integ = FlashMDIntegrator(make_model())
+    sim = simulation(water, integ, system=hmr)
+    with pytest.raises(ValueError, match="particle 1 has mass 2.016"):
+        sim.step(1)
+    integ = FlashMDIntegrator(make_model())
+    integ.setAtomTypes(top)
+    sim = simulation(water, integ, system=hmr)
+    with pytest.raises(ValueError, match="do not transfer across masses"):
+        sim.step(1)
+    constrained = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    constrained.addConstraint(0, 1, 0.09572)
+    sim = simulation(water, FlashMDIntegrator(make_model()), system=constrained)
+    with pytest.raises(ValueError, match="constraints"):
+        sim.step(1)
+
+
+@pytest.mark.parametrize("cls", [FlashMDLangevinIntegrator, FlashMDBussiIntegrator])
+def test_checkpoint_round_trip_reproduces_continuation(water, cls):
+    def make():
+        integ = cls(300 * unit.kelvin, 1.0 / unit.picosecond if cls is FlashMDLangevinIntegrator else 0.05, None,
+                    make_model(), randomSeed=11, maxRescale=2.0)
+        return integ, simulation(water, integ, platform="Reference")
+
+    integ, sim = make()
+    sim.step(3)
+    checkpoint = sim.context.createCheckpoint()
+    sim.step(4)
+    expected = sim.context.getState(getPositions=True, getVelocities=True)
+    integ2, sim2 = make()
+    sim2.context.loadCheckpoint(checkpoint)
+    assert sim2.currentStep == 3
+    sim2.step(4)
+    got = sim2.context.getState(getPositions=True, getVelocities=True)
+    assert np.array_equal(got.getPositions(asNumpy=True)._value, expected.getPositions(asNumpy=True)._value)
+    assert np.array_equal(got.getVelocities(asNumpy=True)._value, expected.getVelocities(asNumpy=True)._value)
+    assert integ2.getCheckpointState() == integ.getCheckpointState()
+    # A different seed gives a different continuation: the noise really comes from the checkpointed state.
+    integ3, sim3 = make()
+    sim3.context.loadCheckpoint(checkpoint)
+    integ3.setGlobalVariableByName("flashmdSeed", 12)
+    sim3.step(4)
+    assert not np.array_equal(sim3.context.getState(getVelocities=True).getVelocities(asNumpy=True)._value,
+                              expected.getVelocities(asNumpy=True)._value)
+
+
+def test_barostat_changes_volume(water):
+    top, system, pos = water
+    npt = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
+    integ = FlashMDLangevinIntegrator(300, 5.0, None, make_model(), randomSeed=5)
+    sim = simulation(water, integ, system=npt)
+    v0 = sim.context.getState().getPeriodicBoxVolume()
+    volumes = []
+    for _ in range(10):
+        sim.step(2)
+        volumes.append(sim.context.getState().getPeriodicBoxVolume())
+    assert any(abs((v - v0) / v0) > 1e-6 for v in volumes)
+    assert integ.getNumLearnedSteps() > 0
+
+
+def test_species_temperatures(water):
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5)
+    sim = simulation(water, integ)
+    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 3)
+    temps = integ.computeSpeciesTemperatures()
+    assert set(temps) == {"H", "O"}
+    assert 200 < temps["H"] < 400 and 200 < temps["O"] < 400
