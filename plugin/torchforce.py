@@ -119,10 +119,12 @@ def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int =
 def addFlashSchNetForce(system, model, topology=None, backend: str = "torchforce", **options):
     """Create a FlashSchNet force for ``system`` (``backend`` "torchforce" or "pythonforce"), add it, return it.
 
-    The particle count and periodicity are taken from the System, so a force that does not fit it is refused.
+    The particle count is taken from the System, so a force that does not fit it is refused. The force is periodic
+    when the topology has a box (without a topology: when the System's other forces are periodic).
     """
     options.setdefault("numParticles", system.getNumParticles())
-    options.setdefault("periodic", system.usesPeriodicBoundaryConditions())
+    if topology is None:
+        options.setdefault("periodic", system.usesPeriodicBoundaryConditions())
     if backend == "torchforce":
         force = createFlashSchNetForce(model, topology, **options)
     elif backend == "pythonforce":

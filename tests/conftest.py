@@ -28,3 +28,50 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     torch.manual_seed(1234)
     yield
+
+
+# --- FlashSchNet fixtures: a small model and a 9-residue CG fragment (48 beads) -----------------------------------
+
+PRIORS = {
+    "bonds": {"N-CA": {"x0": 1.46, "k": 100.0}, "CA-C": {"x0": 1.52, "k": 100.0}, "C-N": {"x0": 1.33, "k": 120.0},
+              "C-O": {"x0": 1.23, "k": 150.0}, "CA-CB": {"x0": 1.53, "k": 90.0}},
+    "angles": {"N-CA-C": {"cos0": -0.35, "k": 20.0}, "CA-C-N": {"cos0": -0.45, "k": 25.0},
+               "C-N-CA": {"cos0": -0.5, "k": 25.0}},
+    "dihedrals": {"C-N-CA-C": {"v0": 0.1, "k1": [0.1, 0.2], "k2": [0.3, 0.05]},
+                  "C-N-CA-C:GLY": {"v0": 0.0, "k1": [0.4], "k2": [-0.2]},
+                  "N-CA-C-N": {"v0": 0.0, "k1": [0.15, 0.0, 0.1], "k2": [0.2, 0.1, 0.0]}},
+    "impropers": {"N-CB-C-CA": {"phi0": 0.6, "k": 5.0}},
+    "repulsion": {"CA-CA": {"sigma": 4.0}, "*": {"sigma": 3.0}},
+}
+
+
+@pytest.fixture(scope="session")
+def cg_fragment():
+    """(CG topology, positions (n, 3) nm) of the first 9 residues of the 1ENH-like benchmark structure."""
+    from openmmflash.cg.structure import loadProtein
+
+    return loadProtein(os.path.join(DATA, "cg_fragment.pdb"))
+
+
+def make_model(seed=7, cutoff=8.0, **config):
+    from openmmflash.cg.mapping import CGMapping
+    from openmmflash.schnet.config import FlashSchNetConfig
+    from openmmflash.schnet.model import FlashSchNet
+
+    table = CGMapping("5bead").defaultBeadTypes()
+    values = dict(numBeadTypes=len(table), hiddenChannels=16, numFilters=12, numRbf=10, numInteractions=2,
+                  cutoff=cutoff, readoutHidden=[8])
+    values.update(config)
+    model = FlashSchNet(FlashSchNetConfig(**values))
+    model.reset_parameters(seed)
+    with torch.no_grad():  # non-zero biases so every parameter matters
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    model.metadata = {"beadTypes": table, "mapping": "5bead", "priors": PRIORS}
+    return model
+
+
+@pytest.fixture
+def model():
+    return make_model()
