@@ -30,7 +30,7 @@ def _seed():
     yield
 
 
-# --- FlashSchNet fixtures: a small model and a 9-residue CG fragment (48 beads) -----------------------------------
+# --- FlashSchNet fixtures: a small model and a 9-residue CG fragment (45 beads) -----------------------------------
 
 PRIORS = {
     "bonds": {"N-CA": {"x0": 1.46, "k": 100.0}, "CA-C": {"x0": 1.52, "k": 100.0}, "C-N": {"x0": 1.33, "k": 120.0},
