@@ -37,10 +37,19 @@ from openmmflash.plugin.kernels.csr import build_csr
 from openmmflash.plugin.kernels.w16a16 import check_precision, quantize_per_channel
 from openmmflash.schnet.reference import cfconv_reference
 
-# Tile sizes: pairs per tile and warps per program (OPENMMFLASH_CFCONV_BLOCK_E / _WARPS override them for tuning).
-BLOCK_E = int(os.environ.get("OPENMMFLASH_CFCONV_BLOCK_E", "32"))
-NUM_WARPS = int(os.environ.get("OPENMMFLASH_CFCONV_WARPS", "4"))
+# (pairs per tile BLOCK_E, warps per program) of the forward and backward kernels per precision; benchmarks may
+# overwrite entries. FP32_DOT is the input precision of the fp32 dots. KERNEL_INFO keeps the register and spill
+# counts of the last compiled launch of each kernel (for the notes and benchmarks).
+TILES = {("fwd", "fp32"): (32, 4), ("bwd", "fp32"): (32, 4), ("fwd", "w16a16"): (32, 4), ("bwd", "w16a16"): (32, 4)}
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
+KERNEL_INFO = {}
+
+
+def _record(name: str, compiled) -> None:
+    try:
+        KERNEL_INFO[name] = {"registers": int(compiled.n_regs), "spills": int(compiled.n_spills)}
+    except AttributeError:  # the interpreter returns no compiled kernel
+        pass
 
 
 @triton.jit
@@ -244,11 +253,13 @@ def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, m
     if n == 0:
         return out
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
-    _cfconv_fwd_kernel[(n,)](
+    block_e, warps = TILES[("fwd", precision)]
+    compiled = _cfconv_fwd_kernel[(n,)](
         x.contiguous(), dist.contiguous(), src.contiguous(), rowptr.contiguous(), mu.to(torch.float32).contiguous(),
         w1k, b1k, w2k, s1, s2, out, f, mu.shape[0], float(gamma), float(cutoff),
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=BLOCK_E,
-        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=NUM_WARPS)
+        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=block_e,
+        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=warps)
+    _record(f"fwd/{precision}", compiled)
     return out
 
 
@@ -264,12 +275,14 @@ def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, dst: Tensor
     if n == 0:
         return grad_x, grad_dist
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
-    _cfconv_bwd_kernel[(n,)](
+    block_e, warps = TILES[("bwd", precision)]
+    compiled = _cfconv_bwd_kernel[(n,)](
         x.contiguous(), grad_out.to(torch.float32).contiguous(), dist.contiguous(), dst.contiguous(),
         perm.contiguous(), rowptr_src.contiguous(), mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2,
         grad_x, grad_dist, f, mu.shape[0], float(gamma), float(cutoff),
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=BLOCK_E,
-        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=NUM_WARPS)
+        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=block_e,
+        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=warps)
+    _record(f"bwd/{precision}", compiled)
     return grad_x, grad_dist
 
 
