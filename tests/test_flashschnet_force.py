@@ -15,7 +15,8 @@ from openmmflash.stack import import_openmm
 openmm = import_openmm()
 unit = openmm.unit
 BACKENDS = ["torchforce", "pythonforce"]
-PLATFORMS = ["Reference", "CPU"]
+CUDA = pytest.param("CUDA", marks=pytest.mark.cuda)
+PLATFORMS = ["Reference", "CPU", CUDA]
 
 
 def bare_system(n, box=None):
@@ -27,9 +28,21 @@ def bare_system(n, box=None):
     return system
 
 
+def make_context(system, platform="Reference"):
+    """A Context on ``platform``; CUDA in double precision, so float64 comparisons hold there too."""
+    properties = {"Precision": "double"} if platform == "CUDA" else {}
+    return openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform),
+                          properties)
+
+
+@pytest.fixture(params=["Reference", CUDA])
+def platform(request):
+    return request.param
+
+
 def evaluate(system, positions, platform="Reference", box=None):
     """(energy kJ/mol, forces (N, 3) kJ/mol/nm) of ``system`` at ``positions`` (nm)."""
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    context = make_context(system, platform)
     if box is not None:
         context.setPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
     context.setPositions(positions)
@@ -88,12 +101,12 @@ def test_float32_and_float64_positions(model, cg_fragment):
     np.testing.assert_allclose(f32.numpy(), f64.numpy(), rtol=1e-4, atol=1e-4 * float(f64.abs().max()))
 
 
-def test_forces_are_minus_energy_gradient(model, cg_fragment):
+def test_forces_are_minus_energy_gradient(model, cg_fragment, platform):
     top, pos = cg_fragment
     system = bare_system(top.getNumAtoms())
     addFlashSchNetForce(system, model, top, precision="double")
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-    _, forces = evaluate(system, pos)
+    context = make_context(system, platform)
+    _, forces = evaluate(system, pos, platform)
     h = 1e-5
     rng = np.random.default_rng(3)
     for atom, axis in zip(rng.choice(len(pos), 6, replace=False), rng.integers(0, 3, 6)):
@@ -113,30 +126,30 @@ def random_rotation(seed):
     return q if np.linalg.det(q) > 0 else -q
 
 
-def test_rotation_translation_invariance(model, cg_fragment):
+def test_rotation_translation_invariance(model, cg_fragment, platform):
     top, pos = cg_fragment
     system = bare_system(top.getNumAtoms())
     addFlashSchNetForce(system, model, top, precision="double")
-    energy, forces = evaluate(system, pos)
+    energy, forces = evaluate(system, pos, platform)
     rot = random_rotation(11)
     moved = (pos - pos.mean(0)) @ rot.T + np.array([3.0, -2.0, 7.5])
-    energy2, forces2 = evaluate(system, moved)
+    energy2, forces2 = evaluate(system, moved, platform)
     assert energy2 == pytest.approx(energy, rel=1e-10)
     np.testing.assert_allclose(forces2, forces @ rot.T, rtol=1e-8, atol=1e-8)
 
 
-def test_replicas_are_independent_copies(model, cg_fragment):
+def test_replicas_are_independent_copies(model, cg_fragment, platform):
     top, pos = cg_fragment
     n = top.getNumAtoms()
     single = bare_system(n)
     addFlashSchNetForce(single, model, top, precision="double")
-    energy1, forces1 = evaluate(single, pos)
+    energy1, forces1 = evaluate(single, pos, platform)
 
     replicas = 3
     rtop, _, rpos = replicate(top, None, pos, replicas, spacing=0.0)  # copies on top of each other
     system = bare_system(replicas * n)
     addFlashSchNetForce(system, model, rtop, replicas=replicas, precision="double")
-    energy3, forces3 = evaluate(system, rpos)
+    energy3, forces3 = evaluate(system, rpos, platform)
     assert energy3 == pytest.approx(replicas * energy1, rel=1e-12)
     for b in range(replicas):
         np.testing.assert_allclose(forces3[b * n:(b + 1) * n], forces1, rtol=1e-10, atol=1e-10)
@@ -144,20 +157,20 @@ def test_replicas_are_independent_copies(model, cg_fragment):
     # Deform replica 1: replicas 0 and 2 feel nothing of it (they overlap it in space).
     deformed = rpos.copy()
     deformed[n:2 * n] += np.random.default_rng(0).normal(scale=0.05, size=(n, 3))
-    energy_d, forces_d = evaluate(system, deformed)
+    energy_d, forces_d = evaluate(system, deformed, platform)
     np.testing.assert_allclose(forces_d[:n], forces1, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(forces_d[2 * n:], forces1, rtol=1e-10, atol=1e-10)
     assert abs(energy_d - energy3) > 1e-3
 
 
 @pytest.mark.parametrize("triclinic", [False, True])
-def test_periodic_box_matches_unwrapped_molecule(model, cg_fragment, triclinic):
+def test_periodic_box_matches_unwrapped_molecule(model, cg_fragment, triclinic, platform):
     """A molecule split across the periodic boundary has the energy of the whole molecule (large box)."""
     top, pos = cg_fragment
     n = top.getNumAtoms()
     free = bare_system(n)
     addFlashSchNetForce(free, model, top, precision="double", periodic=False)
-    energy_free, forces_free = evaluate(free, pos)
+    energy_free, forces_free = evaluate(free, pos, platform)
 
     box = np.diag([3.5, 3.6, 3.7])
     if triclinic:
@@ -170,12 +183,12 @@ def test_periodic_box_matches_unwrapped_molecule(model, cg_fragment, triclinic):
     periodic = bare_system(n, box)
     addFlashSchNetForce(periodic, model, top, precision="double", periodic=True)
     assert periodic.usesPeriodicBoundaryConditions()
-    energy_p, forces_p = evaluate(periodic, wrapped, box=box)
+    energy_p, forces_p = evaluate(periodic, wrapped, platform, box=box)
     assert energy_p == pytest.approx(energy_free, rel=1e-10)
     np.testing.assert_allclose(forces_p, forces_free, rtol=1e-8, atol=1e-8)
 
 
-def test_periodic_images_interact_in_a_small_box(cg_fragment):
+def test_periodic_images_interact_in_a_small_box(cg_fragment, platform):
     """With a box just over twice the cutoff, beads near opposite faces interact through the boundary."""
     top, pos = cg_fragment
     n = top.getNumAtoms()
@@ -187,8 +200,8 @@ def test_periodic_images_interact_in_a_small_box(cg_fragment):
     addFlashSchNetForce(periodic, model, top, precision="double", periodic=True)
     free = bare_system(n)
     addFlashSchNetForce(free, model, top, precision="double", periodic=False)
-    energy_p, forces_p = evaluate(periodic, compact, box=box)
-    energy_f, _ = evaluate(free, compact)
+    energy_p, forces_p = evaluate(periodic, compact, platform, box=box)
+    energy_f, _ = evaluate(free, compact, platform)
     types = beadTypesFromTopology(top, model.metadata["beadTypes"])
     ref_energy, ref_forces = model_reference(model, compact, types, box=box)
     assert energy_p == pytest.approx(ref_energy, rel=1e-12)
@@ -197,15 +210,15 @@ def test_periodic_images_interact_in_a_small_box(cg_fragment):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_serialization_and_deepcopy(model, cg_fragment, backend):
+def test_serialization_and_deepcopy(model, cg_fragment, backend, platform):
     top, pos = cg_fragment
     system = bare_system(top.getNumAtoms())
     addFlashSchNetForce(system, model, top, backend=backend, precision="double")
-    energy, forces = evaluate(system, pos)
+    energy, forces = evaluate(system, pos, platform)
     xml = openmm.XmlSerializer.serialize(system)
     restored = openmm.XmlSerializer.deserialize(xml)
-    energy_x, forces_x = evaluate(restored, pos)
-    energy_c, forces_c = evaluate(copy.deepcopy(system), pos)
+    energy_x, forces_x = evaluate(restored, pos, platform)
+    energy_c, forces_c = evaluate(copy.deepcopy(system), pos, platform)
     assert energy_x == energy and energy_c == energy
     np.testing.assert_array_equal(forces_x, forces)
     np.testing.assert_array_equal(forces_c, forces)
@@ -226,3 +239,20 @@ def test_simulation_runs_with_priors(model, cg_fragment):
     state = simulation.context.getState(getPositions=True, getEnergy=True)
     assert np.isfinite(state.getPositions(asNumpy=True)._value).all()
     assert simulation.currentStep == 20
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cuda_single_precision(model, cg_fragment, backend):
+    """The CUDA platform's default (single) precision passes float32 positions; the model runs in float32."""
+    top, pos = cg_fragment
+    system = bare_system(top.getNumAtoms())
+    addFlashSchNetForce(system, model, top, backend=backend, precision="single")
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CUDA"))
+    context.setPositions(pos)
+    state = context.getState(getEnergy=True, getForces=True)
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    types = beadTypesFromTopology(top, model.metadata["beadTypes"])
+    ref_energy, ref_forces = model_reference(model, pos, types)
+    assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(ref_energy, rel=1e-5)
+    assert np.abs(forces - ref_forces).max() < 1e-4 * np.abs(ref_forces).max()
