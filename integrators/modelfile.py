@@ -12,6 +12,7 @@ Prediction in mass-scaled form (x = p / sqrt(m) / momentumScale, dimensionless, 
     p' / sqrt(m) = momentumScale * (x + out_1)
 """
 
+import json
 import os
 from typing import Dict, List, Optional, Sequence
 
@@ -90,11 +91,16 @@ class FlashMDModel(nn.Module):
                 f"{self.speciesMasses} amu, cutoff {self.cutoff} nm, {self.numParameters()} parameters")
 
 
+def _plain(obj):
+    """Plain JSON types only (numpy scalars, TorchVersion, tuples -> float/str/list), so weights_only loads it."""
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
 def saveModel(model: FlashMDModel, path: str) -> None:
     """Write ``model`` to ``path`` (written to a temporary file first, so a crash never leaves half a file)."""
     blob = {"format": FORMAT, "version": VERSION, "species": model.species, "speciesMasses": model.speciesMasses,
             "stride": model.stride, "momentumScale": model.momentumScale, "config": model.config,
-            "provenance": model.provenance, "validation": model.validation,
+            "provenance": _plain(model.provenance), "validation": _plain(model.validation),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"

@@ -3,10 +3,11 @@
 Loss per batch (targets in the model's dimensionless mass-scaled units, see modelfile.py):
 
     L = mean |a - dq sqrt(m) / (stride s)|^2 + mean |b - p' / sqrt(m) / s|^2 + energyWeight * L_E
-    L_E = mean over frames of ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2
+    L_E = mean over frames of log(1 + ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2)
 
 with s = momentumScale. V comes from the System through an OpenMM Context (forward: energy, backward: -forces), so
-the energy term uses exactly the potential the integrator's rescaling will use. Augmentation: each frame is
+the energy term uses exactly the potential the integrator's rescaling will use. It is switched on after 20 % of
+the iterations (ramped in by 40 %), once predicted structures are sane. Augmentation: each frame is
 time-reversed with probability 1/2 ((q', -p') -> (q, -p)) and the batch is rotated by a random O(3) matrix.
 
 Resumable: every ``checkpointInterval`` iterations the model, optimizer, schedule and iteration count are saved to
@@ -54,7 +55,12 @@ def makeEnergyContext(system, platform: Optional[str] = None):
     import openmm as mm
     integ = mm.VerletIntegrator(0.001)
     if platform:
-        return mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
+        try:
+            return mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
+        except Exception as err:  # e.g. CUDA platform missing: the energy term still works on the default
+            import warnings
+            warnings.warn(f"OpenMM platform {platform!r} unavailable ({err}); using the default platform")
+            integ = mm.VerletIntegrator(0.001)
     return mm.Context(system, integ)
 
 
@@ -149,7 +155,8 @@ class Trainer:
         lq = ((a - ta) ** 2).mean()
         lp = ((b - tb) ** 2).mean()
         le = torch.zeros((), device=self.device)
-        if self.context is not None:
+        weight = self._energyWeightNow() if augment else 0.0
+        if self.context is not None and weight > 0:
             # Energy of the predicted state vs the energy of the start (rotation undone: V needs the lab frame).
             dq_pred = (a.reshape(B, N, 3) * model.stride * s / self.sqrt_m)
             p_pred = b.reshape(B, N, 3) * s * self.sqrt_m
@@ -161,8 +168,19 @@ class Trainer:
                 V0 = _OpenMMPotential.apply(q0.double(), self.context)
                 K0 = (p0.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
             kT = KB * self.temperature[idx].double()
-            le = (((V1 + K1 - V0 - K0) / (math.sqrt(N) * kT)) ** 2).mean().float()
-        return lq + lp + self.energyWeight * le, lq, lp, le
+            # log1p keeps early, wildly wrong predictions (overlapping atoms, V ~ 1e10) from dominating.
+            le = torch.log1p(((V1 + K1 - V0 - K0) / (math.sqrt(N) * kT)) ** 2).mean().float()
+        return lq + lp + weight * le, lq, lp, le
+
+    def _progress(self) -> float:
+        t = self.iteration / max(1, self.iterations)
+        if self.maxSeconds:
+            t = max(t, (time.time() - self.startTime) / self.maxSeconds)
+        return min(1.0, t)
+
+    def _energyWeightNow(self) -> float:
+        """The energy term is switched on after 20 % of training and ramped to full weight by 40 %."""
+        return self.energyWeight * min(1.0, max(0.0, (self._progress() - 0.2) / 0.2))
 
     def trainStep(self) -> float:
         idx = self.train_idx[torch.randint(len(self.train_idx), (self.batchSize,), generator=self.generator).numpy()]
@@ -175,7 +193,7 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.iteration += 1
-        return float(total)
+        return float(total.detach())
 
     @torch.no_grad()
     def validate(self) -> dict:

@@ -1,0 +1,109 @@
+"""FlashMD data generation, training, model files and CLI, on a tiny flexible-water box (CPU platform)."""
+
+import numpy as np
+import pytest
+import torch
+
+import openmm as mm
+from openmm import app, unit
+
+from openmmflash.cli import main as cli_main
+from openmmflash.integrators.data import flexibleWaterBox, generatePairs, loadDataset, saveDataset, speciesOf
+from openmmflash.integrators.modelfile import availableModels, loadModel
+from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training import Trainer
+
+STRIDE = 0.002  # ps
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    top, system, pos = flexibleWaterBox(1.2, 0.5)
+    data = generatePairs(system, pos, speciesOf(top), [300.0], STRIDE, startsPerTemperature=2, pairsPerStart=5,
+                         pairSpacing=0.01, equilibration=0.05, platform="CPU", progress=False)
+    path = str(tmp_path_factory.mktemp("flashmd") / "pairs.npz")
+    saveDataset(path, data)
+    return path, system, top, pos
+
+
+def test_dataset_pairs_follow_the_dynamics(dataset):
+    path, system, top, pos = dataset
+    data = loadDataset(path)
+    assert data["q0"].shape == (10, system.getNumParticles(), 3)
+    assert data["meta"]["stride"] == STRIDE
+    m = data["masses"][None, :, None]
+    # dq is close to free flight for a 2 fs stride, and momenta change (forces act): a real NVE pair.
+    free = data["p0"] / m * STRIDE
+    rms = lambda x: float(np.sqrt(np.mean(x ** 2)))  # noqa: E731
+    assert rms(data["dq"] - free) < 0.5 * rms(data["dq"])
+    assert np.abs(data["p1"] - data["p0"]).max() > 1.0
+    # total momentum is conserved by the reference NVE run (PME: to float precision)
+    assert np.allclose(data["p0"].sum(1), data["p1"].sum(1), atol=0.05)
+
+
+def test_training_reduces_loss(dataset):
+    path, system, top, pos = dataset
+    trainer = Trainer(path, channels=16, numLayers=2, numRBF=8, cutoff=0.4, lr=3e-3, batchSize=2,
+                      energyWeight=0.1, system=system, energyPlatform="CPU", iterations=40, seed=1)
+    idx = trainer.train_idx
+    before = float(trainer.loss(idx, augment=False)[0])
+    for _ in range(40):
+        trainer.trainStep()
+    after = float(trainer.loss(idx, augment=False)[0])
+    assert after < 0.7 * before
+    metrics = trainer.validate()
+    assert metrics["numValidationPairs"] == 1 and np.isfinite(metrics["rmse_dq_nm_Z1"])
+
+
+def test_energy_term_gradient_is_minus_force(dataset):
+    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    path, system, top, pos = dataset
+    ctx = makeEnergyContext(system, "Reference")
+    q = torch.tensor(pos[None], dtype=torch.float64, requires_grad=True)
+    V = _OpenMMPotential.apply(q, ctx)
+    V.sum().backward()
+    ctx.setPositions(pos)
+    forces = ctx.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+        unit.kilojoule_per_mole / unit.nanometer)
+    assert np.allclose(q.grad[0].numpy(), -np.asarray(forces))
+
+
+def test_cli_train_resume_and_model_file(dataset, tmp_path):
+    path, system, top, pos = dataset
+    out = str(tmp_path / "m.pt")
+    args = ["flashmd-train", path, "-o", out, "--iterations", "6", "--channels", "8", "--layers", "1",
+            "--cutoff", "0.4", "--batch-size", "2", "--quiet"]
+    assert cli_main(args) == 0
+    state = torch.load(out + ".state", weights_only=False)
+    assert state["iteration"] == 6
+    assert cli_main(args[:5] + ["12"] + args[6:]) == 0  # resumes from iteration 6
+    assert torch.load(out + ".state", weights_only=False)["iteration"] == 12
+    model = loadModel(out)
+    assert model.stride == STRIDE and model.species == [1, 8]
+    assert model.speciesMasses == pytest.approx([1.007947, 15.99943])
+    assert model.provenance["iterations"] == 12 and model.provenance["dataset"]["stride"] == STRIDE
+    assert "rmse_dq_nm_Z8" in model.validation
+    # The file drives an OpenMM run.
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, out, randomSeed=1)
+    sim = app.Simulation(top, system, integ, mm.Platform.getPlatformByName("CPU"))
+    sim.context.setPositions(pos)
+    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    sim.step(3)
+    assert sim.currentStep == 3
+    with pytest.raises(ValueError, match="no FlashMD model file or shipped model named"):
+        loadModel("no-such-model")
+
+
+def test_cli_data(tmp_path):
+    out = str(tmp_path / "d.npz")
+    assert cli_main(["flashmd-data", "--water-box", "1.2", "--water-cutoff", "0.5", "--stride", "1",
+                     "--starts", "1", "--pairs", "2", "--spacing", "0.002", "--equilibration", "0.01",
+                     "--platform", "CPU", "-o", out, "--quiet"]) == 0
+    assert loadDataset(out)["q0"].shape[0] == 2
+    assert cli_main(["flashmd-data", "--stride", "1", "-o", out]) == 2  # no system given: clear error
+
+
+@pytest.mark.parametrize("name", availableModels())
+def test_shipped_models_load(name):
+    model = loadModel(name)
+    assert model.stride > 0 and model.validation and model.provenance
