@@ -107,3 +107,18 @@ def test_xtc_codec_is_bit_exact_against_mdtraj(tmp_path, precision):
 def test_xtc_codec_refuses_off_grid_input():
     with pytest.raises(ValueError, match="not on the XTC grid"):
         XTCCodec(1000.0).quantize(np.full((1, 2, 3), 0.12345))
+
+
+@pytest.mark.parametrize("maxError", [0.0005, 0.002, 0.05])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float32_fast_path_keeps_the_bound(maxError, dtype):
+    """Near the largest |x| of the float32 path, with values close to half-grid points (worst rounding)."""
+    from openmmflash.compactmd.codec import FAST_STEPS
+
+    codec = BoundedCodec(maxError)
+    rng = np.random.default_rng(11)
+    k = rng.integers(-FAST_STEPS + 2, FAST_STEPS - 2, size=(3, 4000, 3))
+    x = ((k + 0.5 + rng.uniform(-1e-4, 1e-4, k.shape)) * codec.gridStep).astype(dtype)
+    back = codec.dequantize(codec.quantize(x))
+    assert back.dtype == np.float32
+    assert np.abs(back.astype(np.float64) - x.astype(np.float64)).max() <= maxError

@@ -20,7 +20,7 @@ def register(subparsers):
     p.add_argument("--codec", choices=["auto", "bounded", "xtc"], default="auto",
                    help="auto: lossless 'xtc' for XTC input, 'bounded' otherwise")
     p.add_argument("--chunk-frames", type=int, default=100, help="frames per chunk (100)")
-    p.add_argument("--level", type=int, default=3, help="zstd level 1-22 (3)")
+    p.add_argument("--level", type=int, default=1, help="zstd level 1-22 (1; higher is slower and rarely smaller)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=compress)
 

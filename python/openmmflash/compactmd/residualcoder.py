@@ -38,8 +38,20 @@ def _space(a, mask):
     """Residual along atoms: a[:, i] - mask[i] * a[:, i-1]; a shape (F, n, 3), mask shape (n,) (mask[0] ignored)."""
     r = a.copy()
     if a.shape[1] > 1:
-        r[:, 1:] -= a[:, :-1] * mask[1:, None].astype(a.dtype)
+        off = np.flatnonzero(~mask[1:]) + 1
+        np.subtract(r[:, 1:], a[:, :-1], out=r[:, 1:])
+        if len(off):
+            r[:, off] = a[:, off]
     return r
+
+
+def _prefix_time(d, first):
+    """Running sum over frames: out[0] = first, out[t] = out[t-1] + d[t-1]; d shape (F-1, n, 3)."""
+    out = np.empty((d.shape[0] + 1,) + d.shape[1:], np.int32)
+    out[0] = first
+    for t in range(d.shape[0]):
+        np.add(out[t], d[t], out=out[t + 1])
+    return out
 
 
 def _unspace(r, mask):
@@ -91,8 +103,8 @@ def _unresidual(r, mode, seq, full):
         d1 = r[1:] if mode == 1 else _unspace(r[1:], seq)
     else:
         d = r[1:] if mode == 3 else _unspace(r[1:], seq)
-        d1 = np.cumsum(d, axis=0, dtype=np.int32)  # d[0] = Δq[1], d[k] = Δ²q: prefix sums give Δq
-    q[1:] = q[0] + np.cumsum(d1, axis=0, dtype=np.int32)
+        d1 = _prefix_time(d[1:], d[0])  # d[0] = Δq[1], d[k] = Δ²q: prefix sums give Δq
+    q[1:] = _prefix_time(d1, q[0])[1:]
     return q
 
 
@@ -121,22 +133,23 @@ def _masks(seqMask, n, blockAtoms):
     return starts, full, seq
 
 
-def _pack(r):
-    """zigzag + byte planes + zstd of a flat int32 array -> (nbytes, planes)."""
+def _zigzag_planes(r):
+    """zigzag of a flat int32 array -> (nbytes, list of uint8 byte planes, low byte first)."""
     u = ((r << 1) ^ (r >> 31)).view(np.uint32)
     top = int(u.max()) if u.size else 0
     nbytes = max(1, (top.bit_length() + 7) // 8)
-    return nbytes, np.ascontiguousarray(u.view(np.uint8).reshape(-1, 4)[:, :nbytes].T)
+    return nbytes, [(u >> np.uint32(8 * k)).astype(np.uint8) if k else u.astype(np.uint8) for k in range(nbytes)]
 
 
-def _unpack(raw, count, nbytes):
-    u = np.zeros((count, 4), np.uint8)
-    u[:, :nbytes] = np.frombuffer(raw, np.uint8).reshape(nbytes, count).T
-    u = u.view(np.uint32).reshape(-1)
-    return (u >> 1).view(np.int32) ^ -(u & 1).view(np.int32)
+def _from_planes(raw, count, nbytes):
+    p = np.frombuffer(raw, np.uint8)
+    u = p[:count].astype(np.uint32)
+    for k in range(1, nbytes):
+        u |= p[k * count:(k + 1) * count].astype(np.uint32) << np.uint32(8 * k)
+    return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
 
 
-def encode(q, seqMask, level=3, blockAtoms=1024):
+def encode(q, seqMask, level=1, blockAtoms=4096):
     """Code a chunk ``q`` (F, N, 3) int32 losslessly; ``seqMask`` bool (N,). Returns bytes.
 
     Residuals of atoms that continue a residue (``seqMask``) and of atoms that start one are coded as two streams,
@@ -157,18 +170,22 @@ def encode(q, seqMask, level=3, blockAtoms=1024):
             sel = np.repeat(modes == mode, blockAtoms)[:n]
             r[:, sel] = rm[:, sel]
     inner = np.asarray(seqMask, bool)
-    streams = [r[:, inner].reshape(-1), r[:, ~inner].reshape(-1)]
+    if inner.all():
+        streams = [r.reshape(-1), r[:, :0].reshape(-1)]
+    else:
+        streams = [r[:, inner].reshape(-1), r[:, ~inner].reshape(-1)]
     out = [struct.pack("<BI", _VERSION, len(modes)), modes.tobytes()]
     zc = zstandard.ZstdCompressor(level=level)
     for s in streams:
-        nbytes, planes = _pack(s)
-        body = zc.compress(planes.tobytes())
+        nbytes, planes = _zigzag_planes(s)
+        cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
+        body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
         out.append(struct.pack("<BQ", nbytes, len(body)))
         out.append(body)
     return b"".join(out)
 
 
-def decode(blob, nFrames, nAtoms, seqMask, blockAtoms=1024):
+def decode(blob, nFrames, nAtoms, seqMask, blockAtoms=4096):
     """Inverse of :func:`encode`: int32 array of shape (nFrames, nAtoms, 3)."""
     blob = memoryview(blob)
     version, nblocks = struct.unpack_from("<BI", blob, 0)
@@ -192,7 +209,10 @@ def decode(blob, nFrames, nAtoms, seqMask, blockAtoms=1024):
         pos += size
         if len(raw) != count * nbytes:
             raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * nbytes}")
-        r[:, sel] = _unpack(raw, count, nbytes).reshape(nFrames, -1, 3)
+        if count == r.size:
+            r = _from_planes(raw, count, nbytes).reshape(nFrames, nAtoms, 3)
+        elif count:
+            r[:, sel] = _from_planes(raw, count, nbytes).reshape(nFrames, -1, 3)
     q = None
     for mode in np.unique(modes):
         qm = _unresidual(r, int(mode), seq, full)
