@@ -219,9 +219,10 @@ def test_serialization_and_deepcopy(model, cg_fragment, backend, platform):
     restored = openmm.XmlSerializer.deserialize(xml)
     energy_x, forces_x = evaluate(restored, pos, platform)
     energy_c, forces_c = evaluate(copy.deepcopy(system), pos, platform)
-    assert energy_x == energy and energy_c == energy
-    np.testing.assert_array_equal(forces_x, forces)
-    np.testing.assert_array_equal(forces_c, forces)
+    # Bitwise on the CPU platforms; CUDA sums pair messages with atomics, in a varying order.
+    assert energy_x == pytest.approx(energy, rel=1e-13) and energy_c == pytest.approx(energy, rel=1e-13)
+    np.testing.assert_allclose(forces_x, forces, rtol=1e-11, atol=1e-11)
+    np.testing.assert_allclose(forces_c, forces, rtol=1e-11, atol=1e-11)
 
 
 def test_simulation_runs_with_priors(model, cg_fragment):
