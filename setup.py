@@ -22,6 +22,7 @@ INSTALL_REQUIRES = [
     "torch==2.9.*",
     "openmm>=8.5,<8.6",
     "openmmtorch==1.5",
+    "triton==3.5.*; sys_platform == 'linux' and platform_machine == 'x86_64'",  # the triton torch 2.9 pins
     "numpy>=1.26,<2.3",
     "parmed",
     "pdbfixer",
