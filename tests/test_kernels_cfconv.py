@@ -90,6 +90,23 @@ def test_cfconv_many_neighbors_padded(device, precision):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tile", [(16, 4, 3, True), (32, 4, 1, False)])
+def test_cfconv_tile_shapes_sparse(device, tile, monkeypatch):
+    """Small tiles over a sparse list: more than 16 beads per tile, beads split across tiles and programs, weights
+    loaded per program and per tile."""
+    from openmmflash.plugin.kernels import cfconv as kernels
+
+    for key in list(kernels.TILES):
+        monkeypatch.setitem(kernels.TILES, key, tile)
+    pos, src, dst, shifts, x, p = _problem(device, replicas=1, beads=41, filters=6, rbf=5, cutoff=1.5, spread=2.5,
+                                           capacity=300)
+    valid = int((dst >= 0).sum())
+    assert 30 < valid < 300  # 24 beads in one 32-pair tile: two one-hot steps of 16
+    (out, grads), (ref, ref_grads) = _both(pos, src, dst, shifts, x, p, "fp32", True)
+    assert _rel(out, ref) < 1e-5 and _rel(grads[0], ref_grads[0]) < 1e-5 and _rel(grads[1], ref_grads[1]) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("beads,spread,capacity", [(1, 1.0, 0), (5, 100.0, 0), (5, 100.0, 6)])
 def test_cfconv_degenerate(device, beads, spread, capacity):
     """One bead, no pair within the cutoff, and an all-padding list: zero messages and gradients, all rows written."""

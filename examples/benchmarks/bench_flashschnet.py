@@ -36,6 +36,11 @@ DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
 VARIANTS = {"reference_autograd": ("reference", "fp32", False), "reference": ("reference", "fp32", True),
             "flash_fp32": ("flash", "fp32", True), "flash_w16a16": ("flash", "w16a16", True)}
+# (BLOCK_E, warps, tiles per program, hoist weights) tried by --tune.
+TUNE_CANDIDATES = {"fwd": [(64, 4, 1, False), (64, 4, 4, True), (128, 8, 1, False), (128, 8, 4, True),
+                           (64, 8, 8, True), (128, 4, 4, True)],
+                   "bwd": [(32, 4, 4, True), (64, 4, 4, True), (64, 8, 4, True), (64, 8, 1, False),
+                           (128, 8, 4, True)]}
 PLATFORM = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
 MASSES = {"N": 14.0, "CA": 12.0, "CB": 12.0, "C": 12.0, "O": 16.0}
 
@@ -193,8 +198,8 @@ def kernel_breakdown(replicas, quick):
     for precision in ("fp32", "w16a16"):
         args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
                 model.gamma, model.cutoff, True, precision)
-        fwd = median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, csr[0], *args))
-        bwd = median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, dst, csr[1], csr[2], *args))
+        fwd = median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args))
+        bwd = median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args))
         out[precision] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_TFLOPs": flop_fwd / fwd / 1e9,
                           "bwd_TFLOPs": 2 * flop_fwd / bwd / 1e9}
     out["kernel_info"] = dict(kernels.KERNEL_INFO)
@@ -219,11 +224,11 @@ def tune(replicas, candidates):
     for precision in ("fp32", "w16a16"):
         args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
                 model.gamma, model.cutoff, True, precision)
-        calls = {"fwd": lambda: kernels.cfconv_flash_forward(x, dist, src, csr[0], *args),
-                 "bwd": lambda: kernels.cfconv_flash_backward(g, x, dist, dst, csr[1], csr[2], *args)}
+        calls = {"fwd": lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args),
+                 "bwd": lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args)}
         for kind, call in calls.items():
             best = None
-            for tile in candidates:
+            for tile in candidates[kind]:
                 kernels.TILES[(kind, precision)] = tile
                 try:
                     ms = median_ms(call, budget_s=0.3)
@@ -239,73 +244,88 @@ def tune(replicas, candidates):
 
 
 def openmm_runs(replicas_list, variants, quick):
-    """End-to-end OpenMM timings (CUDA platform, Langevin 4 fs) with and without CUDA graphs."""
+    """End-to-end OpenMM runs, one subprocess per (variant, graphs), so a crash costs only its own rows."""
+    import subprocess
+
+    rows = []
+    for variant in variants:
+        for graphs in (False, True):
+            cmd = [sys.executable, os.path.abspath(__file__), "--openmm-worker", variant, str(int(graphs)),
+                   ",".join(str(b) for b in replicas_list)] + (["--quick"] if quick else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+            for row in got:
+                print(json.dumps(row), flush=True)
+            done = {row["replicas"] for row in got}
+            for replicas in replicas_list:
+                if replicas not in done:
+                    row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": graphs,
+                           "error": f"worker exited with {proc.returncode}: {proc.stderr[-1500:]}"}
+                    print(json.dumps(row), flush=True)
+                    got.append(row)
+            rows += got
+    return rows
+
+
+def openmm_worker(variant, graphs, replicas_list, quick):
+    """End-to-end OpenMM timings (CUDA platform, Langevin 4 fs) of one variant; prints 'ROW {json}' lines."""
     from openmmflash.stack import import_openmm
     from openmmflash.plugin.torchforce import createFlashSchNetForce
 
     openmm = import_openmm()
     unit = openmm.unit
     pos0, types, masses, table = load_workload("folded")
-    rows = []
     for replicas in replicas_list:
         positions = np.tile(pos0, (replicas, 1)) / 10.0
-        for variant in variants:
-            for graphs in (False, True):
-                row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": graphs}
-                try:
-                    model = make_model(len(table), variant, "cpu")
-                    pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
-                    capacity = int(pairs * 1.3) + 64
-                    system = openmm.System()
-                    for _ in range(replicas):
-                        for m in masses:
-                            system.addParticle(m)
-                    force = createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
-                                                   numParticles=system.getNumParticles(), periodic=False,
-                                                   neighborCapacity=capacity, useCUDAGraphs=graphs)
-                    system.addForce(force)
-                    restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-                    restraint.addGlobalParameter("k", 500.0)
-                    for name in ("x0", "y0", "z0"):
-                        restraint.addPerParticleParameter(name)
-                    for k, xyz in enumerate(positions):
-                        restraint.addParticle(k, list(xyz))
-                    system.addForce(restraint)
-                    integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0 / unit.picosecond,
-                                                                 0.004 * unit.picoseconds)
-                    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(PLATFORM),
-                                             {"Precision": "mixed"} if PLATFORM == "CUDA" else {})
-                    context.setPositions(positions)
-                    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-                    integrator.step(15)
-                    context.getState(getEnergy=True)
-                    steps = 20 if quick else 50
-                    start = time.perf_counter()
-                    integrator.step(steps)
-                    context.getState(getEnergy=True)
-                    elapsed = time.perf_counter() - start
-                    if elapsed < 1.0 and not quick:
-                        more = int(steps * min(10.0, 2.0 / max(elapsed, 1e-3)))
-                        start = time.perf_counter()
-                        integrator.step(more)
-                        context.getState(getEnergy=True)
-                        elapsed, steps = time.perf_counter() - start, more
-                    state = context.getState(getPositions=True, getEnergy=True)
-                    end = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom),
-                                       dtype=torch.float32)
-                    end_pairs = count_pairs(end, replicas)
-                    row.update({"steps": steps, "ms_per_step": 1000.0 * elapsed / steps,
-                                "timestep_mol_per_s": replicas * steps / elapsed, "pairs_start": pairs,
-                                "pairs_end": end_pairs, "capacity": capacity,
-                                "potential_kJmol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)})
-                    del context, integrator, system, force
-                except Exception as err:
-                    row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-    return rows
+        row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": graphs}
+        try:
+            model = make_model(len(table), variant, "cpu")
+            pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
+            capacity = int(pairs * 1.3) + 64
+            system = openmm.System()
+            for _ in range(replicas):
+                for m in masses:
+                    system.addParticle(m)
+            force = createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
+                                           numParticles=system.getNumParticles(), periodic=False,
+                                           neighborCapacity=capacity, useCUDAGraphs=graphs)
+            system.addForce(force)
+            restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+            restraint.addGlobalParameter("k", 500.0)
+            for name in ("x0", "y0", "z0"):
+                restraint.addPerParticleParameter(name)
+            for k, xyz in enumerate(positions):
+                restraint.addParticle(k, list(xyz))
+            system.addForce(restraint)
+            integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0 / unit.picosecond,
+                                                         0.004 * unit.picoseconds)
+            context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(PLATFORM),
+                                     {"Precision": "mixed"} if PLATFORM == "CUDA" else {})
+            context.setPositions(positions)
+            context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+            integrator.step(15)
+            context.getState(getEnergy=True)
+            steps = 20 if quick else 50
+            start = time.perf_counter()
+            integrator.step(steps)
+            context.getState(getEnergy=True)
+            elapsed = time.perf_counter() - start
+            if elapsed < 1.0 and not quick:
+                more = int(steps * min(10.0, 2.0 / max(elapsed, 1e-3)))
+                start = time.perf_counter()
+                integrator.step(more)
+                context.getState(getEnergy=True)
+                elapsed, steps = time.perf_counter() - start, more
+            state = context.getState(getPositions=True, getEnergy=True)
+            end = torch.tensor(state.getPositions(asNumpy=True).value_in_unit(unit.angstrom), dtype=torch.float32)
+            row.update({"steps": steps, "ms_per_step": 1000.0 * elapsed / steps,
+                        "timestep_mol_per_s": replicas * steps / elapsed, "pairs_start": pairs,
+                        "pairs_end": count_pairs(end, replicas), "capacity": capacity,
+                        "potential_kJmol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)})
+            del context, integrator, system, force
+        except Exception as err:
+            row["error"] = f"{type(err).__name__}: {str(err)[:2000]}"
+        print("ROW " + json.dumps(row), flush=True)
 
 
 def table(results):
@@ -394,7 +414,12 @@ def main():
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", default=os.path.join(RESULTS, "flashschnet_kernels.json"))
     parser.add_argument("--plot", metavar="JSON", help="only draw the PNG of an existing JSON")
+    parser.add_argument("--openmm-worker", nargs=3, metavar=("VARIANT", "GRAPHS", "REPLICAS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.openmm_worker:
+        variant, graphs, reps = args.openmm_worker
+        openmm_worker(variant, bool(int(graphs)), [int(v) for v in reps.split(",")], args.quick)
+        return
     if args.plot:
         with open(args.plot) as handle:
             results = json.load(handle)
@@ -418,7 +443,7 @@ def main():
     results["ceilings"] = ceilings()
     print(json.dumps(results["ceilings"]), flush=True)
     if args.tune:
-        results["tuning"] = tune(64, [(16, 4), (32, 4), (32, 8), (64, 4), (64, 8)])
+        results["tuning"] = tune(64, TUNE_CANDIDATES)
     results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
     results["bare"] = bare(["folded", "unfolded"], replicas, variants, None, args.quick)
     results["ratios_vs_reference"] = ratios(results["bare"], "reference")

@@ -4,8 +4,8 @@
 # to $OUT. Usage (device tool, carry [".whl"]): bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
 set -o pipefail
 export PYTHONUNBUFFERED=1
-pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-pip install -q --no-deps --no-build-isolation -e . >/dev/null || exit 1
+python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING; export PYTHONPATH=/tmp/siteflash:$PYTHONPATH; python -c "import openmmflash.plugin.kernels.cfconv" || exit 1
 mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
 export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv | tee $OUT/gpu.txt

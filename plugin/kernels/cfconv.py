@@ -14,11 +14,14 @@ Backward (VJP) for an upstream gradient G = dL/dm [N, F], with u_e = G_{dst(e)} 
     dL/dg_k = dL/de_k C  (and dL/dC += dL/de . g with the basis cutoff)
     dL/dd   = sum_k dL/dg_k g_k 2 gamma (d - mu_k) + dL/dC C'(d)
 
-Every program owns one bead: the forward one destination segment (rows rowptr[i] .. rowptr[i+1]-1 of the
-dst-sorted list), the backward one source segment (through ``perm``), walked in tiles of BLOCK_E pairs. The RBF,
-both filter layers (``tl.dot``) and the recomputation in the backward stay in registers and shared memory: no
-[P, R] or [P, F] tensor is written. dL/dd is written once per pair (each pair has exactly one source), so no output
-needs atomics. fp32 uses ``tf32x3`` dots (about fp32 accuracy on tensor cores); W16A16 (``w16a16``) uses fp16
+Pairs are processed in tiles of BLOCK_E consecutive pairs (a program walks ``tiles_per_program`` of them): the
+forward over the dst-sorted list, the backward over the source-sorted permutation ``perm`` (CSR by source). The
+RBF, both filter layers (``tl.dot``) and the recomputation in the backward stay in registers and shared memory: no
+[P, R] or [P, F] tensor is written. Messages are reduced per bead inside the tile by a one-hot product on tensor
+cores (keys are sorted, so a tile holds a contiguous range of beads); beads strictly inside a tile's range are
+stored, only the first and last bead of a tile (which may continue in the neighbouring tile) are added atomically,
+so a row sees at most a few atomic adds, never per-pair contention. dL/dd is written once per pair (each pair has
+one source). fp32 uses ``tf32x3`` dots (about fp32 accuracy on tensor cores); W16A16 (``w16a16``) uses fp16
 operands with per-channel weight scales and a per-tile activation scale in the backward, fp32 accumulation.
 
 Caution: tested on CPU (Triton interpreter) and on NVIDIA Hopper. The pair list must be dst-sorted (padding last).
@@ -37,10 +40,12 @@ from openmmflash.plugin.kernels.csr import build_csr
 from openmmflash.plugin.kernels.w16a16 import check_precision, quantize_per_channel
 from openmmflash.schnet.reference import cfconv_reference
 
-# (pairs per tile BLOCK_E, warps per program) of the forward and backward kernels per precision; benchmarks may
+# (pairs per tile BLOCK_E, warps, tiles per program, hoist weights) of the forward and backward kernels per
+# precision; benchmarks may
 # overwrite entries. FP32_DOT is the input precision of the fp32 dots. KERNEL_INFO keeps the register and spill
 # counts of the last compiled launch of each kernel (for the notes and benchmarks).
-TILES = {("fwd", "fp32"): (32, 4), ("bwd", "fp32"): (32, 4), ("fwd", "w16a16"): (32, 4), ("bwd", "w16a16"): (32, 4)}
+TILES = {("fwd", "fp32"): (64, 4, 4, False), ("bwd", "fp32"): (32, 4, 4, False),
+         ("fwd", "w16a16"): (64, 4, 4, True), ("bwd", "w16a16"): (64, 8, 4, True)}
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
 KERNEL_INFO = {}
 
@@ -76,32 +81,66 @@ def _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF:
 
 
 @triton.jit
+def _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F):
+    """W1^T [R, F'], W2^T [F'in, F'out], W1 [F', R], W2 [F'out, F'in], zero outside the true sizes."""
+    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_f[None, :], other=0.0)
+    w2t = tl.load(W2 + offs_f[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_f[None, :], other=0.0)
+    w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :], other=0.0)
+    w2 = tl.load(W2 + offs_f[:, None] * F + offs_f[None, :], mask=mask_f[:, None] & mask_f[None, :], other=0.0)
+    return w1t, w2t, w1, w2
+
+
+@triton.jit
+def _segment_store(OUT, rows, key, mask_e, offs_f, mask_f, F, DOT_PRECISION: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Add rows [BE, F] into OUT[key] for keys sorted along the tile: one-hot segment sums on tensor cores; rows
+    of beads strictly inside the tile's key range belong to this tile alone (plain store), the first and last
+    bead may continue in the neighbouring tiles (atomic add into the zero-initialized OUT)."""
+    first = tl.min(tl.where(mask_e, key, 9223372036854775807), axis=0)
+    last = tl.max(tl.where(mask_e, key, -1), axis=0)
+    local = key - first
+    offs_d = tl.arange(0, BLOCK_D)
+    for d0 in range(0, last - first + 1, BLOCK_D):
+        onehot = tl.where((local[None, :] == (d0 + offs_d)[:, None]) & mask_e[None, :], 1.0, 0.0)
+        seg = tl.dot(onehot, rows, input_precision=DOT_PRECISION)
+        node = first + d0 + offs_d
+        live = (node <= last)[:, None] & mask_f[None, :]
+        alone = ((node > first) & (node < last))[:, None]
+        ptr = OUT + node[:, None] * F + offs_f[None, :]
+        tl.store(ptr, seg, mask=live & alone)
+        tl.atomic_add(ptr, seg, mask=live & ~alone, sem="relaxed")
+
+
+@triton.jit
 def _cfconv_fwd_kernel(
     X,          # [N, F] fp32 source features x = lin1(h), contiguous
-    DIST,       # [P] fp32 pair distances, dst-sorted order
+    DIST,       # [P] fp32 pair distances, dst-sorted order (padding last)
     SRC,        # [P] int64 source bead of each pair
-    ROWPTR,     # [N + 1] int64 destination offsets: pairs of bead i are ROWPTR[i] .. ROWPTR[i+1]-1
+    DST,        # [P] int64 destination bead of each pair (non-decreasing over the valid pairs)
+    ROWPTR,     # [N + 1] int64 destination offsets; ROWPTR[N] is the number of valid pairs
     MU,         # [R] fp32 Gaussian centres
     W1,         # [F, R] filter layer 1 weight (fp32, or fp16 divided by S1 when W16)
     B1,         # [F] fp32 filter layer 1 bias
     W2,         # [F, F] filter layer 2 weight, no bias (fp32, or fp16 divided by S2 when W16)
     S1,         # [F] fp32 per-output-channel scales of W1 (used only when W16)
     S2,         # [F] fp32 per-output-channel scales of W2 (used only when W16)
-    OUT,        # [N, F] fp32 output messages m, every row written
+    OUT,        # [N, F] fp32 output messages m, zero-initialized
+    N,          # number of beads (runtime)
     F,          # number of filters F' (runtime)
     R,          # number of Gaussians R (runtime)
     gamma,      # Gaussian exponent (negative), 1 / length^2
     cutoff,     # cutoff radius r_c, model length unit
+    tiles_per_program,            # consecutive BLOCK_E tiles walked by one program (runtime)
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots ("tf32x3", "ieee", "tf32")
+    HOIST: tl.constexpr,          # load the weights once per program (else once per tile)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
+    BLOCK_D: tl.constexpr,        # destinations per one-hot reduction step (>= 16)
 ):
-    node = tl.program_id(0).to(tl.int64)
-    start = tl.load(ROWPTR + node)
-    end = tl.load(ROWPTR + node + 1)
+    pid = tl.program_id(0).to(tl.int64)
+    num_valid = tl.load(ROWPTR + N)
     offs_e = tl.arange(0, BLOCK_E)
     offs_r = tl.arange(0, BLOCK_R)
     offs_f = tl.arange(0, BLOCK_F)
@@ -111,21 +150,23 @@ def _cfconv_fwd_kernel(
     b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
     s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
     s2 = tl.load(S2 + offs_f, mask=mask_f, other=0.0)
-    # W1^T [R, F'] and W2^T [F'_in, F'_out], zero outside the true sizes.
-    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_f[None, :], other=0.0)
-    w2t = tl.load(W2 + offs_f[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_f[None, :], other=0.0)
-    acc = tl.zeros((BLOCK_F,), dtype=tl.float32)
-    for e0 in range(start, end, BLOCK_E):
-        rows = e0 + offs_e
-        mask_e = rows < end
-        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
-        src = tl.load(SRC + rows, mask=mask_e, other=0)
-        g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
-                                  DOT_PRECISION)
-        xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :], other=0.0)
-        msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
-        acc += tl.sum(msg, axis=0)
-    tl.store(OUT + node * F + offs_f, acc, mask=mask_f)
+    if HOIST:
+        w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
+    for t in range(0, tiles_per_program):
+        e0 = (pid * tiles_per_program + t) * BLOCK_E
+        if e0 < num_valid:
+            rows = e0 + offs_e
+            mask_e = rows < num_valid
+            d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
+            src = tl.load(SRC + rows, mask=mask_e, other=0)
+            dst = tl.load(DST + rows, mask=mask_e, other=0)
+            if not HOIST:
+                w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
+            g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
+                                      DOT_PRECISION)
+            xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :], other=0.0)
+            msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
+            _segment_store(OUT, msg, dst, mask_e, offs_f, mask_f, F, DOT_PRECISION, BLOCK_D)
 
 
 @triton.jit
@@ -133,85 +174,90 @@ def _cfconv_bwd_kernel(
     X,          # [N, F] fp32 source features of the forward
     G,          # [N, F] fp32 upstream gradient dL/dm
     DIST,       # [P] fp32 pair distances, dst-sorted order
+    SRC,        # [P] int64 source bead of each pair
     DST,        # [P] int64 destination bead of each pair
-    PERM,       # [P] int64 pair indices sorted by source bead
-    ROWPTR_S,   # [N + 1] int64 source offsets: pairs with source j are PERM[ROWPTR_S[j] .. ROWPTR_S[j+1]-1]
+    PERM,       # [P] int64 pair indices sorted by source bead (valid pairs first)
+    ROWPTR_S,   # [N + 1] int64 source offsets into PERM; ROWPTR_S[N] is the number of valid pairs
     MU,         # [R] fp32 Gaussian centres
     W1,         # [F, R] filter layer 1 weight (fp32, or fp16 divided by S1 when W16)
     B1,         # [F] fp32 filter layer 1 bias
     W2,         # [F, F] filter layer 2 weight (fp32, or fp16 divided by S2 when W16)
     S1,         # [F] fp32 per-output-channel scales of W1 (used only when W16)
     S2,         # [F] fp32 per-output-channel scales of W2 (used only when W16)
-    GRAD_X,     # [N, F] fp32 output dL/dx, every row written
-    GRAD_DIST,  # [P] fp32 output dL/dd, written for every non-padding pair (padding stays as allocated: 0)
+    GRAD_X,     # [N, F] fp32 output dL/dx, zero-initialized
+    GRAD_DIST,  # [P] fp32 output dL/dd, written for every valid pair (padding stays as allocated: 0)
+    N,          # number of beads (runtime)
     F,          # number of filters F' (runtime)
     R,          # number of Gaussians R (runtime)
     gamma,      # Gaussian exponent (negative), 1 / length^2
     cutoff,     # cutoff radius r_c, model length unit
+    tiles_per_program,            # consecutive BLOCK_E tiles walked by one program (runtime)
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots
+    HOIST: tl.constexpr,          # load the weights once per program (else once per tile)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
+    BLOCK_D: tl.constexpr,        # sources per one-hot reduction step (>= 16)
 ):
-    node = tl.program_id(0).to(tl.int64)
-    start = tl.load(ROWPTR_S + node)
-    end = tl.load(ROWPTR_S + node + 1)
+    pid = tl.program_id(0).to(tl.int64)
+    num_valid = tl.load(ROWPTR_S + N)
     offs_e = tl.arange(0, BLOCK_E)
     offs_r = tl.arange(0, BLOCK_R)
     offs_f = tl.arange(0, BLOCK_F)
     mask_r = offs_r < R
     mask_f = offs_f < F
-    mask_rf = mask_r[:, None] & mask_f[None, :]
-    mask_ff = mask_f[:, None] & mask_f[None, :]
     mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
     b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
     s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
     s2 = tl.load(S2 + offs_f, mask=mask_f, other=0.0)
-    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_rf, other=0.0)      # [R, F'] = W1^T
-    w2t = tl.load(W2 + offs_f[None, :] * F + offs_f[:, None], mask=mask_ff, other=0.0)      # [F'in, F'out]
-    w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :], other=0.0)  # [F', R]
-    w2 = tl.load(W2 + offs_f[:, None] * F + offs_f[None, :], mask=mask_ff, other=0.0)       # [F'out, F'in]
-    xj = tl.load(X + node * F + offs_f, mask=mask_f, other=0.0)
-    acc = tl.zeros((BLOCK_F,), dtype=tl.float32)
-    for e0 in range(start, end, BLOCK_E):
-        k = e0 + offs_e
-        mask_e = k < end
-        pair = tl.load(PERM + k, mask=mask_e, other=0)
-        d = tl.load(DIST + pair, mask=mask_e, other=2.0 * cutoff)
-        dst = tl.load(DST + pair, mask=mask_e, other=0)
-        gd = tl.load(G + dst[:, None] * F + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :], other=0.0)
-        g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
-                                  DOT_PRECISION)
-        acc += tl.sum(tl.where(mask_e[:, None], y * c[:, None] * gd, 0.0), axis=0)
-        u = gd * xj[None, :]
-        dy = u * c[:, None]
-        dc = tl.sum(u * y, axis=1)
-        if W16:
-            # Per-tile activation scale keeps the fp16 operands in range whatever the gradient's magnitude.
-            sy = tl.max(tl.max(tl.abs(dy), axis=1), axis=0)
-            sy = tl.where(sy > 0, sy, 1.0)
-            dh = tl.dot(((dy * s2[None, :]) / sy).to(tl.float16), w2, out_dtype=tl.float32) * sy
-        else:
-            dh = tl.dot(dy, w2, input_precision=DOT_PRECISION)
-        dz = dh * (1.0 - h * h)
-        if W16:
-            sz = tl.max(tl.max(tl.abs(dz), axis=1), axis=0)
-            sz = tl.where(sz > 0, sz, 1.0)
-            de = tl.dot(((dz * s1[None, :]) / sz).to(tl.float16), w1, out_dtype=tl.float32) * sz
-        else:
-            de = tl.dot(dz, w1, input_precision=DOT_PRECISION)
-        if RBF_CUTOFF:
-            dg = de * c[:, None]
-            dc += tl.sum(de * g, axis=1)
-        else:
-            dg = de
-        dcdd = tl.where(d < cutoff, -0.5 * (3.141592653589793 / cutoff) * tl.sin(d * (3.141592653589793 / cutoff)),
-                        0.0)
-        dd = tl.sum(dg * g * (2.0 * gamma) * (d[:, None] - mu[None, :]), axis=1) + dc * dcdd
-        tl.store(GRAD_DIST + pair, dd, mask=mask_e)
-    tl.store(GRAD_X + node * F + offs_f, acc, mask=mask_f)
+    if HOIST:
+        w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
+    for t in range(0, tiles_per_program):
+        k0 = (pid * tiles_per_program + t) * BLOCK_E
+        if k0 < num_valid:
+            k = k0 + offs_e
+            mask_e = k < num_valid
+            mask_ef = mask_e[:, None] & mask_f[None, :]
+            pair = tl.load(PERM + k, mask=mask_e, other=0)
+            d = tl.load(DIST + pair, mask=mask_e, other=2.0 * cutoff)
+            src = tl.load(SRC + pair, mask=mask_e, other=0)
+            dst = tl.load(DST + pair, mask=mask_e, other=0)
+            if not HOIST:
+                w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
+            g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
+                                      DOT_PRECISION)
+            gd = tl.load(G + dst[:, None] * F + offs_f[None, :], mask=mask_ef, other=0.0)
+            _segment_store(GRAD_X, tl.where(mask_e[:, None], y * c[:, None] * gd, 0.0), src, mask_e, offs_f,
+                           mask_f, F, DOT_PRECISION, BLOCK_D)
+            xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_ef, other=0.0)
+            u = gd * xs
+            dy = u * c[:, None]
+            dc = tl.sum(u * y, axis=1)
+            if W16:
+                # Per-tile activation scale keeps the fp16 operands in range whatever the gradient's magnitude.
+                sy = tl.max(tl.max(tl.abs(dy), axis=1), axis=0)
+                sy = tl.where(sy > 0, sy, 1.0)
+                dh = tl.dot(((dy * s2[None, :]) / sy).to(tl.float16), w2, out_dtype=tl.float32) * sy
+            else:
+                dh = tl.dot(dy, w2, input_precision=DOT_PRECISION)
+            dz = dh * (1.0 - h * h)
+            if W16:
+                sz = tl.max(tl.max(tl.abs(dz), axis=1), axis=0)
+                sz = tl.where(sz > 0, sz, 1.0)
+                de = tl.dot(((dz * s1[None, :]) / sz).to(tl.float16), w1, out_dtype=tl.float32) * sz
+            else:
+                de = tl.dot(dz, w1, input_precision=DOT_PRECISION)
+            if RBF_CUTOFF:
+                dg = de * c[:, None]
+                dc += tl.sum(de * g, axis=1)
+            else:
+                dg = de
+            dcdd = tl.where(d < cutoff,
+                            -0.5 * (3.141592653589793 / cutoff) * tl.sin(d * (3.141592653589793 / cutoff)), 0.0)
+            dd = tl.sum(dg * g * (2.0 * gamma) * (d[:, None] - mu[None, :]), axis=1) + dc * dcdd
+            tl.store(GRAD_DIST + pair, dd, mask=mask_e)
 
 
 def _blocks(f: int, r: int):
@@ -243,45 +289,51 @@ def _check(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, mu: Tensor, w1:
         raise ValueError(f"dist and src must have one entry per pair, got {tuple(dist.shape)} and {tuple(src.shape)}")
 
 
-def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, mu: Tensor, w1: Tensor, b1: Tensor,
-                         w2: Tensor, gamma: float, cutoff: float, rbf_cutoff: bool, precision: str) -> Tensor:
+def _grid(pairs: int, tile) -> Tuple[int]:
+    block_e, _, per_program, _ = tile
+    return (max(1, triton.cdiv(pairs, block_e * per_program)),)
+
+
+def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowptr: Tensor, mu: Tensor, w1: Tensor,
+                         b1: Tensor, w2: Tensor, gamma: float, cutoff: float, rbf_cutoff: bool,
+                         precision: str) -> Tensor:
     """m [N, F'] = sum over each destination's pairs of x[src] * W(d) (dst-sorted pairs, CSR ``rowptr``)."""
     _check(x, dist, src, rowptr, mu, w1)
     n, f = x.shape
     block_f, block_r = _blocks(f, mu.shape[0])
-    out = torch.empty_like(x)
-    if n == 0:
+    out = torch.zeros_like(x)
+    if n == 0 or dist.shape[0] == 0:
         return out
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
-    block_e, warps = TILES[("fwd", precision)]
-    compiled = _cfconv_fwd_kernel[(n,)](
-        x.contiguous(), dist.contiguous(), src.contiguous(), rowptr.contiguous(), mu.to(torch.float32).contiguous(),
-        w1k, b1k, w2k, s1, s2, out, f, mu.shape[0], float(gamma), float(cutoff),
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=block_e,
-        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=warps)
+    tile = TILES[("fwd", precision)]
+    compiled = _cfconv_fwd_kernel[_grid(dist.shape[0], tile)](
+        x.contiguous(), dist.contiguous(), src.contiguous(), dst.contiguous(), rowptr.contiguous(),
+        mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2, out, n, f, mu.shape[0], float(gamma),
+        float(cutoff), tile[2], RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT,
+        HOIST=bool(tile[3]), BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_D=16, num_warps=tile[1])
     _record(f"fwd/{precision}", compiled)
     return out
 
 
-def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, dst: Tensor, perm: Tensor, rowptr_src: Tensor,
-                          mu: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, gamma: float, cutoff: float,
-                          rbf_cutoff: bool, precision: str):
-    """(dL/dx [N, F'], dL/dd [P]) for dL/dm = ``grad_out`` [N, F'], by recomputation over source segments."""
+def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, perm: Tensor,
+                          rowptr_src: Tensor, mu: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, gamma: float,
+                          cutoff: float, rbf_cutoff: bool, precision: str):
+    """(dL/dx [N, F'], dL/dd [P]) for dL/dm = ``grad_out`` [N, F'], by recomputation over source-sorted tiles."""
     _check(x, dist, dst, rowptr_src, mu, w1)
     n, f = x.shape
     block_f, block_r = _blocks(f, mu.shape[0])
-    grad_x = torch.empty_like(x)
+    grad_x = torch.zeros_like(x)
     grad_dist = torch.zeros_like(dist)
-    if n == 0:
+    if n == 0 or dist.shape[0] == 0:
         return grad_x, grad_dist
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
-    block_e, warps = TILES[("bwd", precision)]
-    compiled = _cfconv_bwd_kernel[(n,)](
-        x.contiguous(), grad_out.to(torch.float32).contiguous(), dist.contiguous(), dst.contiguous(),
-        perm.contiguous(), rowptr_src.contiguous(), mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2,
-        grad_x, grad_dist, f, mu.shape[0], float(gamma), float(cutoff),
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=block_e,
-        BLOCK_R=block_r, BLOCK_F=block_f, num_warps=warps)
+    tile = TILES[("bwd", precision)]
+    compiled = _cfconv_bwd_kernel[_grid(dist.shape[0], tile)](
+        x.contiguous(), grad_out.to(torch.float32).contiguous(), dist.contiguous(), src.contiguous(),
+        dst.contiguous(), perm.contiguous(), rowptr_src.contiguous(), mu.to(torch.float32).contiguous(), w1k, b1k,
+        w2k, s1, s2, grad_x, grad_dist, n, f, mu.shape[0], float(gamma), float(cutoff), tile[2],
+        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, HOIST=bool(tile[3]),
+        BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_D=16, num_warps=tile[1])
     _record(f"bwd/{precision}", compiled)
     return grad_x, grad_dist
 
@@ -305,7 +357,7 @@ def cfconv_csr(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowptr: Tensor
                mu: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, gamma: float, cutoff: float, rbf_cutoff: bool,
                precision: str) -> Tensor:
     """Flash CFConv m [N, F'] over a dst-sorted pair list with its CSR (``pair_csr``); ``precision`` fp32|w16a16."""
-    return cfconv_flash_forward(x, dist, src, rowptr, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff, precision)
+    return cfconv_flash_forward(x, dist, src, dst, rowptr, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff, precision)
 
 
 @cfconv_csr.register_fake
@@ -324,8 +376,8 @@ def _cfconv_csr_backward(ctx, grad_out):
     x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2 = ctx.saved_tensors
     gamma, cutoff, rbf_cutoff, precision = ctx.params
     need = ctx.needs_input_grad
-    grad_x, grad_dist = cfconv_flash_backward(grad_out, x, dist, dst, perm, rowptr_src, mu, w1, b1, w2, gamma,
-                                              cutoff, rbf_cutoff, precision)
+    grad_x, grad_dist = cfconv_flash_backward(grad_out, x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2,
+                                              gamma, cutoff, rbf_cutoff, precision)
     weight_grads = [None, None, None]
     if need[8] or need[9] or need[10]:
         # Weight gradients (training) are not fused: recompute them with the fp32 reference (edge tensors).
