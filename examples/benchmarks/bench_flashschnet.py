@@ -192,6 +192,10 @@ def kernel_breakdown(replicas, quick):
     g = torch.randn(n, 128, device="cuda")
     block = model.blocks[0]
     out = {"replicas": replicas, "pairs": pairs}
+    from openmmflash.neighbors import build_neighbor_list
+
+    capacity = int(pairs * 1.05) + 64
+    out["neighbor_list_ms"] = median_ms(lambda: build_neighbor_list(pos, replicas, model.cutoff, None, capacity))
     csr = kernels.build_csr(src, dst, n)
     out["csr_ms"] = median_ms(lambda: kernels.build_csr(src, dst, n))
     flop_fwd = 2 * (64 * 128 + 128 * 128) * pairs
