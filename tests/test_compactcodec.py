@@ -27,9 +27,11 @@ def test_bounded_round_trip_within_bound(seed, nFrames, nAtoms, scale, drift, ma
     x = _trajectory(seed, nFrames, nAtoms, scale, drift)
     codec = BoundedCodec(maxError, blockAtoms=blockAtoms)
     seq = np.random.default_rng(seed).random(nAtoms) < 0.7
+    water = np.random.default_rng(seed + 1).random(nAtoms) < 0.5
+    layout = codec.layout(seq, water)
     q = codec.quantize(x)
-    blob = codec.encode(q, seq)
-    back = codec.decode(blob, nFrames, nAtoms, seq)
+    blob = codec.encode(q, layout)
+    back = codec.decode(blob, nFrames, nAtoms, layout)
     np.testing.assert_array_equal(back, q)  # the residual coder is lossless
     assert np.abs(codec.dequantize(back, np.float64) - x).max() <= maxError
     if scale <= 120.0 and drift <= 0.1:
@@ -45,8 +47,10 @@ def test_extreme_grid_values_round_trip():
                   [[limit, limit, limit], [-limit, -limit, -limit]]])
     q = codec.quantize(x)
     for mode_seq in (np.array([False, True]), np.array([False, False])):
-        back = codec.decode(codec.encode(q, mode_seq), 3, 2, mode_seq)
-        np.testing.assert_array_equal(back, q)
+        for water in (None, np.array([True, True])):
+            layout = codec.layout(mode_seq, water)
+            back = codec.decode(codec.encode(q, layout), 3, 2, layout)
+            np.testing.assert_array_equal(back, q)
     assert np.abs(codec.dequantize(q, np.float64) - x).max() <= 0.0005
 
 
@@ -97,8 +101,8 @@ def test_xtc_codec_is_bit_exact_against_mdtraj(tmp_path, precision):
         xtc, *_ = f.read()
     codec = XTCCodec(precision)
     q = codec.quantize(xtc)
-    seq = np.ones(50, bool)
-    back = codec.dequantize(codec.decode(codec.encode(q, seq), 5, 50, seq))
+    layout = codec.layout(np.ones(50, bool))
+    back = codec.dequantize(codec.decode(codec.encode(q, layout), 5, 50, layout))
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back.view(np.int32), xtc.view(np.int32))
     assert np.abs(back - x).max() <= 0.5 / precision + 1e-6
@@ -122,3 +126,32 @@ def test_float32_fast_path_keeps_the_bound(maxError, dtype):
     back = codec.dequantize(codec.quantize(x))
     assert back.dtype == np.float32
     assert np.abs(back.astype(np.float64) - x.astype(np.float64)).max() <= maxError
+
+
+@pytest.mark.parametrize("sites", [3, 4])
+def test_water_layout_round_trip(sites):
+    """Solute + 3- or 4-site water (with a virtual site on the HOH bisector): lossless, and the virtual site is
+    predicted inside the molecule (its transformed value is tiny)."""
+    rng = np.random.default_rng(sites)
+    nw, nf = 60, 5
+    o = rng.uniform(0, 3, (nf, nw, 3)) + rng.normal(0, 0.05, (nf, nw, 3))
+    h1 = o + rng.normal(0, 1, (nf, nw, 3))
+    h1 = o + 0.09572 * (h1 - o) / np.linalg.norm(h1 - o, axis=-1, keepdims=True)
+    h2 = o + 0.09572 * np.roll((h1 - o), 1, axis=-1)
+    mols = [o, h1, h2] + ([o + 0.128 * ((h1 - o) + (h2 - o))] if sites == 4 else [])
+    water = np.stack(mols, axis=2).reshape(nf, nw * sites, 3)
+    solute = rng.uniform(0, 3, (1, 20, 3)) + np.cumsum(rng.normal(0, 0.01, (nf, 20, 3)), axis=0)
+    x = np.concatenate([solute, water], axis=1)
+    seq = np.ones(x.shape[1], bool)
+    seq[20::sites] = False
+    seq[[0, 7]] = False
+    waterMask = np.zeros(x.shape[1], bool)
+    waterMask[20:] = True
+    codec = BoundedCodec(0.0005)
+    layout = codec.layout(seq, waterMask)
+    assert [(s, len(f)) for s, f in layout.groups] == [(sites, nw)]
+    q = codec.quantize(x)
+    np.testing.assert_array_equal(codec.decode(codec.encode(q, layout), nf, x.shape[1], layout), q)
+    t, _ = residualcoder._water_forward(q, layout)
+    if sites == 4:
+        assert np.abs(t[:, 20 + 3::4]).max() <= 2  # virtual site: residual of the linear prediction

@@ -78,13 +78,17 @@ class GridCodec:
             return q.astype(np.float32) * np.float32(self.gridStep)
         return (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)
 
-    def encode(self, q, seqMask):
-        """int32 grid coordinates (F, N, 3) -> bytes (lossless)."""
-        return residualcoder.encode(q, seqMask, level=self.level, blockAtoms=self.blockAtoms)
+    def layout(self, seqMask, waterMask=None):
+        """Atom classes used for prediction (see :class:`~openmmflash.compactmd.residualcoder.Layout`)."""
+        return residualcoder.Layout(seqMask, waterMask, self.blockAtoms)
 
-    def decode(self, blob, nFrames, nAtoms, seqMask):
+    def encode(self, q, layout):
+        """int32 grid coordinates (F, N, 3) -> bytes (lossless)."""
+        return residualcoder.encode(q, layout, level=self.level)
+
+    def decode(self, blob, nFrames, nAtoms, layout):
         """bytes -> int32 grid coordinates (nFrames, nAtoms, 3)."""
-        return residualcoder.decode(blob, nFrames, nAtoms, seqMask, blockAtoms=self.blockAtoms)
+        return residualcoder.decode(blob, nFrames, nAtoms, layout)
 
 
 class BoundedCodec(GridCodec):

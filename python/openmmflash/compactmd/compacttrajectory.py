@@ -59,7 +59,12 @@ class CompactTrajectory:
         top = self.header.get("topology")
         self.topology = CompactTopology.from_dict(top) if top else None
         seq = self.header.get("sequenceMask")
-        self._seq = np.array([c == "1" for c in seq], bool) if seq else np.ones(self.nAtoms, bool)
+        seq = np.array([c == "1" for c in seq], bool) if seq else np.ones(self.nAtoms, bool)
+        water = self.header.get("waterMask")
+        water = np.array([c == "1" for c in water], bool) if water else None
+        if len(seq) != self.nAtoms or (water is not None and len(water) != self.nAtoms):
+            raise cf.CorruptChunkError("the header's atom masks do not match its atom count", offset=16)
+        self._layout = self.codec.layout(seq, water)
         self._cache = (None, None)
         self._meta = None
 
@@ -110,7 +115,7 @@ class CompactTrajectory:
         payload = cf.read_payload(self._f, info, k, self._starts[k])
         try:
             steps, times, boxes, blob = cf.unpack_payload(payload, info.nFrames)
-            q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._seq)
+            q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout)
         except Exception as err:  # noqa: BLE001  (checksum passed but content unreadable: report the location)
             raise cf.CorruptChunkError(f"chunk {k} (byte {info.offset}) could not be decoded: {err}",
                                        info.offset, k) from err

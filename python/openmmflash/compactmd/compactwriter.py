@@ -63,13 +63,16 @@ class CompactWriter:
                                       f"overwrite=True to replace it")
             self.codec = make_codec(codec, maxError, **codecParams)
             self._seq = self.topology.sequenceMask() if self.topology is not None else _default_seq(self.nAtoms)
+            water = self.topology.waterMask() if self.topology is not None else np.zeros(self.nAtoms, bool)
+            self._layout = self.codec.layout(self._seq, water)
             meta = {
                 "format": "CompactMD", "version": cf.VERSION, "nAtoms": self.nAtoms,
                 "units": {"length": "nm", "time": "ps"}, "maxError": self.codec.maxError,
                 "gridStep": getattr(self.codec, "gridStep", None),
                 "codec": {"name": self.codec.name, "params": self.codec.params()},
                 "topology": self.topology.to_dict() if self.topology is not None else None,
-                "sequenceMask": "".join("1" if s else "0" for s in self._seq), "dt": dt,
+                "sequenceMask": "".join("1" if s else "0" for s in self._seq),
+                "waterMask": "".join("1" if w else "0" for w in water), "dt": dt,
                 "chunkFrames": self.chunkFrames, "creator": f"openmm-flash {openmmflash.__version__}",
             }
             self._f = open(self.path, "wb")
@@ -92,7 +95,7 @@ class CompactWriter:
                     self.topology.digest() != old.topology.digest():
                 raise ValueError(f"cannot append to {self.path}: its embedded topology differs from the one given "
                                  f"(same atom count, different atoms/residues/bonds)")
-            self.codec, self._seq, self.chunks = old.codec, old._seq, list(old.chunks)
+            self.codec, self._layout, self.chunks = old.codec, old._layout, list(old.chunks)
             dataEnd = old._dataEnd
             starts = old._starts
             reader = old
@@ -191,7 +194,7 @@ class CompactWriter:
         self._f.flush()
 
     def _write_chunk(self, q, steps, times, boxes):
-        blob = self.codec.encode(q, self._seq)
+        blob = self.codec.encode(q, self._layout)
         offset = self._f.tell()
         self._f.write(cf.pack_chunk(len(steps), steps, times, boxes, blob))
         self.chunks.append(cf.ChunkInfo(offset, len(steps), int(steps[0]), int(steps[-1])))

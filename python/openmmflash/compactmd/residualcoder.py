@@ -1,27 +1,35 @@
-"""Lossless coding of a chunk of integer (grid) coordinates: prediction in time and along the atom sequence, then
-zigzag, byte planes and zstandard.
+"""Lossless coding of a chunk of integer (grid) coordinates: prediction in time, along the atom sequence and
+inside water molecules, then zigzag, byte planes and zstandard.
 
 A chunk ``q`` has shape (F, N, 3), int32, with ``|q| <= 2**28`` so that every residual below fits in int32.
-Atoms are cut into blocks of ``blockAtoms``; each block picks, per chunk, the predictor that gives the smallest sum
-of absolute residuals on a sample of frames:
+Atoms fall in three classes (:class:`Layout`, from the topology's residues and water residues):
+
+- **S** (starts): the first atom of each residue (a water's oxygen, an ion, a residue's N) - coded as a compact
+  sub-trajectory, spatially against the previous S atom or in time;
+- **W** (water): the other atoms of 3- to 5-site waters, first replaced by their offset from a prediction made
+  inside the molecule (``H1 - O``; ``H2 - O - c (H1 - O)``; a virtual site ``M - O - a (H1 - O) - b (H2 - O)``,
+  coefficients fitted per chunk by least squares, stored as float64), then coded plainly or in time;
+- **I** (inner): the other atoms, predicted from the atom before them (same residue).
+
+Each class is cut into blocks of ``blockAtoms`` atoms and each block picks, per chunk, the predictor with the
+smallest sum of absolute residuals on a sample of frames:
 
 =====  ===============  ==============================================================================
 mode   name             residual r[t, i] (frame 0 always uses ``space``)
 =====  ===============  ==============================================================================
-0      space            q[t, i] - q[t, i-1]                      (XTC-like; independent frames)
+0      space            q[t, i] - q[t, p(i)]   (p(i): previous atom for I, previous S atom for S; W: plain)
 1      time1            q[t, i] - q[t-1, i]
-2      time1+seq        Δq[t, i] - s_i Δq[t, i-1],  Δq = q[t] - q[t-1]; s_i = 1 if atom i-1 is in i's residue
+2      time1+seq        Δq[t, i] - Δq[t, i-1],  Δq = q[t] - q[t-1]   (I only)
 3      time2            q[t] - 2 q[t-1] + q[t-2]                  (frame 1: time1)
-4      time2+seq        Δ²q[t, i] - s_i Δ²q[t, i-1]                (frame 1: time1+seq)
+4      time2+seq        Δ²q[t, i] - Δ²q[t, i-1]                    (I only; frame 1: time1+seq)
 =====  ===============  ==============================================================================
 
-``s_i`` is the sequence mask of :class:`~openmmflash.compactmd.topology.CompactTopology`: a water's hydrogens are
-predicted from its oxygen's motion, residues move as a unit, and unrelated neighbours are not mixed. Every inverse
-is a (segmented) cumulative sum, so decoding is vectorized. Arithmetic is modulo 2**32 (numpy int32 wraps), which
-is exact because every true value fits in int32.
+Every inverse is a (segmented) cumulative sum, so decoding is vectorized. Arithmetic is modulo 2**32 (numpy
+int32 wraps), which is exact because every true value fits in int32.
 
-Blob layout: ``u8 version, u32 nblocks, u8 mode[nblocks]``, then two streams (atoms continuing a residue,
-atoms starting one), each ``u8 nbytes, u64 size`` + zstd(byte planes of zigzag(r)), low byte plane first.
+Blob layout (version 2): ``u8 version``, the water coefficients (``u32 nGroups``, per group ``u8 size`` and
+``(size-1)(size-2)/2`` float64), then for S, W, I: ``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size``
++ zstd(byte planes of zigzag(r)), low byte plane first.
 """
 
 import struct
@@ -30,7 +38,7 @@ import numpy as np
 import zstandard
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
-_VERSION = 1
+_VERSION = 2
 _SAMPLE_FRAMES = 8
 
 
@@ -38,25 +46,19 @@ def _space(a, mask):
     """Residual along atoms: a[:, i] - mask[i] * a[:, i-1]; a shape (F, n, 3), mask shape (n,) (mask[0] ignored)."""
     r = a.copy()
     if a.shape[1] > 1:
-        off = np.flatnonzero(~mask[1:]) + 1
-        np.subtract(r[:, 1:], a[:, :-1], out=r[:, 1:])
-        if len(off):
-            r[:, off] = a[:, off]
+        m = mask[1:]
+        if m.all():
+            np.subtract(r[:, 1:], a[:, :-1], out=r[:, 1:])
+        elif m.any():
+            r[:, 1:] -= a[:, :-1] * m[None, :, None].astype(np.int32)
     return r
-
-
-def _prefix_time(d, first):
-    """Running sum over frames: out[0] = first, out[t] = out[t-1] + d[t-1]; d shape (F-1, n, 3)."""
-    out = np.empty((d.shape[0] + 1,) + d.shape[1:], np.int32)
-    out[0] = first
-    for t in range(d.shape[0]):
-        np.add(out[t], d[t], out=out[t + 1])
-    return out
 
 
 def _unspace(r, mask):
     """Inverse of :func:`_space`: a cumulative sum along atoms restarted where ``mask`` is False."""
     n = r.shape[1]
+    if n < 2 or not mask[1:].any():
+        return r.copy()
     c = np.cumsum(r, axis=1, dtype=np.int32)
     if mask[1:].all():
         return c
@@ -66,6 +68,15 @@ def _unspace(r, mask):
     restart[0] = 0
     start = np.maximum.accumulate(restart)
     return c - prev[:, start]
+
+
+def _prefix_time(d, first):
+    """Running sum over frames: out[0] = first, out[t] = out[t-1] + d[t-1]; d shape (F-1, n, 3)."""
+    out = np.empty((d.shape[0] + 1,) + d.shape[1:], np.int32)
+    out[0] = first
+    for t in range(d.shape[0]):
+        np.add(out[t], d[t], out=out[t + 1])
+    return out
 
 
 def _residual(q, mode, seq, full):
@@ -108,10 +119,13 @@ def _unresidual(r, mode, seq, full):
     return q
 
 
-def _block_costs(q, seq, full, starts):
-    """Sum of |residual| per (mode, block) on up to ``_SAMPLE_FRAMES`` sample frames; shape (modes, blocks)."""
+def _block_costs(q, seq, full, starts, weight=None):
+    """Sum of |residual| per (mode, block) on up to ``_SAMPLE_FRAMES`` sample frames; shape (modes, blocks).
+
+    ``weight`` (n,) bool restricts the cost to some atoms (the others' residuals are not transmitted)."""
     nf = q.shape[0]
-    ts = np.unique(np.linspace(min(2, nf - 1), nf - 1, min(_SAMPLE_FRAMES, nf - 1)).astype(int))
+    samples = max(2, min(_SAMPLE_FRAMES, 300_000 // max(1, q.shape[1] * 3)))
+    ts = np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))
     ts2 = ts[ts >= 2]
     d1 = q[ts] - q[ts - 1]
     cands = [_space(q[ts], full), d1, _space(d1, seq)]
@@ -121,16 +135,154 @@ def _block_costs(q, seq, full, starts):
     costs = np.empty((len(cands), len(starts)))
     for m, r in enumerate(cands):
         per_atom = np.abs(r, dtype=np.int64).sum(axis=(0, 2)) / r.shape[0]
-        costs[m] = np.add.reduceat(per_atom, starts)
+        if weight is not None:
+            per_atom = per_atom * weight
+        costs[m] = np.add.reduceat(per_atom, starts) if len(per_atom) else 0.0
     return costs
 
 
-def _masks(seqMask, n, blockAtoms):
-    starts = np.arange(0, max(n, 1), blockAtoms)
-    full = np.ones(n, bool)
-    full[starts[starts < n]] = False
-    seq = np.asarray(seqMask, bool) & full
-    return starts, full, seq
+class Layout:
+    """Atom classes for a chunk of ``n`` atoms.
+
+    Parameters
+    ----------
+    seqMask : bool (n,)   True where atom i is in the same residue as atom i-1
+    waterMask : bool (n,), optional   True for atoms of water residues
+    blockAtoms : int
+    """
+
+    def __init__(self, seqMask, waterMask=None, blockAtoms=4096):
+        seq = np.asarray(seqMask, bool).copy()
+        n = len(seq)
+        if n:
+            seq[0] = False
+        self.n, self.blockAtoms = n, int(blockAtoms)
+        water = np.zeros(n, bool) if waterMask is None else np.asarray(waterMask, bool)
+        cls = np.where(seq, 2, 0).astype(np.int8)
+        self.groups = []  # (size, first-atom indices) of waters with 3-5 sites
+        starts = np.flatnonzero(~seq)
+        if water.any() and len(starts):
+            sizes = np.diff(np.append(starts, n))
+            isw = water[starts]
+            for size in (3, 4, 5):
+                first = starts[isw & (sizes == size)]
+                if len(first):
+                    self.groups.append((size, first))
+                    for k in range(1, size):
+                        cls[first + k] = 1
+        self.cls = cls
+        self.S = np.flatnonzero(cls == 0)
+        self.W = np.flatnonzero(cls == 1)
+        self.inner = cls == 2
+        self.nI = int(self.inner.sum())
+        blocks = np.arange(0, max(n, 1), self.blockAtoms)
+        self.blocksI = blocks
+        fullI = self.inner.copy()
+        fullI[blocks[blocks < n]] = False
+        self.fullI = fullI
+        self.seqI = fullI.copy()
+
+    def compact_masks(self, m, spatial):
+        """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
+        blocks = np.arange(0, max(m, 1), self.blockAtoms)
+        full = np.full(m, bool(spatial))
+        full[blocks[blocks < m]] = False
+        return blocks, full, np.zeros(m, bool)
+
+
+def _fit_water(q, size, first):
+    """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
+    coefs = []
+    rel = [None] + [(q[0, first + j] - q[0, first]).astype(np.float64).reshape(-1) for j in range(1, size)]
+    for k in range(2, size):
+        a = np.stack(rel[1:k], axis=1)
+        c = np.linalg.lstsq(a, rel[k], rcond=None)[0] if len(first) else np.zeros(k - 1)
+        c = np.clip(np.nan_to_num(c), -2.0, 2.0)
+        # Only a near-exact relation (a virtual site) pays: otherwise the rounded prediction adds noise in time.
+        if not np.sum((rel[k] - a @ c) ** 2) < 0.01 * np.sum(rel[k] ** 2):
+            c = np.zeros(k - 1)
+        coefs.append(c)
+    return coefs
+
+
+def _water_pred(q, first, k, coefs):
+    """int64 prediction of water atom k from atom 0 (and, for k >= 2, the offsets of atoms 1..k-1)."""
+    base = q[:, first].astype(np.int64)
+    if k == 1:
+        return base
+    acc = np.zeros(base.shape, np.float64)
+    for j, c in enumerate(coefs[k - 2], start=1):
+        acc = acc + c * (q[:, first + j].astype(np.int64) - base)
+    return base + np.rint(acc).astype(np.int64)
+
+
+def _water_forward(q, layout):
+    """q -> t with water atoms replaced by their in-molecule residual; returns (t, coefficient list or None)."""
+    if not layout.groups:
+        return q, []
+    t = q.copy()
+    allcoefs = []
+    for size, first in layout.groups:
+        coefs = _fit_water(q, size, first)
+        allcoefs.append((size, coefs))
+        for k in range(1, size):
+            r = q[:, first + k].astype(np.int64) - _water_pred(q, first, k, coefs)
+            if np.abs(r).max(initial=0) > 2**28:
+                return None, None  # far-flung "water" (not a molecule): code the chunk without the transform
+            t[:, first + k] = r.astype(np.int32)
+    return t, allcoefs
+
+
+def _water_inverse(t, layout, allcoefs):
+    q = t
+    for (size, first), (_, coefs) in zip(layout.groups, allcoefs):
+        for k in range(1, size):
+            q[:, first + k] = (t[:, first + k].astype(np.int64) + _water_pred(q, first, k, coefs)).astype(np.int32)
+    return q
+
+
+def _pick_modes(a, blocks, full, seq, weight=None, allowed=None):
+    nf = a.shape[0]
+    modes = np.zeros(len(blocks), np.uint8)
+    if nf > 1 and a.shape[1]:
+        costs = _block_costs(a, seq, full, blocks, weight)
+        if allowed is not None:
+            costs[[m for m in range(costs.shape[0]) if m not in allowed]] = np.inf
+        modes[:] = np.argmin(costs, axis=0)
+    return modes
+
+
+def _assemble(a, modes, blocks, blockAtoms, full, seq):
+    """Residual array for per-block modes."""
+    r = None
+    n = a.shape[1]
+    for mode in np.unique(modes):
+        rm = _residual(a, int(mode), seq, full)
+        if r is None:
+            r = rm
+        else:
+            sel = np.repeat(modes == mode, blockAtoms)[:n]
+            r[:, sel] = rm[:, sel]
+    return r
+
+
+def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
+    """Inverse of :func:`_assemble`. With ``known``/``where``: slots outside ``where`` take the residual that
+    the known values give (their masks are False, so they depend on nothing else)."""
+    q = None
+    n = r.shape[1]
+    for mode in np.unique(modes):
+        rr = r
+        if known is not None:
+            rr = _residual(known, int(mode), seq, full)
+            rr[:, where] = r[:, where]
+        qm = _unresidual(rr, int(mode), seq, full)
+        if q is None:
+            q = qm
+        else:
+            sel = np.repeat(modes == mode, blockAtoms)[:n]
+            q[:, sel] = qm[:, sel]
+    return q
 
 
 def _zigzag_planes(r):
@@ -149,76 +301,88 @@ def _from_planes(raw, count, nbytes):
     return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
 
 
-def encode(q, seqMask, level=1, blockAtoms=4096):
-    """Code a chunk ``q`` (F, N, 3) int32 losslessly; ``seqMask`` bool (N,). Returns bytes.
+def _put_stream(out, zc, modes, r):
+    nbytes, planes = _zigzag_planes(r.reshape(-1))
+    cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
+    body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
+    out += [struct.pack("<I", len(modes)), modes.tobytes(), struct.pack("<BQ", nbytes, len(body)), body]
 
-    Residuals of atoms that continue a residue (``seqMask``) and of atoms that start one are coded as two streams,
-    since their magnitudes differ by orders of magnitude in ``space`` mode.
-    """
+
+def _get_stream(blob, pos, count, dz):
+    (nblocks,) = struct.unpack_from("<I", blob, pos)
+    modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
+    if (modes >= len(MODES)).any():
+        raise ValueError("residual stream names an unknown predictor")
+    pos += 4 + nblocks
+    nbytes, size = struct.unpack_from("<BQ", blob, pos)
+    pos += 9
+    if not 1 <= nbytes <= 4:
+        raise ValueError(f"residual stream has {nbytes} byte planes (1 to 4 allowed)")
+    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * nbytes, 1))
+    if len(raw) != count * nbytes:
+        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * nbytes}")
+    return modes, _from_planes(raw, count, nbytes), pos + size
+
+
+def encode(q, layout, level=1):
+    """Code a chunk ``q`` (F, N, 3) int32 losslessly with the atom classes of ``layout``. Returns bytes."""
     q = np.ascontiguousarray(q, dtype=np.int32)
     nf, n, _ = q.shape
-    starts, full, seq = _masks(seqMask, n, blockAtoms)
-    modes = np.zeros(len(starts), np.uint8)
-    if nf > 1 and n:
-        modes[:] = np.argmin(_block_costs(q, seq, full, starts), axis=0)
-    r = None
-    for mode in np.unique(modes):
-        rm = _residual(q, int(mode), seq, full)
-        if r is None:
-            r = rm
-        else:
-            sel = np.repeat(modes == mode, blockAtoms)[:n]
-            r[:, sel] = rm[:, sel]
-    inner = np.asarray(seqMask, bool)
-    if inner.all():
-        streams = [r.reshape(-1), r[:, :0].reshape(-1)]
-    else:
-        streams = [r[:, inner].reshape(-1), r[:, ~inner].reshape(-1)]
-    out = [struct.pack("<BI", _VERSION, len(modes)), modes.tobytes()]
+    t, allcoefs = _water_forward(q, layout)
+    if t is None:
+        t, allcoefs = q, []
+    out = [struct.pack("<BI", _VERSION, len(allcoefs))]
+    for size, coefs in allcoefs:
+        out.append(struct.pack("<B", size) + np.concatenate(coefs).astype("<f8").tobytes())
     zc = zstandard.ZstdCompressor(level=level)
-    for s in streams:
-        nbytes, planes = _zigzag_planes(s)
-        cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
-        body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
-        out.append(struct.pack("<BQ", nbytes, len(body)))
-        out.append(body)
+    for idx, spatial in ((layout.S, True), (layout.W, False)):
+        a = np.ascontiguousarray(t[:, idx])
+        blocks, full, seq = layout.compact_masks(len(idx), spatial)
+        modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
+        r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if len(idx) else a
+        _put_stream(out, zc, modes, r)
+    modes = _pick_modes(t, layout.blocksI, layout.fullI, layout.seqI, weight=layout.inner)
+    if layout.nI:
+        r = _assemble(t, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI)[:, layout.inner]
+    else:
+        r = t[:, :0]
+    _put_stream(out, zc, modes, r)
     return b"".join(out)
 
 
-def decode(blob, nFrames, nAtoms, seqMask, blockAtoms=4096):
+def decode(blob, nFrames, nAtoms, layout):
     """Inverse of :func:`encode`: int32 array of shape (nFrames, nAtoms, 3)."""
     blob = memoryview(blob)
-    version, nblocks = struct.unpack_from("<BI", blob, 0)
+    version, ngroups = struct.unpack_from("<BI", blob, 0)
     if version != _VERSION:
         raise ValueError(f"unsupported residual stream version {version}")
-    starts, full, seq = _masks(seqMask, nAtoms, blockAtoms)
-    modes = np.frombuffer(blob[5:5 + nblocks], np.uint8)
-    if nblocks != len(starts) or (modes >= len(MODES)).any():
-        raise ValueError("residual stream does not match the atom count or names an unknown predictor")
-    inner = np.asarray(seqMask, bool)
-    counts = [nFrames * int(inner.sum()) * 3, nFrames * int((~inner).sum()) * 3]
-    pos = 5 + nblocks
-    r = np.empty((nFrames, nAtoms, 3), np.int32)
+    if layout.n != nAtoms:
+        raise ValueError(f"layout has {layout.n} atoms, the chunk {nAtoms}")
+    pos, allcoefs = 5, []
+    for _ in range(ngroups):
+        size = blob[pos]
+        nc = (size - 1) * (size - 2) // 2
+        flat = np.frombuffer(blob[pos + 1:pos + 1 + 8 * nc], "<f8")
+        allcoefs.append((size, [flat[(k - 1) * (k - 2) // 2:(k - 1) * (k - 2) // 2 + k - 1] for k in range(2, size)]))
+        pos += 1 + 8 * nc
+    if ngroups and [g[0] for g in allcoefs] != [g[0] for g in layout.groups]:
+        raise ValueError("water groups of the chunk do not match the file's layout")
     dz = zstandard.ZstdDecompressor()
-    for count, sel in zip(counts, (inner, ~inner)):
-        nbytes, size = struct.unpack_from("<BQ", blob, pos)
-        pos += 9
-        if not 1 <= nbytes <= 4:
-            raise ValueError(f"residual stream has {nbytes} byte planes (1 to 4 allowed)")
-        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * nbytes, 1))
-        pos += size
-        if len(raw) != count * nbytes:
-            raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * nbytes}")
-        if count == r.size:
-            r = _from_planes(raw, count, nbytes).reshape(nFrames, nAtoms, 3)
-        elif count:
-            r[:, sel] = _from_planes(raw, count, nbytes).reshape(nFrames, -1, 3)
-    q = None
-    for mode in np.unique(modes):
-        qm = _unresidual(r, int(mode), seq, full)
-        if q is None:
-            q = qm
-        else:
-            sel = np.repeat(modes == mode, blockAtoms)[:nAtoms]
-            q[:, sel] = qm[:, sel]
-    return q
+    t = np.empty((nFrames, nAtoms, 3), np.int32)
+    for idx, spatial in ((layout.S, True), (layout.W, False)):
+        modes, r, pos = _get_stream(blob, pos, nFrames * len(idx) * 3, dz)
+        blocks, full, seq = layout.compact_masks(len(idx), spatial)
+        if len(modes) != len(blocks):
+            raise ValueError("residual stream does not match the atom count")
+        if len(idx):
+            t[:, idx] = _disassemble(r.reshape(nFrames, len(idx), 3), modes, layout.blockAtoms, full, seq)
+    modes, r, pos = _get_stream(blob, pos, nFrames * layout.nI * 3, dz)
+    if len(modes) != len(layout.blocksI):
+        raise ValueError("residual stream does not match the atom count")
+    if layout.nI:
+        full = np.empty_like(t)
+        full[:, layout.inner] = r.reshape(nFrames, layout.nI, 3)
+        t = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=t, where=layout.inner)
+    if ngroups:
+        t = _water_inverse(t, layout, allcoefs)
+    return t
