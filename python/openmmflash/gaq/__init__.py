@@ -1,0 +1,1 @@
+"""GAQ: geometry-aware quantization of equivariant networks (magnitude-direction decoupling, spherical codebooks)."""
