@@ -88,3 +88,36 @@ def test_observer_freezes_scale():
     q(torch.tensor([[10.0, 20.0]]))
     torch.testing.assert_close(q.amax, torch.tensor([1.0, 2.0]))
     assert float(q(torch.tensor([[10.0, 20.0]]))[0, 0]) == pytest.approx(1.0)  # clamped to the calibrated range
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_weight_quantization_round_trip_and_storage(bits):
+    from openmmflash.gaq.weights import QuantizedLinear, quantize_per_channel
+
+    linear = torch.nn.Linear(13, 7)
+    q = QuantizedLinear(linear, bits)
+    codes, scales = quantize_per_channel(linear.weight, bits)
+    torch.testing.assert_close(q.weight(), codes.float() * scales[:, None])
+    assert torch.all((q.weight() - linear.weight).abs() <= scales[:, None] / 2 + 1e-7)
+    stored = q.codes.numel() * q.codes.element_size()
+    assert stored == (7 * 7 if bits == 4 else 7 * 13)  # int4: two codes a byte (13 -> 7 bytes a row)
+    x = torch.randn(5, 13)
+    torch.testing.assert_close(q(x), torch.nn.functional.linear(x, q.weight(), linear.bias.detach()))
+
+
+def test_channel_mixing_with_quantized_weights_is_exactly_equivariant():
+    from openmmflash.gaq.weights import QuantizedLinear
+
+    mix = QuantizedLinear(torch.nn.Linear(16, 8, bias=False), 4)
+    v = torch.randn(50, 3, 16, dtype=torch.float64)
+    rot = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0]
+    rotated_first = mix(torch.einsum("ij,njc->nic", rot, v))
+    rotated_after = torch.einsum("ij,njc->nic", rot, mix(v))
+    torch.testing.assert_close(rotated_first, rotated_after, rtol=1e-12, atol=1e-12)
+
+
+def test_bad_weight_bits():
+    from openmmflash.gaq.weights import quantize_per_channel
+
+    with pytest.raises(ValueError, match="weight bits must be one of"):
+        quantize_per_channel(torch.randn(3, 3), 3)
