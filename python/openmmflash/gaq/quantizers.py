@@ -113,3 +113,43 @@ class MDDQuantizer(_Observed):
         self._update(v.norm(dim=-2).reshape(-1, v.shape[-1]))
         codes, index = self.quantize(v)
         return straight_through(v, self.dequantize(codes, index, v.dtype))
+
+
+class FrameMDDQuantizer(MDDQuantizer):
+    """MDDQ applied in a local frame built from the features themselves, which makes it exactly equivariant.
+
+    Per row (atom), two equivariant vectors a = V alpha and b = V beta (fixed channel mixes, learnable) give an
+    orthonormal frame E = (e1, e2, e1 x e2) by Gram-Schmidt. The local coordinates E^T V are rotation invariant;
+    they are quantized by MDDQ (magnitude grid + direction codebook) and rotated back, V_q = E Q(E^T V). Hence
+    Q(R V) = R Q(V) for every rotation R, up to floating-point rounding. Rows whose a and b are (nearly) parallel
+    fall back to the world frame.
+    """
+
+    def __init__(self, channels: int, magBits: int = 8, dirBits: int = 10, seed: int = 0):
+        super().__init__(channels, magBits, dirBits)
+        gen = torch.Generator().manual_seed(seed)
+        self.alpha = nn.Parameter(torch.randn(channels, generator=gen))
+        self.beta = nn.Parameter(torch.randn(channels, generator=gen))
+
+    def frame(self, v: Tensor) -> Tensor:
+        """Orthonormal frames (..., 3, 3), columns e1, e2, e3, from vector features (..., 3, C)."""
+        a = v @ self.alpha.to(v.dtype).detach()
+        b = v @ self.beta.to(v.dtype).detach()
+        e1 = a / a.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+        b = b - (b * e1).sum(-1, keepdim=True) * e1
+        e2 = b / b.norm(dim=-1, keepdim=True).clamp(min=1e-30)
+        e3 = torch.linalg.cross(e1, e2, dim=-1)
+        frame = torch.stack([e1, e2, e3], dim=-1)
+        scale = v.norm(dim=(-2, -1)).clamp(min=1e-30)
+        degenerate = (a.norm(dim=-1) < 1e-6 * scale) | (b.norm(dim=-1) < 1e-6 * scale)
+        eye = torch.eye(3, dtype=v.dtype, device=v.device).expand_as(frame)
+        return torch.where(degenerate[..., None, None], eye, frame)
+
+    def forward(self, v: Tensor) -> Tensor:
+        if not self.enabled:
+            return v
+        frame = self.frame(v.detach())
+        local = frame.transpose(-1, -2) @ v
+        self._update(local.norm(dim=-2).reshape(-1, v.shape[-1]))
+        codes, index = self.quantize(local)
+        return straight_through(v, frame @ self.dequantize(codes, index, v.dtype))
