@@ -90,6 +90,12 @@ def lookup(params: Dict[str, dict], atoms, indices, kind: str) -> Optional[dict]
     return None
 
 
+def parameterized(terms, params: Dict[str, dict], atoms, kind: str) -> list:
+    """(term, parameters) for every term of ``kind`` that has parameters."""
+    found = [(t, lookup(params, atoms, t, kind)) for t in terms]
+    return [(t, p) for t, p in found if p is not None]
+
+
 def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict, lengthUnit: str = "angstrom",
                    energyUnit: str = "kcal/mol", forceGroup: int = 1) -> list:
     """Add the prior terms to ``system``; returns the forces added. Bonds are the mapping's bonded pairs."""
@@ -100,9 +106,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
     terms = enumerateTerms(topology, bonds, int(priors.get("repulsionExclusion", 2)))
     forces = []
 
-    bond_params = priors.get("bonds", {})
-    found = [(t, lookup(bond_params, atoms, t, "bonds")) for t in terms["bonds"]]
-    found = [(t, p) for t, p in found if p is not None]
+    found = parameterized(terms["bonds"], priors.get("bonds", {}), atoms, "bonds")
     if found:
         if any(float(p.get("v0", 0.0)) != 0.0 for _, p in found):
             force = openmm.CustomBondForce("k*(r-x0)^2+v0")
@@ -116,8 +120,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
                 force.addBond(i, j, float(p["x0"]) * nm, 2.0 * float(p["k"]) * kj / nm**2)
         forces.append(force)
 
-    found = [(t, lookup(priors.get("angles", {}), atoms, t, "angles")) for t in terms["angles"]]
-    found = [(t, p) for t, p in found if p is not None]
+    found = parameterized(terms["angles"], priors.get("angles", {}), atoms, "angles")
     if found:
         force = openmm.CustomAngleForce("k*(cos(theta)-cos0)^2")
         force.addPerAngleParameter("k")
@@ -126,8 +129,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
             force.addAngle(*t, [float(p["k"]) * kj, float(p["cos0"])])
         forces.append(force)
 
-    found = [(t, lookup(priors.get("dihedrals", {}), atoms, t, "dihedrals")) for t in terms["dihedrals"]]
-    found = [(t, p) for t, p in found if p is not None]
+    found = parameterized(terms["dihedrals"], priors.get("dihedrals", {}), atoms, "dihedrals")
     if found:
         degree = max(max(len(p.get("k1", [])), len(p.get("k2", []))) for _, p in found)
         series = " + ".join(f"s{n}*sin({n}*theta) + c{n}*cos({n}*theta)" for n in range(1, degree + 1))
@@ -142,8 +144,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
             force.addTorsion(*t, [v * kj for v in values])
         forces.append(force)
 
-    found = [(t, lookup(priors.get("impropers", {}), atoms, t, "impropers")) for t in terms["impropers"]]
-    found = [(t, p) for t, p in found if p is not None]
+    found = parameterized(terms["impropers"], priors.get("impropers", {}), atoms, "impropers")
     if found:
         two_pi = 2.0 * math.pi
         force = openmm.CustomTorsionForce(f"k*dphi^2; dphi = theta - phi0 - {two_pi}*floor((theta - phi0)/{two_pi} + 0.5)")
@@ -153,8 +154,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
             force.addTorsion(*t, [float(p["k"]) * kj, float(p["phi0"])])
         forces.append(force)
 
-    found = [(t, lookup(priors.get("repulsion", {}), atoms, t, "repulsion")) for t in terms["repulsion"]]
-    found = [(t, p) for t, p in found if p is not None]
+    found = parameterized(terms["repulsion"], priors.get("repulsion", {}), atoms, "repulsion")
     if found:
         force = openmm.CustomBondForce(f"{kj}*(sigma/r)^6")
         force.addPerBondParameter("sigma")
