@@ -128,18 +128,23 @@ def test_float32_fast_path_keeps_the_bound(maxError, dtype):
     assert np.abs(back.astype(np.float64) - x.astype(np.float64)).max() <= maxError
 
 
+def _rigid_waters(rng, nf, nw, sites):
+    """TIP3P/TIP4P-like rigid waters at random orientations: (nf, nw * sites, 3) nm."""
+    angle = np.deg2rad(104.52)
+    template = [[0, 0, 0], [0.09572, 0, 0], [0.09572 * np.cos(angle), 0.09572 * np.sin(angle), 0]]
+    template = np.array(template + ([[0.015 * np.cos(angle / 2), 0.015 * np.sin(angle / 2), 0]] if sites == 4 else []))
+    rot = np.linalg.qr(rng.normal(size=(nf, nw, 3, 3)))[0]
+    centre = rng.uniform(0, 3, (1, nw, 1, 3)) + rng.normal(0, 0.05, (nf, nw, 1, 3))
+    return (centre + np.einsum("fwij,sj->fwsi", rot, template)).reshape(nf, nw * sites, 3)
+
+
 @pytest.mark.parametrize("sites", [3, 4])
 def test_water_layout_round_trip(sites):
-    """Solute + 3- or 4-site water (with a virtual site on the HOH bisector): lossless, and the virtual site is
-    predicted inside the molecule (its transformed value is tiny)."""
+    """Solute + rigid 3- or 4-site water (virtual site on the HOH bisector): lossless; H1/H2 go through the
+    rigid-geometry transform and the virtual site through the in-molecule linear prediction."""
     rng = np.random.default_rng(sites)
     nw, nf = 60, 5
-    o = rng.uniform(0, 3, (nf, nw, 3)) + rng.normal(0, 0.05, (nf, nw, 3))
-    h1 = o + rng.normal(0, 1, (nf, nw, 3))
-    h1 = o + 0.09572 * (h1 - o) / np.linalg.norm(h1 - o, axis=-1, keepdims=True)
-    h2 = o + 0.09572 * np.roll((h1 - o), 1, axis=-1)
-    mols = [o, h1, h2] + ([o + 0.128 * ((h1 - o) + (h2 - o))] if sites == 4 else [])
-    water = np.stack(mols, axis=2).reshape(nf, nw * sites, 3)
+    water = _rigid_waters(rng, nf, nw, sites)
     solute = rng.uniform(0, 3, (1, 20, 3)) + np.cumsum(rng.normal(0, 0.01, (nf, 20, 3)), axis=0)
     x = np.concatenate([solute, water], axis=1)
     seq = np.ones(x.shape[1], bool)
@@ -152,6 +157,27 @@ def test_water_layout_round_trip(sites):
     assert [(s, len(f)) for s, f in layout.groups] == [(sites, nw)]
     q = codec.quantize(x)
     np.testing.assert_array_equal(codec.decode(codec.encode(q, layout), nf, x.shape[1], layout), q)
-    t, _ = residualcoder._water_forward(q, layout)
+    t, groups, extra = residualcoder._water_forward(q, layout)
+    assert groups[0][1] is not None and extra.shape == (nf, nw, 3)  # rigid geometry chosen
+    assert np.abs(extra).max() <= 3 and np.abs(t[:, 20 + 2::sites, 1:]).max() <= 3  # H2: small errors only
     if sites == 4:
         assert np.abs(t[:, 20 + 3::4]).max() <= 2  # virtual site: residual of the linear prediction
+
+
+@SETTINGS
+@given(seed=st.integers(0, 2**31), nw=st.integers(1, 30), nf=st.integers(1, 4), sites=st.sampled_from([3, 4, 5]),
+       jitter=st.sampled_from([0.0, 0.001, 0.3]))
+def test_water_transform_is_lossless_for_any_input(seed, nw, nf, sites, jitter):
+    """Rigid, slightly flexible or scrambled "waters" all decode exactly (the transform is chosen per chunk)."""
+    rng = np.random.default_rng(seed)
+    base = _rigid_waters(rng, nf, nw, min(sites, 4))
+    if sites == 5:
+        base = np.concatenate([base.reshape(nf, nw, 4, 3), base.reshape(nf, nw, 4, 3)[:, :, :1] + 0.01], axis=2)
+        base = base.reshape(nf, nw * 5, 3)
+    x = base + rng.normal(0, jitter, base.shape)
+    seq = np.ones(x.shape[1], bool)
+    seq[::sites] = False
+    codec = BoundedCodec(0.0005)
+    layout = codec.layout(seq, np.ones(x.shape[1], bool))
+    q = codec.quantize(x)
+    np.testing.assert_array_equal(codec.decode(codec.encode(q, layout), nf, x.shape[1], layout), q)

@@ -27,9 +27,13 @@ mode   name             residual r[t, i] (frame 0 always uses ``space``)
 Every inverse is a (segmented) cumulative sum, so decoding is vectorized. Arithmetic is modulo 2**32 (numpy
 int32 wraps), which is exact because every true value fits in int32.
 
-Blob layout (version 2): ``u8 version``, the water coefficients (``u32 nGroups``, per group ``u8 size`` and
-``(size-1)(size-2)/2`` float64), then for S, W, I: ``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size``
-+ zstd(byte planes of zigzag(r)), low byte plane first.
+Rigid 3+-site waters may instead code H1 and H2 by geometry (:mod:`~openmmflash.compactmd.watergeometry`: H1
+on a sphere, H2 on a circle around O), chosen per chunk and group when it is smaller; its H2 errors add one extra
+row per water at the end of the W stream.
+
+Blob layout (version 3): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 geometric``,
+3 float64 geometry parameters if geometric, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
+``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + zstd(byte planes of zigzag(r)), low byte plane first.
 """
 
 import struct
@@ -37,8 +41,10 @@ import struct
 import numpy as np
 import zstandard
 
+from openmmflash.compactmd import watergeometry
+
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
-_VERSION = 2
+_VERSION = 3
 _SAMPLE_FRAMES = 8
 
 
@@ -216,27 +222,59 @@ def _water_pred(q, first, k, coefs):
     return base + np.rint(acc).astype(np.int64)
 
 
+def _l1_cost(a):
+    """Cheap size proxy of an int array (F, n, 3): L1 of its values or of its time differences, the smaller."""
+    plain = float(np.abs(a, dtype=np.int64).sum())
+    if a.shape[0] < 2:
+        return plain
+    return min(plain, float(np.abs(a[1:].astype(np.int64) - a[:-1], dtype=np.int64).sum()) * a.shape[0] /
+               (a.shape[0] - 1))
+
+
 def _water_forward(q, layout):
-    """q -> t with water atoms replaced by their in-molecule residual; returns (t, coefficient list or None)."""
+    """q -> (t, groups, extra): water atoms replaced by in-molecule residuals (H1/H2 by rigid geometry when it
+    pays, see :mod:`watergeometry`); ``groups`` = [(size, geometry params or None, coefs)]; ``extra`` rows
+    (F, n, 3) for the W stream. Returns (None, None, None) when the molecules are too spread out."""
     if not layout.groups:
-        return q, []
+        return q, [], np.zeros((q.shape[0], 0, 3), np.int32)
     t = q.copy()
-    allcoefs = []
+    groups, extras = [], []
     for size, first in layout.groups:
         coefs = _fit_water(q, size, first)
-        allcoefs.append((size, coefs))
+        plain = []
         for k in range(1, size):
             r = q[:, first + k].astype(np.int64) - _water_pred(q, first, k, coefs)
             if np.abs(r).max(initial=0) > 2**28:
-                return None, None  # far-flung "water" (not a molecule): code the chunk without the transform
-            t[:, first + k] = r.astype(np.int32)
-    return t, allcoefs
-
-
-def _water_inverse(t, layout, allcoefs):
-    q = t
-    for (size, first), (_, coefs) in zip(layout.groups, allcoefs):
+                return None, None, None
+            plain.append(r.astype(np.int32))
+        params = watergeometry.fit(q, first)
+        geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
+        if geo is not None and (_l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2])
+                                < _l1_cost(plain[0]) + _l1_cost(plain[1])):
+            plain[0], plain[1] = geo[0], geo[1]
+            extras.append(geo[2])
+        else:
+            params = None
         for k in range(1, size):
+            t[:, first + k] = plain[k - 1]
+        groups.append((size, params, coefs))
+    extra = np.concatenate(extras, axis=1) if extras else np.zeros((q.shape[0], 0, 3), np.int32)
+    return t, groups, extra
+
+
+def _water_inverse(t, layout, groups, extra):
+    q = t
+    pos = 0
+    for (size, first), (_, params, coefs) in zip(layout.groups, groups):
+        k0 = 1
+        if params is not None:
+            nw = len(first)
+            h1, h2 = watergeometry.inverse(q[:, first], t[:, first + 1], t[:, first + 2], extra[:, pos:pos + nw],
+                                           params)
+            pos += nw
+            q[:, first + 1], q[:, first + 2] = h1, h2
+            k0 = 3
+        for k in range(k0, size):
             q[:, first + k] = (t[:, first + k].astype(np.int64) + _water_pred(q, first, k, coefs)).astype(np.int32)
     return q
 
@@ -328,18 +366,21 @@ def encode(q, layout, level=1):
     """Code a chunk ``q`` (F, N, 3) int32 losslessly with the atom classes of ``layout``. Returns bytes."""
     q = np.ascontiguousarray(q, dtype=np.int32)
     nf, n, _ = q.shape
-    t, allcoefs = _water_forward(q, layout)
+    t, groups, extra = _water_forward(q, layout)
     if t is None:
-        t, allcoefs = q, []
-    out = [struct.pack("<BI", _VERSION, len(allcoefs))]
-    for size, coefs in allcoefs:
-        out.append(struct.pack("<B", size) + np.concatenate(coefs).astype("<f8").tobytes())
+        t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
+    out = [struct.pack("<BI", _VERSION, len(groups))]
+    for size, params, coefs in groups:
+        out.append(struct.pack("<BB", size, params is not None) + np.asarray(params or [], "<f8").tobytes()
+                   + np.concatenate(coefs).astype("<f8").tobytes())
     zc = zstandard.ZstdCompressor(level=level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
         a = np.ascontiguousarray(t[:, idx])
-        blocks, full, seq = layout.compact_masks(len(idx), spatial)
+        if not spatial and extra.shape[1]:
+            a = np.concatenate([a, extra], axis=1)
+        blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
-        r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if len(idx) else a
+        r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
     modes = _pick_modes(t, layout.blocksI, layout.fullI, layout.seqI, weight=layout.inner)
     if layout.nI:
@@ -358,24 +399,36 @@ def decode(blob, nFrames, nAtoms, layout):
         raise ValueError(f"unsupported residual stream version {version}")
     if layout.n != nAtoms:
         raise ValueError(f"layout has {layout.n} atoms, the chunk {nAtoms}")
-    pos, allcoefs = 5, []
-    for _ in range(ngroups):
-        size = blob[pos]
+    pos, groups, nextra = 5, [], 0
+    for g in range(ngroups):
+        size, geometric = blob[pos], blob[pos + 1]
+        pos += 2
+        params = None
+        if geometric:
+            params = tuple(np.frombuffer(blob[pos:pos + 24], "<f8").tolist())
+            pos += 24
+            nextra += len(layout.groups[g][1]) if g < len(layout.groups) else 0
         nc = (size - 1) * (size - 2) // 2
-        flat = np.frombuffer(blob[pos + 1:pos + 1 + 8 * nc], "<f8")
-        allcoefs.append((size, [flat[(k - 1) * (k - 2) // 2:(k - 1) * (k - 2) // 2 + k - 1] for k in range(2, size)]))
-        pos += 1 + 8 * nc
-    if ngroups and [g[0] for g in allcoefs] != [g[0] for g in layout.groups]:
+        flat = np.frombuffer(blob[pos:pos + 8 * nc], "<f8")
+        groups.append((size, params, [flat[(k - 1) * (k - 2) // 2:(k - 1) * (k - 2) // 2 + k - 1]
+                                      for k in range(2, size)]))
+        pos += 8 * nc
+    if ngroups and [g[0] for g in groups] != [g[0] for g in layout.groups]:
         raise ValueError("water groups of the chunk do not match the file's layout")
     dz = zstandard.ZstdDecompressor()
     t = np.empty((nFrames, nAtoms, 3), np.int32)
+    extra = np.zeros((nFrames, 0, 3), np.int32)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
-        modes, r, pos = _get_stream(blob, pos, nFrames * len(idx) * 3, dz)
-        blocks, full, seq = layout.compact_masks(len(idx), spatial)
+        m = len(idx) + (0 if spatial else nextra)
+        modes, r, pos = _get_stream(blob, pos, nFrames * m * 3, dz)
+        blocks, full, seq = layout.compact_masks(m, spatial)
         if len(modes) != len(blocks):
             raise ValueError("residual stream does not match the atom count")
-        if len(idx):
-            t[:, idx] = _disassemble(r.reshape(nFrames, len(idx), 3), modes, layout.blockAtoms, full, seq)
+        if m:
+            a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq)
+            t[:, idx] = a[:, :len(idx)]
+            if not spatial:
+                extra = a[:, len(idx):]
     modes, r, pos = _get_stream(blob, pos, nFrames * layout.nI * 3, dz)
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
@@ -384,5 +437,5 @@ def decode(blob, nFrames, nAtoms, layout):
         full[:, layout.inner] = r.reshape(nFrames, layout.nI, 3)
         t = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=t, where=layout.inner)
     if ngroups:
-        t = _water_inverse(t, layout, allcoefs)
+        t = _water_inverse(t, layout, groups, extra)
     return t
