@@ -257,3 +257,22 @@ def test_cuda_single_precision(model, cg_fragment, backend):
     ref_energy, ref_forces = model_reference(model, pos, types)
     assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(ref_energy, rel=1e-5)
     assert np.abs(forces - ref_forces).max() < 1e-4 * np.abs(ref_forces).max()
+
+
+def test_replicated_system_with_priors(model, cg_fragment):
+    """replicate() copies the priors of a one-molecule System; with the force added for B replicas the energy is
+    B times the single molecule's."""
+    from openmmflash.cg.cgsystem import createCGSystem
+
+    top, pos = cg_fragment
+    single = createCGSystem(top, model, removeCMMotion=False, precision="double")
+    energy1, _ = evaluate(single, pos)
+    priors_only = createCGSystem(top, model, addModelForce=False, removeCMMotion=False)
+    rtop, rsystem, rpos = replicate(top, priors_only, pos, 4)
+    addFlashSchNetForce(rsystem, model, rtop, replicas=4, precision="double")
+    assert rsystem.getNumParticles() == 4 * top.getNumAtoms()
+    energy4, forces4 = evaluate(rsystem, rpos)
+    assert energy4 == pytest.approx(4 * energy1, rel=1e-10)
+    with pytest.raises(ValueError, match="cannot replicate a PythonForce"):
+        system = createCGSystem(top, model, backend="pythonforce")
+        replicate(top, system, pos, 2)
