@@ -181,12 +181,19 @@ class Layout:
         self.W = np.flatnonzero(cls == 1)
         self.inner = cls == 2
         self.nI = int(self.inner.sum())
-        blocks = np.arange(0, max(n, 1), self.blockAtoms)
-        self.blocksI = blocks
-        fullI = self.inner.copy()
-        fullI[blocks[blocks < n]] = False
-        self.fullI = fullI
-        self.seqI = fullI.copy()
+        # The I class works on a compact array: its atoms plus the atoms just before them (chain roots).
+        iidx = np.flatnonzero(self.inner)
+        self.Iidx = np.union1d(iidx, iidx - 1).astype(np.int64) if len(iidx) else iidx
+        m = len(self.Iidx)
+        innerC = self.inner[self.Iidx]
+        adjacent = np.zeros(m, bool)
+        adjacent[1:] = self.Iidx[1:] == self.Iidx[:-1] + 1
+        self.innerC = innerC
+        self.blocksI = np.arange(0, max(m, 1), self.blockAtoms)
+        fullC = innerC & adjacent
+        fullC[self.blocksI[self.blocksI < m]] = False
+        self.fullI = fullC
+        self.seqI = fullC.copy()
 
     def compact_masks(self, m, spatial):
         """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
@@ -241,17 +248,25 @@ def _water_forward(q, layout):
     groups, extras = [], []
     for size, first in layout.groups:
         coefs = _fit_water(q, size, first)
+        params = watergeometry.fit(q, first)
+        if params is not None:  # decide on a few frames whether the rigid geometry pays
+            few = q[:3]
+            geo = watergeometry.forward(few[:, first], few[:, first + 1], few[:, first + 2], params)
+            plain_few = [few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs) for k in (1, 2)]
+            if geo is None or (_l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2])
+                               >= _l1_cost(plain_few[0]) + _l1_cost(plain_few[1])):
+                params = None
+        geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
         plain = []
         for k in range(1, size):
+            if geo is not None and k <= 2:
+                plain.append(geo[k - 1])
+                continue
             r = q[:, first + k].astype(np.int64) - _water_pred(q, first, k, coefs)
             if np.abs(r).max(initial=0) > 2**28:
                 return None, None, None
             plain.append(r.astype(np.int32))
-        params = watergeometry.fit(q, first)
-        geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
-        if geo is not None and (_l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2])
-                                < _l1_cost(plain[0]) + _l1_cost(plain[1])):
-            plain[0], plain[1] = geo[0], geo[1]
+        if geo is not None:
             extras.append(geo[2])
         else:
             params = None
@@ -382,9 +397,10 @@ def encode(q, layout, level=1):
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
         r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
-    modes = _pick_modes(t, layout.blocksI, layout.fullI, layout.seqI, weight=layout.inner)
+    a = np.ascontiguousarray(t[:, layout.Iidx])
+    modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
     if layout.nI:
-        r = _assemble(t, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI)[:, layout.inner]
+        r = _assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI)[:, layout.innerC]
     else:
         r = t[:, :0]
     _put_stream(out, zc, modes, r)
@@ -433,9 +449,11 @@ def decode(blob, nFrames, nAtoms, layout):
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
     if layout.nI:
-        full = np.empty_like(t)
-        full[:, layout.inner] = r.reshape(nFrames, layout.nI, 3)
-        t = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=t, where=layout.inner)
+        known = np.ascontiguousarray(t[:, layout.Iidx])
+        full = np.empty_like(known)
+        full[:, layout.innerC] = r.reshape(nFrames, layout.nI, 3)
+        a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
+        t[:, layout.Iidx[layout.innerC]] = a[:, layout.innerC]
     if ngroups:
         t = _water_inverse(t, layout, groups, extra)
     return t

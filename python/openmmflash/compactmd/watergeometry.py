@@ -81,10 +81,10 @@ def _unzz(z):
     return np.where(z % 2 == 0, z // 2, -(z + 1) // 2)
 
 
-def _predict_h2(d1, k, params):
+def _predict_h2(d1, k, params, frame=None):
     centre, rho, step, kmax = _circle(params)
     cs, sn = _table(step, kmax)
-    u, w, v = _frame(d1)
+    u, w, v = _frame(d1) if frame is None else frame
     c = cs[np.abs(k)]
     s = np.where(k < 0, -sn[np.abs(k)], sn[np.abs(k)])
     return np.rint(centre * u + rho * (c[..., None] * w + s[..., None] * v)).astype(np.int64)
@@ -115,7 +115,7 @@ def forward(o, h1, h2, params):
     rel = d2.astype(np.float64) - centre * u
     phi = np.arctan2((rel * v).sum(-1), (rel * w).sum(-1))
     k = np.clip(np.rint(phi / step).astype(np.int64), -kmax, kmax)
-    e2 = d2 - _predict_h2(d1, k, params)
+    e2 = d2 - _predict_h2(d1, k, params, (u, w, v))
     s2 = np.stack([k, e2[..., 0], e2[..., 1]], axis=-1)
     extra = np.zeros_like(s2)
     extra[..., 0] = e2[..., 2]
