@@ -31,8 +31,11 @@ Rigid 3+-site waters may instead code H1 and H2 by geometry (:mod:`~openmmflash.
 on a sphere, H2 on a circle around O), chosen per chunk and group when it is smaller; its H2 errors add one extra
 row per water at the end of the W stream.
 
-Blob layout (version 3): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 geometric``,
-3 float64 geometry parameters if geometric, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
+Each water group is coded raw (no transform, best for closely spaced frames), with the linear in-molecule
+residuals, or with the geometry, whichever has the smallest size proxy on the first frames.
+
+Blob layout (version 3): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
+(0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
 ``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + zstd(byte planes of zigzag(r)), low byte plane first.
 """
 
@@ -230,12 +233,16 @@ def _water_pred(q, first, k, coefs):
 
 
 def _l1_cost(a):
-    """Cheap size proxy of an int array (F, n, 3): L1 of its values or of its time differences, the smaller."""
-    plain = float(np.abs(a, dtype=np.int64).sum())
-    if a.shape[0] < 2:
-        return plain
-    return min(plain, float(np.abs(a[1:].astype(np.int64) - a[:-1], dtype=np.int64).sum()) * a.shape[0] /
-               (a.shape[0] - 1))
+    """Cheap size proxy of an int array (F, n, 3): L1 of its values, first or second time differences (the
+    smallest, per frame)."""
+    a = a.astype(np.int64)
+    costs = [float(np.abs(a).sum()) / a.shape[0]]
+    if a.shape[0] >= 2:
+        d = a[1:] - a[:-1]
+        costs.append(float(np.abs(d).sum()) / d.shape[0])
+        if a.shape[0] >= 3:
+            costs.append(float(np.abs(d[1:] - d[:-1]).sum()) / (d.shape[0] - 1))
+    return min(costs)
 
 
 def _water_forward(q, layout):
@@ -249,13 +256,23 @@ def _water_forward(q, layout):
     for size, first in layout.groups:
         coefs = _fit_water(q, size, first)
         params = watergeometry.fit(q, first)
-        if params is not None:  # decide on a few frames whether the rigid geometry pays
-            few = q[:3]
+        # Decide on a few frames: raw positions, in-molecule linear residuals, or rigid geometry.
+        few = q[:4]
+        options = {"raw": sum(_l1_cost(few[:, first + k]) for k in range(1, size)),
+                   "linear": sum(_l1_cost(few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs))
+                                 for k in range(1, size))}
+        if params is not None:
             geo = watergeometry.forward(few[:, first], few[:, first + 1], few[:, first + 2], params)
-            plain_few = [few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs) for k in (1, 2)]
-            if geo is None or (_l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2])
-                               >= _l1_cost(plain_few[0]) + _l1_cost(plain_few[1])):
-                params = None
+            if geo is not None:
+                options["geometry"] = _l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2]) + sum(
+                    _l1_cost(few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs))
+                    for k in range(3, size))
+        choice = min(options, key=options.get)
+        if choice == "raw":
+            groups.append((size, "raw", coefs))
+            continue
+        if choice != "geometry":
+            params = None
         geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
         plain = []
         for k in range(1, size):
@@ -282,6 +299,8 @@ def _water_inverse(t, layout, groups, extra):
     pos = 0
     for (size, first), (_, params, coefs) in zip(layout.groups, groups):
         k0 = 1
+        if params == "raw":
+            continue
         if params is not None:
             nw = len(first)
             h1, h2 = watergeometry.inverse(q[:, first], t[:, first + 1], t[:, first + 2], extra[:, pos:pos + nw],
@@ -386,7 +405,8 @@ def encode(q, layout, level=1):
         t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
     out = [struct.pack("<BI", _VERSION, len(groups))]
     for size, params, coefs in groups:
-        out.append(struct.pack("<BB", size, params is not None) + np.asarray(params or [], "<f8").tobytes()
+        kind = 2 if params == "raw" else int(params is not None)
+        out.append(struct.pack("<BB", size, kind) + np.asarray(params if kind == 1 else [], "<f8").tobytes()
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = zstandard.ZstdCompressor(level=level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
@@ -419,8 +439,8 @@ def decode(blob, nFrames, nAtoms, layout):
     for g in range(ngroups):
         size, geometric = blob[pos], blob[pos + 1]
         pos += 2
-        params = None
-        if geometric:
+        params = "raw" if geometric == 2 else None
+        if geometric == 1:
             params = tuple(np.frombuffer(blob[pos:pos + 24], "<f8").tolist())
             pos += 24
             nextra += len(layout.groups[g][1]) if g < len(layout.groups) else 0

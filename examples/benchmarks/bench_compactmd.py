@@ -1,0 +1,323 @@
+"""Benchmark CompactMD against XTC (written by mdtraj) on the MDAnalysisTests trajectories and on 1,000-frame
+trajectories made by OpenMM simulations.
+
+For every float trajectory: size ratio against raw float32 (12 bytes per atom per frame) and against XTC
+(precision 1000, mdtraj's C writer), max |error| per coordinate, conventional per-atom RMSD (no fitting), and
+encode/decode throughput in MB of float32 per second, best of ``--repeats``, one CPU core, file I/O included on
+both sides (CompactWriter/CompactTrajectory vs XTCTrajectoryFile write/read). For XTC inputs: the lossless
+``xtc`` codec's size against the source XTC, with a bit-exactness check.
+
+    python examples/benchmarks/bench_compactmd.py                     # everything (OpenMM runs are cached)
+    python examples/benchmarks/bench_compactmd.py --quick             # MDAnalysisTests files only
+
+Writes examples/benchmarks/results/compactmd.json and compactmd.png.
+"""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+
+# name, topology, trajectory (relative to MDAnalysisTests/data), kind
+FLOAT_SETS = [
+    ("adk_dims", "adk.psf", "adk_dims.dcd", "protein"),
+    ("adk_gbis_tmd", "adk_closed_NAMD.psf", "adk_gbis_tmd-fast1_NAMD.dcd", "protein"),
+    ("adk_oplsaa.trr", "adk_oplsaa.gro", "adk_oplsaa.trr", "solvated"),
+    ("cobrotoxin.trr", "cobrotoxin.tpr", "cobrotoxin.trr", "solvated"),
+    ("bala", "Amber/bala.prmtop", "Amber/bala.ncdf", "solvated"),
+    ("ifabp_apo_100mM", "lammps/ifabp_apo_100mM.data.bz2", "lammps/ifabp_apo_100mM.dcd", "solvated"),
+]
+XTC_SETS = [
+    ("YiiP_lipids.xtc", "analysis/YiiP_lipids.gro.gz", "analysis/YiiP_lipids.xtc", "solvated"),
+    ("adk_oplsaa.xtc", "adk_oplsaa.gro", "adk_oplsaa.xtc", "solvated"),
+    ("cobrotoxin.xtc", "cobrotoxin.tpr", "cobrotoxin.xtc", "solvated"),
+]
+
+
+def mdatests_dir():
+    import MDAnalysisTests
+
+    return os.path.join(os.path.dirname(MDAnalysisTests.__file__), "data")
+
+
+def load_mda(top, traj):
+    """(positions (F, N, 3) float32 nm, CompactTopology) through MDAnalysis."""
+    import MDAnalysis as mda
+
+    from openmmflash.compactmd import CompactTopology
+
+    kwargs = {"atom_style": "id resid type charge x y z"} if top.endswith(".data.bz2") else {}
+    u = mda.Universe(top, traj, **kwargs)
+    x = np.array([u.atoms.positions / 10.0 for _ in u.trajectory], np.float32)
+    return x, CompactTopology.from_mdanalysis(u)
+
+
+# ----------------------------------------------------------------------------------------------- OpenMM data
+def openmm_trajectory(kind, cache, nFrames=1000, interval=50):
+    """Run (or load from ``cache``) an OpenMM simulation of ``kind`` ('peptide' in OBC2 implicit solvent or
+    'water' TIP3P box with PME), saving ``nFrames`` frames every ``interval`` steps of 2 fs."""
+    import torch  # noqa: F401  (before openmm)
+    from openmm import LangevinMiddleIntegrator, Platform, Vec3, app, unit
+    from tqdm import tqdm
+
+    from openmmflash.compactmd import CompactTopology
+
+    os.makedirs(cache, exist_ok=True)
+    npy = os.path.join(cache, f"{kind}_{nFrames}x{interval}.npy")
+    pdbPath = os.path.join(cache, f"{kind}.pdb")
+    if os.path.exists(npy) and os.path.exists(pdbPath):
+        return np.load(npy), CompactTopology.from_openmm(app.PDBFile(pdbPath).topology)
+    if kind == "peptide":
+        import PeptideBuilder
+        from Bio.PDB import PDBIO
+
+        s = PeptideBuilder.make_extended_structure("AKAEAKA")
+        PeptideBuilder.add_terminal_OXT(s)
+        io = PDBIO()
+        io.set_structure(s)
+        io.save(pdbPath)
+        pdb = app.PDBFile(pdbPath)
+        ff = app.ForceField("amber14-all.xml", "implicit/obc2.xml")
+        modeller = app.Modeller(pdb.topology, pdb.positions)
+        modeller.addHydrogens(ff)
+        system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    else:
+        ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        modeller = app.Modeller(app.Topology(), [])
+        modeller.addSolvent(ff, boxSize=Vec3(1.6, 1.6, 1.6) * unit.nanometer)
+        system = ff.createSystem(modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.7 * unit.nanometer,
+                                 constraints=app.HBonds)
+    integrator = LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 0.002 * unit.picoseconds)
+    integrator.setRandomNumberSeed(7)
+    sim = app.Simulation(modeller.topology, system, integrator, Platform.getPlatformByName("CPU"))
+    sim.context.setPositions(modeller.positions)
+    sim.minimizeEnergy(maxIterations=500)
+    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    sim.step(20 * interval)  # short equilibration
+    frames = []
+    for _ in tqdm(range(nFrames), desc=f"OpenMM {kind}", unit="frame"):
+        sim.step(interval)
+        frames.append(sim.context.getState(getPositions=True, enforcePeriodicBox=kind == "water")
+                      .getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    x = np.array(frames, np.float32)
+    with open(pdbPath, "w") as f:
+        app.PDBFile.writeFile(sim.topology, modeller.positions, f)
+    np.save(npy, x)
+    return x, CompactTopology.from_openmm(sim.topology)
+
+
+# ----------------------------------------------------------------------------------------------- measurements
+def best_time(fn, repeats):
+    best, out = np.inf, None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+def bench_xtc(x, tmp, repeats):
+    from mdtraj.formats import XTCTrajectoryFile
+
+    path = os.path.join(tmp, "ref.xtc")
+    nf = len(x)
+    box = np.tile(np.eye(3, dtype=np.float32) * 10, (nf, 1, 1))
+
+    def enc():
+        if os.path.exists(path):
+            os.remove(path)
+        with XTCTrajectoryFile(path, "w") as f:
+            f.write(x, time=np.arange(nf, dtype=np.float32), step=np.arange(nf, dtype=np.int32), box=box)
+
+    def dec():
+        with XTCTrajectoryFile(path) as f:
+            return f.read()[0]
+
+    te, _ = best_time(enc, repeats)
+    td, y = best_time(dec, repeats)
+    return {"bytes": os.path.getsize(path), "encode_s": te, "decode_s": td, **errors(x, y)}
+
+
+def bench_cmdx(x, topology, tmp, repeats, codec="bounded", **params):
+    from openmmflash.compactmd import CompactTrajectory, CompactWriter
+
+    path = os.path.join(tmp, "ref.cmdx")
+    nf = len(x)
+
+    def enc():
+        with CompactWriter(path, x.shape[1], topology=topology, codec=codec, overwrite=True, **params) as w:
+            w.write(x, step=np.arange(nf), time=np.arange(nf, dtype=np.float64))
+
+    def dec():
+        with CompactTrajectory(path) as t:
+            return t.read()
+
+    te, _ = best_time(enc, repeats)
+    td, y = best_time(dec, repeats)
+    return {"bytes": os.path.getsize(path), "encode_s": te, "decode_s": td, **errors(x, y)}, y
+
+
+def errors(x, y):
+    d = y.astype(np.float64) - x.astype(np.float64)
+    return {"max_error_nm": float(np.abs(d).max()), "rmsd_nm": float(np.sqrt((d * d).sum(-1).mean()))}
+
+
+def run_float_set(name, kind, x, topology, tmp, repeats):
+    raw = x.nbytes
+    mb = raw / 1e6
+    row = {"name": name, "kind": kind, "atoms": int(x.shape[1]), "frames": int(x.shape[0]), "raw_bytes": raw}
+    xtc = bench_xtc(x, tmp, repeats)
+    row["xtc"] = dict(xtc, ratio=raw / xtc["bytes"], encode_MBps=mb / xtc["encode_s"], decode_MBps=mb / xtc["decode_s"])
+    for bound in (0.0005, 0.001, 0.01, 0.05, 0.1):
+        res, _ = bench_cmdx(x, topology, tmp, repeats, maxError=bound)
+        assert res["max_error_nm"] <= bound, (name, bound, res)
+        row[f"cmdx_{bound:g}"] = dict(res, ratio=raw / res["bytes"], vs_xtc=xtc["bytes"] / res["bytes"],
+                                      encode_MBps=mb / res["encode_s"], decode_MBps=mb / res["decode_s"])
+    return row
+
+
+def run_xtc_set(name, kind, xtcPath, topology, tmp, repeats):
+    from mdtraj.formats import XTCTrajectoryFile
+
+    with XTCTrajectoryFile(xtcPath) as f:
+        x = f.read()[0]
+    raw = x.nbytes
+    res, y = bench_cmdx(x, topology, tmp, repeats, codec="xtc", precision=1000.0)
+    exact = bool(np.array_equal(x.view(np.int32), y.view(np.int32)))
+    src = os.path.getsize(xtcPath)
+    return {"name": name, "kind": kind, "atoms": int(x.shape[1]), "frames": int(x.shape[0]), "raw_bytes": raw,
+            "xtc_bytes": src, "xtc_ratio": raw / src, "lossless_bytes": res["bytes"], "lossless_vs_xtc": res["bytes"] / src,
+            "bit_exact": exact, "encode_MBps": raw / 1e6 / res["encode_s"], "decode_MBps": raw / 1e6 / res["decode_s"]}
+
+
+def machine():
+    import MDAnalysis
+    import mdtraj
+    import zstandard
+
+    import openmmflash
+
+    cpu = platform.processor()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import openmm
+
+        omm = openmm.__version__
+    except Exception:  # noqa: BLE001
+        omm = None
+    return {"cpu": cpu, "cores_used": 1, "python": platform.python_version(), "numpy": np.__version__,
+            "zstandard": zstandard.__version__, "mdtraj": mdtraj.__version__, "MDAnalysis": MDAnalysis.__version__,
+            "openmm": omm, "openmmflash": openmmflash.__version__}
+
+
+def plot(rows, xrows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    names = [r["name"] for r in rows]
+    k = np.arange(len(rows))
+    w = 0.2
+    ax = axes[0]
+    ax.bar(k - 1.5 * w, [r["xtc"]["ratio"] for r in rows], w, label="XTC (mdtraj, 0.0005 nm)")
+    for j, b in enumerate(("0.0005", "0.001", "0.01")):
+        ax.bar(k + (j - 0.5) * w, [r[f"cmdx_{b}"]["ratio"] for r in rows], w, label=f"CompactMD ≤ {b} nm")
+    ax.set_xticks(k, names, rotation=35, ha="right")
+    ax.set_ylabel("size ratio vs float32")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.set_title("compression (higher is better)")
+    ax = axes[1]
+    ax.bar(k - w, [r["xtc"]["encode_MBps"] for r in rows], w / 1, label="XTC encode")
+    ax.bar(k, [r["cmdx_0.0005"]["encode_MBps"] for r in rows], w, label="CompactMD encode")
+    ax.bar(k + w, [r["xtc"]["decode_MBps"] for r in rows], w, label="XTC decode")
+    ax.bar(k + 2 * w, [r["cmdx_0.0005"]["decode_MBps"] for r in rows], w, label="CompactMD decode")
+    ax.set_xticks(k, names, rotation=35, ha="right")
+    ax.set_ylabel("MB float32 / s (one core)")
+    ax.legend(fontsize=8)
+    ax.set_title("throughput at 0.0005 nm")
+    ax = axes[2]
+    kx = np.arange(len(xrows))
+    ax.bar(kx, [r["lossless_vs_xtc"] for r in xrows], 0.5, color="tab:purple")
+    ax.axhline(0.75, color="k", ls="--", lw=1, label="target 0.75")
+    ax.axhline(1.0, color="gray", ls=":", lw=1)
+    ax.set_xticks(kx, [r["name"] for r in xrows], rotation=35, ha="right")
+    ax.set_ylabel("lossless size / XTC size")
+    ax.legend(fontsize=8)
+    ax.set_title("bit-exact XTC re-encoding (lower is better)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="skip the OpenMM trajectories")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "openmmflash-bench"))
+    parser.add_argument("--out", default=os.path.join(RESULTS, "compactmd.json"))
+    args = parser.parse_args(argv)
+    data = mdatests_dir()
+    rows, xrows = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = [(n, k, lambda t=t, x=x: load_mda(os.path.join(data, t), os.path.join(data, x)))
+                for n, t, x, k in FLOAT_SETS]
+        if not args.quick:
+            sets += [("openmm_peptide_1000", "protein", lambda: openmm_trajectory("peptide", args.cache)),
+                     ("openmm_water_1000", "solvated", lambda: openmm_trajectory("water", args.cache))]
+        for name, kind, load in sets:
+            try:
+                x, topology = load()
+            except Exception as err:  # noqa: BLE001  (a reader that cannot parse a file is reported, not fatal)
+                print(f"skip {name}: {err}")
+                continue
+            rows.append(run_float_set(name, kind, x, topology, tmp, args.repeats))
+            r = rows[-1]
+            print(f"{name:20s} {kind:9s} {r['atoms']:6d}x{r['frames']:<5d} XTC {r['xtc']['ratio']:5.2f}x "
+                  f"({r['xtc']['encode_MBps']:4.0f}/{r['xtc']['decode_MBps']:4.0f} MB/s) | CompactMD 0.0005: "
+                  f"{r['cmdx_0.0005']['ratio']:5.2f}x = {r['cmdx_0.0005']['vs_xtc']:4.2f}x XTC "
+                  f"({r['cmdx_0.0005']['encode_MBps']:4.0f}/{r['cmdx_0.0005']['decode_MBps']:4.0f} MB/s) "
+                  f"max {r['cmdx_0.0005']['max_error_nm']:.2e} | 0.01: {r['cmdx_0.01']['ratio']:5.2f}x")
+        import MDAnalysis as mda
+
+        from openmmflash.compactmd import CompactTopology
+
+        for name, top, xtc, kind in XTC_SETS:
+            topology = CompactTopology.from_mdanalysis(mda.Universe(os.path.join(data, top)))
+            xrows.append(run_xtc_set(name, kind, os.path.join(data, xtc), topology, tmp, args.repeats))
+            r = xrows[-1]
+            print(f"{name:20s} lossless: {r['lossless_vs_xtc']:.3f}x the XTC size, bit-exact {r['bit_exact']}, "
+                  f"{r['encode_MBps']:.0f}/{r['decode_MBps']:.0f} MB/s")
+    result = {"benchmark": "compactmd", "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "settings": {"repeats": args.repeats, "chunkFrames": 100, "zstd_level": 3,
+                           "throughput": "MB of float32 xyz per second incl. file I/O, best of repeats, one core"},
+              "float_trajectories": rows, "xtc_reencoding": xrows}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    plot(rows, xrows, os.path.splitext(args.out)[0] + ".png")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
