@@ -25,6 +25,7 @@ def test_quickstart_runs(tmp_path, cg_fragment):
     make_model().save(model_path)
     code = code.replace('"protein.pdb"', repr(os.path.join(os.path.dirname(__file__), "data", "cg_fragment.pdb")))
     code = code.replace('"model.pt"', repr(model_path)).replace("simulation.step(1000)", "simulation.step(10)")
+    code = code.replace("maxIterations=100", "maxIterations=5")
     namespace = {}
     exec(compile(code, "README quickstart", "exec"), namespace)
     assert namespace["simulation"].currentStep == 10
