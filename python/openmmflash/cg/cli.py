@@ -1,0 +1,110 @@
+"""``openmmflash cg-data`` (all-atom reference MD -> CG-mapped coordinates and forces), ``openmmflash cg-train``
+(priors by Boltzmann inversion + FlashSchNet force matching -> model file) and ``openmmflash cg-validate``."""
+
+
+def register(subparsers):
+    p = subparsers.add_parser("cg-data", help="run all-atom OpenMM MD and record CG-mapped coordinates and forces",
+                              description="All-atom implicit-solvent (amber14 + GBn2) MD recording CG-mapped "
+                              "coordinates and forces into npz shards; rerun the same command to resume.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sequence", help="one-letter sequence, built with PeptideBuilder (e.g. GYDPETGTWG)")
+    src.add_argument("--pdb", help="all-atom PDB/mmCIF file (missing atoms are repaired with pdbfixer)")
+    p.add_argument("--hairpin", action="store_true", help="start the sequence from the chignolin hairpin phi/psi")
+    p.add_argument("--no-repair", action="store_true", help="refuse a PDB with missing atoms instead of repairing")
+    p.add_argument("--output", "-o", required=True, help="output directory (resumed if it exists)")
+    p.add_argument("--mapping", default="5bead", choices=["5bead", "ca"])
+    p.add_argument("--steps", type=int, default=250000, help="MD steps to record in total (default 250000)")
+    p.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    p.add_argument("--timestep", type=float, default=4.0, help="fs (default 4, with --hydrogen-mass 3)")
+    p.add_argument("--hydrogen-mass", type=float, default=3.0, help="amu, 0 for none (default 3)")
+    p.add_argument("--friction", type=float, default=1.0, help="1/ps (default 1)")
+    p.add_argument("--report-interval", type=int, default=50, help="steps between frames (default 50)")
+    p.add_argument("--shard-frames", type=int, default=250, help="frames per shard and checkpoint (default 250)")
+    p.add_argument("--equilibration", type=int, default=5000, help="unrecorded steps first (default 5000)")
+    p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_data)
+
+    p = subparsers.add_parser("cg-train", help="fit priors and train a FlashSchNet model by force matching",
+                              description="Boltzmann-inverted priors + force matching of FlashSchNet on reference "
+                              "data written by cg-data; writes a model file with provenance and validation metrics.")
+    p.add_argument("data", help="reference-data directory (from cg-data)")
+    p.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
+    p.add_argument("--init", help="continue from this model (path or bundled name); its mapping must match")
+    p.add_argument("--hidden", type=int, default=64, help="F (default 64)")
+    p.add_argument("--filters", type=int, default=64, help="F' (default 64)")
+    p.add_argument("--rbf", type=int, default=32, help="R (default 32)")
+    p.add_argument("--interactions", type=int, default=2, help="T (default 2)")
+    p.add_argument("--cutoff", type=float, default=10.0, help="Angstrom (default 10)")
+    p.add_argument("--readout", type=int, nargs="*", default=[32], help="readout hidden widths (default 32)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
+    p.add_argument("--blocks", type=int, default=10, help="time blocks for the train/validation split")
+    p.add_argument("--validation-fraction", type=float, default=0.2)
+    p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
+    p.add_argument("--max-frames", type=int, help="use at most this many frames")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_train)
+
+    p = subparsers.add_parser("cg-validate", help="simulate a CG model and compare with its all-atom reference")
+    p.add_argument("model", help="model file or bundled name")
+    p.add_argument("data", help="reference-data directory the model was trained on")
+    p.add_argument("--output", "-o", default="cg-validation", help="output folder (JSON report, PNG plot)")
+    p.add_argument("--time", type=float, default=1.0, help="CG simulation time per replica in ns (default 1)")
+    p.add_argument("--replicas", type=int, default=4)
+    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
+    p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_validate)
+
+
+def _data(args):
+    from openmmflash.cg.refdata import HAIRPIN_PHI_PSI, ReferenceRun
+
+    run = ReferenceRun(args.output, sequence=args.sequence, pdb=args.pdb, mapping=args.mapping,
+                       temperature=args.temperature, timestep=args.timestep, friction=args.friction,
+                       reportInterval=args.report_interval, shardFrames=args.shard_frames,
+                       equilibrationSteps=args.equilibration, platform=args.platform, seed=args.seed,
+                       repair=not args.no_repair, phiPsi=HAIRPIN_PHI_PSI if args.hairpin else None,
+                       hydrogenMass=args.hydrogen_mass or None)
+    frames = run.run(args.steps)
+    print(f"{args.output}: {run.stepsDone} steps recorded ({run.stepsDone * args.timestep * 1e-3:.1f} ps), "
+          f"{frames} new frames, {run.cgTopology.getNumAtoms()} beads, platform {run.platform.getName()}")
+
+
+def _train(args):
+    import json
+
+    from openmmflash.cg.refdata import loadReferenceData
+    from openmmflash.cg.training import ForceMatching
+    from openmmflash.schnet.config import FlashSchNetConfig
+
+    data = loadReferenceData(args.data)
+    model = None
+    if args.init:
+        from openmmflash.schnet.modelfile import loadModel
+
+        model = loadModel(args.init)
+    config = FlashSchNetConfig(hiddenChannels=args.hidden, numFilters=args.filters, numRbf=args.rbf,
+                               numInteractions=args.interactions, cutoff=args.cutoff, readoutHidden=args.readout,
+                               backend="reference")
+    trainer = ForceMatching(data, model=model, config=config, numBlocks=args.blocks,
+                            validationFraction=args.validation_fraction, seed=args.seed, stride=args.stride,
+                            maxFrames=args.max_frames)
+    metrics = trainer.train(epochs=args.epochs, batchSize=args.batch_size, learningRate=args.lr,
+                            patience=args.patience, maxSteps=args.max_steps)
+    trainer.save(args.output, structure=data["cgPdb"])
+    shown = {k: v for k, v in metrics.items() if k != "history"}
+    print(json.dumps(shown, indent=1))
+    print(f"wrote {args.output}")
+
+
+def _validate(args):
+    from openmmflash.cg.validation import validateModel
+
+    report = validateModel(args.model, args.data, args.output, timeNs=args.time, replicas=args.replicas,
+                           timestep=args.timestep, platform=args.platform, seed=args.seed)
+    print(f"wrote {report['files']}")

@@ -1,0 +1,209 @@
+"""Force matching of FlashSchNet on top of Boltzmann-inverted priors.
+
+The network learns the residual of the mapped all-atom force (see ``openmmflash.cg.refdata``) after the priors::
+
+    loss = < | F_map(R) - F_prior(R) - F_net(R) |^2 >      (per component, kcal/mol/A, frames x beads x 3)
+
+Frames are split into ``numBlocks`` contiguous time blocks and whole blocks go to validation (neighbouring frames
+are correlated, so a random frame split would leak). Adam with ReduceLROnPlateau, early stopping on the validation
+loss (the best weights are kept), seeded shuffling and initialization. Mixed precision is not used: the force
+targets need double backward, which gains nothing from autocast on CPU.
+"""
+
+import math
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
+from openmmflash.cg.priorfit import checkPriors, fitPriors
+from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.schnet.model import FlashSchNet
+from openmmflash.stack import import_openmm
+
+KJ_PER_KCAL = 4.184
+
+
+def priorForces(cgTopology, positions: np.ndarray, priors: dict, mapping) -> np.ndarray:
+    """Prior forces (frames, n, 3) in kcal/mol/A at positions (frames, n, 3) in nm, evaluated by OpenMM (the same
+    native forces a CG simulation uses)."""
+    openmm = import_openmm()
+    from openmmflash.cg.cgsystem import createCGSystem
+
+    system = createCGSystem(cgTopology, priors=priors, mapping=mapping, removeCMMotion=False)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    out = np.empty(positions.shape, dtype=np.float64)
+    for k in range(positions.shape[0]):
+        context.setPositions(positions[k].astype(np.float64))
+        out[k] = context.getState(getForces=True).getForces(asNumpy=True)._value
+    return out / KJ_PER_KCAL / 10.0
+
+
+def timeBlockSplit(numFrames: int, numBlocks: int = 10, validationFraction: float = 0.2, seed: int = 1):
+    """(train, validation) frame indices: contiguous time blocks, ``validationFraction`` of them to validation."""
+    if numFrames < 2 * numBlocks:
+        raise ValueError(f"{numFrames} frames cannot be split into {numBlocks} time blocks; record more frames")
+    if not 0 < validationFraction < 1:
+        raise ValueError(f"validationFraction must be in (0, 1), got {validationFraction}")
+    blocks = np.array_split(np.arange(numFrames), numBlocks)
+    n_val = max(1, int(round(validationFraction * numBlocks)))
+    chosen = set(np.random.default_rng(seed).permutation(numBlocks)[:n_val].tolist())
+    val = np.concatenate([b for k, b in enumerate(blocks) if k in chosen])
+    train = np.concatenate([b for k, b in enumerate(blocks) if k not in chosen])
+    return train, val
+
+
+def checkMapping(model, metadata: dict) -> None:
+    """Refuse a model whose CG mapping is not the one the reference data was mapped with."""
+    data_mapping = metadata["settings"]["mapping"]
+    model_mapping = model.metadata.get("mapping")
+    if model_mapping is not None and CGMapping(model_mapping).name != CGMapping(data_mapping).name:
+        raise ValueError(f"the training data were mapped with the {data_mapping!r} mapping but the model uses "
+                         f"{model_mapping!r}; generate data with `cg-data --mapping {model_mapping}` or train a new "
+                         "model for this mapping")
+
+
+class ForceMatching:
+    """Force-matching trainer. ``ForceMatching(data).train()`` returns the trained model and a metrics dict.
+
+    Parameters
+    ----------
+    data : dict
+        From ``openmmflash.cg.refdata.loadReferenceData``.
+    model : FlashSchNet, optional
+        A model to continue training (its mapping must match the data); default a new one from ``config``.
+    config : FlashSchNetConfig, optional
+        Hyperparameters of a new model (Angstrom, kcal/mol).
+    priors : dict, optional
+        Prior parameters; default: fitted by Boltzmann inversion on the training frames.
+    """
+
+    def __init__(self, data: dict, model: Optional[FlashSchNet] = None, config: Optional[FlashSchNetConfig] = None,
+                 priors: Optional[dict] = None, numBlocks: int = 10, validationFraction: float = 0.2, seed: int = 1,
+                 stride: int = 1, maxFrames: Optional[int] = None):
+        self.seed = int(seed)
+        torch.manual_seed(self.seed)
+        self.metadata = data["metadata"]
+        self.mapping = CGMapping(self.metadata["settings"]["mapping"])
+        self.topology = data["cgTopology"]
+        pos, frc = data["positions"][::stride], data["forces"][::stride]
+        if maxFrames:
+            pos, frc = pos[:maxFrames], frc[:maxFrames]
+        self.temperature = float(self.metadata["settings"]["temperature"])
+        if model is not None:
+            checkMapping(model, self.metadata)
+        else:
+            config = config or FlashSchNetConfig(hiddenChannels=64, numFilters=64, numRbf=32, numInteractions=2,
+                                                 cutoff=10.0, readoutHidden=[32], backend="reference")
+            table = self.mapping.defaultBeadTypes()
+            if config.numBeadTypes < len(table):
+                config.numBeadTypes = len(table)
+            model = FlashSchNet(config)
+            model.reset_parameters(self.seed)
+            model.metadata = {"beadTypes": table, "mapping": self.mapping.name}
+        if model.config.lengthUnit != "angstrom" or model.config.energyUnit != "kcal/mol":
+            raise ValueError("force matching trains models in Angstrom and kcal/mol")
+        self.model = model
+        self.types = torch.tensor(beadTypesFromTopology(self.topology, model.metadata["beadTypes"]))
+        self.train_idx, self.val_idx = timeBlockSplit(pos.shape[0], numBlocks, validationFraction, self.seed)
+        self.priors = priors if priors is not None else fitPriors(self.topology, pos[self.train_idx],
+                                                                  self.temperature, self.mapping)
+        checkPriors(self.priors)
+        prior = priorForces(self.topology, pos, self.priors, self.mapping)
+        self.positions = torch.tensor(pos * 10.0, dtype=torch.float32)                 # A
+        self.forces = torch.tensor(frc / KJ_PER_KCAL / 10.0, dtype=torch.float32)      # kcal/mol/A
+        self.target = self.forces - torch.tensor(prior, dtype=torch.float32)           # residual after priors
+        self.numFrames = pos.shape[0]
+        self.history = []
+
+    def batchForces(self, index: np.ndarray, create_graph: bool) -> torch.Tensor:
+        """Network forces (frames, n, 3) for frames ``index``."""
+        b = len(index)
+        pos = self.positions[index].reshape(-1, 3)
+        _, forces = self.model.energy_and_forces(pos, self.types.repeat(b), b, None, create_graph=create_graph)
+        return forces.reshape(b, -1, 3)
+
+    def evaluate(self, index: np.ndarray, batchSize: int = 32) -> dict:
+        """Force-matching metrics on frames ``index`` (kcal/mol/A)."""
+        sq, base = 0.0, 0.0
+        with torch.enable_grad():
+            for start in range(0, len(index), batchSize):
+                chunk = index[start:start + batchSize]
+                pred = self.batchForces(chunk, create_graph=False).detach()
+                sq += float(((pred - self.target[chunk]) ** 2).sum())
+                base += float((self.target[chunk] ** 2).sum())
+        count = len(index) * self.types.shape[0] * 3
+        total = float((self.forces[index] ** 2).sum()) / count
+        return {"forceRMSE": math.sqrt(sq / count), "priorOnlyForceRMSE": math.sqrt(base / count),
+                "mappedForceRMS": math.sqrt(total), "lossRatio": sq / max(base, 1e-30)}
+
+    def train(self, epochs: int = 20, batchSize: int = 16, learningRate: float = 1e-3, patience: int = 5,
+              maxSteps: Optional[int] = None, progress: bool = True) -> dict:
+        """Train; keeps the weights of the best validation epoch. Returns the final metrics."""
+        from tqdm import tqdm
+
+        rng = np.random.default_rng(self.seed)
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=learningRate)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))
+        self.model.train()
+        best, best_state, stale, steps = math.inf, None, 0, 0
+        start = time.time()
+        initial = self.evaluate(self.val_idx)
+        self.history.append({"epoch": 0, "validation": initial})
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(self.train_idx)
+            batches = [order[k:k + batchSize] for k in range(0, len(order), batchSize)]
+            if maxSteps is not None:
+                batches = batches[:max(0, maxSteps - steps)]
+            running = 0.0
+            bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=False)
+            for index in bar:
+                optimizer.zero_grad()
+                pred = self.batchForces(index, create_graph=True)
+                loss = ((pred - self.target[index]) ** 2).mean()
+                loss.backward()
+                optimizer.step()
+                running += float(loss.detach())
+                steps += 1
+                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+            val = self.evaluate(self.val_idx)
+            val_loss = val["forceRMSE"] ** 2
+            scheduler.step(val_loss)
+            self.history.append({"epoch": epoch, "trainLoss": running / max(1, len(batches)), "validation": val,
+                                 "learningRate": optimizer.param_groups[0]["lr"]})
+            if progress:
+                print(f"epoch {epoch}: train loss {running / max(1, len(batches)):.4f}, validation force RMSE "
+                      f"{val['forceRMSE']:.4f} (priors only {val['priorOnlyForceRMSE']:.4f}) kcal/mol/A", flush=True)
+            if val_loss < best:
+                best, stale = val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+            if maxSteps is not None and steps >= maxSteps:
+                break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        self.model.eval()
+        final = self.evaluate(self.val_idx)
+        self.metrics = {"validation": final, "initialValidation": initial, "epochs": len(self.history) - 1,
+                        "steps": steps, "trainSeconds": time.time() - start, "trainFrames": int(len(self.train_idx)),
+                        "validationFrames": int(len(self.val_idx)), "units": "kcal/mol/A",
+                        "history": self.history}
+        self.settings = {"epochs": epochs, "batchSize": batchSize, "learningRate": learningRate,
+                         "patience": patience, "seed": self.seed}
+        return self.metrics
+
+    def save(self, path: str, structure: Optional[str] = None) -> None:
+        """Write the model with mapping, bead types, priors, provenance and validation metrics."""
+        provenance = {"referenceData": self.metadata["provenance"], "referenceSettings": self.metadata["settings"],
+                      "referenceSteps": int(self.metadata["stepsDone"]), "frames": int(self.numFrames),
+                      "training": getattr(self, "settings", {}), "torch": str(torch.__version__),
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        metrics = {k: v for k, v in getattr(self, "metrics", {}).items() if k != "history"}
+        extra = {"structure": structure} if structure else {}
+        self.model.save(path, beadTypes=self.model.metadata["beadTypes"], mapping=self.mapping.name,
+                        priors=self.priors, provenance=provenance, validation=metrics, **extra)

@@ -1,0 +1,232 @@
+"""``openmmflash demo``: a CG protein simulation with a bundled FlashSchNet model, the main job in one command.
+
+The model's priors run as native OpenMM forces and the network as a TorchForce; B replicas of the protein share one
+System (and one model call per step). The native structure stored in the model file is the start and the reference
+of the CA-RMSD.
+"""
+
+import json
+import os
+import time
+from typing import Optional
+
+import numpy as np
+
+from openmmflash.stack import import_openmm
+
+BOLTZMANN_KJ = 0.00831446261815324  # kJ/mol/K
+
+
+def kabschRMSD(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """RMSD after optimal superposition of frames x (frames, n, 3) on ref (n, 3); same units as the input."""
+    x = x - x.mean(axis=1, keepdims=True)
+    ref = ref - ref.mean(axis=0)
+    out = np.empty(x.shape[0])
+    for k in range(x.shape[0]):
+        h = x[k].T @ ref
+        u, s, vt = np.linalg.svd(h)
+        d = np.sign(np.linalg.det(u @ vt))
+        s[-1] *= d
+        e = (np.sum(x[k] ** 2) + np.sum(ref ** 2) - 2 * s.sum()) / x.shape[1]
+        out[k] = np.sqrt(max(e, 0.0))
+    return out
+
+
+def nativeStructure(model, directory: str):
+    """(CG topology, positions (n, 3) nm, path) of the native structure stored in the model file."""
+    from openmmflash.cg.structure import loadProtein
+
+    pdb = model.metadata.get("structure")
+    if not pdb:
+        raise ValueError("the model file holds no native structure (metadata['structure']); the demo needs a model "
+                         "made by `openmmflash cg-train`")
+    path = os.path.join(directory, "native.pdb")
+    with open(path, "w") as f:
+        f.write(pdb)
+    topology, positions = loadProtein(path, model.metadata.get("mapping") or "5bead")
+    return topology, positions, path
+
+
+def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000, reportInterval: int = 100,
+               timestep: float = 2.0, temperature: Optional[float] = None, friction: float = 1.0,
+               platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
+               minimize: bool = True) -> dict:
+    """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
+
+    Returns a dict: positions (frames, replicas, n, 3) nm, time (frames,) ps, potentialEnergy and temperature
+    (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of the MD loop (s), the steps.
+    """
+    from tqdm import tqdm
+
+    openmm = import_openmm()
+    app, unit = openmm.app, openmm.unit
+    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.cg.refdata import fastestPlatform
+    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+
+    if replicas < 1 or steps < 1 or reportInterval < 1:
+        raise ValueError(f"replicas, steps and reportInterval must be >= 1 (got {replicas}, {steps}, "
+                         f"{reportInterval})")
+    if temperature is None:
+        temperature = float(model.metadata.get("provenance", {}).get("referenceSettings", {})
+                            .get("temperature", 300.0))
+    n = topology.getNumAtoms()
+    full_topology = replicateTopology(topology, replicas)
+    start = replicatePositions(positions, replicas)
+    system = createCGSystem(full_topology, model, replicas=replicas)
+    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
+                                                 timestep * unit.femtosecond)
+    integrator.setRandomNumberSeed(seed)
+    plat = fastestPlatform(platform)
+    context = openmm.Context(system, integrator, plat)
+    context.setPositions(start)
+    if minimize:
+        openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
+    dof = 3 * system.getNumParticles() - 3
+    dcd, dcd_file = None, None
+    if dcdPath:
+        dcd_file = open(dcdPath, "wb")
+        dcd = app.DCDFile(dcd_file, full_topology, timestep * unit.femtosecond, 0, reportInterval)
+    frames, times, energies, temps = [], [], [], []
+    done = 0
+    t0 = time.time()
+    try:
+        with tqdm(total=steps, desc=f"CG MD ({replicas} replicas, {plat.getName()})", unit="step",
+                  disable=not progress) as bar:
+            while done < steps:
+                chunk = min(reportInterval, steps - done)
+                integrator.step(chunk)
+                done += chunk
+                state = context.getState(getPositions=True, getEnergy=True)
+                xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+                if not np.all(np.isfinite(xyz)):
+                    raise RuntimeError(f"the CG simulation blew up (NaN positions) after {done} steps; try a "
+                                       "smaller --timestep")
+                frames.append(xyz.reshape(replicas, n, 3).copy())
+                times.append(done * timestep * 1e-3)
+                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+                kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+                temps.append(2 * kinetic / (dof * BOLTZMANN_KJ))
+                if dcd is not None:
+                    dcd.writeModel(xyz * 10.0 * unit.angstrom)
+                bar.update(chunk)
+    finally:
+        if dcd_file is not None:
+            dcd_file.close()
+    wall = time.time() - t0
+    return {"positions": np.array(frames), "time": np.array(times), "potentialEnergy": np.array(energies),
+            "temperature": np.array(temps), "platform": plat.getName(), "wallSeconds": wall, "steps": done,
+            "timestep": timestep, "replicas": replicas, "targetTemperature": temperature}
+
+
+def caIndices(topology) -> np.ndarray:
+    return np.array([a.index for a in topology.atoms() if a.name == "CA"])
+
+
+def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    for b in range(rmsd.shape[1]):
+        ax[0].plot(result["time"], rmsd[:, b], lw=1, label=f"replica {b}")
+    ax[0].set_xlabel("time (ps)")
+    ax[0].set_ylabel("CA-RMSD to native (A)")
+    ax[0].legend(fontsize=7)
+    ax[1].plot(result["time"], result["potentialEnergy"], lw=1)
+    ax[1].set_xlabel("time (ps)")
+    ax[1].set_ylabel("potential energy, all replicas (kJ/mol)")
+    ax[2].plot(result["time"], result["temperature"], lw=1)
+    ax[2].axhline(result["targetTemperature"], color="k", ls="--", lw=0.8)
+    ax[2].set_xlabel("time (ps)")
+    ax[2].set_ylabel("temperature (K)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def runDemo(model: str = "chignolin", steps: int = 10000, replicas: int = 4, platform: Optional[str] = None,
+            output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
+            progress: bool = True) -> dict:
+    """Run the demo and write trajectory.dcd, native.pdb, demo.png and summary.json into ``output``."""
+    from openmmflash.schnet.modelfile import loadModel
+
+    os.makedirs(output, exist_ok=True)
+    net = loadModel(model)
+    topology, native, _ = nativeStructure(net, output)
+    from openmmflash.plugin.replicas import replicateTopology
+
+    with open(os.path.join(output, "topology.pdb"), "w") as f:  # the DCD's topology (all replicas)
+        openmm = import_openmm()
+        from openmmflash.plugin.replicas import replicatePositions
+
+        openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
+                                     replicatePositions(native, replicas) * openmm.unit.nanometer, f)
+    result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
+                        seed=seed, dcdPath=os.path.join(output, "trajectory.dcd"), progress=progress)
+    ca = caIndices(topology)
+    frames = result["positions"]
+    rmsd = np.stack([kabschRMSD(frames[:, b][:, ca] * 10.0, native[ca] * 10.0) for b in range(replicas)], 1)
+    simulated_ps = result["steps"] * timestep * 1e-3
+    ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
+    summary = {"model": model, "platform": result["platform"], "replicas": replicas, "beads": topology.getNumAtoms(),
+               "steps": result["steps"], "timestep_fs": timestep, "simulatedTimePerReplica_ps": simulated_ps,
+               "wallSeconds": result["wallSeconds"], "nsPerDayPerReplica": ns_day,
+               "nsPerDayAggregate": ns_day * replicas,
+               "finalPotentialEnergy_kJmol": float(result["potentialEnergy"][-1]),
+               "meanTemperature_K": float(result["temperature"][len(result["temperature"]) // 2:].mean()),
+               "targetTemperature_K": result["targetTemperature"],
+               "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean())}
+    plotRun(result, rmsd, os.path.join(output, "demo.png"),
+            f"openmmflash demo: {model}, {replicas} replicas, {result['platform']}")
+    with open(os.path.join(output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def printSummary(s: dict, output: str) -> None:
+    print(f"\nopenmmflash demo: {s['model']} ({s['beads']} beads) x {s['replicas']} replicas on {s['platform']}")
+    print(f"  steps                {s['steps']} x {s['timestep_fs']} fs")
+    print(f"  simulated time       {s['simulatedTimePerReplica_ps']:.1f} ps per replica "
+          f"({s['simulatedTimePerReplica_ps'] * s['replicas']:.1f} ps in total)")
+    print(f"  speed                {s['nsPerDayPerReplica']:.2f} ns/day per replica, "
+          f"{s['nsPerDayAggregate']:.2f} ns/day aggregate ({s['wallSeconds']:.1f} s wall)")
+    print(f"  potential energy     {s['finalPotentialEnergy_kJmol']:.1f} kJ/mol (all replicas, last frame)")
+    print(f"  temperature          {s['meanTemperature_K']:.1f} K (second half; target "
+          f"{s['targetTemperature_K']:.0f} K)")
+    print(f"  CA-RMSD to native    {', '.join(f'{v:.2f}' for v in s['caRmsdFinal_A'])} A (last frame per replica)")
+    print(f"  wrote                {output}/trajectory.dcd (topology.pdb), {output}/demo.png, "
+          f"{output}/summary.json")
+
+
+def register(subparsers):
+    p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
+                              description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
+                              "several replicas on the fastest platform; writes a DCD, a PNG plot and a summary.")
+    p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
+    p.add_argument("--steps", type=int, default=None, help="MD steps (default 10000 = 20 ps at 2 fs)")
+    p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
+    p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
+    p.add_argument("--replicas", type=int, default=None, help="replicas (default 4)")
+    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
+    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
+    p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
+    p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(func=_demo)
+
+
+def _demo(args):
+    steps = args.steps
+    if args.time is not None:
+        steps = int(round(args.time / (args.timestep * 1e-3)))
+    if steps is None:
+        steps = 200 if args.quick else 10000
+    replicas = args.replicas or (2 if args.quick else 4)
+    interval = min(args.report_interval, steps) if not args.quick else 20
+    summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed)
+    printSummary(summary, args.output)
