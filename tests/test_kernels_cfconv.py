@@ -90,15 +90,15 @@ def test_cfconv_many_neighbors_padded(device, precision):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("tile", [(16, 4, 3, True), (32, 4, 1, False)])
+@pytest.mark.parametrize("tile", [(16, 4, 3, 16), (32, 4, 1, 32)])
 def test_cfconv_tile_shapes_sparse(device, tile, monkeypatch):
-    """Small tiles over a sparse list: more than 16 beads per tile, beads split across tiles and programs, weights
-    loaded per program and per tile."""
+    """Small tiles over a sparse list: more than 16 beads per tile, beads split across tiles and programs, two
+    column chunks of the second filter layer (F' = 20 padded to 32, chunks of 16)."""
     from openmmflash.plugin.kernels import cfconv as kernels
 
     for key in list(kernels.TILES):
         monkeypatch.setitem(kernels.TILES, key, tile)
-    pos, src, dst, shifts, x, p = _problem(device, replicas=1, beads=41, filters=6, rbf=5, cutoff=1.5, spread=2.5,
+    pos, src, dst, shifts, x, p = _problem(device, replicas=1, beads=41, filters=20, rbf=5, cutoff=1.5, spread=2.5,
                                            capacity=300)
     valid = int((dst >= 0).sum())
     assert 30 < valid < 300  # 24 beads in one 32-pair tile: two one-hot steps of 16

@@ -36,11 +36,14 @@ DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
 VARIANTS = {"reference_autograd": ("reference", "fp32", False), "reference": ("reference", "fp32", True),
             "flash_fp32": ("flash", "fp32", True), "flash_w16a16": ("flash", "w16a16", True)}
-# (BLOCK_E, warps, tiles per program, hoist weights) tried by --tune.
-TUNE_CANDIDATES = {"fwd": [(64, 4, 1, False), (64, 4, 4, True), (128, 8, 1, False), (128, 8, 4, True),
-                           (64, 8, 8, True), (128, 4, 4, True)],
-                   "bwd": [(32, 4, 4, True), (64, 4, 4, True), (64, 8, 4, True), (64, 8, 1, False),
-                           (128, 8, 4, True)]}
+# (BLOCK_E, warps, tiles per program, BLOCK_C) tried by --tune, per kernel and precision.
+TUNE_CANDIDATES = {("fwd", "w16a16"): [(64, 4, 1, 32), (64, 4, 1, 64), (128, 8, 1, 32), (128, 8, 1, 64),
+                                       (64, 8, 1, 32), (128, 4, 1, 32), (64, 4, 4, 32)],
+                   ("bwd", "w16a16"): [(32, 4, 1, 32), (64, 4, 1, 32), (64, 8, 1, 32), (64, 8, 1, 16),
+                                       (128, 8, 1, 32), (32, 4, 1, 64), (64, 4, 4, 32)],
+                   ("fwd", "fp32"): [(64, 4, 1, 32), (128, 8, 1, 32), (64, 8, 1, 16)],
+                   ("bwd", "fp32"): [(32, 4, 1, 32), (64, 8, 1, 32), (64, 8, 1, 16)]}
+CAPACITY_FACTOR = 1.1  # padded neighbor-list capacity / pairs at the start (bare call and MD alike)
 PLATFORM = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
 MASSES = {"N": 14.0, "CA": 12.0, "CB": 12.0, "C": 12.0, "O": 16.0}
 
@@ -146,7 +149,7 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
                 try:
                     model = make_model(len(table), variant, "cuda")
                     pairs = count_pairs(pos * 10.0, replicas)
-                    capacity = int(pairs * 1.05) + 64
+                    capacity = int(pairs * CAPACITY_FACTOR) + 64
                     module = make_module(model, types, replicas, capacity, variant)
                     row["pairs"] = pairs
                     torch.cuda.synchronize()
@@ -156,7 +159,7 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
                     energy, forces = module(pos, None)
                     torch.cuda.synchronize()
                     row["peak_memory_MB"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.5 if quick else 1.5)
+                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.3 if quick else 1.5)
                     row["timestep_mol_per_s"] = replicas * 1000.0 / row["ms"]
                     if variant == "reference":
                         forces_ref = forces.detach().clone()
@@ -164,7 +167,7 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
                         row["force_rel_error"] = float((forces - forces_ref).norm() / forces_ref.norm())
                     if variant != "reference_autograd":
                         replay, _ = graphed(module, pos)
-                        row["graph_ms"] = median_ms(replay, budget_s=0.5 if quick else 1.5)
+                        row["graph_ms"] = median_ms(replay, budget_s=0.3 if quick else 1.5)
                         row["graph_timestep_mol_per_s"] = replicas * 1000.0 / row["graph_ms"]
                     del module, model
                 except torch.cuda.OutOfMemoryError as err:
@@ -194,7 +197,7 @@ def kernel_breakdown(replicas, quick):
     out = {"replicas": replicas, "pairs": pairs}
     from openmmflash.neighbors import build_neighbor_list
 
-    capacity = int(pairs * 1.05) + 64
+    capacity = int(pairs * CAPACITY_FACTOR) + 64
     out["neighbor_list_ms"] = median_ms(lambda: build_neighbor_list(pos, replicas, model.cutoff, None, capacity))
     csr = kernels.build_csr(src, dst, n)
     out["csr_ms"] = median_ms(lambda: kernels.build_csr(src, dst, n))
@@ -232,7 +235,7 @@ def tune(replicas, candidates):
                  "bwd": lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args)}
         for kind, call in calls.items():
             best = None
-            for tile in candidates[kind]:
+            for tile in candidates[(kind, precision)]:
                 kernels.TILES[(kind, precision)] = tile
                 try:
                     ms = median_ms(call, budget_s=0.3)
@@ -254,9 +257,13 @@ def openmm_runs(replicas_list, variants, quick):
     rows = []
     for variant in variants:
         for graphs in (False, True):
+            from openmmflash.plugin.kernels import cfconv as kernels
+
             cmd = [sys.executable, os.path.abspath(__file__), "--openmm-worker", variant, str(int(graphs)),
                    ",".join(str(b) for b in replicas_list)] + (["--quick"] if quick else [])
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            tiles = json.dumps([[k, p, list(v)] for (k, p), v in kernels.TILES.items()])
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                  env=dict(os.environ, BENCH_TILES=tiles))
             got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
             for row in got:
                 print(json.dumps(row), flush=True)
@@ -276,6 +283,10 @@ def openmm_worker(variant, graphs, replicas_list, quick):
     from openmmflash.stack import import_openmm
     from openmmflash.plugin.torchforce import createFlashSchNetForce
 
+    from openmmflash.plugin.kernels import cfconv as kernels
+
+    for kind, precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
+        kernels.TILES[(kind, precision)] = tuple(tile)
     openmm = import_openmm()
     unit = openmm.unit
     pos0, types, masses, table = load_workload("folded")
@@ -285,7 +296,7 @@ def openmm_worker(variant, graphs, replicas_list, quick):
         try:
             model = make_model(len(table), variant, "cpu")
             pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
-            capacity = int(pairs * 1.3) + 64
+            capacity = int(pairs * CAPACITY_FACTOR) + 64
             system = openmm.System()
             for _ in range(replicas):
                 for m in masses:
@@ -349,7 +360,7 @@ def table(results):
         tail = r.get("error", "")[:70] or (f"{r['ms_per_step']:9.3f} ms/step {r['timestep_mol_per_s']:9.0f} mol/s "
                                            f"pairs {r['pairs_start']}->{r['pairs_end']}")
         lines.append(f"folded {r['replicas']:>4} {r['variant']:19} graphs={str(r['useCUDAGraphs']):5} {tail}")
-    for key, ref in (("ratios_vs_reference", "reference"), ("ratios_vs_reference_autograd", "reference_autograd")):
+    for key in ("ratios_vs_reference", "ratios_vs_reference_autograd", "openmm_ratios_vs_reference"):
         for line in results.get(key, []):
             lines.append(f"{key}: {line}")
     return "\n".join(lines)
@@ -368,6 +379,19 @@ def ratios(rows, baseline, key_time="timestep_mol_per_s"):
         if "graph_timestep_mol_per_s" in r and "graph_timestep_mol_per_s" in base:
             item["graph_throughput_x"] = r["graph_timestep_mol_per_s"] / base["graph_timestep_mol_per_s"]
         out.append(item)
+    return out
+
+
+def openmm_ratios(rows):
+    """Throughput of each flash variant over the reference with the same replicas and graph setting."""
+    index = {(r["replicas"], r["variant"], r["useCUDAGraphs"]): r for r in rows if "error" not in r}
+    out = []
+    for (reps, var, graphs), r in sorted(index.items()):
+        base = index.get((reps, "reference", graphs)) or index.get((reps, "reference", False))
+        if var.startswith("flash") and base is not None:
+            out.append({"replicas": reps, "variant": var, "useCUDAGraphs": graphs,
+                        "throughput_x": r["timestep_mol_per_s"] / base["timestep_mol_per_s"],
+                        "baseline_useCUDAGraphs": base["useCUDAGraphs"]})
     return out
 
 
@@ -449,22 +473,30 @@ def main():
     if args.tune:
         results["tuning"] = tune(64, TUNE_CANDIDATES)
     results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
-    results["bare"] = bare(["folded", "unfolded"], replicas, variants, None, args.quick)
+
+    def save():
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as handle:
+            json.dump(results, handle, indent=1)
+
+    # Most important first (folded: the targets), so a run cut short still has them.
+    results["bare"] = bare(["folded"], replicas, variants, None, args.quick)
+    save()
+    if not args.no_openmm:
+        omm_variants = [v for v in variants if v != "reference_autograd"]
+        results["openmm"] = openmm_runs([int(v) for v in args.openmm_replicas.split(",")], omm_variants, args.quick)
+        save()
+    results["bare"] += bare(["unfolded"], replicas, variants, None, args.quick)
     results["ratios_vs_reference"] = ratios(results["bare"], "reference")
     results["ratios_vs_reference_autograd"] = ratios(results["bare"], "reference_autograd")
+    results["openmm_ratios_vs_reference"] = openmm_ratios(results.get("openmm", []))
+    save()
     try:
         results["kernels_B128"] = kernel_breakdown(max(replicas), args.quick)
     except Exception as err:
         results["kernels_B128"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
     print(json.dumps(results["kernels_B128"]), flush=True)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=1)
-    if not args.no_openmm:
-        omm_variants = [v for v in variants if v != "reference_autograd"]
-        results["openmm"] = openmm_runs([int(v) for v in args.openmm_replicas.split(",")], omm_variants, args.quick)
-    with open(args.out, "w") as handle:
-        json.dump(results, handle, indent=1)
+    save()
     print(table(results))
 
 

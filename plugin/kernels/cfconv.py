@@ -40,12 +40,12 @@ from openmmflash.plugin.kernels.csr import build_csr
 from openmmflash.plugin.kernels.w16a16 import check_precision, quantize_per_channel
 from openmmflash.schnet.reference import cfconv_reference
 
-# (pairs per tile BLOCK_E, warps, tiles per program, hoist weights) of the forward and backward kernels per
-# precision; benchmarks may
+# (pairs per tile BLOCK_E, warps, tiles per program, filter columns per chunk BLOCK_C) of the forward and backward
+# kernels per precision; benchmarks may
 # overwrite entries. FP32_DOT is the input precision of the fp32 dots. KERNEL_INFO keeps the register and spill
 # counts of the last compiled launch of each kernel (for the notes and benchmarks).
-TILES = {("fwd", "fp32"): (64, 4, 4, False), ("bwd", "fp32"): (32, 4, 4, False),
-         ("fwd", "w16a16"): (64, 4, 4, True), ("bwd", "w16a16"): (64, 8, 4, True)}
+TILES = {("fwd", "fp32"): (64, 4, 1, 32), ("bwd", "fp32"): (32, 4, 1, 32),
+         ("fwd", "w16a16"): (64, 4, 1, 32), ("bwd", "w16a16"): (64, 4, 1, 32)}
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
 KERNEL_INFO = {}
 
@@ -58,9 +58,9 @@ def _record(name: str, compiled) -> None:
 
 
 @triton.jit
-def _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF: tl.constexpr,
+def _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF: tl.constexpr,
                  W16: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    """Filter of a tile of distances d [BE]: returns (g [BE,R], C [BE], h [BE,F], y [BE,F]); W = y C."""
+    """First filter layer of a tile of distances d [BE]: (g [BE,R], C [BE], h = tanh(e W1^T + b1) [BE,F'])."""
     inside = d < cutoff
     c = tl.where(inside, 0.5 * (tl.cos(d * (3.141592653589793 / cutoff)) + 1.0), 0.0)
     diff = d[:, None] - mu[None, :]
@@ -68,32 +68,33 @@ def _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF:
     e = g
     if RBF_CUTOFF:
         e = g * c[:, None]
+    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_f[None, :], other=0.0)
+    b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
     if W16:
+        s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
         z = tl.dot(e.to(tl.float16), w1t, out_dtype=tl.float32) * s1[None, :] + b1[None, :]
     else:
         z = tl.dot(e, w1t, input_precision=DOT_PRECISION) + b1[None, :]
     h = 1.0 - 2.0 / (tl.exp(2.0 * z) + 1.0)  # tanh(z), overflow-safe at both ends
-    if W16:
-        y = tl.dot(h.to(tl.float16), w2t, out_dtype=tl.float32) * s2[None, :]
-    else:
-        y = tl.dot(h, w2t, input_precision=DOT_PRECISION)
-    return g, c, h, y
+    return g, c, h
 
 
 @triton.jit
-def _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F):
-    """W1^T [R, F'], W2^T [F'in, F'out], W1 [F', R], W2 [F'out, F'in], zero outside the true sizes."""
-    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_f[None, :], other=0.0)
-    w2t = tl.load(W2 + offs_f[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_f[None, :], other=0.0)
-    w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :], other=0.0)
-    w2 = tl.load(W2 + offs_f[:, None] * F + offs_f[None, :], mask=mask_f[:, None] & mask_f[None, :], other=0.0)
-    return w1t, w2t, w1, w2
+def _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    """Columns offs_c of the second filter layer y = h W2^T: [BE, BLOCK_C] (h_op in the dot's input dtype)."""
+    w2t = tl.load(W2 + offs_c[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_c[None, :], other=0.0)
+    if W16:
+        s2 = tl.load(S2 + offs_c, mask=mask_c, other=0.0)
+        y = tl.dot(h_op, w2t, out_dtype=tl.float32) * s2[None, :]
+    else:
+        y = tl.dot(h_op, w2t, input_precision=DOT_PRECISION)
+    return y
 
 
 @triton.jit
 def _segment_store(OUT, rows, key, mask_e, offs_f, mask_f, F, DOT_PRECISION: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Add rows [BE, F] into OUT[key] for keys sorted along the tile: one-hot segment sums on tensor cores; rows
-    of beads strictly inside the tile's key range belong to this tile alone (plain store), the first and last
+    """Add rows [BE, C] into OUT[key, offs_f] for keys sorted along the tile: one-hot segment sums on tensor cores;
+    rows of beads strictly inside the tile's key range belong to this tile alone (plain store), the first and last
     bead may continue in the neighbouring tiles (atomic add into the zero-initialized OUT)."""
     first = tl.min(tl.where(mask_e, key, 9223372036854775807), axis=0)
     last = tl.max(tl.where(mask_e, key, -1), axis=0)
@@ -133,10 +134,10 @@ def _cfconv_fwd_kernel(
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots ("tf32x3", "ieee", "tf32")
-    HOIST: tl.constexpr,          # load the weights once per program (else once per tile)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
+    BLOCK_C: tl.constexpr,        # filter columns per chunk of the second layer (divides BLOCK_F, >= 16)
     BLOCK_D: tl.constexpr,        # destinations per one-hot reduction step (>= 16)
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -147,11 +148,6 @@ def _cfconv_fwd_kernel(
     mask_r = offs_r < R
     mask_f = offs_f < F
     mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
-    b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
-    s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
-    s2 = tl.load(S2 + offs_f, mask=mask_f, other=0.0)
-    if HOIST:
-        w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
     for t in range(0, tiles_per_program):
         e0 = (pid * tiles_per_program + t) * BLOCK_E
         if e0 < num_valid:
@@ -160,13 +156,20 @@ def _cfconv_fwd_kernel(
             d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
             src = tl.load(SRC + rows, mask=mask_e, other=0)
             dst = tl.load(DST + rows, mask=mask_e, other=0)
-            if not HOIST:
-                w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
-            g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
-                                      DOT_PRECISION)
-            xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :], other=0.0)
-            msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
-            _segment_store(OUT, msg, dst, mask_e, offs_f, mask_f, F, DOT_PRECISION, BLOCK_D)
+            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF,
+                                   W16, DOT_PRECISION)
+            h_op = h
+            if W16:
+                h_op = h.to(tl.float16)
+            # Second layer, message and reduction chunk by chunk of filter columns (bounded registers).
+            for c0 in tl.static_range(0, BLOCK_F, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                mask_c = offs_c < F
+                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16, DOT_PRECISION)
+                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_e[:, None] & mask_c[None, :],
+                             other=0.0)
+                msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
+                _segment_store(OUT, msg, dst, mask_e, offs_c, mask_c, F, DOT_PRECISION, BLOCK_D)
 
 
 @triton.jit
@@ -195,10 +198,10 @@ def _cfconv_bwd_kernel(
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots
-    HOIST: tl.constexpr,          # load the weights once per program (else once per tile)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
+    BLOCK_C: tl.constexpr,        # filter columns per chunk of the second layer (divides BLOCK_F, >= 16)
     BLOCK_D: tl.constexpr,        # sources per one-hot reduction step (>= 16)
 ):
     pid = tl.program_id(0).to(tl.int64)
@@ -209,44 +212,54 @@ def _cfconv_bwd_kernel(
     mask_r = offs_r < R
     mask_f = offs_f < F
     mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
-    b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
-    s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
-    s2 = tl.load(S2 + offs_f, mask=mask_f, other=0.0)
-    if HOIST:
-        w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
     for t in range(0, tiles_per_program):
         k0 = (pid * tiles_per_program + t) * BLOCK_E
         if k0 < num_valid:
             k = k0 + offs_e
             mask_e = k < num_valid
-            mask_ef = mask_e[:, None] & mask_f[None, :]
             pair = tl.load(PERM + k, mask=mask_e, other=0)
             d = tl.load(DIST + pair, mask=mask_e, other=2.0 * cutoff)
             src = tl.load(SRC + pair, mask=mask_e, other=0)
             dst = tl.load(DST + pair, mask=mask_e, other=0)
-            if not HOIST:
-                w1t, w2t, w1, w2 = _load_weights(W1, W2, offs_r, offs_f, mask_r, mask_f, R, F)
-            g, c, h, y = _filter_tile(d, mu, mask_r, w1t, b1, w2t, s1, s2, gamma, cutoff, RBF_CUTOFF, W16,
-                                      DOT_PRECISION)
-            gd = tl.load(G + dst[:, None] * F + offs_f[None, :], mask=mask_ef, other=0.0)
-            _segment_store(GRAD_X, tl.where(mask_e[:, None], y * c[:, None] * gd, 0.0), src, mask_e, offs_f,
-                           mask_f, F, DOT_PRECISION, BLOCK_D)
-            xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_ef, other=0.0)
-            u = gd * xs
-            dy = u * c[:, None]
-            dc = tl.sum(u * y, axis=1)
+            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF,
+                                   W16, DOT_PRECISION)
+            h_op = h
             if W16:
-                # Per-tile activation scale keeps the fp16 operands in range whatever the gradient's magnitude.
-                sy = tl.max(tl.max(tl.abs(dy), axis=1), axis=0)
-                sy = tl.where(sy > 0, sy, 1.0)
-                dh = tl.dot(((dy * s2[None, :]) / sy).to(tl.float16), w2, out_dtype=tl.float32) * sy
-            else:
-                dh = tl.dot(dy, w2, input_precision=DOT_PRECISION)
+                h_op = h.to(tl.float16)
+            dh = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
+            dc = tl.zeros((BLOCK_E,), dtype=tl.float32)
+            for c0 in tl.static_range(0, BLOCK_F, BLOCK_C):
+                offs_c = c0 + tl.arange(0, BLOCK_C)
+                mask_c = offs_c < F
+                mask_ec = mask_e[:, None] & mask_c[None, :]
+                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16, DOT_PRECISION)
+                gd = tl.load(G + dst[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
+                _segment_store(GRAD_X, tl.where(mask_e[:, None], y * c[:, None] * gd, 0.0), src, mask_e, offs_c,
+                               mask_c, F, DOT_PRECISION, BLOCK_D)
+                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
+                u = gd * xs
+                dc += tl.sum(u * y, axis=1)
+                dy = u * c[:, None]
+                w2 = tl.load(W2 + offs_c[:, None] * F + offs_f[None, :], mask=mask_c[:, None] & mask_f[None, :],
+                             other=0.0)  # rows offs_c of W2 [F'out, F'in]
+                if W16:
+                    # Per-chunk activation scale keeps the fp16 operand in range whatever the gradient's size.
+                    s2 = tl.load(S2 + offs_c, mask=mask_c, other=0.0)
+                    dys = dy * s2[None, :]
+                    sy = tl.max(tl.max(tl.abs(dys), axis=1), axis=0)
+                    sy = tl.where(sy > 0, sy, 1.0)
+                    dh += tl.dot((dys / sy).to(tl.float16), w2, out_dtype=tl.float32) * sy
+                else:
+                    dh += tl.dot(dy, w2, input_precision=DOT_PRECISION)
             dz = dh * (1.0 - h * h)
+            w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :],
+                         other=0.0)
             if W16:
-                sz = tl.max(tl.max(tl.abs(dz), axis=1), axis=0)
+                s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
+                dzs = dz * s1[None, :]
+                sz = tl.max(tl.max(tl.abs(dzs), axis=1), axis=0)
                 sz = tl.where(sz > 0, sz, 1.0)
-                de = tl.dot(((dz * s1[None, :]) / sz).to(tl.float16), w1, out_dtype=tl.float32) * sz
+                de = tl.dot((dzs / sz).to(tl.float16), w1, out_dtype=tl.float32) * sz
             else:
                 de = tl.dot(dz, w1, input_precision=DOT_PRECISION)
             if RBF_CUTOFF:
@@ -310,7 +323,8 @@ def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowp
         x.contiguous(), dist.contiguous(), src.contiguous(), dst.contiguous(), rowptr.contiguous(),
         mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2, out, n, f, mu.shape[0], float(gamma),
         float(cutoff), tile[2], RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT,
-        HOIST=bool(tile[3]), BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_D=16, num_warps=tile[1])
+        BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16,
+        num_warps=tile[1])
     _record(f"fwd/{precision}", compiled)
     return out
 
@@ -332,8 +346,8 @@ def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
         x.contiguous(), grad_out.to(torch.float32).contiguous(), dist.contiguous(), src.contiguous(),
         dst.contiguous(), perm.contiguous(), rowptr_src.contiguous(), mu.to(torch.float32).contiguous(), w1k, b1k,
         w2k, s1, s2, grad_x, grad_dist, n, f, mu.shape[0], float(gamma), float(cutoff), tile[2],
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, HOIST=bool(tile[3]),
-        BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_D=16, num_warps=tile[1])
+        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=tile[0],
+        BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16, num_warps=tile[1])
     _record(f"bwd/{precision}", compiled)
     return grad_x, grad_dist
 

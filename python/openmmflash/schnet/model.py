@@ -106,30 +106,34 @@ class FlashSchNet(nn.Module):
         return [src, dst, shifts, num]
 
     def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        """CFConv m [N, F'] of x [N, F'] over pairs (dist, src, dst [P], dst-sorted, dst = -1 padding).
+        """CFConv m [N, F'] of x [N, F'] with ``block``'s filter over pairs (dist, src, dst [P]); see ``filter_conv``."""
+        return self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight)
+
+    def filter_conv(self, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor,
+                    w2: Tensor) -> Tensor:
+        """CFConv m [N, F'] of x [N, F'] over pairs (dist, src, dst [P], dst-sorted, dst = -1 padding), filter
+        weights w1 [F', R], b1 [F'], w2 [F', F'].
 
         With ``use_ops`` the fused Triton kernels run for CUDA float32 tensors when ``backend == "flash"`` (filter
         MLP in ``precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
+        (Weights are passed rather than the block so that TorchScript can compile models of different shapes in one
+        process: a ``block: InteractionBlock`` argument binds to the first compiled InteractionBlock type.)
         """
         if self.use_ops:
             if self.backend == "flash" and x.is_cuda and x.dtype == torch.float32:
                 csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
-                return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu,
-                                                        block.filter1.weight, block.filter1.bias,
-                                                        block.filter2.weight, self.gamma, self.cutoff,
-                                                        self.rbf_cutoff, self.precision)
-            return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, block.filter1.weight,
-                                                block.filter1.bias, block.filter2.weight, self.gamma, self.cutoff,
+                return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu, w1, b1,
+                                                        w2, self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
+            return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff,
                                                 self.rbf_cutoff)
-        return cfconv_reference(x, dist, src, dst, self.mu, block.filter1.weight, block.filter1.bias,
-                                block.filter2.weight, self.gamma, self.cutoff, self.rbf_cutoff)
+        return cfconv_reference(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff)
 
     def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
         h = self.embedding(types)
         for block in self.blocks:
             x = block.lin1(h)
-            m = self.conv(block, x, dist, src, dst)
+            m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight)
             h = h + block.lin(torch.tanh(block.lin2(m)))
         for k, layer in enumerate(self.readout):
             h = layer(h)

@@ -72,7 +72,8 @@ def pair_distances(positions: Tensor, src: Tensor, dst: Tensor, shifts: Tensor, 
     src_c = torch.where(valid, src, torch.zeros_like(src))
     dst_c = torch.where(valid, dst, torch.zeros_like(dst))
     vec = positions.index_select(0, src_c) - positions.index_select(0, dst_c) + shifts
-    far = torch.zeros_like(vec)
-    far[:, 0] = 2.0 * cutoff
+    # Built without an indexed assignment: TorchScript lowers that to a host-to-device copy, which CUDA graph
+    # capture refuses.
+    far = torch.cat([torch.full_like(vec[:, :1], 2.0 * cutoff), torch.zeros_like(vec[:, 1:])], dim=1)
     vec = torch.where(valid.unsqueeze(-1), vec, far)
     return torch.linalg.vector_norm(vec, dim=-1), valid
