@@ -36,7 +36,7 @@ residuals, or with the geometry, whichever has the smallest size proxy on the fi
 
 Blob layout (version 3): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
 (0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
-``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + zstd(byte planes of zigzag(r)), low byte plane first.
+``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + the coded residuals (see :func:`_put_stream`).
 """
 
 import struct
@@ -357,43 +357,139 @@ def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
     return q
 
 
-def _zigzag_planes(r):
-    """zigzag of a flat int32 array -> (nbytes, list of uint8 byte planes, low byte first)."""
-    u = ((r << 1) ^ (r >> 31)).view(np.uint32)
+def _zigzag(r):
+    return ((r << 1) ^ (r >> 31)).view(np.uint32)
+
+
+def _unzigzag(u):
+    return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
+
+
+def _byte_planes(u):
     top = int(u.max()) if u.size else 0
     nbytes = max(1, (top.bit_length() + 7) // 8)
     return nbytes, [(u >> np.uint32(8 * k)).astype(np.uint8) if k else u.astype(np.uint8) for k in range(nbytes)]
 
 
-def _from_planes(raw, count, nbytes):
-    p = np.frombuffer(raw, np.uint8)
+def _from_byte_planes(p, count, nbytes):
     u = p[:count].astype(np.uint32)
     for k in range(1, nbytes):
         u |= p[k * count:(k + 1) * count].astype(np.uint32) << np.uint32(8 * k)
-    return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
+    return u
+
+
+def _pack_bits(u, bits):
+    per = 8 // bits
+    v = np.zeros(-(-u.size // per) * per, np.uint8)
+    v[:u.size] = u
+    v = v.reshape(-1, per)
+    packed = v[:, 0].copy()
+    for j in range(1, per):
+        packed |= v[:, j] << np.uint8(bits * j)
+    return packed
+
+
+def _unpack_bits(p, count, bits):
+    per = 8 // bits
+    mask = np.uint8((1 << bits) - 1)
+    u = np.empty((len(p), per), np.uint32)
+    for j in range(per):
+        u[:, j] = (p >> np.uint8(bits * j)) & mask
+    return u.reshape(-1)[:count]
+
+
+def _encode_values(r, zc):
+    """Flat int32 residuals -> bytes: ``u8 fmt`` then the body.
+
+    fmt 1-4: ``u64 size`` + zstd of that many byte planes of zigzag(r), low byte first.
+    fmt 0x81/0x82/0x84: values packed 8/4/2 per byte (1/2/4 bits; zstd's Huffman stage spends at least one bit per
+    byte, so packing lets near-constant residuals cost well under one bit each); the largest code is an escape
+    whose excess follows in a byte-plane sub-stream: ``u64 nEscapes, u64 size, zstd(packed), u8 fmt2, u64 size2,
+    zstd(planes)``. Chosen when at most 1/256 of the values escape."""
+    u = _zigzag(r)
+    n = u.size
+    for bits in (1, 2, 4):
+        esc = (1 << bits) - 1
+        big = u >= esc
+        nesc = int(big.sum())
+        if n and nesc * 256 <= n:
+            body = zc.compress(_pack_bits(np.minimum(u, esc).astype(np.uint8), bits).tobytes())
+            nb, planes = _byte_planes(u[big] - np.uint32(esc))
+            extra = zc.compress(b"".join(p.tobytes() for p in planes))
+            return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
+                             struct.pack("<BQ", nb, len(extra)), extra])
+    nbytes, planes = _byte_planes(u)
+    cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
+    body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
+    return struct.pack("<BQ", nbytes, len(body)) + body
+
+
+def _decode_values(blob, pos, count, dz):
+    """Inverse of :func:`_encode_values` -> (int32 values, new position)."""
+    fmt = blob[pos]
+    if fmt in (0x81, 0x82, 0x84):
+        bits = fmt & 0x7F
+        nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
+        pos += 17
+        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(-(-count * bits // 8), 1))
+        pos += size
+        if len(raw) != -(-count // (8 // bits)):
+            raise ValueError("packed residual stream has the wrong length")
+        u = _unpack_bits(np.frombuffer(raw, np.uint8), count, bits)
+        nb, size = struct.unpack_from("<BQ", blob, pos)
+        pos += 9
+        if not 1 <= nb <= 4 or nesc > count:
+            raise ValueError("bad escape stream")
+        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(nesc * nb, 1))
+        pos += size
+        if len(raw) != nesc * nb:
+            raise ValueError("escape stream has the wrong length")
+        esc = np.uint32((1 << bits) - 1)
+        where = np.flatnonzero(u == esc)
+        if len(where) != nesc:
+            raise ValueError("escape count mismatch")
+        u[where] += _from_byte_planes(np.frombuffer(raw, np.uint8), nesc, nb)
+        return _unzigzag(u), pos
+    if fmt not in (1, 2, 3, 4):
+        raise ValueError(f"residual stream has an unknown format {fmt:#x}")
+    (size,) = struct.unpack_from("<Q", blob, pos + 1)
+    pos += 9
+    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * fmt, 1))
+    if len(raw) != count * fmt:
+        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * fmt}")
+    return _unzigzag(_from_byte_planes(np.frombuffer(raw, np.uint8), count, fmt)), pos + size
 
 
 def _put_stream(out, zc, modes, r):
-    nbytes, planes = _zigzag_planes(r.reshape(-1))
-    cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
-    body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
-    out += [struct.pack("<I", len(modes)), modes.tobytes(), struct.pack("<BQ", nbytes, len(body)), body]
+    """One class: ``u32 nBlocks, u8 modes[nBlocks], u8 split``, then either all frames as one value stream
+    (split 0) or frame 0 and frames 1.. as two (split 1; frame 0 is coded in space and has much larger
+    residuals, which would keep the other frames from being bit-packed); the smaller is kept."""
+    head = [struct.pack("<I", len(modes)), modes.tobytes()]
+    whole = _encode_values(r.reshape(-1), zc)
+    if r.shape[0] > 1:
+        split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(r[1:].reshape(-1), zc)
+        if len(split) < len(whole):
+            out += head + [b"\x01", split]
+            return
+    out += head + [b"\x00", whole]
 
 
-def _get_stream(blob, pos, count, dz):
+def _get_stream(blob, pos, nFrames, count, dz):
+    """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position)."""
     (nblocks,) = struct.unpack_from("<I", blob, pos)
     modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
     if (modes >= len(MODES)).any():
         raise ValueError("residual stream names an unknown predictor")
-    pos += 4 + nblocks
-    nbytes, size = struct.unpack_from("<BQ", blob, pos)
-    pos += 9
-    if not 1 <= nbytes <= 4:
-        raise ValueError(f"residual stream has {nbytes} byte planes (1 to 4 allowed)")
-    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * nbytes, 1))
-    if len(raw) != count * nbytes:
-        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * nbytes}")
-    return modes, _from_planes(raw, count, nbytes), pos + size
+    split = blob[pos + 4 + nblocks]
+    pos += 5 + nblocks
+    if split == 0:
+        values, pos = _decode_values(blob, pos, count * nFrames, dz)
+        return modes, values, pos
+    if split != 1 or nFrames < 2:
+        raise ValueError("bad residual stream split flag")
+    first, pos = _decode_values(blob, pos, count, dz)
+    rest, pos = _decode_values(blob, pos, count * (nFrames - 1), dz)
+    return modes, np.concatenate([first, rest]), pos
 
 
 def encode(q, layout, level=1):
@@ -456,7 +552,7 @@ def decode(blob, nFrames, nAtoms, layout):
     extra = np.zeros((nFrames, 0, 3), np.int32)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
         m = len(idx) + (0 if spatial else nextra)
-        modes, r, pos = _get_stream(blob, pos, nFrames * m * 3, dz)
+        modes, r, pos = _get_stream(blob, pos, nFrames, m * 3, dz)
         blocks, full, seq = layout.compact_masks(m, spatial)
         if len(modes) != len(blocks):
             raise ValueError("residual stream does not match the atom count")
@@ -465,7 +561,7 @@ def decode(blob, nFrames, nAtoms, layout):
             t[:, idx] = a[:, :len(idx)]
             if not spatial:
                 extra = a[:, len(idx):]
-    modes, r, pos = _get_stream(blob, pos, nFrames * layout.nI * 3, dz)
+    modes, r, pos = _get_stream(blob, pos, nFrames, layout.nI * 3, dz)
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
     if layout.nI:
