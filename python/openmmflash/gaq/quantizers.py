@@ -69,7 +69,7 @@ class NaiveVectorQuantizer(_Observed):
     def forward(self, v: Tensor) -> Tensor:
         if not self.enabled:
             return v
-        self._update(v.transpose(-1, -2).reshape(*v.shape[:-2], -1, v.shape[-1]).reshape(-1, v.shape[-1]))
+        self._update(v.reshape(-1, v.shape[-1]))  # max |component| per channel
         scale = self.scale(2 ** (self.bits - 1) - 1).to(v.dtype)
         return straight_through(v, fake_quantize_symmetric(v, scale, self.bits))
 
