@@ -1,0 +1,101 @@
+"""Force matching: a few training steps reduce the loss, trained models load and run in OpenMM, mismatched data
+are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from openmmflash.cg.refdata import ReferenceRun, loadReferenceData
+from openmmflash.cg.training import ForceMatching, timeBlockSplit
+from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.stack import import_openmm
+
+SMALL = dict(hiddenChannels=16, numFilters=16, numRbf=12, numInteractions=2, cutoff=8.0, readoutHidden=[8],
+             backend="reference")
+
+
+@pytest.fixture(scope="module")
+def refdir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cgref") / "gay")
+    run = ReferenceRun(out, sequence="GAY", reportInterval=10, shardFrames=20, equilibrationSteps=50,
+                       platform="Reference", timestep=2.0, seed=3)
+    run.run(400, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(refdir):
+    return loadReferenceData(refdir)
+
+
+def test_time_block_split():
+    train, val = timeBlockSplit(103, numBlocks=5, validationFraction=0.4, seed=2)
+    assert len(np.intersect1d(train, val)) == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, val])), np.arange(103))
+    assert np.count_nonzero(np.diff(val) != 1) <= 1  # two whole blocks: at most one jump
+    with pytest.raises(ValueError, match="cannot be split"):
+        timeBlockSplit(7, numBlocks=5)
+
+
+def test_few_steps_reduce_force_matching_loss(data):
+    trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=5)
+    before = trainer.evaluate(trainer.train_idx)["forceRMSE"]
+    trainer.train(epochs=3, batchSize=5, learningRate=5e-3, maxSteps=15, progress=False)
+    after = trainer.evaluate(trainer.train_idx)["forceRMSE"]
+    assert after < 0.97 * before
+    assert trainer.metrics["steps"] == 15
+    assert trainer.metrics["validation"]["priorOnlyForceRMSE"] > 0
+
+
+def test_trained_model_file_loads_and_runs_in_openmm(data, tmp_path):
+    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.cg.mapping import beadTypesFromTopology
+    from openmmflash.schnet.model import FlashSchNet
+
+    openmm = import_openmm()
+    trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=6)
+    trainer.train(epochs=1, batchSize=5, maxSteps=3, progress=False)
+    path = str(tmp_path / "gay.pt")
+    trainer.save(path, structure=data["cgPdb"])
+    model = FlashSchNet.load(path)
+    meta = model.metadata
+    assert meta["mapping"] == "5bead" and meta["priors"]["bonds"] and "structure" in meta
+    assert meta["provenance"]["referenceSettings"]["sequence"] == "GAY"
+    assert meta["validation"]["validationFrames"] == len(trainer.val_idx)
+    topology, pos = data["cgTopology"], data["positions"][-1].astype(np.float64)
+    system = createCGSystem(topology, model)
+    integrator = openmm.LangevinMiddleIntegrator(300, 1.0, 0.002)
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName("CPU"))
+    context.setPositions(pos)
+    # The OpenMM force equals priors (group 1) + the network's own autograd force.
+    net = context.getState(getForces=True, groups={0}).getForces(asNumpy=True)._value
+    types = torch.tensor(beadTypesFromTopology(topology, meta["beadTypes"]))
+    _, ref = model.energy_and_forces(torch.tensor(pos * 10.0, dtype=torch.float32), types)
+    np.testing.assert_allclose(net, ref.detach().numpy() * 41.84, rtol=1e-3, atol=1e-3)
+    integrator.step(50)
+    state = context.getState(getPositions=True, getEnergy=True)
+    assert np.all(np.isfinite(state.getPositions(asNumpy=True)._value))
+    assert np.isfinite(state.getPotentialEnergy()._value)
+
+
+def test_mapping_mismatch_refused(data):
+    from openmmflash.cg.mapping import CGMapping
+    from openmmflash.schnet.model import FlashSchNet
+
+    table = CGMapping("ca").defaultBeadTypes()
+    model = FlashSchNet(FlashSchNetConfig(numBeadTypes=len(table), **SMALL))
+    model.metadata = {"beadTypes": table, "mapping": "ca"}
+    with pytest.raises(ValueError, match="mapped with the '5bead' mapping but the model uses 'ca'"):
+        ForceMatching(data, model=model)
+
+
+def test_cli_cg_train(refdir, tmp_path):
+    from openmmflash.cli import main
+    from openmmflash.schnet.modelfile import loadModel
+
+    out = str(tmp_path / "cli.pt")
+    rc = main(["cg-train", refdir, "-o", out, "--hidden", "8", "--filters", "8", "--rbf", "8", "--readout", "4",
+               "--cutoff", "6", "--blocks", "4", "--validation-fraction", "0.25", "--epochs", "1", "--max-steps", "2"])
+    assert rc == 0
+    assert loadModel(out).metadata["validation"]["steps"] == 2
+    assert main(["cg-train", str(tmp_path / "nothing"), "-o", out]) == 2
