@@ -37,12 +37,14 @@ RESULTS = os.path.join(HERE, "results")
 VARIANTS = {"reference_autograd": ("reference", "fp32", False), "reference": ("reference", "fp32", True),
             "flash_fp32": ("flash", "fp32", True), "flash_w16a16": ("flash", "w16a16", True)}
 # (BLOCK_E, warps, tiles per program, BLOCK_C) tried by --tune, per kernel and precision.
-TUNE_CANDIDATES = {("fwd", "w16a16"): [(64, 4, 1, 32), (64, 4, 1, 64), (128, 8, 1, 32), (64, 8, 1, 32),
-                                       (128, 4, 1, 32)],
-                   ("bwd", "w16a16"): [(32, 4, 1, 32), (64, 4, 1, 32), (64, 8, 1, 32), (64, 8, 1, 16),
+# (BLOCK_C = 128 = F' is the unchunked second layer.) 16-column chunks with 8 warps are left out: one such fp32
+# backward configuration hit an illegal memory access on the H200 (Triton 3.6), which poisons the CUDA context.
+TUNE_CANDIDATES = {("fwd", "w16a16"): [(64, 4, 1, 32), (64, 4, 1, 64), (64, 4, 1, 128), (128, 8, 1, 32),
+                                       (64, 8, 1, 32)],
+                   ("bwd", "w16a16"): [(32, 4, 1, 32), (64, 4, 1, 32), (64, 8, 1, 32), (32, 4, 1, 128),
                                        (128, 8, 1, 32)],
-                   ("fwd", "fp32"): [(64, 4, 1, 32), (128, 8, 1, 32)],
-                   ("bwd", "fp32"): [(32, 4, 1, 32), (64, 8, 1, 16)]}
+                   ("fwd", "fp32"): [(64, 4, 1, 32), (128, 8, 1, 128)],
+                   ("bwd", "fp32"): [(32, 4, 1, 32), (64, 8, 1, 128)]}
 CAPACITY_FACTOR = 1.1  # padded neighbor-list capacity / pairs at the start (bare call and MD alike)
 PLATFORM = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
 MASSES = {"N": 14.0, "CA": 12.0, "CB": 12.0, "C": 12.0, "O": 16.0}
@@ -213,6 +215,34 @@ def kernel_breakdown(replicas, quick):
     return out
 
 
+def tune_robust(replicas, candidates):
+    """``tune`` in a subprocess, restarted past any candidate that crashes the CUDA context; sets kernels.TILES."""
+    import subprocess
+
+    from openmmflash.plugin.kernels import cfconv as kernels
+
+    todo = [[k, p, list(t)] for (k, p), tiles in candidates.items() for t in tiles]
+    log = []
+    while todo:
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--tune-worker", str(replicas)],
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, BENCH_CANDIDATES=json.dumps(todo)))
+        got = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("TUNE ")]
+        log += got
+        todo = todo[len(got):]
+        if todo and proc.returncode != 0 and (not got or "error" not in got[-1]):  # died silently at todo[0]
+            bad = todo.pop(0)
+            log.append({"kernel": bad[0], "precision": bad[1], "tile": bad[2], "ms": float("inf"),
+                        "error": f"worker exited with {proc.returncode}: {proc.stderr[-300:]}"})
+    for entry in log:
+        print(json.dumps(entry), flush=True)
+    for (kind, precision) in candidates:
+        runs = [e for e in log if e["kernel"] == kind and e["precision"] == precision and e["ms"] < float("inf")]
+        if runs:
+            kernels.TILES[(kind, precision)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
+    return {"replicas": replicas, "log": log, "chosen": {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}}
+
+
 def tune(replicas, candidates):
     """Pick (BLOCK_E, warps) per kernel and precision on the folded workload; sets kernels.TILES."""
     from openmmflash.plugin.kernels import cfconv as kernels
@@ -228,25 +258,30 @@ def tune(replicas, candidates):
     csr = kernels.build_csr(src, dst, n)
     block = model.blocks[0]
     log = []
-    for precision in ("fp32", "w16a16"):
+    for (kind, precision), tiles in candidates.items():
         args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
                 model.gamma, model.cutoff, True, precision)
-        calls = {"fwd": lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args),
-                 "bwd": lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args)}
-        for kind, call in calls.items():
-            best = None
-            for tile in candidates[(kind, precision)]:
-                kernels.TILES[(kind, precision)] = tile
-                try:
-                    ms = median_ms(call, budget_s=0.3)
-                    info = dict(kernels.KERNEL_INFO.get(f"{kind}/{precision}", {}))
-                except Exception as err:
-                    ms, info = float("inf"), {"error": f"{type(err).__name__}: {str(err)[:200]}"}
-                log.append({"kernel": kind, "precision": precision, "tile": list(tile), "ms": ms, **info})
-                print(json.dumps(log[-1]), flush=True)
-                if best is None or ms < best[0]:
-                    best = (ms, tile)
-            kernels.TILES[(kind, precision)] = best[1]
+        if kind == "fwd":
+            def call():
+                return kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args)
+        else:
+            def call():
+                return kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args)
+        best = None
+        for tile in tiles:
+            kernels.TILES[(kind, precision)] = tuple(tile)
+            try:
+                ms = median_ms(call, budget_s=0.3)
+                info = dict(kernels.KERNEL_INFO.get(f"{kind}/{precision}", {}))
+            except Exception as err:
+                ms, info = float("inf"), {"error": f"{type(err).__name__}: {str(err)[:200]}"}
+            log.append({"kernel": kind, "precision": precision, "tile": list(tile), "ms": ms, **info})
+            print("TUNE " + json.dumps(log[-1]), flush=True)
+            if "error" in info:
+                os._exit(3)  # the CUDA context may be unusable: the parent restarts past this candidate
+            if best is None or ms < best[0]:
+                best = (ms, tuple(tile))
+        kernels.TILES[(kind, precision)] = best[1]
     return {"replicas": replicas, "log": log, "chosen": {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}}
 
 
@@ -443,7 +478,14 @@ def main():
     parser.add_argument("--out", default=os.path.join(RESULTS, "flashschnet_kernels.json"))
     parser.add_argument("--plot", metavar="JSON", help="only draw the PNG of an existing JSON")
     parser.add_argument("--openmm-worker", nargs=3, metavar=("VARIANT", "GRAPHS", "REPLICAS"), help=argparse.SUPPRESS)
+    parser.add_argument("--tune-worker", type=int, metavar="REPLICAS", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.tune_worker:
+        wanted = {}
+        for kind, precision, tile in json.loads(os.environ["BENCH_CANDIDATES"]):
+            wanted.setdefault((kind, precision), []).append(tuple(tile))
+        tune(args.tune_worker, wanted)
+        return
     if args.openmm_worker:
         variant, graphs, reps = args.openmm_worker
         openmm_worker(variant, bool(int(graphs)), [int(v) for v in reps.split(",")], args.quick)
@@ -471,7 +513,7 @@ def main():
     results["ceilings"] = ceilings()
     print(json.dumps(results["ceilings"]), flush=True)
     if args.tune:
-        results["tuning"] = tune(64, TUNE_CANDIDATES)
+        results["tuning"] = tune_robust(64, TUNE_CANDIDATES)
     results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
 
     def save():
