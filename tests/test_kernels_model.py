@@ -75,3 +75,18 @@ def test_cuda_flash_model_matches_reference(precision, tolerance, capacity):
     assert float((e - e_ref).abs().max() / e_ref.abs().max()) < tolerance
     rmse = float((f - f_ref).square().mean().sqrt() / f_ref.square().mean().sqrt())
     assert rmse < tolerance
+
+
+def test_padded_overflow_poisons_instead_of_dropping_pairs():
+    """Where no host check runs (graphs; here: without the ops) an overflowing padded list gives NaN energies,
+    a list with room gives the exact energy; with the ops the overflow is a clear error."""
+    pos, types = _system("cpu", replicas=1, beads=9)
+    model = _model()
+    exact = model(pos, types, 1, None, 0)
+    pairs = int(model.neighbor_pairs(pos, 1, None, 0)[3])
+    assert pairs > 4
+    assert torch.allclose(model(pos, types, 1, None, pairs + 3), exact, rtol=1e-6, atol=1e-6)
+    assert bool(torch.isnan(model(pos, types, 1, None, pairs - 1)).all())
+    model.use_ops = True
+    with pytest.raises(RuntimeError, match="neighbor list overflow"):
+        model(pos, types, 1, None, pairs - 1)

@@ -97,12 +97,19 @@ class FlashSchNet(nn.Module):
                 f"cutoff={c.cutoff} {c.lengthUnit}, energy in {c.energyUnit}")
 
     def neighbor_pairs(self, positions: Tensor, num_replicas: int, box: Optional[Tensor], capacity: int) -> List[Tensor]:
-        """[src, dst, shifts, num_pairs] within the cutoff, per replica (see openmmflash.neighbors)."""
+        """[src, dst, shifts, num_pairs] within the cutoff, per replica (see openmmflash.neighbors).
+
+        A padded list (``capacity > 0``) that overflowed where no host check ran (inside a CUDA graph, or without
+        the ops) gets NaN shifts, so the energy and forces are NaN (OpenMM then stops with a NaN error) instead of
+        silently missing pairs; outside graphs the ``neighbor_list`` op raises a clear error first.
+        """
         if self.use_ops:
             src, dst, shifts, num = torch.ops.openmmflash.neighbor_list(positions.detach(), num_replicas,
                                                                         self.cutoff, box, capacity)
         else:
             src, dst, shifts, num = build_neighbor_list(positions, num_replicas, self.cutoff, box, capacity)
+        if capacity > 0:
+            shifts = shifts.masked_fill(num > capacity, float("nan"))
         return [src, dst, shifts, num]
 
     def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
