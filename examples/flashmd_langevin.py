@@ -4,7 +4,7 @@ Flexible TIP3P-FB water in a 1.6 nm box, NpT with MonteCarloBarostat, StateDataR
 CheckpointReporter, then a restart from the checkpoint. Everything except the integrator line is what one writes
 for any OpenMM simulation. The learned step is 8 fs; ordinary MD of flexible water needs 0.5 fs.
 
-    python examples/flashmd_langevin.py --steps 500 --platform CPU --output flashmd_out
+    python examples/flashmd_langevin.py --steps 200 --platform CPU --output flashmd_out
 """
 
 import argparse
@@ -21,7 +21,7 @@ from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="water-tip3pfb-8fs", help="shipped model name or model file")
-    ap.add_argument("--steps", type=int, default=500, help="strides to run (each 8 fs with the shipped model)")
+    ap.add_argument("--steps", type=int, default=200, help="strides to run (each 8 fs with the shipped model)")
     ap.add_argument("--platform", default="CPU")
     ap.add_argument("--output", default="flashmd_out", help="folder for the trajectory, log and checkpoint")
     args = ap.parse_args(argv)
@@ -39,13 +39,13 @@ def main(argv=None):
     simulation.minimizeEnergy(maxIterations=500)
     simulation.context.setVelocitiesToTemperature(300 * unit.kelvin)
     log = os.path.join(args.output, "log.csv")
-    simulation.reporters.append(app.StateDataReporter(log, 50, step=True, time=True, potentialEnergy=True,
+    simulation.reporters.append(app.StateDataReporter(log, 10, step=True, time=True, potentialEnergy=True,
                                                       temperature=True, volume=True, density=True, speed=True))
-    simulation.reporters.append(app.StateDataReporter(sys.stdout, 100, step=True, time=True, temperature=True,
+    simulation.reporters.append(app.StateDataReporter(sys.stdout, 25, step=True, time=True, temperature=True,
                                                       density=True, speed=True))
-    simulation.reporters.append(app.DCDReporter(os.path.join(args.output, "traj.dcd"), 50))
+    simulation.reporters.append(app.DCDReporter(os.path.join(args.output, "traj.dcd"), 10))
     checkpoint = os.path.join(args.output, "state.chk")
-    simulation.reporters.append(app.CheckpointReporter(checkpoint, 100))
+    simulation.reporters.append(app.CheckpointReporter(checkpoint, 50))
     simulation.step(args.steps)
 
     print(f"time {simulation.context.getState().getTime()}, learned strides {integrator.getNumLearnedSteps()}, "
@@ -57,7 +57,7 @@ def main(argv=None):
                              Platform.getPlatformByName(args.platform))
     restart.loadCheckpoint(checkpoint)
     print(f"restarted at step {restart.currentStep}, time {restart.context.getState().getTime()}")
-    restart.step(50)
+    restart.step(25)
     print(f"continued to step {restart.currentStep}")
 
 

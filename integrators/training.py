@@ -88,8 +88,13 @@ class Trainer:
         sqrt_m = np.sqrt(masses)[None, :, None]
         momentum_scale = float(np.sqrt(np.mean((data["p0"] / sqrt_m) ** 2)))
         if model is None:
+            q_first = torch.as_tensor(np.asarray(data["q0"][:1]), dtype=torch.float64)
+            src, _, _ = batch_edges(q_first, torch.as_tensor(np.asarray(data["box"][:1]), dtype=torch.float64),
+                                    cutoff)
+            neighbor_norm = max(1.0, round(src.shape[0] / q_first.shape[1], 1))
             model = FlashMDModel(species, species_masses, stride, momentum_scale,
-                                 dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff))
+                                 dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff,
+                                      neighbor_norm=neighbor_norm))
         elif abs(model.stride - stride) > 1e-9 or model.species != species:
             raise ValueError(f"the model (stride {model.stride} ps, species {model.species}) does not match the "
                              f"dataset (stride {stride} ps, species {species})")
