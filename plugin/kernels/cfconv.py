@@ -40,10 +40,9 @@ from openmmflash.plugin.kernels.csr import build_csr
 from openmmflash.plugin.kernels.w16a16 import check_precision, quantize_per_channel
 from openmmflash.schnet.reference import cfconv_reference
 
-# (pairs per tile BLOCK_E, warps, tiles per program, filter columns per chunk BLOCK_C) of the forward and backward
-# kernels per precision; benchmarks may
-# overwrite entries. FP32_DOT is the input precision of the fp32 dots. KERNEL_INFO keeps the register and spill
-# counts of the last compiled launch of each kernel (for the notes and benchmarks).
+# (pairs per tile BLOCK_E, warps, tiles per program, filter columns per chunk BLOCK_C) per kernel and precision
+# (benchmarks may overwrite entries); FP32_DOT: input precision of the fp32 dots; KERNEL_INFO: registers and spills
+# of the last compiled launch of each kernel.
 TILES = {("fwd", "fp32"): (128, 8, 1, 128), ("bwd", "fp32"): (64, 8, 1, 128),
          ("fwd", "w16a16"): (64, 4, 1, 128), ("bwd", "w16a16"): (32, 4, 1, 128)}  # tuned on an H200 (Triton 3.6)
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
