@@ -158,9 +158,10 @@ class CompactTrajectory:
         return Frame(self.codec.dequantize(q[j:j + 1], dtype)[0], int(steps[j]), float(times[j]), box)
 
     def readGrid(self, frames=None):
-        """Grid integers (F, N, 3) int32 of ``frames`` (all by default), in order."""
+        """Grid integers (F, N, 3) int32 of ``frames`` (all by default), in order (float32 nm for the learned
+        codec, which has no global grid)."""
         idx = self._indices(frames)
-        out = np.empty((len(idx), self.nAtoms, 3), np.int32)
+        out = np.empty((len(idx), self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         for pos, k, rows in self._group(idx):
             out[pos] = self.readChunk(k)[0][rows]
         return out

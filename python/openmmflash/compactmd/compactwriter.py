@@ -79,7 +79,7 @@ class CompactWriter:
             self._f.write(cf.pack_header(meta))
             self._f.flush()
             self.chunks = []
-        self._buf = np.empty((self.chunkFrames, self.nAtoms, 3), np.int32)
+        self._buf = np.empty((self.chunkFrames, self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         self._steps, self._times, self._boxes = [], [], []
 
     # ------------------------------------------------------------------ append / truncate
@@ -127,10 +127,15 @@ class CompactWriter:
         bad = np.flatnonzero([drop(int(s)) for s in steps])
         n = int(bad[0]) if len(bad) else len(steps)
         self.chunks = self.chunks[:keep_chunks]
+        blob = None
+        if n and hasattr(self.codec, "reencodePrefix"):  # re-encoding decoded frames would add a second error
+            payload = cf.read_payload(reader._f, c, keep_chunks)
+            blob = self.codec.reencodePrefix(cf.unpack_payload(payload, c.nFrames)[3], n, self.nAtoms,
+                                             self._layout)
         self._f.truncate(c.offset)
         self._f.seek(c.offset)
         if n:
-            self._write_chunk(q[:n], steps[:n], times[:n], boxes[:n])
+            self._write_chunk(q[:n], steps[:n], times[:n], boxes[:n], blob)
         self._f.flush()
 
     # ------------------------------------------------------------------ writing
@@ -193,8 +198,9 @@ class CompactWriter:
         self._steps, self._times, self._boxes = [], [], []
         self._f.flush()
 
-    def _write_chunk(self, q, steps, times, boxes):
-        blob = self.codec.encode(q, self._layout)
+    def _write_chunk(self, q, steps, times, boxes, blob=None):
+        if blob is None:
+            blob = self.codec.encode(q, self._layout)
         offset = self._f.tell()
         self._f.write(cf.pack_chunk(len(steps), steps, times, boxes, blob))
         self.chunks.append(cf.ChunkInfo(offset, len(steps), int(steps[0]), int(steps[-1])))
