@@ -24,7 +24,7 @@ def _peptide_like(nf=40, n=30, seed=0):
 @pytest.mark.parametrize("maxError, hidden", [(0.05, 0), (0.1, 0), (0.01, 8)])
 def test_learned_round_trip_within_bound(maxError, hidden):
     x = _peptide_like()
-    codec = LearnedCodec(maxError, latent=3, hidden=hidden, steps=20)
+    codec = LearnedCodec(maxError, latent=3, hidden=hidden, steps=5)
     layout = codec.layout(np.ones(x.shape[1], bool))
     blob = codec.encode(codec.quantize(x), layout)
     back = codec.decode(blob, *x.shape[:2], layout)
@@ -48,7 +48,7 @@ def test_helpers_are_inverse():
 def test_learned_file_truncation_keeps_frames_exactly(tmp_path):
     x = _peptide_like(nf=30)
     path = str(tmp_path / "l.cmdx")
-    with CompactWriter(path, x.shape[1], codec="learned", maxError=0.05, chunkFrames=20, latent=3, steps=10) as w:
+    with CompactWriter(path, x.shape[1], codec="learned", maxError=0.05, chunkFrames=20, latent=3, steps=5) as w:
         w.write(x, step=np.arange(30))
     with CompactTrajectory(path) as traj:
         full = traj.read()

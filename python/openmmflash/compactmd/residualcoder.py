@@ -463,15 +463,19 @@ def _decode_values(blob, pos, count, dz):
 def _put_stream(out, zc, modes, r):
     """One class: ``u32 nBlocks, u8 modes[nBlocks], u8 split``, then either all frames as one value stream
     (split 0) or frame 0 and frames 1.. as two (split 1; frame 0 is coded in space and has much larger
-    residuals, which would keep the other frames from being bit-packed); the smaller is kept."""
+    residuals, which would keep the other frames from being bit-packed)."""
     head = [struct.pack("<I", len(modes)), modes.tobytes()]
-    whole = _encode_values(r.reshape(-1), zc)
-    if r.shape[0] > 1:
-        split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(r[1:].reshape(-1), zc)
-        if len(split) < len(whole):
+    rest = r[1:].reshape(-1)
+    # Split only when frames 1.. could then be bit-packed (few values at or above the 4-bit escape).
+    if r.shape[0] > 1 and rest.size and int((_zigzag(rest) >= 15).sum()) * 256 <= rest.size:
+        split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(rest, zc)
+        whole = _encode_values(r.reshape(-1), zc) if r.shape[0] <= 4 else None  # short chunks: compare
+        if whole is None or len(split) < len(whole):
             out += head + [b"\x01", split]
             return
-    out += head + [b"\x00", whole]
+        out += head + [b"\x00", whole]
+        return
+    out += head + [b"\x00", _encode_values(r.reshape(-1), zc)]
 
 
 def _get_stream(blob, pos, nFrames, count, dz):
