@@ -111,6 +111,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._stepper = None
         self._cache = None
         self._alphas = []
+        self.lastRejection = None  # reason of the latest fallback, for diagnostics
 
     # ----------------------------------------------------------------------------------------------- setup
     def _findContext(self):

@@ -208,10 +208,15 @@ def test_checkpoint_round_trip_reproduces_continuation(water, cls):
                               expected.getVelocities(asNumpy=True)._value)
 
 
-def test_barostat_changes_volume(water):
+@pytest.mark.parametrize("anisotropic", [False, True])
+def test_barostat_changes_volume(water, anisotropic):
     top, system, pos = water
     npt = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
-    npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
+    if anisotropic:
+        npt.addForce(mm.MonteCarloAnisotropicBarostat(mm.Vec3(1, 1, 1) * unit.bar, 300 * unit.kelvin, True, True,
+                                                      True, 1))
+    else:
+        npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
     integ = FlashMDLangevinIntegrator(300, 5.0, None, make_model(), randomSeed=5)
     sim = simulation(water, integ, system=npt)
     v0 = sim.context.getState().getPeriodicBoxVolume()
