@@ -199,3 +199,22 @@ def test_value_streams_round_trip_with_escapes(bits_source):
     np.testing.assert_array_equal(back, r)
     if bits_source == 1:  # values in {0, 1} plus 0.15 % outliers: well under one byte per value
         assert len(blob) < r.size / 4
+
+
+def test_water_recognition():
+    """By residue name, by elements, and by repeated 3-atom residues when names are missing."""
+    from openmmflash.compactmd.topology import CompactTopology
+
+    def top(resnames, elements, sizes):
+        res = np.repeat(np.arange(len(sizes)), sizes)
+        n = int(np.sum(sizes))
+        return CompactTopology(["X"] * n, elements, [resnames[i] for i in res], res + 1, res, ["A"] * n)
+
+    named = top(["ALA", "HOH"], ["C"] * 5 + ["O", "H", "H"], [5, 3])
+    np.testing.assert_array_equal(named.waterMask(), [False] * 5 + [True] * 3)
+    by_element = top(["LIG", "XYZ"], ["C"] * 5 + ["O", "H", "H"], [5, 3])
+    np.testing.assert_array_equal(by_element.waterMask(), [False] * 5 + [True] * 3)
+    unnamed = top(["UNK"] * 61, ["X"] * 187, [3] * 60 + [7])
+    assert unnamed.waterMask()[:180].all() and not unnamed.waterMask()[180:].any()
+    few = top(["UNK"] * 3, ["X"] * 9, [3, 3, 3])
+    assert not few.waterMask().any()

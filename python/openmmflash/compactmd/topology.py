@@ -76,8 +76,30 @@ class CompactTopology:
 
     # ---------------------------------------------------------------- prediction helpers
     def waterMask(self):
-        """Boolean array, shape (n,): True for atoms of water residues."""
-        return np.array([r.upper() in WATER_NAMES for r in self.resnames], dtype=bool)
+        """Boolean array, shape (n,): True for atoms of water residues.
+
+        Water is recognized by residue name, by elements (a 3- to 5-atom residue O, H, H[, virtual sites]), or,
+        when residue names are missing (e.g. LAMMPS data), as the 3- or 4-atom residues that occur at least 50
+        times. The codec only uses the in-molecule transforms where they make the chunk smaller, so a false
+        positive costs nothing but time."""
+        mask = np.array([r.upper() in WATER_NAMES for r in self.resnames], dtype=bool)
+        r = np.asarray(self.resindices)
+        if not len(r):
+            return mask
+        starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        sizes = np.diff(np.r_[starts, len(r)])
+        unnamed = all(n.upper() in ("UNK", "", "X") for n in self.resnames)
+        for start, size in zip(starts, sizes):
+            if mask[start] or not 3 <= size <= 5:
+                continue
+            el = [e.upper() for e in self.elements[start:start + size]]
+            if el[:3] == ["O", "H", "H"]:
+                mask[start:start + size] = True
+        if unnamed and not mask.any():
+            common = np.isin(sizes, [s for s in (3, 4) if np.sum(sizes == s) >= 50])
+            for start, size in zip(starts[common], sizes[common]):
+                mask[start:start + size] = True
+        return mask
 
     def sequenceMask(self):
         """Boolean array, shape (n,): True where atom i is in the same residue as atom i-1."""
