@@ -149,7 +149,7 @@ def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
     plt.close(fig)
 
 
-def runDemo(model: str = "chignolin", steps: int = 10000, replicas: int = 4, platform: Optional[str] = None,
+def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, platform: Optional[str] = None,
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
             progress: bool = True) -> dict:
     """Run the demo and write trajectory.dcd, native.pdb, demo.png and summary.json into ``output``."""
@@ -208,7 +208,7 @@ def register(subparsers):
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
                               "several replicas on the fastest platform; writes a DCD, a PNG plot and a summary.")
     p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
-    p.add_argument("--steps", type=int, default=None, help="MD steps (default 10000 = 20 ps at 2 fs)")
+    p.add_argument("--steps", type=int, default=None, help="MD steps (default 3000 = 6 ps at 2 fs)")
     p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
     p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
     p.add_argument("--replicas", type=int, default=None, help="replicas (default 4)")
@@ -225,7 +225,7 @@ def _demo(args):
     if args.time is not None:
         steps = int(round(args.time / (args.timestep * 1e-3)))
     if steps is None:
-        steps = 200 if args.quick else 10000
+        steps = 200 if args.quick else 3000
     replicas = args.replicas or (2 if args.quick else 4)
     interval = min(args.report_interval, steps) if not args.quick else 20
     summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed)
