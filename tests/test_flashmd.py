@@ -235,3 +235,20 @@ def test_species_temperatures(water):
     temps = integ.computeSpeciesTemperatures()
     assert set(temps) == {"H", "O"}
     assert 200 < temps["H"] < 400 and 200 < temps["O"] < 400
+
+
+def test_langevin_half_step_is_exact_ou(water):
+    """From v = 0 one O half step gives v ~ N(0, (1 - a^2) kT / m), a = exp(-gamma stride / 2)."""
+    gamma, temperature = 50.0, 300.0
+    integ = FlashMDLangevinIntegrator(temperature, gamma, None, make_model(), randomSeed=9)
+    sim = simulation(water, integ)
+    sim.step(1)  # binds the Context
+    a = math.exp(-0.5 * gamma * STRIDE)
+    masses = integ._masses
+    draws = np.stack([integ._thermostatHalfStep(np.zeros((len(masses), 3))) for _ in range(40)])
+    z = draws * np.sqrt(masses / ((1 - a * a) * 0.00831446261815324 * temperature))[None, :, None]
+    assert abs(z.mean()) < 0.02 and abs(z.var() - 1.0) < 0.03
+    # and a = exp(-gamma dt / 2) damps the old velocity exactly (no noise at T -> 0 limit is tested via mean)
+    v = np.ones((len(masses), 3))
+    mean = np.mean([integ._thermostatHalfStep(v) for _ in range(40)], axis=0)
+    assert abs(mean.mean() - a) < 0.02
