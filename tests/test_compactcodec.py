@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd import residualcoder, valuestream, watertransform
 from openmmflash.compactmd.codec import BoundedCodec, XTCCodec, make_codec
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -157,7 +157,7 @@ def test_water_layout_round_trip(sites):
     assert [(s, len(f)) for s, f in layout.groups] == [(sites, nw)]
     q = codec.quantize(x)
     np.testing.assert_array_equal(codec.decode(codec.encode(q, layout), nf, x.shape[1], layout), q)
-    t, groups, extra = residualcoder._water_forward(q, layout)
+    t, groups, extra = watertransform.forward(q, layout)
     assert groups[0][1] is not None and extra.shape == (nf, nw, 3)  # rigid geometry chosen
     assert np.abs(extra).max() <= 3 and np.abs(t[:, 20 + 2::sites, 1:]).max() <= 3  # H2: small errors only
     if sites == 4:
@@ -193,8 +193,8 @@ def test_value_streams_round_trip_with_escapes(bits_source):
                      200_000).astype(np.int32)
     outliers = rng.choice(r.size, 300, replace=False)
     r[outliers] = rng.integers(-2**30, 2**30, 300)
-    blob = residualcoder._encode_values(r, zstandard.ZstdCompressor(level=1))
-    back, end = residualcoder._decode_values(memoryview(blob), 0, r.size, zstandard.ZstdDecompressor())
+    blob = valuestream._encode_values(r, zstandard.ZstdCompressor(level=1))
+    back, end = valuestream._decode_values(memoryview(blob), 0, r.size, zstandard.ZstdDecompressor())
     assert end == len(blob)
     np.testing.assert_array_equal(back, r)
     if bits_source == 1:  # values in {0, 1} plus 0.15 % outliers: well under one byte per value

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd import residualcoder, valuestream
 from openmmflash.compactmd.codec import GridCodec
 
 _VERSION = 1
@@ -222,7 +222,7 @@ class LearnedCodec(GridCodec):
 
         a = np.concatenate([zq, qq, cq], axis=1).astype(np.int32)
         d = np.diff(a, axis=0, prepend=np.zeros((1, a.shape[1]), np.int32))
-        return residualcoder._encode_values(d.T.reshape(-1), zstandard.ZstdCompressor(level=self.level))
+        return valuestream._encode_values(d.T.reshape(-1), zstandard.ZstdCompressor(level=self.level))
 
     def _predict(self, weights, zq, zs, mean, scale, qq, cq, n):
         yn = self._decode_net(weights, zq * zs.astype(np.float64))
@@ -255,7 +255,7 @@ class LearnedCodec(GridCodec):
             raise ValueError("learned chunk weights have the wrong size")
         pos += 4 + wlen
         (slen,) = struct.unpack_from("<I", blob, pos)
-        d, _ = residualcoder._decode_values(blob, pos + 4, nf * (lat + 7), zstandard.ZstdDecompressor())
+        d, _ = valuestream._decode_values(blob, pos + 4, nf * (lat + 7), zstandard.ZstdDecompressor())
         a = np.cumsum(d.reshape(lat + 7, nf).T, axis=0, dtype=np.int64).astype(np.int32)
         pos += 4 + slen
         k = residualcoder.decode(blob[pos:], nf, n, layout)

@@ -34,7 +34,7 @@ row per water at the end of the W stream.
 Each water group is coded raw (no transform, best for closely spaced frames), with the linear in-molecule
 residuals, or with the geometry, whichever has the smallest size proxy on the first frames.
 
-Blob layout (version 3): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
+Blob layout (version 3; value streams: :mod:`~openmmflash.compactmd.valuestream`, water: :mod:`~openmmflash.compactmd.watertransform`): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
 (0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
 ``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + the coded residuals (see :func:`_put_stream`).
 """
@@ -44,7 +44,8 @@ import struct
 import numpy as np
 import zstandard
 
-from openmmflash.compactmd import watergeometry
+from openmmflash.compactmd import watertransform
+from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
 _VERSION = 3
@@ -206,113 +207,6 @@ class Layout:
         return blocks, full, np.zeros(m, bool)
 
 
-def _fit_water(q, size, first):
-    """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
-    coefs = []
-    rel = [None] + [(q[0, first + j] - q[0, first]).astype(np.float64).reshape(-1) for j in range(1, size)]
-    for k in range(2, size):
-        a = np.stack(rel[1:k], axis=1)
-        c = np.linalg.lstsq(a, rel[k], rcond=None)[0] if len(first) else np.zeros(k - 1)
-        c = np.clip(np.nan_to_num(c), -2.0, 2.0)
-        # Only a near-exact relation (a virtual site) pays: otherwise the rounded prediction adds noise in time.
-        if not np.sum((rel[k] - a @ c) ** 2) < 0.01 * np.sum(rel[k] ** 2):
-            c = np.zeros(k - 1)
-        coefs.append(c)
-    return coefs
-
-
-def _water_pred(q, first, k, coefs):
-    """int64 prediction of water atom k from atom 0 (and, for k >= 2, the offsets of atoms 1..k-1)."""
-    base = q[:, first].astype(np.int64)
-    if k == 1:
-        return base
-    acc = np.zeros(base.shape, np.float64)
-    for j, c in enumerate(coefs[k - 2], start=1):
-        acc = acc + c * (q[:, first + j].astype(np.int64) - base)
-    return base + np.rint(acc).astype(np.int64)
-
-
-def _l1_cost(a):
-    """Cheap size proxy of an int array (F, n, 3): L1 of its values, first or second time differences (the
-    smallest, per frame)."""
-    a = a.astype(np.int64)
-    costs = [float(np.abs(a).sum()) / a.shape[0]]
-    if a.shape[0] >= 2:
-        d = a[1:] - a[:-1]
-        costs.append(float(np.abs(d).sum()) / d.shape[0])
-        if a.shape[0] >= 3:
-            costs.append(float(np.abs(d[1:] - d[:-1]).sum()) / (d.shape[0] - 1))
-    return min(costs)
-
-
-def _water_forward(q, layout):
-    """q -> (t, groups, extra): water atoms replaced by in-molecule residuals (H1/H2 by rigid geometry when it
-    pays, see :mod:`watergeometry`); ``groups`` = [(size, geometry params or None, coefs)]; ``extra`` rows
-    (F, n, 3) for the W stream. Returns (None, None, None) when the molecules are too spread out."""
-    if not layout.groups:
-        return q, [], np.zeros((q.shape[0], 0, 3), np.int32)
-    t = q.copy()
-    groups, extras = [], []
-    for size, first in layout.groups:
-        coefs = _fit_water(q, size, first)
-        params = watergeometry.fit(q, first)
-        # Decide on a few frames: raw positions, in-molecule linear residuals, or rigid geometry.
-        few = q[:4]
-        options = {"raw": sum(_l1_cost(few[:, first + k]) for k in range(1, size)),
-                   "linear": sum(_l1_cost(few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs))
-                                 for k in range(1, size))}
-        if params is not None:
-            geo = watergeometry.forward(few[:, first], few[:, first + 1], few[:, first + 2], params)
-            if geo is not None:
-                options["geometry"] = _l1_cost(geo[0]) + _l1_cost(geo[1]) + _l1_cost(geo[2]) + sum(
-                    _l1_cost(few[:, first + k].astype(np.int64) - _water_pred(few, first, k, coefs))
-                    for k in range(3, size))
-        choice = min(options, key=options.get)
-        if choice == "raw":
-            groups.append((size, "raw", coefs))
-            continue
-        if choice != "geometry":
-            params = None
-        geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
-        plain = []
-        for k in range(1, size):
-            if geo is not None and k <= 2:
-                plain.append(geo[k - 1])
-                continue
-            r = q[:, first + k].astype(np.int64) - _water_pred(q, first, k, coefs)
-            if np.abs(r).max(initial=0) > 2**28:
-                return None, None, None
-            plain.append(r.astype(np.int32))
-        if geo is not None:
-            extras.append(geo[2])
-        else:
-            params = None
-        for k in range(1, size):
-            t[:, first + k] = plain[k - 1]
-        groups.append((size, params, coefs))
-    extra = np.concatenate(extras, axis=1) if extras else np.zeros((q.shape[0], 0, 3), np.int32)
-    return t, groups, extra
-
-
-def _water_inverse(t, layout, groups, extra):
-    q = t
-    pos = 0
-    for (size, first), (_, params, coefs) in zip(layout.groups, groups):
-        k0 = 1
-        if params == "raw":
-            continue
-        if params is not None:
-            nw = len(first)
-            h1, h2 = watergeometry.inverse(q[:, first], t[:, first + 1], t[:, first + 2], extra[:, pos:pos + nw],
-                                           params)
-            pos += nw
-            q[:, first + 1], q[:, first + 2] = h1, h2
-            k0 = 3
-        for k in range(k0, size):
-            q[:, first + k] = (t[:, first + k].astype(np.int64) + _water_pred(q, first, k, coefs)).astype(np.int32)
-    return q
-
-
 def _pick_modes(a, blocks, full, seq, weight=None, allowed=None):
     nf = a.shape[0]
     modes = np.zeros(len(blocks), np.uint8)
@@ -357,109 +251,6 @@ def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
     return q
 
 
-def _zigzag(r):
-    return ((r << 1) ^ (r >> 31)).view(np.uint32)
-
-
-def _unzigzag(u):
-    return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
-
-
-def _byte_planes(u):
-    top = int(u.max()) if u.size else 0
-    nbytes = max(1, (top.bit_length() + 7) // 8)
-    return nbytes, [(u >> np.uint32(8 * k)).astype(np.uint8) if k else u.astype(np.uint8) for k in range(nbytes)]
-
-
-def _from_byte_planes(p, count, nbytes):
-    u = p[:count].astype(np.uint32)
-    for k in range(1, nbytes):
-        u |= p[k * count:(k + 1) * count].astype(np.uint32) << np.uint32(8 * k)
-    return u
-
-
-def _pack_bits(u, bits):
-    per = 8 // bits
-    v = np.zeros(-(-u.size // per) * per, np.uint8)
-    v[:u.size] = u
-    v = v.reshape(-1, per)
-    packed = v[:, 0].copy()
-    for j in range(1, per):
-        packed |= v[:, j] << np.uint8(bits * j)
-    return packed
-
-
-def _unpack_bits(p, count, bits):
-    per = 8 // bits
-    mask = np.uint8((1 << bits) - 1)
-    u = np.empty((len(p), per), np.uint32)
-    for j in range(per):
-        u[:, j] = (p >> np.uint8(bits * j)) & mask
-    return u.reshape(-1)[:count]
-
-
-def _encode_values(r, zc):
-    """Flat int32 residuals -> bytes: ``u8 fmt`` then the body.
-
-    fmt 1-4: ``u64 size`` + zstd of that many byte planes of zigzag(r), low byte first.
-    fmt 0x81/0x82/0x84: values packed 8/4/2 per byte (1/2/4 bits; zstd's Huffman stage spends at least one bit per
-    byte, so packing lets near-constant residuals cost well under one bit each); the largest code is an escape
-    whose excess follows in a byte-plane sub-stream: ``u64 nEscapes, u64 size, zstd(packed), u8 fmt2, u64 size2,
-    zstd(planes)``. Chosen when at most 1/256 of the values escape."""
-    u = _zigzag(r)
-    n = u.size
-    for bits in (1, 2, 4):
-        esc = (1 << bits) - 1
-        big = u >= esc
-        nesc = int(big.sum())
-        if n and nesc * 256 <= n:
-            body = zc.compress(_pack_bits(np.minimum(u, esc).astype(np.uint8), bits).tobytes())
-            nb, planes = _byte_planes(u[big] - np.uint32(esc))
-            extra = zc.compress(b"".join(p.tobytes() for p in planes))
-            return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
-                             struct.pack("<BQ", nb, len(extra)), extra])
-    nbytes, planes = _byte_planes(u)
-    cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
-    body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
-    return struct.pack("<BQ", nbytes, len(body)) + body
-
-
-def _decode_values(blob, pos, count, dz):
-    """Inverse of :func:`_encode_values` -> (int32 values, new position)."""
-    fmt = blob[pos]
-    if fmt in (0x81, 0x82, 0x84):
-        bits = fmt & 0x7F
-        nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
-        pos += 17
-        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(-(-count * bits // 8), 1))
-        pos += size
-        if len(raw) != -(-count // (8 // bits)):
-            raise ValueError("packed residual stream has the wrong length")
-        u = _unpack_bits(np.frombuffer(raw, np.uint8), count, bits)
-        nb, size = struct.unpack_from("<BQ", blob, pos)
-        pos += 9
-        if not 1 <= nb <= 4 or nesc > count:
-            raise ValueError("bad escape stream")
-        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(nesc * nb, 1))
-        pos += size
-        if len(raw) != nesc * nb:
-            raise ValueError("escape stream has the wrong length")
-        esc = np.uint32((1 << bits) - 1)
-        where = np.flatnonzero(u == esc)
-        if len(where) != nesc:
-            raise ValueError("escape count mismatch")
-        u[where] += _from_byte_planes(np.frombuffer(raw, np.uint8), nesc, nb)
-        return _unzigzag(u), pos
-    if fmt not in (1, 2, 3, 4):
-        raise ValueError(f"residual stream has an unknown format {fmt:#x}")
-    (size,) = struct.unpack_from("<Q", blob, pos + 1)
-    pos += 9
-    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * fmt, 1))
-    if len(raw) != count * fmt:
-        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * fmt}")
-    return _unzigzag(_from_byte_planes(np.frombuffer(raw, np.uint8), count, fmt)), pos + size
-
-
 def _put_stream(out, zc, modes, r):
     """One class: ``u32 nBlocks, u8 modes[nBlocks], u8 split``, then either all frames as one value stream
     (split 0) or frame 0 and frames 1.. as two (split 1; frame 0 is coded in space and has much larger
@@ -500,7 +291,7 @@ def encode(q, layout, level=1):
     """Code a chunk ``q`` (F, N, 3) int32 losslessly with the atom classes of ``layout``. Returns bytes."""
     q = np.ascontiguousarray(q, dtype=np.int32)
     nf, n, _ = q.shape
-    t, groups, extra = _water_forward(q, layout)
+    t, groups, extra = watertransform.forward(q, layout)
     if t is None:
         t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
     out = [struct.pack("<BI", _VERSION, len(groups))]
@@ -575,5 +366,5 @@ def decode(blob, nFrames, nAtoms, layout):
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
         t[:, layout.Iidx[layout.innerC]] = a[:, layout.innerC]
     if ngroups:
-        t = _water_inverse(t, layout, groups, extra)
+        t = watertransform.inverse(t, layout, groups, extra)
     return t

@@ -1,0 +1,115 @@
+"""Entropy stage of CompactMD: a flat int32 array of residuals to bytes and back.
+
+Values are zigzag-mapped to unsigned. When nearly all fit in 1, 2 or 4 bits they are packed 8, 4 or 2 per byte
+(zstd's Huffman stage spends at least one bit per byte, so packing lets near-constant residuals cost well under a
+bit), with the few larger ones as escapes; otherwise they are split into 1-4 byte planes, low byte first. Either
+way zstandard codes the result.
+"""
+
+import struct
+
+import numpy as np
+
+def _zigzag(r):
+    return ((r << 1) ^ (r >> 31)).view(np.uint32)
+
+
+def _unzigzag(u):
+    return (u >> np.uint32(1)).view(np.int32) ^ -(u & np.uint32(1)).view(np.int32)
+
+
+def _byte_planes(u):
+    top = int(u.max()) if u.size else 0
+    nbytes = max(1, (top.bit_length() + 7) // 8)
+    return nbytes, [(u >> np.uint32(8 * k)).astype(np.uint8) if k else u.astype(np.uint8) for k in range(nbytes)]
+
+
+def _from_byte_planes(p, count, nbytes):
+    u = p[:count].astype(np.uint32)
+    for k in range(1, nbytes):
+        u |= p[k * count:(k + 1) * count].astype(np.uint32) << np.uint32(8 * k)
+    return u
+
+
+def _pack_bits(u, bits):
+    per = 8 // bits
+    v = np.zeros(-(-u.size // per) * per, np.uint8)
+    v[:u.size] = u
+    v = v.reshape(-1, per)
+    packed = v[:, 0].copy()
+    for j in range(1, per):
+        packed |= v[:, j] << np.uint8(bits * j)
+    return packed
+
+
+def _unpack_bits(p, count, bits):
+    per = 8 // bits
+    mask = np.uint8((1 << bits) - 1)
+    u = np.empty((len(p), per), np.uint32)
+    for j in range(per):
+        u[:, j] = (p >> np.uint8(bits * j)) & mask
+    return u.reshape(-1)[:count]
+
+
+def _encode_values(r, zc):
+    """Flat int32 residuals -> bytes: ``u8 fmt`` then the body.
+
+    fmt 1-4: ``u64 size`` + zstd of that many byte planes of zigzag(r), low byte first.
+    fmt 0x81/0x82/0x84: values packed 8/4/2 per byte (1/2/4 bits; zstd's Huffman stage spends at least one bit per
+    byte, so packing lets near-constant residuals cost well under one bit each); the largest code is an escape
+    whose excess follows in a byte-plane sub-stream: ``u64 nEscapes, u64 size, zstd(packed), u8 fmt2, u64 size2,
+    zstd(planes)``. Chosen when at most 1/256 of the values escape."""
+    u = _zigzag(r)
+    n = u.size
+    for bits in (1, 2, 4):
+        esc = (1 << bits) - 1
+        big = u >= esc
+        nesc = int(big.sum())
+        if n and nesc * 256 <= n:
+            body = zc.compress(_pack_bits(np.minimum(u, esc).astype(np.uint8), bits).tobytes())
+            nb, planes = _byte_planes(u[big] - np.uint32(esc))
+            extra = zc.compress(b"".join(p.tobytes() for p in planes))
+            return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
+                             struct.pack("<BQ", nb, len(extra)), extra])
+    nbytes, planes = _byte_planes(u)
+    cobj = zc.compressobj(size=sum(p.nbytes for p in planes))
+    body = b"".join([cobj.compress(p) for p in planes] + [cobj.flush()])
+    return struct.pack("<BQ", nbytes, len(body)) + body
+
+
+def _decode_values(blob, pos, count, dz):
+    """Inverse of :func:`_encode_values` -> (int32 values, new position)."""
+    fmt = blob[pos]
+    if fmt in (0x81, 0x82, 0x84):
+        bits = fmt & 0x7F
+        nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
+        pos += 17
+        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(-(-count * bits // 8), 1))
+        pos += size
+        if len(raw) != -(-count // (8 // bits)):
+            raise ValueError("packed residual stream has the wrong length")
+        u = _unpack_bits(np.frombuffer(raw, np.uint8), count, bits)
+        nb, size = struct.unpack_from("<BQ", blob, pos)
+        pos += 9
+        if not 1 <= nb <= 4 or nesc > count:
+            raise ValueError("bad escape stream")
+        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(nesc * nb, 1))
+        pos += size
+        if len(raw) != nesc * nb:
+            raise ValueError("escape stream has the wrong length")
+        esc = np.uint32((1 << bits) - 1)
+        where = np.flatnonzero(u == esc)
+        if len(where) != nesc:
+            raise ValueError("escape count mismatch")
+        u[where] += _from_byte_planes(np.frombuffer(raw, np.uint8), nesc, nb)
+        return _unzigzag(u), pos
+    if fmt not in (1, 2, 3, 4):
+        raise ValueError(f"residual stream has an unknown format {fmt:#x}")
+    (size,) = struct.unpack_from("<Q", blob, pos + 1)
+    pos += 9
+    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * fmt, 1))
+    if len(raw) != count * fmt:
+        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * fmt}")
+    return _unzigzag(_from_byte_planes(np.frombuffer(raw, np.uint8), count, fmt)), pos + size
+
+

@@ -1,0 +1,116 @@
+"""In-molecule water transform of CompactMD: water atoms after the oxygen are replaced by integer residuals of
+predictions made inside the molecule (linear, with fitted coefficients for virtual sites, or by rigid geometry,
+see :mod:`~openmmflash.compactmd.watergeometry`), chosen per chunk and group of waters of the same size.
+Shapes: grid integers ``q`` (F, N, 3) int32; ``layout.groups`` lists (size, first-atom indices)."""
+
+import numpy as np
+
+from openmmflash.compactmd import watergeometry
+
+def fit_water(q, size, first):
+    """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
+    coefs = []
+    rel = [None] + [(q[0, first + j] - q[0, first]).astype(np.float64).reshape(-1) for j in range(1, size)]
+    for k in range(2, size):
+        a = np.stack(rel[1:k], axis=1)
+        c = np.linalg.lstsq(a, rel[k], rcond=None)[0] if len(first) else np.zeros(k - 1)
+        c = np.clip(np.nan_to_num(c), -2.0, 2.0)
+        # Only a near-exact relation (a virtual site) pays: otherwise the rounded prediction adds noise in time.
+        if not np.sum((rel[k] - a @ c) ** 2) < 0.01 * np.sum(rel[k] ** 2):
+            c = np.zeros(k - 1)
+        coefs.append(c)
+    return coefs
+
+
+def water_pred(q, first, k, coefs):
+    """int64 prediction of water atom k from atom 0 (and, for k >= 2, the offsets of atoms 1..k-1)."""
+    base = q[:, first].astype(np.int64)
+    if k == 1:
+        return base
+    acc = np.zeros(base.shape, np.float64)
+    for j, c in enumerate(coefs[k - 2], start=1):
+        acc = acc + c * (q[:, first + j].astype(np.int64) - base)
+    return base + np.rint(acc).astype(np.int64)
+
+
+def l1_cost(a):
+    """Cheap size proxy of an int array (F, n, 3): L1 of its values, first or second time differences (the
+    smallest, per frame)."""
+    a = a.astype(np.int64)
+    costs = [float(np.abs(a).sum()) / a.shape[0]]
+    if a.shape[0] >= 2:
+        d = a[1:] - a[:-1]
+        costs.append(float(np.abs(d).sum()) / d.shape[0])
+        if a.shape[0] >= 3:
+            costs.append(float(np.abs(d[1:] - d[:-1]).sum()) / (d.shape[0] - 1))
+    return min(costs)
+
+
+def forward(q, layout):
+    """q -> (t, groups, extra): water atoms replaced by in-molecule residuals (H1/H2 by rigid geometry when it
+    pays, see :mod:`watergeometry`); ``groups`` = [(size, geometry params or None, coefs)]; ``extra`` rows
+    (F, n, 3) for the W stream. Returns (None, None, None) when the molecules are too spread out."""
+    if not layout.groups:
+        return q, [], np.zeros((q.shape[0], 0, 3), np.int32)
+    t = q.copy()
+    groups, extras = [], []
+    for size, first in layout.groups:
+        coefs = fit_water(q, size, first)
+        params = watergeometry.fit(q, first)
+        # Decide on a few frames: raw positions, in-molecule linear residuals, or rigid geometry.
+        few = q[:4]
+        options = {"raw": sum(l1_cost(few[:, first + k]) for k in range(1, size)),
+                   "linear": sum(l1_cost(few[:, first + k].astype(np.int64) - water_pred(few, first, k, coefs))
+                                 for k in range(1, size))}
+        if params is not None:
+            geo = watergeometry.forward(few[:, first], few[:, first + 1], few[:, first + 2], params)
+            if geo is not None:
+                options["geometry"] = l1_cost(geo[0]) + l1_cost(geo[1]) + l1_cost(geo[2]) + sum(
+                    l1_cost(few[:, first + k].astype(np.int64) - water_pred(few, first, k, coefs))
+                    for k in range(3, size))
+        choice = min(options, key=options.get)
+        if choice == "raw":
+            groups.append((size, "raw", coefs))
+            continue
+        if choice != "geometry":
+            params = None
+        geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
+        plain = []
+        for k in range(1, size):
+            if geo is not None and k <= 2:
+                plain.append(geo[k - 1])
+                continue
+            r = q[:, first + k].astype(np.int64) - water_pred(q, first, k, coefs)
+            if np.abs(r).max(initial=0) > 2**28:
+                return None, None, None
+            plain.append(r.astype(np.int32))
+        if geo is not None:
+            extras.append(geo[2])
+        else:
+            params = None
+        for k in range(1, size):
+            t[:, first + k] = plain[k - 1]
+        groups.append((size, params, coefs))
+    extra = np.concatenate(extras, axis=1) if extras else np.zeros((q.shape[0], 0, 3), np.int32)
+    return t, groups, extra
+
+
+def inverse(t, layout, groups, extra):
+    q = t
+    pos = 0
+    for (size, first), (_, params, coefs) in zip(layout.groups, groups):
+        k0 = 1
+        if params == "raw":
+            continue
+        if params is not None:
+            nw = len(first)
+            h1, h2 = watergeometry.inverse(q[:, first], t[:, first + 1], t[:, first + 2], extra[:, pos:pos + nw],
+                                           params)
+            pos += nw
+            q[:, first + 1], q[:, first + 2] = h1, h2
+            k0 = 3
+        for k in range(k0, size):
+            q[:, first + k] = (t[:, first + k].astype(np.int64) + water_pred(q, first, k, coefs)).astype(np.int32)
+    return q
+
+
