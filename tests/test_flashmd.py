@@ -252,3 +252,20 @@ def test_langevin_half_step_is_exact_ou(water):
     v = np.ones((len(masses), 3))
     mean = np.mean([integ._thermostatHalfStep(v) for _ in range(40)], axis=0)
     assert abs(mean.mean() - a) < 0.02
+
+
+def test_bussi_half_step_relaxes_to_target(water):
+    """With tau much shorter than the stride, one SVR half step draws K from the canonical distribution."""
+    integ = FlashMDBussiIntegrator(300 * unit.kelvin, 1e-5, None, make_model(), randomSeed=4)
+    sim = simulation(water, integ)
+    sim.step(1)
+    masses = integ._masses[:, None]
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((len(masses), 3)) * np.sqrt(0.00831446261815324 * 30.0 / masses)  # a 30 K state
+    temps = []
+    for _ in range(30):
+        u = integ._thermostatHalfStep(v)
+        assert np.allclose((masses * u).sum(0), (masses * v).sum(0))  # momentum kept
+        vcom = (masses * u).sum(0) / masses.sum()
+        temps.append(((masses * (u - vcom) ** 2).sum()) / ((3 * len(masses) - 3) * 0.00831446261815324))
+    assert abs(np.mean(temps) - 300.0) < 15.0 and np.std(temps) > 5.0
