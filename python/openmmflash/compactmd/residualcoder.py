@@ -308,7 +308,7 @@ def encode(q, layout, level=1):
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
         r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
-    a = np.ascontiguousarray(t[:, layout.Iidx])
+    a = t if len(layout.Iidx) == n else np.ascontiguousarray(t[:, layout.Iidx])
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
     if layout.nI:
         r = _assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI)[:, layout.innerC]
@@ -360,7 +360,7 @@ def decode(blob, nFrames, nAtoms, layout):
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
     if layout.nI:
-        known = np.ascontiguousarray(t[:, layout.Iidx])
+        known = t if len(layout.Iidx) == nAtoms else np.ascontiguousarray(t[:, layout.Iidx])
         full = np.empty_like(known)
         full[:, layout.innerC] = r.reshape(nFrames, layout.nI, 3)
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
