@@ -14,6 +14,15 @@ SMALL = dict(hiddenChannels=16, numFilters=16, numRbf=12, numInteractions=2, cut
              backend="reference")
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Force matching is small here; one intra-op thread avoids OpenMP spinning on a shared 2-core CI machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def refdir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("cgref") / "gay")
@@ -39,11 +48,12 @@ def test_time_block_split():
 
 def test_few_steps_reduce_force_matching_loss(data):
     trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=5)
-    before = trainer.evaluate(trainer.train_idx)["forceRMSE"]
-    trainer.train(epochs=3, batchSize=5, learningRate=5e-3, maxSteps=15, progress=False)
-    after = trainer.evaluate(trainer.train_idx)["forceRMSE"]
-    assert after < 0.97 * before
-    assert trainer.metrics["steps"] == 15
+    frames = trainer.train_idx
+    before = trainer.evaluate(frames)["forceRMSE"]
+    trainer.train(epochs=4, batchSize=5, learningRate=5e-3, maxSteps=20, progress=False)
+    after = trainer.evaluate(frames)["forceRMSE"]
+    assert after < 0.97 * before, (before, after)
+    assert trainer.metrics["steps"] == 20
     assert trainer.metrics["validation"]["priorOnlyForceRMSE"] > 0
 
 
@@ -72,7 +82,7 @@ def test_trained_model_file_loads_and_runs_in_openmm(data, tmp_path):
     types = torch.tensor(beadTypesFromTopology(topology, meta["beadTypes"]))
     _, ref = model.energy_and_forces(torch.tensor(pos * 10.0, dtype=torch.float32), types)
     np.testing.assert_allclose(net, ref.detach().numpy() * 41.84, rtol=1e-3, atol=1e-3)
-    integrator.step(50)
+    integrator.step(20)
     state = context.getState(getPositions=True, getEnergy=True)
     assert np.all(np.isfinite(state.getPositions(asNumpy=True)._value))
     assert np.isfinite(state.getPotentialEnergy()._value)
