@@ -92,3 +92,16 @@ def test_pdb_with_missing_atoms_repaired_or_refused(tmp_path):
     assert repaired.getNumAtoms() == topology.getNumAtoms()
     with pytest.raises(FileNotFoundError, match="no structure file"):
         loadAllAtom(os.path.join(str(tmp_path), "absent.pdb"))
+
+
+def test_pdb_with_a_chain_gap_refused(tmp_path):
+    openmm = import_openmm()
+    topology, positions = buildFromSequence("GAYAG")
+    full = str(tmp_path / "full.pdb")
+    with open(full, "w") as f:
+        openmm.app.PDBFile.writeFile(topology, positions, f)
+    lines = [line for line in open(full) if not (line.startswith("ATOM") and line[22:26].strip() == "3")]
+    path = str(tmp_path / "gap.pdb")
+    open(path, "w").writelines(lines)
+    with pytest.raises(ValueError, match="chain A is broken between residues ALA 2 and ALA 4"):
+        loadAllAtom(path)

@@ -109,3 +109,55 @@ def test_cli_cg_train(refdir, tmp_path):
     assert rc == 0
     assert loadModel(out).metadata["validation"]["steps"] == 2
     assert main(["cg-train", str(tmp_path / "nothing"), "-o", out]) == 2
+
+
+def test_observables_of_the_native_structure():
+    from openmmflash.cg.validation import fractionNativeContacts, nativeContacts, observables
+    from openmmflash.demo import caIndices, kabschRMSD
+
+    rng = np.random.default_rng(0)
+    native = rng.normal(0.0, 0.4, (12, 3))  # nm
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    moved = native @ q.T + 0.3
+    ca = np.arange(12)
+    obs = observables(np.stack([native, moved]), native, ca)
+    np.testing.assert_allclose(obs["caRmsd"], 0.0, atol=1e-6)
+    np.testing.assert_allclose(obs["Rg"][0], obs["Rg"][1], rtol=1e-12)
+    pairs, r0 = nativeContacts(native * 10)
+    stretched = fractionNativeContacts(np.stack([native * 10, native * 20]), pairs, r0)
+    assert stretched[0] > 0.9 and stretched[1] < 0.1
+    assert kabschRMSD((native * 10 + [1.0, 0, 0])[None], native * 10)[0] < 1e-6
+    assert len(caIndices(__import__("openmmflash.cg.mapping", fromlist=["x"]).CGMapping("ca").mapTopology(
+        _ca_topology())[0])) == 3
+
+
+def _ca_topology():
+    openmm = import_openmm()
+    top = openmm.app.Topology()
+    chain = top.addChain("A")
+    for k in range(3):
+        res = top.addResidue("ALA", chain, str(k + 1))
+        top.addAtom("CA", openmm.app.Element.getBySymbol("C"), res)
+    return top
+
+
+def test_cg_validate_short(data, refdir, tmp_path):
+    import json
+    import os
+
+    from openmmflash.cg.validation import validateModel
+
+    trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=7)
+    trainer.train(epochs=1, batchSize=5, maxSteps=2, progress=False)
+    path = str(tmp_path / "m.pt")
+    trainer.save(path, structure=data["cgPdb"])
+    report = validateModel(path, refdir, str(tmp_path / "val"), timeNs=0.0002, replicas=2, reportInterval=20,
+                           platform="CPU", progress=False)
+    saved = json.load(open(os.path.join(str(tmp_path / "val"), "validation.json")))
+    assert saved["cgTimePerReplica_ns"] == pytest.approx(0.0002) and saved["replicas"] == 2
+    assert isinstance(saved["stable"], bool)
+    assert "Q" not in saved["cg"]  # GAY is too short for native contacts
+    for key in ("caRmsd", "Rg"):
+        assert 0.0 <= report["histogramOverlap"][key] <= 1.0
+        assert np.isfinite(saved["cg"][key]["mean"]) and np.isfinite(saved["reference"][key]["mean"])
+    assert os.path.getsize(os.path.join(str(tmp_path / "val"), "validation.png")) > 0

@@ -136,7 +136,27 @@ def loadAllAtom(path: str, repair: bool = True, pH: float = 7.0):
     for residue in fixer.topology.residues():
         if canonicalResidue(residue.name) not in ONE_LETTER.values():
             raise ValueError(f"residue {residue.name} {residue.id} is not a standard amino acid; remove it first")
+    checkChainBreaks(fixer.topology, fixer.positions, path)
     return _fixer_to_model(fixer, True, pH)
+
+
+def checkChainBreaks(topology, positions, source: str = "the structure", maxPeptideBond: float = 0.2) -> None:
+    """Refuse consecutive residues of a chain whose C(i)-N(i+1) distance exceeds ``maxPeptideBond`` nm (a gap that
+    pdbfixer cannot see without SEQRES records)."""
+    unit = import_openmm().unit
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer) if unit.is_quantity(positions) else positions)
+    for chain in topology.chains():
+        residues = list(chain.residues())
+        for a, b in zip(residues[:-1], residues[1:]):
+            c = next((x.index for x in a.atoms() if x.name == "C"), None)
+            n = next((x.index for x in b.atoms() if x.name == "N"), None)
+            if c is None or n is None:
+                continue
+            d = float(np.linalg.norm(xyz[c] - xyz[n]))
+            if d > maxPeptideBond:
+                raise ValueError(f"{source}: chain {chain.id} is broken between residues {a.name} {a.id} and "
+                                 f"{b.name} {b.id} (C-N distance {d:.2f} nm); model the missing residues first "
+                                 "or split the chain")
 
 
 def createReferenceSystem(topology, forceField: Sequence[str] = FORCE_FIELDS, hydrogenMass: Optional[float] = None):

@@ -55,7 +55,10 @@ def observables(frames_nm: np.ndarray, native_nm: np.ndarray, ca: np.ndarray) ->
     x = frames_nm[:, ca] * 10.0
     ref = native_nm[ca] * 10.0
     pairs, r0 = nativeContacts(ref)
-    return {"caRmsd": kabschRMSD(x, ref), "Q": fractionNativeContacts(x, pairs, r0), "Rg": radiusOfGyration(x)}
+    out = {"caRmsd": kabschRMSD(x, ref), "Rg": radiusOfGyration(x)}
+    if len(pairs):  # a peptide too short for contacts |i - j| >= 3 has no Q
+        out["Q"] = fractionNativeContacts(x, pairs, r0)
+    return out
 
 
 def _stats(v: np.ndarray) -> dict:
@@ -118,6 +121,10 @@ def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replica
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     labels = {"caRmsd": "CA-RMSD to native (A)", "Q": "fraction of native contacts Q", "Rg": "CA radius of gyration (A)"}
     for ax, key in zip(axes, ("caRmsd", "Q", "Rg")):
+        if key not in cg:
+            ax.set_axis_off()
+            ax.set_title(f"no native contacts: no {key}", fontsize=9)
+            continue
         lo_, hi_ = min(cg[key].min(), ref[key].min()), max(cg[key].max(), ref[key].max())
         bins = np.linspace(lo_, hi_ + 1e-9, 40)
         ax.hist(ref[key], bins=bins, density=True, alpha=0.55, label="all-atom reference")
