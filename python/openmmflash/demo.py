@@ -78,7 +78,16 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                                                  timestep * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     plat = fastestPlatform(platform)
-    context = openmm.Context(system, integrator, plat)
+    try:
+        context = openmm.Context(system, integrator, plat)
+    except openmm.OpenMMException as err:
+        if platform or plat.getName() == "CPU":
+            raise
+        # CUDA is installed but cannot start (no GPU, driver mismatch): fall back to the CPU platform.
+        print(f"platform {plat.getName()} failed ({str(err).splitlines()[0]}); using CPU")
+        plat = openmm.Platform.getPlatformByName("CPU")
+        integrator = integrator.__copy__()
+        context = openmm.Context(system, integrator, plat)
     context.setPositions(start)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
