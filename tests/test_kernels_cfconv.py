@@ -144,3 +144,28 @@ def test_cfconv_rejects_bad_input(device):
         torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, *csr, *args, "int8")
     with pytest.raises(ValueError, match="computes in float32"):
         torch.ops.openmmflash.cfconv_csr(x.double(), dist.double(), src, dst, *csr, *args, "fp32")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("precision,tma,gather16", [("fp32", True, False), ("fp32", False, False),
+                                                    ("w16a16", True, True), ("w16a16", False, True),
+                                                    ("w16a16", True, False)])
+def test_cfconv_aligned_weight_and_gather_variants(device, precision, tma, gather16, monkeypatch):
+    """16-aligned sizes (F' = 32, R = 16), where the weights go through TMA descriptors (when ``tma``), in two
+    column chunks (descriptor row offsets), and fp16 gathers (``gather16``) of features far beyond fp16's range
+    (|x| ~ 1e6: only the per-tensor scale keeps them finite)."""
+    from openmmflash.plugin.kernels import cfconv as kernels
+
+    monkeypatch.setattr(kernels, "USE_TMA", tma)
+    monkeypatch.setattr(kernels, "GATHER16", gather16)
+    for key in list(kernels.TILES):
+        monkeypatch.setitem(kernels.TILES, key, (32, 4, 1, 16))
+    pos, src, dst, shifts, x, p = _problem(device, replicas=2, beads=9, filters=32, rbf=16)
+    x = x * 1e6
+    (out, grads), (ref, ref_grads) = _both(pos, src, dst, shifts, x, p, precision, True)
+    tol = TOLERANCES[precision]
+    assert torch.isfinite(out).all() and torch.isfinite(grads[1]).all()
+    assert _rel(out, ref) < tol and _rel(grads[0], ref_grads[0]) < tol and _rel(grads[1], ref_grads[1]) < tol
+    if device == "cuda" and tma:
+        expect = torch.cuda.get_device_capability()[0] >= 9
+        assert kernels.KERNEL_INFO[f"fwd/{precision}"]["tma"] == expect

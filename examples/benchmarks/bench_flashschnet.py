@@ -508,7 +508,8 @@ def main():
         "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
         "cuda": torch.version.cuda}, "settings": {
         "F": 128, "T": 4, "R": 64, "cutoff_A": 15.0, "readoutHidden": [128], "replicas": replicas,
-        "variants": variants, "fp32_dot": kernels.FP32_DOT, "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, "
+        "variants": variants, "fp32_dot": kernels.FP32_DOT, "tma_weights": kernels.USE_TMA,
+        "w16a16_fp16_gathers": kernels.GATHER16, "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, "
         "CUDA platform mixed precision, TorchForce setOutputsForces, restraint k=500 kJ/mol/nm^2, readout x0.01"}}
     results["ceilings"] = ceilings()
     print(json.dumps(results["ceilings"]), flush=True)

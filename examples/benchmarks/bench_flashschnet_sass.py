@@ -6,7 +6,8 @@ local-memory stack per thread, and instructions that matter here (HGMMA = Hopper
 LDL/STL = local-memory traffic, RED = atomic reductions). Used for docs/kernels-notes.md.
 
 Usage: ``python examples/benchmarks/bench_flashschnet_sass.py [KIND PRECISION BLOCK_E WARPS BLOCK_C ...]``,
-e.g. ``fwd w16a16 64 4 128``; without arguments the tuned tiles of ``cfconv.TILES``.
+e.g. ``fwd w16a16 64 4 128``; without arguments the tuned tiles of ``cfconv.TILES``. OPENMMFLASH_CFCONV_TMA=0/1 and
+OPENMMFLASH_CFCONV_GATHER16=0/1 select the weight-load and gather variants (see cfconv.py).
 """
 
 import os
@@ -24,10 +25,10 @@ from openmmflash.plugin.kernels import cfconv as kernels  # noqa: E402
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 FWD_TYPES = {"X": "*fp32", "DIST": "*fp32", "SRC": "*i64", "DST": "*i64", "ROWPTR": "*i64", "MU": "*fp32",
-             "B1": "*fp32", "S1": "*fp32", "S2": "*fp32", "OUT": "*fp32"}
+             "B1": "*fp32", "S1": "*fp32", "S2": "*fp32", "OUT": "*fp32", "XSCALE": "*fp32"}
 BWD_TYPES = {"X": "*fp32", "G": "*fp32", "DIST": "*fp32", "SRC": "*i64", "DST": "*i64", "PERM": "*i64",
              "ROWPTR_S": "*i64", "MU": "*fp32", "B1": "*fp32", "S1": "*fp32", "S2": "*fp32", "GRAD_X": "*fp32",
-             "GRAD_DIST": "*fp32"}
+             "GRAD_DIST": "*fp32", "XSCALE": "*fp32", "GSCALE": "*fp32"}
 SCALARS = {"N": "i32", "F": "i32", "R": "i32", "gamma": "fp32", "cutoff": "fp32", "tiles_per_program": "i32"}
 COUNTED = ("HGMMA", "HMMA", "LDL", "STL", "RED", "MUFU.EX2")
 
@@ -35,8 +36,12 @@ COUNTED = ("HGMMA", "HMMA", "LDL", "STL", "RED", "MUFU.EX2")
 def compile_kernel(kind, precision, block_e, warps, block_c):
     fn = kernels._cfconv_fwd_kernel if kind == "fwd" else kernels._cfconv_bwd_kernel
     weights = "*fp16" if precision == "w16a16" else "*fp32"
+    x16 = precision == "w16a16" and kernels.GATHER16
     types = dict(FWD_TYPES if kind == "fwd" else BWD_TYPES, W1=weights, W2=weights, **SCALARS)
-    consts = dict(RBF_CUTOFF=True, W16=precision == "w16a16", DOT_PRECISION=kernels.FP32_DOT, BLOCK_E=block_e,
+    if x16:
+        types.update(X="*fp16", G="*fp16")
+    consts = dict(RBF_CUTOFF=True, W16=precision == "w16a16", DOT_PRECISION=kernels.FP32_DOT, TMA=kernels.USE_TMA,
+                  X16=x16, BLOCK_E=block_e,
                   BLOCK_R=64, BLOCK_F=128, BLOCK_C=block_c, BLOCK_D=16)
     names = list(fn.arg_names)
     signature = {name: ("constexpr" if name in consts else types[name]) for name in names}

@@ -46,19 +46,25 @@ from openmmflash.schnet.reference import cfconv_reference
 TILES = {("fwd", "fp32"): (128, 8, 1, 128), ("bwd", "fp32"): (64, 8, 1, 128),
          ("fwd", "w16a16"): (64, 4, 1, 128), ("bwd", "w16a16"): (32, 4, 1, 128)}  # tuned on an H200 (Triton 3.6)
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
+# USE_TMA: weight tiles through TMA tensor descriptors (straight to shared memory, not through registers) where the
+# rows are 16-byte aligned and the GPU is Hopper or newer (always tried under the interpreter). GATHER16: the
+# W16A16 kernels gather fp16 copies of the node features x and dL/dm (per-tensor scale) instead of fp32.
+USE_TMA = os.environ.get("OPENMMFLASH_CFCONV_TMA", "1") == "1"
+GATHER16 = os.environ.get("OPENMMFLASH_CFCONV_GATHER16", "1") == "1"
 KERNEL_INFO = {}
+_ALLOCATOR_SET = [False]
 
 
-def _record(name: str, compiled) -> None:
+def _record(name: str, compiled, tma: bool) -> None:
     try:
-        KERNEL_INFO[name] = {"registers": int(compiled.n_regs), "spills": int(compiled.n_spills)}
+        KERNEL_INFO[name] = {"registers": int(compiled.n_regs), "spills": int(compiled.n_spills), "tma": tma}
     except AttributeError:  # the interpreter returns no compiled kernel
-        pass
+        KERNEL_INFO[name] = {"tma": tma}
 
 
 @triton.jit
-def _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF: tl.constexpr,
-                 W16: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, F, gamma, cutoff, RBF_CUTOFF: tl.constexpr,
+                 W16: tl.constexpr, DOT_PRECISION: tl.constexpr, TMA: tl.constexpr):
     """First filter layer of a tile of distances d [BE]: (g [BE,R], C [BE], h = tanh(e W1^T + b1) [BE,F'])."""
     inside = d < cutoff
     c = tl.where(inside, 0.5 * (tl.cos(d * (3.141592653589793 / cutoff)) + 1.0), 0.0)
@@ -67,7 +73,7 @@ def _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cu
     e = g
     if RBF_CUTOFF:
         e = g * c[:, None]
-    w1t = tl.load(W1 + offs_f[None, :] * R + offs_r[:, None], mask=mask_r[:, None] & mask_f[None, :], other=0.0)
+    w1t = _load_w1(W1, offs_r, mask_r, offs_f, mask_f, R, F, TMA).T
     b1 = tl.load(B1 + offs_f, mask=mask_f, other=0.0)
     if W16:
         s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
@@ -79,9 +85,32 @@ def _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cu
 
 
 @triton.jit
-def _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16: tl.constexpr, DOT_PRECISION: tl.constexpr):
+def _load_w1(W1, offs_r, mask_r, offs_f, mask_f, R, F, TMA: tl.constexpr):
+    """W1 [BLOCK_F, BLOCK_R] (zero-padded): by TMA into shared memory, or through registers."""
+    if TMA:
+        w1 = tl.make_tensor_descriptor(W1, shape=[F, R], strides=[R, 1],
+                                       block_shape=[offs_f.shape[0], offs_r.shape[0]]).load([0, 0])
+    else:
+        w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :], other=0.0)
+    return w1
+
+
+@triton.jit
+def _load_w2_rows(W2, offs_c, mask_c, offs_f, mask_f, c0, F, TMA: tl.constexpr):
+    """Rows offs_c (= c0 + arange) of W2 [F'out, F'in] as [BLOCK_C, BLOCK_F] (zero-padded)."""
+    if TMA:
+        w2 = tl.make_tensor_descriptor(W2, shape=[F, F], strides=[F, 1],
+                                       block_shape=[offs_c.shape[0], offs_f.shape[0]]).load([c0, 0])
+    else:
+        w2 = tl.load(W2 + offs_c[:, None] * F + offs_f[None, :], mask=mask_c[:, None] & mask_f[None, :], other=0.0)
+    return w2
+
+
+@triton.jit
+def _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, c0, F, W16: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr, TMA: tl.constexpr):
     """Columns offs_c of the second filter layer y = h W2^T: [BE, BLOCK_C] (h_op in the dot's input dtype)."""
-    w2t = tl.load(W2 + offs_c[None, :] * F + offs_f[:, None], mask=mask_f[:, None] & mask_c[None, :], other=0.0)
+    w2t = _load_w2_rows(W2, offs_c, mask_c, offs_f, mask_f, c0, F, TMA).T
     if W16:
         s2 = tl.load(S2 + offs_c, mask=mask_c, other=0.0)
         y = tl.dot(h_op, w2t, out_dtype=tl.float32) * s2[None, :]
@@ -112,7 +141,7 @@ def _segment_store(OUT, rows, key, mask_e, offs_f, mask_f, F, DOT_PRECISION: tl.
 
 @triton.jit
 def _cfconv_fwd_kernel(
-    X,          # [N, F] fp32 source features x = lin1(h), contiguous
+    X,          # [N, F] source features x = lin1(h), fp32 (or fp16 x / XSCALE when X16)
     DIST,       # [P] fp32 pair distances, dst-sorted order (padding last)
     SRC,        # [P] int64 source bead of each pair
     DST,        # [P] int64 destination bead of each pair (non-decreasing over the valid pairs)
@@ -124,6 +153,7 @@ def _cfconv_fwd_kernel(
     S1,         # [F] fp32 per-output-channel scales of W1 (used only when W16)
     S2,         # [F] fp32 per-output-channel scales of W2 (used only when W16)
     OUT,        # [N, F] fp32 output messages m, zero-initialized
+    XSCALE,     # [1] fp32 scale of X when X16 (X holds x / XSCALE in fp16)
     N,          # number of beads (runtime)
     F,          # number of filters F' (runtime)
     R,          # number of Gaussians R (runtime)
@@ -133,6 +163,8 @@ def _cfconv_fwd_kernel(
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots ("tf32x3", "ieee", "tf32")
+    TMA: tl.constexpr,            # weight tiles through TMA tensor descriptors
+    X16: tl.constexpr,            # X is fp16 (scaled by XSCALE)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
@@ -147,6 +179,9 @@ def _cfconv_fwd_kernel(
     mask_r = offs_r < R
     mask_f = offs_f < F
     mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
+    xscale = 1.0
+    if X16:
+        xscale = tl.load(XSCALE)
     for t in range(0, tiles_per_program):
         e0 = (pid * tiles_per_program + t) * BLOCK_E
         if e0 < num_valid:
@@ -155,8 +190,8 @@ def _cfconv_fwd_kernel(
             d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
             src = tl.load(SRC + rows, mask=mask_e, other=0)
             dst = tl.load(DST + rows, mask=mask_e, other=0)
-            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF,
-                                   W16, DOT_PRECISION)
+            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, F, gamma, cutoff,
+                                   RBF_CUTOFF, W16, DOT_PRECISION, TMA)
             h_op = h
             if W16:
                 h_op = h.to(tl.float16)
@@ -164,17 +199,17 @@ def _cfconv_fwd_kernel(
             for c0 in tl.static_range(0, BLOCK_F, BLOCK_C):
                 offs_c = c0 + tl.arange(0, BLOCK_C)
                 mask_c = offs_c < F
-                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16, DOT_PRECISION)
+                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, c0, F, W16, DOT_PRECISION, TMA)
                 xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_e[:, None] & mask_c[None, :],
-                             other=0.0)
-                msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
+                             other=0.0).to(tl.float32)
+                msg = tl.where(mask_e[:, None], y * (c * xscale)[:, None] * xs, 0.0)
                 _segment_store(OUT, msg, dst, mask_e, offs_c, mask_c, F, DOT_PRECISION, BLOCK_D)
 
 
 @triton.jit
 def _cfconv_bwd_kernel(
-    X,          # [N, F] fp32 source features of the forward
-    G,          # [N, F] fp32 upstream gradient dL/dm
+    X,          # [N, F] source features of the forward, fp32 (or fp16 when X16)
+    G,          # [N, F] upstream gradient dL/dm, fp32 (or fp16 when X16)
     DIST,       # [P] fp32 pair distances, dst-sorted order
     SRC,        # [P] int64 source bead of each pair
     DST,        # [P] int64 destination bead of each pair
@@ -188,6 +223,8 @@ def _cfconv_bwd_kernel(
     S2,         # [F] fp32 per-output-channel scales of W2 (used only when W16)
     GRAD_X,     # [N, F] fp32 output dL/dx, zero-initialized
     GRAD_DIST,  # [P] fp32 output dL/dd, written for every valid pair (padding stays as allocated: 0)
+    XSCALE,     # [1] fp32 scale of X when X16
+    GSCALE,     # [1] fp32 scale of G when X16 (G holds dL/dm / GSCALE in fp16)
     N,          # number of beads (runtime)
     F,          # number of filters F' (runtime)
     R,          # number of Gaussians R (runtime)
@@ -197,6 +234,8 @@ def _cfconv_bwd_kernel(
     RBF_CUTOFF: tl.constexpr,     # the basis carries the cosine cutoff too
     W16: tl.constexpr,            # fp16 weights and activations with per-channel scales
     DOT_PRECISION: tl.constexpr,  # input precision of the fp32 dots
+    TMA: tl.constexpr,            # weight tiles through TMA tensor descriptors
+    X16: tl.constexpr,            # X and G are fp16 (scaled by XSCALE, GSCALE)
     BLOCK_E: tl.constexpr,        # pairs per tile (>= 16)
     BLOCK_R: tl.constexpr,        # R padded to a power of two (>= 16)
     BLOCK_F: tl.constexpr,        # F' padded to a power of two (>= 16)
@@ -211,6 +250,11 @@ def _cfconv_bwd_kernel(
     mask_r = offs_r < R
     mask_f = offs_f < F
     mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
+    xscale = 1.0
+    gscale = 1.0
+    if X16:
+        xscale = tl.load(XSCALE)
+        gscale = tl.load(GSCALE)
     for t in range(0, tiles_per_program):
         k0 = (pid * tiles_per_program + t) * BLOCK_E
         if k0 < num_valid:
@@ -220,8 +264,8 @@ def _cfconv_bwd_kernel(
             d = tl.load(DIST + pair, mask=mask_e, other=2.0 * cutoff)
             src = tl.load(SRC + pair, mask=mask_e, other=0)
             dst = tl.load(DST + pair, mask=mask_e, other=0)
-            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, gamma, cutoff, RBF_CUTOFF,
-                                   W16, DOT_PRECISION)
+            g, c, h = _hidden_tile(d, mu, mask_r, W1, B1, S1, offs_r, offs_f, mask_f, R, F, gamma, cutoff,
+                                   RBF_CUTOFF, W16, DOT_PRECISION, TMA)
             h_op = h
             if W16:
                 h_op = h.to(tl.float16)
@@ -231,16 +275,15 @@ def _cfconv_bwd_kernel(
                 offs_c = c0 + tl.arange(0, BLOCK_C)
                 mask_c = offs_c < F
                 mask_ec = mask_e[:, None] & mask_c[None, :]
-                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, F, W16, DOT_PRECISION)
-                gd = tl.load(G + dst[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
-                _segment_store(GRAD_X, tl.where(mask_e[:, None], y * c[:, None] * gd, 0.0), src, mask_e, offs_c,
-                               mask_c, F, DOT_PRECISION, BLOCK_D)
-                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
-                u = gd * xs
+                y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, c0, F, W16, DOT_PRECISION, TMA)
+                gd = tl.load(G + dst[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0).to(tl.float32)
+                _segment_store(GRAD_X, tl.where(mask_e[:, None], y * (c * gscale)[:, None] * gd, 0.0), src, mask_e,
+                               offs_c, mask_c, F, DOT_PRECISION, BLOCK_D)
+                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0).to(tl.float32)
+                u = gd * xs * (xscale * gscale)
                 dc += tl.sum(u * y, axis=1)
                 dy = u * c[:, None]
-                w2 = tl.load(W2 + offs_c[:, None] * F + offs_f[None, :], mask=mask_c[:, None] & mask_f[None, :],
-                             other=0.0)  # rows offs_c of W2 [F'out, F'in]
+                w2 = _load_w2_rows(W2, offs_c, mask_c, offs_f, mask_f, c0, F, TMA)  # rows offs_c of W2
                 if W16:
                     # Per-chunk activation scale keeps the fp16 operand in range whatever the gradient's size.
                     s2 = tl.load(S2 + offs_c, mask=mask_c, other=0.0)
@@ -251,8 +294,7 @@ def _cfconv_bwd_kernel(
                 else:
                     dh += tl.dot(dy, w2, input_precision=DOT_PRECISION)
             dz = dh * (1.0 - h * h)
-            w1 = tl.load(W1 + offs_f[:, None] * R + offs_r[None, :], mask=mask_f[:, None] & mask_r[None, :],
-                         other=0.0)
+            w1 = _load_w1(W1, offs_r, mask_r, offs_f, mask_f, R, F, TMA)
             if W16:
                 s1 = tl.load(S1 + offs_f, mask=mask_f, other=0.0)
                 dzs = dz * s1[None, :]
@@ -287,6 +329,31 @@ def _weights(w1: Tensor, b1: Tensor, w2: Tensor, precision: str):
     return w1.detach().to(torch.float32).contiguous(), b1, w2.detach().to(torch.float32).contiguous(), b1, b1
 
 
+def _use_tma(w1k: Tensor, w2k: Tensor) -> bool:
+    """TMA descriptors need 16-byte aligned bases and row strides, and Hopper (sm_90) or newer."""
+    if not USE_TMA:
+        return False
+    aligned = all(w.data_ptr() % 16 == 0 and (w.shape[1] * w.element_size()) % 16 == 0 for w in (w1k, w2k))
+    if not aligned:
+        return False
+    if not w1k.is_cuda:  # the interpreter asks row strides in elements to be multiples of 16
+        return os.environ.get("TRITON_INTERPRET") == "1" and w1k.shape[1] % 16 == 0 and w2k.shape[1] % 16 == 0
+    if torch.cuda.get_device_capability(w1k.device)[0] < 9:
+        return False
+    if not _ALLOCATOR_SET[0]:
+        # In-kernel descriptors need a small global scratch buffer per launch (graph-capturable torch allocation).
+        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
+        _ALLOCATOR_SET[0] = True
+    return True
+
+
+def _half(t: Tensor) -> Tuple[Tensor, Tensor]:
+    """(fp16 t / s, s [1] fp32) with s = max |t| (1 for zeros): no overflow whatever t's range; no host sync."""
+    s = t.detach().abs().amax().reshape(1).to(torch.float32)
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return (t.detach() / s).to(torch.float16).contiguous(), s
+
+
 def _check(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, mu: Tensor, w1: Tensor) -> None:
     if x.dtype != torch.float32 or dist.dtype != torch.float32:
         raise ValueError(f"the flash CFConv computes in float32; got x {x.dtype} and dist {dist.dtype} (use the "
@@ -318,13 +385,16 @@ def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowp
         return out
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
     tile = TILES[("fwd", precision)]
+    x16 = precision == "w16a16" and GATHER16
+    tma = _use_tma(w1k, w2k)
+    xk, xscale = _half(x) if x16 else (x.contiguous(), b1k)
     compiled = _cfconv_fwd_kernel[_grid(dist.shape[0], tile)](
-        x.contiguous(), dist.contiguous(), src.contiguous(), dst.contiguous(), rowptr.contiguous(),
-        mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2, out, n, f, mu.shape[0], float(gamma),
+        xk, dist.contiguous(), src.contiguous(), dst.contiguous(), rowptr.contiguous(),
+        mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2, out, xscale, n, f, mu.shape[0], float(gamma),
         float(cutoff), tile[2], RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT,
-        BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16,
+        TMA=tma, X16=x16, BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16,
         num_warps=tile[1])
-    _record(f"fwd/{precision}", compiled)
+    _record(f"fwd/{precision}", compiled, tma)
     return out
 
 
@@ -341,13 +411,20 @@ def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
         return grad_x, grad_dist
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
     tile = TILES[("bwd", precision)]
+    x16 = precision == "w16a16" and GATHER16
+    tma = _use_tma(w1k, w2k)
+    if x16:
+        (xk, xscale), (gk, gscale) = _half(x), _half(grad_out.to(torch.float32))
+    else:
+        xk, xscale, gk, gscale = x.contiguous(), b1k, grad_out.to(torch.float32).contiguous(), b1k
     compiled = _cfconv_bwd_kernel[_grid(dist.shape[0], tile)](
-        x.contiguous(), grad_out.to(torch.float32).contiguous(), dist.contiguous(), src.contiguous(),
+        xk, gk, dist.contiguous(), src.contiguous(),
         dst.contiguous(), perm.contiguous(), rowptr_src.contiguous(), mu.to(torch.float32).contiguous(), w1k, b1k,
-        w2k, s1, s2, grad_x, grad_dist, n, f, mu.shape[0], float(gamma), float(cutoff), tile[2],
-        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, BLOCK_E=tile[0],
+        w2k, s1, s2, grad_x, grad_dist, xscale, gscale, n, f, mu.shape[0], float(gamma), float(cutoff), tile[2],
+        RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, TMA=tma,
+        X16=x16, BLOCK_E=tile[0],
         BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16, num_warps=tile[1])
-    _record(f"bwd/{precision}", compiled)
+    _record(f"bwd/{precision}", compiled, tma)
     return grad_x, grad_dist
 
 

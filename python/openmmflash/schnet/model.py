@@ -138,9 +138,20 @@ class FlashSchNet(nn.Module):
     def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
         h = self.embedding(types)
+        # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
+        flash = self.use_ops and self.backend == "flash" and h.is_cuda and dist.dtype == torch.float32
+        rowptr, perm, rowptr_src = src, src, src
+        if flash:
+            rowptr, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
         for block in self.blocks:
             x = block.lin1(h)
-            m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight)
+            if flash and x.dtype == torch.float32:
+                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, self.mu,
+                                                     block.filter1.weight, block.filter1.bias, block.filter2.weight,
+                                                     self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
+            else:
+                m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias,
+                                     block.filter2.weight)
             h = h + block.lin(torch.tanh(block.lin2(m)))
         for k, layer in enumerate(self.readout):
             h = layer(h)

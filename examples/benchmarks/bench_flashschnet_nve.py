@@ -1,0 +1,135 @@
+"""NVE energy drift of the FlashSchNet force in OpenMM: fused fp32 vs fused W16A16 (issue 3 accuracy target).
+
+Same system as bench_flashschnet.py (folded 1ENH-like CG workload, random weights with the readout x 0.01, weak
+harmonic restraint to the start positions), B replicas, CUDA platform (mixed precision), TorchForce with CUDA
+graphs, VerletIntegrator (``--dt`` fs) for ``--ps`` ps after a short Langevin equilibration at 300 K. The total
+energy is sampled every ``--every`` steps; the drift is the slope of a least-squares line through E(t), in
+kJ/mol/ns and per degree of freedom (kT/ns), plus the RMS fluctuation around the line. One process per precision,
+both at once (the GPU is far from busy at small B). Writes a JSON (``--out``) and merges it into
+flashschnet_kernels.json under "nve" when ``--merge`` is given.
+
+Usage (GPU): ``python examples/benchmarks/bench_flashschnet_nve.py [--replicas 1] [--ps 100] [--merge JSON]``.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+KT_300 = 2.494339  # kJ/mol
+
+
+def worker(variant, replicas, dt_fs, ps, every, equil):
+    from bench_flashschnet import CAPACITY_FACTOR, count_pairs, load_workload, make_model
+    from openmmflash.plugin.torchforce import createFlashSchNetForce
+    from openmmflash.stack import import_openmm
+
+    openmm = import_openmm()
+    unit = openmm.unit
+    pos0, types, masses, table = load_workload("folded")
+    positions = np.tile(pos0, (replicas, 1)) / 10.0
+    model = make_model(len(table), variant, "cpu")
+    pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
+    system = openmm.System()
+    for _ in range(replicas):
+        for m in masses:
+            system.addParticle(m)
+    system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
+                                           numParticles=system.getNumParticles(), periodic=False,
+                                           neighborCapacity=int(pairs * 1.5) + 64,
+                                           useCUDAGraphs=torch.cuda.is_available()))
+    restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    restraint.addGlobalParameter("k", 500.0)
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    for k, xyz in enumerate(positions):
+        restraint.addParticle(k, list(xyz))
+    system.addForce(restraint)
+    integrator = openmm.CompoundIntegrator()
+    integrator.addIntegrator(openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 5.0 / unit.picosecond,
+                                                             dt_fs * 1e-3 * unit.picoseconds))
+    integrator.addIntegrator(openmm.VerletIntegrator(dt_fs * 1e-3 * unit.picoseconds))
+    platform = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
+    context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform),
+                             {"Precision": "mixed"} if platform == "CUDA" else {})
+    context.setPositions(positions)
+    context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
+    integrator.setCurrentIntegrator(0)  # (after thermalization, NVE with the Verlet integrator)
+    integrator.step(equil)  # thermalization
+    integrator.setCurrentIntegrator(1)
+    steps = int(round(ps * 1000.0 / dt_fs))
+    times, energies = [], []
+    start = time.perf_counter()
+    for k in range(0, steps + 1, every):
+        if k:
+            integrator.step(every)
+        state = context.getState(getEnergy=True)
+        times.append(k * dt_fs * 1e-6)  # ns
+        energies.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole))
+    elapsed = time.perf_counter() - start
+    t, e = np.array(times), np.array(energies)
+    slope, intercept = np.polyfit(t, e, 1)
+    dof = 3 * system.getNumParticles()
+    row = {"variant": variant, "replicas": replicas, "beads": system.getNumParticles(), "dt_fs": dt_fs, "ps": ps,
+           "steps": steps, "wall_s": elapsed, "ms_per_step": 1000.0 * elapsed / steps,
+           "drift_kJmol_per_ns": float(slope), "drift_kT_per_dof_per_ns": float(slope / dof / KT_300),
+           "fluctuation_rms_kJmol": float(np.std(e - (slope * t + intercept))),
+           "energy_start_kJmol": float(e[0]), "energy_end_kJmol": float(e[-1]),
+           "energy_series_kJmol": [float(v) for v in e[:: max(1, len(e) // 100)]]}
+    print("ROW " + json.dumps(row), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--dt", type=float, default=4.0, help="time step, fs")
+    parser.add_argument("--ps", type=float, default=100.0, help="NVE length, ps")
+    parser.add_argument("--every", type=int, default=250, help="steps between energy samples")
+    parser.add_argument("--equil", type=int, default=500, help="Langevin steps (5/ps) before NVE")
+    parser.add_argument("--variants", default="flash_fp32,flash_w16a16")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "flashschnet_nve.json"))
+    parser.add_argument("--merge", metavar="JSON", help="also store the result under 'nve' in this JSON")
+    parser.add_argument("--worker", metavar="VARIANT")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.replicas, args.dt, args.ps, args.every, args.equil)
+        return
+    base = [sys.executable, os.path.abspath(__file__), "--replicas", str(args.replicas), "--dt", str(args.dt),
+            "--ps", str(args.ps), "--every", str(args.every), "--equil", str(args.equil),
+            "--worker"]
+    procs = {v: subprocess.Popen(base + [v], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for v in args.variants.split(",")}
+    rows = []
+    for variant, proc in procs.items():
+        out, err = proc.communicate(timeout=900)
+        got = [json.loads(line[4:]) for line in out.splitlines() if line.startswith("ROW ")]
+        rows += got or [{"variant": variant, "error": err[-1500:]}]
+    result = {"gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "runs": rows}
+    drifts = {r["variant"]: abs(r["drift_kJmol_per_ns"]) for r in rows if "drift_kJmol_per_ns" in r}
+    if len(drifts) == 2 and drifts.get("flash_fp32"):
+        result["w16a16_over_fp32_drift"] = drifts["flash_w16a16"] / drifts["flash_fp32"]
+    for r in rows:
+        print(f"{r['variant']:14} " + (f"drift {r['drift_kJmol_per_ns']:+10.3f} kJ/mol/ns "
+                                       f"({r['drift_kT_per_dof_per_ns']:+.2e} kT/dof/ns), fluctuation "
+                                       f"{r['fluctuation_rms_kJmol']:.3f} kJ/mol, {r['ms_per_step']:.2f} ms/step"
+                                       if "error" not in r else "ERROR " + r["error"][-600:]))
+    print("ratio |drift w16a16| / |drift fp32|:", result.get("w16a16_over_fp32_drift"))
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=1)
+    if args.merge and os.path.exists(args.merge):
+        with open(args.merge) as handle:
+            merged = json.load(handle)
+        merged["nve"] = result
+        with open(args.merge, "w") as handle:
+            json.dump(merged, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
