@@ -183,7 +183,8 @@ def test_stride_and_mass_mismatch_refused(water):
 def test_checkpoint_round_trip_reproduces_continuation(water, cls):
     def make():
         integ = cls(300 * unit.kelvin, 1.0 / unit.picosecond if cls is FlashMDLangevinIntegrator else 0.05, None,
-                    make_model(), randomSeed=11, maxRescale=2.0)
+                    make_model(free_flight=False, scale=0.05), randomSeed=11, maxRescale=2.0,
+                    randomRotation=True)
         return integ, simulation(water, integ, platform="Reference")
 
     integ, sim = make()
