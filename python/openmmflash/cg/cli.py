@@ -56,6 +56,7 @@ def register(subparsers):
     p.add_argument("--time", type=float, default=1.0, help="CG simulation time per replica in ns (default 1)")
     p.add_argument("--replicas", type=int, default=4)
     p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
+    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=_validate)
@@ -106,5 +107,6 @@ def _validate(args):
     from openmmflash.cg.validation import validateModel
 
     report = validateModel(args.model, args.data, args.output, timeNs=args.time, replicas=args.replicas,
-                           timestep=args.timestep, platform=args.platform, seed=args.seed)
+                           timestep=args.timestep, reportInterval=args.report_interval, platform=args.platform,
+                           seed=args.seed)
     print(f"wrote {report['files']}")
