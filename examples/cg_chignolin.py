@@ -22,6 +22,7 @@ def main():
     parser.add_argument("--steps", type=int, default=250000, help="reference MD steps at 4 fs (default 1 ns)")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--validation-ns", type=float, default=0.02, help="CG time per replica for validation")
+    parser.add_argument("--validation-seed", type=int, default=2)
     args = parser.parse_args()
     refdir = os.path.join(args.output, "reference")
     run = ReferenceRun(refdir, sequence="GYDPETGTWG", phiPsi=HAIRPIN_PHI_PSI, mapping="5bead", temperature=300.0,
@@ -35,7 +36,8 @@ def main():
     trainer.train(epochs=args.epochs, batchSize=16, learningRate=2e-3, patience=3)
     model_path = os.path.join(args.output, "chignolin.pt")
     trainer.save(model_path, structure=data["cgPdb"])
-    report = validateModel(model_path, refdir, os.path.join(args.output, "validation"), timeNs=args.validation_ns)
+    report = validateModel(model_path, refdir, os.path.join(args.output, "validation"), timeNs=args.validation_ns,
+                           seed=args.validation_seed)
     print(report["files"])
 
 
