@@ -156,7 +156,7 @@ def test_cfconv_aligned_weight_and_gather_variants(device, precision, tma, gathe
     (|x| ~ 1e6: only the per-tensor scale keeps them finite)."""
     from openmmflash.plugin.kernels import cfconv as kernels
 
-    monkeypatch.setattr(kernels, "USE_TMA", tma)
+    monkeypatch.setattr(kernels, "USE_TMA", tma)  # forced on or off for every kernel
     monkeypatch.setattr(kernels, "GATHER16", gather16)
     for key in list(kernels.TILES):
         monkeypatch.setitem(kernels.TILES, key, (32, 4, 1, 16))

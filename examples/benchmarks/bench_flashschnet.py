@@ -212,6 +212,26 @@ def kernel_breakdown(replicas, quick):
         out[precision] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_TFLOPs": flop_fwd / fwd / 1e9,
                           "bwd_TFLOPs": 2 * flop_fwd / bwd / 1e9}
     out["kernel_info"] = dict(kernels.KERNEL_INFO)
+    # Ablation in the same run: TMA weight tiles forced on/off, fp16 gathers on/off (defaults restored after).
+    ablation = []
+    for precision, tma, gather16 in (("w16a16", False, True), ("w16a16", False, False), ("w16a16", True, True),
+                                     ("fp32", False, False), ("fp32", True, False)):
+        args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
+                model.gamma, model.cutoff, True, precision)
+        saved = (kernels.USE_TMA, kernels.GATHER16)
+        kernels.USE_TMA, kernels.GATHER16 = tma, gather16
+        try:
+            row = {"precision": precision, "tma": tma, "gather16": gather16 and precision == "w16a16",
+                   "fwd_ms": median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args)),
+                   "bwd_ms": median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2],
+                                                                             *args))}
+        except Exception as err:
+            row = {"precision": precision, "tma": tma, "error": f"{type(err).__name__}: {str(err)[:200]}"}
+        finally:
+            kernels.USE_TMA, kernels.GATHER16 = saved
+        ablation.append(row)
+        print(json.dumps(row), flush=True)
+    out["ablation"] = ablation
     return out
 
 
@@ -508,7 +528,8 @@ def main():
         "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
         "cuda": torch.version.cuda}, "settings": {
         "F": 128, "T": 4, "R": 64, "cutoff_A": 15.0, "readoutHidden": [128], "replicas": replicas,
-        "variants": variants, "fp32_dot": kernels.FP32_DOT, "tma_weights": kernels.USE_TMA,
+        "variants": variants, "fp32_dot": kernels.FP32_DOT, "tma_weights": (sorted("/".join(k) for k in kernels.TMA_KERNELS)
+                                              if kernels.USE_TMA is None else kernels.USE_TMA),
         "w16a16_fp16_gathers": kernels.GATHER16, "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, "
         "CUDA platform mixed precision, TorchForce setOutputsForces, restraint k=500 kJ/mol/nm^2, readout x0.01"}}
     results["ceilings"] = ceilings()

@@ -1,7 +1,8 @@
 #!/bin/bash
 # One GPU-machine batch for the FlashSchNet kernels (issue 3): install the OpenMM wheels carried in .whl, run the
 # kernel tests on CUDA, then examples/benchmarks/bench_flashschnet.py with the given arguments. Logs and the JSON go
-# to $OUT. Usage (device tool, carry [".whl"]): bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
+# to $OUT; then the NVE drift run (bench_flashschnet_nve.py, fp32 vs W16A16, merged into the JSON as "nve") unless
+# SKIP_NVE is set. Usage (device tool, carry [".whl"]): bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
 set -o pipefail
 export PYTHONUNBUFFERED=1
 python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
@@ -14,3 +15,5 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,m
     | tee $OUT/tests.log | tail -25
 timeout ${BENCH_TIMEOUT:-420} python examples/benchmarks/bench_flashschnet.py --out $OUT/flashschnet_kernels.json "$@" \
     2>&1 | tee $OUT/bench.log | grep -v '^{"kernel"'
+[ -n "$SKIP_NVE" ] || timeout ${NVE_TIMEOUT:-200} python examples/benchmarks/bench_flashschnet_nve.py \
+    --out $OUT/flashschnet_nve.json --merge $OUT/flashschnet_kernels.json ${NVE_ARGS} 2>&1 | tee $OUT/nve.log | tail -6

@@ -46,13 +46,16 @@ from openmmflash.schnet.reference import cfconv_reference
 TILES = {("fwd", "fp32"): (128, 8, 1, 128), ("bwd", "fp32"): (64, 8, 1, 128),
          ("fwd", "w16a16"): (64, 4, 1, 128), ("bwd", "w16a16"): (32, 4, 1, 128)}  # tuned on an H200 (Triton 3.6)
 FP32_DOT = os.environ.get("OPENMMFLASH_CFCONV_FP32_DOT", "tf32x3")
-# USE_TMA: weight tiles through TMA tensor descriptors (straight to shared memory, not through registers) where the
-# rows are 16-byte aligned and the GPU is Hopper or newer (always tried under the interpreter). GATHER16: the
-# W16A16 kernels gather fp16 copies of the node features x and dL/dm (per-tensor scale) instead of fp32.
-USE_TMA = os.environ.get("OPENMMFLASH_CFCONV_TMA", "1") == "1"
+# TMA: weight tiles through TMA tensor descriptors (straight to shared memory, not through registers) where the
+# rows are 16-byte aligned and the GPU is Hopper or newer (and under the interpreter when strides allow); measured
+# on an H200 (docs/kernels-notes.md, v4) it pays only in the fp32 backward, so TMA_KERNELS lists where it is used;
+# USE_TMA (env OPENMMFLASH_CFCONV_TMA=1/0) forces it on/off for every kernel. GATHER16: the W16A16 kernels gather
+# fp16 copies of the node features x and dL/dm (per-tensor scale) instead of fp32.
+TMA_KERNELS = {("bwd", "fp32")}
+_TMA_ENV = os.environ.get("OPENMMFLASH_CFCONV_TMA", "auto")
+USE_TMA = None if _TMA_ENV == "auto" else _TMA_ENV == "1"
 GATHER16 = os.environ.get("OPENMMFLASH_CFCONV_GATHER16", "1") == "1"
 KERNEL_INFO = {}
-_ALLOCATOR_SET = [False]
 
 
 def _record(name: str, compiled, tma: bool) -> None:
@@ -201,8 +204,11 @@ def _cfconv_fwd_kernel(
                 mask_c = offs_c < F
                 y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, c0, F, W16, DOT_PRECISION, TMA)
                 xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_e[:, None] & mask_c[None, :],
-                             other=0.0).to(tl.float32)
-                msg = tl.where(mask_e[:, None], y * (c * xscale)[:, None] * xs, 0.0)
+                             other=0.0)
+                if X16:
+                    msg = tl.where(mask_e[:, None], y * (c * xscale)[:, None] * xs.to(tl.float32), 0.0)
+                else:
+                    msg = tl.where(mask_e[:, None], y * c[:, None] * xs, 0.0)
                 _segment_store(OUT, msg, dst, mask_e, offs_c, mask_c, F, DOT_PRECISION, BLOCK_D)
 
 
@@ -276,11 +282,19 @@ def _cfconv_bwd_kernel(
                 mask_c = offs_c < F
                 mask_ec = mask_e[:, None] & mask_c[None, :]
                 y = _filter_chunk(h_op, W2, S2, offs_f, mask_f, offs_c, mask_c, c0, F, W16, DOT_PRECISION, TMA)
-                gd = tl.load(G + dst[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0).to(tl.float32)
-                _segment_store(GRAD_X, tl.where(mask_e[:, None], y * (c * gscale)[:, None] * gd, 0.0), src, mask_e,
-                               offs_c, mask_c, F, DOT_PRECISION, BLOCK_D)
-                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0).to(tl.float32)
-                u = gd * xs * (xscale * gscale)
+                gd = tl.load(G + dst[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
+                if X16:
+                    gd = gd.to(tl.float32)
+                    gx = y * (c * gscale)[:, None] * gd
+                else:
+                    gx = y * c[:, None] * gd
+                _segment_store(GRAD_X, tl.where(mask_e[:, None], gx, 0.0), src, mask_e, offs_c, mask_c, F,
+                               DOT_PRECISION, BLOCK_D)
+                xs = tl.load(X + src[:, None] * F + offs_c[None, :], mask=mask_ec, other=0.0)
+                if X16:
+                    u = gd * xs.to(tl.float32) * (xscale * gscale)
+                else:
+                    u = gd * xs
                 dc += tl.sum(u * y, axis=1)
                 dy = u * c[:, None]
                 w2 = _load_w2_rows(W2, offs_c, mask_c, offs_f, mask_f, c0, F, TMA)  # rows offs_c of W2
@@ -329,9 +343,11 @@ def _weights(w1: Tensor, b1: Tensor, w2: Tensor, precision: str):
     return w1.detach().to(torch.float32).contiguous(), b1, w2.detach().to(torch.float32).contiguous(), b1, b1
 
 
-def _use_tma(w1k: Tensor, w2k: Tensor) -> bool:
-    """TMA descriptors need 16-byte aligned bases and row strides, and Hopper (sm_90) or newer."""
-    if not USE_TMA:
+def _use_tma(kind: str, precision: str, w1k: Tensor, w2k: Tensor) -> bool:
+    """TMA descriptors for this kernel: wanted (USE_TMA / TMA_KERNELS), 16-byte aligned bases and row strides,
+    Hopper (sm_90) or newer."""
+    wanted = (kind, precision) in TMA_KERNELS if USE_TMA is None else USE_TMA
+    if not wanted:
         return False
     aligned = all(w.data_ptr() % 16 == 0 and (w.shape[1] * w.element_size()) % 16 == 0 for w in (w1k, w2k))
     if not aligned:
@@ -340,11 +356,14 @@ def _use_tma(w1k: Tensor, w2k: Tensor) -> bool:
         return os.environ.get("TRITON_INTERPRET") == "1" and w1k.shape[1] % 16 == 0 and w2k.shape[1] % 16 == 0
     if torch.cuda.get_device_capability(w1k.device)[0] < 9:
         return False
-    if not _ALLOCATOR_SET[0]:
-        # In-kernel descriptors need a small global scratch buffer per launch (graph-capturable torch allocation).
-        triton.set_allocator(lambda size, align, stream: torch.empty(size, dtype=torch.int8, device="cuda"))
-        _ALLOCATOR_SET[0] = True
+    # In-kernel descriptors need a small global scratch buffer per launch (graph-capturable torch allocation). The
+    # allocator is a context variable: set on every launch, since autograd runs the backward in its own thread.
+    triton.set_allocator(_scratch)
     return True
+
+
+def _scratch(size: int, alignment: int, stream):
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 def _half(t: Tensor) -> Tuple[Tensor, Tensor]:
@@ -368,6 +387,12 @@ def _check(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, mu: Tensor, w1:
         raise ValueError(f"dist and src must have one entry per pair, got {tuple(dist.shape)} and {tuple(src.shape)}")
 
 
+def _warps(tile, block_c: int) -> int:
+    """Warps of a launch: at most BLOCK_C / 8, so each of 8 warps has at least one 8-column MMA tile of a chunk
+    (narrower chunks at 8 warps gave wrong dL/dx and an illegal address in the fp32 backward on an H200)."""
+    return max(1, min(tile[1], max(4, block_c // 8)))
+
+
 def _grid(pairs: int, tile) -> Tuple[int]:
     block_e, _, per_program, _ = tile
     return (max(1, triton.cdiv(pairs, block_e * per_program)),)
@@ -386,14 +411,14 @@ def cfconv_flash_forward(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowp
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
     tile = TILES[("fwd", precision)]
     x16 = precision == "w16a16" and GATHER16
-    tma = _use_tma(w1k, w2k)
+    tma = _use_tma("fwd", precision, w1k, w2k)
     xk, xscale = _half(x) if x16 else (x.contiguous(), b1k)
     compiled = _cfconv_fwd_kernel[_grid(dist.shape[0], tile)](
         xk, dist.contiguous(), src.contiguous(), dst.contiguous(), rowptr.contiguous(),
         mu.to(torch.float32).contiguous(), w1k, b1k, w2k, s1, s2, out, xscale, n, f, mu.shape[0], float(gamma),
         float(cutoff), tile[2], RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT,
         TMA=tma, X16=x16, BLOCK_E=tile[0], BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16,
-        num_warps=tile[1])
+        num_warps=_warps(tile, min(tile[3], block_f)))
     _record(f"fwd/{precision}", compiled, tma)
     return out
 
@@ -412,7 +437,7 @@ def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
     w1k, b1k, w2k, s1, s2 = _weights(w1, b1, w2, precision)
     tile = TILES[("bwd", precision)]
     x16 = precision == "w16a16" and GATHER16
-    tma = _use_tma(w1k, w2k)
+    tma = _use_tma("bwd", precision, w1k, w2k)
     if x16:
         (xk, xscale), (gk, gscale) = _half(x), _half(grad_out.to(torch.float32))
     else:
@@ -423,7 +448,8 @@ def cfconv_flash_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
         w2k, s1, s2, grad_x, grad_dist, xscale, gscale, n, f, mu.shape[0], float(gamma), float(cutoff), tile[2],
         RBF_CUTOFF=bool(rbf_cutoff), W16=precision == "w16a16", DOT_PRECISION=FP32_DOT, TMA=tma,
         X16=x16, BLOCK_E=tile[0],
-        BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16, num_warps=tile[1])
+        BLOCK_R=block_r, BLOCK_F=block_f, BLOCK_C=min(tile[3], block_f), BLOCK_D=16,
+        num_warps=_warps(tile, min(tile[3], block_f)))
     _record(f"bwd/{precision}", compiled, tma)
     return grad_x, grad_dist
 
