@@ -88,6 +88,11 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
         plat = openmm.Platform.getPlatformByName("CPU")
         integrator = integrator.__copy__()
         context = openmm.Context(system, integrator, plat)
+    if plat.getName() in ("CPU", "Reference"):
+        # libtorch's OpenMP threads spin against OpenMM's own CPU threads: one torch thread is ~10x faster here.
+        import torch
+
+        torch.set_num_threads(1)
     context.setPositions(start)
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
