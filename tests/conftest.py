@@ -16,6 +16,10 @@ SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."
 
 HAS_CUDA = torch.cuda.is_available()
 
+# One libtorch thread: its OpenMP threads otherwise spin against OpenMM's CPU-platform threads (about 10x slower
+# force evaluations on a 2-core machine).
+torch.set_num_threads(1)
+
 
 def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
