@@ -13,6 +13,7 @@ import os
 import sys
 
 import openmmflash  # noqa: F401  (imports torch before openmm)
+import torch
 from openmm import CustomExternalForce, LangevinMiddleIntegrator, Platform, app, unit
 from openmmflash.cg.cgsystem import createCGSystem
 from openmmflash.cg.mapping import CGMapping
@@ -61,6 +62,8 @@ def main():
     integrator = LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 4 * unit.femtoseconds)
     platform = Platform.getPlatformByName(args.platform) if args.platform else None
     simulation = app.Simulation(topology, system, integrator, platform)
+    if simulation.context.getPlatform().getName() in ("CPU", "Reference"):
+        torch.set_num_threads(1)  # libtorch's threads would spin against OpenMM's CPU threads
     simulation.context.setPositions(positions)
     simulation.minimizeEnergy(maxIterations=100)
     os.makedirs(args.output, exist_ok=True)
