@@ -29,6 +29,7 @@ INSTALL_REQUIRES = [
     "tqdm",
     "matplotlib",
     "zstandard",
+    "numba>=0.61",  # CompactMD compiled kernels (numpy fallback without it)
 ]
 
 EXTRAS = {

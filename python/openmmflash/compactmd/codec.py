@@ -17,7 +17,7 @@ Both accept positions of shape (F, N, 3) in nm, reject NaN/Inf and coordinates b
 
 import numpy as np
 
-from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd import kernels, residualcoder
 
 _NAN_HELP = "see https://github.com/openmm/openmm/wiki/Frequently-Asked-Questions#nan"
 GRID_LIMIT = 2**28
@@ -66,6 +66,13 @@ class GridCodec:
         Within ``FAST_STEPS`` grid steps of the origin the product is taken in float32: its rounding, plus that
         of the float32 decode, stays inside the 1/64 margin of the grid (see module docstring); beyond, float64.
         """
+        if kernels.HAVE_NUMBA and type(x) is np.ndarray and x.ndim == 3 and x.shape[2] == 3 \
+                and x.dtype in (np.float32, np.float64):
+            # one pass; any NaN/Inf/large value sends the chunk down the checked path below
+            q, ok = kernels.quantize_f32(np.ascontiguousarray(x), np.float32(1.0 / self.gridStep),
+                                         np.float32(FAST_STEPS * self.gridStep))
+            if ok:
+                return q.reshape(x.shape)
         x, top = self._check(x)
         if top <= FAST_STEPS * self.gridStep:
             return np.rint(x.astype(np.float32, copy=False) * np.float32(1.0 / self.gridStep)).astype(np.int32)
@@ -74,6 +81,10 @@ class GridCodec:
     def dequantize(self, q, dtype=np.float32):
         """Grid coordinates (F, N, 3) -> positions in nm."""
         q = np.asarray(q)
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size:
+            out, top = kernels.dequantize_f32(np.ascontiguousarray(q), np.float32(self.gridStep))
+            if top <= FAST_STEPS:
+                return out.reshape(q.shape)
         if dtype == np.float32 and q.size and max(int(q.max()), -int(q.min())) <= FAST_STEPS:
             return q.astype(np.float32) * np.float32(self.gridStep)
         return (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)

@@ -44,7 +44,7 @@ import struct
 import numpy as np
 import zstandard
 
-from openmmflash.compactmd import watertransform
+from openmmflash.compactmd import kernels, watertransform
 from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
@@ -137,6 +137,11 @@ def _block_costs(q, seq, full, starts, weight=None):
     samples = max(2, min(_SAMPLE_FRAMES, 300_000 // max(1, q.shape[1] * 3)))
     ts = np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))
     ts2 = ts[ts >= 2]
+    if kernels.HAVE_NUMBA:
+        per = kernels.mode_costs(q, ts.astype(np.int64), full, seq)[:5 if len(ts2) else 3]
+        if weight is not None:
+            per = per * weight
+        return np.add.reduceat(per, starts, axis=1) if per.shape[1] else np.zeros((len(per), len(starts)))
     d1 = q[ts] - q[ts - 1]
     cands = [_space(q[ts], full), d1, _space(d1, seq)]
     if len(ts2):
@@ -220,6 +225,8 @@ def _pick_modes(a, blocks, full, seq, weight=None, allowed=None):
 
 def _assemble(a, modes, blocks, blockAtoms, full, seq):
     """Residual array for per-block modes."""
+    if kernels.HAVE_NUMBA:
+        return kernels.residual_blocks(a, np.ascontiguousarray(modes, np.uint8), blockAtoms, full, seq)
     r = None
     n = a.shape[1]
     for mode in np.unique(modes):
@@ -235,6 +242,11 @@ def _assemble(a, modes, blocks, blockAtoms, full, seq):
 def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
     """Inverse of :func:`_assemble`. With ``known``/``where``: slots outside ``where`` take the residual that
     the known values give (their masks are False, so they depend on nothing else)."""
+    if kernels.HAVE_NUMBA:
+        if known is None:
+            known, where = np.empty((0, 0, 3), np.int32), np.empty(0, bool)
+        return kernels.unresidual_blocks(np.ascontiguousarray(r), np.ascontiguousarray(modes, np.uint8),
+                                         blockAtoms, full, seq, np.ascontiguousarray(known), where)
     q = None
     n = r.shape[1]
     for mode in np.unique(modes):

@@ -10,6 +10,8 @@ import struct
 
 import numpy as np
 
+from openmmflash.compactmd import kernels
+
 def _zigzag(r):
     return ((r << 1) ^ (r >> 31)).view(np.uint32)
 
@@ -59,6 +61,8 @@ def _encode_values(r, zc):
     byte, so packing lets near-constant residuals cost well under one bit each); the largest code is an escape
     whose excess follows in a byte-plane sub-stream: ``u64 nEscapes, u64 size, zstd(packed), u8 fmt2, u64 size2,
     zstd(planes)``. Chosen when at most 1/256 of the values escape."""
+    if kernels.HAVE_NUMBA:
+        return _encode_values_fast(r, zc)
     u = _zigzag(r)
     n = u.size
     for bits in (1, 2, 4):
@@ -77,6 +81,24 @@ def _encode_values(r, zc):
     return struct.pack("<BQ", nbytes, len(body)) + body
 
 
+def _encode_values_fast(r, zc):
+    """:func:`_encode_values` with the compiled kernels (same bytes)."""
+    u, (top, *ge) = kernels.zigzag_stats(np.ascontiguousarray(r, np.int32))
+    n = u.size
+    for bits, nesc in zip((1, 2, 4), ge):
+        if n and nesc * 256 <= n:
+            esc = np.uint32((1 << bits) - 1)
+            body = zc.compress(kernels.pack_bits(u, bits).tobytes())
+            big = u[u >= esc] - esc
+            nb = max(1, (int(big.max()).bit_length() + 7) // 8) if big.size else 1
+            extra = zc.compress(kernels.byte_planes(big, nb).tobytes())
+            return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
+                             struct.pack("<BQ", nb, len(extra)), extra])
+    nbytes = max(1, (int(top).bit_length() + 7) // 8)
+    body = zc.compress(kernels.byte_planes(u, nbytes).tobytes())
+    return struct.pack("<BQ", nbytes, len(body)) + body
+
+
 def _decode_values(blob, pos, count, dz):
     """Inverse of :func:`_encode_values` -> (int32 values, new position)."""
     fmt = blob[pos]
@@ -88,7 +110,8 @@ def _decode_values(blob, pos, count, dz):
         pos += size
         if len(raw) != -(-count // (8 // bits)):
             raise ValueError("packed residual stream has the wrong length")
-        u = _unpack_bits(np.frombuffer(raw, np.uint8), count, bits)
+        p = np.frombuffer(raw, np.uint8)
+        u = kernels.unpack_bits(p, count, bits) if kernels.HAVE_NUMBA else _unpack_bits(p, count, bits)
         nb, size = struct.unpack_from("<BQ", blob, pos)
         pos += 9
         if not 1 <= nb <= 4 or nesc > count:
@@ -110,6 +133,9 @@ def _decode_values(blob, pos, count, dz):
     raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * fmt, 1))
     if len(raw) != count * fmt:
         raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * fmt}")
-    return _unzigzag(_from_byte_planes(np.frombuffer(raw, np.uint8), count, fmt)), pos + size
+    p = np.frombuffer(raw, np.uint8)
+    if kernels.HAVE_NUMBA:
+        return kernels.from_planes_unzigzag(p, count, fmt, True), pos + size
+    return _unzigzag(_from_byte_planes(p, count, fmt)), pos + size
 
 

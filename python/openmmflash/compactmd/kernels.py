@@ -1,0 +1,265 @@
+"""Compiled (numba) kernels for the hot loops of CompactMD, with the numpy code as reference and fallback.
+
+Each kernel does in one pass over memory what the numpy reference in
+:mod:`~openmmflash.compactmd.residualcoder` / :mod:`~openmmflash.compactmd.valuestream` does in several, and
+gives bit-identical output (tests/test_compactkernels.py checks this on random data). Arithmetic is carried in
+int64 and truncated to int32 on store, which equals numpy's int32 wrap-around (modulo 2**32).
+
+Prediction modes per block of ``blockAtoms`` atoms (see residualcoder):
+  0 space      r[t,i] = q[t,i] - full[i] q[t,i-1]
+  1 time1      r[t,i] = q[t,i] - q[t-1,i]
+  2 time1+seq  r[t,i] = D[t,i] - seq[i] D[t,i-1],    D = q[t] - q[t-1]
+  3 time2      r[t,i] = q[t,i] - 2 q[t-1,i] + q[t-2,i]           (t = 1: time1)
+  4 time2+seq  r[t,i] = E[t,i] - seq[i] E[t,i-1],    E = second difference (t = 1: time1+seq)
+Frame 0 always uses mode 0. Decoding walks frames in order and atoms in order inside a frame, so every
+neighbour a prediction needs is already decoded.
+
+Set ``OPENMMFLASH_NO_NUMBA=1`` (or uninstall numba) to use the numpy code.
+"""
+
+import os
+
+import numpy as np
+
+try:
+    if os.environ.get("OPENMMFLASH_NO_NUMBA"):
+        raise ImportError
+    import numba
+
+    HAVE_NUMBA = True
+except ImportError:  # pragma: no cover - exercised by the fallback test in a subprocess
+    HAVE_NUMBA = False
+
+if HAVE_NUMBA:
+    _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+    @_jit
+    def _code_row(x, p, pp, out, lo, hi, kind, full3, seq3, sign):
+        """One frame of one block on flat (n*3,) rows: x current, p previous, pp the one before.
+        sign=1: out = residual of x; sign=-1: x is the output being decoded in place from residuals ``out``.
+        kind: 0 space, 1 time1, 2 time1+seq, 3 time2, 4 time2+seq (already mapped for frames 0 and 1)."""
+        if sign > 0:
+            if kind == 0:
+                for j in range(lo, hi):
+                    out[j] = np.int32(np.int64(x[j]) - (np.int64(x[j - 3]) if full3[j] else 0))
+            elif kind == 1:
+                for j in range(lo, hi):
+                    out[j] = np.int32(np.int64(x[j]) - p[j])
+            elif kind == 2:
+                for j in range(lo, hi):
+                    d = np.int64(x[j]) - p[j]
+                    if seq3[j]:
+                        d -= np.int64(x[j - 3]) - p[j - 3]
+                    out[j] = np.int32(d)
+            elif kind == 3:
+                for j in range(lo, hi):
+                    out[j] = np.int32(np.int64(x[j]) - 2 * np.int64(p[j]) + pp[j])
+            else:
+                for j in range(lo, hi):
+                    d = np.int64(x[j]) - 2 * np.int64(p[j]) + pp[j]
+                    if seq3[j]:
+                        d -= np.int64(x[j - 3]) - 2 * np.int64(p[j - 3]) + pp[j - 3]
+                    out[j] = np.int32(d)
+        else:
+            if kind == 0:
+                for j in range(lo, hi):
+                    x[j] = np.int32(np.int64(out[j]) + (np.int64(x[j - 3]) if full3[j] else 0))
+            elif kind == 1:
+                for j in range(lo, hi):
+                    x[j] = np.int32(np.int64(out[j]) + p[j])
+            elif kind == 2:
+                for j in range(lo, hi):
+                    d = np.int64(out[j]) + p[j]
+                    if seq3[j]:
+                        d += np.int64(x[j - 3]) - p[j - 3]
+                    x[j] = np.int32(d)
+            elif kind == 3:
+                for j in range(lo, hi):
+                    x[j] = np.int32(np.int64(out[j]) + 2 * np.int64(p[j]) - pp[j])
+            else:
+                for j in range(lo, hi):
+                    d = np.int64(out[j]) + 2 * np.int64(p[j]) - pp[j]
+                    if seq3[j]:
+                        d += np.int64(x[j - 3]) - 2 * np.int64(p[j - 3]) + pp[j - 3]
+                    x[j] = np.int32(d)
+
+    @_jit
+    def _blocks(a, b, modes, blockAtoms, full, seq, sign, known, where):
+        """Residuals of ``a`` into ``b`` (sign 1) or ``a`` decoded from residuals ``b`` (sign -1); shapes (F, n*3)."""
+        nf, n3 = a.shape[0], a.shape[1]
+        full3 = np.repeat(full, 3)
+        seq3 = np.repeat(seq, 3)
+        for blk in range(len(modes)):
+            mode = np.int64(modes[blk])
+            lo = blk * blockAtoms * 3
+            hi = min(n3, lo + blockAtoms * 3)
+            for t in range(nf):
+                kind = mode
+                if t == 0:
+                    kind = 0
+                elif t == 1 and mode >= 3:
+                    kind = mode - 2
+                p = a[t - 1] if t >= 1 else a[t]
+                pp = a[t - 2] if t >= 2 else a[t]
+                if sign < 0 and known.shape[1] == n3:
+                    # known atoms have False masks: give them the residual that decodes to the known value
+                    for j in range(lo, hi):
+                        if not where[j // 3]:
+                            pr = np.int64(0)
+                            if kind == 1 or kind == 2:
+                                pr = np.int64(p[j])
+                            elif kind >= 3:
+                                pr = 2 * np.int64(p[j]) - pp[j]
+                            b[t, j] = np.int32(np.int64(known[t, j]) - pr)
+                _code_row(a[t], p, pp, b[t], lo, hi, kind, full3, seq3, sign)
+
+    def residual_blocks(q, modes, blockAtoms, full, seq):
+        """Residuals (F, n, 3) int32 of ``q`` (F, n, 3) int32 with one mode per block of ``blockAtoms``."""
+        q = np.ascontiguousarray(q, np.int32)
+        nf, n = q.shape[:2]
+        r = np.empty_like(q)
+        _blocks(q.reshape(nf, n * 3), r.reshape(nf, n * 3), modes, blockAtoms, full, seq, 1,
+                np.empty((0, 0), np.int32), np.empty(0, np.bool_))
+        return r
+
+    def unresidual_blocks(r, modes, blockAtoms, full, seq, known, where):
+        """Inverse of :func:`residual_blocks`. Where ``where[i]`` is False, atom i is taken from ``known``
+        (F, n, 3) (its masks are False: nothing depends on its residual but itself); ``r`` is then overwritten
+        at those atoms."""
+        r = np.ascontiguousarray(r, np.int32)
+        nf, n = r.shape[:2]
+        q = np.empty_like(r)
+        k2 = np.ascontiguousarray(known, np.int32)
+        k2 = k2.reshape(k2.shape[0], k2.shape[1] * 3)
+        _blocks(q.reshape(nf, n * 3), r.reshape(nf, n * 3), modes, blockAtoms, full, seq, -1, k2, where)
+        return q
+
+    @_jit
+    def mode_costs(q, ts, full, seq):
+        """Per-atom mean |residual| (5, n) over sample frames ``ts`` (all >= 1) for the five modes; modes 3
+        and 4 average over the frames >= 2 only (0 where there is none)."""
+        n = q.shape[1]
+        out = np.zeros((5, n))
+        n1 = 0
+        n2 = 0
+        for k in range(len(ts)):
+            t = ts[k]
+            n1 += 1
+            if t >= 2:
+                n2 += 1
+            for i in range(n):
+                for c in range(3):
+                    v = np.int64(q[t, i, c])
+                    out[0, i] += abs(v - (np.int64(q[t, i - 1, c]) if full[i] else 0))
+                    d = v - np.int64(q[t - 1, i, c])
+                    out[1, i] += abs(d)
+                    dp = (np.int64(q[t, i - 1, c]) - np.int64(q[t - 1, i - 1, c])) if seq[i] else np.int64(0)
+                    out[2, i] += abs(d - dp)
+                    if t >= 2:
+                        e = d - (np.int64(q[t - 1, i, c]) - np.int64(q[t - 2, i, c]))
+                        out[3, i] += abs(e)
+                        ep = np.int64(0)
+                        if seq[i]:
+                            ep = (np.int64(q[t, i - 1, c]) - 2 * np.int64(q[t - 1, i - 1, c])
+                                  + np.int64(q[t - 2, i - 1, c]))
+                        out[4, i] += abs(e - ep)
+        for i in range(n):
+            for m in range(3):
+                out[m, i] /= max(n1, 1)
+            for m in range(3, 5):
+                out[m, i] = out[m, i] / n2 if n2 else 0.0
+        return out
+
+    @_jit
+    def zigzag_stats(r):
+        """zigzag(r) as uint32 and [max, #>=1, #>=3, #>=15] of it."""
+        n = r.size
+        flat = r.reshape(-1)
+        u = np.empty(n, np.uint32)
+        top = np.uint32(0)
+        c1 = 0
+        c3 = 0
+        c15 = 0
+        for j in range(n):
+            v = np.int64(flat[j])
+            z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
+            u[j] = z
+            if z > top:
+                top = z
+            c1 += z >= 1
+            c3 += z >= 3
+            c15 += z >= 15
+        return u, np.array([np.int64(top), c1, c3, c15])
+
+    @_jit
+    def byte_planes(u, nbytes):
+        """uint32 (n,) -> uint8 (nbytes * n,): byte planes, low byte first."""
+        n = u.size
+        p = np.empty(nbytes * n, np.uint8)
+        for k in range(nbytes):
+            sh = np.uint32(8 * k)
+            for j in range(n):
+                p[k * n + j] = np.uint8((u[j] >> sh) & np.uint32(255))
+        return p
+
+    @_jit
+    def from_planes_unzigzag(p, count, nbytes, zigzag):
+        """uint8 byte planes -> uint32 (count,) or, with ``zigzag``, their unzigzagged int32."""
+        u = np.empty(count, np.uint32)
+        for j in range(count):
+            u[j] = p[j]
+        for k in range(1, nbytes):
+            sh = np.uint32(8 * k)
+            for j in range(count):
+                u[j] |= np.uint32(p[k * count + j]) << sh
+        out = np.empty(count, np.int32)
+        for j in range(count):
+            v = np.int64(u[j])
+            out[j] = np.int32(((v >> 1) ^ -(v & 1)) if zigzag else (v - (v >> 31 << 32)))
+        return out
+
+    @_jit
+    def pack_bits(u, bits):
+        """uint32 (n,) -> uint8 packed ``8 // bits`` per byte, values clipped to the escape ``2**bits - 1``."""
+        per = 8 // bits
+        esc = np.uint32((1 << bits) - 1)
+        n = u.size
+        out = np.zeros(-(-n // per), np.uint8)
+        for j in range(n):
+            v = min(u[j], esc)
+            out[j // per] |= np.uint8(v << np.uint32(bits * (j % per)))
+        return out
+
+    @_jit
+    def unpack_bits(p, count, bits):
+        per = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        u = np.empty(count, np.uint32)
+        for j in range(count):
+            u[j] = (p[j // per] >> np.uint8(bits * (j % per))) & mask
+        return u
+
+    @_jit
+    def quantize_f32(x, scale, limit):
+        """rint(float32(x) * scale) as flat int32 while |x| <= limit; returns (q, ok). ``ok`` is False on NaN/Inf
+        or |x| > limit (the caller then takes the checked numpy path)."""
+        flat = x.reshape(-1)
+        q = np.empty(flat.size, np.int32)
+        for j in range(flat.size):
+            v = np.float32(flat[j])
+            if not abs(v) <= limit:
+                return q, False
+            q[j] = np.int32(np.rint(v * scale))
+        return q, True
+
+    @_jit
+    def dequantize_f32(q, step):
+        """float32(q) * step as flat float32, and max |q|."""
+        flat = q.reshape(-1)
+        out = np.empty(flat.size, np.float32)
+        top = 0
+        for j in range(flat.size):
+            v = flat[j]
+            top = max(top, abs(np.int64(v)))
+            out[j] = np.float32(v) * step
+        return out, top

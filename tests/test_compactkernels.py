@@ -1,0 +1,113 @@
+"""Compiled CompactMD kernels against the numpy reference (bit-identical), and the numpy fallback end to end."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zstandard
+
+from openmmflash.compactmd import codec, kernels, residualcoder, valuestream
+
+pytestmark = pytest.mark.skipif(not kernels.HAVE_NUMBA, reason="numba not installed")
+
+
+@pytest.fixture
+def numpy_path(monkeypatch):
+    """Call ``fn`` with the compiled kernels switched off."""
+    def run(fn, *args):
+        monkeypatch.setattr(kernels, "HAVE_NUMBA", False)
+        try:
+            return fn(*args)
+        finally:
+            monkeypatch.setattr(kernels, "HAVE_NUMBA", True)
+    return run
+
+
+@pytest.mark.parametrize("nf", [1, 2, 3, 9])
+def test_residual_blocks_match_numpy(nf, numpy_path):
+    rng = np.random.default_rng(nf)
+    for n in (1, 6, 41):
+        q = rng.integers(-2**28, 2**28, (nf, n, 3)).astype(np.int32)  # wraps modulo 2**32 like numpy
+        full = rng.random(n) < 0.7
+        full[::8] = False  # block starts predict nothing from the previous block (as in Layout)
+        seq = full & (rng.random(n) < 0.5)
+        modes = rng.integers(0, 5, len(np.arange(0, n, 8))).astype(np.uint8)
+        ref = numpy_path(residualcoder._assemble, q, modes, None, 8, full, seq)
+        got = residualcoder._assemble(q, modes, None, 8, full, seq)
+        assert np.array_equal(got, ref)
+        assert np.array_equal(residualcoder._disassemble(got, modes, 8, full, seq), q)
+        # known atoms (chain roots): their residual slots are ignored and their values taken from `known`
+        where = full.copy()
+        r = got.copy()
+        r[:, ~where] = 12345
+        ref = numpy_path(residualcoder._disassemble, r.copy(), modes, 8, full & where, seq & where, q, where)
+        got = residualcoder._disassemble(r.copy(), modes, 8, full & where, seq & where, q, where)
+        assert np.array_equal(got, ref)
+        assert np.array_equal(got, q)
+
+
+def test_mode_costs_match_numpy(numpy_path):
+    rng = np.random.default_rng(3)
+    for nf in (2, 3, 30):
+        q = np.cumsum(rng.integers(-20, 20, (nf, 50, 3)), axis=0).astype(np.int32)
+        full = np.ones(50, bool)
+        full[[0, 17]] = False
+        seq = full & (rng.random(50) < 0.5)
+        starts = np.arange(0, 50, 16)
+        w = rng.random(50) < 0.8
+        ref = numpy_path(residualcoder._block_costs, q, seq, full, starts, w)
+        assert np.array_equal(residualcoder._block_costs(q, seq, full, starts, w), ref)
+
+
+def test_value_streams_match_numpy(numpy_path):
+    rng = np.random.default_rng(4)
+    zc, dz = zstandard.ZstdCompressor(), zstandard.ZstdDecompressor()
+    cases = [rng.integers(-2**31, 2**31 - 1, 999), rng.integers(-300, 300, 5000), np.zeros(77, int)]
+    for bits in (1, 2, 4):
+        r = rng.integers(0, 2 ** (bits - 1), 20000)
+        r[rng.integers(0, 20000, 40)] = rng.integers(-70000, 70000, 40)
+        cases.append(r)
+    for r in cases:
+        r = r.astype(np.int32)
+        blob = valuestream._encode_values(r, zc)
+        ref_blob = numpy_path(valuestream._encode_values, r, zc)
+        assert blob[0] == ref_blob[0]  # same format chosen
+        for b in (blob, ref_blob):
+            assert np.array_equal(valuestream._decode_values(b, 0, r.size, dz)[0], r)
+            assert np.array_equal(numpy_path(valuestream._decode_values, b, 0, r.size, dz)[0], r)
+
+
+def test_quantize_matches_numpy_and_refuses_bad_input(numpy_path):
+    c = codec.BoundedCodec(0.0005)
+    x = np.random.default_rng(5).normal(0, 4, (3, 20, 3))
+    for dt in (np.float32, np.float64):
+        q = c.quantize(x.astype(dt))
+        assert np.array_equal(q, numpy_path(c.quantize, x.astype(dt)))
+        assert np.array_equal(c.dequantize(q), numpy_path(c.dequantize, q))
+        assert np.abs(c.dequantize(q) - x.astype(dt)).max() <= 0.0005
+    far = x.copy()
+    far[1, 2, 0] = 100.0  # beyond the float32 fast range: exact float64 path
+    assert np.array_equal(c.quantize(far), numpy_path(c.quantize, far))
+    x[2, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="frame 2, atom 3"):
+        c.quantize(x)
+
+
+def test_numpy_fallback_round_trip(tmp_path):
+    """Without numba (OPENMMFLASH_NO_NUMBA=1) a file written with the kernels reads back identically."""
+    from openmmflash.compactmd import CompactTrajectory, CompactWriter
+
+    rng = np.random.default_rng(6)
+    x = (np.cumsum(rng.normal(0, 0.01, (12, 30, 3)), axis=0) + rng.uniform(0, 3, (30, 3))).astype(np.float32)
+    path = str(tmp_path / "k.cmdx")
+    with CompactWriter(path, 30) as w:
+        w.write(x)
+    with CompactTrajectory(path) as t:
+        fast = t.read()
+    code = (f"import numpy as np; from openmmflash.compactmd import CompactTrajectory, kernels; "
+            f"assert not kernels.HAVE_NUMBA; np.save({str(tmp_path / 'y.npy')!r}, CompactTrajectory({path!r}).read())")
+    subprocess.run([sys.executable, "-c", code], check=True, env=dict(os.environ, OPENMMFLASH_NO_NUMBA="1"))
+    assert np.array_equal(np.load(tmp_path / "y.npy"), fast)
+    assert np.abs(fast - x).max() <= 0.0005
