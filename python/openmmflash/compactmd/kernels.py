@@ -263,3 +263,40 @@ if HAVE_NUMBA:
             top = max(top, abs(np.int64(v)))
             out[j] = np.float32(v) * step
         return out, top
+
+    @_jit
+    def _take(src, idx, out):
+        for t in range(src.shape[0]):
+            for k in range(len(idx)):
+                i = idx[k]
+                out[t, k, 0] = src[t, i, 0]
+                out[t, k, 1] = src[t, i, 1]
+                out[t, k, 2] = src[t, i, 2]
+
+    @_jit
+    def _put(dst, idx, src):
+        for t in range(src.shape[0]):
+            for k in range(len(idx)):
+                i = idx[k]
+                dst[t, i, 0] = src[t, k, 0]
+                dst[t, i, 1] = src[t, k, 1]
+                dst[t, i, 2] = src[t, k, 2]
+
+
+def take_atoms(a, idx):
+    """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
+    idx = np.asarray(idx, np.int64)
+    if not HAVE_NUMBA:
+        return np.ascontiguousarray(a[:, idx])
+    out = np.empty((a.shape[0], len(idx), 3), a.dtype)
+    _take(a, idx, out)
+    return out
+
+
+def put_atoms(dst, idx, src):
+    """``dst[:, idx] = src`` in place; dst (F, N, 3), src (F, k, 3)."""
+    idx = np.asarray(idx, np.int64)
+    if not HAVE_NUMBA:
+        dst[:, idx] = src
+        return
+    _put(dst, idx, src)

@@ -198,6 +198,7 @@ class Layout:
         adjacent = np.zeros(m, bool)
         adjacent[1:] = self.Iidx[1:] == self.Iidx[:-1] + 1
         self.innerC = innerC
+        self.innerIdx = np.flatnonzero(innerC)
         self.blocksI = np.arange(0, max(m, 1), self.blockAtoms)
         fullC = innerC & adjacent
         fullC[self.blocksI[self.blocksI < m]] = False
@@ -313,17 +314,18 @@ def encode(q, layout, level=1):
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = zstandard.ZstdCompressor(level=level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
-        a = np.ascontiguousarray(t[:, idx])
+        a = kernels.take_atoms(t, idx)
         if not spatial and extra.shape[1]:
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
         r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
-    a = t if len(layout.Iidx) == n else np.ascontiguousarray(t[:, layout.Iidx])
+    a = t if len(layout.Iidx) == n else kernels.take_atoms(t, layout.Iidx)
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
     if layout.nI:
-        r = _assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI)[:, layout.innerC]
+        r = kernels.take_atoms(_assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI),
+                               layout.innerIdx)
     else:
         r = t[:, :0]
     _put_stream(out, zc, modes, r)
@@ -365,18 +367,18 @@ def decode(blob, nFrames, nAtoms, layout):
             raise ValueError("residual stream does not match the atom count")
         if m:
             a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq)
-            t[:, idx] = a[:, :len(idx)]
+            kernels.put_atoms(t, idx, a[:, :len(idx)])
             if not spatial:
                 extra = a[:, len(idx):]
     modes, r, pos = _get_stream(blob, pos, nFrames, layout.nI * 3, dz)
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
     if layout.nI:
-        known = t if len(layout.Iidx) == nAtoms else np.ascontiguousarray(t[:, layout.Iidx])
+        known = t if len(layout.Iidx) == nAtoms else kernels.take_atoms(t, layout.Iidx)
         full = np.empty_like(known)
-        full[:, layout.innerC] = r.reshape(nFrames, layout.nI, 3)
+        kernels.put_atoms(full, layout.innerIdx, r.reshape(nFrames, layout.nI, 3))
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
-        t[:, layout.Iidx[layout.innerC]] = a[:, layout.innerC]
+        kernels.put_atoms(t, layout.Iidx[layout.innerC], kernels.take_atoms(a, layout.innerIdx))
     if ngroups:
         t = watertransform.inverse(t, layout, groups, extra)
     return t
