@@ -10,7 +10,8 @@ right step and time.
 Energy conservation with a guard, per stride (H = V(q) + K(p) before the step):
     (q', p') = learned step;  V' = V(q') from the Context;  alpha = sqrt((H - V') / K')
     accept when everything is finite, max |q' - q| <= maxDisplacement and alpha in [1/maxRescale, maxRescale];
-    p <- alpha p'.  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
+    p <- alpha p'.  With ``speciesRescale`` the kinetic energy H - V' is instead shared among the species in the
+    proportions they had before the step (see :meth:`_speciesShareRescale`).  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
     velocity-Verlet substeps of the System's forces (run inside the C++ integrator program). A run therefore never
     produces NaN from the network; rejections are counted (``getNumFallbacks``) and logged.
 
@@ -63,6 +64,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         Accept only 1/maxRescale <= alpha <= maxRescale.
     fallbackSubsteps : int, optional
         Velocity-Verlet substeps for a rejected stride; default stride / 0.5 fs.
+    speciesRescale : bool
+        Energy rescale per species (needs rescaleEnergy): after the learned step each species gets the share of the
+        internal kinetic energy H - V' - K_com it had before the step, so the network cannot move kinetic energy
+        from one species to another (MSE-trained networks under-predict the momenta of heavy atoms more than of
+        light ones, which heats H and cools O). Inter-species energy exchange is then left to the thermostat:
+        use it with FlashMDLangevinIntegrator (its default there); in NVE the species' shares stay at their start.
     device : torch device for the network.
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
@@ -70,7 +77,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
-                 device=None, randomSeed: int = 0):
+                 device=None, randomSeed: int = 0, speciesRescale: bool = False):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -78,6 +85,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._model = flashmd
         self._device = device
         self.rescaleEnergy = bool(rescaleEnergy)
+        self.speciesRescale = bool(speciesRescale)
+        if self.speciesRescale and not self.rescaleEnergy:
+            raise ValueError("speciesRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
         self.randomRotation = bool(randomRotation)
         self.maxDisplacement = 12.5 * stride if maxDisplacement is None else _value(maxDisplacement, unit.nanometer)
         if maxRescale <= 1.0:
@@ -219,7 +229,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             rotation = random_rotation(gen)
         q1, p1 = self._stepper.step(torch.from_numpy(q), torch.from_numpy(v * m),
                                     torch.from_numpy(box) if periodic else None, rotation=rotation)
-        q1, p1 = q1.numpy(), p1.numpy()
+        q1, p1 = q1.cpu().numpy(), p1.cpu().numpy()  # the stepper returns tensors on its device
         reason = None
         if not (np.isfinite(q1).all() and np.isfinite(p1).all()):
             reason = "non-finite prediction"
@@ -243,8 +253,11 @@ class FlashMDIntegrator(mm.CustomIntegrator):
                     alpha = math.sqrt((H - V1) / K1)
                     if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
                         reason = f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
+                    elif self.speciesRescale:
+                        v1, reason = self._speciesShareRescale(v, v1, H - V1)
                     else:
                         v1 = v1 * alpha
+                    if reason is None:
                         self._alphas.append(alpha)
                         if len(self._alphas) > 10000:
                             del self._alphas[:5000]
@@ -274,6 +287,38 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             v2 = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
                 unit.nanometer / unit.picosecond)
             context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
+
+    def _speciesShareRescale(self, v: np.ndarray, v1: np.ndarray, kinetic: float):
+        """Velocities [N, 3] after the learned step with total kinetic energy ``kinetic`` (kJ/mol) shared per species.
+
+        With peculiar velocities u = v - v_com: K_com' = M |v_com'|^2 / 2 is kept as predicted, and species s gets
+        K_s' = (kinetic - K_com') * K_s / sum_s K_s, K_s = sum_{i in s} m_i |u_i|^2 / 2 from before the step:
+        u_s' <- a_s u_s'.  The centre-of-mass momentum this creates is removed (u' <- u' - sum m u' / M) and a last
+        common factor makes the energy exact again. Returns (velocities, None) or (None, reason) when a factor is
+        out of [1/maxRescale, maxRescale].
+        """
+        m = self._masses[:, None]
+        M = float(self._masses.sum())
+        vc0, vc1 = (m * v).sum(0) / M, (m * v1).sum(0) / M
+        u0, u1 = v - vc0, v1 - vc1
+        k_int = kinetic - 0.5 * M * float((vc1 ** 2).sum())
+        k0 = 0.5 * (m * u0 * u0).sum(-1)
+        k1 = 0.5 * (m * u1 * u1).sum(-1)
+        if not (k_int > 0 and k0.sum() > 0):
+            return None, f"no internal kinetic energy left ({k_int:.4g} kJ/mol)"
+        u1 = u1.copy()
+        for z in np.unique(self._types):
+            sel = self._types == z
+            if k1[sel].sum() <= 0:
+                return None, f"species {z} has no predicted kinetic energy"
+            a = math.sqrt(k_int * k0[sel].sum() / k0.sum() / k1[sel].sum())
+            if not (1.0 / self.maxRescale <= a <= self.maxRescale):
+                return None, f"species {z} rescale factor {a:.4g} outside [{1 / self.maxRescale:.3g}, " \
+                             f"{self.maxRescale:.3g}]"
+            u1[sel] *= a
+        u1 -= (m * u1).sum(0) / M
+        u1 *= math.sqrt(k_int / (0.5 * float((m * u1 * u1).sum())))
+        return vc1 + u1, None
 
     # ----------------------------------------------------------------------------------------------- diagnostics
     def getNumFallbacks(self) -> int:

@@ -29,7 +29,11 @@ class FlashMDLangevinIntegrator(FlashMDIntegrator):
     frictionCoeff : 1/ps or Quantity
     stepSize : ps, Quantity or None (the model's stride; must equal it)
     model : FlashMDModel, path or shipped model name
-    **kwargs : as :class:`FlashMDIntegrator` (rescaleEnergy, randomRotation, randomSeed, ...)
+    **kwargs : as :class:`FlashMDIntegrator` (rescaleEnergy, randomRotation, randomSeed, ...); here
+        ``speciesRescale`` defaults to True: the learned step keeps each species' share of the kinetic energy and
+        the per-atom Ornstein-Uhlenbeck half steps alone exchange kinetic energy between species, which keeps
+        equipartition (the friction sets how fast inter-species exchange happens; pass False for the plain
+        global rescale).
 
     Example
     -------
@@ -38,6 +42,7 @@ class FlashMDLangevinIntegrator(FlashMDIntegrator):
     """
 
     def __init__(self, temperature, frictionCoeff, stepSize, model, **kwargs):
+        kwargs.setdefault("speciesRescale", kwargs.get("rescaleEnergy", True))
         super().__init__(model, stepSize, **kwargs)
         self.addGlobalVariable("flashmdTemperature", _value(temperature, unit.kelvin))
         self.addGlobalVariable("flashmdFriction", _value(frictionCoeff, unit.picosecond ** -1))

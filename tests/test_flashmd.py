@@ -270,3 +270,41 @@ def test_bussi_half_step_relaxes_to_target(water):
         vcom = (masses * u).sum(0) / masses.sum()
         temps.append(((masses * (u - vcom) ** 2).sum()) / ((3 * len(masses) - 3) * 0.00831446261815324))
     assert abs(np.mean(temps) - 300.0) < 15.0 and np.std(temps) > 5.0
+
+
+def _species_kinetic(context, integ):
+    v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    m = integ._masses[:, None]
+    u = np.asarray(v) - (m * v).sum(0) / m.sum()
+    k = 0.5 * (m * u * u).sum(-1)
+    return np.array([k[integ._types == z].sum() for z in (1, 8)]), (m * v).sum(0)
+
+
+@pytest.mark.parametrize("species_rescale", [True, False])
+def test_species_rescale_keeps_shares_and_energy(water, species_rescale):
+    """speciesRescale: each species keeps its share of the kinetic energy across a learned step, H stays exact and
+    the total momentum is kept; the global rescale (False) lets the network move energy between species."""
+    integ = FlashMDIntegrator(make_model(free_flight=False, scale=3.0, seed=2), randomSeed=3, maxRescale=2.0,
+                              speciesRescale=species_rescale)
+    sim = simulation(water, integ, platform="Reference")
+    integ.setContext(sim.context)
+    e0 = total_energy(sim.context)
+    k0, p0 = _species_kinetic(sim.context, integ)
+    sim.step(3)
+    assert integ.getNumFallbacks() == 0 and integ.getNumLearnedSteps() == 3
+    k1, p1 = _species_kinetic(sim.context, integ)
+    assert abs(total_energy(sim.context) - e0) < 1e-7 * abs(e0)
+    share_change = abs(k1[0] / k1.sum() - k0[0] / k0.sum())
+    if species_rescale:
+        assert share_change < 2e-5
+        assert np.allclose(p1, p0, atol=1e-6)  # the total momentum (non-zero here) is kept
+    else:
+        assert share_change > 2e-4  # the network does move energy between species: the check above can fail
+
+
+def test_species_rescale_needs_energy_rescale():
+    with pytest.raises(ValueError, match="speciesRescale"):
+        FlashMDIntegrator(make_model(), rescaleEnergy=False, speciesRescale=True)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model())
+    assert integ.speciesRescale  # the Langevin variant keeps equipartition by default
+    assert not FlashMDLangevinIntegrator(300, 1.0, None, make_model(), rescaleEnergy=False).speciesRescale

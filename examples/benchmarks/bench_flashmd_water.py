@@ -60,13 +60,16 @@ def species_temperatures(v, masses, types):
             "O": float(ke2[types == 8].sum() / (3 * (types == 8).sum() * KB))}
 
 
-def run(sim, total_ps, sample_ps, stride_ps, masses, types, energy=False, progress=None):
-    """Advance ``sim`` for total_ps, sampling every sample_ps. Returns samples and the wall time."""
+def run(sim, total_ps, sample_ps, stride_ps, masses, types, energy=False, progress=None, max_wall=None):
+    """Advance ``sim`` for total_ps (or until max_wall seconds have passed), sampling every sample_ps.
+    Returns samples, the simulated time ``time_ps`` and the wall time."""
     nsample = max(1, int(round(sample_ps / stride_ps)))
     nblocks = int(round(total_ps / sample_ps))
     frames, boxes, temps, energies, vols = [], [], [], [], []
     t0 = time.time()
     for _ in range(nblocks):
+        if max_wall is not None and time.time() - t0 > max_wall:
+            break
         sim.step(nsample)
         st = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=energy)
         q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
@@ -83,7 +86,7 @@ def run(sim, total_ps, sample_ps, stride_ps, masses, types, energy=False, progre
         if progress is not None:
             progress.update(1)
     return {"frames": np.stack(frames), "boxes": np.array(boxes), "temps": temps, "energies": np.array(energies),
-            "volumes": np.array(vols), "wall": time.time() - t0}
+            "volumes": np.array(vols), "wall": time.time() - t0, "time_ps": len(frames) * nsample * stride_ps}
 
 
 def main():
@@ -99,6 +102,11 @@ def main():
     ap.add_argument("--friction", type=float, default=1.0, help="1/ps")
     ap.add_argument("--equilibration", type=float, default=5.0, help="ps")
     ap.add_argument("--tag", default="", help="suffix of the result files")
+    ap.add_argument("--max-wall", type=float, nargs=4, default=None, metavar=("NVT", "NVE", "NPT", "GLOBAL"),
+                    help="wall-clock caps in s: reference and FlashMD NVT runs each, NVE runs each, NpT runs each, "
+                         "and the FlashMD NVT run with the global (not per-species) rescale for comparison (0: skip)")
+    ap.add_argument("--global-rescale", action="store_true",
+                    help="FlashMDLangevinIntegrator with speciesRescale=False (the plain global energy rescale)")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args()
 
@@ -131,18 +139,22 @@ def main():
     nblocks = int(round(args.time / sample))
     results = {}
     bar = tqdm(total=2 * nblocks + 2 * int(round(args.nve_time / sample)), desc="bench_flashmd_water")
+    cap = dict(zip(("nvt", "nve", "npt", "global"), args.max_wall)) if args.max_wall else {}
+    species_rescale = not args.global_rescale
     ref = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref)), args.time, sample,
-              dt_ref, masses, types, progress=bar)
+              dt_ref, masses, types, progress=bar, max_wall=cap.get("nvt"))
     fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
-                                         randomSeed=7)
-    fm = run(sim_with(fm_integ), args.time, sample, stride, masses, types, progress=bar)
+                                         randomSeed=7, speciesRescale=species_rescale)
+    fm = run(sim_with(fm_integ), args.time, sample, stride, masses, types, progress=bar, max_wall=cap.get("nvt"))
     fm_fallbacks, fm_learned = fm_integ.getNumFallbacks(), fm_integ.getNumLearnedSteps()
     fm_alpha = fm_integ.getRescaleFactors()
     nve_integ = FlashMDIntegrator(model, device=args.device, randomSeed=8)
-    nve = run(sim_with(nve_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar)
+    nve = run(sim_with(nve_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar,
+              max_wall=cap.get("nve"))
     raw_integ = FlashMDIntegrator(model, rescaleEnergy=False, device=args.device, randomSeed=9)
     try:
-        raw = run(sim_with(raw_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar)
+        raw = run(sim_with(raw_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar,
+                  max_wall=cap.get("nve"))
         raw_ok = True
     except Exception as err:  # a raw learned map may blow up: that is a result too
         raw, raw_ok = {"energies": np.array([np.nan]), "wall": np.nan, "error": str(err)}, False
@@ -195,9 +207,21 @@ def main():
                 "learned": nve_integ.getNumLearnedSteps(),
                 "noRescale_drift_kJ_per_mol_per_ns": raw_drift, "noRescale_ok": raw_ok,
                 "noRescale_error": raw.get("error")},
-        "speed": {"langevin_ns_per_day": args.time / 1000 / ref["wall"] * 86400,
-                  "flashmdLangevin_ns_per_day": args.time / 1000 / fm["wall"] * 86400},
+        "speed": {"langevin_ns_per_day": ref["time_ps"] / 1000 / ref["wall"] * 86400,
+                  "flashmdLangevin_ns_per_day": fm["time_ps"] / 1000 / fm["wall"] * 86400},
+        "simulated_ps": {"langevin": ref["time_ps"], "flashmdLangevin": fm["time_ps"], "nve": nve["time_ps"],
+                         "nveNoRescale": raw.get("time_ps")},
+        "speciesRescale": species_rescale, "wallCaps_s": cap,
     }
+    results["flashmdLangevin"]["nan"] = False  # run() raises on a non-finite state
+    if cap.get("global", 0) > 0 and species_rescale:
+        # Same run with the plain global rescale, as the baseline of the per-species rescale.
+        g_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
+                                            randomSeed=7, speciesRescale=False)
+        g = run(sim_with(g_integ), args.time, sample, stride, masses, types, max_wall=cap["global"])
+        results["globalRescale"] = {"time_ps": g["time_ps"], "T": {s: mean_t(g, s) for s in ("H", "O")},
+                                    "T_sem": {s: sem_t(g, s) for s in ("H", "O")},
+                                    "fallbacks": g_integ.getNumFallbacks(), "learned": g_integ.getNumLearnedSteps()}
     results["speed"]["ratio"] = results["speed"]["flashmdLangevin_ns_per_day"] / results["speed"]["langevin_ns_per_day"]
 
     if args.npt_time > 0:
@@ -205,13 +229,21 @@ def main():
         npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, T, 25))
         mass_g = masses.sum() / 6.02214076e23
         ref_p = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref), npt),
-                    args.npt_time, sample, dt_ref, masses, types)
+                    args.npt_time, sample, dt_ref, masses, types, max_wall=cap.get("npt"))
         fm_p_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
-                                               randomSeed=10)
-        fm_p = run(sim_with(fm_p_integ, npt), args.npt_time, sample, stride, masses, types)
+                                               randomSeed=10, speciesRescale=species_rescale)
+        fm_p = run(sim_with(fm_p_integ, npt), args.npt_time, sample, stride, masses, types, max_wall=cap.get("npt"))
         dens = lambda v: float(np.mean(mass_g / (v[len(v) // 4:] * 1e-21)))  # noqa: E731  g/cm^3
-        results["npt"] = {"time_ps": args.npt_time, "density_langevin": dens(ref_p["volumes"]),
-                          "density_flashmd": dens(fm_p["volumes"]), "fallbacks": fm_p_integ.getNumFallbacks()}
+
+        def dens_sem(v, block=20):  # block standard error of the density, g/cm^3
+            x = mass_g / (v[len(v) // 4:] * 1e-21)
+            nb = len(x) // block
+            return float(np.std(x[:nb * block].reshape(nb, block).mean(1), ddof=1) / np.sqrt(nb)) if nb > 1 else None
+        results["npt"] = {"time_ps": {"langevin": ref_p["time_ps"], "flashmd": fm_p["time_ps"]},
+                          "density_langevin": dens(ref_p["volumes"]), "density_flashmd": dens(fm_p["volumes"]),
+                          "density_sem_langevin": dens_sem(ref_p["volumes"]),
+                          "density_sem_flashmd": dens_sem(fm_p["volumes"]),
+                          "fallbacks": fm_p_integ.getNumFallbacks(), "learned": fm_p_integ.getNumLearnedSteps()}
         results["npt"]["relative_difference"] = results["npt"]["density_flashmd"] / results["npt"][
             "density_langevin"] - 1
 
