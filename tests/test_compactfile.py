@@ -219,3 +219,29 @@ def test_header_records_format_facts(tmp_path):
         assert h["nAtoms"] == 3 and h["units"] == {"length": "nm", "time": "ps"} and h["maxError"] == 0.01
         assert h["codec"]["name"] == "bounded" and h["version"] == cf.VERSION
     assert open(path, "rb").read(8) == cf.MAGIC
+
+
+def test_version1_files_still_read_and_newer_versions_refused(tmp_path, monkeypatch):
+    """Format 2 stores the topology as compact columns; files of format 1 (plain lists) still open."""
+    names = ["N", "CA", "C", "O", "N", "CA"]
+    top = CompactTopology(names, ["N", "C", "C", "O", "N", "C"], ["ALA"] * 4 + ["GLY"] * 2,
+                          np.array([1, 1, 1, 1, 2, 2]), np.array([0, 0, 0, 0, 1, 1]), ["A"] * 6,
+                          np.array([[0, 1], [1, 2], [2, 3], [2, 4], [4, 5]]))
+    x = _positions(5, 6)
+    new = _write(str(tmp_path / "v2.cmdx"), x, topology=top)
+    monkeypatch.setattr(cf, "VERSION", 1)
+    monkeypatch.setattr(CompactTopology, "to_file_dict", CompactTopology.to_dict)
+    old = _write(str(tmp_path / "v1.cmdx"), x, topology=top)
+    monkeypatch.undo()
+    for path, version in ((new, 2), (old, 1)):
+        with CompactTrajectory(path) as t:
+            assert t.header["version"] == version
+            assert ("encoding" in t.header["topology"]) == (version == 2)
+            assert t.topology.digest() == top.digest() and t.topology.names == names
+            assert np.array_equal(t.topology.bonds, top.bonds)
+            assert np.abs(t.read() - x).max() <= 0.0005
+    monkeypatch.setattr(cf, "VERSION", 3)
+    future = _write(str(tmp_path / "v3.cmdx"), x, topology=top)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="newer than this openmmflash reads.*upgrade"):
+        CompactTrajectory(future)

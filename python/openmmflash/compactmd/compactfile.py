@@ -24,7 +24,7 @@ import numpy as np
 import zstandard
 
 MAGIC = b"\x89CMDX\r\n\x1a"
-VERSION = 1
+VERSION = 2  # 2: compact topology columns (topology.to_file_dict); 1 is still read
 CHUNK_MAGIC = b"CMXC"
 INDEX_MAGIC = b"CMXI"
 FOOTER_MAGIC = b"CMXE"

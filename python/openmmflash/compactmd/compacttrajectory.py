@@ -59,9 +59,9 @@ class CompactTrajectory:
         top = self.header.get("topology")
         self.topology = CompactTopology.from_dict(top) if top else None
         seq = self.header.get("sequenceMask")
-        seq = np.array([c == "1" for c in seq], bool) if seq else np.ones(self.nAtoms, bool)
+        seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
         water = self.header.get("waterMask")
-        water = np.array([c == "1" for c in water], bool) if water else None
+        water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
         if len(seq) != self.nAtoms or (water is not None and len(water) != self.nAtoms):
             raise cf.CorruptChunkError("the header's atom masks do not match its atom count", offset=16)
         self._layout = self.codec.layout(seq, water)

