@@ -12,6 +12,11 @@ from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
 
 
+
+def _mask_string(mask):
+    """Boolean array -> string of '0'/'1' (header form)."""
+    return (np.asarray(mask, bool).astype(np.uint8) + ord("0")).tobytes().decode("ascii")
+
 class CompactWriter:
     """Stream frames into a CompactMD file, one checksummed chunk every ``chunkFrames`` frames.
 
@@ -71,8 +76,7 @@ class CompactWriter:
                 "gridStep": getattr(self.codec, "gridStep", None),
                 "codec": {"name": self.codec.name, "params": self.codec.params()},
                 "topology": self.topology.to_file_dict() if self.topology is not None else None,
-                "sequenceMask": "".join("1" if s else "0" for s in self._seq),
-                "waterMask": "".join("1" if w else "0" for w in water), "dt": dt,
+                "sequenceMask": _mask_string(self._seq), "waterMask": _mask_string(water), "dt": dt,
                 "chunkFrames": self.chunkFrames, "creator": f"openmm-flash {openmmflash.__version__}",
             }
             self._f = open(self.path, "wb")

@@ -57,8 +57,13 @@ class CompactTopology:
         smaller after zstd than :meth:`to_dict` and faster to write and parse."""
         d = {"encoding": "columns-delta", "nAtoms": self.nAtoms}
         for k in ("names", "elements", "resnames", "chainids"):
-            col = [str(v) for v in getattr(self, k)]
-            d[k] = col if any("\n" in v for v in col) else "\n".join(col)
+            col = getattr(self, k)
+            try:
+                joined = "\n".join(col)
+            except TypeError:  # non-str entries
+                col = [str(v) for v in col]
+                joined = "\n".join(col)
+            d[k] = joined if joined.count("\n") == max(len(col) - 1, 0) else list(col)
         for k in ("resids", "resindices", "bonds"):
             a = np.asarray(getattr(self, k), np.int64).reshape(-1)
             d[k] = " ".join(map(str, np.diff(a, prepend=0).tolist()))
@@ -104,7 +109,9 @@ class CompactTopology:
         when residue names are missing (e.g. LAMMPS data), as the 3- or 4-atom residues that occur at least 50
         times. The codec only uses the in-molecule transforms where they make the chunk smaller, so a false
         positive costs nothing but time."""
-        mask = np.array([r.upper() in WATER_NAMES for r in self.resnames], dtype=bool)
+        names, inverse = np.unique(np.asarray(self.resnames, dtype=str), return_inverse=True)
+        mask = np.array([r.upper() in WATER_NAMES for r in names], dtype=bool)[inverse.reshape(-1)] if len(names) \
+            else np.zeros(self.nAtoms, bool)
         r = np.asarray(self.resindices)
         if not len(r):
             return mask
