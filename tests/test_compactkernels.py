@@ -124,3 +124,34 @@ def test_take_put_atoms_match_numpy():
     kernels.put_atoms(dst, idx, src)
     ref[:, idx] = src
     assert np.array_equal(dst, ref)
+
+
+def test_water_geometry_inverse_matches_numpy(numpy_path):
+    """Compiled decoder of rigid-water geometry gives the integers of the numpy decoder (hence of the encoder)."""
+    from openmmflash.compactmd import watergeometry
+
+    rng = np.random.default_rng(8)
+    for r in (20.0, 96.0, 400.0):  # O-H length in grid steps (coarse to fine bounds)
+        nf, nw = 3, 300
+        o = rng.integers(-5000, 5000, (nf, nw, 3))
+        u = rng.normal(size=(nf, nw, 3))
+        u /= np.linalg.norm(u, axis=-1, keepdims=True)
+        p = rng.normal(size=(nf, nw, 3))
+        p -= (p * u).sum(-1, keepdims=True) * u
+        p /= np.linalg.norm(p, axis=-1, keepdims=True)
+        ang = np.deg2rad(104.5)
+        h1 = np.rint(o + r * u).astype(np.int32)
+        h2 = np.rint(o + r * (np.cos(ang) * u + np.sin(ang) * p)).astype(np.int32)
+        o = o.astype(np.int32)
+        q = np.stack([o, h1, h2], axis=2).reshape(nf, 3 * nw, 3)  # O H H per molecule
+        params = watergeometry.fit(q, 3 * np.arange(nw))
+        assert params is not None
+        slots = watergeometry.forward(o, h1, h2, params)
+        got = watergeometry.inverse(o, *slots, params)
+        ref = numpy_path(watergeometry.inverse, o, *slots, params)
+        for g, f, true in zip(got, ref, (h1, h2)):
+            assert np.array_equal(g, f) and np.array_equal(g, true)
+        bad = slots[1].copy()
+        bad[0, 0, 0] = 10**8
+        with pytest.raises(ValueError, match="angle index"):
+            watergeometry.inverse(o, slots[0], bad, slots[2], params)

@@ -283,6 +283,63 @@ if HAVE_NUMBA:
                 dst[t, i, 2] = src[t, k, 2]
 
 
+    @_jit
+    def geometry_inverse(o, s1, s2, extra, r1, centre, rho, cs, sn):
+        """Decoder of :mod:`watergeometry` (same float64 operations in the same order, so the same integers):
+        int32 (F, nw, 3) O positions and slots -> (h1, h2, ok); ok False when an angle index is out of range."""
+        nf, nw = o.shape[0], o.shape[1]
+        h1 = np.empty_like(o)
+        h2 = np.empty_like(o)
+        kmax = len(cs) - 1
+        d = np.empty(3, np.int64)
+        u = np.empty(3)
+        e = np.empty(3)
+        w = np.empty(3)
+        v = np.empty(3)
+        for t in range(nf):
+            for i in range(nw):
+                code = np.int64(s1[t, i, 0])
+                a = code % 3
+                neg = (code // 3) % 2
+                z = code // 6
+                err = z // 2 if z % 2 == 0 else -(z + 1) // 2
+                db = np.int64(s1[t, i, 1])
+                dc = np.int64(s1[t, i, 2])
+                mag = np.int64(np.rint(np.sqrt(max(0.0, r1 * r1 - np.float64(db * db + dc * dc)))))
+                d[a] = (-mag if neg == 1 else mag) + err
+                d[(a + 1) % 3] = db
+                d[(a + 2) % 3] = dc
+                x0, x1, x2 = np.float64(d[0]), np.float64(d[1]), np.float64(d[2])
+                n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+                u[0], u[1], u[2] = x0 / n, x1 / n, x2 / n
+                amin = 0
+                for j in range(1, 3):
+                    if abs(u[j]) < abs(u[amin]):
+                        amin = j
+                e[0], e[1], e[2] = 0.0, 0.0, 0.0
+                e[amin] = 1.0
+                w[0] = u[1] * e[2] - u[2] * e[1]
+                w[1] = u[2] * e[0] - u[0] * e[2]
+                w[2] = u[0] * e[1] - u[1] * e[0]
+                wn = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+                w[0], w[1], w[2] = w[0] / wn, w[1] / wn, w[2] / wn
+                v[0] = u[1] * w[2] - u[2] * w[1]
+                v[1] = u[2] * w[0] - u[0] * w[2]
+                v[2] = u[0] * w[1] - u[1] * w[0]
+                k = np.int64(s2[t, i, 0])
+                ak = abs(k)
+                if ak > kmax:
+                    return h1, h2, False
+                c = cs[ak]
+                sk = -sn[ak] if k < 0 else sn[ak]
+                oo = (np.int64(o[t, i, 0]), np.int64(o[t, i, 1]), np.int64(o[t, i, 2]))
+                e2 = (np.int64(s2[t, i, 1]), np.int64(s2[t, i, 2]), np.int64(extra[t, i, 0]))
+                for j in range(3):
+                    p = np.int64(np.rint(centre * u[j] + rho * (c * w[j] + sk * v[j])))
+                    h1[t, i, j] = np.int32(oo[j] + d[j])
+                    h2[t, i, j] = np.int32(oo[j] + p + e2[j])
+        return h1, h2, True
+
 def take_atoms(a, idx):
     """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
     idx = np.asarray(idx, np.int64)

@@ -19,6 +19,8 @@ import math
 
 import numpy as np
 
+from openmmflash.compactmd import kernels
+
 _MAX_OFFSET = 4096  # grid units; a "water" whose atoms lie further apart is coded without the transform
 
 
@@ -124,6 +126,15 @@ def forward(o, h1, h2, params):
 
 def inverse(o, s1, s2, extra, params):
     """Inverse of :func:`forward`: (h1, h2) int32 arrays (F, nw, 3)."""
+    if kernels.HAVE_NUMBA:
+        centre, rho, step, kmax = _circle(params)
+        cs, sn = _table(step, kmax)
+        c32 = lambda a: np.ascontiguousarray(a, np.int32)  # noqa: E731
+        h1, h2, ok = kernels.geometry_inverse(c32(o), c32(s1), c32(s2), c32(extra), float(params[0]), centre,
+                                              rho, cs, sn)
+        if not ok:
+            raise ValueError("water geometry angle index out of range")
+        return h1, h2
     s1 = s1.astype(np.int64)
     code = s1[..., 0]
     a = code % 3

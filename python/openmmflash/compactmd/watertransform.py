@@ -5,7 +5,7 @@ Shapes: grid integers ``q`` (F, N, 3) int32; ``layout.groups`` lists (size, firs
 
 import numpy as np
 
-from openmmflash.compactmd import watergeometry
+from openmmflash.compactmd import kernels, watergeometry
 
 def fit_water(q, size, first):
     """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
@@ -104,10 +104,11 @@ def inverse(t, layout, groups, extra):
             continue
         if params is not None:
             nw = len(first)
-            h1, h2 = watergeometry.inverse(q[:, first], t[:, first + 1], t[:, first + 2], extra[:, pos:pos + nw],
-                                           params)
+            h1, h2 = watergeometry.inverse(kernels.take_atoms(q, first), kernels.take_atoms(t, first + 1),
+                                           kernels.take_atoms(t, first + 2), extra[:, pos:pos + nw], params)
             pos += nw
-            q[:, first + 1], q[:, first + 2] = h1, h2
+            kernels.put_atoms(q, first + 1, h1)
+            kernels.put_atoms(q, first + 2, h2)
             k0 = 3
         for k in range(k0, size):
             q[:, first + k] = (t[:, first + k].astype(np.int64) + water_pred(q, first, k, coefs)).astype(np.int32)
