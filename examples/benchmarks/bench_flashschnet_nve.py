@@ -26,6 +26,15 @@ sys.path.insert(0, HERE)
 KT_300 = 2.494339  # kJ/mol
 
 
+def drift_fit(t, e):
+    """(slope, its standard error, RMS residual) of a least-squares line through energies e at times t."""
+    t, e = np.asarray(t, dtype=float), np.asarray(e, dtype=float)
+    slope, intercept = np.polyfit(t, e, 1)
+    resid = e - (slope * t + intercept)
+    se = float(np.sqrt(resid.var(ddof=2) / ((t - t.mean()) ** 2).sum())) if len(t) > 2 else float("nan")
+    return float(slope), se, float(np.std(resid))
+
+
 def worker(variant, replicas, dt_fs, ps, every, equil):
     import faulthandler
 
@@ -73,12 +82,12 @@ def worker(variant, replicas, dt_fs, ps, every, equil):
         energies.append((state.getPotentialEnergy() + state.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole))
     elapsed = time.perf_counter() - start
     t, e = np.array(times), np.array(energies)
-    slope, intercept = np.polyfit(t, e, 1)
+    slope, slope_se, fluctuation = drift_fit(t, e)
     dof = 3 * system.getNumParticles()
     row = {"variant": variant, "replicas": replicas, "beads": system.getNumParticles(), "dt_fs": dt_fs, "ps": ps,
            "steps": steps, "wall_s": elapsed, "ms_per_step": 1000.0 * elapsed / steps,
-           "drift_kJmol_per_ns": float(slope), "drift_kT_per_dof_per_ns": float(slope / dof / KT_300),
-           "fluctuation_rms_kJmol": float(np.std(e - (slope * t + intercept))),
+           "drift_kJmol_per_ns": slope, "drift_standard_error_kJmol_per_ns": slope_se,
+           "drift_kT_per_dof_per_ns": float(slope / dof / KT_300), "fluctuation_rms_kJmol": fluctuation,
            "energy_start_kJmol": float(e[0]), "energy_end_kJmol": float(e[-1]),
            "energy_series_kJmol": [float(v) for v in e[:: max(1, len(e) // 100)]]}
     print("ROW " + json.dumps(row), flush=True)
@@ -118,8 +127,13 @@ def main():
     drifts = {r["variant"]: abs(r["drift_kJmol_per_ns"]) for r in rows if "drift_kJmol_per_ns" in r}
     if len(drifts) == 2 and drifts.get("flash_fp32"):
         result["w16a16_over_fp32_drift"] = drifts["flash_w16a16"] / drifts["flash_fp32"]
+        # A ratio of two slopes that are both within their noise says nothing: also compare with 2 sigma bounds.
+        bound = {r["variant"]: abs(r["drift_kJmol_per_ns"]) + 2 * r["drift_standard_error_kJmol_per_ns"]
+                 for r in rows if "drift_kJmol_per_ns" in r}
+        result["drift_2sigma_bound_kJmol_per_ns"] = bound
     for r in rows:
         print(f"{r['variant']:14} " + (f"drift {r['drift_kJmol_per_ns']:+10.3f} kJ/mol/ns "
+                                       f"+- {r['drift_standard_error_kJmol_per_ns']:.3f} "
                                        f"({r['drift_kT_per_dof_per_ns']:+.2e} kT/dof/ns), fluctuation "
                                        f"{r['fluctuation_rms_kJmol']:.3f} kJ/mol, {r['ms_per_step']:.2f} ms/step"
                                        if "error" not in r else "ERROR " + r["error"][-600:]))
