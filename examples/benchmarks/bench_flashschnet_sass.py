@@ -6,7 +6,9 @@ local-memory stack per thread, and instructions that matter here (HGMMA = Hopper
 LDL/STL = local-memory traffic, RED = atomic reductions). Used for docs/kernels-notes.md.
 
 Usage: ``python examples/benchmarks/bench_flashschnet_sass.py [KIND PRECISION BLOCK_E WARPS BLOCK_C ...]``,
-e.g. ``fwd w16a16 64 4 128``; without arguments the tuned tiles of ``cfconv.TILES``. OPENMMFLASH_CFCONV_TMA=0/1 and
+e.g. ``fwd w16a16 64 4 128``; without arguments the tuned tiles of ``cfconv.TILES``. Note: this machine's Triton
+may differ from the GPU's (3.5.1 here, 3.6.0 on the H200 allocated far fewer spills: docs/kernels-notes.md, v4), so
+compare with the registers/spills the benchmark records on the GPU. OPENMMFLASH_CFCONV_TMA=0/1 and
 OPENMMFLASH_CFCONV_GATHER16=0/1 select the weight-load and gather variants (see cfconv.py).
 """
 
@@ -40,7 +42,7 @@ def compile_kernel(kind, precision, block_e, warps, block_c):
     types = dict(FWD_TYPES if kind == "fwd" else BWD_TYPES, W1=weights, W2=weights, **SCALARS)
     if x16:
         types.update(X="*fp16", G="*fp16")
-    consts = dict(RBF_CUTOFF=True, W16=precision == "w16a16", DOT_PRECISION=kernels.FP32_DOT, TMA=kernels.USE_TMA,
+    consts = dict(RBF_CUTOFF=True, W16=precision == "w16a16", DOT_PRECISION=kernels.FP32_DOT, TMA=(kind, precision) in kernels.TMA_KERNELS if kernels.USE_TMA is None else kernels.USE_TMA,
                   X16=x16, BLOCK_E=block_e,
                   BLOCK_R=64, BLOCK_F=128, BLOCK_C=block_c, BLOCK_D=16)
     names = list(fn.arg_names)

@@ -22,7 +22,9 @@ cores (keys are sorted, so a tile holds a contiguous range of beads); beads stri
 stored, only the first and last bead of a tile (which may continue in the neighbouring tile) are added atomically,
 so a row sees at most a few atomic adds, never per-pair contention. dL/dd is written once per pair (each pair has
 one source). fp32 uses ``tf32x3`` dots (about fp32 accuracy on tensor cores); W16A16 (``w16a16``) uses fp16
-operands with per-channel weight scales and a per-tile activation scale in the backward, fp32 accumulation.
+operands with per-channel weight scales and a per-tile activation scale in the backward, fp32 accumulation, and
+gathers fp16 copies of x and dL/dm (one per-tensor scale each, so any range stays finite). Weight tiles can be
+loaded by TMA tensor descriptors (``TMA_KERNELS``: only where that measured faster on an H200).
 
 Caution: tested on CPU (Triton interpreter) and on NVIDIA Hopper. The pair list must be dst-sorted (padding last).
 Weight gradients are not computed by these kernels: when they are requested the op falls back to the reference.
