@@ -340,6 +340,81 @@ if HAVE_NUMBA:
                     h2[t, i, j] = np.int32(oo[j] + p + e2[j])
         return h1, h2, True
 
+    @_jit
+    def geometry_forward(o, h1, h2, r1, centre, rho, step, cs, sn, maxOffset):
+        """Encoder of :mod:`watergeometry` -> (s1, s2, extra, ok); ok False when a molecule is out of the safe
+        range (the caller then codes the group otherwise). The H2 prediction repeats :func:`geometry_inverse`'s
+        operations exactly; the angle index may come from any arctan2 (it is stored)."""
+        nf, nw = o.shape[0], o.shape[1]
+        s1 = np.empty_like(o)
+        s2 = np.empty_like(o)
+        extra = np.zeros_like(o)
+        kmax = len(cs) - 1
+        d = np.empty(3, np.int64)
+        d2 = np.empty(3, np.int64)
+        u = np.empty(3)
+        e = np.empty(3)
+        w = np.empty(3)
+        v = np.empty(3)
+        for t in range(nf):
+            for i in range(nw):
+                for j in range(3):
+                    d[j] = np.int64(h1[t, i, j]) - o[t, i, j]
+                    d2[j] = np.int64(h2[t, i, j]) - o[t, i, j]
+                    if abs(d[j]) > maxOffset or abs(d2[j]) > maxOffset:
+                        return s1, s2, extra, False
+                x0, x1, x2 = np.float64(d[0]), np.float64(d[1]), np.float64(d[2])
+                if np.sqrt(x0 ** 2 + x1 ** 2 + x2 ** 2) < 0.5 * r1:
+                    return s1, s2, extra, False
+                a = 0
+                for j in range(1, 3):
+                    if abs(d[j]) > abs(d[a]):
+                        a = j
+                da, db, dc = d[a], d[(a + 1) % 3], d[(a + 2) % 3]
+                mag = np.int64(np.rint(np.sqrt(max(0.0, r1 * r1 - np.float64(db * db + dc * dc)))))
+                neg = np.int64(1) if da < 0 else np.int64(0)
+                err = da - (-mag if neg == 1 else mag)
+                zz = 2 * err if err >= 0 else -2 * err - 1
+                s1[t, i, 0] = np.int32((zz * 2 + neg) * 3 + a)
+                s1[t, i, 1] = np.int32(db)
+                s1[t, i, 2] = np.int32(dc)
+                n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+                u[0], u[1], u[2] = x0 / n, x1 / n, x2 / n
+                amin = 0
+                for j in range(1, 3):
+                    if abs(u[j]) < abs(u[amin]):
+                        amin = j
+                e[0], e[1], e[2] = 0.0, 0.0, 0.0
+                e[amin] = 1.0
+                w[0] = u[1] * e[2] - u[2] * e[1]
+                w[1] = u[2] * e[0] - u[0] * e[2]
+                w[2] = u[0] * e[1] - u[1] * e[0]
+                wn = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+                w[0], w[1], w[2] = w[0] / wn, w[1] / wn, w[2] / wn
+                v[0] = u[1] * w[2] - u[2] * w[1]
+                v[1] = u[2] * w[0] - u[0] * w[2]
+                v[2] = u[0] * w[1] - u[1] * w[0]
+                rv = 0.0
+                rw = 0.0
+                for j in range(3):
+                    rel = np.float64(d2[j]) - centre * u[j]
+                    rv += rel * v[j]
+                    rw += rel * w[j]
+                k = np.int64(np.rint(np.arctan2(rv, rw) / step))
+                k = min(max(k, -kmax), kmax)
+                ak = abs(k)
+                c = cs[ak]
+                sk = -sn[ak] if k < 0 else sn[ak]
+                s2[t, i, 0] = np.int32(k)
+                for j in range(3):
+                    p = np.int64(np.rint(centre * u[j] + rho * (c * w[j] + sk * v[j])))
+                    r = np.int32(d2[j] - p)
+                    if j < 2:
+                        s2[t, i, j + 1] = r
+                    else:
+                        extra[t, i, 0] = r
+        return s1, s2, extra, True
+
 def take_atoms(a, idx):
     """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
     idx = np.asarray(idx, np.int64)

@@ -94,6 +94,13 @@ def _predict_h2(d1, k, params, frame=None):
 
 def forward(o, h1, h2, params):
     """Integer arrays (F, nw, 3) -> (slots for H1, slots for H2, extra row), or None if out of the safe range."""
+    if kernels.HAVE_NUMBA:
+        centre, rho, step, kmax = _circle(params)
+        cs, sn = _table(step, kmax)
+        c32 = lambda a: np.ascontiguousarray(a, np.int32)  # noqa: E731
+        s1, s2, extra, ok = kernels.geometry_forward(c32(o), c32(h1), c32(h2), float(params[0]), centre, rho, step,
+                                                     cs, sn, _MAX_OFFSET)
+        return (s1, s2, extra) if ok else None
     d1 = h1.astype(np.int64) - o
     d2 = h2.astype(np.int64) - o
     if np.abs(d1).max(initial=0) > _MAX_OFFSET or np.abs(d2).max(initial=0) > _MAX_OFFSET:
