@@ -264,6 +264,13 @@ def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
     return q
 
 
+def _count_escapes4(v):
+    """How many values would escape 4-bit packing (zigzag >= 15)."""
+    if kernels.HAVE_NUMBA:
+        return int(kernels.zigzag_stats(np.ascontiguousarray(v, np.int32))[1][3])
+    return int((_zigzag(v) >= 15).sum())
+
+
 def _put_stream(out, zc, modes, r):
     """One class: ``u32 nBlocks, u8 modes[nBlocks], u8 split``, then either all frames as one value stream
     (split 0) or frame 0 and frames 1.. as two (split 1; frame 0 is coded in space and has much larger
@@ -271,7 +278,7 @@ def _put_stream(out, zc, modes, r):
     head = [struct.pack("<I", len(modes)), modes.tobytes()]
     rest = r[1:].reshape(-1)
     # Split only when frames 1.. could then be bit-packed (few values at or above the 4-bit escape).
-    if r.shape[0] > 1 and rest.size and int((_zigzag(rest) >= 15).sum()) * 256 <= rest.size:
+    if r.shape[0] > 1 and rest.size and _count_escapes4(rest) * 256 <= rest.size:
         split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(rest, zc)
         whole = _encode_values(r.reshape(-1), zc) if r.shape[0] <= 4 else None  # short chunks: compare
         if whole is None or len(split) < len(whole):
