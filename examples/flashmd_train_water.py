@@ -30,11 +30,13 @@ def main(argv=None):
     ap.add_argument("--energy-weight", type=float, default=0.1)
     ap.add_argument("--platform", default="CUDA", help="OpenMM platform of the energy term")
     ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--kinetic-weight", type=float, default=0.0,
+                    help="weight of the per-species kinetic-energy term (0: off, as for the shipped model)")
     args = ap.parse_args(argv)
     _, system, _ = flexibleWaterBox(1.6, 0.7)
     model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=1e-3,
                   channels=args.channels, numLayers=3, cutoff=0.5, energyWeight=args.energy_weight, system=system,
-                  energyPlatform=args.platform, maxMinutes=args.max_minutes)
+                  energyPlatform=args.platform, maxMinutes=args.max_minutes, kineticWeight=args.kinetic_weight)
     model.provenance["recipe"] = "examples/flashmd_train_water.py"
     print(model.describe())
     for key, value in model.validation.items():

@@ -67,8 +67,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
     speciesRescale : bool
         Energy rescale per species (needs rescaleEnergy): after the learned step each species gets the share of the
         internal kinetic energy H - V' - K_com it had before the step, so the network cannot move kinetic energy
-        from one species to another (MSE-trained networks under-predict the momenta of heavy atoms more than of
-        light ones, which heats H and cools O). Inter-species energy exchange is then left to the thermostat:
+        from one species to another (with the global rescale the shipped water model heats H and cools O in
+        closed-loop runs: 354 K / 193 K at 300 K). Inter-species energy exchange is then left to the thermostat:
         use it with FlashMDLangevinIntegrator (its default there); in NVE the species' shares stay at their start.
     device : torch device for the network.
     randomSeed : int

@@ -108,3 +108,32 @@ def test_cli_data(tmp_path):
 def test_shipped_models_load(name):
     model = loadModel(name)
     assert model.stride > 0 and model.validation and model.provenance
+
+
+def test_species_kinetic_loss():
+    from openmmflash.integrators.stepper import random_rotation
+    from openmmflash.integrators.training import species_kinetic_loss
+    torch.manual_seed(0)
+    B, N = 3, 6
+    type_idx = torch.tensor([1, 0, 0] * 2).repeat(B)
+    tb = torch.randn(B * N, 3)
+    assert float(species_kinetic_loss(tb, tb, type_idx, B)) == 0.0
+    # H momenta 10 % too large, O right: ratio 1.21 for one of the two species -> 0.21^2 / 2
+    b = tb.clone()
+    b[type_idx == 0] *= 1.1
+    assert abs(float(species_kinetic_loss(b, tb, type_idx, B)) - 0.21 ** 2 / 2) < 1e-5
+    R = random_rotation(torch.Generator().manual_seed(1), dtype=torch.float32)
+    assert abs(float(species_kinetic_loss(b @ R.T, tb @ R.T, type_idx, B)) - 0.21 ** 2 / 2) < 1e-5
+
+
+def test_kinetic_term_in_training(dataset):
+    path, system, top, pos = dataset
+    trainer = Trainer(path, channels=8, numLayers=1, numRBF=8, cutoff=0.4, batchSize=2, kineticWeight=1.0,
+                      iterations=5, seed=2)
+    idx = trainer.train_idx[:2]
+    total, lq, lp, _ = trainer.loss(idx, augment=False)
+    assert trainer.lastKinetic is not None and trainer.lastKinetic > 0
+    assert abs(float(total) - (float(lq) + float(lp) + trainer.lastKinetic)) < 1e-5
+    trainer.trainStep()
+    metrics = trainer.validate()
+    assert 0.5 < metrics["kinetic_ratio_Z1"] < 2.0 and 0.5 < metrics["kinetic_ratio_Z8"] < 2.0
