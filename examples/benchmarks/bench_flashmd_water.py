@@ -10,6 +10,8 @@ NVE energy drift, and simulated ns/day of each integrator. Writes a JSON and a P
 examples/benchmarks/results/ (flashmd_water*.json/png) and prints a table.
 
     python examples/benchmarks/bench_flashmd_water.py --model water-tip3pfb-8fs --time 20 --platform CPU
+    python examples/benchmarks/bench_flashmd_water.py --platform CUDA --device cuda --time 150 --nve-time 2000 \
+        --npt-time 2000 --max-wall 150 15 20 20 --tag _gpu      # the committed GPU report (wall-time capped)
 """
 
 import argparse
