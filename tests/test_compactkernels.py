@@ -160,3 +160,15 @@ def test_water_geometry_inverse_matches_numpy(numpy_path):
         bad[0, 0, 0] = 10**8
         with pytest.raises(ValueError, match="angle index"):
             watergeometry.inverse(o, slots[0], bad, slots[2], params)
+
+
+def test_water_linear_prediction_matches_numpy(numpy_path):
+    from openmmflash.compactmd import watertransform
+
+    rng = np.random.default_rng(9)
+    q = rng.integers(-3000, 3000, (3, 40, 3)).astype(np.int32)
+    first = np.arange(0, 40, 4)  # 4-site waters
+    coefs = [np.array([0.7]), np.array([0.31, 0.29])]
+    for k in (1, 2, 3):
+        ref = numpy_path(watertransform.water_pred, q, first, k, coefs)
+        assert np.array_equal(watertransform.water_pred(q, first, k, coefs), ref)

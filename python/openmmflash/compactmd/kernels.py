@@ -415,6 +415,26 @@ if HAVE_NUMBA:
                         extra[t, i, 0] = r
         return s1, s2, extra, True
 
+    @_jit
+    def water_pred(q, first, k, coefs):
+        """int64 (F, nw, 3): q[:, first] + rint(sum_j coefs[j] (q[:, first + j] - q[:, first])), j = 1..k-1,
+        accumulated left to right in float64 as the numpy reference does."""
+        nf, nw = q.shape[0], len(first)
+        out = np.empty((nf, nw, 3), np.int64)
+        for t in range(nf):
+            for i in range(nw):
+                f = first[i]
+                for c in range(3):
+                    base = np.int64(q[t, f, c])
+                    if k == 1:
+                        out[t, i, c] = base
+                        continue
+                    acc = 0.0
+                    for j in range(1, k):
+                        acc = acc + coefs[j - 1] * np.float64(np.int64(q[t, f + j, c]) - base)
+                    out[t, i, c] = base + np.int64(np.rint(acc))
+        return out
+
 def take_atoms(a, idx):
     """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
     idx = np.asarray(idx, np.int64)

@@ -24,6 +24,9 @@ def fit_water(q, size, first):
 
 def water_pred(q, first, k, coefs):
     """int64 prediction of water atom k from atom 0 (and, for k >= 2, the offsets of atoms 1..k-1)."""
+    if kernels.HAVE_NUMBA:
+        c = np.asarray(coefs[k - 2], np.float64) if k >= 2 else np.zeros(0)
+        return kernels.water_pred(np.ascontiguousarray(q), np.asarray(first, np.int64), int(k), c)
     base = q[:, first].astype(np.int64)
     if k == 1:
         return base
