@@ -20,7 +20,26 @@ from openmm import unit
 from .flashmdintegrator import KB, FlashMDIntegrator, _value
 
 
-class FlashMDLangevinIntegrator(FlashMDIntegrator):
+class _ThermostattedFlashMD(FlashMDIntegrator):
+    """A FlashMD integrator with a bath temperature (global variable ``flashmdTemperature``, K)."""
+
+    def __init__(self, temperature, model, stepSize, **kwargs):
+        super().__init__(model, stepSize, **kwargs)
+        self.addGlobalVariable("flashmdTemperature", _value(temperature, unit.kelvin))
+
+    @property
+    def _hasThermostat(self) -> bool:
+        return True
+
+    def getTemperature(self) -> float:
+        """Thermostat temperature, K."""
+        return self.getGlobalVariableByName("flashmdTemperature")
+
+    def setTemperature(self, temperature) -> None:
+        self.setGlobalVariableByName("flashmdTemperature", _value(temperature, unit.kelvin))
+
+
+class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     """FlashMD learned step between two exact Langevin (Ornstein-Uhlenbeck) half steps.
 
     Parameters
@@ -43,22 +62,10 @@ class FlashMDLangevinIntegrator(FlashMDIntegrator):
 
     def __init__(self, temperature, frictionCoeff, stepSize, model, **kwargs):
         kwargs.setdefault("speciesRescale", kwargs.get("rescaleEnergy", True))
-        super().__init__(model, stepSize, **kwargs)
-        self.addGlobalVariable("flashmdTemperature", _value(temperature, unit.kelvin))
+        super().__init__(temperature, model, stepSize, **kwargs)
         self.addGlobalVariable("flashmdFriction", _value(frictionCoeff, unit.picosecond ** -1))
         if self.getFriction() < 0 or self.getTemperature() <= 0:
             raise ValueError("temperature must be > 0 K and frictionCoeff >= 0 /ps")
-
-    @property
-    def _hasThermostat(self) -> bool:
-        return True
-
-    def getTemperature(self) -> float:
-        """Thermostat temperature, K."""
-        return self.getGlobalVariableByName("flashmdTemperature")
-
-    def setTemperature(self, temperature) -> None:
-        self.setGlobalVariableByName("flashmdTemperature", _value(temperature, unit.kelvin))
 
     def getFriction(self) -> float:
         """Friction coefficient, 1/ps."""
@@ -73,7 +80,7 @@ class FlashMDLangevinIntegrator(FlashMDIntegrator):
         return a * v + sigma * self._rng().standard_normal(v.shape)
 
 
-class FlashMDBussiIntegrator(FlashMDIntegrator):
+class FlashMDBussiIntegrator(_ThermostattedFlashMD):
     """FlashMD learned step between two stochastic-velocity-rescaling half steps.
 
     Parameters
@@ -85,21 +92,10 @@ class FlashMDBussiIntegrator(FlashMDIntegrator):
     """
 
     def __init__(self, temperature, tau, stepSize, model, **kwargs):
-        super().__init__(model, stepSize, **kwargs)
-        self.addGlobalVariable("flashmdTemperature", _value(temperature, unit.kelvin))
+        super().__init__(temperature, model, stepSize, **kwargs)
         self.addGlobalVariable("flashmdTau", _value(tau, unit.picosecond))
         if self.getTemperature() <= 0 or self.getGlobalVariableByName("flashmdTau") <= 0:
             raise ValueError("temperature must be > 0 K and tau > 0 ps")
-
-    @property
-    def _hasThermostat(self) -> bool:
-        return True
-
-    def getTemperature(self) -> float:
-        return self.getGlobalVariableByName("flashmdTemperature")
-
-    def setTemperature(self, temperature) -> None:
-        self.setGlobalVariableByName("flashmdTemperature", _value(temperature, unit.kelvin))
 
     def _thermostatHalfStep(self, v: np.ndarray) -> np.ndarray:
         m = self._masses[:, None]
