@@ -71,6 +71,30 @@ def count_pairs(positions_angstrom, replicas):
     return int(build_neighbor_list(positions_angstrom, replicas, 15.0, None, 0)[3])
 
 
+
+def restrained_system(model, types, masses, positions, replicas, capacity, graphs):
+    """System of B replicas with the FlashSchNet TorchForce and a weak harmonic restraint (500 kJ/mol/nm^2) to the
+    start positions (nm), which keeps a random-weight model from changing the workload's pair count."""
+    from openmmflash.plugin.torchforce import createFlashSchNetForce
+    from openmmflash.stack import import_openmm
+
+    openmm = import_openmm()
+    system = openmm.System()
+    for _ in range(replicas):
+        for m in masses:
+            system.addParticle(m)
+    system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
+                                           numParticles=system.getNumParticles(), periodic=False,
+                                           neighborCapacity=capacity, useCUDAGraphs=graphs))
+    restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    restraint.addGlobalParameter("k", 500.0)
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    for k, xyz in enumerate(positions):
+        restraint.addParticle(k, list(xyz))
+    system.addForce(restraint)
+    return system
+
 def make_model(num_types, variant, device):
     from openmmflash.schnet.config import FlashSchNetConfig
     from openmmflash.schnet.model import FlashSchNet
@@ -336,7 +360,6 @@ def openmm_runs(replicas_list, variants, quick):
 def openmm_worker(variant, graphs, replicas_list, quick):
     """End-to-end OpenMM timings (CUDA platform, Langevin 4 fs) of one variant; prints 'ROW {json}' lines."""
     from openmmflash.stack import import_openmm
-    from openmmflash.plugin.torchforce import createFlashSchNetForce
 
     from openmmflash.plugin.kernels import cfconv as kernels
 
@@ -352,21 +375,7 @@ def openmm_worker(variant, graphs, replicas_list, quick):
             model = make_model(len(table), variant, "cpu")
             pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
             capacity = int(pairs * CAPACITY_FACTOR) + 64
-            system = openmm.System()
-            for _ in range(replicas):
-                for m in masses:
-                    system.addParticle(m)
-            force = createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
-                                           numParticles=system.getNumParticles(), periodic=False,
-                                           neighborCapacity=capacity, useCUDAGraphs=graphs)
-            system.addForce(force)
-            restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-            restraint.addGlobalParameter("k", 500.0)
-            for name in ("x0", "y0", "z0"):
-                restraint.addPerParticleParameter(name)
-            for k, xyz in enumerate(positions):
-                restraint.addParticle(k, list(xyz))
-            system.addForce(restraint)
+            system = restrained_system(model, types, masses, positions, replicas, capacity, graphs)
             integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0 / unit.picosecond,
                                                          0.004 * unit.picoseconds)
             context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(PLATFORM),
@@ -392,7 +401,7 @@ def openmm_worker(variant, graphs, replicas_list, quick):
                         "timestep_mol_per_s": replicas * steps / elapsed, "pairs_start": pairs,
                         "pairs_end": count_pairs(end, replicas), "capacity": capacity,
                         "potential_kJmol": state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)})
-            del context, integrator, system, force
+            del context, integrator, system
         except Exception as err:
             row["error"] = f"{type(err).__name__}: {str(err)[:2000]}"
         print("ROW " + json.dumps(row), flush=True)

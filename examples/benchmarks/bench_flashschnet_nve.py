@@ -39,8 +39,7 @@ def worker(variant, replicas, dt_fs, ps, every, equil):
     import faulthandler
 
     faulthandler.enable()
-    from bench_flashschnet import CAPACITY_FACTOR, count_pairs, load_workload, make_model
-    from openmmflash.plugin.torchforce import createFlashSchNetForce
+    from bench_flashschnet import count_pairs, load_workload, make_model, restrained_system
     from openmmflash.stack import import_openmm
 
     openmm = import_openmm()
@@ -49,21 +48,8 @@ def worker(variant, replicas, dt_fs, ps, every, equil):
     positions = np.tile(pos0, (replicas, 1)) / 10.0
     model = make_model(len(table), variant, "cpu")
     pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
-    system = openmm.System()
-    for _ in range(replicas):
-        for m in masses:
-            system.addParticle(m)
-    system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
-                                           numParticles=system.getNumParticles(), periodic=False,
-                                           neighborCapacity=int(pairs * 1.5) + 64,
-                                           useCUDAGraphs=torch.cuda.is_available()))
-    restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-    restraint.addGlobalParameter("k", 500.0)
-    for name in ("x0", "y0", "z0"):
-        restraint.addPerParticleParameter(name)
-    for k, xyz in enumerate(positions):
-        restraint.addParticle(k, list(xyz))
-    system.addForce(restraint)
+    system = restrained_system(model, types, masses, positions, replicas, int(pairs * 1.5) + 64,
+                               torch.cuda.is_available())
     integrator = openmm.VerletIntegrator(dt_fs * 1e-3 * unit.picoseconds)
     platform = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
     context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(platform),
