@@ -284,6 +284,28 @@ if HAVE_NUMBA:
 
 
     @_jit
+    def _water_frame(x0, x1, x2, u, e, w, v):
+        """Orthonormal frame (u, w, v) of the O-H1 vector (x0, x1, x2): u along it, w = u x e / |u x e| with e the
+        axis least aligned with u, v = u x w. Shared by encoder and decoder, so both compute it bit-identically;
+        ``e`` is scratch."""
+        n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+        u[0], u[1], u[2] = x0 / n, x1 / n, x2 / n
+        amin = 0
+        for j in range(1, 3):
+            if abs(u[j]) < abs(u[amin]):
+                amin = j
+        e[0], e[1], e[2] = 0.0, 0.0, 0.0
+        e[amin] = 1.0
+        w[0] = u[1] * e[2] - u[2] * e[1]
+        w[1] = u[2] * e[0] - u[0] * e[2]
+        w[2] = u[0] * e[1] - u[1] * e[0]
+        wn = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
+        w[0], w[1], w[2] = w[0] / wn, w[1] / wn, w[2] / wn
+        v[0] = u[1] * w[2] - u[2] * w[1]
+        v[1] = u[2] * w[0] - u[0] * w[2]
+        v[2] = u[0] * w[1] - u[1] * w[0]
+
+    @_jit
     def geometry_inverse(o, s1, s2, extra, r1, centre, rho, cs, sn):
         """Decoder of :mod:`watergeometry` (same float64 operations in the same order, so the same integers):
         int32 (F, nw, 3) O positions and slots -> (h1, h2, ok); ok False when an angle index is out of range."""
@@ -310,22 +332,7 @@ if HAVE_NUMBA:
                 d[(a + 1) % 3] = db
                 d[(a + 2) % 3] = dc
                 x0, x1, x2 = np.float64(d[0]), np.float64(d[1]), np.float64(d[2])
-                n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
-                u[0], u[1], u[2] = x0 / n, x1 / n, x2 / n
-                amin = 0
-                for j in range(1, 3):
-                    if abs(u[j]) < abs(u[amin]):
-                        amin = j
-                e[0], e[1], e[2] = 0.0, 0.0, 0.0
-                e[amin] = 1.0
-                w[0] = u[1] * e[2] - u[2] * e[1]
-                w[1] = u[2] * e[0] - u[0] * e[2]
-                w[2] = u[0] * e[1] - u[1] * e[0]
-                wn = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
-                w[0], w[1], w[2] = w[0] / wn, w[1] / wn, w[2] / wn
-                v[0] = u[1] * w[2] - u[2] * w[1]
-                v[1] = u[2] * w[0] - u[0] * w[2]
-                v[2] = u[0] * w[1] - u[1] * w[0]
+                _water_frame(x0, x1, x2, u, e, w, v)
                 k = np.int64(s2[t, i, 0])
                 ak = abs(k)
                 if ak > kmax:
@@ -378,22 +385,7 @@ if HAVE_NUMBA:
                 s1[t, i, 0] = np.int32((zz * 2 + neg) * 3 + a)
                 s1[t, i, 1] = np.int32(db)
                 s1[t, i, 2] = np.int32(dc)
-                n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
-                u[0], u[1], u[2] = x0 / n, x1 / n, x2 / n
-                amin = 0
-                for j in range(1, 3):
-                    if abs(u[j]) < abs(u[amin]):
-                        amin = j
-                e[0], e[1], e[2] = 0.0, 0.0, 0.0
-                e[amin] = 1.0
-                w[0] = u[1] * e[2] - u[2] * e[1]
-                w[1] = u[2] * e[0] - u[0] * e[2]
-                w[2] = u[0] * e[1] - u[1] * e[0]
-                wn = np.sqrt(w[0] * w[0] + w[1] * w[1] + w[2] * w[2])
-                w[0], w[1], w[2] = w[0] / wn, w[1] / wn, w[2] / wn
-                v[0] = u[1] * w[2] - u[2] * w[1]
-                v[1] = u[2] * w[0] - u[0] * w[2]
-                v[2] = u[0] * w[1] - u[1] * w[0]
+                _water_frame(x0, x1, x2, u, e, w, v)
                 rv = 0.0
                 rw = 0.0
                 for j in range(3):
