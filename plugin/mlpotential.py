@@ -50,13 +50,7 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
             addPriorForces(system, topology, mapping.bondedPairs(topology), priors, model.config.lengthUnit,
                            model.config.energyUnit, forceGroup if priorForceGroup is None else priorForceGroup)
         if subset is not None:
-            from openmmflash.cg.mapping import beadTypesFromTopology
-
-            all_types = beadTypesFromTopology(topology, model.metadata.get("beadTypes", {}))
-            args["beadTypes"] = [all_types[i] for i in subset]
-            args["atomSubset"] = subset
-            addFlashSchNetForce(system, model, None, backend=backend, precision=precision, forceGroup=forceGroup,
-                                **args)
-        else:
-            addFlashSchNetForce(system, model, topology, backend=backend, precision=precision,
-                                forceGroup=forceGroup, **args)
+            # A subset of a larger System (e.g. createMixedSystem): periodic when the System is.
+            args.setdefault("periodic", system.usesPeriodicBoundaryConditions())
+        addFlashSchNetForce(system, model, topology, backend=backend, precision=precision, forceGroup=forceGroup,
+                            atomSubset=subset, **args)
