@@ -23,10 +23,13 @@ class FlashSchNetCompute:
         from openmmflash.plugin.torchforce import _model, createFlashSchNetModule
 
         model = _model(model)
-        self._options = dict(moduleOptions)
         self._model_bytes = self._serialize(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.module = createFlashSchNetModule(model, **moduleOptions).to(self.device)
+        # What __setstate__ rebuilds the module from. The topology only served to look up bead types: keep the
+        # pickled state small and topology-free.
+        self._options = dict(moduleOptions, topology=None, beadTypes=self.module.types.tolist(),
+                             numParticles=self.module.num_particles, periodic=self.module.periodic)
 
     @staticmethod
     def _serialize(model) -> bytes:
@@ -74,11 +77,6 @@ def createFlashSchNetPythonForce(model, topology=None, beadTypes=None, replicas:
     compute = FlashSchNetCompute(model, device=device, topology=topology, beadTypes=beadTypes, replicas=replicas,
                                  atomSubset=atomSubset, numParticles=numParticles, periodic=periodic,
                                  precision=precision, neighborCapacity=neighborCapacity)
-    # The topology is only needed to look up bead types: keep the pickled state small and topology-free.
-    module = compute.module
-    compute._options = dict(beadTypes=module.types.tolist(), replicas=replicas, atomSubset=atomSubset,
-                            numParticles=module.num_particles, periodic=module.periodic, precision=precision,
-                            neighborCapacity=neighborCapacity)
     force = openmm.PythonForce(compute)
     force.setUsesPeriodicBoundaryConditions(compute.module.periodic)
     force.setForceGroup(forceGroup)
