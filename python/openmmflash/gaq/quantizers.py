@@ -43,7 +43,7 @@ class _Observed(nn.Module):
         self.register_buffer("amax", torch.zeros(channels))
 
     def _update(self, magnitude: Tensor) -> None:
-        if self.observe and self.training or self.observe and not bool(self.amax.any()):
+        if self.observe and (self.training or not bool(self.amax.any())):
             dims = tuple(range(magnitude.dim() - 1))
             current = magnitude.detach().abs().amax(dim=dims) if dims else magnitude.detach().abs()
             self.amax.copy_(torch.maximum(self.amax, current.to(self.amax.dtype)))
