@@ -23,7 +23,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from openmmflash.neighbors import build_neighbor_list, check_box
+from openmmflash.neighbors import build_neighbor_list, check_box, check_capacity, check_finite
 from openmmflash.plugin.kernels import cfconv as _flash_cfconv  # noqa: F401  (registers pair_csr, cfconv_csr)
 from openmmflash.schnet.reference import cfconv_reference
 
@@ -32,16 +32,13 @@ from openmmflash.schnet.reference import cfconv_reference
 def neighbor_list(positions: Tensor, num_replicas: int, cutoff: float, box: Optional[Tensor],
                   capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     capturing = positions.is_cuda and torch.cuda.is_current_stream_capturing()
-    if not capturing and not bool(torch.isfinite(positions).all()):
-        raise ValueError("positions contain NaN or infinite values; the simulation has probably blown up (try a "
-                         "smaller time step, minimize the energy first, or check the starting structure)")
-    if box is not None and not capturing:
-        check_box(box, cutoff)
+    if not capturing:
+        check_finite(positions)
+        if box is not None:
+            check_box(box, cutoff)
     src, dst, shifts, num = build_neighbor_list(positions, num_replicas, cutoff, box, capacity)
-    if capacity > 0 and not capturing and int(num) > capacity:
-        raise RuntimeError(f"neighbor list overflow: {int(num)} pairs within the cutoff but the padded list holds "
-                           f"only {capacity}. Create the force with a larger neighborCapacity "
-                           f"(e.g. {int(int(num) * 1.3)}) or with neighborCapacity=0 (exact list).")
+    if not capturing:
+        check_capacity(num, capacity)
     return src, dst, shifts, num
 
 

@@ -88,6 +88,13 @@ def build_neighbor_list(positions: Tensor, num_replicas: int, cutoff: float, box
     return src, dst, shifts.to(positions.dtype), num_pairs
 
 
+def check_finite(positions: Tensor) -> None:
+    """Raise ValueError when positions hold NaN or infinite values (synchronizes with the device)."""
+    if not bool(torch.isfinite(positions).all()):
+        raise ValueError("positions contain NaN or infinite values; the simulation has probably blown up (try a "
+                         "smaller time step, minimize the energy first, or check the starting structure)")
+
+
 def check_capacity(num_pairs: Tensor, capacity: int) -> None:
     """Raise RuntimeError when a padded list overflowed (synchronizes with the device)."""
     if capacity > 0:
@@ -95,7 +102,7 @@ def check_capacity(num_pairs: Tensor, capacity: int) -> None:
         if count > capacity:
             raise RuntimeError(f"neighbor list overflow: {count} pairs within the cutoff but the padded list holds "
                                f"only {capacity}. Pass a larger capacity (e.g. neighborCapacity={int(count * 1.3)}) "
-                               "or use the exact list (capacity 0).")
+                               "or use the exact list (neighborCapacity=0).")
 
 
 class NeighborList:
@@ -137,9 +144,7 @@ class NeighborList:
 
     def update(self, positions: Tensor, box: Optional[Tensor] = None):
         """Return (src, dst, shifts), rebuilding only when needed."""
-        if not bool(torch.isfinite(positions).all()):
-            raise ValueError("positions contain NaN or infinite values; the simulation has probably blown up "
-                             "(try a smaller time step or check the starting structure)")
+        check_finite(positions)
         if self.needsUpdate(positions, box):
             reach = self.cutoff + self.skin
             if box is not None:
