@@ -259,6 +259,35 @@ def test_cuda_single_precision(model, cg_fragment, backend):
     assert np.abs(forces - ref_forces).max() < 1e-4 * np.abs(ref_forces).max()
 
 
+@pytest.mark.cuda
+def test_cuda_graphed_pythonforce_matches_reference(model, cg_fragment):
+    """The PythonForce's own CUDA graph: warm-up calls, capture, then replays on new positions all equal the
+    model's float64 autograd forces (the graph reads each step's positions, not the captured ones)."""
+    top, pos = cg_fragment
+    types = beadTypesFromTopology(top, model.metadata["beadTypes"])
+    system = bare_system(top.getNumAtoms())
+    addFlashSchNetForce(system, model, top, backend="pythonforce", precision="single", neighborCapacity=4096,
+                        useCUDAGraphs=True, CUDAGraphWarmupSteps=2)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CUDA"))
+    rng = np.random.default_rng(3)
+    for call in range(5):  # 2 eager warm-up calls (the second captures), then 3 replays
+        x = np.asarray(pos) + 0.01 * rng.standard_normal(np.shape(pos))
+        context.setPositions(x)
+        state = context.getState(getEnergy=True, getForces=True)
+        forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        ref_energy, ref_forces = model_reference(model, x, types)
+        assert state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) == pytest.approx(ref_energy,
+                                                                                                   rel=1e-5)
+        assert np.abs(forces - ref_forces).max() < 1e-4 * np.abs(ref_forces).max()
+
+
+def test_pythonforce_graphs_need_fixed_capacity(model, cg_fragment):
+    top, _ = cg_fragment
+    system = bare_system(top.getNumAtoms())
+    with pytest.raises(ValueError, match="neighborCapacity"):
+        addFlashSchNetForce(system, model, top, backend="pythonforce", useCUDAGraphs=True)
+
+
 def test_replicated_system_with_priors(model, cg_fragment):
     """replicate() copies the priors of a one-molecule System; with the force added for B replicas the energy is
     B times the single molecule's."""
