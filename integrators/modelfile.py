@@ -127,6 +127,10 @@ def loadModel(model, device=None) -> FlashMDModel:
                              f"{availableModels() or 'none'}")
         path = named
     blob = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(blob, dict) and blob.get("format") == "openmmflash-flashmd-gaq":  # quantized (openmmflash.gaq)
+        from openmmflash.gaq.export import modelFromBlob
+        m = modelFromBlob(blob, path)
+        return m.to(device) if device is not None else m
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a FlashMD model file (expected format {FORMAT!r})")
     if blob["version"] > VERSION:

@@ -48,7 +48,13 @@ def sphereCodebook(bits: int, iterations: int = 40, device=None) -> torch.Tensor
 
 
 def nearestCodeword(directions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Index of the nearest codeword (largest dot product) of each unit vector. (..., 3) -> (...,) int64."""
+    """Index of the nearest codeword (largest dot product) of each unit vector. (..., 3) -> (...,) int64.
+
+    float32 on CUDA uses the Triton kernel (kernels.nearest_codeword, no [M, K] score matrix); else chunked matmuls.
+    """
+    from openmmflash.gaq.kernels import nearest_codeword, triton_usable
+    if directions.is_cuda and triton_usable(directions) and codebook.dtype == torch.float32:
+        return nearest_codeword(directions.reshape(-1, 3), codebook).reshape(directions.shape[:-1])
     flat = directions.reshape(-1, 3).to(codebook.dtype)
     index = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
     chunk = max(1, 2 ** 24 // codebook.shape[0])   # bound the [M, K] score matrix

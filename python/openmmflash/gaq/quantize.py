@@ -77,7 +77,8 @@ class _FeatureQuantizer(nn.Module):
 
 
 def _is_vector_mix(module: nn.Module) -> bool:
-    return type(module).__name__ == "VectorLinear"
+    """A PaiNN ``VectorLinear`` (also once parametrized, which subclasses it as ParametrizedVectorLinear)."""
+    return any(cls.__name__ == "VectorLinear" for cls in type(module).__mro__)
 
 
 def quantizeModel(model: nn.Module, scheme: str = "w4a8", method: str = "frame", dirBits: int = 10) -> nn.Module:

@@ -1,0 +1,439 @@
+"""GAQ benchmark: the shipped FlashMD water model in fp32 vs quantized (naive / MDDQ / frame MDDQ, W8A8 / W4A8).
+
+For each variant (quantized ones: calibration + branch-separated QAT on the training pairs, stored at their bit
+width, then loaded back from the file; the measured model is the loaded one):
+
+1. equivariance (gaq.md section 5): relative error ||f(R in) - R f(in)|| / ||f(in)|| of the network output (the
+   learned correction, [N, 3, 2]) on held-out frames, for Haar-random rotations and for small rotations by
+   eps in {1e-4, 1e-3, 1e-2, 1e-1} rad about random axes; float32 (deployment) and float64;
+2. prediction error on the held-out pairs (the fp32 training's split): per-species RMSE of dq and p' after a stride;
+3. NVE without energy rescaling (FlashMDIntegrator(rescaleEnergy=False), guard on) from a held-out state: total
+   energy drift (linear fit), largest |dE|, fallback fraction;
+4. NVT: FlashMDLangevinIntegrator (300 K, 1/ps, per-species rescale): per-species temperatures, fallbacks;
+5. file size; model-call time on the GPU (batched, CUDA events, median), fp32 and quantized in the same run.
+
+Writes examples/benchmarks/results/gaq<tag>.json and .png and prints a table.
+
+    python examples/benchmarks/bench_gaq.py --data .flashmd_data/water_8fs.npz --device cuda --platform CUDA
+    python examples/benchmarks/bench_gaq.py --data pairs.npz --variants fp32 frame-w4a8 --qat-steps 2 \\
+        --nve-ps 0.2 --nvt-ps 0.2 --speed-batches 1 --tag _smoke         # quick CPU check
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform as pyplatform
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+KB = 0.00831446261815324
+VARIANTS = ["fp32", "naive-w8a8", "naive-w4a8", "frame-w8a8", "frame-w4a8", "mddq-w4a8"]
+ANGLES = [1e-4, 1e-3, 1e-2, 1e-1]
+
+
+def rotation_about(axis: np.ndarray, angle: float) -> torch.Tensor:
+    """Rodrigues: rotation by ``angle`` rad about unit ``axis`` [3], float64 [3, 3]."""
+    a = axis / np.linalg.norm(axis)
+    k = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return torch.as_tensor(np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k)
+
+
+def held_out(data, seed=0, fraction=0.1):
+    """Held-out pair indices, the same split integrators.training.Trainer makes with this seed."""
+    P = data["q0"].shape[0]
+    perm = torch.randperm(P, generator=torch.Generator().manual_seed(seed)).numpy()
+    return perm[:max(1, int(round(fraction * P)))]
+
+
+def frame_inputs(model, data, idx, device, dtype):
+    """Network inputs of frames idx as one batch: (types, x, src, dst, edge_vec float64)."""
+    from openmmflash.integrators.stepper import batch_edges
+    q = torch.as_tensor(data["q0"][idx], dtype=torch.float64, device=device)
+    p = torch.as_tensor(data["p0"][idx], dtype=torch.float64, device=device)
+    box = torch.as_tensor(data["box"][idx[0]], dtype=torch.float64, device=device)
+    B, N, _ = q.shape
+    src, dst, ev = batch_edges(q, box, model.cutoff)
+    sqrt_m = torch.sqrt(torch.as_tensor(data["masses"], dtype=torch.float64, device=device)).view(1, -1, 1)
+    x = (p / sqrt_m / model.momentumScale).reshape(B * N, 3)
+    types = model.typeIndices(data["types"]).to(device).repeat(B)
+    return types, x, src, dst, ev
+
+
+@torch.no_grad()
+def equivariance(model, data, frames, device, dtype, rotations, seed=3):
+    """Relative equivariance errors (mean, max over frames and rotations) for Haar and small rotations."""
+    from openmmflash.integrators.stepper import random_rotation
+    net = copy.deepcopy(model).to(device, dtype).eval().network
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    errors = {"haar": []} | {f"{a:g}": [] for a in ANGLES}
+    for f in frames:
+        types, x, src, dst, ev = frame_inputs(model, data, np.array([f]), device, dtype)
+        out = net(types, x.to(dtype), src, dst, ev.to(dtype)).double()
+        norm = float(out.norm())
+        for _ in range(rotations):
+            rots = {"haar": random_rotation(gen, improper=False)}
+            axis = rng.normal(size=3)
+            rots.update({f"{a:g}": rotation_about(axis, a) for a in ANGLES})
+            for key, R in rots.items():
+                R = R.to(device)
+                outR = net(types, (x @ R.T).to(dtype), src, dst, (ev @ R.T).to(dtype)).double()
+                errors[key].append(float((outR - torch.einsum("ij,njk->nik", R, out)).norm()) / norm)
+    return {k: {"mean": float(np.mean(v)), "max": float(np.max(v))} for k, v in errors.items()}
+
+
+def prediction(model, data, device):
+    """Held-out one-stride errors (Trainer.validate on the fp32 training's split) and the normalized losses."""
+    from openmmflash.integrators.training import Trainer
+    trainer = Trainer(data, model=copy.deepcopy(model), device=device, seed=0, batchSize=8)
+    return trainer.validate()
+
+
+def md_run(sim, total_ps, sample_strides, stride, masses, types, max_wall):
+    """Step ``sim`` in blocks of sample_strides; record total energy and per-species temperatures."""
+    from openmm import unit
+    times, energies, temps = [], [], []
+    t0 = time.time()
+    nblocks = max(1, int(round(total_ps / (sample_strides * stride))))
+    error = None
+    for b in range(nblocks):
+        if time.time() - t0 > max_wall:
+            break
+        try:
+            sim.step(sample_strides)
+        except Exception as err:  # a learned map may fail; that is a result
+            error = str(err)
+            break
+        st = sim.context.getState(getVelocities=True, getEnergy=True)
+        v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        e = (st.getPotentialEnergy() + st.getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+        if not (np.isfinite(v).all() and np.isfinite(e)):
+            error = "non-finite state"
+            break
+        ke2 = (masses[:, None] * np.asarray(v) ** 2).sum(-1)
+        temps.append([float(ke2[types == z].sum() / (3 * (types == z).sum() * KB)) for z in (1, 8)])
+        energies.append(float(e))
+        times.append((b + 1) * sample_strides * stride)
+    return {"time_ps": np.array(times), "energy": np.array(energies), "temps": np.array(temps).reshape(-1, 2),
+            "wall_s": time.time() - t0, "error": error}
+
+
+def md_tests(model_ref, start, args, system, top, masses, types):
+    """NVE without rescale and NVT Langevin with the model given by file path or name."""
+    import openmm as mm
+    from openmm import app, unit
+    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    plat = mm.Platform.getPlatformByName(args.platform)
+    q0, v0 = start
+
+    def simulation(integ):
+        sim = app.Simulation(top, system, integ, plat)
+        sim.context.setPositions(q0)
+        sim.context.setVelocities(v0)
+        return sim
+
+    out = {}
+    integ = FlashMDIntegrator(model_ref, rescaleEnergy=False, device=args.device, randomSeed=9)
+    stride = integ.getStepSize().value_in_unit(unit.picosecond)
+    sim = simulation(integ)
+    e0 = (sim.context.getState(getEnergy=True).getPotentialEnergy()
+          + sim.context.getState(getEnergy=True).getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
+    r = md_run(sim, args.nve_ps, args.sample_strides, stride, masses, types, args.max_wall_md)
+    n = len(masses)
+    de = r["energy"] - e0
+    fit = np.polyfit(r["time_ps"], r["energy"], 1)[0] * 1000 if len(de) > 2 else float("nan")
+    out["nve"] = {"simulated_ps": float(r["time_ps"][-1]) if len(de) else 0.0, "wall_s": r["wall_s"],
+                  "drift_kJ_mol_ns": float(fit), "drift_kJ_mol_ns_atom": float(fit / n),
+                  "final_dE_kJ_mol": float(de[-1]) if len(de) else float("nan"),
+                  "max_abs_dE_kJ_mol": float(np.abs(de).max()) if len(de) else float("nan"),
+                  "rms_dE_kJ_mol": float(np.sqrt(np.mean(de ** 2))) if len(de) else float("nan"),
+                  "fallbackFraction": integ.getNumFallbacks() / max(1, integ.getNumFallbacks()
+                                                                   + integ.getNumLearnedSteps()),
+                  "error": r["error"], "series": {"t_ps": r["time_ps"].tolist(), "dE": de.tolist()}}
+    integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, 1 / unit.picosecond, None, model=model_ref,
+                                      device=args.device, randomSeed=7)
+    r = md_run(simulation(integ), args.nvt_ps, args.sample_strides, stride, masses, types, args.max_wall_md)
+    half = r["temps"][len(r["temps"]) // 2:]
+    out["nvt"] = {"simulated_ps": float(r["time_ps"][-1]) if len(r["time_ps"]) else 0.0, "wall_s": r["wall_s"],
+                  "T_H_K": float(half[:, 0].mean()) if len(half) else float("nan"),
+                  "T_O_K": float(half[:, 1].mean()) if len(half) else float("nan"),
+                  "T_H_std_K": float(half[:, 0].std()) if len(half) else float("nan"),
+                  "T_O_std_K": float(half[:, 1].std()) if len(half) else float("nan"),
+                  "fallbackFraction": integ.getNumFallbacks() / max(1, integ.getNumFallbacks()
+                                                                   + integ.getNumLearnedSteps()),
+                  "error": r["error"],
+                  "series": {"t_ps": r["time_ps"].tolist(), "T_H": r["temps"][:, 0].tolist(),
+                             "T_O": r["temps"][:, 1].tolist()}}
+    return out
+
+
+@torch.no_grad()
+def call_time(model, data, idx, device, batches, reps):
+    """Median model-call time (ms) of the network for B replicas (different held-out frames), per batch size."""
+    net = model.to(device, torch.float32).eval().network
+    out = {}
+    for B in batches:
+        sel = np.resize(idx, B)
+        types, x, src, dst, ev = frame_inputs(model, data, sel, device, torch.float32)
+        inputs = (types, x.float(), src, dst, ev.float())
+        for _ in range(3):
+            net(*inputs)
+        times = []
+        for _ in range(reps):
+            if device.startswith("cuda"):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                net(*inputs)
+                end.record()
+                torch.cuda.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                net(*inputs)
+                times.append(1000 * (time.perf_counter() - t0))
+        out[str(B)] = {"median_ms": float(np.median(times)), "atoms": int(B * len(data["types"])),
+                       "edges": int(src.shape[0])}
+    return out
+
+
+def set_kernels(on: bool):
+    from openmmflash.gaq.weights import QuantizedLinear
+    QuantizedLinear.useKernel = on
+
+
+def activations(model, on: bool):
+    for m in model.modules():
+        if hasattr(m, "amax") and hasattr(m, "observe"):
+            m.enabled = on
+
+
+def machine_info(device):
+    info = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+            "platform": pyplatform.platform(), "device": device}
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        pass
+    try:
+        import openmm
+        info["openmm"] = openmm.__version__
+    except ImportError:
+        pass
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def plot(report, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(2, 3, figsize=(16, 9))
+    names = list(report["variants"])
+    colors = dict(zip(names, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
+    for n in names:
+        eq = report["variants"][n]["equivariance"]["float32"]
+        ax[0, 0].loglog(ANGLES, [eq[f"{a:g}"]["mean"] for a in ANGLES], "o-", color=colors[n], label=n)
+        ax[0, 0].axhline(eq["haar"]["mean"], color=colors[n], ls=":", lw=0.8)
+    ax[0, 0].set(xlabel="rotation angle (rad)", ylabel="relative equivariance error (float32)",
+                 title="equivariance (dotted: Haar-random rotations)")
+    ax[0, 0].legend(fontsize=8)
+    x = np.arange(len(names))
+    for k, (key, lab) in enumerate([("rmse_dq_nm_Z1", "dq H"), ("rmse_dq_nm_Z8", "dq O")]):
+        fp = report["variants"]["fp32"]["prediction"][key] if "fp32" in names else 1.0
+        ax[0, 1].bar(x + 0.2 * (2 * k - 1), [report["variants"][n]["prediction"][key] / fp for n in names], 0.4,
+                     label=lab)
+    for k, (key, lab) in enumerate([("rmse_p_Z1", "p' H"), ("rmse_p_Z8", "p' O")]):
+        fp = report["variants"]["fp32"]["prediction"][key] if "fp32" in names else 1.0
+        ax[0, 1].plot(x + 0.2 * (2 * k - 1), [report["variants"][n]["prediction"][key] / fp for n in names], "k^v"[k + 1],
+                      label=lab)
+    ax[0, 1].axhline(1.2, color="r", ls="--", lw=0.8, label="target 1.2x fp32")
+    ax[0, 1].set(xticks=x, ylabel="held-out RMSE / fp32", title="one-stride prediction error")
+    ax[0, 1].set_xticklabels(names, rotation=30, fontsize=8)
+    ax[0, 1].legend(fontsize=8)
+    for n in names:
+        s = report["variants"][n].get("md", {}).get("nve", {}).get("series")
+        if s:
+            ax[0, 2].plot(s["t_ps"], s["dE"], color=colors[n], label=n)
+        s = report["variants"][n].get("md", {}).get("nvt", {}).get("series")
+        if s:
+            ax[1, 0].plot(s["t_ps"], s["T_H"], color=colors[n], label=f"{n} H")
+            ax[1, 0].plot(s["t_ps"], s["T_O"], color=colors[n], ls="--")
+    ax[0, 2].set(xlabel="time (ps)", ylabel="E(t) - E(0) (kJ/mol)", title="NVE without energy rescaling")
+    ax[0, 2].set_yscale("symlog", linthresh=10)
+    ax[0, 2].legend(fontsize=8)
+    ax[1, 0].axhline(report["settings"]["temperature"], color="k", lw=0.8)
+    ax[1, 0].set(xlabel="time (ps)", ylabel="T (K): solid H, dashed O", title="NVT FlashMDLangevinIntegrator")
+    ax[1, 0].legend(fontsize=7)
+    for n in names:
+        sp = report["variants"][n]["speed"]
+        bs = sorted(int(b) for b in sp)
+        ax[1, 1].loglog(bs, [sp[str(b)]["median_ms"] for b in bs], "o-", color=colors[n], label=n)
+    ax[1, 1].set(xlabel="replicas per call (387 atoms each)", ylabel="model call (ms)",
+                 title=f"model-call time ({report['machine'].get('gpu', report['machine']['device'])})")
+    ax[1, 1].legend(fontsize=8)
+    ax[1, 2].bar(x, [report["variants"][n]["fileBytes"] / 1024 for n in names], color=[colors[n] for n in names])
+    ax[1, 2].set(xticks=x, ylabel="file size (KiB)", title="model file size")
+    ax[1, 2].set_xticklabels(names, rotation=30, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def summarize(report):
+    """Ratios and target checks of issue 7 for the W4A8 variants."""
+    v = report["variants"]
+    if "fp32" not in v:
+        return {}
+    fp = v["fp32"]
+    out = {}
+    for n, r in v.items():
+        if n == "fp32":
+            continue
+        s = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
+             "predictionErrorVsFp32": max(r["prediction"][k] / fp["prediction"][k] for k in fp["prediction"]
+                                          if k.startswith("rmse_")),
+             "equivarianceHaarFloat32": r["equivariance"]["float32"]["haar"]["mean"]}
+        big = max(r["speed"], key=int)
+        s["callSpeedupVsFp32"] = {b: fp["speed"][b]["median_ms"] / r["speed"][b]["median_ms"] for b in r["speed"]
+                                  if b in fp["speed"]}
+        s["largestBatch"] = big
+        naive = v.get("naive-" + n.split("-")[1])
+        if naive is not None and naive is not r:
+            s["equivarianceLowerThanNaive"] = (naive["equivariance"]["float32"]["haar"]["mean"]
+                                               / max(1e-30, r["equivariance"]["float32"]["haar"]["mean"]))
+        if "md" in r and "md" in fp:
+            s["nveDriftVsFp32"] = abs(r["md"]["nve"]["drift_kJ_mol_ns"]) / max(1e-30, abs(fp["md"]["nve"][
+                "drift_kJ_mol_ns"]))
+        out[n] = s
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=".flashmd_data/water_8fs.npz", help="the model's training pairs (.npz)")
+    ap.add_argument("--model", default="water-tip3pfb-8fs")
+    ap.add_argument("--variants", nargs="+", default=VARIANTS)
+    ap.add_argument("--qat-steps", type=int, default=300)
+    ap.add_argument("--qat-batch", type=int, default=8)
+    ap.add_argument("--dir-bits", type=int, default=10)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--platform", default="CPU", help="OpenMM platform for the MD tests")
+    ap.add_argument("--eq-frames", type=int, default=4)
+    ap.add_argument("--eq-rotations", type=int, default=4)
+    ap.add_argument("--nve-ps", type=float, default=5.0)
+    ap.add_argument("--nvt-ps", type=float, default=20.0)
+    ap.add_argument("--sample-strides", type=int, default=10)
+    ap.add_argument("--max-wall-md", type=float, default=60.0, help="wall-clock cap (s) of each MD run")
+    ap.add_argument("--temperature", type=float, default=300.0)
+    ap.add_argument("--speed-batches", type=int, nargs="+", default=[1, 8, 64])
+    ap.add_argument("--speed-reps", type=int, default=20)
+    ap.add_argument("--no-md", action="store_true", help="skip the OpenMM NVE / NVT runs")
+    ap.add_argument("--save-models", default=None, help="folder to keep the quantized model files in")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--outdir", default=RESULTS)
+    args = ap.parse_args(argv)
+
+    from openmmflash.gaq.export import saveQuantizedModel
+    from openmmflash.gaq.qat import quantizationAwareTraining
+    from openmmflash.integrators.data import loadDataset
+    from openmmflash.integrators.modelfile import MODEL_DIR, loadModel
+
+    t_start = time.time()
+    data = loadDataset(args.data)
+    base = loadModel(args.model)
+    base_path = args.model if os.path.exists(args.model) else os.path.join(MODEL_DIR, args.model + ".pt")
+    val = held_out(data)
+    masses = np.asarray(data["masses"], dtype=np.float64)
+    types = np.asarray(data["types"])
+    system = top = start = None
+    if not args.no_md:
+        from openmmflash.integrators.data import flexibleWaterBox
+        top, system, _ = flexibleWaterBox(float(data["box"][0][0, 0]), 0.7)
+        # start: the held-out frame closest to the bath temperature
+        f = int(val[np.argmin(np.abs(np.asarray(data["temperature"])[val] - args.temperature))])
+        start = (np.asarray(data["q0"][f], dtype=np.float64), np.asarray(data["p0"][f], dtype=np.float64)
+                 / masses[:, None])
+    workdir = args.save_models or tempfile.mkdtemp(prefix="gaq_bench_")
+    os.makedirs(workdir, exist_ok=True)
+    report = {"benchmark": "gaq", "machine": machine_info(args.device), "settings": vars(args) | {
+        "baseModel": base_path, "heldOutPairs": int(len(val)), "numParticles": int(len(types)),
+        "stride_fs": base.stride * 1000, "equivarianceAngles_rad": ANGLES,
+        "notes": "equivariance: ||f(R in) - R f(in)|| / ||f(in)|| of the network output (learned correction); "
+                 "MD: FlashMD integrators in OpenMM, NVE with rescaleEnergy=False (guard on), NVT Langevin with "
+                 "the per-species rescale; speed: network call only (edges precomputed), CUDA events, median"},
+        "variants": {}}
+    os.makedirs(args.outdir, exist_ok=True)
+    json_path = os.path.join(args.outdir, f"gaq{args.tag}.json")
+    for name in args.variants:
+        t0 = time.time()
+        print(f"== {name}", flush=True)
+        if name == "fp32":
+            model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
+        else:
+            method, scheme = name.split("-")
+            qmodel = quantizationAwareTraining(base, data, scheme, method, dirBits=args.dir_bits,
+                                               steps=args.qat_steps, batchSize=args.qat_batch, device=args.device,
+                                               progress=True)
+            path = os.path.join(workdir, f"water-gaq-{name}.pt")
+            saveQuantizedModel(qmodel, path)
+            model = loadModel(path)  # measure what the file holds
+            rec = {"method": method, "scheme": scheme, "dirBits": args.dir_bits, "qat": model.gaq["qat"]}
+        rec["fileBytes"] = os.path.getsize(path)
+        rec["equivariance"] = {"float32": equivariance(model, data, val[:args.eq_frames], args.device,
+                                                       torch.float32, args.eq_rotations),
+                               "float64": equivariance(model, data, val[:args.eq_frames], args.device,
+                                                       torch.float64, args.eq_rotations)}
+        rec["prediction"] = prediction(model, data, args.device)
+        set_kernels(True)
+        rec["speed"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches, args.speed_reps)
+        if name != "fp32":
+            set_kernels(False)
+            rec["speedTorchDequant"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches,
+                                                 args.speed_reps)
+            set_kernels(True)
+            weights_only = copy.deepcopy(model)
+            activations(weights_only, False)
+            rec["speedWeightsOnly"] = call_time(weights_only, data, val, args.device, args.speed_batches,
+                                                args.speed_reps)
+        if not args.no_md:
+            rec["md"] = md_tests(path if name != "fp32" else args.model, start, args, system, top, masses, types)
+        rec["seconds"] = round(time.time() - t0, 1)
+        report["variants"][name] = rec
+        report["summary"] = summarize(report)
+        report["totalSeconds"] = round(time.time() - t_start, 1)
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+        print(f"   {name}: {rec['seconds']} s", flush=True)
+
+    # table
+    head = (f"{'variant':12s} {'file KiB':>8s} {'eq haar f32':>11s} {'eq 1e-3':>9s} {'eq haar f64':>11s} "
+            f"{'dqH/fp':>7s} {'pH/fp':>6s} {'pO/fp':>6s} {'NVE drift':>10s} {'T_H':>6s} {'T_O':>6s} "
+            + " ".join(f"{'ms@' + str(b):>8s}" for b in args.speed_batches))
+    print(head)
+    fp = report["variants"].get("fp32")
+    for name, r in report["variants"].items():
+        pr = r["prediction"]
+        rel = (lambda k: pr[k] / fp["prediction"][k]) if fp else (lambda k: float("nan"))  # noqa: E731
+        md = r.get("md", {})
+        print(f"{name:12s} {r['fileBytes'] / 1024:8.1f} {r['equivariance']['float32']['haar']['mean']:11.2e} "
+              f"{r['equivariance']['float32']['0.001']['mean']:9.2e} {r['equivariance']['float64']['haar']['mean']:11.2e} "
+              f"{rel('rmse_dq_nm_Z1'):7.3f} {rel('rmse_p_Z1'):6.3f} {rel('rmse_p_Z8'):6.3f} "
+              f"{md.get('nve', {}).get('drift_kJ_mol_ns', float('nan')):10.4g} "
+              f"{md.get('nvt', {}).get('T_H_K', float('nan')):6.1f} {md.get('nvt', {}).get('T_O_K', float('nan')):6.1f} "
+              + " ".join(f"{r['speed'][str(b)]['median_ms']:8.3f}" for b in args.speed_batches))
+    print(json.dumps(report.get("summary", {}), indent=1))
+    plot(report, os.path.join(args.outdir, f"gaq{args.tag}.png"))
+    print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    main()
