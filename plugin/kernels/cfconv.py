@@ -145,6 +145,27 @@ def _segment_store(OUT, rows, key, mask_e, offs_f, mask_f, F, DOT_PRECISION: tl.
 
 
 @triton.jit
+def _tile_setup(MU, R, F, BLOCK_E: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_F: tl.constexpr):
+    """Offsets and masks of a tile (pairs, Gaussians, filters) and the Gaussian centres mu [BLOCK_R]."""
+    offs_e = tl.arange(0, BLOCK_E)
+    offs_r = tl.arange(0, BLOCK_R)
+    offs_f = tl.arange(0, BLOCK_F)
+    mask_r = offs_r < R
+    mask_f = offs_f < F
+    mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
+    return offs_e, offs_r, offs_f, mask_r, mask_f, mu
+
+
+@triton.jit
+def _scale(SCALE, X16: tl.constexpr):
+    """Per-tensor scale of an fp16 copy (1 when the tensor is fp32)."""
+    scale = 1.0
+    if X16:
+        scale = tl.load(SCALE)
+    return scale
+
+
+@triton.jit
 def _cfconv_fwd_kernel(
     X,          # [N, F] source features x = lin1(h), fp32 (or fp16 x / XSCALE when X16)
     DIST,       # [P] fp32 pair distances, dst-sorted order (padding last)
@@ -178,15 +199,8 @@ def _cfconv_fwd_kernel(
 ):
     pid = tl.program_id(0).to(tl.int64)
     num_valid = tl.load(ROWPTR + N)
-    offs_e = tl.arange(0, BLOCK_E)
-    offs_r = tl.arange(0, BLOCK_R)
-    offs_f = tl.arange(0, BLOCK_F)
-    mask_r = offs_r < R
-    mask_f = offs_f < F
-    mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
-    xscale = 1.0
-    if X16:
-        xscale = tl.load(XSCALE)
+    offs_e, offs_r, offs_f, mask_r, mask_f, mu = _tile_setup(MU, R, F, BLOCK_E, BLOCK_R, BLOCK_F)
+    xscale = _scale(XSCALE, X16)
     for t in range(0, tiles_per_program):
         e0 = (pid * tiles_per_program + t) * BLOCK_E
         if e0 < num_valid:
@@ -252,17 +266,9 @@ def _cfconv_bwd_kernel(
 ):
     pid = tl.program_id(0).to(tl.int64)
     num_valid = tl.load(ROWPTR_S + N)
-    offs_e = tl.arange(0, BLOCK_E)
-    offs_r = tl.arange(0, BLOCK_R)
-    offs_f = tl.arange(0, BLOCK_F)
-    mask_r = offs_r < R
-    mask_f = offs_f < F
-    mu = tl.load(MU + offs_r, mask=mask_r, other=0.0)
-    xscale = 1.0
-    gscale = 1.0
-    if X16:
-        xscale = tl.load(XSCALE)
-        gscale = tl.load(GSCALE)
+    offs_e, offs_r, offs_f, mask_r, mask_f, mu = _tile_setup(MU, R, F, BLOCK_E, BLOCK_R, BLOCK_F)
+    xscale = _scale(XSCALE, X16)
+    gscale = _scale(GSCALE, X16)
     for t in range(0, tiles_per_program):
         k0 = (pid * tiles_per_program + t) * BLOCK_E
         if k0 < num_valid:
