@@ -166,6 +166,7 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
                     "startsPerTemperature": startsPerTemperature, "pairsPerStart": pairsPerStart,
                     "pairSpacing": pairSpacing, "equilibration": equilibration, "seed": seed,
                     "numParticles": int(system.getNumParticles()), "openmm": mm.__version__,
+                    "periodic": bool(system.usesPeriodicBoundaryConditions()),
                     "platform": ctx_platform_name(plat), "seconds": round(time.time() - t0, 1)}
     return data
 

@@ -25,6 +25,7 @@ time as positions (not leap-frog). Virtual sites are not supported. Tested on th
 
 import logging
 import math
+import time
 from typing import Dict, Optional
 
 import numpy as np
@@ -33,6 +34,7 @@ import openmm as mm
 from openmm import unit
 
 from .modelfile import loadModel
+from .densestep import DenseReplicaStep
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -70,20 +72,36 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         from one species to another (with the global rescale the shipped water model heats H and cools O in
         closed-loop runs: 354 K / 193 K at 300 K). Inter-species energy exchange is then left to the thermostat:
         use it with FlashMDLangevinIntegrator (its default there); in NVE the species' shares stay at their start.
-    device : torch device for the network.
+    device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
+    replicas : int
+        The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by
+        ``openmmflash.plugin.replicas``); the network sees each copy separately and the centre-of-mass constraints
+        hold per copy. The energy rescale and the fallback act on the whole System.
+    useCUDAGraph : bool, optional
+        For a non-periodic System on a CUDA device, run the learned step with all pairs inside each replica as
+        edges and replay it as one CUDA graph (densestep.py; same result as the neighbor-list step). Default: on
+        where it applies.
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
     """
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
-                 device=None, randomSeed: int = 0, speciesRescale: bool = False):
+                 device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
+                 useCUDAGraph: Optional[bool] = None):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
         super().__init__(stride)
         self._model = flashmd
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = device
+        if int(replicas) != replicas or replicas < 1:
+            raise ValueError(f"replicas must be a whole number >= 1, got {replicas}")
+        self.replicas = int(replicas)
+        self.useCUDAGraph = useCUDAGraph
+        self._dense = None
         self.rescaleEnergy = bool(rescaleEnergy)
         self.speciesRescale = bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
@@ -122,6 +140,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._cache = None
         self._alphas = []
         self.lastRejection = None  # reason of the latest fallback, for diagnostics
+        self.timings = None  # per-phase wall times when profiling (enableProfiling)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _findContext(self):
@@ -148,11 +167,25 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             raise ValueError("the System has virtual sites, which FlashMD integrators do not support")
         masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
         types = self._typesFor(masses)
+        B = self.replicas
+        if n % B:
+            raise ValueError(f"the System has {n} particles, which cannot form replicas={B} equal copies")
+        k = n // B
+        if any(types[i] != types[i % k] or masses[i] != masses[i % k] for i in range(n)):
+            raise ValueError(f"with replicas={B} the System must hold {B} identical contiguous copies of one "
+                             "molecule (same species and masses in the same order)")
         gen = torch.Generator().manual_seed(int(self.getGlobalVariableByName("flashmdSeed")))
-        self._stepper = FlashMDStepper(self._model, masses, types, stride=self.getStepSize().value_in_unit(
+        self._stepper = FlashMDStepper(self._model, masses[:k], types[:k], stride=self.getStepSize().value_in_unit(
             unit.picosecond), randomRotation=False, device=self._device, generator=gen)
         self._masses = np.asarray(masses)
         self._types = np.asarray(types)
+        self._periodic = system.usesPeriodicBoundaryConditions()
+        dense = self.useCUDAGraph
+        if dense is None:
+            dense = self._stepper.device.type == "cuda" and not self._periodic
+        if dense and self._periodic:
+            raise ValueError("useCUDAGraph=True needs a non-periodic System (the dense step has no minimum image)")
+        self._dense = DenseReplicaStep(self._stepper, B, useCUDAGraph=True) if dense else None
         self._context = context
         self._cache = None
 
@@ -206,7 +239,49 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         for _ in range(int(steps)):
             self._stride(context)
 
+    def setEnergyEvaluator(self, groups, extraEnergy) -> None:
+        """Evaluate the potential energy for the rescale as OpenMM's energy of force ``groups`` (a set of group
+        numbers) plus ``extraEnergy(positions [N, 3] nm numpy) -> kJ/mol`` for the remaining forces.
+
+        Use it when the rest is cheaper without OpenMM: a TorchForce always runs its backward pass for forces,
+        while the rescale needs only the energy (see cgprotein.flashSchNetEnergyEvaluator). The two parts must add
+        up to the System's potential energy. ``setEnergyEvaluator(None, None)`` restores the plain OpenMM energy.
+        """
+        if (groups is None) != (extraEnergy is None):
+            raise ValueError("give both groups and extraEnergy, or neither")
+        self._energyGroups = None if groups is None else set(int(g) for g in groups)
+        self._extraEnergy = extraEnergy
+        self._cache = None
+
+    def _potentialEnergy(self, context):
+        """(V kJ/mol, positions [N, 3] nm as OpenMM holds them) at the Context's current positions."""
+        extra = getattr(self, "_extraEnergy", None)
+        if extra is None:
+            st = context.getState(getEnergy=True, getPositions=True)
+        else:
+            st = context.getState(getEnergy=True, getPositions=True, groups=self._energyGroups)
+        V = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        if extra is not None:
+            V += float(extra(q))
+        return V, q
+
+    def _tick(self, phase: str) -> None:
+        """Add the wall time since the previous tick to ``timings[phase]`` (only when profiling is on)."""
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def enableProfiling(self, on: bool = True) -> None:
+        """Accumulate the wall time per stride phase in ``timings`` (s): readState (getState of q, v), thermostat,
+        network (learned step incl. host <-> device copies), energy (setPositions + V' from the Context), rescale,
+        writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (rejected strides)."""
+        self.timings = {} if on else None
+
     def _stride(self, context) -> None:
+        prof = self.timings is not None
+        if prof:
+            self._last = time.perf_counter()
         st = context.getState(getPositions=True, getVelocities=True)
         q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
@@ -218,18 +293,29 @@ class FlashMDIntegrator(mm.CustomIntegrator):
                     and self._cache[3] == params):
                 V = self._cache[0]
             else:
-                V = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                V = self._potentialEnergy(context)[0]
         self._cache = None
+        if prof:
+            self._tick("readState")
         v = self._thermostatHalfStep(v)
-        periodic = context.getSystem().usesPeriodicBoundaryConditions()
+        if prof:
+            self._tick("thermostat")
         rotation = None
         if self.randomRotation:
             from .stepper import random_rotation
             gen = torch.Generator().manual_seed(int(self._rng().integers(2 ** 62)))
             rotation = random_rotation(gen)
-        q1, p1 = self._stepper.step(torch.from_numpy(q), torch.from_numpy(v * m),
-                                    torch.from_numpy(box) if periodic else None, rotation=rotation)
-        q1, p1 = q1.cpu().numpy(), p1.cpu().numpy()  # the stepper returns tensors on its device
+        shape = (self.replicas, -1, 3)
+        if self._dense is not None:
+            q1, p1 = self._dense(q.reshape(shape), (v * m).reshape(shape), rotation)
+        else:
+            q1, p1 = self._stepper.step(torch.from_numpy(np.ascontiguousarray(q).reshape(shape)),
+                                        torch.from_numpy((v * m).reshape(shape)),
+                                        torch.from_numpy(box) if self._periodic else None, rotation=rotation)
+            q1, p1 = q1.cpu().numpy(), p1.cpu().numpy()  # the stepper returns tensors on its device
+        q1, p1 = q1.reshape(-1, 3), p1.reshape(-1, 3)
+        if prof:
+            self._tick("network")
         reason = None
         if not (np.isfinite(q1).all() and np.isfinite(p1).all()):
             reason = "non-finite prediction"
@@ -240,8 +326,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if reason is None:
             context.setPositions(q1)
             if self.rescaleEnergy:
-                st1 = context.getState(getEnergy=True, getPositions=True)
-                V1 = st1.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+                V1, q_held = self._potentialEnergy(context)
+                if prof:
+                    self._tick("energy")
                 K = 0.5 * float((m * v * v).sum())
                 K1 = 0.5 * float((m * v1 * v1).sum())
                 H = V + K
@@ -261,12 +348,16 @@ class FlashMDIntegrator(mm.CustomIntegrator):
                         self._alphas.append(alpha)
                         if len(self._alphas) > 10000:
                             del self._alphas[:5000]
-                        self._cache = (V1, st1.getPositions(asNumpy=True).value_in_unit(unit.nanometer), box,
-                                       params)
+                        self._cache = (V1, q_held, box, params)
         if reason is None:
-            context.setVelocities(self._thermostatHalfStep(v1))
+            v1 = self._thermostatHalfStep(v1)
+            if prof:
+                self._tick("rescale")
+            context.setVelocities(v1)
             self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
             mm.CustomIntegrator.step(self, 1)
+            if prof:
+                self._tick("writeAndStep")
             return
         # Rejected: restore the state and run the stride with velocity-Verlet substeps inside the C++ program.
         nfb = int(self.getGlobalVariableByName("flashmdNumFallbacks")) + 1
@@ -287,6 +378,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             v2 = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
                 unit.nanometer / unit.picosecond)
             context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
+        if prof:
+            self._tick("fallback")
 
     def _speciesShareRescale(self, v: np.ndarray, v1: np.ndarray, kinetic: float):
         """Velocities [N, 3] after the learned step with total kinetic energy ``kinetic`` (kJ/mol) shared per species.

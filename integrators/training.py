@@ -107,8 +107,8 @@ class Trainer:
         momentum_scale = float(np.sqrt(np.mean((data["p0"] / sqrt_m) ** 2)))
         if model is None:
             q_first = torch.as_tensor(np.asarray(data["q0"][:1]), dtype=torch.float64)
-            src, _, _ = batch_edges(q_first, torch.as_tensor(np.asarray(data["box"][:1]), dtype=torch.float64),
-                                    cutoff)
+            box_first = torch.as_tensor(np.asarray(data["box"][:1]), dtype=torch.float64)
+            src, _, _ = batch_edges(q_first, box_first if self.meta.get("periodic", True) else None, cutoff)
             neighbor_norm = max(1.0, round(src.shape[0] / q_first.shape[1], 1))
             model = FlashMDModel(species, species_masses, stride, momentum_scale,
                                  dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff,
@@ -125,6 +125,7 @@ class Trainer:
         f32 = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32, device=self.device)  # noqa: E731
         self.q0, self.p0, self.dq, self.p1 = (f32(data[k]) for k in ("q0", "p0", "dq", "p1"))
         self.box = f32(data["box"])
+        self.periodic = bool(self.meta.get("periodic", True))  # datasets of non-periodic Systems store zero boxes
         self.temperature = f32(data["temperature"])
         self.masses = f32(masses)
         self.sqrt_m = torch.sqrt(self.masses).view(1, -1, 1)
@@ -154,6 +155,10 @@ class Trainer:
             t = max(t, min(1.0, (time.time() - self.startTime) / self.maxSeconds))
         return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
+    def _box(self, idx):
+        """Boxes [B, 3, 3] of frames ``idx``, or None for a non-periodic System (no minimum image)."""
+        return self.box[idx] if self.periodic else None
+
     def _batch(self, idx, augment: bool):
         q0, p0, dq, p1 = self.q0[idx], self.p0[idx], self.dq[idx], self.p1[idx]
         if augment:  # time reversal: (q1, -p1) -> (q0, -p0)
@@ -167,7 +172,7 @@ class Trainer:
         model = self.model
         q0, p0, dq, p1 = self._batch(idx, augment)
         B, N, _ = q0.shape
-        src, dst, edge_vec = batch_edges(q0, self.box[idx], model.cutoff)
+        src, dst, edge_vec = batch_edges(q0, self._box(idx), model.cutoff)
         pin = p0
         if augment:
             R = random_rotation(self.generator, dtype=torch.float32).to(self.device)
@@ -241,7 +246,7 @@ class Trainer:
             lp += float(p_l) * len(idx)
             q0, p0, dq, p1 = self._batch(idx, False)
             B, N, _ = q0.shape
-            src, dst, ev = batch_edges(q0, self.box[idx], model.cutoff)
+            src, dst, ev = batch_edges(q0, self._box(idx), model.cutoff)
             a, b = model.normalized(self.type_idx.repeat(B), (p0 / self.sqrt_m / model.momentumScale).reshape(
                 B * N, 3), src, dst, ev)
             dq_pred = a.reshape(B, N, 3) * model.stride * model.momentumScale / self.sqrt_m

@@ -1,0 +1,322 @@
+"""FlashMD on the bundled CG protein (chignolin, FlashSchNet TorchForce + priors): validation and speed.
+
+Both parts compare, in one process on one GPU, the same System (B replicas of chignolin, as the demo builds it) under
+
+- ``LangevinMiddleIntegrator`` at 2 fs (the CG model's stable time step), 300 K, friction 1/ps, and
+- ``FlashMDLangevinIntegrator`` with a shipped FlashMD model (stride 20 or 40 fs), same temperature and friction,
+  energy rescale on (one energy evaluation per stride), guarded, fallbacks as velocity-Verlet substeps.
+
+``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration (openmmflash.cg.validation
+observables), histogram overlaps, kinetic temperatures, fallback rate and the rescale-factor distribution;
+writes results/flashmd_cg_validation<tag>.json and .png.
+
+``--speed``: simulated ns/day (aggregate over the replicas) of both integrators for each replica count, their ratio,
+with every stride's energy evaluation and fallback included, and where the FlashMD stride's wall time goes
+(integrator profiling); writes results/flashmd_cg_speed<tag>.json.
+
+    python examples/benchmarks/bench_flashmd_cg.py --model chignolin-cg-40fs --validate --speed \
+        --replicas 32 --time 40 --speed-replicas 1 8 32
+"""
+
+import argparse
+import json
+import os
+import platform as pyplatform
+import sys
+import time
+
+import numpy as np
+import torch
+
+import openmm as mm
+from openmm import unit
+
+from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+from openmmflash.integrators.modelfile import loadModel
+from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KB = 0.00831446261815324
+
+
+def makeContext(system, integrator, platform):
+    plat = mm.Platform.getPlatformByName(platform)
+    props = {"Precision": "mixed"} if platform == "CUDA" else {}
+    return mm.Context(system, integrator, plat, props)
+
+
+def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None):
+    model = model or args.model
+    integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond, None,
+                                      model=model, replicas=replicas, randomSeed=seed, device=args.device,
+                                      fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
+                                      speciesRescale=args.species_rescale)
+    if args.energy == "split":
+        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device))
+    return integ
+
+
+def fallbackSubsteps(args, model):
+    """Velocity-Verlet substeps of a rejected stride: --fallback-substeps, or stride / 2 fs (the CG model's stable
+    time step, as in the ordinary MD it is compared with)."""
+    return args.fallback_substeps or max(1, int(round(loadModel(model).stride / 0.002)))
+
+
+def energyCheck(context, integ):
+    """The split energy (priors from OpenMM + FlashSchNet forward pass) against OpenMM's full energy, kJ/mol."""
+    full = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    split = integ._potentialEnergy(context)[0]
+    return {"openmm_kJmol": full, "evaluator_kJmol": split, "difference_kJmol": split - full}
+
+
+def start(context, positions, temperature, seed, minimize=True):
+    context.setPositions(positions * unit.nanometer)
+    if minimize:
+        mm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
+    context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
+
+
+def record(context, integrator, steps_per_frame, frames, max_wall, label):
+    """Run ``frames`` frames of ``steps_per_frame`` steps; returns positions [F, N, 3] nm, kinetic T [F] K, wall."""
+    from tqdm import tqdm
+    system = context.getSystem()
+    dof = 3 * system.getNumParticles() - 3
+    pos, temps = [], []
+    t0 = time.time()
+    for _ in tqdm(range(frames), desc=label, unit="frame", mininterval=5):
+        integrator.step(steps_per_frame)
+        st = context.getState(getPositions=True, getEnergy=True)
+        x = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        if not np.all(np.isfinite(x)):
+            raise RuntimeError(f"{label}: NaN positions")
+        pos.append(np.asarray(x, dtype=np.float32))
+        temps.append(2 * st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * KB))
+        if max_wall and time.time() - t0 > max_wall:
+            break
+    return np.array(pos), np.array(temps), time.time() - t0
+
+
+def validate(args, info):
+    """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
+    ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
+    from openmmflash.cg.validation import observables, overlap
+    from openmmflash.demo import caIndices
+
+    models = args.validate_models or [args.model]
+    frame_ps = args.frame_interval
+    frames = int(round(args.time / frame_ps))
+    B = args.replicas
+    full, system, positions, topology, native, net = buildCGSystem(B)
+    ca = caIndices(topology)
+    lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
+                                       2.0 * unit.femtosecond)
+    lang.setRandomNumberSeed(args.seed)
+    ctx = makeContext(system, lang, args.platform)
+    start(ctx, positions, args.temperature, args.seed)
+    lang.step(int(round(args.burn / 0.002)))
+    x, temps, wall = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs")
+    del ctx, lang
+    obs = {"langevin": observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)}
+    rep = {"info": info, "temperature_K": args.temperature, "friction_per_ps": args.friction, "burn_ps": args.burn,
+           "frameInterval_ps": frame_ps, "maxRescale": args.max_rescale, "speciesRescale": args.species_rescale,
+           "energyEvaluation": args.energy, "runs": {}}
+    rep["runs"]["langevin"] = {
+        "integrator": "LangevinMiddleIntegrator", "timestep_fs": 2.0, "replicas": B,
+        "timePerReplica_ps": x.shape[0] * frame_ps, "frames": int(x.shape[0]), "wallSeconds": wall,
+        "meanTemperature_K": float(temps.mean()), "temperatureStd_K": float(temps.std()),
+        "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs["langevin"].items()}}
+    Bf = args.flashmd_replicas
+    full, system, positions, topology, native, net = buildCGSystem(Bf)
+    for model in models:
+        flash = loadModel(model)
+        stride_fs = flash.stride * 1000
+        name = os.path.basename(str(model)).replace(".pt", "")
+        integ = flashmdIntegrator(args, Bf, args.seed, system, net, full, model)
+        ctx = makeContext(system, integ, args.platform)
+        start(ctx, positions, args.temperature, args.seed)
+        check = energyCheck(ctx, integ)
+        integ.step(int(round(args.burn * 1000 / stride_fs)))
+        fb0, n0 = integ.getNumFallbacks(), integ.getNumLearnedSteps()
+        spf = int(round(frame_ps * 1000 / stride_fs))
+        x, temps, wall = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}")
+        fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
+        a = integ.getRescaleFactors()
+        obs[name] = observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)
+        rep["runs"][name] = {
+            "integrator": "FlashMDLangevinIntegrator", "model": str(model), "modelDescription": flash.describe(),
+            "timestep_fs": stride_fs, "replicas": Bf, "timePerReplica_ps": x.shape[0] * frame_ps,
+            "frames": int(x.shape[0]), "wallSeconds": wall, "meanTemperature_K": float(temps.mean()),
+            "temperatureStd_K": float(temps.std()), "speciesTemperature_K": integ.computeSpeciesTemperatures(ctx),
+            "fallbacks": int(fb), "learnedStrides": int(learned), "fallbackRate": fb / max(1, fb + learned),
+            "fallbackSubsteps": fallbackSubsteps(args, model), "lastRejection": integ.lastRejection,
+            "energyCheck": check,
+            "rescaleFactor": {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+                              "max": float(a.max())} if a.size else None,
+            "stable": bool(np.all(np.isfinite(x))),
+            "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs[name].items()},
+            "histogramOverlapWithLangevin": {k: overlap(obs[name][k], obs["langevin"][k]) for k in obs[name]}}
+        r = rep["runs"][name]
+        print(f"{name}: overlap {r['histogramOverlapWithLangevin']}, fallbacks {fb}/{fb + learned}, "
+              f"T {r['meanTemperature_K']:.1f} K, {r['timePerReplica_ps']:.1f} ps")
+        del ctx, integ
+    print("langevin", json.dumps(rep["runs"]["langevin"]["observables"]),
+          f"T {rep['runs']['langevin']['meanTemperature_K']:.1f} K")
+    plot(obs, rep, os.path.join(args.results, f"flashmd_cg_validation{args.tag}.png"))
+    with open(os.path.join(args.results, f"flashmd_cg_validation{args.tag}.json"), "w") as f:
+        json.dump(rep, f, indent=1)
+    return rep
+
+
+def plot(obs, rep, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [k for k in ("caRmsd", "Q", "Rg") if k in obs["langevin"]]
+    labels = {"caRmsd": "CA-RMSD to native (A)", "Q": "fraction of native contacts Q", "Rg": "CA Rg (A)"}
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.3 * len(keys), 3.8))
+    for ax, k in zip(np.atleast_1d(axes), keys):
+        lo = min(o[k].min() for o in obs.values())
+        hi = max(o[k].max() for o in obs.values())
+        bins = np.linspace(lo, hi + 1e-9, 40)
+        for name, o in obs.items():
+            r = rep["runs"][name]
+            label = (f"LangevinMiddle 2 fs, {r['replicas']} x {r['timePerReplica_ps']:.0f} ps" if name == "langevin"
+                     else f"FlashMD {r['timestep_fs']:g} fs, {r['replicas']} x {r['timePerReplica_ps']:.0f} ps, "
+                          f"{100 * r['fallbackRate']:.0f} % fallbacks, overlap "
+                          f"{r['histogramOverlapWithLangevin'][k]:.2f}")
+            ax.hist(o[k], bins=bins, density=True, alpha=0.45, label=label)
+        ax.set_xlabel(labels[k])
+        ax.legend(fontsize=6)
+    fig.suptitle(f"CG chignolin (FlashSchNet + priors), {rep['temperature_K']:g} K: FlashMDLangevinIntegrator vs "
+                 "LangevinMiddleIntegrator", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def sync(context):
+    context.getState(getPositions=True)
+
+
+def speed(args, info):
+    models = args.speed_models or [args.model]
+    rows = []
+    for B in args.speed_replicas:
+        full, system, positions, _, _, net = buildCGSystem(B)
+        lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
+                                           2.0 * unit.femtosecond)
+        ctx = makeContext(system, lang, args.platform)
+        start(ctx, positions, args.temperature, 1)
+        lang.step(args.warmup)
+        sync(ctx)
+        t0 = time.perf_counter()
+        n_md = 0
+        while True:
+            lang.step(50)
+            n_md += 50
+            sync(ctx)
+            if time.perf_counter() - t0 > args.speed_seconds:
+                break
+        md_wall = time.perf_counter() - t0
+        md_ns_day = n_md * 2e-6 / md_wall * 86400 * B
+        state = ctx.getState(getPositions=True, getVelocities=True)
+        del ctx, lang
+        langevin = {"timestep_fs": 2.0, "steps": n_md, "wallSeconds": md_wall, "msPerStep": 1e3 * md_wall / n_md,
+                    "nsPerDay": md_ns_day}
+        print(f"B={B:4d}  LangevinMiddle 2 fs {langevin['msPerStep']:.3f} ms/step {md_ns_day:10.1f} ns/day")
+        for model in models:
+            stride_fs = loadModel(model).stride * 1000
+            integ = flashmdIntegrator(args, B, 1, system, net, full, model)
+            ctx = makeContext(system, integ, args.platform)
+            ctx.setPositions(state.getPositions())
+            ctx.setVelocities(state.getVelocities())
+            check = energyCheck(ctx, integ)
+            integ.step(5)
+            sync(ctx)
+            fb0 = integ.getNumFallbacks()
+            integ.enableProfiling(True)
+            t0 = time.perf_counter()
+            n_fm = 0
+            while True:
+                integ.step(10)
+                n_fm += 10
+                if time.perf_counter() - t0 > args.speed_seconds:
+                    break
+            sync(ctx)
+            fm_wall = time.perf_counter() - t0
+            timings = dict(integ.timings)
+            integ.enableProfiling(False)
+            fm_ns_day = n_fm * stride_fs * 1e-6 / fm_wall * 86400 * B
+            fb = integ.getNumFallbacks() - fb0
+            row = {"replicas": B, "beads": system.getNumParticles(), "model": os.path.basename(str(model)),
+                   "langevin": langevin,
+                   "flashmd": {"stride_fs": stride_fs, "strides": n_fm, "wallSeconds": fm_wall,
+                               "msPerStride": 1e3 * fm_wall / n_fm, "nsPerDay": fm_ns_day, "fallbacks": fb,
+                               "fallbackRate": fb / n_fm, "fallbackSubsteps": fallbackSubsteps(args, model),
+                               "energyEvaluation": args.energy, "energyCheck": check,
+                               "cudaGraphStep": bool(integ._dense is not None and integ._dense.graph is not None),
+                               "msPerStrideByPhase": {k: 1e3 * v / n_fm for k, v in sorted(timings.items())},
+                               "unaccountedMsPerStride": 1e3 * (fm_wall - sum(timings.values())) / n_fm},
+                   "ratio": fm_ns_day / md_ns_day}
+            rows.append(row)
+            print(f"B={B:4d}  FlashMD {stride_fs:g} fs {row['flashmd']['msPerStride']:.3f} ms/stride "
+                  f"{fm_ns_day:10.1f} ns/day | ratio {row['ratio']:.2f} | fallbacks {fb}/{n_fm} | by phase (ms) "
+                  f"{ {k: round(v, 3) for k, v in row['flashmd']['msPerStrideByPhase'].items()} }")
+            del ctx, integ
+    rep = {"info": info, "models": [str(m) for m in models], "temperature_K": args.temperature,
+           "friction_per_ps": args.friction, "maxRescale": args.max_rescale, "speciesRescale": args.species_rescale,
+           "secondsPerMeasurement": args.speed_seconds,
+           "note": "ns/day is aggregate over the replicas of one System (one force call serves all); FlashMD time "
+                   "includes its energy evaluation per stride, the guard and all fallbacks",
+           "rows": rows}
+    with open(os.path.join(args.results, f"flashmd_cg_speed{args.tag}.json"), "w") as f:
+        json.dump(rep, f, indent=1)
+    return rep
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="chignolin-cg-40fs")
+    ap.add_argument("--validate", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--replicas", type=int, default=32, help="replicas of the Langevin validation run")
+    ap.add_argument("--flashmd-replicas", type=int, default=1, help="replicas of the FlashMD validation runs")
+    ap.add_argument("--validate-models", nargs="+", default=None, help="FlashMD models to validate (default: --model)")
+    ap.add_argument("--time", type=float, default=40.0, help="ps per replica and integrator (validation)")
+    ap.add_argument("--burn", type=float, default=2.0, help="ps before recording")
+    ap.add_argument("--frame-interval", type=float, default=0.2, help="ps between frames")
+    ap.add_argument("--max-wall", type=float, default=None, help="stop each validation run after this many s")
+    ap.add_argument("--speed-replicas", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--speed-models", nargs="+", default=None, help="FlashMD models to time (default: --model)")
+    ap.add_argument("--species-rescale", action="store_true",
+                    help="per-species energy rescale (default: one global factor; the CG protein has few beads per "
+                         "species, whose kinetic energies fluctuate too much within a stride for per-species "
+                         "factors)")
+    ap.add_argument("--speed-seconds", type=float, default=10.0, help="wall time per speed measurement")
+    ap.add_argument("--warmup", type=int, default=200, help="Langevin warm-up steps before timing")
+    ap.add_argument("--temperature", type=float, default=300.0)
+    ap.add_argument("--friction", type=float, default=1.0)
+    ap.add_argument("--fallback-substeps", type=int, default=None,
+                    help="velocity-Verlet substeps of a rejected stride (default: stride / 2 fs)")
+    ap.add_argument("--max-rescale", type=float, default=1.25)
+    ap.add_argument("--energy", choices=["split", "openmm"], default="split",
+                    help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split), or OpenMM's "
+                         "full energy (its TorchForce also runs the backward pass)")
+    ap.add_argument("--platform", default="CUDA")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    args = ap.parse_args(argv)
+    os.makedirs(args.results, exist_ok=True)
+    info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "platform": args.platform, "python": pyplatform.python_version(), "torch": torch.__version__,
+            "openmm": mm.__version__, "command": " ".join(sys.argv)}
+    if args.validate:
+        validate(args, info)
+    if args.speed:
+        speed(args, info)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The recipe of the shipped models ``chignolin-cg-<stride>fs``: data from the CG protein's own forces, training.
+
+The System is the bundled CG chignolin exactly as the demo builds it (47 beads, 5-bead mapping; CGSchNet priors as
+native forces + the FlashSchNet TorchForce), with B replicas in one System so that one force call serves them all
+(the TorchForce runs on the CUDA platform). Masses are the bead masses (N 14.007, C 12.011, O 15.999 amu), so the
+FlashMD species are the bead elements.
+
+1. Data (one GPU): B replicas at 280, 300, 320 and 350 K (round robin), minimized and 2 ps Langevin; then cycles of
+   NVE velocity Verlet at 0.5 fs recording (q, p) at 0, 20 and 40 fs, followed by 0.5 ps of Langevin (friction 5/ps,
+   2 fs) to decorrelate; one pair per replica, cycle and stride (integrators/replicadata.py):
+       python examples/flashmd_train_cg.py data --replicas 256 --max-seconds 120 --out-dir cgdata
+2. Training (one GPU; no energy term: V would cost one OpenMM call per frame):
+       python examples/flashmd_train_cg.py train cgdata/chignolin_40fs.npz --out chignolin-cg-40fs.pt \
+           --max-minutes 4
+3. Copy the file to integrators/models/ and validate with examples/benchmarks/bench_flashmd_cg.py.
+"""
+
+import argparse
+import os
+
+import torch  # noqa: F401  (before openmm)
+
+from openmmflash.integrators.cgprotein import buildCGSystem
+
+
+def _data(args):
+    from openmmflash.integrators.data import saveDataset, speciesOf
+    from openmmflash.integrators.replicadata import generateReplicaPairs
+
+    full, system, positions, topology, _, _ = buildCGSystem(args.replicas, removeCMMotion=False)
+    props = {"Precision": "mixed"} if args.platform == "CUDA" else None
+    strides = [s / 1000.0 for s in args.strides]
+    sets = generateReplicaPairs(system, positions, speciesOf(topology), args.replicas, args.temperatures, strides,
+                                timestep=args.timestep / 1000.0, cycles=args.cycles, decorrelation=args.decorrelation,
+                                equilibration=args.equilibration, platform=args.platform, platformProperties=props,
+                                maxSeconds=args.max_seconds, seed=args.seed)
+    os.makedirs(args.out_dir, exist_ok=True)
+    for stride, data in sets.items():
+        path = os.path.join(args.out_dir, f"chignolin_{round(stride * 1000):d}fs.npz")
+        data["meta"]["system"] = "bundled CG chignolin (createCGSystem, FlashSchNet TorchForce + priors)"
+        saveDataset(path, data)
+        print(f"wrote {data['q0'].shape[0]} pairs ({data['meta']['cycles']} cycles x {args.replicas} replicas, "
+              f"{data['meta']['seconds']} s) to {path}")
+
+
+def _train(args):
+    from openmmflash.integrators.training import train
+
+    model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
+                  channels=args.channels, numLayers=args.layers, cutoff=args.cutoff, maxMinutes=args.max_minutes,
+                  seed=args.seed, progress=not args.quiet)
+    model.provenance["recipe"] = "examples/flashmd_train_cg.py"
+    from openmmflash.integrators.modelfile import saveModel
+    saveModel(model, args.out)
+    print(model.describe())
+    for key, value in model.validation.items():
+        print(f"{key:32s} {value}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("data", help="generate pairs on the GPU")
+    p.add_argument("--replicas", type=int, default=256)
+    p.add_argument("--temperatures", type=float, nargs="+", default=[280.0, 300.0, 320.0, 350.0])
+    p.add_argument("--strides", type=float, nargs="+", default=[20.0, 40.0], help="fs")
+    p.add_argument("--timestep", type=float, default=0.5, help="NVE reference step, fs")
+    p.add_argument("--cycles", type=int, default=1000)
+    p.add_argument("--max-seconds", type=float, default=120.0)
+    p.add_argument("--decorrelation", type=float, default=0.5, help="ps")
+    p.add_argument("--equilibration", type=float, default=2.0, help="ps")
+    p.add_argument("--platform", default="CUDA")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--out-dir", default="cgdata")
+    p.set_defaults(func=_data)
+    p = sub.add_parser("train", help="train a FlashMD model on one dataset")
+    p.add_argument("dataset")
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-minutes", type=float, default=4.0)
+    p.add_argument("--iterations", type=int, default=200000)
+    p.add_argument("--batch-size", type=int, default=64, help="frames (replica snapshots) per batch")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--channels", type=int, default=64)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--cutoff", type=float, default=0.6, help="nm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_train)
+    args = ap.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""The bundled CG protein as FlashMD sees it: one helper that builds its OpenMM System with B replicas.
+
+Same System as the demo (openmmflash.demo.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
+TorchForce (createCGSystem), B identical copies of the molecule placed on a grid (plugin/replicas.py), the native
+structure stored in the model file as the start. Bead masses are element masses (N, C, O), so FlashMD's species
+are the bead elements.
+"""
+
+import tempfile
+
+import torch  # noqa: F401  (before openmm)
+
+
+def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: bool = True, **forceOptions):
+    """Returns (topology of all replicas, System, positions [B n, 3] nm, CG topology of one copy, native [n, 3] nm,
+    FlashSchNet model). ``forceOptions`` go to addFlashSchNetForce (precision, useCUDAGraphs, ...)."""
+    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.demo import nativeStructure
+    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+    from openmmflash.schnet.modelfile import loadModel
+
+    if int(replicas) != replicas or replicas < 1:
+        raise ValueError(f"replicas must be a whole number >= 1, got {replicas}")
+    net = loadModel(model)
+    topology, native, _ = nativeStructure(net, tempfile.mkdtemp(prefix="flashmd-cg-"))
+    full = replicateTopology(topology, replicas)
+    system = createCGSystem(full, net, replicas=replicas, removeCMMotion=removeCMMotion, **forceOptions)
+    return full, system, replicatePositions(native, replicas), topology, native, net
+
+
+def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=None):
+    """(groups, energy) for :meth:`FlashMDIntegrator.setEnergyEvaluator`: the CG System's potential energy as OpenMM's
+    energy of every force group except the FlashSchNet force's, plus the FlashSchNet energy from a forward pass
+    of the same model in PyTorch (no backward pass, which the TorchForce always runs for its forces).
+
+    system : the System built by :func:`buildCGSystem`; net : its FlashSchNet model; topology : of all replicas.
+    """
+    from openmmflash.plugin.torchforce import createFlashSchNetModule
+
+    forces = list(system.getForces())
+    ml = [f for f in forces if f.getName() == "FlashSchNet"]
+    if len(ml) != 1:
+        raise ValueError(f"expected one force named 'FlashSchNet' in the System, found {len(ml)}")
+    ml_group = ml[0].getForceGroup()
+    others = [f for f in forces if f is not ml[0]]
+    clash = [f.__class__.__name__ for f in others if f.getForceGroup() == ml_group
+             and f.__class__.__name__ != "CMMotionRemover"]
+    if clash:
+        raise ValueError(f"forces {clash} share force group {ml_group} with the FlashSchNet force; put them in "
+                         "another group so the energy can be split")
+    groups = {f.getForceGroup() for f in others} - {ml_group}
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    module = createFlashSchNetModule(net, topology, replicas=replicas).to(device)
+    if module.periodic or module.use_subset:
+        raise ValueError("the FlashSchNet energy evaluator supports non-periodic Systems without atomSubset only")
+
+    def energy(q) -> float:
+        with torch.no_grad():
+            pos = torch.as_tensor(q, device=device).to(module.dtype) * module.length_scale
+            e = module.model(pos, module.types, module.num_replicas, None, module.capacity).sum()
+        return float(e) * module.energy_scale
+
+    return groups, energy

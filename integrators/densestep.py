@@ -1,0 +1,106 @@
+"""A fixed-shape FlashMD step for B replicas of a small non-periodic molecule, replayed as one CUDA graph.
+
+The general stepper (stepper.py) builds a neighbor list every call, whose length changes from step to step, so each
+call launches a few hundred small kernels from Python. For a molecule of n particles without a box (a CG protein,
+n ~ 50) every ordered pair inside a replica can be an edge instead: B n (n - 1) edges of fixed shape. Edges beyond
+the network's cutoff carry a cosine-cutoff weight of exactly 0 (painn.cosine_cutoff), so the messages, and hence the
+result, equal those of the neighbor-list step (up to float summation order). With fixed shapes the whole step (edge
+vectors, rotation, network, unscaling, centre-of-mass constraints) is captured once as a CUDA graph and replayed.
+
+Math (as FlashMDStepper.step): e_ij = R (r_i - r_j), x = R p / sqrt(m) / s;  (a, b) = network;
+dq = R^T a stride s / sqrt(m), p' = R^T b s sqrt(m); then the total momentum of each replica is kept and its centre
+of mass moves by P / M stride. R is the rotation (identity when none).
+"""
+
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .stepper import FlashMDStepper
+
+
+def denseEdges(replicas: int, n: int, device=None) -> Tuple[Tensor, Tensor]:
+    """All ordered pairs (src, dst), src != dst, inside each of ``replicas`` blocks of n particles: [B n (n-1)] each."""
+    i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+    keep = i != j
+    src, dst = i[keep], j[keep]
+    offset = (torch.arange(replicas) * n).view(-1, 1)
+    return (src.view(1, -1) + offset).reshape(-1).to(device), (dst.view(1, -1) + offset).reshape(-1).to(device)
+
+
+class DenseReplicaStep:
+    """Callable (q [B, n, 3] nm, p [B, n, 3] amu nm/ps, R [3, 3] or None) -> (q', p') as float64 numpy arrays.
+
+    Parameters
+    ----------
+    stepper : FlashMDStepper for the n particles of one replica (its model, masses, types, stride and device)
+    replicas : B
+    useCUDAGraph : capture the step as a CUDA graph (only on a CUDA device; otherwise it runs eagerly)
+    """
+
+    def __init__(self, stepper: FlashMDStepper, replicas: int, useCUDAGraph: bool = True):
+        self.stepper = stepper
+        self.replicas = int(replicas)
+        dev = stepper.device
+        n = stepper.masses.shape[0]
+        self.n = n
+        self.src, self.dst = denseEdges(self.replicas, n, dev)
+        m = stepper.masses.to(dev, torch.float64)
+        self.sqrt_m = torch.sqrt(m).repeat(self.replicas).unsqueeze(-1)   # [B n, 1]
+        self.type_idx = stepper.type_idx.repeat(self.replicas)
+        self.q = torch.zeros(self.replicas, n, 3, dtype=torch.float64, device=dev)
+        self.p = torch.zeros_like(self.q)
+        self.R = torch.eye(3, dtype=torch.float64, device=dev)
+        self.graph = None
+        if useCUDAGraph and dev.type == "cuda":
+            try:
+                self._capture()
+            except RuntimeError as err:  # capture unsupported here: same step, eager
+                import logging
+                logging.getLogger("openmmflash.flashmd").warning("CUDA graph capture of the FlashMD step failed "
+                                                                 "(%s); running it eagerly", err)
+                self.graph = None
+
+    @torch.no_grad()
+    def _compute(self) -> Tuple[Tensor, Tensor]:
+        st = self.stepper
+        B, n = self.replicas, self.n
+        flat = self.q.reshape(B * n, 3)
+        edge_vec = (flat[self.src] - flat[self.dst]) @ self.R.T
+        pin = self.p.reshape(B * n, 3) @ self.R.T
+        dq_s, p_s = st.model(self.type_idx, pin.to(st.dtype), self.sqrt_m.to(st.dtype), self.src, self.dst,
+                             edge_vec.to(st.dtype))
+        dq = (dq_s.to(torch.float64) / self.sqrt_m) @ self.R
+        p1 = (p_s.to(torch.float64) * self.sqrt_m) @ self.R
+        dq, p1 = st.enforceConstraints(self.p, dq.view(B, n, 3), p1.view(B, n, 3))
+        return self.q + dq, p1
+
+    def _capture(self) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._compute()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.out_q, self.out_p = self._compute()
+
+    def __call__(self, q, p, rotation: Optional[Tensor] = None) -> Tuple[np.ndarray, np.ndarray]:
+        self.q.copy_(torch.as_tensor(np.asarray(q, dtype=np.float64)).view(self.replicas, self.n, 3))
+        self.p.copy_(torch.as_tensor(np.asarray(p, dtype=np.float64)).view(self.replicas, self.n, 3))
+        if rotation is not None:
+            self.R.copy_(rotation.to(torch.float64))
+        else:
+            self.R.copy_(torch.eye(3, dtype=torch.float64))
+        if self.graph is not None:
+            self.graph.replay()
+            q1, p1 = self.out_q, self.out_p
+        else:
+            q1, p1 = self._compute()
+        self.stepper.numCalls += 1
+        # one device -> host copy for both outputs
+        both = torch.stack([q1, p1]).cpu().numpy()
+        return both[0], both[1]

@@ -1,0 +1,138 @@
+"""FlashMD for replicated, non-periodic molecules (the CG-protein path): dense CUDA-graph step, replica data, replicas
+in the integrator. Small chains of C/N/O "beads" with native OpenMM bonded forces on the Reference platform."""
+
+import numpy as np
+import pytest
+import torch
+
+import openmm as mm
+from openmm import unit
+
+from openmmflash.integrators.densestep import DenseReplicaStep, denseEdges
+from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.modelfile import FlashMDModel
+from openmmflash.integrators.replicadata import generateReplicaPairs
+from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
+
+MASS = {6: 12.011, 7: 14.007, 8: 15.999}
+TYPES = [7, 6, 6, 8, 7, 6, 6]
+
+
+def chain_system(replicas):
+    """B copies of a 7-bead chain (bonds 0.15 nm, angles 110 deg), placed 2 nm apart, not periodic."""
+    n = len(TYPES)
+    system = mm.System()
+    bonds, angles = mm.HarmonicBondForce(), mm.HarmonicAngleForce()
+    pos = []
+    for b in range(replicas):
+        for i, z in enumerate(TYPES):
+            system.addParticle(MASS[z])
+            pos.append([2.0 * b + 0.15 * i, 0.05 * (i % 2), 0.0])
+        for i in range(n - 1):
+            bonds.addBond(b * n + i, b * n + i + 1, 0.15, 2e5)
+        for i in range(n - 2):
+            angles.addAngle(b * n + i, b * n + i + 1, b * n + i + 2, 1.92, 400.0)
+    system.addForce(bonds)
+    system.addForce(angles)
+    return system, np.array(pos)
+
+
+def chain_model(stride=0.004, seed=0):
+    torch.manual_seed(seed)
+    model = FlashMDModel([6, 7, 8], [MASS[6], MASS[7], MASS[8]], stride, 1.6,
+                         dict(channels=8, num_layers=2, num_rbf=8, cutoff=0.35))
+    with torch.no_grad():
+        model.network.head.vec.weight.mul_(20.0)  # a clearly non-trivial learned correction
+    return model
+
+
+def test_dense_edges_cover_all_pairs_within_replicas():
+    src, dst = denseEdges(2, 3)
+    pairs = set(zip(src.tolist(), dst.tolist()))
+    assert len(pairs) == 2 * 3 * 2
+    assert all((s < 3) == (d < 3) and s != d for s, d in pairs)
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_dense_step_equals_neighbor_list_step(rotate):
+    _, pos = chain_system(3)
+    B, n = 3, len(TYPES)
+    rng = np.random.default_rng(0)
+    q = pos.reshape(B, n, 3) + 0.02 * rng.standard_normal((B, n, 3))
+    masses = np.array([MASS[z] for z in TYPES])
+    p = rng.standard_normal((B, n, 3)) * np.sqrt(masses * 2.5)[:, None]
+    stepper = FlashMDStepper(chain_model(), masses, TYPES)
+    R = random_rotation(torch.Generator().manual_seed(3)) if rotate else None
+    q_ref, p_ref = stepper.step(torch.as_tensor(q), torch.as_tensor(p), None, rotation=R)
+    dense = DenseReplicaStep(stepper, B, useCUDAGraph=False)
+    q1, p1 = dense(q, p, R)
+    # the learned correction is large enough to matter, and the two paths agree
+    assert np.abs(p_ref.numpy() - p).max() > 1e-2
+    np.testing.assert_allclose(q1, q_ref.numpy(), atol=1e-5)
+    np.testing.assert_allclose(p1, p_ref.numpy(), atol=1e-4)
+    # centre-of-mass momentum of each replica is kept
+    np.testing.assert_allclose(p1.sum(1), p.sum(1), atol=1e-6)
+
+
+def test_replica_pairs_are_nve_segments_at_each_temperature():
+    B, n = 4, len(TYPES)
+    system, pos = chain_system(B)
+    sets = generateReplicaPairs(system, pos, TYPES, B, [250.0, 350.0], [0.002, 0.004], timestep=0.0002, cycles=3,
+                                decorrelation=0.02, equilibration=0.05, platform="Reference", progress=False)
+    d2, d4 = sets[0.002], sets[0.004]
+    assert d4["q0"].shape == (3 * B, n, 3) and d4["meta"]["periodic"] is False
+    np.testing.assert_array_equal(d2["q0"], d4["q0"])
+    assert np.abs(d4["dq"]).max() > np.abs(d2["dq"]).max()
+    assert sorted(set(d4["temperature"].tolist())) == [250.0, 350.0]
+    assert not np.any(d4["box"])
+    # each pair is a short NVE segment of one replica: its total energy is conserved
+    one, _ = chain_system(1)
+    ctx = mm.Context(one, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    m = d4["masses"][:, None]
+
+    def energy(q, p):
+        ctx.setPositions(q.astype(np.float64))
+        return ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) + \
+            float((p.astype(np.float64) ** 2 / (2 * m)).sum())
+
+    for k in range(0, d4["q0"].shape[0], 5):
+        e0 = energy(d4["q0"][k], d4["p0"][k])
+        e1 = energy(d4["q0"][k] + d4["dq"][k], d4["p1"][k])
+        assert abs(e1 - e0) < 0.05 * max(1.0, abs(e0))
+
+
+def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
+    B = 2
+    system, pos = chain_system(B)
+    model = chain_model(stride=0.002)
+    integ = FlashMDIntegrator(model, rescaleEnergy=False, replicas=B, device="cpu")
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(pos)
+    ctx.setVelocitiesToTemperature(300 * unit.kelvin, 3)
+    m = np.array([MASS[z] for z in TYPES] * B)[:, None]
+    v0 = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    integ.step(3)
+    v1 = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    assert integ.getNumLearnedSteps() == 3 and ctx.getStepCount() == 3
+    P0 = (m * v0).reshape(B, -1, 3).sum(1)
+    P1 = (m * np.asarray(v1)).reshape(B, -1, 3).sum(1)
+    np.testing.assert_allclose(P1, P0, atol=1e-5)
+    bad = FlashMDIntegrator(model, rescaleEnergy=False, replicas=3, device="cpu")
+    with pytest.raises(ValueError, match="replicas=3"):
+        bad.setContext(mm.Context(system, bad, mm.Platform.getPlatformByName("Reference")))
+
+
+def test_flashschnet_energy_evaluator_matches_the_system_energy():
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    full, system, pos, _, _, net = buildCGSystem(2)
+    integ = FlashMDIntegrator(chain_model(), stepSize=0.004, rescaleEnergy=True, replicas=2, device="cpu")
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
+    ctx.setPositions(pos + 0.01 * np.random.default_rng(1).standard_normal(pos.shape))
+    groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu")
+    assert groups == {1}
+    full_v = integ._potentialEnergy(ctx)[0]
+    integ.setEnergyEvaluator(groups, energy)
+    split_v = integ._potentialEnergy(ctx)[0]
+    prior_v = ctx.getState(getEnergy=True, groups={1}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert abs(full_v - prior_v) > 1.0  # the FlashSchNet part is not negligible
+    assert split_v == pytest.approx(full_v, rel=1e-5, abs=1e-3)
