@@ -13,4 +13,4 @@ for S in 20 40; do
       --max-minutes $TRAIN_MIN --quiet > $OUT/train_${S}fs.log 2>&1 &
 done
 wait
-tail -22 $OUT/train_20fs.log $OUT/train_40fs.log
+tail -n 22 $OUT/train_20fs.log $OUT/train_40fs.log
