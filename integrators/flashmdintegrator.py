@@ -19,8 +19,14 @@ State that must survive a checkpoint (random-number seed and draw counter, step 
 global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
 not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
 
+Speed: per stride one getState (q, v), one learned step (for a non-periodic System on a CUDA device a fixed-shape
+step replayed as one CUDA graph, densestep.py), setPositions + one energy evaluation (OpenMM's, or a cheaper split
+set with :meth:`setEnergyEvaluator`), setVelocities and ``CustomIntegrator.step(1)``. ``enableProfiling`` records
+where the time goes. ``replicas=B`` runs B identical copies of a molecule in one System (one call for all).
+
 Caution: systems with constraints are refused (FlashMD moves all degrees of freedom). Velocities are at the same
-time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms.
+time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms;
+benchmarked on CUDA (examples/benchmarks/bench_flashmd_*.py).
 """
 
 import logging
@@ -274,8 +280,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
 
     def enableProfiling(self, on: bool = True) -> None:
         """Accumulate the wall time per stride phase in ``timings`` (s): readState (getState of q, v), thermostat,
-        network (learned step incl. host <-> device copies), energy (setPositions + V' from the Context), rescale,
-        writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (rejected strides)."""
+        network (learned step incl. host <-> device copies), energy (setPositions + V'), rescale (energy rescale and the
+        second thermostat half step), writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (the
+        substeps of rejected strides)."""
         self.timings = {} if on else None
 
     def _stride(self, context) -> None:

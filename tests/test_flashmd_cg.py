@@ -111,12 +111,17 @@ def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 3)
     m = np.array([MASS[z] for z in TYPES] * B)[:, None]
     v0 = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    integ.enableProfiling(True)
     integ.step(3)
+    assert {"readState", "network", "writeAndStep"} <= set(integ.timings)
+    assert all(t >= 0 for t in integ.timings.values())
     v1 = ctx.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
     assert integ.getNumLearnedSteps() == 3 and ctx.getStepCount() == 3
     P0 = (m * v0).reshape(B, -1, 3).sum(1)
     P1 = (m * np.asarray(v1)).reshape(B, -1, 3).sum(1)
     np.testing.assert_allclose(P1, P0, atol=1e-5)
+    with pytest.raises(ValueError, match="both"):
+        integ.setEnergyEvaluator({0}, None)
     bad = FlashMDIntegrator(model, rescaleEnergy=False, replicas=3, device="cpu")
     with pytest.raises(ValueError, match="replicas=3"):
         bad.setContext(mm.Context(system, bad, mm.Platform.getPlatformByName("Reference")))
@@ -136,3 +141,20 @@ def test_flashschnet_energy_evaluator_matches_the_system_energy():
     prior_v = ctx.getState(getEnergy=True, groups={1}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert abs(full_v - prior_v) > 1.0  # the FlashSchNet part is not negligible
     assert split_v == pytest.approx(full_v, rel=1e-5, abs=1e-3)
+
+
+def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):
+    from openmmflash.cli import main as cli_main
+    from openmmflash.integrators.data import loadDataset
+    out = str(tmp_path / "cg.npz")
+    assert cli_main(["flashmd-data", "--cg-model", "chignolin", "--replicas", "2", "--stride", "4", "--timestep",
+                     "1", "--pairs", "2", "--spacing", "0.004", "--equilibration", "0.004", "--platform", "CPU",
+                     "--quiet", "-o", out]) == 0
+    data = loadDataset(out)
+    assert data["q0"].shape == (4, 47, 3) and data["meta"]["periodic"] is False
+    assert sorted(set(data["types"].tolist())) == [6, 7, 8]
+    model_path = str(tmp_path / "cg.pt")
+    assert cli_main(["flashmd-train", out, "-o", model_path, "--iterations", "3", "--batch-size", "2", "--channels",
+                     "8", "--layers", "1", "--device", "cpu", "--quiet"]) == 0
+    from openmmflash.integrators.modelfile import loadModel
+    assert loadModel(model_path).provenance["dataset"]["periodic"] is False

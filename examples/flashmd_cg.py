@@ -1,0 +1,52 @@
+"""The CG protein with its FlashSchNet force, run by FlashMDLangevinIntegrator in an ordinary OpenMM run script.
+
+The System is the bundled CG chignolin as the demo builds it (priors as native forces + the FlashSchNet TorchForce;
+TorchForce needs the CUDA platform with recent PyTorch builds, the CPU platform works with others). The only
+FlashMD-specific lines are the integrator and, optionally, the cheaper energy evaluation for the rescale (OpenMM's
+priors + a FlashSchNet forward pass, instead of the TorchForce's forward and backward pass). The shipped CG models are
+demonstrations that fall back to ordinary substeps often (see integrators/models/README.md).
+
+    python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
+"""
+
+import argparse
+import os
+import sys
+
+import torch  # noqa: F401  (import torch before openmm)
+from openmm import Platform, app, unit
+
+from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="chignolin-cg-20fs", help="shipped FlashMD model name or model file")
+    ap.add_argument("--steps", type=int, default=100, help="strides to run")
+    ap.add_argument("--platform", default="CUDA")
+    ap.add_argument("--device", default=None, help="torch device of the FlashMD network (default: cuda if present)")
+    ap.add_argument("--output", default="flashmd_cg_out")
+    args = ap.parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
+
+    topology, system, positions, _, _, net = buildCGSystem(1)
+    # was: LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 2*femtoseconds)
+    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=args.model,
+                                           speciesRescale=False, fallbackSubsteps=10, device=args.device)
+    integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))
+
+    simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))
+    simulation.context.setPositions(positions)
+    simulation.minimizeEnergy(maxIterations=50)
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin)
+    simulation.reporters.append(app.StateDataReporter(sys.stdout, max(1, args.steps // 5), step=True, time=True,
+                                                      potentialEnergy=True, temperature=True, speed=True))
+    simulation.reporters.append(app.DCDReporter(os.path.join(args.output, "traj.dcd"), 10))
+    simulation.step(args.steps)
+    print(f"time {simulation.context.getState().getTime()}, learned strides {integrator.getNumLearnedSteps()}, "
+          f"fallbacks {integrator.getNumFallbacks()} (last reason: {integrator.lastRejection})")
+
+
+if __name__ == "__main__":
+    main()
