@@ -22,6 +22,7 @@ Writes examples/benchmarks/results/gaq<tag>.json and .png and prints a table.
 import argparse
 import copy
 import json
+import logging
 import math
 import os
 import platform as pyplatform
@@ -146,7 +147,7 @@ def md_tests(model_ref, start, args, system, top, masses, types):
     sim = simulation(integ)
     e0 = (sim.context.getState(getEnergy=True).getPotentialEnergy()
           + sim.context.getState(getEnergy=True).getKineticEnergy()).value_in_unit(unit.kilojoule_per_mole)
-    r = md_run(sim, args.nve_ps, args.sample_strides, stride, masses, types, args.max_wall_md)
+    r = md_run(sim, args.nve_ps, args.sample_strides, stride, masses, types, args.max_wall_nve)
     n = len(masses)
     de = r["energy"] - e0
     fit = np.polyfit(r["time_ps"], r["energy"], 1)[0] * 1000 if len(de) > 2 else float("nan")
@@ -160,7 +161,7 @@ def md_tests(model_ref, start, args, system, top, masses, types):
                   "error": r["error"], "series": {"t_ps": r["time_ps"].tolist(), "dE": de.tolist()}}
     integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, 1 / unit.picosecond, None, model=model_ref,
                                       device=args.device, randomSeed=7)
-    r = md_run(simulation(integ), args.nvt_ps, args.sample_strides, stride, masses, types, args.max_wall_md)
+    r = md_run(simulation(integ), args.nvt_ps, args.sample_strides, stride, masses, types, args.max_wall_nvt)
     half = r["temps"][len(r["temps"]) // 2:]
     out["nvt"] = {"simulated_ps": float(r["time_ps"][-1]) if len(r["time_ps"]) else 0.0, "wall_s": r["wall_s"],
                   "T_H_K": float(half[:, 0].mean()) if len(half) else float("nan"),
@@ -202,6 +203,28 @@ def call_time(model, data, idx, device, batches, reps):
         out[str(B)] = {"median_ms": float(np.median(times)), "atoms": int(B * len(data["types"])),
                        "edges": int(src.shape[0])}
     return out
+
+
+def kernel_self_check(device):
+    """Run both kernels once against their references; on any failure disable them (recorded in the report)."""
+    from openmmflash.gaq import kernels
+    from openmmflash.gaq.codebook import sphereCodebook
+    from openmmflash.gaq.weights import pack_int4, quantize_per_channel
+    try:
+        w = torch.randn(192, 64)
+        codes, scales = quantize_per_channel(w, 4)
+        packed = pack_int4(codes)
+        x = torch.randn(1000, 64)
+        y = kernels.quantized_linear(x.to(device), packed.to(device), scales.to(device), None, 64, 4).cpu()
+        ref = kernels.quantized_linear_reference(x, packed, scales, None, 64, 4)
+        u = torch.nn.functional.normalize(torch.randn(5000, 3), dim=1)
+        c = sphereCodebook(10)
+        idx = kernels.nearest_codeword(u.to(device), c.to(device)).cpu()
+        agree = float((idx == (u @ c.T).argmax(1)).float().mean())
+        return {"linearMaxAbsErr": float((y - ref).abs().max()), "codewordAgreement": agree, "ok": True}
+    except Exception as err:  # noqa: BLE001 - report and carry on with the PyTorch paths
+        kernels.ENABLED = False
+        return {"ok": False, "error": repr(err)[:500]}
 
 
 def set_kernels(on: bool):
@@ -298,6 +321,11 @@ def summarize(report):
     for n, r in v.items():
         if n == "fp32":
             continue
+        if "prediction" not in r:   # --speed-only
+            out[n] = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
+                      "callSpeedupVsFp32": {b: fp["speed"][b]["median_ms"] / r["speed"][b]["median_ms"]
+                                            for b in r["speed"] if b in fp["speed"]}}
+            continue
         s = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
              "predictionErrorVsFp32": max(r["prediction"][k] / fp["prediction"][k] for k in fp["prediction"]
                                           if k.startswith("rmse_")),
@@ -332,11 +360,17 @@ def main(argv=None):
     ap.add_argument("--nve-ps", type=float, default=5.0)
     ap.add_argument("--nvt-ps", type=float, default=20.0)
     ap.add_argument("--sample-strides", type=int, default=10)
-    ap.add_argument("--max-wall-md", type=float, default=60.0, help="wall-clock cap (s) of each MD run")
+    ap.add_argument("--max-wall-nve", type=float, default=20.0, help="wall-clock cap (s) of each NVE run")
+    ap.add_argument("--max-wall-nvt", type=float, default=30.0, help="wall-clock cap (s) of each NVT run")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip the MD runs of the remaining variants once the benchmark has run this long (s)")
     ap.add_argument("--temperature", type=float, default=300.0)
     ap.add_argument("--speed-batches", type=int, nargs="+", default=[1, 8, 64])
     ap.add_argument("--speed-reps", type=int, default=20)
     ap.add_argument("--no-md", action="store_true", help="skip the OpenMM NVE / NVT runs")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only file size and model-call times (no equivariance, prediction or MD); --qat-steps 0 "
+                         "then gives calibrated models, whose call time is the same as after QAT")
     ap.add_argument("--save-models", default=None, help="folder to keep the quantized model files in")
     ap.add_argument("--tag", default="")
     ap.add_argument("--outdir", default=RESULTS)
@@ -347,6 +381,7 @@ def main(argv=None):
     from openmmflash.integrators.data import loadDataset
     from openmmflash.integrators.modelfile import MODEL_DIR, loadModel
 
+    logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # fallbacks are counted, not logged each
     t_start = time.time()
     data = loadDataset(args.data)
     base = loadModel(args.model)
@@ -373,48 +408,81 @@ def main(argv=None):
         "variants": {}}
     os.makedirs(args.outdir, exist_ok=True)
     json_path = os.path.join(args.outdir, f"gaq{args.tag}.json")
+    if args.device.startswith("cuda"):
+        report["kernelSelfCheck"] = kernel_self_check(args.device)
+        print("kernel self-check:", report["kernelSelfCheck"], flush=True)
     for name in args.variants:
-        t0 = time.time()
-        print(f"== {name}", flush=True)
-        if name == "fp32":
-            model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
-        else:
-            method, scheme = name.split("-")
-            qmodel = quantizationAwareTraining(base, data, scheme, method, dirBits=args.dir_bits,
-                                               steps=args.qat_steps, batchSize=args.qat_batch, device=args.device,
-                                               progress=True)
-            path = os.path.join(workdir, f"water-gaq-{name}.pt")
-            saveQuantizedModel(qmodel, path)
-            model = loadModel(path)  # measure what the file holds
-            rec = {"method": method, "scheme": scheme, "dirBits": args.dir_bits, "qat": model.gaq["qat"]}
-        rec["fileBytes"] = os.path.getsize(path)
+        try:
+            run_variant(name, args, base, base_path, data, val, workdir, start, system, top, masses, types,
+                        report, t_start)
+        except Exception as err:  # noqa: BLE001 - one failed variant must not lose the others
+            import traceback
+            traceback.print_exc()
+            report["variants"].pop(name, None)
+            report.setdefault("failed", {})[name] = repr(err)[:1000]
+        report["summary"] = summarize(report)
+        report["totalSeconds"] = round(time.time() - t_start, 1)
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+    print_table_and_plot(report, args, json_path)
+
+
+def run_variant(name, args, base, base_path, data, val, workdir, start, system, top, masses, types, report, t_start):
+    from openmmflash.gaq.export import saveQuantizedModel
+    from openmmflash.gaq.qat import quantizationAwareTraining
+    from openmmflash.integrators.modelfile import loadModel
+    t0 = time.time()
+    print(f"== {name}", flush=True)
+    if name == "fp32":
+        model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
+    else:
+        method, scheme = name.split("-")
+        qmodel = quantizationAwareTraining(base, data, scheme, method, dirBits=args.dir_bits,
+                                           steps=args.qat_steps, batchSize=args.qat_batch, device=args.device,
+                                           progress=True)
+        path = os.path.join(workdir, f"water-gaq-{name}.pt")
+        saveQuantizedModel(qmodel, path)
+        model = loadModel(path)  # measure what the file holds
+        rec = {"method": method, "scheme": scheme, "dirBits": args.dir_bits, "qat": model.gaq["qat"]}
+    rec["fileBytes"] = os.path.getsize(path)
+    if not args.speed_only:
         rec["equivariance"] = {"float32": equivariance(model, data, val[:args.eq_frames], args.device,
                                                        torch.float32, args.eq_rotations),
                                "float64": equivariance(model, data, val[:args.eq_frames], args.device,
                                                        torch.float64, args.eq_rotations)}
         rec["prediction"] = prediction(model, data, args.device)
+    set_kernels(True)
+    rec["speed"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches, args.speed_reps)
+    if name != "fp32":
+        set_kernels(False)
+        rec["speedTorchDequant"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches,
+                                             args.speed_reps)
         set_kernels(True)
-        rec["speed"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches, args.speed_reps)
-        if name != "fp32":
-            set_kernels(False)
-            rec["speedTorchDequant"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches,
-                                                 args.speed_reps)
-            set_kernels(True)
-            weights_only = copy.deepcopy(model)
-            activations(weights_only, False)
-            rec["speedWeightsOnly"] = call_time(weights_only, data, val, args.device, args.speed_batches,
-                                                args.speed_reps)
-        if not args.no_md:
-            rec["md"] = md_tests(path if name != "fp32" else args.model, start, args, system, top, masses, types)
-        rec["seconds"] = round(time.time() - t0, 1)
-        report["variants"][name] = rec
-        report["summary"] = summarize(report)
-        report["totalSeconds"] = round(time.time() - t_start, 1)
-        with open(json_path, "w") as f:
-            json.dump(report, f, indent=1)
-        print(f"   {name}: {rec['seconds']} s", flush=True)
+        weights_only = copy.deepcopy(model)
+        activations(weights_only, False)
+        rec["speedWeightsOnly"] = call_time(weights_only, data, val, args.device, args.speed_batches,
+                                            args.speed_reps)
+    if args.budget_s is not None and time.time() - t_start > args.budget_s:
+        rec["mdSkipped"] = f"time budget of {args.budget_s} s used up"
+    elif not (args.no_md or args.speed_only):
+        rec["md"] = md_tests(path if name != "fp32" else args.model, start, args, system, top, masses, types)
+    rec["seconds"] = round(time.time() - t0, 1)
+    report["variants"][name] = rec
+    print(f"   {name}: {rec['seconds']} s", flush=True)
 
-    # table
+
+def print_table_and_plot(report, args, json_path):
+    if args.speed_only:
+        print(f"{'variant':12s} {'file KiB':>8s} " + " ".join(f"{'ms@' + str(b):>8s}" for b in args.speed_batches)
+              + "   (weights only / torch dequant)")
+        for name, r in report["variants"].items():
+            extra = " ".join(f"{r[k][str(b)]['median_ms']:.3f}" for k in ("speedWeightsOnly", "speedTorchDequant")
+                             if k in r for b in args.speed_batches)
+            print(f"{name:12s} {r['fileBytes'] / 1024:8.1f} "
+                  + " ".join(f"{r['speed'][str(b)]['median_ms']:8.3f}" for b in args.speed_batches) + "   " + extra)
+        print(json.dumps(report.get("summary", {}), indent=1))
+        print(f"wrote {json_path}")
+        return
     head = (f"{'variant':12s} {'file KiB':>8s} {'eq haar f32':>11s} {'eq 1e-3':>9s} {'eq haar f64':>11s} "
             f"{'dqH/fp':>7s} {'pH/fp':>6s} {'pO/fp':>6s} {'NVE drift':>10s} {'T_H':>6s} {'T_O':>6s} "
             + " ".join(f"{'ms@' + str(b):>8s}" for b in args.speed_batches))

@@ -8,8 +8,9 @@
 
    so it is applied once in the epilogue. The weight never exists in float in memory.
 2. ``nearest_codeword``: k*(u) = argmax_k <u, c_k> for unit vectors u [M, 3] and a codebook c [K, 3], without
-   materializing the [M, K] score matrix (a running maximum over codebook tiles; ties go to the lower index, as
-   ``torch.argmax``).
+   materializing the [M, K] score matrix (a running maximum over the codewords, one row per lane; ties go to the
+   lower index, as ``torch.argmax``). A first version with [128, 128] score tiles and tl.argmax made the W4A8 frame
+   model's call 7x slower than its weights-only call at 64 replicas (H100, results/gaq.json, speedWeightsOnly).
 
 Each has a launcher and a plain-PyTorch reference (``quantized_linear_reference``; codebook.nearestCodeword's torch
 path); tests compare them. Only float32 inputs on CUDA (or under TRITON_INTERPRET=1) use the kernels.
@@ -28,9 +29,12 @@ except ImportError:  # pragma: no cover
     HAVE_TRITON = False
 
 
+ENABLED = True   # set False to force the PyTorch paths everywhere
+
+
 def triton_usable(x: Tensor) -> bool:
     """Whether the kernels can run on ``x``: float32 on CUDA, or on the CPU under TRITON_INTERPRET=1 (tests)."""
-    if not HAVE_TRITON or x.dtype != torch.float32:
+    if not (ENABLED and HAVE_TRITON) or x.dtype != torch.float32:
         return False
     return x.is_cuda or (os.environ.get("TRITON_INTERPRET") == "1" and x.device.type == "cpu")
 
@@ -68,7 +72,9 @@ if HAVE_TRITON:
         tl.store(y_ptr + rm[:, None] * N + rn[None, :], acc, mask=(rm[:, None] < M) & (rn[None, :] < N))
 
     @triton.jit
-    def _nearest_codeword_kernel(u_ptr, c_ptr, out_ptr, M, K, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _nearest_codeword_kernel(u_ptr, c_ptr, out_ptr, M, K, BLOCK_M: tl.constexpr):
+        # One row (unit vector) per lane; the codewords are visited one at a time (scalar, cached loads), keeping a
+        # running maximum of <u, c_k> and its index. No [BLOCK_M, K] tile and no argmax reduction.
         rm = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         mm = rm < M
         ux = tl.load(u_ptr + rm * 3 + 0, mask=mm, other=0.0)
@@ -76,19 +82,14 @@ if HAVE_TRITON:
         uz = tl.load(u_ptr + rm * 3 + 2, mask=mm, other=0.0)
         best = tl.full((BLOCK_M,), -float("inf"), tl.float32)
         best_idx = tl.zeros((BLOCK_M,), dtype=tl.int32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            mk = rk < K
-            cx = tl.load(c_ptr + rk * 3 + 0, mask=mk, other=0.0)
-            cy = tl.load(c_ptr + rk * 3 + 1, mask=mk, other=0.0)
-            cz = tl.load(c_ptr + rk * 3 + 2, mask=mk, other=0.0)
-            score = ux[:, None] * cx[None, :] + uy[:, None] * cy[None, :] + uz[:, None] * cz[None, :]
-            score = tl.where(mk[None, :], score, -float("inf"))
-            tile_best = tl.max(score, axis=1)
-            tile_idx = tl.argmax(score, axis=1).to(tl.int32) + k0
-            better = tile_best > best          # strict: an earlier tile wins ties
-            best_idx = tl.where(better, tile_idx, best_idx)
-            best = tl.where(better, tile_best, best)
+        for k in range(0, K):
+            cx = tl.load(c_ptr + k * 3 + 0)
+            cy = tl.load(c_ptr + k * 3 + 1)
+            cz = tl.load(c_ptr + k * 3 + 2)
+            score = ux * cx + uy * cy + uz * cz
+            better = score > best          # strict: the lower index wins ties, as torch.argmax
+            best_idx = tl.where(better, k, best_idx)
+            best = tl.where(better, score, best)
         tl.store(out_ptr + rm, best_idx.to(tl.int64), mask=mm)
 
 
@@ -130,6 +131,5 @@ def nearest_codeword(u: Tensor, codebook: Tensor) -> Tensor:
     if M == 0:
         return out
     block_m = 128
-    block_k = min(128, triton.next_power_of_2(K))
-    _nearest_codeword_kernel[(triton.cdiv(M, block_m),)](u, c, out, M, K, BLOCK_M=block_m, BLOCK_K=block_k)
+    _nearest_codeword_kernel[(triton.cdiv(M, block_m),)](u, c, out, M, K, BLOCK_M=block_m)
     return out
