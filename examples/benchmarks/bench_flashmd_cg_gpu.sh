@@ -1,16 +1,31 @@
 #!/bin/bash
-# The GPU run behind the shipped chignolin-cg models and their reports (one GPU; OpenMM CUDA platform):
-# data from B replicas (time-limited), two models trained side by side (20 and 40 fs), then validation and speed.
-# Usage: bash examples/benchmarks/bench_flashmd_cg_gpu.sh OUTDIR [DATA_SECONDS] [TRAIN_MINUTES]
+# The GPU runs behind the chignolin-cg models and their reports (one GPU, OpenMM CUDA platform).
+#   bash examples/benchmarks/bench_flashmd_cg_gpu.sh train OUTDIR [DATA_SECONDS] [TRAIN_MINUTES] [STRIDES_FS...]
+#       data from 256 replicas (time-limited), then one model per stride trained side by side on the same GPU
+#       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40)
+#   bash examples/benchmarks/bench_flashmd_cg_gpu.sh bench OUTDIR MODEL...
+#       validation (Langevin 32 replicas vs FlashMD 1 replica per model, 25 s wall each) and speed (1 and 32
+#       replicas) into OUTDIR, tag _gpu
+# On a machine kept warm between calls, reinstall the package with `pip install --upgrade --target ...`, or an old
+# copy (without new model files) is imported.
 set -e
-OUT=${1:-/tmp/flashmd_cg}; DATA_S=${2:-110}; TRAIN_MIN=${3:-3.3}
+MODE=$1; OUT=${2:-/tmp/flashmd_cg}
 mkdir -p $OUT
-nvidia-smi --query-gpu=name --format=csv,noheader > $OUT/gpu.txt || true
-python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
-    --out-dir $OUT/data 2>&1 | grep -v "it/s\]\|cycle/s\]" | tail -5
-for S in 20 40; do
-  python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs.npz --out $OUT/chignolin-cg-${S}fs.pt \
-      --max-minutes $TRAIN_MIN --quiet > $OUT/train_${S}fs.log 2>&1 &
-done
-wait
-tail -n 22 $OUT/train_20fs.log $OUT/train_40fs.log
+if [ "$MODE" = train ]; then
+  DATA_S=${3:-90}; TRAIN_MIN=${4:-3.0}; STRIDES="${*:5}"; [ -z "$STRIDES" ] && STRIDES="20 40"
+  python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
+      --strides $STRIDES --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
+  for S in $STRIDES; do
+    python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs.npz --out $OUT/chignolin-cg-${S}fs.pt \
+        --max-minutes $TRAIN_MIN --quiet > $OUT/train_${S}fs.log 2>&1 &
+  done
+  wait
+  for S in $STRIDES; do tail -n 22 $OUT/train_${S}fs.log; done
+elif [ "$MODE" = bench ]; then
+  shift 2
+  python examples/benchmarks/bench_flashmd_cg.py --validate --speed --validate-models "$@" --speed-models "$@" \
+      --model $1 --replicas 32 --flashmd-replicas 1 --time 200 --max-wall 25 --speed-replicas 1 32 \
+      --speed-seconds 5 --tag _gpu --results $OUT 2>&1 | grep -v "frame/s\]\|rejected"
+else
+  echo "usage: $0 train|bench OUTDIR ..." >&2; exit 2
+fi
