@@ -2,7 +2,7 @@
 # The GPU runs behind the chignolin-cg models and their reports (one GPU, OpenMM CUDA platform).
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh train OUTDIR [DATA_SECONDS] [TRAIN_MINUTES] [STRIDES_FS...]
 #       data from 256 replicas (time-limited), then one model per stride trained side by side on the same GPU
-#       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40)
+#       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40; batch: env BATCH, default 64)
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh bench OUTDIR MODEL...
 #       validation (Langevin 32 replicas vs FlashMD 1 replica per model, 25 s wall each) and speed (1 and 32
 #       replicas) into OUTDIR, tag _gpu
@@ -17,7 +17,7 @@ if [ "$MODE" = train ]; then
       --strides $STRIDES --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
   for S in $STRIDES; do
     python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs.npz --out $OUT/chignolin-cg-${S}fs.pt \
-        --max-minutes $TRAIN_MIN --quiet > $OUT/train_${S}fs.log 2>&1 &
+        --max-minutes $TRAIN_MIN --batch-size ${BATCH:-64} --quiet > $OUT/train_${S}fs.log 2>&1 &
   done
   wait
   for S in $STRIDES; do tail -n 22 $OUT/train_${S}fs.log; done
