@@ -47,14 +47,64 @@ def nativeStructure(model, directory: str):
     return topology, positions, path
 
 
+NEIGHBOR_HEADROOM = 1.6  # padded neighbor-list capacity / pairs of the native structure (CUDA fast path)
+
+
+def neighborCapacity(model, positions, replicas: int, headroom: float = NEIGHBOR_HEADROOM) -> int:
+    """Padded neighbor-list length for ``replicas`` copies of a CG protein: ``headroom`` times the directed pairs
+    within the model's cutoff in ``positions`` (n, 3) nm (a compact native structure has about the most)."""
+    import torch
+
+    from openmmflash.neighbors import build_neighbor_list
+
+    x = torch.as_tensor(np.asarray(positions, dtype=np.float64) * model.config.lengthScale)
+    pairs = int(build_neighbor_list(x, 1, float(model.config.cutoff), None, 0)[3])
+    return int(np.ceil(headroom * max(pairs, 1) * replicas)) + 64
+
+
+# CUDA graphs are off by default: with them, CG MD on the CUDA platform heated up (below). Likely cause, from
+# reading openmm-torch 1.5 (CudaTorchKernels.cpp, not verified on the GPU): it captures one graph per value of
+# includeForces but keeps the output tensors of the graph captured *last*; once an energy-only evaluation
+# (getState(getEnergy=True) without forces) has been captured, replaying the force graph does not update the force
+# buffer that is added to OpenMM's forces, so MD runs on stale forces. Measured on an H100 (chignolin, 4 replicas,
+# 1 500-3 000 steps, 300 K bath): 2 140-2 910 K with graphs in 2 of 3 runs, 286-292 K in every run without them
+# (examples/benchmarks/results/cg_fastpath_temperature.json).
+# simulateCG avoids energy-only evaluations when graphs are asked for (useCUDAGraphs=True), see below.
+FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": False}
+
+
+def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath=True) -> tuple:
+    """(model, force options) of the fast path on CUDA: by default (``fastPath=True``, ``FAST_PATH``) the fused
+    Triton kernels (backend "flash", float32) and a padded fixed-capacity neighbor list, without CUDA graphs; a
+    dict with the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": True}`` adds graphs). Elsewhere, or with
+    ``fastPath=False``, the model as it is with an exact neighbor list and no graphs."""
+    if platformName != "CUDA" or not fastPath:
+        return model, {}
+    import copy
+
+    choice = dict(FAST_PATH, **(fastPath if isinstance(fastPath, dict) else {}))
+    unknown = sorted(set(choice) - set(FAST_PATH))
+    if unknown:
+        raise ValueError(f"unknown fast-path keys {unknown}; known: {sorted(FAST_PATH)}")
+    fast = copy.deepcopy(model)
+    fast.backend = choice["backend"]
+    padded = choice["padded"] or choice["useCUDAGraphs"]  # CUDA graphs need static shapes
+    return fast, {"precision": "single", "useCUDAGraphs": bool(choice["useCUDAGraphs"]),
+                  "neighborCapacity": neighborCapacity(model, positions, replicas) if padded else 0}
+
+
 def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000, reportInterval: int = 100,
                timestep: float = 2.0, temperature: Optional[float] = None, friction: float = 1.0,
                platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
-               minimize: bool = True) -> dict:
+               minimize: bool = True, fastPath: bool = True) -> dict:
     """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
 
-    Returns a dict: positions (frames, replicas, n, 3) nm, time (frames,) ps, potentialEnergy and temperature
-    (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of the MD loop (s), the steps.
+    With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32 and a padded neighbor list
+    (``fastPathOptions``; CUDA graphs only when asked for, and then every evaluation this function makes includes
+    forces and the minimization runs in a graph-free Context, see ``FAST_PATH``). Returns a dict: positions
+    (frames, replicas, n, 3) nm, time (frames,) ps,
+    potentialEnergy and temperature (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of
+    the MD loop (s), the steps, and ``forceOptions`` (what the fast path chose).
     """
     from tqdm import tqdm
 
@@ -73,11 +123,12 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     n = topology.getNumAtoms()
     full_topology = replicateTopology(topology, replicas)
     start = replicatePositions(positions, replicas)
-    system = createCGSystem(full_topology, model, replicas=replicas)
     integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
                                                  timestep * unit.femtosecond)
     integrator.setRandomNumberSeed(seed)
     plat = fastestPlatform(platform)
+    net, options = fastPathOptions(model, positions, replicas, plat.getName(), fastPath)
+    system = createCGSystem(full_topology, net, replicas=replicas, **options)
     try:
         context = openmm.Context(system, integrator, plat)
     except openmm.OpenMMException as err:
@@ -86,6 +137,8 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
         # CUDA is installed but cannot start (no GPU, driver mismatch): fall back to the CPU platform.
         print(f"platform {plat.getName()} failed ({str(err).splitlines()[0]}); using CPU")
         plat = openmm.Platform.getPlatformByName("CPU")
+        options = {}
+        system = createCGSystem(full_topology, model, replicas=replicas)
         integrator = integrator.__copy__()
         context = openmm.Context(system, integrator, plat)
     if plat.getName() in ("CPU", "Reference"):
@@ -93,8 +146,17 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
         import torch
 
         torch.set_num_threads(1)
+    graphs = bool(options.get("useCUDAGraphs"))
+    if minimize and graphs:
+        # Minimize without graphs (a minimizer may evaluate energies alone, which would capture a second graph).
+        plain = openmm.Context(createCGSystem(full_topology, model, replicas=replicas),
+                               openmm.VerletIntegrator(0.001), plat)
+        plain.setPositions(start)
+        openmm.LocalEnergyMinimizer.minimize(plain, 10.0, 50)
+        start = plain.getState(getPositions=True).getPositions(asNumpy=True)
+        del plain
     context.setPositions(start)
-    if minimize:
+    if minimize and not graphs:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
     dof = 3 * system.getNumParticles() - 3
@@ -112,12 +174,14 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                 chunk = min(reportInterval, steps - done)
                 integrator.step(chunk)
                 done += chunk
-                state = context.getState(getPositions=True, getEnergy=True)
+                state = context.getState(getPositions=True, getEnergy=True, getForces=graphs)
                 xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
                 if not np.all(np.isfinite(xyz)):
+                    hint = (f", or the padded neighbor list ({options['neighborCapacity']} pairs) overflowed"
+                            if options.get("neighborCapacity") else "")
                     raise RuntimeError(f"the CG simulation blew up (NaN positions) after {done} steps; try a "
-                                       "smaller --timestep")
-                frames.append(xyz.reshape(replicas, n, 3).copy())
+                                       f"smaller --timestep{hint}")
+                frames.append(xyz.reshape(replicas, n, 3).astype(np.float32))  # float32: long runs, many replicas
                 times.append(done * timestep * 1e-3)
                 energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
                 kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
@@ -131,7 +195,8 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     wall = time.time() - t0
     return {"positions": np.array(frames), "time": np.array(times), "potentialEnergy": np.array(energies),
             "temperature": np.array(temps), "platform": plat.getName(), "wallSeconds": wall, "steps": done,
-            "timestep": timestep, "replicas": replicas, "targetTemperature": temperature}
+            "timestep": timestep, "replicas": replicas, "targetTemperature": temperature,
+            "forceOptions": dict(options, backend=getattr(net if options else model, "backend", None))}
 
 
 def caIndices(topology) -> np.ndarray:
@@ -165,7 +230,7 @@ def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
 
 def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, platform: Optional[str] = None,
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
-            progress: bool = True) -> dict:
+            progress: bool = True, fastPath=True) -> dict:
     """Run the demo and write trajectory.dcd, native.pdb, demo.png and summary.json into ``output``."""
     from openmmflash.schnet.modelfile import loadModel
 
@@ -181,7 +246,8 @@ def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, plat
         openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
                                      replicatePositions(native, replicas) * openmm.unit.nanometer, f)
     result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
-                        seed=seed, dcdPath=os.path.join(output, "trajectory.dcd"), progress=progress)
+                        seed=seed, dcdPath=os.path.join(output, "trajectory.dcd"), progress=progress,
+                        fastPath=fastPath)
     ca = caIndices(topology)
     frames = result["positions"]
     rmsd = np.stack([kabschRMSD(frames[:, b][:, ca] * 10.0, native[ca] * 10.0) for b in range(replicas)], 1)
@@ -194,7 +260,8 @@ def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, plat
                "finalPotentialEnergy_kJmol": float(result["potentialEnergy"][-1]),
                "meanTemperature_K": float(result["temperature"][len(result["temperature"]) // 2:].mean()),
                "targetTemperature_K": result["targetTemperature"],
-               "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean())}
+               "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean()),
+               "forceOptions": result["forceOptions"]}
     plotRun(result, rmsd, os.path.join(output, "demo.png"),
             f"openmmflash demo: {model}, {replicas} replicas, {result['platform']}")
     with open(os.path.join(output, "summary.json"), "w") as f:

@@ -39,6 +39,7 @@ def register(subparsers):
     p.add_argument("--readout", type=int, nargs="*", default=[32], help="readout hidden widths (default 32)")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    p.add_argument("--max-minutes", type=float, help="stop after the epoch that crosses this wall time")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--patience", type=int, default=5, help="early stopping patience in epochs")
@@ -47,6 +48,7 @@ def register(subparsers):
     p.add_argument("--stride", type=int, default=1, help="use every n-th frame")
     p.add_argument("--max-frames", type=int, help="use at most this many frames")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="torch device for training: cpu (default) or cuda")
     p.set_defaults(func=_train)
 
     p = subparsers.add_parser("cg-validate", help="simulate a CG model and compare with its all-atom reference")
@@ -59,6 +61,8 @@ def register(subparsers):
     p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
+                   "exact neighbor list, no CUDA graphs) instead of the fused kernels with CUDA graphs")
     p.set_defaults(func=_validate)
 
 
@@ -94,9 +98,10 @@ def _train(args):
                                backend="reference")
     trainer = ForceMatching(data, model=model, config=config, numBlocks=args.blocks,
                             validationFraction=args.validation_fraction, seed=args.seed, stride=args.stride,
-                            maxFrames=args.max_frames)
+                            maxFrames=args.max_frames, device=args.device)
     metrics = trainer.train(epochs=args.epochs, batchSize=args.batch_size, learningRate=args.lr,
-                            patience=args.patience, maxSteps=args.max_steps)
+                            patience=args.patience, maxSteps=args.max_steps,
+                            maxSeconds=args.max_minutes * 60.0 if args.max_minutes else None)
     trainer.save(args.output, structure=data["cgPdb"])
     shown = {k: v for k, v in metrics.items() if k != "history"}
     print(json.dumps(shown, indent=1))
@@ -108,5 +113,5 @@ def _validate(args):
 
     report = validateModel(args.model, args.data, args.output, timeNs=args.time, replicas=args.replicas,
                            timestep=args.timestep, reportInterval=args.report_interval, platform=args.platform,
-                           seed=args.seed)
+                           seed=args.seed, fastPath=not args.no_fast_path)
     print(f"wrote {report['files']}")

@@ -100,7 +100,8 @@ def buildFromSequence(sequence: str, phiPsi: Optional[Sequence] = None, pH: floa
 
 
 def loadAllAtom(path: str, repair: bool = True, pH: float = 7.0):
-    """All-atom (topology, positions) of the protein in a PDB/mmCIF file, hydrogens added; solvent removed.
+    """All-atom (topology, positions) of the protein in a PDB/mmCIF file (optionally gzipped, ``.pdb.gz``),
+    hydrogens added; solvent removed.
 
     Missing heavy atoms and terminal atoms are added by pdbfixer when ``repair`` is True, else refused. Chains with
     missing internal residues (gaps) are always refused: they would need loop modelling.
@@ -109,7 +110,16 @@ def loadAllAtom(path: str, repair: bool = True, pH: float = 7.0):
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no structure file at {path!r}")
-    fixer = PDBFixer(filename=path)
+    if path.endswith(".gz"):  # e.g. the PDB files shipped gzipped in MDAnalysisTests/data
+        import gzip
+        import io
+
+        with gzip.open(path, "rt") as f:
+            text = f.read()
+        fixer = PDBFixer(pdbxfile=io.StringIO(text)) if path[:-3].lower().endswith((".cif", ".mmcif")) \
+            else PDBFixer(pdbfile=io.StringIO(text))
+    else:
+        fixer = PDBFixer(filename=path)
     fixer.removeHeterogens(keepWater=False)
     fixer.findMissingResidues()
     chains = list(fixer.topology.chains())

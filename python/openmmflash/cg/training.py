@@ -78,12 +78,15 @@ class ForceMatching:
         Hyperparameters of a new model (Angstrom, kcal/mol).
     priors : dict, optional
         Prior parameters; default: fitted by Boltzmann inversion on the training frames.
+    device : str
+        Torch device of the training ("cpu" or "cuda"); the priors are evaluated by OpenMM on the CPU either way.
     """
 
     def __init__(self, data: dict, model: Optional[FlashSchNet] = None, config: Optional[FlashSchNetConfig] = None,
                  priors: Optional[dict] = None, numBlocks: int = 10, validationFraction: float = 0.2, seed: int = 1,
-                 stride: int = 1, maxFrames: Optional[int] = None):
+                 stride: int = 1, maxFrames: Optional[int] = None, device: str = "cpu"):
         self.seed = int(seed)
+        self.device = torch.device(device)
         torch.manual_seed(self.seed)
         self.metadata = data["metadata"]
         self.mapping = CGMapping(self.metadata["settings"]["mapping"])
@@ -105,22 +108,25 @@ class ForceMatching:
             model.metadata = {"beadTypes": table, "mapping": self.mapping.name}
         if model.config.lengthUnit != "angstrom" or model.config.energyUnit != "kcal/mol":
             raise ValueError("force matching trains models in Angstrom and kcal/mol")
-        self.model = model
-        self.types = torch.tensor(beadTypesFromTopology(self.topology, model.metadata["beadTypes"]))
+        self.model = model.to(self.device)
+        self.types = torch.tensor(beadTypesFromTopology(self.topology, model.metadata["beadTypes"]),
+                                  device=self.device)
         self.train_idx, self.val_idx = timeBlockSplit(pos.shape[0], numBlocks, validationFraction, self.seed)
         self.priors = priors if priors is not None else fitPriors(self.topology, pos[self.train_idx],
                                                                   self.temperature, self.mapping)
         checkPriors(self.priors)
         prior = priorForces(self.topology, pos, self.priors, self.mapping)
-        self.positions = torch.tensor(pos * 10.0, dtype=torch.float32)                 # A
-        self.forces = torch.tensor(frc / KJ_PER_KCAL / 10.0, dtype=torch.float32)      # kcal/mol/A
-        self.target = self.forces - torch.tensor(prior, dtype=torch.float32)           # residual after priors
+        as_tensor = dict(dtype=torch.float32, device=self.device)
+        self.positions = torch.tensor(pos * 10.0, **as_tensor)                 # A
+        self.forces = torch.tensor(frc / KJ_PER_KCAL / 10.0, **as_tensor)      # kcal/mol/A
+        self.target = self.forces - torch.tensor(prior, **as_tensor)           # residual after priors
         self.numFrames = pos.shape[0]
         self.history = []
 
     def batchForces(self, index: np.ndarray, create_graph: bool) -> torch.Tensor:
         """Network forces (frames, n, 3) for frames ``index``."""
         b = len(index)
+        index = torch.as_tensor(index, device=self.device)
         pos = self.positions[index].reshape(-1, 3)
         _, forces = self.model.energy_and_forces(pos, self.types.repeat(b), b, None, create_graph=create_graph)
         return forces.reshape(b, -1, 3)
@@ -132,23 +138,27 @@ class ForceMatching:
             for start in range(0, len(index), batchSize):
                 chunk = index[start:start + batchSize]
                 pred = self.batchForces(chunk, create_graph=False).detach()
-                sq += float(((pred - self.target[chunk]) ** 2).sum())
-                base += float((self.target[chunk] ** 2).sum())
+                target = self.target[torch.as_tensor(chunk, device=self.device)]
+                sq += float(((pred - target) ** 2).sum())
+                base += float((target ** 2).sum())
         count = len(index) * self.types.shape[0] * 3
-        total = float((self.forces[index] ** 2).sum()) / count
+        total = float((self.forces[torch.as_tensor(index, device=self.device)] ** 2).sum()) / count
         return {"forceRMSE": math.sqrt(sq / count), "priorOnlyForceRMSE": math.sqrt(base / count),
                 "mappedForceRMS": math.sqrt(total), "lossRatio": sq / max(base, 1e-30)}
 
     def train(self, epochs: int = 20, batchSize: int = 16, learningRate: float = 1e-3, patience: int = 5,
-              maxSteps: Optional[int] = None, progress: bool = True) -> dict:
-        """Train; keeps the weights of the best validation epoch. Returns the final metrics."""
+              maxSteps: Optional[int] = None, progress: bool = True, maxSeconds: Optional[float] = None) -> dict:
+        """Train; keeps the weights of the best validation epoch. Returns the final metrics.
+
+        ``maxSeconds`` stops training after the epoch that crosses this wall time (``stoppedBy`` in the metrics
+        says why training ended: "earlyStopping", "maxSteps", "maxSeconds" or "epochs")."""
         from tqdm import tqdm
 
         rng = np.random.default_rng(self.seed)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=learningRate)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))
         self.model.train()
-        best, best_state, stale, steps = math.inf, None, 0, 0
+        best, best_state, stale, steps, stopped = math.inf, None, 0, 0, "epochs"
         start = time.time()
         initial = self.evaluate(self.val_idx)
         self.history.append({"epoch": 0, "validation": initial})
@@ -162,7 +172,7 @@ class ForceMatching:
             for index in bar:
                 optimizer.zero_grad()
                 pred = self.batchForces(index, create_graph=True)
-                loss = ((pred - self.target[index]) ** 2).mean()
+                loss = ((pred - self.target[torch.as_tensor(index, device=self.device)]) ** 2).mean()
                 loss.backward()
                 optimizer.step()
                 running += float(loss.detach())
@@ -182,19 +192,25 @@ class ForceMatching:
             else:
                 stale += 1
                 if stale >= patience:
+                    stopped = "earlyStopping"
                     break
             if maxSteps is not None and steps >= maxSteps:
+                stopped = "maxSteps"
+                break
+            if maxSeconds is not None and time.time() - start >= maxSeconds and epoch < epochs:
+                stopped = "maxSeconds"
                 break
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
         final = self.evaluate(self.val_idx)
         self.metrics = {"validation": final, "initialValidation": initial, "epochs": len(self.history) - 1,
-                        "steps": steps, "trainSeconds": time.time() - start, "trainFrames": int(len(self.train_idx)),
+                        "steps": steps, "stoppedBy": stopped, "trainSeconds": time.time() - start,
+                        "trainFrames": int(len(self.train_idx)),
                         "validationFrames": int(len(self.val_idx)), "units": "kcal/mol/A",
                         "history": self.history}
         self.settings = {"epochs": epochs, "batchSize": batchSize, "learningRate": learningRate,
-                         "patience": patience, "seed": self.seed}
+                         "patience": patience, "seed": self.seed, "device": str(self.device)}
         return self.metrics
 
     def save(self, path: str, structure: Optional[str] = None) -> None:

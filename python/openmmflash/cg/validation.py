@@ -73,10 +73,24 @@ def overlap(a: np.ndarray, b: np.ndarray, bins: int = 30) -> float:
     return float(np.minimum(ha / ha.sum(), hb / hb.sum()).sum())
 
 
+def _machine() -> dict:
+    import platform as host
+
+    import torch
+
+    from openmmflash.stack import import_openmm
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"host": host.node(), "cpu": host.processor() or host.machine(), "gpu": gpu, "torch": torch.__version__,
+            "openmm": import_openmm().__version__}
+
+
 def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replicas: int = 4, timestep: float = 2.0,
                   reportInterval: int = 500, platform: Optional[str] = None, seed: int = 1,
-                  progress: bool = True) -> dict:
-    """Simulate ``model`` (path, bundled name or FlashSchNet) and compare with the reference run in ``dataDir``."""
+                  progress: bool = True, fastPath: bool = True) -> dict:
+    """Simulate ``model`` (path, bundled name or FlashSchNet) and compare with the reference run in ``dataDir``.
+
+    ``timeNs`` is the CG time per replica; ``fastPath`` as in ``openmmflash.demo.simulateCG``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,11 +108,12 @@ def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replica
     topology, native = data["cgTopology"], data["native"]
     steps = max(reportInterval, int(round(timeNs * 1e6 / timestep / reportInterval)) * reportInterval)
     result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
-                        seed=seed, dcdPath=os.path.join(output, "validation.dcd"), progress=progress)
+                        seed=seed, dcdPath=os.path.join(output, "validation.dcd"), progress=progress,
+                        fastPath=fastPath)
     ca = caIndices(topology)
     frames = result["positions"]                       # (frames, B, n, 3) nm
     burn = frames.shape[0] // 10                       # drop the first 10 % of each replica
-    cg_frames = frames[burn:].reshape(-1, frames.shape[2], 3)
+    cg_frames = frames[burn:].reshape(-1, frames.shape[2], 3).astype(np.float64)
     cg = observables(cg_frames, native, ca)
     ref = observables(data["positions"].astype(np.float64), native, ca)
     bonds = np.array(CGMapping(net.metadata.get("mapping") or "5bead").bondedPairs(topology))
@@ -106,10 +121,16 @@ def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replica
     cg_d = np.linalg.norm(frames[..., bonds[:, 0], :] - frames[..., bonds[:, 1], :], axis=-1) * 10
     lo, hi = ref_d.min(0) - 0.5, ref_d.max(0) + 0.5
     out_of_range = float(np.mean(np.any((cg_d < lo) | (cg_d > hi), axis=-1)))
+    per_replica = steps * timestep * 1e-6
     report = {"model": str(model) if isinstance(model, str) else "in-memory", "referenceData": os.path.abspath(dataDir),
-              "cgTimePerReplica_ns": steps * timestep * 1e-6, "replicas": replicas,
-              "cgTimeTotal_ns": steps * timestep * 1e-6 * replicas, "timestep_fs": timestep,
-              "platform": result["platform"], "wallSeconds": result["wallSeconds"],
+              "cgTime": f"{replicas} replicas x {per_replica:.4g} ns = {per_replica * replicas:.4g} ns aggregate; "
+                        f"longest single trajectory {per_replica:.4g} ns",
+              "cgTimePerReplica_ns": per_replica, "replicas": replicas,
+              "cgTimeTotal_ns": per_replica * replicas, "longestSingleTrajectory_ns": per_replica,
+              "timestep_fs": timestep, "steps": steps, "reportInterval": reportInterval,
+              "platform": result["platform"], "forceOptions": result["forceOptions"],
+              "machine": _machine(), "wallSeconds": result["wallSeconds"],
+              "aggregateNsPerDay": per_replica * replicas / max(result["wallSeconds"], 1e-9) * 86400.0,
               "referenceTime_ns": float(data["time"][-1] * 1e-3), "referenceFrames": int(data["positions"].shape[0]),
               "stable": bool(np.all(np.isfinite(frames)) and out_of_range == 0.0),
               "framesWithBondOutOfRange": out_of_range,
