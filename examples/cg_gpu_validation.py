@@ -27,6 +27,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="cg-gpu-results")
     parser.add_argument("--data-root", default=".cgref", help="folder holding <model>/ reference-data directories")
+    parser.add_argument("--models", nargs="*", default=["chignolin", "3a4r"], help="models to validate")
     parser.add_argument("--chignolin", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=[128, 0.08])
     parser.add_argument("--3a4r", dest="p3a4r", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=[64, 0.16])
     parser.add_argument("--estimate-ms", nargs=2, type=float, default=[3.0, 20.0],
@@ -46,6 +47,8 @@ def main():
         shutil.copy(os.path.join(demo_dir, "demo.png"), os.path.join(args.output, "cg_demo_gpu.png"))
     plan = [("chignolin", args.chignolin, args.estimate_ms[0]), ("3a4r", args.p3a4r, args.estimate_ms[1])]
     for name, (replicas, ns), ms in plan:
+        if name not in args.models:
+            continue
         replicas = int(replicas)
         expected = ns * 1e6 / 2.0 * ms * 1e-3
         if args.deadline is not None and time.time() - start + expected > args.deadline:
