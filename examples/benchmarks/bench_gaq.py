@@ -227,6 +227,24 @@ def kernel_self_check(device):
         return {"ok": False, "error": repr(err)[:500]}
 
 
+@torch.no_grad()
+def profile_call(model, data, idx, device, batch, rows=15):
+    """torch.profiler table (top ops by device time, or CPU time on CPU) of one network call for ``batch`` replicas:
+    where the time of a quantized call goes."""
+    from torch.profiler import ProfilerActivity, profile
+    net = model.to(device, torch.float32).eval().network
+    types, x, src, dst, ev = frame_inputs(model, data, np.resize(idx, batch), device, torch.float32)
+    inputs = (types, x.float(), src, dst, ev.float())
+    net(*inputs)
+    cuda = device.startswith("cuda")
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=acts) as prof:
+        net(*inputs)
+        if cuda:
+            torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=rows)
+
+
 def set_kernels(on: bool):
     from openmmflash.gaq.weights import QuantizedLinear
     QuantizedLinear.useKernel = on
@@ -371,6 +389,8 @@ def main(argv=None):
     ap.add_argument("--speed-only", action="store_true",
                     help="only file size and model-call times (no equivariance, prediction or MD); --qat-steps 0 "
                          "then gives calibrated models, whose call time is the same as after QAT")
+    ap.add_argument("--profile", action="store_true",
+                    help="store a torch.profiler table of one call at the largest batch for each quantized variant")
     ap.add_argument("--save-models", default=None, help="folder to keep the quantized model files in")
     ap.add_argument("--tag", default="")
     ap.add_argument("--outdir", default=RESULTS)
@@ -462,6 +482,9 @@ def run_variant(name, args, base, base_path, data, val, workdir, start, system, 
         activations(weights_only, False)
         rec["speedWeightsOnly"] = call_time(weights_only, data, val, args.device, args.speed_batches,
                                             args.speed_reps)
+        if args.profile:
+            rec["profile"] = profile_call(copy.deepcopy(model), data, val, args.device, max(args.speed_batches))
+            print(rec["profile"], flush=True)
     if args.budget_s is not None and time.time() - t_start > args.budget_s:
         rec["mdSkipped"] = f"time budget of {args.budget_s} s used up"
     elif not (args.no_md or args.speed_only):
