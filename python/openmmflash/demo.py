@@ -67,8 +67,8 @@ def neighborCapacity(model, positions, replicas: int, headroom: float = NEIGHBOR
 # includeForces but keeps the output tensors of the graph captured *last*; once an energy-only evaluation
 # (getState(getEnergy=True) without forces) has been captured, replaying the force graph does not update the force
 # buffer that is added to OpenMM's forces, so MD runs on stale forces. Measured on an H100 (chignolin, 4 replicas,
-# 1 500-3 000 steps, 300 K bath): 2 140-2 910 K with graphs in 2 of 3 runs, 286-292 K in every run without them
-# (examples/benchmarks/results/cg_fastpath_temperature.json).
+# 1 500-3 000 steps, 300 K bath): 2 140-2 910 K in 3 of 4 runs with graphs, 285-296 K in all 5 runs without
+# (examples/benchmarks/results/cg_fastpath_temperature.json; a 5th graph run, a 12.8 ns validation, blew up).
 # simulateCG avoids energy-only evaluations when graphs are asked for (useCUDAGraphs=True), see below.
 FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": False}
 
@@ -298,6 +298,8 @@ def register(subparsers):
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
+                   "exact neighbor list) instead of the fused kernels with a padded neighbor list")
     p.set_defaults(func=_demo)
 
 
@@ -309,5 +311,6 @@ def _demo(args):
         steps = 200 if args.quick else 3000
     replicas = args.replicas or (2 if args.quick else 4)
     interval = min(args.report_interval, steps) if not args.quick else 20
-    summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed)
+    summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed,
+                      fastPath=not args.no_fast_path)
     printSummary(summary, args.output)
