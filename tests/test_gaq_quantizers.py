@@ -146,3 +146,20 @@ def test_frame_mddq_is_equivariant_where_naive_is_not():
     # same 12 bits per vector (4 + 8 vs 3 x 4): smaller quantization error than per-component rounding
     err = lambda q: float((q(v) - v).norm() / v.norm())  # noqa: E731
     assert err(frame_q) < err(naive)
+
+
+def test_frame_parity_option_gives_exact_o3_equivariance():
+    from openmmflash.gaq.quantizers import FrameMDDQuantizer
+
+    v = torch.randn(400, 3, 8, dtype=torch.float64)
+    reflections = [-torch.eye(3, dtype=torch.float64), torch.diag(torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64))]
+    rot = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)))[0]
+    reflections.append(rot if torch.det(rot) < 0 else -rot)   # a generic improper rotation
+    errors = {}
+    for parity in (True, False):
+        q = FrameMDDQuantizer(8, magBits=6, dirBits=8, parity=parity).double()
+        q(v)
+        q.observe = False
+        errors[parity] = [_equivariance_error(q, v, R) for R in reflections]
+    assert max(errors[True]) < 1e-12
+    assert min(errors[False]) > 1e-3   # the right-handed frame alone is only SO(3)-equivariant

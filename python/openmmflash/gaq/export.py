@@ -100,7 +100,8 @@ def modelFromBlob(blob: Dict, path: str = "<blob>"):
                          f"{VERSION}. Upgrade openmm-flash.")
     meta = blob["gaq"]
     model = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"])
-    quantizeModel(model, meta["scheme"], meta["method"], meta["dirBits"])
+    # files without "frameParity" were written before the option: their frames are right-handed (SO(3) only)
+    quantizeModel(model, meta["scheme"], meta["method"], meta["dirBits"], meta.get("frameParity", False))
     model.gaq.update({k: v for k, v in meta.items() if k not in model.gaq})
     model.gaq.pop("frozen", None)
     freezeModel(model)

@@ -55,21 +55,21 @@ class PerChannelWeight(nn.Module):
         return straight_through(weight, fake_quantize_symmetric(weight, scale, self.bits))
 
 
-def _vector_quantizer(method: str, channels: int, bits: int, dirBits: int) -> nn.Module:
+def _vector_quantizer(method: str, channels: int, bits: int, dirBits: int, parity: bool) -> nn.Module:
     if method == "naive":
         return NaiveVectorQuantizer(channels, bits)
     if method == "mddq":
         return MDDQuantizer(channels, bits, dirBits)
-    return FrameMDDQuantizer(channels, bits, dirBits)
+    return FrameMDDQuantizer(channels, bits, dirBits, parity=parity)
 
 
 class _FeatureQuantizer(nn.Module):
     """Quantizes the (scalar [N, C], vector [N, 3, C]) output of a block (a forward hook)."""
 
-    def __init__(self, channels: int, bits: int, method: str, dirBits: int):
+    def __init__(self, channels: int, bits: int, method: str, dirBits: int, parity: bool):
         super().__init__()
         self.scalar = ScalarQuantizer(channels, bits)
-        self.vector = _vector_quantizer(method, channels, bits, dirBits)
+        self.vector = _vector_quantizer(method, channels, bits, dirBits, parity)
 
     def hook(self, module, inputs, output):
         s, v = output
@@ -81,9 +81,12 @@ def _is_vector_mix(module: nn.Module) -> bool:
     return any(cls.__name__ == "VectorLinear" for cls in type(module).__mro__)
 
 
-def quantizeModel(model: nn.Module, scheme: str = "w4a8", method: str = "frame", dirBits: int = 10) -> nn.Module:
+def quantizeModel(model: nn.Module, scheme: str = "w4a8", method: str = "frame", dirBits: int = 10,
+                  frameParity: bool = True) -> nn.Module:
     """Insert quantizers into ``model`` (in place) and return it. Blocks whose output is a (scalar, vector) pair
     (PaiNN message and update blocks) get activation quantizers; every linear / vector-mixing weight is quantized.
+    ``frameParity`` (method "frame"): orient the local frame so that the quantizer is O(3)- rather than only
+    SO(3)-equivariant (see FrameMDDQuantizer); False reproduces models quantized before the option existed.
     """
     if method not in METHODS:
         raise ValueError(f"unknown vector quantization method {method!r}; choose one of {METHODS}")
@@ -95,7 +98,7 @@ def quantizeModel(model: nn.Module, scheme: str = "w4a8", method: str = "frame",
         raise ValueError("no (scalar, vector) blocks found: quantizeModel expects a FlashMD PaiNN network")
     quantizers = nn.ModuleList()
     for block in blocks:
-        fq = _FeatureQuantizer(block.channels, act_bits, method, dirBits)
+        fq = _FeatureQuantizer(block.channels, act_bits, method, dirBits, frameParity)
         block.register_forward_hook(fq.hook)
         quantizers.append(fq)
     model.gaq_quantizers = quantizers
@@ -105,7 +108,7 @@ def quantizeModel(model: nn.Module, scheme: str = "w4a8", method: str = "frame",
         elif _is_vector_mix(module):
             parametrize.register_parametrization(module, "weight", PerChannelWeight(weight_bits, 1))
     model.gaq = {"scheme": scheme.lower(), "method": method, "weightBits": weight_bits, "activationBits": act_bits,
-                 "dirBits": dirBits}
+                 "dirBits": dirBits, "frameParity": bool(frameParity)}
     return model
 
 

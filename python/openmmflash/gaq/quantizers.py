@@ -123,10 +123,17 @@ class FrameMDDQuantizer(MDDQuantizer):
     they are quantized by MDDQ (magnitude grid + direction codebook) and rotated back, V_q = E Q(E^T V). Hence
     Q(R V) = R Q(V) for every rotation R, up to floating-point rounding. Rows whose a and b are (nearly) parallel
     fall back to the world frame.
+
+    ``parity``: e3 = e1 x e2 is a pseudovector, so under a reflection the right-handed frame is not R E and the
+    quantizer is only SO(3)-equivariant. With ``parity=True`` e3 is oriented by a third mix c = V (alpha * beta)
+    (e3 <- sign(c . e1 x e2) e1 x e2), which makes E -> R E for every R in O(3): exact under reflections and
+    inversion too (up to rows where c is nearly in the e1-e2 plane). Models quantized before this option have
+    ``parity=False`` recorded (the default here, so their files compute what they were trained to).
     """
 
-    def __init__(self, channels: int, magBits: int = 8, dirBits: int = 10, seed: int = 0):
+    def __init__(self, channels: int, magBits: int = 8, dirBits: int = 10, seed: int = 0, parity: bool = False):
         super().__init__(channels, magBits, dirBits)
+        self.parity = bool(parity)
         gen = torch.Generator().manual_seed(seed)
         self.alpha = nn.Parameter(torch.randn(channels, generator=gen))
         self.beta = nn.Parameter(torch.randn(channels, generator=gen))
@@ -139,6 +146,9 @@ class FrameMDDQuantizer(MDDQuantizer):
         b = b - (b * e1).sum(-1, keepdim=True) * e1
         e2 = b / b.norm(dim=-1, keepdim=True).clamp(min=1e-30)
         e3 = torch.linalg.cross(e1, e2, dim=-1)
+        if self.parity:
+            c = v @ (self.alpha * self.beta).to(v.dtype).detach()
+            e3 = torch.where((c * e3).sum(-1, keepdim=True) < 0, -e3, e3)
         frame = torch.stack([e1, e2, e3], dim=-1)
         scale = v.norm(dim=(-2, -1)).clamp(min=1e-30)
         degenerate = (a.norm(dim=-1) < 1e-6 * scale) | (b.norm(dim=-1) < 1e-6 * scale)
