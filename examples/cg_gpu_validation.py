@@ -6,7 +6,7 @@
 
 Each model option takes ``REPLICAS NS_PER_REPLICA``; the aggregate CG time is their product, the longest single
 trajectory is NS_PER_REPLICA (the JSON reports both). Writes into ``--output``: cg_demo_gpu.{json,png} and
-cg_<name>_validation_<aggregate>ns.{json,png}. Needs the reference data of each model (``cg-data`` directories,
+cg_<name>_validation_<aggregate>ns.{json,png} (trajectories stay in a temporary folder). Needs the reference data of each model (``cg-data`` directories,
 ``--data-root``/<name>). A model whose validation would pass ``--deadline`` seconds since the start is skipped and
 said so (use it to fit a run into a time limit).
 """
@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import tempfile
 import time
 
 import torch  # noqa: F401  (before openmm)
@@ -39,8 +40,9 @@ def main():
     args = parser.parse_args()
     start = time.time()
     os.makedirs(args.output, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix="cg-gpu-")  # trajectories stay here; only the reports go to --output
     if not args.no_demo:
-        demo_dir = os.path.join(args.output, "demo")
+        demo_dir = os.path.join(scratch, "demo")
         summary = runDemo(output=demo_dir, platform=args.platform)  # otherwise the defaults of `openmmflash demo`
         printSummary(summary, demo_dir)
         shutil.copy(os.path.join(demo_dir, "summary.json"), os.path.join(args.output, "cg_demo_gpu.json"))
@@ -54,14 +56,13 @@ def main():
         if args.deadline is not None and time.time() - start + expected > args.deadline:
             print(f"{name}: skipped, {replicas} x {ns} ns would take about {expected:.0f} s and pass the deadline")
             continue
-        work = os.path.join(args.output, f"work_{name}")
+        work = os.path.join(scratch, f"work_{name}")
         report = validateModel(name, os.path.join(args.data_root, name), work, timeNs=ns, replicas=replicas,
                                reportInterval=500, platform=args.platform, seed=args.seed)
         total = f"{report['cgTimeTotal_ns']:.3g}ns"
         for ext in ("json", "png"):
             shutil.copy(os.path.join(work, f"validation.{ext}"),
                         os.path.join(args.output, f"cg_{name}_validation_{total}.{ext}"))
-        os.remove(os.path.join(work, "validation.dcd"))
         print(f"{name}: {report['cgTime']}; stable {report['stable']}, mean T {report['meanTemperature_K']:.1f} K, "
               f"{report['wallSeconds']:.0f} s wall, overlaps {json.dumps(report['histogramOverlap'])}", flush=True)
     print(f"done in {time.time() - start:.0f} s")
