@@ -3,6 +3,13 @@
 ``forward(positions [N, 3] nm, box [3, 3] nm | None) -> (energy [] kJ/mol, forces [N, 3] kJ/mol/nm)``, in the
 dtype of ``positions`` (float32 on CUDA, float64 on Reference/CPU). The model runs in its own precision
 (``precision="single" | "double"``); forces are -dE/dr by autograd through the ``torch.ops.openmmflash`` ops.
+
+With ``outputBuffers`` (what the TorchForce uses) every call writes its results into the same two module buffers
+and returns them. openmm-torch 1.5 captures one CUDA graph per ``includeForces`` value (steps: forces; an
+energy-only ``getState``, a reporter or the minimizer: no forces) but keeps one pair of output tensors, those of the
+graph captured last; if the graphs return different tensors, every step after an energy-only evaluation adds the
+forces of that evaluation again (stale forces: the runs heat up). Returning the same storage from both graphs makes
+whichever graph ran last the one that is read.
 """
 
 from typing import List, Optional, Tuple
@@ -34,11 +41,13 @@ class FlashSchNetForceModule(nn.Module):
         Fixed neighbor-list length (0: exact list).
     precision : str
         "single" or "double": the dtype the model computes in.
+    outputBuffers : bool
+        Return the results in two persistent buffers (overwritten by the next call); see the module docstring.
     """
 
     def __init__(self, model, types: Tensor, numParticles: int, numReplicas: int = 1,
                  atomSubset: Optional[List[int]] = None, periodic: bool = False, neighborCapacity: int = 0,
-                 precision: str = "single"):
+                 precision: str = "single", outputBuffers: bool = False):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
@@ -60,6 +69,9 @@ class FlashSchNetForceModule(nn.Module):
         self.capacity = int(neighborCapacity)
         self.length_scale = float(model.config.lengthScale)
         self.energy_scale = float(model.config.energyScale)
+        self.output_buffers = bool(outputBuffers)
+        self.register_buffer("energy_out", torch.zeros(()))
+        self.register_buffer("forces_out", torch.zeros((self.num_particles, 3)))
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         if positions.shape[0] != self.num_particles:
@@ -86,4 +98,14 @@ class FlashSchNetForceModule(nn.Module):
         if self.use_subset:
             forces = torch.zeros((self.num_particles, 3), dtype=forces.dtype,
                                  device=forces.device).index_copy(0, self.subset, forces)
-        return (energy * self.energy_scale).detach().to(positions.dtype), forces.detach().to(positions.dtype)
+        energy = (energy * self.energy_scale).detach().to(positions.dtype)
+        forces = forces.detach().to(positions.dtype)
+        if not self.output_buffers:
+            return energy, forces
+        if self.forces_out.dtype != positions.dtype or self.forces_out.device != positions.device:
+            # First call (eager, before any graph capture): buffers in OpenMM's dtype on its device.
+            self.energy_out = torch.zeros((), dtype=positions.dtype, device=positions.device)
+            self.forces_out = torch.zeros((self.num_particles, 3), dtype=positions.dtype, device=positions.device)
+        self.energy_out.copy_(energy)
+        self.forces_out.copy_(forces)
+        return self.energy_out, self.forces_out

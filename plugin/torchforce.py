@@ -45,7 +45,8 @@ def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = 
 
 def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
                             numParticles: Optional[int] = None, periodic: Optional[bool] = None,
-                            precision: str = "single", neighborCapacity: int = 0) -> FlashSchNetForceModule:
+                            precision: str = "single", neighborCapacity: int = 0,
+                            outputBuffers: bool = False) -> FlashSchNetForceModule:
     """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce."""
     model = _model(model)
     types = resolveBeadTypes(model, topology, beadTypes, atomSubset)
@@ -67,7 +68,7 @@ def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int 
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,
-                                  periodic, neighborCapacity, precision)
+                                  periodic, neighborCapacity, precision, outputBuffers)
 
 
 def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
@@ -103,7 +104,7 @@ def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int =
     """
     openmmtorch = _import_openmmtorch()
     module = createFlashSchNetModule(model, topology, beadTypes, replicas, atomSubset, numParticles, periodic,
-                                     precision, neighborCapacity)
+                                     precision, neighborCapacity, outputBuffers=True)
     if CUDAGraphWarmupSteps < 1:
         raise ValueError(f"CUDAGraphWarmupSteps must be >= 1, got {CUDAGraphWarmupSteps}")
     scripted = torch.jit.script(module)

@@ -260,6 +260,32 @@ def test_cuda_single_precision(model, cg_fragment, backend):
 
 
 @pytest.mark.cuda
+def test_cuda_graphs_survive_energy_only_evaluations(model, cg_fragment):
+    """openmm-torch captures one graph for force evaluations and one for energy-only ones (getState(getEnergy),
+    reporters, the minimizer) but reads the outputs of the graph captured last: forces after an energy-only
+    evaluation must still be those of the current positions."""
+    top, pos = cg_fragment
+    types = beadTypesFromTopology(top, model.metadata["beadTypes"])
+    system = bare_system(top.getNumAtoms())
+    addFlashSchNetForce(system, model, top, precision="single", neighborCapacity=4096, useCUDAGraphs=True,
+                        CUDAGraphWarmupSteps=2)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CUDA"))
+    rng = np.random.default_rng(5)
+    for call in range(4):
+        x = np.asarray(pos) + 0.01 * rng.standard_normal(np.shape(pos))
+        context.setPositions(x)
+        ref_energy, ref_forces = model_reference(model, x, types)
+        energy = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        assert energy == pytest.approx(ref_energy, rel=1e-5)
+        x = x + 0.01 * rng.standard_normal(np.shape(pos))  # move: stale forces would be those of the last call
+        context.setPositions(x)
+        ref_energy, ref_forces = model_reference(model, x, types)
+        forces = context.getState(getForces=True).getForces(asNumpy=True).value_in_unit(
+            unit.kilojoule_per_mole / unit.nanometer)
+        assert np.abs(forces - ref_forces).max() < 1e-4 * np.abs(ref_forces).max()
+
+
+@pytest.mark.cuda
 def test_cuda_graphed_pythonforce_matches_reference(model, cg_fragment):
     """The PythonForce's own CUDA graph: warm-up calls, capture, then replays on new positions all equal the
     model's float64 autograd forces (the graph reads each step's positions, not the captured ones)."""
