@@ -62,21 +62,17 @@ def neighborCapacity(model, positions, replicas: int, headroom: float = NEIGHBOR
     return int(np.ceil(headroom * max(pairs, 1) * replicas)) + 64
 
 
-# CUDA graphs are off by default: with them, CG MD on the CUDA platform heated up (below). Likely cause, from
-# reading openmm-torch 1.5 (CudaTorchKernels.cpp, not verified on the GPU): it captures one graph per value of
-# includeForces but keeps the output tensors of the graph captured *last*; once an energy-only evaluation
-# (getState(getEnergy=True) without forces) has been captured, replaying the force graph does not update the force
-# buffer that is added to OpenMM's forces, so MD runs on stale forces. Measured on an H100 (chignolin, 4 replicas,
-# 1 500-3 000 steps, 300 K bath): 2 140-2 910 K in 3 of 4 runs with graphs, 285-296 K in all 5 runs without
-# (examples/benchmarks/results/cg_fastpath_temperature.json; a 5th graph run, a 12.8 ns validation, blew up).
-# simulateCG avoids energy-only evaluations when graphs are asked for (useCUDAGraphs=True), see below.
-FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": False}
+# CUDA graphs are on: openmm-torch 1.5 keeps the outputs of the graph captured last (one graph per includeForces),
+# which ran CG MD on stale forces after any energy-only evaluation (2 140-2 910 K in a 300 K bath on an H100,
+# examples/benchmarks/results/cg_fastpath_temperature.json) until the force module returned the same output buffers
+# from every graph (plugin/forcemodule.py, outputBuffers; 293 K in results/torchforce_graphs_check.json).
+FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": True}
 
 
 def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath=True) -> tuple:
     """(model, force options) of the fast path on CUDA: by default (``fastPath=True``, ``FAST_PATH``) the fused
-    Triton kernels (backend "flash", float32) and a padded fixed-capacity neighbor list, without CUDA graphs; a
-    dict with the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": True}`` adds graphs). Elsewhere, or with
+    Triton kernels (backend "flash", float32), a padded fixed-capacity neighbor list and CUDA graphs; a dict with
+    the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": False}`` drops the graphs). Elsewhere, or with
     ``fastPath=False``, the model as it is with an exact neighbor list and no graphs."""
     if platformName != "CUDA" or not fastPath:
         return model, {}
@@ -99,10 +95,8 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                minimize: bool = True, fastPath: bool = True) -> dict:
     """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
 
-    With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32 and a padded neighbor list
-    (``fastPathOptions``; CUDA graphs only when asked for, and then every evaluation this function makes includes
-    forces and the minimization runs in a graph-free Context, see ``FAST_PATH``). Returns a dict: positions
-    (frames, replicas, n, 3) nm, time (frames,) ps,
+    With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32, a padded neighbor list and CUDA
+    graphs (``fastPathOptions``). Returns a dict: positions (frames, replicas, n, 3) nm, time (frames,) ps,
     potentialEnergy and temperature (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of
     the MD loop (s), the steps, and ``forceOptions`` (what the fast path chose).
     """
@@ -146,17 +140,8 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
         import torch
 
         torch.set_num_threads(1)
-    graphs = bool(options.get("useCUDAGraphs"))
-    if minimize and graphs:
-        # Minimize without graphs (a minimizer may evaluate energies alone, which would capture a second graph).
-        plain = openmm.Context(createCGSystem(full_topology, model, replicas=replicas),
-                               openmm.VerletIntegrator(0.001), plat)
-        plain.setPositions(start)
-        openmm.LocalEnergyMinimizer.minimize(plain, 10.0, 50)
-        start = plain.getState(getPositions=True).getPositions(asNumpy=True)
-        del plain
     context.setPositions(start)
-    if minimize and not graphs:
+    if minimize:
         openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
     dof = 3 * system.getNumParticles() - 3
@@ -174,7 +159,7 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                 chunk = min(reportInterval, steps - done)
                 integrator.step(chunk)
                 done += chunk
-                state = context.getState(getPositions=True, getEnergy=True, getForces=graphs)
+                state = context.getState(getPositions=True, getEnergy=True)
                 xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
                 if not np.all(np.isfinite(xyz)):
                     hint = (f", or the padded neighbor list ({options['neighborCapacity']} pairs) overflowed"
