@@ -54,7 +54,9 @@ def main(argv=None):
         model = quantize_here(system, topology, positions, args.scheme, args.qat_steps, args.platform,
                               os.path.join(tempfile.mkdtemp(), f"water-gaq-{args.scheme}.pt"))
     info = loadModel(model)
-    print(info.describe(), "| quantization:", {k: info.gaq[k] for k in ("scheme", "method", "dirBits")})
+    stored = sum(b.numel() * b.element_size() for b in info.state_dict().values())
+    print(f"quantized FlashMD model: stride {info.stride * 1000:g} fs, {info.gaq['scheme']} {info.gaq['method']}, "
+          f"direction codebook 2^{info.gaq['dirBits']}, {stored} bytes of tensors")
 
     # The only line that differs from an ordinary OpenMM script: the integrator (with a quantized model).
     integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=model)
