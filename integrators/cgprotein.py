@@ -7,15 +7,19 @@ are the bead elements.
 """
 
 import tempfile
+from typing import Optional
 
 import torch  # noqa: F401  (before openmm)
 
 
-def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: bool = True, **forceOptions):
+def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: bool = True,
+                  platformName: Optional[str] = None, **forceOptions):
     """Returns (topology of all replicas, System, positions [B n, 3] nm, CG topology of one copy, native [n, 3] nm,
-    FlashSchNet model). ``forceOptions`` go to addFlashSchNetForce (precision, useCUDAGraphs, ...)."""
+    FlashSchNet model). ``forceOptions`` go to addFlashSchNetForce (precision, useCUDAGraphs, ...). With
+    ``platformName="CUDA"`` the force takes the demo's fast path (fused kernels, padded list, CUDA graphs;
+    ``openmmflash.demo.fastPathOptions``) and the returned model is its fused-kernel copy, as ordinary CG MD runs."""
     from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import nativeStructure
+    from openmmflash.demo import fastPathOptions, nativeStructure
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
     from openmmflash.schnet.modelfile import loadModel
 
@@ -24,7 +28,8 @@ def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: b
     net = loadModel(model)
     topology, native, _ = nativeStructure(net, tempfile.mkdtemp(prefix="flashmd-cg-"))
     full = replicateTopology(topology, replicas)
-    system = createCGSystem(full, net, replicas=replicas, removeCMMotion=removeCMMotion, **forceOptions)
+    net, fast = fastPathOptions(net, native, replicas, platformName or "")
+    system = createCGSystem(full, net, replicas=replicas, removeCMMotion=removeCMMotion, **dict(fast, **forceOptions))
     return full, system, replicatePositions(native, replicas), topology, native, net
 
 

@@ -106,7 +106,7 @@ def validate(args, info):
     frame_ps = args.frame_interval
     frames = int(round(args.time / frame_ps))
     B = args.replicas
-    full, system, positions, topology, native, net = buildCGSystem(B)
+    full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform)
     ca = caIndices(topology)
     lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
                                        2.0 * unit.femtosecond)
@@ -126,7 +126,7 @@ def validate(args, info):
         "meanTemperature_K": float(temps.mean()), "temperatureStd_K": float(temps.std()),
         "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs["langevin"].items()}}
     Bf = args.flashmd_replicas
-    full, system, positions, topology, native, net = buildCGSystem(Bf)
+    full, system, positions, topology, native, net = buildCGSystem(Bf, platformName=args.platform)
     for model in models:
         flash = loadModel(model)
         stride_fs = flash.stride * 1000
@@ -202,7 +202,7 @@ def speed(args, info):
     models = args.speed_models or [args.model]
     rows = []
     for B in args.speed_replicas:
-        full, system, positions, _, _, net = buildCGSystem(B)
+        full, system, positions, _, _, net = buildCGSystem(B, platformName=args.platform)
         lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
                                            2.0 * unit.femtosecond)
         ctx = makeContext(system, lang, args.platform)
@@ -311,7 +311,9 @@ def main(argv=None):
     os.makedirs(args.results, exist_ok=True)
     info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "platform": args.platform, "python": pyplatform.python_version(), "torch": torch.__version__,
-            "openmm": mm.__version__, "command": " ".join(sys.argv)}
+            "openmm": mm.__version__, "command": " ".join(sys.argv),
+            "flashSchNetForce": ("CUDA fast path: fused kernels, padded neighbor list, CUDA graphs"
+                                 if args.platform == "CUDA" else "reference kernels, exact neighbor list")}
     if args.validate:
         validate(args, info)
     if args.speed:
