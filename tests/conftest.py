@@ -79,3 +79,21 @@ def make_model(seed=7, cutoff=8.0, **config):
 @pytest.fixture
 def model():
     return make_model()
+
+
+# --- FlashMD fixture: learned-step training pairs of a tiny flexible-water box (CPU platform) --------------------
+
+WATER_STRIDE = 0.002  # ps
+
+
+@pytest.fixture(scope="session")
+def water_pairs(tmp_path_factory):
+    """(pairs .npz path, System, Topology, positions): 2 starts x 5 pairs at a 2 fs stride, 300 K, 1.2 nm box."""
+    from openmmflash.integrators.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
+
+    top, system, pos = flexibleWaterBox(1.2, 0.5)
+    data = generatePairs(system, pos, speciesOf(top), [300.0], WATER_STRIDE, startsPerTemperature=2,
+                         pairsPerStart=5, pairSpacing=0.01, equilibration=0.05, platform="CPU", progress=False)
+    path = str(tmp_path_factory.mktemp("water_pairs") / "pairs.npz")
+    saveDataset(path, data)
+    return path, system, top, pos

@@ -8,22 +8,17 @@ import openmm as mm
 from openmm import app, unit
 
 from openmmflash.cli import main as cli_main
-from openmmflash.integrators.data import flexibleWaterBox, generatePairs, loadDataset, saveDataset, speciesOf
+from openmmflash.integrators.data import loadDataset
 from openmmflash.integrators.modelfile import availableModels, loadModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 from openmmflash.integrators.training import Trainer
 
-STRIDE = 0.002  # ps
+from conftest import WATER_STRIDE as STRIDE  # ps
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    top, system, pos = flexibleWaterBox(1.2, 0.5)
-    data = generatePairs(system, pos, speciesOf(top), [300.0], STRIDE, startsPerTemperature=2, pairsPerStart=5,
-                         pairSpacing=0.01, equilibration=0.05, platform="CPU", progress=False)
-    path = str(tmp_path_factory.mktemp("flashmd") / "pairs.npz")
-    saveDataset(path, data)
-    return path, system, top, pos
+def dataset(water_pairs):
+    return water_pairs
 
 
 def test_dataset_pairs_follow_the_dynamics(dataset):

@@ -12,22 +12,19 @@ from openmm import app, unit
 
 from openmmflash.cli import main as cli_main
 from openmmflash.gaq.qat import BranchSchedule, QATSchedule, quantizationAwareTraining
-from openmmflash.integrators.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
+from openmmflash.integrators.data import loadDataset
 from openmmflash.integrators.modelfile import FlashMDModel, loadModel, saveModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 from openmmflash.integrators.training import Trainer
 
-STRIDE = 0.002  # ps
+from conftest import WATER_STRIDE as STRIDE  # ps
 
 
 @pytest.fixture(scope="module")
-def water(tmp_path_factory):
-    top, system, pos = flexibleWaterBox(1.2, 0.5)
-    data = generatePairs(system, pos, speciesOf(top), [300.0], STRIDE, startsPerTemperature=2, pairsPerStart=4,
-                         pairSpacing=0.01, equilibration=0.05, platform="CPU", progress=False)
+def water(water_pairs, tmp_path_factory):
+    path, system, top, pos = water_pairs
+    data = loadDataset(path)
     folder = tmp_path_factory.mktemp("gaq")
-    path = str(folder / "pairs.npz")
-    saveDataset(path, data)
     torch.manual_seed(0)
     model = FlashMDModel([1, 8], [float(data["masses"][data["types"] == z][0]) for z in (1, 8)], STRIDE, 1.6,
                          config=dict(channels=16, num_layers=2, num_rbf=8, cutoff=0.4, neighbor_norm=10.0))
