@@ -15,6 +15,7 @@ import math
 import torch
 
 MAX_BITS = 14
+INDEX_MIN_CODEWORDS = 64  # below this a full search is as cheap as the index
 
 
 @functools.lru_cache(maxsize=None)
@@ -50,12 +51,17 @@ def sphereCodebook(bits: int, iterations: int = 40, device=None) -> torch.Tensor
 def nearestCodeword(directions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest codeword (largest dot product) of each unit vector. (..., 3) -> (...,) int64.
 
-    float32 on CUDA uses the Triton kernel (kernels.nearest_codeword, no [M, K] score matrix); else chunked matmuls.
+    float32 on CUDA uses the Triton kernel (kernels.nearest_codeword, no [M, K] score matrix); codebooks of 64 or more
+    entries elsewhere the exact cube-map index (``codebookindex``: ~5 candidate dots per direction instead of K);
+    small codebooks chunked matmuls.
     """
+    from openmmflash.gaq.codebookindex import codebookIndex
     from openmmflash.gaq.kernels import nearest_codeword, triton_usable
     if directions.is_cuda and triton_usable(directions) and codebook.dtype == torch.float32:
         return nearest_codeword(directions.reshape(-1, 3), codebook).reshape(directions.shape[:-1])
     flat = directions.reshape(-1, 3).to(codebook.dtype)
+    if codebook.shape[0] >= INDEX_MIN_CODEWORDS:
+        return codebookIndex(codebook).nearest(flat).reshape(directions.shape[:-1])
     index = torch.empty(flat.shape[0], dtype=torch.int64, device=flat.device)
     chunk = max(1, 2 ** 24 // codebook.shape[0])   # bound the [M, K] score matrix
     for start in range(0, flat.shape[0], chunk):
