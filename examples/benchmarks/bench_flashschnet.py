@@ -206,20 +206,34 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
     return rows
 
 
+def folded_pairs(replicas, device="cuda"):
+    """The folded workload at B = replicas for the kernel studies: (positions [B n, 3] A, flash fp32 model, src, dst,
+    dist [P] A, pairs) with the exact neighbor list."""
+    from openmmflash.schnet.reference import pair_distances
+
+    pos0, _, _, table = load_workload("folded")
+    pos = torch.tensor(np.tile(pos0, (replicas, 1)), dtype=torch.float32, device=device)
+    model = make_model(len(table), "flash_fp32", device)
+    src, dst, shifts, num = model.neighbor_pairs(pos, replicas, None, 0)
+    dist, _ = pair_distances(pos, src, dst, shifts, model.cutoff)
+    return pos, model, src, dst, dist, int(num)
+
+
+def filter_args(model, precision):
+    """The trailing arguments of cfconv_flash_forward/backward for the model's first interaction block."""
+    block = model.blocks[0]
+    return (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
+            model.gamma, model.cutoff, True, precision)
+
+
 def kernel_breakdown(replicas, quick):
     """Per-launch times of the CSR build and the fused kernels on the folded workload at B = replicas."""
     from openmmflash.plugin.kernels import cfconv as kernels
-    from openmmflash.schnet.reference import pair_distances
 
-    pos0, types, _, table = load_workload("folded")
-    pos = torch.tensor(np.tile(pos0, (replicas, 1)), dtype=torch.float32, device="cuda")
-    model = make_model(len(table), "flash_fp32", "cuda")
-    src, dst, shifts, num = model.neighbor_pairs(pos, replicas, None, 0)
-    dist, _ = pair_distances(pos, src, dst, shifts, model.cutoff)
-    n, pairs = pos.shape[0], int(num)
+    pos, model, src, dst, dist, pairs = folded_pairs(replicas)
+    n = pos.shape[0]
     x = torch.randn(n, 128, device="cuda")
     g = torch.randn(n, 128, device="cuda")
-    block = model.blocks[0]
     out = {"replicas": replicas, "pairs": pairs}
     from openmmflash.neighbors import build_neighbor_list
 
@@ -229,8 +243,7 @@ def kernel_breakdown(replicas, quick):
     out["csr_ms"] = median_ms(lambda: kernels.build_csr(src, dst, n))
     flop_fwd = 2 * (64 * 128 + 128 * 128) * pairs
     for precision in ("fp32", "w16a16"):
-        args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
-                model.gamma, model.cutoff, True, precision)
+        args = filter_args(model, precision)
         fwd = median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args))
         bwd = median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args))
         out[precision] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_TFLOPs": flop_fwd / fwd / 1e9,
@@ -240,8 +253,7 @@ def kernel_breakdown(replicas, quick):
     ablation = []
     for precision, tma, gather16 in (("w16a16", False, True), ("w16a16", False, False), ("w16a16", True, True),
                                      ("fp32", False, False), ("fp32", True, False)):
-        args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
-                model.gamma, model.cutoff, True, precision)
+        args = filter_args(model, precision)
         saved = (kernels.USE_TMA, kernels.GATHER16)
         kernels.USE_TMA, kernels.GATHER16 = tma, gather16
         try:
@@ -290,21 +302,14 @@ def tune_robust(replicas, candidates):
 def tune(replicas, candidates):
     """Pick (BLOCK_E, warps) per kernel and precision on the folded workload; sets kernels.TILES."""
     from openmmflash.plugin.kernels import cfconv as kernels
-    from openmmflash.schnet.reference import pair_distances
 
-    pos0, types, _, table = load_workload("folded")
-    pos = torch.tensor(np.tile(pos0, (replicas, 1)), dtype=torch.float32, device="cuda")
-    model = make_model(len(table), "flash_fp32", "cuda")
-    src, dst, shifts, _ = model.neighbor_pairs(pos, replicas, None, 0)
-    dist, _ = pair_distances(pos, src, dst, shifts, model.cutoff)
+    pos, model, src, dst, dist, _ = folded_pairs(replicas)
     n = pos.shape[0]
     x, g = torch.randn(n, 128, device="cuda"), torch.randn(n, 128, device="cuda")
     csr = kernels.build_csr(src, dst, n)
-    block = model.blocks[0]
     log = []
     for (kind, precision), tiles in candidates.items():
-        args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
-                model.gamma, model.cutoff, True, precision)
+        args = filter_args(model, precision)
         if kind == "fwd":
             def call():
                 return kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args)

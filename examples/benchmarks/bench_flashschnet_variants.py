@@ -28,30 +28,21 @@ TILES = {("fwd", "w16a16"): [(64, 4, 1, 128), (64, 4, 1, 32), (64, 8, 1, 32), (1
 
 
 def worker(replicas, time_it):
-    import numpy as np
-
-    from bench_flashschnet import load_workload, make_model, median_ms
+    from bench_flashschnet import filter_args, folded_pairs, median_ms
     from openmmflash.plugin.kernels import cfconv as kernels
-    from openmmflash.schnet.reference import pair_distances
 
     gather16 = kernels.GATHER16
-    pos0, _, _, table = load_workload("folded")
-    pos = torch.tensor(np.tile(pos0, (replicas, 1)), dtype=torch.float32, device="cuda")
-    model = make_model(len(table), "flash_fp32", "cuda")
-    src, dst, shifts, num = model.neighbor_pairs(pos, replicas, None, 0)
-    dist, _ = pair_distances(pos, src, dst, shifts, model.cutoff)
-    n, pairs = pos.shape[0], int(num)
+    pos, model, src, dst, dist, pairs = folded_pairs(replicas)
+    n = pos.shape[0]
     gen = torch.Generator(device="cuda").manual_seed(1)
     x = torch.randn(n, 128, device="cuda", generator=gen)
     g = torch.randn(n, 128, device="cuda", generator=gen) * 1e-2
     csr = kernels.build_csr(src, dst, n)
-    block = model.blocks[0]
     flop = 2 * (64 * 128 + 128 * 128) * pairs
     for (kind, precision), tiles in TILES.items():
         if gather16 and precision == "fp32":
             continue  # fp32 never gathers fp16
-        args = (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
-                model.gamma, model.cutoff, True, precision)
+        args = filter_args(model, precision)
 
         def call():
             if kind == "fwd":
