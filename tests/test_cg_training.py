@@ -161,3 +161,32 @@ def test_cg_validate_short(data, refdir, tmp_path):
         assert 0.0 <= report["histogramOverlap"][key] <= 1.0
         assert np.isfinite(saved["cg"][key]["mean"]) and np.isfinite(saved["reference"][key]["mean"])
     assert os.path.getsize(os.path.join(str(tmp_path / "val"), "validation.png")) > 0
+
+
+def test_several_runs_train_together_with_priors_from_the_model_temperature(data):
+    from openmmflash.cg.priorfit import fitPriors
+    from openmmflash.cg.refdata import mergeReferenceData
+    from openmmflash.cg.training import runBlockSplit
+
+    hot = dict(data, metadata=dict(data["metadata"], settings=dict(data["metadata"]["settings"], temperature=350.0)))
+    hot["positions"] = data["positions"] * 1.01  # distinguishable frames, same topology
+    merged = mergeReferenceData([data, hot])
+    n = data["positions"].shape[0]
+    assert merged["positions"].shape[0] == 2 * n and merged["runTemperatures"].tolist() == [300.0, 350.0]
+    train, val = runBlockSplit(merged["runIndex"], numBlocks=4, validationFraction=0.25, seed=5)
+    assert len(np.intersect1d(train, val)) == 0 and len(train) + len(val) == 2 * n
+    for run in (0, 1):  # every run contributes to both sides
+        assert np.any(merged["runIndex"][train] == run) and np.any(merged["runIndex"][val] == run)
+    trainer = ForceMatching(merged, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=5)
+    np.testing.assert_array_equal(trainer.train_idx, train)
+    cold_train = train[merged["runIndex"][train] == 0]
+    expected = fitPriors(data["cgTopology"], merged["positions"][cold_train], 300.0, trainer.mapping)
+    assert repr(trainer.priors) == repr(expected)  # fitted on the 300 K run only
+    everything = fitPriors(data["cgTopology"], merged["positions"][train], 300.0, trainer.mapping)
+    assert repr(everything) != repr(expected)
+    # a single run is split exactly as before the multi-run support
+    np.testing.assert_array_equal(runBlockSplit(np.zeros(n, dtype=np.int64), 4, 0.25, 5)[0],
+                                  timeBlockSplit(n, 4, 0.25, 5)[0])
+    other = dict(data, metadata=dict(data["metadata"], settings=dict(data["metadata"]["settings"], mapping="ca")))
+    with pytest.raises(ValueError, match="share the CG mapping"):
+        mergeReferenceData([data, other])

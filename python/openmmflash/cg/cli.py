@@ -28,7 +28,9 @@ def register(subparsers):
     p = subparsers.add_parser("cg-train", help="fit priors and train a FlashSchNet model by force matching",
                               description="Boltzmann-inverted priors + force matching of FlashSchNet on reference "
                               "data written by cg-data; writes a model file with provenance and validation metrics.")
-    p.add_argument("data", help="reference-data directory (from cg-data)")
+    p.add_argument("data", nargs="+", help="reference-data directories (from cg-data); several runs of the same "
+                   "protein and mapping (other seeds or temperatures) are trained on together, the priors are fitted "
+                   "on the runs at the first run's temperature")
     p.add_argument("--output", "-o", required=True, help="model file to write (.pt)")
     p.add_argument("--init", help="continue from this model (path or bundled name); its mapping must match")
     p.add_argument("--hidden", type=int, default=64, help="F (default 64)")
@@ -83,11 +85,12 @@ def _data(args):
 def _train(args):
     import json
 
-    from openmmflash.cg.refdata import loadReferenceData
+    from openmmflash.cg.refdata import loadReferenceData, mergeReferenceData
     from openmmflash.cg.training import ForceMatching
     from openmmflash.schnet.config import FlashSchNetConfig
 
-    data = loadReferenceData(args.data)
+    runs = [loadReferenceData(d) for d in args.data]
+    data = runs[0] if len(runs) == 1 else mergeReferenceData(runs)
     model = None
     if args.init:
         from openmmflash.schnet.modelfile import loadModel

@@ -439,3 +439,37 @@ def loadReferenceData(directory: str) -> dict:
     data["metadata"] = metadata
     data["cgPdb"] = open(os.path.join(directory, "cg.pdb")).read()
     return data
+
+
+def mergeReferenceData(datasets: Sequence[dict]) -> dict:
+    """Several reference runs of one protein (``loadReferenceData`` dicts) as one training set.
+
+    The runs must share the mapping and the CG topology (same beads in the same order); they may differ in seed,
+    length and temperature. Frames are concatenated run by run; ``runIndex`` (frames,) says which run a frame came
+    from and ``runTemperatures`` (runs,) K the bath temperature of each run, so that training can split time blocks
+    per run and fit the priors on the runs at the model's temperature only. The native structure, ``cgPdb`` and the
+    top-level metadata are the first run's; ``metadata["runs"]`` lists every run's settings, provenance and steps.
+    """
+    if not datasets:
+        raise ValueError("no reference runs given")
+    first = datasets[0]
+    mapping = first["metadata"]["settings"]["mapping"]
+    beads = [(a.residue.name, a.name) for a in first["cgTopology"].atoms()]
+    for k, d in enumerate(datasets[1:], start=1):
+        if d["metadata"]["settings"]["mapping"] != mapping:
+            raise ValueError(f"reference run {k} was mapped with {d['metadata']['settings']['mapping']!r} but run 0 "
+                             f"with {mapping!r}; runs can only be combined when they share the CG mapping")
+        other = [(a.residue.name, a.name) for a in d["cgTopology"].atoms()]
+        if other != beads:
+            raise ValueError(f"reference run {k} has a different CG topology ({len(other)} beads) from run 0 "
+                             f"({len(beads)} beads); combine only runs of the same protein and mapping")
+    merged = {key: np.concatenate([d[key] for d in datasets]) for key in ("positions", "forces", "time", "step")}
+    merged["runIndex"] = np.concatenate([np.full(d["positions"].shape[0], k, dtype=np.int64)
+                                         for k, d in enumerate(datasets)])
+    merged["runTemperatures"] = np.array([float(d["metadata"]["settings"]["temperature"]) for d in datasets])
+    metadata = dict(first["metadata"])
+    metadata["runs"] = [{"settings": d["metadata"]["settings"], "provenance": d["metadata"]["provenance"],
+                         "stepsDone": int(d["metadata"]["stepsDone"]), "frames": int(d["positions"].shape[0])}
+                        for d in datasets]
+    merged.update(cgTopology=first["cgTopology"], native=first["native"], metadata=metadata, cgPdb=first["cgPdb"])
+    return merged

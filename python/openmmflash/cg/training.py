@@ -5,7 +5,8 @@ The network learns the residual of the mapped all-atom force (see ``openmmflash.
     loss = < | F_map(R) - F_prior(R) - F_net(R) |^2 >      (per component, kcal/mol/A, frames x beads x 3)
 
 Frames are split into ``numBlocks`` contiguous time blocks and whole blocks go to validation (neighbouring frames
-are correlated, so a random frame split would leak). Adam with ReduceLROnPlateau, early stopping on the validation
+are correlated, so a random frame split would leak); with several reference runs (``refdata.mergeReferenceData``)
+each run is split this way, and the priors are fitted on the runs at the model's temperature only. Adam with ReduceLROnPlateau, early stopping on the validation
 loss (the best weights are kept), seeded shuffling and initialization. Mixed precision is not used: the force
 targets need double backward, which gains nothing from autocast on CPU.
 """
@@ -55,6 +56,18 @@ def timeBlockSplit(numFrames: int, numBlocks: int = 10, validationFraction: floa
     return train, val
 
 
+def runBlockSplit(runIndex: np.ndarray, numBlocks: int = 10, validationFraction: float = 0.2, seed: int = 1):
+    """``timeBlockSplit`` inside each run of a combined data set (runIndex (frames,) from
+    ``refdata.mergeReferenceData``; one run: the plain split). Returns global (train, validation) indices."""
+    train, val = [], []
+    for k, run in enumerate(np.unique(runIndex)):
+        frames = np.flatnonzero(runIndex == run)
+        t, v = timeBlockSplit(frames.shape[0], numBlocks, validationFraction, seed + k)
+        train.append(frames[t])
+        val.append(frames[v])
+    return np.concatenate(train), np.concatenate(val)
+
+
 def checkMapping(model, metadata: dict) -> None:
     """Refuse a model whose CG mapping is not the one the reference data was mapped with."""
     data_mapping = metadata["settings"]["mapping"]
@@ -92,9 +105,11 @@ class ForceMatching:
         self.mapping = CGMapping(self.metadata["settings"]["mapping"])
         self.topology = data["cgTopology"]
         pos, frc = data["positions"][::stride], data["forces"][::stride]
+        runs = data.get("runIndex", np.zeros(data["positions"].shape[0], dtype=np.int64))[::stride]
         if maxFrames:
-            pos, frc = pos[:maxFrames], frc[:maxFrames]
+            pos, frc, runs = pos[:maxFrames], frc[:maxFrames], runs[:maxFrames]
         self.temperature = float(self.metadata["settings"]["temperature"])
+        run_temperatures = np.asarray(data.get("runTemperatures", [self.temperature]), dtype=np.float64)
         if model is not None:
             checkMapping(model, self.metadata)
         else:
@@ -111,8 +126,10 @@ class ForceMatching:
         self.model = model.to(self.device)
         self.types = torch.tensor(beadTypesFromTopology(self.topology, model.metadata["beadTypes"]),
                                   device=self.device)
-        self.train_idx, self.val_idx = timeBlockSplit(pos.shape[0], numBlocks, validationFraction, self.seed)
-        self.priors = priors if priors is not None else fitPriors(self.topology, pos[self.train_idx],
+        self.train_idx, self.val_idx = runBlockSplit(runs, numBlocks, validationFraction, self.seed)
+        # Boltzmann inversion is only right at the temperature the CG model will run at (the first run's).
+        at_model_t = self.train_idx[np.abs(run_temperatures[runs[self.train_idx]] - self.temperature) < 1e-6]
+        self.priors = priors if priors is not None else fitPriors(self.topology, pos[at_model_t],
                                                                   self.temperature, self.mapping)
         checkPriors(self.priors)
         prior = priorForces(self.topology, pos, self.priors, self.mapping)
@@ -217,6 +234,7 @@ class ForceMatching:
         """Write the model with mapping, bead types, priors, provenance and validation metrics."""
         provenance = {"referenceData": self.metadata["provenance"], "referenceSettings": self.metadata["settings"],
                       "referenceSteps": int(self.metadata["stepsDone"]), "frames": int(self.numFrames),
+                      "referenceRuns": self.metadata.get("runs"),
                       "training": getattr(self, "settings", {}), "torch": str(torch.__version__),
                       "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         metrics = {k: v for k, v in getattr(self, "metrics", {}).items() if k != "history"}
