@@ -19,10 +19,10 @@ State that must survive a checkpoint (random-number seed and draw counter, step 
 global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
 not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
 
-Speed: per stride one getState (q, v), one learned step (for a non-periodic System on a CUDA device a fixed-shape
-step replayed as one CUDA graph, densestep.py), setPositions + one energy evaluation (OpenMM's, or a cheaper split
-set with :meth:`setEnergyEvaluator`), setVelocities and ``CustomIntegrator.step(1)``. ``enableProfiling`` records
-where the time goes. ``replicas=B`` runs B identical copies of a molecule in one System (one call for all).
+Speed: per stride one getState (q, v), one learned step (on a CUDA device a fixed-shape step replayed as one CUDA
+graph: densestep.py without a box, paddedstep.py with one), setPositions + one energy evaluation (OpenMM's, or a
+cheaper split set with :meth:`setEnergyEvaluator`), setVelocities and ``CustomIntegrator.step(1)``.
+``enableProfiling`` records where the time goes. ``replicas=B`` runs B identical copies of a molecule in one System (one call for all).
 
 Caution: systems with constraints are refused (FlashMD moves all degrees of freedom). Velocities are at the same
 time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms;
@@ -41,6 +41,7 @@ from openmm import unit
 
 from .modelfile import loadModel
 from .densestep import DenseReplicaStep
+from .paddedstep import PaddedReplicaStep
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -84,9 +85,11 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         ``openmmflash.plugin.replicas``); the network sees each copy separately and the centre-of-mass constraints
         hold per copy. The energy rescale and the fallback act on the whole System.
     useCUDAGraph : bool, optional
-        For a non-periodic System on a CUDA device, run the learned step with all pairs inside each replica as
-        edges and replay it as one CUDA graph (densestep.py; same result as the neighbor-list step). Default: on
-        where it applies.
+        Run the learned step with fixed shapes, replayed as one CUDA graph on a CUDA device (same result as the
+        neighbor-list step up to float summation order): a non-periodic System uses all pairs inside each replica
+        as edges (densestep.py), a periodic one a padded neighbor list built inside the graph (paddedstep.py).
+        Default (None): on for a CUDA device; if the capture fails the step runs eagerly (logged warning).
+        False: the plain eager step.
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
     """
@@ -108,6 +111,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self.replicas = int(replicas)
         self.useCUDAGraph = useCUDAGraph
         self._dense = None
+        self._padded = None
         self.rescaleEnergy = bool(rescaleEnergy)
         self.speciesRescale = bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
@@ -186,12 +190,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._masses = np.asarray(masses)
         self._types = np.asarray(types)
         self._periodic = system.usesPeriodicBoundaryConditions()
-        dense = self.useCUDAGraph
-        if dense is None:
-            dense = self._stepper.device.type == "cuda" and not self._periodic
-        if dense and self._periodic:
-            raise ValueError("useCUDAGraph=True needs a non-periodic System (the dense step has no minimum image)")
-        self._dense = DenseReplicaStep(self._stepper, B, useCUDAGraph=True) if dense else None
+        graph = self.useCUDAGraph
+        if graph is None:
+            graph = self._stepper.device.type == "cuda"
+        # Fixed-shape step (a CUDA graph on CUDA): all pairs without a box, a padded neighbor list with one.
+        self._dense = DenseReplicaStep(self._stepper, B, useCUDAGraph=True) if graph and not self._periodic else None
+        self._padded = PaddedReplicaStep(self._stepper, B, periodic=True) if graph and self._periodic else None
         self._context = context
         self._cache = None
 
@@ -315,6 +319,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         shape = (self.replicas, -1, 3)
         if self._dense is not None:
             q1, p1 = self._dense(q.reshape(shape), (v * m).reshape(shape), rotation)
+        elif self._padded is not None:
+            q1, p1 = self._padded(q.reshape(shape), (v * m).reshape(shape), box, rotation)
         else:
             q1, p1 = self._stepper.step(torch.from_numpy(np.ascontiguousarray(q).reshape(shape)),
                                         torch.from_numpy((v * m).reshape(shape)),
