@@ -127,7 +127,7 @@ class PaddedReplicaStep:
         if self.useCUDAGraph and self.graph is None and not self.captureFailed:
             try:
                 self._capture()
-            except RuntimeError as err:  # e.g. a host synchronization inside a model: same step, eagerly
+            except Exception as err:  # e.g. a host synchronization inside a model: same step, eagerly
                 self.captureFailed = True
                 self.graph = None
                 torch.cuda.synchronize()
