@@ -9,6 +9,17 @@ trajectory is NS_PER_REPLICA (the JSON reports both). Writes into ``--output``: 
 cg_<name>_validation_<aggregate>ns.{json,png} (trajectories stay in a temporary folder). Needs the reference data
 of each model (``cg-data`` directories, ``--data-root``/<name>). A model whose validation would pass ``--deadline`` seconds since the start is skipped and
 said so (use it to fit a run into a time limit).
+
+Chunked and resumable (one model; the GPU side needs no reference data, the work folder stays a few MB):
+
+    python examples/cg_gpu_validation.py --work WORK --model 3a4r --3a4r 32 0.3125 --max-wall 540   # each chunk
+    python examples/cg_gpu_validation.py --work WORK --finalize --output examples/benchmarks/results  # CPU
+
+``--work`` simulates until ``--max-wall`` seconds have passed since the start (at a frame boundary), saves the
+OpenMM State and the per-frame observables into WORK, and says how far it got; the same command on the returned
+folder continues it (a folder started with other settings is refused). ``--finalize`` compares WORK with the
+reference data (``--data-root``/<model>) and writes cg_<model>_validation_<aggregate>ns.{json,png} into
+``--output``.
 """
 
 import argparse
@@ -20,7 +31,7 @@ import time
 
 import torch  # noqa: F401  (before openmm)
 
-from openmmflash.cg.validation import validateModel
+from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
 from openmmflash.demo import printSummary, runDemo
 
 
@@ -29,8 +40,17 @@ def main():
     parser.add_argument("--output", default="cg-gpu-results")
     parser.add_argument("--data-root", default=".cgref", help="folder holding <model>/ reference-data directories")
     parser.add_argument("--models", nargs="*", default=["chignolin", "3a4r"], help="models to validate")
-    parser.add_argument("--chignolin", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=[128, 0.08])
-    parser.add_argument("--3a4r", dest="p3a4r", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=[64, 0.16])
+    parser.add_argument("--chignolin", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=None,
+                        help="replicas and ns per replica (default 128 0.08)")
+    parser.add_argument("--3a4r", dest="p3a4r", nargs=2, type=float, metavar=("REPLICAS", "NS"), default=None,
+                        help="replicas and ns per replica (default 64 0.16)")
+    parser.add_argument("--work", help="chunked mode: work folder of one model's validation (created or continued)")
+    parser.add_argument("--model", help="with --work: the model to start the folder with (chignolin or 3a4r)")
+    parser.add_argument("--max-wall", type=float, default=None, help="with --work: seconds since the start after "
+                        "which the chunk stops at the next frame boundary")
+    parser.add_argument("--report-interval", type=int, default=500, help="steps between frames (default 500)")
+    parser.add_argument("--finalize", action="store_true", help="with --work: compare the folder with the "
+                        "reference data and write the report (CPU; no simulation)")
     parser.add_argument("--estimate-ms", nargs=2, type=float, default=[3.0, 20.0],
                         help="expected ms per step of chignolin and 3a4r at these replica counts (for --deadline)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds; skip a validation that would pass it")
@@ -38,7 +58,10 @@ def main():
     parser.add_argument("--platform", default="CUDA")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
-    start = time.time()
+    start = args.start = time.time()
+    if args.work:
+        return chunked(args)
+    args.chignolin, args.p3a4r = args.chignolin or [128, 0.08], args.p3a4r or [64, 0.16]
     os.makedirs(args.output, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="cg-gpu-")  # trajectories stay here; only the reports go to --output
     if not args.no_demo:
@@ -58,7 +81,7 @@ def main():
             continue
         work = os.path.join(scratch, f"work_{name}")
         report = validateModel(name, os.path.join(args.data_root, name), work, timeNs=ns, replicas=replicas,
-                               reportInterval=500, platform=args.platform, seed=args.seed)
+                               reportInterval=args.report_interval, platform=args.platform, seed=args.seed)
         total = f"{report['cgTimeTotal_ns']:.3g}ns"
         for ext in ("json", "png"):
             shutil.copy(os.path.join(work, f"validation.{ext}"),
@@ -66,6 +89,32 @@ def main():
         print(f"{name}: {report['cgTime']}; stable {report['stable']}, mean T {report['meanTemperature_K']:.1f} K, "
               f"{report['wallSeconds']:.0f} s wall, overlaps {json.dumps(report['histogramOverlap'])}", flush=True)
     print(f"done in {time.time() - start:.0f} s")
+
+
+def chunked(args):
+    """--work: one chunk of a resumable validation, or (--finalize) its report."""
+    if args.finalize:
+        with open(os.path.join(args.work, "settings.json")) as f:
+            name = json.load(f)["model"]
+        os.makedirs(args.output, exist_ok=True)
+        report = finalizeValidation(args.work, os.path.join(args.data_root, name), args.work)
+        total = f"{report['cgTimeTotal_ns']:.3g}ns"
+        for ext in ("json", "png"):
+            shutil.copy(os.path.join(args.work, f"validation.{ext}"),
+                        os.path.join(args.output, f"cg_{name}_validation_{total}.{ext}"))
+        print(f"{name}: {report['cgTime']}{'' if report['complete'] else ' (target not reached)'}; stable "
+              f"{report['stable']}, angles in range {report['anglesInRange']}, mean T "
+              f"{report['meanTemperature_K']:.1f} K, {report['aggregateNsPerDay']:.0f} ns/day aggregate, overlaps "
+              f"{json.dumps(report['histogramOverlap'])}; wrote {args.output}/cg_{name}_validation_{total}.*")
+        return
+    pair = {"chignolin": args.chignolin, "3a4r": args.p3a4r}.get(args.model)
+    replicas, ns = (int(pair[0]), pair[1]) if pair else (None, None)
+    status = runValidationChunk(args.work, args.model, ns, replicas, reportInterval=args.report_interval,
+                                seed=args.seed, maxWallSeconds=args.max_wall, platform=args.platform)
+    last = status["chunks"][-1] if status["chunks"] else {}
+    print(f"{status['summary']}; this chunk {last.get('steps', 0)} steps in {last.get('wallSeconds', 0):.0f} s MD "
+          f"({last.get('nsPerDayAggregate', 0):.0f} ns/day aggregate), {time.time() - args.start:.0f} s in all; "
+          f"complete {status['complete']}")
 
 
 if __name__ == "__main__":
