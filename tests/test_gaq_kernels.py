@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from openmmflash.gaq.codebook import sphereCodebook
-from openmmflash.gaq.kernels import nearest_codeword, quantized_linear, quantized_linear_reference
+from openmmflash.gaq.kernels import (nearest_codeword, nearest_codeword_indexed, quantized_linear,
+                                     quantized_linear_reference)
 from openmmflash.gaq.weights import QuantizedLinear, pack_int4, quantize_per_channel
 
 SHAPES = [(37, 13, 7, 4), (70, 64, 192, 4), (20, 1, 64, 4), (33, 64, 2, 8), (5, 128, 64, 8), (0, 16, 8, 4)]
@@ -42,6 +43,27 @@ def _check_codeword(device, sizes=(4, 8)):
         torch.testing.assert_close(c[neg], -c[idx])
 
 
+def _check_codeword_indexed(device, bits=(8, 10)):
+    """The cube-map kernel picks the same codeword as the PyTorch index (same cells, same candidate order) and as
+    the full argmax, also on cube edges and corners and for zero vectors."""
+    from openmmflash.gaq.codebookindex import CodebookIndex
+    gen = torch.Generator().manual_seed(2)
+    edges = torch.tensor([[1.0, 1.0, 0.0], [0.0, -1.0, 1.0], [1.0, 1.0, 1.0], [-1.0, 1.0, -1.0], [0.0, 0.0, -1.0]])
+    for b in bits:
+        c = sphereCodebook(b)
+        u = torch.cat([torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen), dim=1),
+                       edges / edges.norm(dim=1, keepdim=True), torch.zeros(2, 3)])
+        idx = nearest_codeword_indexed(u.to(device), c.to(device)).cpu()
+        assert torch.equal(idx, CodebookIndex(c).nearest(u))
+        full = (u.double() @ c.double().T)
+        assert torch.all(full.gather(1, idx[:, None]).squeeze(1) >= full.max(1).values - 1e-6)
+        assert idx[-2:].tolist() == [0, 0]
+
+
+def test_nearest_codeword_indexed_kernel_matches_index_and_argmax():
+    _check_codeword_indexed("cpu")
+
+
 def test_quantized_linear_kernel_matches_reference():
     _check_linear("cpu")
 
@@ -66,3 +88,4 @@ def test_quantized_linear_module_uses_kernel_and_matches_torch_path():
 def test_kernels_on_gpu():
     _check_linear("cuda")
     _check_codeword("cuda", (4, 8, 10, 12))
+    _check_codeword_indexed("cuda", (8, 10, 12))

@@ -176,29 +176,57 @@ def md_tests(model_ref, start, args, system, top, masses, types):
     return out
 
 
+def synthetic_frames(model, frames=16, temperature=300.0, seed=0):
+    """Stand-in for the training pairs when only timing: the flexible-water box (1.6 nm, as the water model's data)
+    with positions jittered by 0.005 nm and Maxwell-Boltzmann momenta; the keys frame_inputs/held_out read."""
+    from openmmflash.integrators.data import flexibleWaterBox
+    from openmm import unit
+    top, system, pos = flexibleWaterBox(1.6, 0.7)
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(len(pos))])
+    rng = np.random.default_rng(seed)
+    q = pos[None] + 0.005 * rng.standard_normal((frames,) + pos.shape)
+    p = rng.standard_normal((frames,) + pos.shape) * np.sqrt(KB * temperature * masses)[None, :, None]
+    return {"q0": q, "p0": p, "box": np.repeat(1.6 * np.eye(3)[None], frames, 0), "masses": masses,
+            "types": np.array([a.element.atomic_number for a in top.atoms()]),
+            "temperature": np.full(frames, temperature)}
+
+
 @torch.no_grad()
-def call_time(model, data, idx, device, batches, reps):
-    """Median model-call time (ms) of the network for B replicas (different held-out frames), per batch size."""
+def call_time(model, data, idx, device, batches, reps, graph=False):
+    """Median model-call time (ms) of the network for B replicas (different held-out frames), per batch size.
+    graph=True (CUDA): the call captured once as a CUDA graph and replayed (what the integrators' graphed step does)."""
     net = model.to(device, torch.float32).eval().network
     out = {}
     for B in batches:
         sel = np.resize(idx, B)
         types, x, src, dst, ev = frame_inputs(model, data, sel, device, torch.float32)
         inputs = (types, x.float(), src, dst, ev.float())
+        call = lambda: net(*inputs)  # noqa: E731
+        if graph:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    net(*inputs)
+            torch.cuda.current_stream().wait_stream(side)
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                net(*inputs)
+            call = g.replay
         for _ in range(3):
-            net(*inputs)
+            call()
         times = []
         for _ in range(reps):
             if device.startswith("cuda"):
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 start.record()
-                net(*inputs)
+                call()
                 end.record()
                 torch.cuda.synchronize()
                 times.append(start.elapsed_time(end))
             else:
                 t0 = time.perf_counter()
-                net(*inputs)
+                call()
                 times.append(1000 * (time.perf_counter() - t0))
         out[str(B)] = {"median_ms": float(np.median(times)), "atoms": int(B * len(data["types"])),
                        "edges": int(src.shape[0])}
@@ -340,9 +368,16 @@ def summarize(report):
         if n == "fp32":
             continue
         if "prediction" not in r:   # --speed-only
+            ratio = lambda a, b: {k: a[k]["median_ms"] / b[k]["median_ms"] for k in b if k in a}  # noqa: E731
             out[n] = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
-                      "callSpeedupVsFp32": {b: fp["speed"][b]["median_ms"] / r["speed"][b]["median_ms"]
-                                            for b in r["speed"] if b in fp["speed"]}}
+                      "callSpeedupVsFp32": ratio(fp["speed"], r["speed"])}
+            ok = {k: sp for k, sp in r.get("speedBySearch", {}).items() if "error" not in sp}
+            if ok:
+                out[n]["callSpeedupVsFp32BySearch"] = {k: ratio(fp["speed"], sp) for k, sp in ok.items()}
+                out[n]["fastestSearch"] = {b: min((k for k in ok if "graph" not in k),
+                                                  key=lambda k: ok[k][b]["median_ms"]) for b in r["speed"]}
+            if "error" not in fp.get("speedGraph", {"error": 1}) and "error" not in r.get("speedGraph", {"error": 1}):
+                out[n]["graphCallSpeedupVsFp32Graph"] = ratio(fp["speedGraph"], r["speedGraph"])
             continue
         s = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
              "predictionErrorVsFp32": max(r["prediction"][k] / fp["prediction"][k] for k in fp["prediction"]
@@ -392,6 +427,11 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="store a torch.profiler table of one call at the largest batch for each quantized variant")
     ap.add_argument("--save-models", default=None, help="folder to keep the quantized model files in")
+    ap.add_argument("--models-dir", default=None,
+                    help="load the quantized variants from DIR/water-gaq-<variant>.pt instead of quantizing here; "
+                         "with --speed-only and no --data file the inputs are synthetic water frames")
+    ap.add_argument("--cuda-graph", action="store_true",
+                    help="also time each call captured as a CUDA graph (speedGraph)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args(argv)
@@ -403,8 +443,12 @@ def main(argv=None):
 
     logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # fallbacks are counted, not logged each
     t_start = time.time()
-    data = loadDataset(args.data)
     base = loadModel(args.model)
+    if args.speed_only and not os.path.exists(args.data):
+        data = synthetic_frames(base, temperature=args.temperature)
+        args.data = None
+    else:
+        data = loadDataset(args.data)
     base_path = args.model if os.path.exists(args.model) else os.path.join(MODEL_DIR, args.model + ".pt")
     val = held_out(data)
     masses = np.asarray(data["masses"], dtype=np.float64)
@@ -455,6 +499,14 @@ def run_variant(name, args, base, base_path, data, val, workdir, start, system, 
     print(f"== {name}", flush=True)
     if name == "fp32":
         model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
+    elif args.models_dir:
+        method, scheme = name.split("-")
+        path = os.path.join(args.models_dir, f"water-gaq-{name}.pt")
+        model = loadModel(path)
+        if (model.gaq["method"], model.gaq["scheme"]) != (method, scheme):
+            raise ValueError(f"{path} holds a {model.gaq['method']}-{model.gaq['scheme']} model, not {name}")
+        rec = {"method": method, "scheme": scheme, "dirBits": model.gaq["dirBits"], "qat": model.gaq["qat"],
+               "file": path}
     else:
         method, scheme = name.split("-")
         qmodel = quantizationAwareTraining(base, data, scheme, method, dirBits=args.dir_bits,
@@ -472,7 +524,25 @@ def run_variant(name, args, base, base_path, data, val, workdir, start, system, 
                                                        torch.float64, args.eq_rotations)}
         rec["prediction"] = prediction(model, data, args.device)
     set_kernels(True)
+    from openmmflash.gaq import codebook
+    if name != "fp32" and rec["method"] != "naive" and args.device.startswith("cuda"):
+        # The nearest-codeword search on the GPU: Triton full scan, Triton cube-map index, PyTorch cube-map index.
+        default = codebook.CUDA_SEARCH
+        rec["speedBySearch"] = {}
+        for search in codebook.CUDA_SEARCHES:
+            codebook.CUDA_SEARCH = search
+            rec["speedBySearch"][search] = call_time(copy.deepcopy(model), data, val, args.device,
+                                                     args.speed_batches, args.speed_reps)
+            if args.cuda_graph:
+                rec["speedBySearch"][search + "+graph"] = timed_or_error(
+                    lambda: call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches,
+                                      args.speed_reps, graph=True))
+        codebook.CUDA_SEARCH = default
+        rec["cudaSearchDefault"] = default
     rec["speed"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches, args.speed_reps)
+    if args.cuda_graph and args.device.startswith("cuda"):
+        rec["speedGraph"] = timed_or_error(lambda: call_time(copy.deepcopy(model), data, val, args.device,
+                                                             args.speed_batches, args.speed_reps, graph=True))
     if name != "fp32":
         set_kernels(False)
         rec["speedTorchDequant"] = call_time(copy.deepcopy(model), data, val, args.device, args.speed_batches,
@@ -494,6 +564,15 @@ def run_variant(name, args, base, base_path, data, val, workdir, start, system, 
     print(f"   {name}: {rec['seconds']} s", flush=True)
 
 
+def timed_or_error(fn):
+    """fn() or, when it raises (e.g. a call that cannot be captured as a CUDA graph), the error."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - recorded in the report
+        torch.cuda.synchronize()
+        return {"error": repr(err)[:300]}
+
+
 def print_table_and_plot(report, args, json_path):
     if args.speed_only:
         print(f"{'variant':12s} {'file KiB':>8s} " + " ".join(f"{'ms@' + str(b):>8s}" for b in args.speed_batches)
@@ -503,6 +582,13 @@ def print_table_and_plot(report, args, json_path):
                              if k in r for b in args.speed_batches)
             print(f"{name:12s} {r['fileBytes'] / 1024:8.1f} "
                   + " ".join(f"{r['speed'][str(b)]['median_ms']:8.3f}" for b in args.speed_batches) + "   " + extra)
+            rows = dict(r.get("speedBySearch", {}))
+            if "speedGraph" in r:
+                rows["graph"] = r["speedGraph"]
+            for key, sp in rows.items():
+                cells = (" ".join(f"{sp[str(b)]['median_ms']:8.3f}" for b in args.speed_batches) if "error" not in sp
+                         else sp["error"][:80])
+                print(f"  {key:19s} " + cells)
         print(json.dumps(report.get("summary", {}), indent=1))
         print(f"wrote {json_path}")
         return

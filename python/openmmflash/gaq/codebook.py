@@ -16,6 +16,11 @@ import torch
 
 MAX_BITS = 14
 INDEX_MIN_CODEWORDS = 64  # below this a full search is as cheap as the index
+# Nearest-codeword search for float32 on CUDA: "kernel" (Triton, all K codewords per direction), "index-kernel" (Triton,
+# the cube-map cell's candidates only) or "index" (the cube-map index in PyTorch ops). bench_gaq.py --speed-only
+# times all three on the GPU.
+CUDA_SEARCH = "kernel"
+CUDA_SEARCHES = ("kernel", "index-kernel", "index")
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,8 +61,13 @@ def nearestCodeword(directions: torch.Tensor, codebook: torch.Tensor) -> torch.T
     small codebooks chunked matmuls.
     """
     from openmmflash.gaq.codebookindex import codebookIndex
-    from openmmflash.gaq.kernels import nearest_codeword, triton_usable
-    if directions.is_cuda and triton_usable(directions) and codebook.dtype == torch.float32:
+    from openmmflash.gaq.kernels import nearest_codeword, nearest_codeword_indexed, triton_usable
+    if CUDA_SEARCH not in CUDA_SEARCHES:
+        raise ValueError(f"codebook.CUDA_SEARCH must be one of {CUDA_SEARCHES}, got {CUDA_SEARCH!r}")
+    if (directions.is_cuda and CUDA_SEARCH != "index" and triton_usable(directions)
+            and codebook.dtype == torch.float32):
+        if CUDA_SEARCH == "index-kernel" and codebook.shape[0] >= INDEX_MIN_CODEWORDS:
+            return nearest_codeword_indexed(directions.reshape(-1, 3), codebook).reshape(directions.shape[:-1])
         return nearest_codeword(directions.reshape(-1, 3), codebook).reshape(directions.shape[:-1])
     flat = directions.reshape(-1, 3).to(codebook.dtype)
     if codebook.shape[0] >= INDEX_MIN_CODEWORDS:

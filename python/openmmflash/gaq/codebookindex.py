@@ -15,6 +15,7 @@ candidates per cell, whatever K.
 
 import hashlib
 import math
+import weakref
 from typing import Dict, Tuple
 
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 
 _OTHER_AXES = ((1, 2), (0, 2), (0, 1))
 _CACHE: Dict[Tuple[str, str], "CodebookIndex"] = {}
+_BY_TENSOR: Dict[int, tuple] = {}   # id(codebook) -> (weakref, version counter, index): no hashing per call
 
 
 def _face_points(axis: int, sign: float, a: Tensor, b: Tensor) -> Tensor:
@@ -81,6 +83,21 @@ class CodebookIndex:
         # Empty slots repeat the cell's first candidate (a duplicate cannot win: only a strictly better score does).
         self.table = torch.where(table == k, table[:, :1], table)         # [6 R^2, width] int64
         self.codebook = codebook.detach()
+        self._on = {}   # device copies: a search on a GPU copies nothing per call
+
+    def tableOn(self, device) -> Tensor:
+        """The candidate table on ``device`` (int32; cached)."""
+        key = ("table", str(device))
+        if key not in self._on:
+            self._on[key] = self.table.to(device, torch.int32).contiguous()
+        return self._on[key]
+
+    def codebookOn(self, device, dtype=torch.float32) -> Tensor:
+        """The codebook on ``device`` in ``dtype`` (cached)."""
+        key = ("codebook", str(device), dtype)
+        if key not in self._on:
+            self._on[key] = self.codebook.to(device, dtype).contiguous()
+        return self._on[key]
 
     @property
     def width(self) -> int:
@@ -100,8 +117,8 @@ class CodebookIndex:
 
     def nearest(self, u: Tensor) -> Tensor:
         """Index of the nearest codeword of each unit vector (M, 3) -> (M,) int64 (0 for a zero vector)."""
-        codebook = self.codebook.to(u.device, u.dtype)
-        candidates = self.table.to(u.device)[self.cells(u)]              # [M, width]
+        codebook = self.codebookOn(u.device, u.dtype)
+        candidates = self.tableOn(u.device)[self.cells(u)].long()        # [M, width]
         best = torch.full(u.shape[:1], -math.inf, dtype=u.dtype, device=u.device)
         index = candidates[:, 0].clone()
         for slot in range(candidates.shape[1]):
@@ -113,9 +130,16 @@ class CodebookIndex:
 
 
 def codebookIndex(codebook: Tensor) -> CodebookIndex:
-    """The (cached) index of a codebook, keyed by its contents and device."""
+    """The (cached) index of a codebook, keyed by its contents and device (the same unchanged tensor: no hashing,
+    so no device-to-host copy per call)."""
+    hit = _BY_TENSOR.get(id(codebook))
+    if hit is not None and hit[0]() is codebook and hit[1] == codebook._version:
+        return hit[2]
     data = codebook.detach().to("cpu", torch.float64).contiguous().numpy().tobytes()
     key = (hashlib.sha1(data).hexdigest(), str(codebook.device))
     if key not in _CACHE:
         _CACHE[key] = CodebookIndex(codebook)
+    ident = id(codebook)
+    _BY_TENSOR[ident] = (weakref.ref(codebook, lambda _, i=ident: _BY_TENSOR.pop(i, None)), codebook._version,
+                         _CACHE[key])
     return _CACHE[key]
