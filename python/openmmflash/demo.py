@@ -213,7 +213,7 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     return {"positions": np.array(frames).reshape(-1, replicas, n, 3), "time": np.array(times),
             "potentialEnergy": np.array(energies), "temperature": np.array(temps), "platform": plat.getName(),
             "wallSeconds": wall, "steps": done if blew_up is None else done - chunk, "stepCount": first_step + done,
-            "state": final, "blewUp": blew_up,
+            "state": final, "blewUp": blew_up, "frameSeconds": np.array(durations),
             "timestep": timestep, "replicas": replicas, "targetTemperature": temperature,
             "forceOptions": dict(options, backend=getattr(net if options else model, "backend", None))}
 

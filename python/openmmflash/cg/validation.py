@@ -235,7 +235,8 @@ def runValidationChunk(work: str, model=None, timeNs: Optional[float] = None, re
         print(f"{work}: {'the simulation blew up: ' + status['blewUp'] if status['blewUp'] else 'target reached'} "
               f"({status['summary']}); nothing to simulate, finalize it")
         return status
-    topology, native, _ = nativeStructure(net, work)
+    with tempfile.TemporaryDirectory(prefix="cgval-") as tmp:  # the work folder keeps few files (GPU transfers)
+        topology, native, _ = nativeStructure(net, tmp)
     bonds, angles = bondedTerms(net, topology)
     k = len(ck["chunks"]) if ck else 0
     chunk_seed = settings["seed"] + 100003 * k
@@ -264,6 +265,10 @@ def runValidationChunk(work: str, model=None, timeNs: Optional[float] = None, re
             "wallSeconds": result["wallSeconds"], "callSeconds": time.time() - t_start,
             "platform": result["platform"], "forceOptions": result["forceOptions"], "machine": _machine(),
             "nsPerDayAggregate": result["steps"] * ns * b / max(result["wallSeconds"], 1e-9) * 86400.0}
+    steady = result["frameSeconds"][1:]  # the first frame holds compilation and CUDA-graph capture
+    if len(steady):
+        info["msPerStepSteady"] = float(np.median(steady)) / interval * 1e3
+        info["nsPerDayAggregateSteady"] = interval * ns * b / float(np.median(steady)) * 86400.0
     if result["blewUp"]:
         info["blewUp"] = result["blewUp"]
     chunks = (ck["chunks"] if ck else []) + [info]
@@ -316,7 +321,8 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
     output = output or work
     data = loadReferenceData(dataDir)
     checkMapping(net, data["metadata"])
-    topology, native, _ = nativeStructure(net, tempfile.mkdtemp(prefix="cgval-"))
+    with tempfile.TemporaryDirectory(prefix="cgval-") as tmp:
+        topology, native, _ = nativeStructure(net, tmp)
     if data["native"].shape != native.shape or not np.allclose(data["native"], native, atol=2e-3):
         raise ValueError(f"the reference data in {dataDir!r} are not of the model's native structure "
                          f"({data['native'].shape[0]} vs {native.shape[0]} beads or other coordinates); give the "
