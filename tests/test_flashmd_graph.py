@@ -133,6 +133,8 @@ def test_integrator_uses_padded_step_when_asked(water):
 def test_cuda_graph_step_equals_eager_stepper(water, model):
     _, _, _, masses, types, box = water
     net = random_model() if model == "random" else model
+    # float32 atomics sum in any order; in the quantized model that can move a value across a rounding boundary
+    p_tol = 1e-3 if model == "random" else 1e-2
     stepper = FlashMDStepper(net, masses, types, device="cuda")
     padded = PaddedReplicaStep(stepper, 2, periodic=True, useCUDAGraph=True)
     for seed in range(3):  # several replays of one captured graph
@@ -142,7 +144,7 @@ def test_cuda_graph_step_equals_eager_stepper(water, model):
         q1, p1 = padded(q, p, box, R)
         assert padded.graph is not None and not padded.captureFailed
         np.testing.assert_allclose(q1, q_ref.cpu().numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(p1, p_ref.cpu().numpy(), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(p1, p_ref.cpu().numpy(), rtol=1e-4, atol=p_tol)
     assert padded.numCaptures == 1
     # overflow on the device: a tiny capacity is grown and the graph captured again, same answer
     small = PaddedReplicaStep(stepper, 2, periodic=True, useCUDAGraph=True, capacity=100)
