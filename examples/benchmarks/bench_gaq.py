@@ -372,10 +372,15 @@ def summarize(report):
             out[n] = {"fileSmaller": fp["fileBytes"] / r["fileBytes"],
                       "callSpeedupVsFp32": ratio(fp["speed"], r["speed"])}
             ok = {k: sp for k, sp in r.get("speedBySearch", {}).items() if "error" not in sp}
-            if ok:
-                out[n]["callSpeedupVsFp32BySearch"] = {k: ratio(fp["speed"], sp) for k, sp in ok.items()}
-                out[n]["fastestSearch"] = {b: min((k for k in ok if "graph" not in k),
-                                                  key=lambda k: ok[k][b]["median_ms"]) for b in r["speed"]}
+            if ok:   # graphed calls against the graphed fp32 call, plain calls against the plain one
+                fp_graph = fp.get("speedGraph", {"error": 1})
+                out[n]["callSpeedupVsFp32BySearch"] = {
+                    k: ratio(fp_graph if k.endswith("+graph") else fp["speed"], sp) for k, sp in ok.items()
+                    if not (k.endswith("+graph") and "error" in fp_graph)}
+                for suffix, label in (("", "fastestSearch"), ("+graph", "fastestSearchGraphed")):
+                    keys = [k for k in ok if k.endswith("+graph") == (suffix == "+graph")]
+                    if keys:
+                        out[n][label] = {b: min(keys, key=lambda k: ok[k][b]["median_ms"]) for b in r["speed"]}
             if "error" not in fp.get("speedGraph", {"error": 1}) and "error" not in r.get("speedGraph", {"error": 1}):
                 out[n]["graphCallSpeedupVsFp32Graph"] = ratio(fp["speedGraph"], r["speedGraph"])
             continue

@@ -18,8 +18,10 @@ MAX_BITS = 14
 INDEX_MIN_CODEWORDS = 64  # below this a full search is as cheap as the index
 # Nearest-codeword search for float32 on CUDA: "kernel" (Triton, all K codewords per direction), "index-kernel" (Triton,
 # the cube-map cell's candidates only) or "index" (the cube-map index in PyTorch ops). bench_gaq.py --speed-only
-# times all three on the GPU.
-CUDA_SEARCH = "kernel"
+# times all three: on an H100 (results/gaq_speed_search.json, frame W4A8, K = 1024) the index kernel made the
+# CUDA-graphed model call 1.33x / 1.16x / 1.18x faster than the full scan at 1 / 8 / 64 replicas and the plain call
+# 1.17x faster at 64 (launch-bound and within 3 % at 1 and 8); the PyTorch index was slowest (and not graph-capturable).
+CUDA_SEARCH = "index-kernel"
 CUDA_SEARCHES = ("kernel", "index-kernel", "index")
 
 
@@ -56,9 +58,10 @@ def sphereCodebook(bits: int, iterations: int = 40, device=None) -> torch.Tensor
 def nearestCodeword(directions: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest codeword (largest dot product) of each unit vector. (..., 3) -> (...,) int64.
 
-    float32 on CUDA uses the Triton kernel (kernels.nearest_codeword, no [M, K] score matrix); codebooks of 64 or more
-    entries elsewhere the exact cube-map index (``codebookindex``: ~5 candidate dots per direction instead of K);
-    small codebooks chunked matmuls.
+    float32 on CUDA uses a Triton kernel (``CUDA_SEARCH``: by default the cube-map index kernel
+    kernels.nearest_codeword_indexed for codebooks of 64 or more entries, else the full scan kernels.nearest_codeword;
+    no [M, K] score matrix either way); codebooks of 64 or more entries elsewhere the exact cube-map index in PyTorch
+    (``codebookindex``: ~5 candidate dots per direction instead of K); small codebooks chunked matmuls.
     """
     from openmmflash.gaq.codebookindex import codebookIndex
     from openmmflash.gaq.kernels import nearest_codeword, nearest_codeword_indexed, triton_usable
