@@ -62,7 +62,9 @@ def test_chunked_resume_matches_one_run(runs):
 def test_mismatched_work_folder_refused(runs, tmp_path):
     one = runs[0]
     with pytest.raises(SystemExit, match="other settings.*ns"):
-        bl.prepare_work(bl.parse_args(["--work", str(one), "--variants", "fp32", "--ns", "1.0"]))
+        bl.prepare_work(_args(one, "--ns", repr(NS / 2)))
+    with pytest.raises(SystemExit, match="other settings.*sample"):
+        bl.prepare_work(_args(one, "--sample", "5"))
     with pytest.raises(SystemExit, match="other settings.*temperature"):
         bl.prepare_work(_args(one, "--temperature", "310"))
     # The same settings but another model file for a variant.
@@ -78,6 +80,18 @@ def test_mismatched_work_folder_refused(runs, tmp_path):
         bl.prepare_work(_args(work, "--variants", "frame-w4a8", "--models-dir", str(models)))
     with pytest.raises(FileNotFoundError, match="openmmflash quantize"):
         bl.prepare_work(_args(tmp_path / "x", "--variants", "naive-w4a8", "--models-dir", str(models)))
+
+
+def test_longer_ns_extends_a_finished_run(tmp_path):
+    work = tmp_path / "ext"
+    args = bl.parse_args(["--work", str(work), "--variants", "fp32", "--ns", repr(3 * 0.008 / 1000), "--sample", "3",
+                          "--platform", "Reference", "--device", "cpu"])
+    run = bl.LongRun(str(work), "fp32", bl.prepare_work(args), "Reference", "cpu")
+    assert run.run(1e9)["done"] and run.status["strides"] == 3
+    longer = bl.prepare_work(_args(work))        # NS = 9 strides
+    assert longer["ns"] == NS
+    run = bl.LongRun(str(work), "fp32", longer, "Reference", "cpu")
+    assert run.run(1e9)["done"] and run.status["strides"] == 9 and run.status["chunks"] == 2
 
 
 def test_finalize_writes_expected_fields(runs, tmp_path):

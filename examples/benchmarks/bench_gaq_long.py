@@ -10,8 +10,8 @@ above --blowup-factor x T) and records when.
 
 Chunking: a worker stops after --max-wall seconds and saves, per variant, the OpenMM State XML (positions,
 velocities, box, step count, time: portable across GPUs), the integrator's checkpoint state, the sampled series and
-the g(r) sums (npz); running again with the same --work continues. A --work folder made with other settings or
-other model files is refused.
+the g(r) sums (npz); running again with the same --work continues (a larger --ns extends the runs). A --work
+folder made with other settings or other model files is refused.
 
     python examples/benchmarks/bench_gaq_long.py --work /tmp/gaqlong --models-dir .gaqmodels --ns 1.0 \\
         --max-wall 570 --platform CUDA                                  # one chunk of all five variants
@@ -87,13 +87,15 @@ def prepare_work(args):
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
-        diff = [k for k in RUN_KEYS if k != "models" and old.get(k) != new.get(k)]
+        # A longer --ns continues the same runs further (a shorter one is refused like any other change).
+        diff = [k for k in RUN_KEYS if k != "models" and old.get(k) != new.get(k)
+                and not (k == "ns" and new["ns"] > old["ns"])]
         diff += [f"model of {v}" for v in models if v in old["models"] and old["models"][v] != models[v]]
         if diff:
             raise SystemExit(f"--work {args.work} holds runs made with other settings ({', '.join(diff)}); use "
                              "the same settings and model files to continue them, or a new --work folder")
         old["models"].update(models)   # variants may be added to a folder later
-        new = old | {"models_dir": new["models_dir"]}   # relative to the repository root, wherever it is
+        new = old | {"models_dir": new["models_dir"], "ns": new["ns"]}   # relative to the repository root, wherever it is
     _write_json(path, new)
     return new
 
@@ -224,6 +226,7 @@ class LongRun:
         t0 = last_save = time.time()
         wall0 = self.status["wall_s"]
         self.status["chunks"] += 1
+        self.status["done"] = int(self.sim.context.getStepCount()) >= total   # --ns may have grown
         while not self.status["done"] and self.status["failed"] is None:   # at least one block per chunk
             n = min(k, total - int(self.sim.context.getStepCount()))
             try:
