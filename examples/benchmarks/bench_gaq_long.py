@@ -298,7 +298,9 @@ def launch(args):
         bars[v].n = strides(v)
         bars[v].close()
     for v in args.variants:
-        print(f"{v}: " + open(os.path.join(args.work, f"{v}.log")).read().strip().splitlines()[-1][-300:])
+        with open(os.path.join(args.work, f"{v}.log")) as f:
+            lines = f.read().strip().splitlines() or ["(no output)"]
+        print(f"{v}: {lines[-1][-300:]}")
 
 
 # ------------------------------------------------------------------------------------------------------ report
