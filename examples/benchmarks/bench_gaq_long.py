@@ -95,7 +95,8 @@ def prepare_work(args):
             raise SystemExit(f"--work {args.work} holds runs made with other settings ({', '.join(diff)}); use "
                              "the same settings and model files to continue them, or a new --work folder")
         old["models"].update(models)   # variants may be added to a folder later
-        new = old | {"models_dir": new["models_dir"], "ns": new["ns"]}   # relative to the repository root, wherever it is
+        # models_dir is relative to the repository root, wherever that is on the machine of this chunk
+        new = old | {"models_dir": new["models_dir"], "ns": new["ns"]}
     _write_json(path, new)
     return new
 
@@ -393,7 +394,8 @@ def finalize(args):
           f"{'dT_H/ns':>8s} {'dT_O/ns':>8s} {'fallback':>8s} {'gOO L1':>7s}")
     for v, r in report["variants"].items():
         l1 = r.get("rdf", {}).get("l1_difference_vs_langevin", {}).get("OO", float("nan"))
-        print(f"{v:11s} {r['simulated_ns']:6.3f} {r.get('ms_per_stride_steady', r['ms_per_stride']):7.2f} {'yes' if r['stable'] else 'NO':>6s} "
+        ms = r.get("ms_per_stride_steady", r["ms_per_stride"])
+        print(f"{v:11s} {r['simulated_ns']:6.3f} {ms:7.2f} {'yes' if r['stable'] else 'NO':>6s} "
               f"{r['T_H_K']:7.1f}+-{r['T_H_sem_K']:4.1f} {r['T_O_K']:7.1f}+-{r['T_O_sem_K']:4.1f} "
               f"{r['Tdrift_H_K_per_ns']:8.2f} {r['Tdrift_O_K_per_ns']:8.2f} {r['fallbackFraction']:8.4f} {l1:7.4f}")
     plot(report, os.path.join(args.outdir, f"gaq_long{args.tag}.png"))
