@@ -107,6 +107,7 @@ def test_finalize_report_of_a_chunked_run(runs, tiny, tmp_path):
     assert saved["cgTimeTotal_ns"] == pytest.approx(0.00024)
     assert isinstance(saved["stable"], bool) and isinstance(saved["anglesInRange"], bool)
     assert saved["bonds"] > 0 and saved["angles"] > 0 and saved["blewUp"] is None
+    assert len(saved["anglesOutOfRangeList"]) == min(20, saved["anglesOutOfRange"])
     assert 100.0 < saved["meanTemperature_K"] < 600.0
     assert "Q" not in saved["cg"]  # GAY is too short for native contacts
     for key in ("caRmsd", "Rg"):

@@ -341,6 +341,12 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
     angle_out = (ck["angleMin"] < lo_a) | (ck["angleMax"] > hi_a)
     bond_exc = float(max(0.0, (lo_d - ck["bondMin"]).max(initial=0.0), (ck["bondMax"] - hi_d).max(initial=0.0)))
     angle_exc = float(max(0.0, (lo_a - ck["angleMin"]).max(initial=0.0), (ck["angleMax"] - hi_a).max(initial=0.0)))
+    atoms = list(topology.atoms())
+
+    def named(terms, out):  # the first 20 terms that left their range, as RES<id>:<bead> tuples
+        return [" ".join(f"{atoms[i].residue.name}{atoms[i].residue.id}:{atoms[i].name}" for i in t)
+                for t in terms[out.any(0)][:20]]
+
     per_replica = status["nsDonePerReplica"]
     md_wall = sum(c["wallSeconds"] for c in ck["chunks"])
     finite = all(np.all(np.isfinite(ck[k])) for k in ("caRmsd", "Rg", "bondMin", "bondMax"))
@@ -362,11 +368,11 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
               "blewUp": status["blewUp"],
               "bondTolerance_A": BOND_TOLERANCE, "replicasWithBondOutOfRange": float(bond_out.any(1).mean()),
               "bondsOutOfRange": int(bond_out.any(0).sum()), "bonds": int(len(bonds)),
-              "maxBondExcursion_A": bond_exc,
+              "maxBondExcursion_A": bond_exc, "bondsOutOfRangeList": named(bonds, bond_out),
               "angleTolerance_deg": ANGLE_TOLERANCE, "anglesInRange": bool(not angle_out.any()),
               "replicasWithAngleOutOfRange": float(angle_out.any(1).mean()),
               "anglesOutOfRange": int(angle_out.any(0).sum()), "angles": int(len(angles)),
-              "maxAngleExcursion_deg": angle_exc,
+              "maxAngleExcursion_deg": angle_exc, "anglesOutOfRangeList": named(angles, angle_out),
               "maxBondDeviationFromNative_A": float(ck["bondDeviation"].max()),
               "maxAngleDeviationFromNative_deg": float(ck["angleDeviation"].max()),
               "meanTemperature_K": float(ck["temperature"].mean()),
