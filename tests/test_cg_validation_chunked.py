@@ -114,3 +114,19 @@ def test_finalize_report_of_a_chunked_run(runs, tiny, tmp_path):
         assert 0.0 <= report["histogramOverlap"][key] <= 1.0
         assert np.isfinite(saved["cg"][key]["mean"]) and np.isfinite(saved["reference"][key]["mean"])
     assert os.path.getsize(os.path.join(str(tmp_path), "validation.png")) > 0
+
+
+def test_cli_cg_validate_work_folder(tiny, tmp_path):
+    from openmmflash.cli import main
+
+    refdir, model = tiny
+    work, out = str(tmp_path / "work"), str(tmp_path / "report")
+    first = ["cg-validate", model, "--work", work, "--time", "0.00004", "--replicas", "2", "--report-interval", "10",
+             "--platform", "CPU", "--max-wall", "0"]
+    assert main(first) == 0  # simulation only: one frame, no reference data needed
+    assert json.load(open(os.path.join(work, "status.json")))["stepsDone"] == 10
+    assert main(["cg-validate", model, refdir, "--work", work, "--replicas", "3", "--platform", "CPU"]) == 2
+    assert main(["cg-validate", model, refdir, "--work", work, "--platform", "CPU", "-o", out]) == 0
+    saved = json.load(open(os.path.join(out, "validation.json")))
+    assert saved["complete"] and saved["steps"] == 20 and saved["replicas"] == 2 and len(saved["chunks"]) == 2
+    assert main(["cg-validate", model, "--platform", "CPU"]) == 2  # neither reference data nor --work

@@ -55,14 +55,20 @@ def register(subparsers):
 
     p = subparsers.add_parser("cg-validate", help="simulate a CG model and compare with its all-atom reference")
     p.add_argument("model", help="model file or bundled name")
-    p.add_argument("data", help="reference-data directory the model was trained on")
+    p.add_argument("data", nargs="?", help="reference-data directory the model was trained on (with --work it may be "
+                   "left out: then only the simulation runs)")
     p.add_argument("--output", "-o", default="cg-validation", help="output folder (JSON report, PNG plot)")
-    p.add_argument("--time", type=float, default=1.0, help="CG simulation time per replica in ns (default 1)")
-    p.add_argument("--replicas", type=int, default=4)
-    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
+    p.add_argument("--time", type=float, help="CG simulation time per replica in ns (default 1)")
+    p.add_argument("--replicas", type=int, help="replicas in one System (default 4)")
+    p.add_argument("--timestep", type=float, help="fs (default 2)")
+    p.add_argument("--report-interval", type=int, help="steps between frames (default 100)")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, help="default 1")
+    p.add_argument("--work", help="resumable: simulate into this work folder (continued if it exists, with its own "
+                   "settings; other ones are refused) and write the report once the target time is reached and the "
+                   "reference data are given")
+    p.add_argument("--max-wall", type=float, help="with --work: stop after this many seconds at a frame boundary; "
+                   "run the same command again to continue")
     p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
                    "exact neighbor list, no CUDA graphs) instead of the fused kernels with CUDA graphs")
     p.set_defaults(func=_validate)
@@ -112,9 +118,30 @@ def _train(args):
 
 
 def _validate(args):
-    from openmmflash.cg.validation import validateModel
+    import os
 
-    report = validateModel(args.model, args.data, args.output, timeNs=args.time, replicas=args.replicas,
-                           timestep=args.timestep, reportInterval=args.report_interval, platform=args.platform,
-                           seed=args.seed, fastPath=not args.no_fast_path)
-    print(f"wrote {report['files']}")
+    from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
+
+    defaults = {"time": 1.0, "replicas": 4, "timestep": 2.0, "report_interval": 100, "seed": 1}
+    if args.work is None or not os.path.isfile(os.path.join(args.work, "settings.json")):
+        for key, value in defaults.items():  # a continued work folder keeps its own settings
+            setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+    if args.work is None:
+        if args.data is None:
+            raise ValueError("give the reference-data directory, or --work DIR to simulate without it (resumable)")
+        if args.max_wall is not None:
+            raise ValueError("--max-wall needs --work (a folder to continue from)")
+        report = validateModel(args.model, args.data, args.output, timeNs=args.time, replicas=args.replicas,
+                               timestep=args.timestep, reportInterval=args.report_interval, platform=args.platform,
+                               seed=args.seed, fastPath=not args.no_fast_path)
+        print(f"wrote {report['files']}")
+        return
+    status = runValidationChunk(args.work, args.model, args.time, args.replicas, args.timestep, args.report_interval,
+                                args.seed, False if args.no_fast_path else None, maxWallSeconds=args.max_wall,
+                                platform=args.platform)
+    if args.data and (status["complete"] or status["blewUp"]):
+        report = finalizeValidation(args.work, args.data, args.output)
+        print(f"{report['cgTime']}; stable {report['stable']}; wrote {report['files']}")
+    elif not args.data:
+        print(f"no reference data given: run `openmmflash cg-validate {args.model} DATA --work {args.work}` "
+              "to write the report")
