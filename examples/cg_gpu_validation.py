@@ -12,13 +12,14 @@ said so (use it to fit a run into a time limit).
 
 Chunked and resumable (one model; the GPU side needs no reference data, the work folder stays a few MB):
 
-    python examples/cg_gpu_validation.py --work WORK --model 3a4r --3a4r 32 0.3125 --max-wall 540   # each chunk
+    python examples/cg_gpu_validation.py --work WORK --model 3a4r --3a4r 32 0.32 --max-wall 555   # each chunk
     python examples/cg_gpu_validation.py --work WORK --finalize --output examples/benchmarks/results  # CPU
 
 ``--work`` simulates until ``--max-wall`` seconds have passed since the start (at a frame boundary), saves the
 OpenMM State and the per-frame observables into WORK, and says how far it got; the same command on the returned
-folder continues it (a folder started with other settings is refused). ``--finalize`` compares WORK with the
-reference data (``--data-root``/<model>) and writes cg_<model>_validation_<aggregate>ns.{json,png} into
+folder continues it (a folder started with other settings is refused). The work folder holds three files
+(settings.json, checkpoint.npz, status.json: about 1 MB for 32 replicas of 3a4r). ``--finalize`` compares WORK
+with the reference data (``--data-root``/<model>) and writes cg_<model>_validation_<aggregate>ns.{json,png} into
 ``--output``.
 """
 
