@@ -7,8 +7,8 @@
 Each model option takes ``REPLICAS NS_PER_REPLICA``; the aggregate CG time is their product, the longest single
 trajectory is NS_PER_REPLICA (the JSON reports both). Writes into ``--output``: cg_demo_gpu.{json,png} and
 cg_<name>_validation_<aggregate>ns.{json,png} (trajectories stay in a temporary folder). Needs the reference data
-of each model (``cg-data`` directories, ``--data-root``/<name>). A model whose validation would pass ``--deadline`` seconds since the start is skipped and
-said so (use it to fit a run into a time limit).
+of each model (``cg-data`` directories, ``--data-root``/<name>). A model whose validation would pass ``--deadline``
+seconds since the start is skipped and said so (use it to fit a run into a time limit).
 
 Chunked and resumable (one model; the GPU side needs no reference data, the work folder stays a few MB):
 
