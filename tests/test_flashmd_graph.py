@@ -105,7 +105,7 @@ def test_quantized_model_padded_step(water, monkeypatch):
     np.testing.assert_allclose(p1, p_ref.numpy(), rtol=1e-5, atol=1e-4)
 
 
-def run_integrator(water, useCUDAGraph, platform="CPU", device=None, steps=3):
+def run_integrator(water, useCUDAGraph, platform="CPU", device="cpu", steps=3):
     top, system, pos, *_ = water
     integ = FlashMDLangevinIntegrator(300, 1.0, None, random_model(scale=1.0), randomSeed=11, randomRotation=True,
                                       maxRescale=2.0, useCUDAGraph=useCUDAGraph, device=device)
@@ -165,6 +165,33 @@ def test_cuda_graph_step_equals_eager_stepper(water, model):
     q1, p1 = small(q, p, box, R)
     assert small.numOverflows == 1 and small.numCaptures == 2
     assert_same_step(q1, p1, q_ref, p_ref, q, p, quantized)
+
+
+def test_padded_step_follows_the_barostat(water):
+    """MonteCarloBarostat changes the box every stride; the padded step takes each new box from the state."""
+    top, system, pos, *_ = water
+    npt = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, random_model(scale=1.0), randomSeed=11, maxRescale=2.0,
+                                      useCUDAGraph=True, device="cpu")
+    sim = app.Simulation(top, npt, integ, mm.Platform.getPlatformByName("CPU"))
+    sim.context.setPositions(pos)
+    sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 3)
+    v0 = sim.context.getState().getPeriodicBoxVolume()
+    sim.step(6)
+    st = sim.context.getState(getPositions=True, getVelocities=True)
+    assert integ._padded is not None and integ.getNumLearnedSteps() > 0
+    assert abs(st.getPeriodicBoxVolume() / v0 - 1) > 1e-6  # the box did change
+    # at the new box the padded step (buffers reused) still equals the stepper
+    box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+    q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))[None]
+    p = np.asarray(st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))[None] * \
+        integ._masses[None, :, None]
+    q1, p1 = integ._padded(q, p, box)
+    q_ref, p_ref = integ._stepper.step(torch.as_tensor(q), torch.as_tensor(p), torch.as_tensor(box))
+    np.testing.assert_allclose(q1, q_ref.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(p1, p_ref.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(integ._padded.box.numpy(), box)
 
 
 @pytest.mark.cuda
