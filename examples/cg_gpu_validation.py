@@ -56,6 +56,9 @@ def main():
                         help="expected ms per step of chignolin and 3a4r at these replica counts (for --deadline)")
     parser.add_argument("--deadline", type=float, default=None, help="seconds; skip a validation that would pass it")
     parser.add_argument("--no-demo", action="store_true")
+    parser.add_argument("--filter-precision", choices=["fp32", "w16a16"], default=None,
+                        help="with --work (new folder): precision of the fused filter MLPs on the CUDA fast path "
+                        "(default fp32)")
     parser.add_argument("--platform", default="CUDA")
     parser.add_argument("--seed", type=int, default=3)
     args = parser.parse_args()
@@ -110,8 +113,9 @@ def chunked(args):
         return
     pair = {"chignolin": args.chignolin, "3a4r": args.p3a4r}.get(args.model)
     replicas, ns = (int(pair[0]), pair[1]) if pair else (None, None)
+    fast = {"filterPrecision": args.filter_precision} if args.filter_precision else None
     status = runValidationChunk(args.work, args.model, ns, replicas, reportInterval=args.report_interval,
-                                seed=args.seed, maxWallSeconds=args.max_wall, platform=args.platform)
+                                seed=args.seed, fastPath=fast, maxWallSeconds=args.max_wall, platform=args.platform)
     last = status["chunks"][-1] if status["chunks"] else {}
     print(f"{status['summary']}; this chunk {last.get('steps', 0)} steps in {last.get('wallSeconds', 0):.0f} s MD "
           f"({last.get('nsPerDayAggregate', 0):.0f} ns/day aggregate), {time.time() - args.start:.0f} s in all; "

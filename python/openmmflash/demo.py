@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from openmmflash.stack import import_openmm
+from openmmflash.schnet.config import PRECISIONS
 
 BOLTZMANN_KJ = 0.00831446261815324  # kJ/mol/K
 
@@ -66,13 +67,14 @@ def neighborCapacity(model, positions, replicas: int, headroom: float = NEIGHBOR
 # which ran CG MD on stale forces after any energy-only evaluation (2 140-2 910 K in a 300 K bath on an H100,
 # examples/benchmarks/results/cg_fastpath_temperature.json) until the force module returned the same output buffers
 # from every graph (plugin/forcemodule.py, outputBuffers; 293 K in results/torchforce_graphs_check.json).
-FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": True}
+FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": True, "filterPrecision": "fp32"}
 
 
 def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath=True) -> tuple:
     """(model, force options) of the fast path on CUDA: by default (``fastPath=True``, ``FAST_PATH``) the fused
     Triton kernels (backend "flash", float32), a padded fixed-capacity neighbor list and CUDA graphs; a dict with
-    the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": False}`` drops the graphs). Elsewhere, or with
+    the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": False}`` drops the graphs, ``{"filterPrecision":
+    "w16a16"}`` runs the filter MLPs with fp16 per-channel-scaled weights and activations). Elsewhere, or with
     ``fastPath=False``, the model as it is with an exact neighbor list and no graphs."""
     if platformName != "CUDA" or not fastPath:
         return model, {}
@@ -84,6 +86,9 @@ def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath
         raise ValueError(f"unknown fast-path keys {unknown}; known: {sorted(FAST_PATH)}")
     fast = copy.deepcopy(model)
     fast.backend = choice["backend"]
+    if choice["filterPrecision"] not in PRECISIONS:
+        raise ValueError(f"unknown filterPrecision {choice['filterPrecision']!r}; choose one of {list(PRECISIONS)}")
+    fast.precision = choice["filterPrecision"]
     padded = choice["padded"] or choice["useCUDAGraphs"]  # CUDA graphs need static shapes
     return fast, {"precision": "single", "useCUDAGraphs": bool(choice["useCUDAGraphs"]),
                   "neighborCapacity": neighborCapacity(model, positions, replicas) if padded else 0}
