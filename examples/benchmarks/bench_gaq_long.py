@@ -17,6 +17,16 @@ folder made with other settings or other model files is refused.
         --max-wall 570 --platform CUDA                                  # one chunk of all five variants
     python examples/benchmarks/bench_gaq_long.py --work /tmp/gaqlong --finalize   # JSON + PNG + table (CPU OK)
 
+On the device machine (no training pairs needed; the work folder travels as a tarball): carry .whl, .gaqmodels and
+.gaqlong, run the install lines of the project brief, then
+
+    python examples/benchmarks/bench_gaq_long.py --work .gaqlong --models-dir .gaqmodels --ns 1.0 --platform CUDA \
+        --max-wall 510 --jobs 5 2>&1 | tail -8; tar czf $OUT/gaqlong.tgz .gaqlong
+
+and unpack gaqlong.tgz into the repository before the next chunk. Measured on an H100 (results/
+gaq_speed_longrun_smoke.json): five workers share the GPU at ~3.6 ms per stride in aggregate (fp32, with ~20 %
+fallback strides, is the slowest), so 1 ns of all five variants is ~2300 s of running, five chunks.
+
 --finalize writes examples/benchmarks/results/gaq_long<tag>.json and .png; the g(r) reference is the 150 ps
 LangevinMiddleIntegrator run (0.5 fs) stored in results/flashmd_water_gpu.json (same System, 300 K, 1/ps).
 """
