@@ -27,6 +27,14 @@ and unpack gaqlong.tgz into the repository before the next chunk. Measured on an
 gaq_speed_longrun_smoke.json): five workers share the GPU at ~3.6 ms per stride in aggregate (fp32, with ~20 %
 fallback strides, is the slowest), so 1 ns of all five variants is ~2300 s of running, five chunks.
 
+The quantized model files (CPU; about 30 min each at 100 QAT steps on a 2-core machine):
+
+    openmmflash quantize water-tip3pfb-8fs --scheme w8a8 --method naive --data .flashmd_data/water_8fs.npz \
+        --qat-steps 100 -o .gaqmodels/water-gaq-naive-w8a8.pt          # likewise frame-w8a8 and naive-w4a8
+
+and frame-w4a8 is the shipped ``water-tip3pfb-8fs-gaq-w4a8`` (300 QAT steps on a GPU) copied in. The committed
+results/gaq_long.json is fp32 and frame-w4a8 only (``--variants fp32 frame-w4a8 --jobs 2``, two chunks on an H100).
+
 --finalize writes examples/benchmarks/results/gaq_long<tag>.json and .png; the g(r) reference is the 150 ps
 LangevinMiddleIntegrator run (0.5 fs) stored in results/flashmd_water_gpu.json (same System, 300 K, 1/ps).
 """
