@@ -112,7 +112,7 @@ def test_cli_cg_train(refdir, tmp_path):
 
 
 def test_observables_of_the_native_structure():
-    from openmmflash.cg.validation import fractionNativeContacts, nativeContacts, observables
+    from openmmflash.cg.observables import fractionNativeContacts, nativeContacts, observables
     from openmmflash.demo import caIndices, kabschRMSD
 
     rng = np.random.default_rng(0)

@@ -218,3 +218,24 @@ def test_water_recognition():
     assert unnamed.waterMask()[:180].all() and not unnamed.waterMask()[180:].any()
     few = top(["UNK"] * 3, ["X"] * 9, [3, 3, 3])
     assert not few.waterMask().any()
+
+
+def test_far_apart_fake_water_is_coded_without_the_geometry_table():
+    """Regression: one 'water' whose atoms are 1e5 nm apart (random coordinates flagged as water) made the H2 angle
+    table ~pi * R2 entries long (tens of GB); such waters are now coded without the geometry transform."""
+    import resource
+
+    from openmmflash.compactmd import watergeometry
+
+    seed, nFrames, nAtoms = 1846923787, 6, 36
+    x = _trajectory(seed, nFrames, nAtoms, 1.0e5, 0.1)
+    codec = BoundedCodec(0.0005, blockAtoms=4096)
+    layout = codec.layout(np.random.default_rng(seed).random(nAtoms) < 0.7,
+                          np.random.default_rng(seed + 1).random(nAtoms) < 0.5)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    q = codec.quantize(x)
+    back = codec.decode(codec.encode(q, layout), nFrames, nAtoms, layout)
+    np.testing.assert_array_equal(back, q)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000  # KiB: well under 0.5 GB
+    with pytest.raises(ValueError, match="corrupt"):
+        watergeometry._circle((100.0, 1.0e8, 0.3))

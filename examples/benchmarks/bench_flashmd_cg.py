@@ -99,7 +99,7 @@ def record(context, integrator, steps_per_frame, frames, max_wall, label):
 def validate(args, info):
     """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
     ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
-    from openmmflash.cg.validation import observables, overlap
+    from openmmflash.cg.observables import observables, overlap
     from openmmflash.demo import caIndices
 
     models = args.validate_models or [args.model]

@@ -34,7 +34,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.cg.validation import observables
+    from openmmflash.cg.observables import observables
     from openmmflash.demo import caIndices, nativeStructure
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
     from openmmflash.schnet.modelfile import loadModel

@@ -1,15 +1,10 @@
 """Validation of a CG model against its all-atom reference: stability and structural distributions.
 
 A CG simulation (LangevinMiddleIntegrator, FlashSchNet TorchForce + priors, B replicas) is compared with the
-CG-mapped all-atom reference frames on
-
-- CA-RMSD to the native structure (A, after optimal superposition),
-- Q, the fraction of native CA contacts, Q = 1/N sum_(i,j) 1 / (1 + exp(beta (r_ij - lambda r0_ij))) over CA pairs
-  with |i - j| >= 3 residues and r0_ij < 8 A in the native structure, beta = 5 1/A, lambda = 1.2
-  (Best, Hummer & Eaton, PNAS 2013, with a CA-level tolerance),
-- radius of gyration of the CA atoms (A),
-- stability: no NaN, and bonded distances inside the range seen in the reference (+-0.5 A); bond angles are
-  checked against the reference range +-10 degrees and reported.
+CG-mapped all-atom reference frames on CA-RMSD to native, Q (fraction of native CA contacts) and CA radius of
+gyration (definitions in ``openmmflash.cg.observables``), and on stability: no NaN, and bonded distances inside the
+range seen in the reference (+-0.5 A); bond angles are checked against the reference range +-10 degrees and
+reported.
 
 The simulation runs in chunks that need no reference data (``runValidationChunk``: a GPU command of limited wall
 time saves its state and the per-frame observables into a small work folder, and the next command continues it);
@@ -26,64 +21,14 @@ from typing import Optional
 
 import numpy as np
 
-from openmmflash.demo import caIndices, kabschRMSD, nativeStructure, simulateCG
+from openmmflash.cg.observables import (CONTACT_BETA, CONTACT_CUTOFF, CONTACT_LAMBDA, CONTACT_SEPARATION, bondAngles,
+                                        bondLengths, bondedTerms, frameRecords, observables, overlap, stats)
+from openmmflash.demo import caIndices, nativeStructure, simulateCG
 
 WORK_FORMAT = "openmmflash.cgvalidation"
 BOND_TOLERANCE = 0.5    # A beyond the reference range
 ANGLE_TOLERANCE = 10.0  # degrees beyond the reference range
 BURN_IN = 0.1           # fraction of each replica's frames left out of the distributions
-
-CONTACT_BETA = 5.0      # 1/A
-CONTACT_LAMBDA = 1.2
-CONTACT_CUTOFF = 8.0    # A
-CONTACT_SEPARATION = 3  # residues
-
-
-def nativeContacts(native_ca: np.ndarray):
-    """(pairs (m, 2), r0 (m,)) of native CA contacts; native_ca (n, 3) in A."""
-    n = native_ca.shape[0]
-    i, j = np.triu_indices(n, CONTACT_SEPARATION)
-    r0 = np.linalg.norm(native_ca[i] - native_ca[j], axis=-1)
-    keep = r0 < CONTACT_CUTOFF
-    return np.stack([i[keep], j[keep]], 1), r0[keep]
-
-
-def fractionNativeContacts(ca: np.ndarray, pairs: np.ndarray, r0: np.ndarray) -> np.ndarray:
-    """Q (frames,) of CA positions (frames, n, 3) in A."""
-    if len(pairs) == 0:
-        raise ValueError("the native structure has no CA contacts to measure Q with")
-    r = np.linalg.norm(ca[:, pairs[:, 0]] - ca[:, pairs[:, 1]], axis=-1)
-    return (1.0 / (1.0 + np.exp(CONTACT_BETA * (r - CONTACT_LAMBDA * r0)))).mean(1)
-
-
-def radiusOfGyration(x: np.ndarray) -> np.ndarray:
-    """Rg (frames,) of positions (frames, n, 3) (equal weights)."""
-    c = x - x.mean(axis=1, keepdims=True)
-    return np.sqrt((c ** 2).sum(-1).mean(1))
-
-
-def observables(frames_nm: np.ndarray, native_nm: np.ndarray, ca: np.ndarray) -> dict:
-    """CA-RMSD, Q and Rg (frames,) of CG frames (frames, n, 3) nm."""
-    x = frames_nm[:, ca] * 10.0
-    ref = native_nm[ca] * 10.0
-    pairs, r0 = nativeContacts(ref)
-    out = {"caRmsd": kabschRMSD(x, ref), "Rg": radiusOfGyration(x)}
-    if len(pairs):  # a peptide too short for contacts |i - j| >= 3 has no Q
-        out["Q"] = fractionNativeContacts(x, pairs, r0)
-    return out
-
-
-def _stats(v: np.ndarray) -> dict:
-    return {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)), "max": float(np.max(v))}
-
-
-def overlap(a: np.ndarray, b: np.ndarray, bins: int = 30) -> float:
-    """Histogram overlap (0..1) of two samples on a common range."""
-    lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
-    ha, _ = np.histogram(a, bins=bins, range=(lo, hi + 1e-9))
-    hb, _ = np.histogram(b, bins=bins, range=(lo, hi + 1e-9))
-    return float(np.minimum(ha / ha.sum(), hb / hb.sum()).sum())
-
 
 def _machine() -> dict:
     import platform as host
@@ -95,45 +40,6 @@ def _machine() -> dict:
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"host": host.node(), "cpu": host.processor() or host.machine(), "gpu": gpu, "torch": torch.__version__,
             "openmm": import_openmm().__version__}
-
-
-def bondedTerms(model, topology):
-    """(bonds (m, 2), angles (k, 3)) bead indices of a CG topology under the model's mapping."""
-    from openmmflash.cg.mapping import CGMapping
-    from openmmflash.cg.priors import enumerateTerms
-
-    bonds = CGMapping(model.metadata.get("mapping") or "5bead").bondedPairs(topology)
-    angles = enumerateTerms(topology, bonds)["angles"]
-    return np.array(bonds, dtype=int).reshape(-1, 2), np.array(angles, dtype=int).reshape(-1, 3)
-
-
-def bondLengths(x: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """Lengths (..., m) in A of positions x (..., n, 3) in nm."""
-    return np.linalg.norm(x[..., bonds[:, 0], :] - x[..., bonds[:, 1], :], axis=-1) * 10.0
-
-
-def bondAngles(x: np.ndarray, angles: np.ndarray) -> np.ndarray:
-    """Angles (..., k) in degrees of positions x (..., n, 3)."""
-    a = x[..., angles[:, 0], :] - x[..., angles[:, 1], :]
-    b = x[..., angles[:, 2], :] - x[..., angles[:, 1], :]
-    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
-
-
-def frameRecords(frames: np.ndarray, native: np.ndarray, topology, bonds, angles) -> dict:
-    """Per-frame observables of CG frames (F, B, n, 3) nm, small enough to keep for a whole validation: caRmsd, Rg,
-    Q (if the structure has native contacts), the largest bond (A) and angle (degrees) deviation from the native
-    structure (F, B), and each replica's extreme bond lengths and angles (B, m) / (B, k)."""
-    f, b, n, _ = frames.shape
-    x = frames.astype(np.float64)
-    obs = observables(x.reshape(f * b, n, 3), native, caIndices(topology))
-    out = {k: v.reshape(f, b).astype(np.float32) for k, v in obs.items()}
-    d, a = bondLengths(x, bonds), bondAngles(x, angles)
-    out["bondDeviation"] = np.abs(d - bondLengths(native, bonds)).max(-1, initial=0.0).astype(np.float32)
-    out["angleDeviation"] = np.abs(a - bondAngles(native, angles)).max(-1, initial=0.0).astype(np.float32)
-    for key, v in (("bond", d), ("angle", a)):
-        out[f"{key}Min"], out[f"{key}Max"] = v.min(0).astype(np.float32), v.max(0).astype(np.float32)
-    return out
 
 
 def modelDigest(net) -> str:
@@ -379,7 +285,7 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
               "meanTemperatureSecondHalf_K": float(ck["temperature"][f // 2:].mean()),
               "Q_definition": {"beta_per_A": CONTACT_BETA, "lambda": CONTACT_LAMBDA, "cutoff_A": CONTACT_CUTOFF,
                                "minSeparation": CONTACT_SEPARATION},
-              "cg": {k: _stats(v) for k, v in cg.items()}, "reference": {k: _stats(v) for k, v in ref.items()},
+              "cg": {k: stats(v) for k, v in cg.items()}, "reference": {k: stats(v) for k, v in ref.items()},
               "histogramOverlap": {k: overlap(cg[k], ref[k]) for k in cg},
               "cgFinalMean": {k: float(ck[k][-1].mean()) for k in cg}}
     os.makedirs(output, exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 from openmmflash.compactmd import kernels
 
 _MAX_OFFSET = 4096  # grid units; a "water" whose atoms lie further apart is coded without the transform
+_MAX_PARAM = math.sqrt(3.0) * _MAX_OFFSET  # largest |offset| forward() accepts, so the largest meaningful radius
 
 
 def fit(q, first):
@@ -31,6 +32,8 @@ def fit(q, first):
     n1, n2 = np.linalg.norm(d1, axis=1), np.linalg.norm(d2, axis=1)
     if not len(first) or n1.min() < 4.0 or n2.min() < 4.0:
         return None
+    if n1.max() > _MAX_OFFSET or n2.max() > _MAX_OFFSET:  # not water-sized: forward() would refuse it anyway, and
+        return None                                        # the angle table grows with R2 (memory ~ 16 R2 bytes)
     cos = np.sum(d1 * d2, axis=1) / (n1 * n2)
     if n1.std() > 3.0 or n2.std() > 3.0 or np.std(cos) > 0.05 or abs(np.mean(cos)) > 0.95:
         return None
@@ -51,6 +54,9 @@ def _table(step, kmax):
 
 def _circle(params):
     r1, r2, cos = params
+    if not (0.0 < r2 <= _MAX_PARAM and 0.0 < r1 <= _MAX_PARAM and -1.0 <= cos <= 1.0):
+        raise ValueError(f"water geometry parameters {tuple(params)} are outside the range any encoder writes "
+                         f"(radii in (0, {_MAX_PARAM:.0f}] grid units); the file is corrupt")
     rho = r2 * math.sqrt(max(0.0, 1.0 - cos * cos))
     step = 1.0 / max(rho, 1.0)
     kmax = int(math.ceil(math.pi / step)) + 1
