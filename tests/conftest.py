@@ -97,3 +97,23 @@ def water_pairs(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("water_pairs") / "pairs.npz")
     saveDataset(path, data)
     return path, system, top, pos
+
+
+H_MASS, O_MASS = 1.007947, 15.99943  # amu, the water model's species masses
+
+
+def relaxed_water_box(iterations):
+    """(Topology, System, positions (n, 3) nm numpy) of the 1.2 nm flexible-water box, energy-minimized once on
+    the CPU platform (``iterations`` steps) so that every test starts from a sane structure."""
+    import numpy as np
+    import openmm as mm
+    from openmm import unit
+
+    from openmmflash.integrators.data import flexibleWaterBox
+
+    top, system, pos = flexibleWaterBox(1.2, 0.5)
+    ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))
+    ctx.setPositions(pos)
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, iterations)
+    pos = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    return top, system, np.asarray(pos)

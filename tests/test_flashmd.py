@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import H_MASS, O_MASS, relaxed_water_box
+
 import openmm as mm
 from openmm import app, unit
 
-from openmmflash.integrators.data import flexibleWaterBox
 from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
 from openmmflash.integrators.modelfile import FlashMDModel
 from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
 from openmmflash.integrators.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
 
 STRIDE = 0.0005  # ps; short enough that free flight is accepted by the guard (maxRescale=2) for flexible water
-H_MASS, O_MASS = 1.007947, 15.99943
 
 
 def make_model(stride=STRIDE, free_flight=True, scale=1.0, seed=0):
@@ -38,13 +38,7 @@ def make_model(stride=STRIDE, free_flight=True, scale=1.0, seed=0):
 
 @pytest.fixture(scope="module")
 def water():
-    top, system, pos = flexibleWaterBox(1.2, 0.5)
-    # Relax once so that every test starts from a sane structure.
-    ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))
-    ctx.setPositions(pos)
-    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 200)
-    pos = ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-    return top, system, np.asarray(pos)
+    return relaxed_water_box(200)
 
 
 def simulation(water, integrator, platform="CPU", system=None):

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import H_MASS, O_MASS, relaxed_water_box
+
 import openmm as mm
 from openmm import app, unit
 
-from openmmflash.integrators.data import flexibleWaterBox
 from openmmflash.integrators.modelfile import FlashMDModel
 from openmmflash.integrators.paddedstep import PaddedReplicaStep
 from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
 STRIDE = 0.0005  # ps
-H_MASS, O_MASS = 1.007947, 15.99943
 
 
 def random_model(stride=STRIDE, scale=5.0, seed=0, cutoff=0.4):
@@ -33,11 +33,7 @@ def random_model(stride=STRIDE, scale=5.0, seed=0, cutoff=0.4):
 
 @pytest.fixture(scope="module")
 def water():
-    top, system, pos = flexibleWaterBox(1.2, 0.5)
-    ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))
-    ctx.setPositions(pos)
-    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 100)  # relaxed once: every run starts from the same structure
-    pos = np.asarray(ctx.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+    top, system, pos = relaxed_water_box(100)
     n = system.getNumParticles()
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
     types = [a.element.atomic_number for a in top.atoms()]
