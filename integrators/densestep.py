@@ -21,6 +21,21 @@ from torch import Tensor
 from .stepper import FlashMDStepper
 
 
+def captureGraph(compute, warmup: int):
+    """Run ``compute()`` ``warmup`` times on a side stream (allocator and autotuning settle), then capture one call:
+    returns (torch.cuda.CUDAGraph, the captured call's outputs, which every replay overwrites)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            compute()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = compute()
+    return graph, out
+
+
 def denseEdges(replicas: int, n: int, device=None) -> Tuple[Tensor, Tensor]:
     """All ordered pairs (src, dst), src != dst, inside each of ``replicas`` blocks of n particles: [B n (n-1)] each."""
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
@@ -70,23 +85,11 @@ class DenseReplicaStep:
         flat = self.q.reshape(B * n, 3)
         edge_vec = (flat[self.src] - flat[self.dst]) @ self.R.T
         pin = self.p.reshape(B * n, 3) @ self.R.T
-        dq_s, p_s = st.model(self.type_idx, pin.to(st.dtype), self.sqrt_m.to(st.dtype), self.src, self.dst,
-                             edge_vec.to(st.dtype))
-        dq = (dq_s.to(torch.float64) / self.sqrt_m) @ self.R
-        p1 = (p_s.to(torch.float64) * self.sqrt_m) @ self.R
-        dq, p1 = st.enforceConstraints(self.p, dq.view(B, n, 3), p1.view(B, n, 3))
+        dq, p1 = st.learnedUpdate(self.p, pin, self.type_idx, self.sqrt_m, self.src, self.dst, edge_vec, self.R)
         return self.q + dq, p1
 
     def _capture(self) -> None:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                self._compute()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.out_q, self.out_p = self._compute()
+        self.graph, (self.out_q, self.out_p) = captureGraph(self._compute, warmup=3)
 
     def __call__(self, q, p, rotation: Optional[Tensor] = None) -> Tuple[np.ndarray, np.ndarray]:
         self.q.copy_(torch.as_tensor(np.asarray(q, dtype=np.float64)).view(self.replicas, self.n, 3))

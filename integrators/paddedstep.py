@@ -44,6 +44,7 @@ from torch import Tensor
 
 from openmmflash.neighbors import build_neighbor_list, check_box
 
+from .densestep import captureGraph
 from .stepper import FlashMDStepper
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -107,25 +108,12 @@ class PaddedReplicaStep:
         src, dst = src.clamp(min=0), dst.clamp(min=0)
         edge_vec = torch.where(valid, (flat[src] - flat[dst] + shifts) @ self.R.T, self.far)
         pin = self.p.reshape(B * n, 3) @ self.R.T
-        dq_s, p_s = st.model(self.type_idx, pin.to(st.dtype), self.sqrt_m.to(st.dtype), src, dst,
-                             edge_vec.to(st.dtype))
-        dq = (dq_s.to(torch.float64) / self.sqrt_m) @ self.R
-        p1 = (p_s.to(torch.float64) * self.sqrt_m) @ self.R
-        dq, p1 = st.enforceConstraints(self.p, dq.view(B, n, 3), p1.view(B, n, 3))
+        dq, p1 = st.learnedUpdate(self.p, pin, self.type_idx, self.sqrt_m, src, dst, edge_vec, self.R)
         return torch.cat([(self.q + dq).reshape(-1), p1.reshape(-1), count.to(torch.float64).reshape(1)])
 
     def _capture(self) -> None:
         self.graph = None
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(2):
-                self._compute()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._output = self._compute()
-        self.graph = graph
+        self.graph, self._output = captureGraph(self._compute, warmup=2)
         self.numCaptures += 1
 
     def _run(self) -> Tensor:

@@ -145,20 +145,27 @@ class FlashMDStepper:
         if rotation is not None:
             R = rotation.to(self.device, torch.float64)
             edge_vec, pin = edge_vec @ R.T, pin @ R.T
-        m = self.masses.repeat(B).unsqueeze(-1)
-        sqrt_m = torch.sqrt(m)
-        dq_s, p_s = self.model(self.type_idx.repeat(B), pin.to(self.dtype), sqrt_m.to(self.dtype), src, dst,
-                               edge_vec.to(self.dtype))
-        dq = dq_s.to(torch.float64) / sqrt_m
-        p1 = p_s.to(torch.float64) * sqrt_m
-        if rotation is not None:
-            dq, p1 = dq @ R, p1 @ R
-        dq, p1 = dq.reshape(B, N, 3), p1.reshape(B, N, 3)
-        dq, p1 = self.enforceConstraints(pd, dq, p1)
+        sqrt_m = torch.sqrt(self.masses.repeat(B).unsqueeze(-1))
+        dq, p1 = self.learnedUpdate(pd, pin, self.type_idx.repeat(B), sqrt_m, src, dst, edge_vec,
+                                    R if rotation is not None else None)
         self.numCalls += 1
         q1 = (qd + dq).to(in_dtype)
         p1 = p1.to(in_dtype)
         return (q1[0], p1[0]) if single else (q1, p1)
+
+    def learnedUpdate(self, p: Tensor, pin: Tensor, type_idx: Tensor, sqrt_m: Tensor, src: Tensor, dst: Tensor,
+                      edge_vec: Tensor, R: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+        """The network's (dq, p') [B, N, 3] float64, back in the lab frame and with the constraints imposed.
+
+        p [B, N, 3]: momenta before the step (lab frame); pin [B N, 3]: the momenta the network sees (R p);
+        type_idx [B N]; sqrt_m [B N, 1] float64; src, dst [P]; edge_vec [P, 3] (rotated); R [3, 3] or None."""
+        B, N, _ = p.shape
+        dq_s, p_s = self.model(type_idx, pin.to(self.dtype), sqrt_m.to(self.dtype), src, dst, edge_vec.to(self.dtype))
+        dq = dq_s.to(torch.float64) / sqrt_m
+        p1 = p_s.to(torch.float64) * sqrt_m
+        if R is not None:
+            dq, p1 = dq @ R, p1 @ R
+        return self.enforceConstraints(p, dq.reshape(B, N, 3), p1.reshape(B, N, 3))
 
     def enforceConstraints(self, p: Tensor, dq: Tensor, p1: Tensor) -> Tuple[Tensor, Tensor]:
         """Keep total momentum exact and move the centre of mass by P_tot / M * stride ([B, N, 3] tensors)."""
