@@ -35,6 +35,17 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KB = 0.00831446261815324
 
 
+def equilibrated_state(top, system, pos, plat, T, equilibration, dt):
+    """OpenMM State (positions, velocities) after minimization and ``equilibration`` ps of LangevinMiddleIntegrator
+    (1/ps, step ``dt`` ps) at temperature T (a Quantity)."""
+    eq = app.Simulation(top, system, mm.LangevinMiddleIntegrator(T, 1 / unit.picosecond, dt), plat)
+    eq.context.setPositions(pos)
+    eq.minimizeEnergy(maxIterations=500)
+    eq.context.setVelocitiesToTemperature(T, 1)
+    eq.step(int(equilibration / dt))
+    return eq.context.getState(getPositions=True, getVelocities=True)
+
+
 def rdfs(frames, box_lengths, residues, types, rmax, nbins=100):
     """Intermolecular g(r) for O-O, O-H, H-H. frames [F, N, 3] nm, box_lengths [F] (cubic), residues/types [N]."""
     edges = np.linspace(0, rmax, nbins + 1)
@@ -129,13 +140,7 @@ def main():
         sim.context.setState(start)
         return sim
 
-    # Equilibrate once; every run starts from this state.
-    eq = app.Simulation(top, system, mm.LangevinMiddleIntegrator(T, 1 / unit.picosecond, dt_ref), plat)
-    eq.context.setPositions(pos)
-    eq.minimizeEnergy(maxIterations=500)
-    eq.context.setVelocitiesToTemperature(T, 1)
-    eq.step(int(args.equilibration / dt_ref))
-    start = eq.context.getState(getPositions=True, getVelocities=True)
+    start = equilibrated_state(top, system, pos, plat, T, args.equilibration, dt_ref)  # every run starts here
 
     sample = 0.1
     nblocks = int(round(args.time / sample))

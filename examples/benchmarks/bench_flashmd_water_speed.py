@@ -29,6 +29,8 @@ from openmmflash.integrators.paddedstep import PaddedReplicaStep
 from openmmflash.integrators.stepper import FlashMDStepper
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
+from bench_flashmd_water import equilibrated_state  # noqa: E402  (same folder)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PHASES = ("readState", "thermostat", "network", "energy", "rescale", "writeAndStep", "fallback")
 
@@ -137,12 +139,7 @@ def main():
     plat = mm.Platform.getPlatformByName(args.platform)
     T = args.temperature * unit.kelvin
     dt = 0.0005
-    eq = app.Simulation(top, system, mm.LangevinMiddleIntegrator(T, 1 / unit.picosecond, dt), plat)
-    eq.context.setPositions(pos)
-    eq.minimizeEnergy(maxIterations=500)
-    eq.context.setVelocitiesToTemperature(T, 1)
-    eq.step(int(args.equilibration / dt))
-    start = eq.context.getState(getPositions=True, getVelocities=True)
+    start = equilibrated_state(top, system, pos, plat, T, args.equilibration, dt)
     q0 = np.asarray(start.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
     p0 = np.asarray(start.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)) * masses[:, None]
     box = np.asarray(start.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
