@@ -243,8 +243,9 @@ def fastestPlatform(name: Optional[str] = None):
     return openmm.Platform.getPlatformByName("Reference")
 
 
-def _write_json(path: str, values: dict) -> None:
-    tmp = f"{path}.tmp"
+def writeJsonAtomically(path: str, values: dict) -> None:
+    """Write ``values`` as JSON to a temporary file beside ``path`` and rename it over ``path`` (never half-written)."""
+    tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(values, f, indent=1)
     os.replace(tmp, path)
@@ -340,7 +341,7 @@ class ReferenceRun:
                              "provenance": self._provenance(), "stepsDone": 0, "shards": [],
                              "numBeads": self.cgTopology.getNumAtoms(), "numAtoms": topology.getNumAtoms()}
             self.simulation.saveCheckpoint(os.path.join(self.directory, "checkpoint.chk"))
-            _write_json(meta_path, self.metadata)
+            writeJsonAtomically(meta_path, self.metadata)
         else:
             self.simulation.loadCheckpoint(os.path.join(self.directory, "checkpoint.chk"))
             self.simulation.currentStep = int(self.metadata["stepsDone"])
@@ -409,7 +410,7 @@ class ReferenceRun:
         os.replace(os.path.join(self.directory, "checkpoint.chk.tmp"), os.path.join(self.directory, "checkpoint.chk"))
         self.metadata["shards"].append(name)
         self.metadata["stepsDone"] = int(step[-1])
-        _write_json(os.path.join(self.directory, "metadata.json"), self.metadata)
+        writeJsonAtomically(os.path.join(self.directory, "metadata.json"), self.metadata)
 
 
 def loadReferenceData(directory: str) -> dict:

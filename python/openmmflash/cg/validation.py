@@ -23,6 +23,7 @@ import numpy as np
 
 from openmmflash.cg.observables import (CONTACT_BETA, CONTACT_CUTOFF, CONTACT_LAMBDA, CONTACT_SEPARATION, bondAngles,
                                         bondLengths, bondedTerms, frameRecords, observables, overlap, stats)
+from openmmflash.cg.refdata import writeJsonAtomically
 from openmmflash.demo import caIndices, nativeStructure, simulateCG
 
 WORK_FORMAT = "openmmflash.cgvalidation"
@@ -54,13 +55,6 @@ def modelDigest(net) -> str:
 def totalSteps(timeNs: float, timestep: float, reportInterval: int) -> int:
     """MD steps per replica for ``timeNs`` at ``timestep`` fs, a whole number of report intervals."""
     return max(reportInterval, int(round(timeNs * 1e6 / timestep / reportInterval)) * reportInterval)
-
-
-def _writeJson(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
 
 
 def _loadCheckpoint(work: str) -> Optional[dict]:
@@ -112,7 +106,7 @@ def openWork(work: str, model=None, timeNs: Optional[float] = None, replicas: Op
                 "seed": int(1 if seed is None else seed), "fastPath": True if fastPath is None else fastPath}
     settings["totalSteps"] = totalSteps(timeNs, settings["timestep_fs"], settings["reportInterval"])
     os.makedirs(work, exist_ok=True)
-    _writeJson(os.path.join(work, "settings.json"), settings)
+    writeJsonAtomically(os.path.join(work, "settings.json"), settings)
     return settings, net
 
 
@@ -185,7 +179,7 @@ def runValidationChunk(work: str, model=None, timeNs: Optional[float] = None, re
                         chunks=json.dumps(chunks), **arrays)
     os.replace(tmp, os.path.join(work, "checkpoint.npz"))  # the commit point of the chunk
     status = _status(settings, _loadCheckpoint(work))
-    _writeJson(os.path.join(work, "status.json"), status)
+    writeJsonAtomically(os.path.join(work, "status.json"), status)
     if status["blewUp"]:
         print(f"{work}: {status['blewUp']}; finalize to report it")
     elif status["complete"]:
@@ -292,7 +286,7 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
     png = os.path.join(output, "validation.png")
     _plot(report, cg, ref, ck, png)
     report["files"] = [os.path.join(output, "validation.json"), png]
-    _writeJson(report["files"][0], report)
+    writeJsonAtomically(report["files"][0], report)
     return report
 
 
