@@ -16,7 +16,7 @@ import sys
 import torch  # noqa: F401  (import torch before openmm)
 from openmm import Platform, app, unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
 
@@ -34,6 +34,7 @@ def main(argv=None):
     # was: LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 2*femtoseconds)
     integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=args.model,
                                            speciesRescale=False, fallbackSubsteps=10, device=args.device)
+    useCGBeadTypes(integrator, net, topology)  # only acts for models trained with bead-type species
     integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))
 
     simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))

@@ -3,7 +3,8 @@
 The System is the bundled CG chignolin exactly as the demo builds it (47 beads, 5-bead mapping; CGSchNet priors as
 native forces + the FlashSchNet TorchForce), with B replicas in one System so that one force call serves them all
 (the TorchForce runs on the CUDA platform). Masses are the bead masses (N 14.007, C 12.011, O 15.999 amu), so the
-FlashMD species are the bead elements.
+FlashMD species are the bead elements; with ``data --species bead`` they are the FlashSchNet bead types instead (the
+model file then records speciesKind "cgBead" and integrators need ``cgprotein.useCGBeadTypes``).
 
 1. Data (one GPU): B replicas at 280, 300, 320 and 350 K (round robin), minimized and 2 ps Langevin; then cycles of
    NVE velocity Verlet at 0.5 fs recording (q, p) at 0, 20 and 40 fs, followed by 0.5 ps of Langevin (friction 5/ps,
@@ -24,19 +25,22 @@ from openmmflash.integrators.cgprotein import buildCGSystem
 
 
 def _data(args):
-    from openmmflash.integrators.data import saveDataset, speciesOf
+    from openmmflash.integrators.cgprotein import flashMDSpecies
+    from openmmflash.integrators.data import saveDataset
     from openmmflash.integrators.replicadata import generateReplicaPairs
 
-    full, system, positions, topology, _, _ = buildCGSystem(args.replicas, removeCMMotion=False)
+    full, system, positions, topology, _, net = buildCGSystem(args.replicas, removeCMMotion=False)
+    types, kind, labels = flashMDSpecies(net, topology, args.species)
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     strides = [s / 1000.0 for s in args.strides]
-    sets = generateReplicaPairs(system, positions, speciesOf(topology), args.replicas, args.temperatures, strides,
+    sets = generateReplicaPairs(system, positions, types, args.replicas, args.temperatures, strides,
                                 timestep=args.timestep / 1000.0, cycles=args.cycles, decorrelation=args.decorrelation,
                                 equilibration=args.equilibration, platform=args.platform, platformProperties=props,
-                                maxSeconds=args.max_seconds, seed=args.seed)
+                                maxSeconds=args.max_seconds, seed=args.seed, speciesKind=kind, speciesLabels=labels)
     os.makedirs(args.out_dir, exist_ok=True)
     for stride, data in sets.items():
-        path = os.path.join(args.out_dir, f"chignolin_{round(stride * 1000):d}fs.npz")
+        suffix = "_bead" if args.species == "bead" else ""
+        path = os.path.join(args.out_dir, f"chignolin_{round(stride * 1000):d}fs{suffix}.npz")
         data["meta"]["system"] = "bundled CG chignolin (createCGSystem, FlashSchNet TorchForce + priors)"
         saveDataset(path, data)
         print(f"wrote {data['q0'].shape[0]} pairs ({data['meta']['cycles']} cycles x {args.replicas} replicas, "
@@ -71,6 +75,8 @@ def main(argv=None):
     p.add_argument("--equilibration", type=float, default=2.0, help="ps")
     p.add_argument("--platform", default="CUDA")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--species", choices=("element", "bead"), default="element",
+                   help="FlashMD species: bead elements (the shipped models) or FlashSchNet bead types")
     p.add_argument("--out-dir", default="cgdata")
     p.set_defaults(func=_data)
     p = sub.add_parser("train", help="train a FlashMD model on one dataset")

@@ -2,12 +2,14 @@
 
 Same System as the demo (openmmflash.demo.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
 TorchForce (createCGSystem), B identical copies of the molecule placed on a grid (plugin/replicas.py), the native
-structure stored in the model file as the start. Bead masses are element masses (N, C, O), so FlashMD's species
-are the bead elements.
+structure stored in the model file as the start. Bead masses are element masses (N, C, O). FlashMD's species are
+the bead elements (``species="element"``, the shipped models) or the FlashSchNet model's bead types
+(``species="bead"``: N, C, O and a CA / CB type per residue; model files with ``speciesKind == "cgBead"``), which
+an integrator cannot infer from the masses: :func:`useCGBeadTypes` hands them to it.
 """
 
 import tempfile
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch  # noqa: F401  (before openmm)
 
@@ -67,3 +69,43 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         return float(e) * module.energy_scale
 
     return groups, energy
+
+
+def cgBeadTypes(net, topology) -> List[int]:
+    """FlashSchNet bead type of every bead of ``topology`` (all replicas), from the model's bead-type table: the
+    species ids of a FlashMD model with ``speciesKind == "cgBead"``."""
+    from openmmflash.plugin.torchforce import resolveBeadTypes
+    return [int(t) for t in resolveBeadTypes(net, topology)]
+
+
+def cgBeadLabels(net) -> Dict[int, str]:
+    """{bead type: name} from the FlashSchNet model's table ("N", "TYR:CA", ...; names sharing a type joined by /)."""
+    names: Dict[int, List[str]] = {}
+    for key, t in (net.metadata.get("beadTypes") or {}).items():
+        names.setdefault(int(t), []).append(str(key))
+    return {t: "/".join(sorted(keys)) for t, keys in names.items()}
+
+
+def flashMDSpecies(net, topology, species: str = "element"):
+    """(types [n], speciesKind, labels or None) for FlashMD data of the CG protein ``topology``.
+
+    species : "element" (atomic numbers of the bead elements, as the shipped models) or "bead" (the FlashSchNet bead
+    types, so the network can tell CA, CB and C apart)."""
+    from .data import speciesOf
+    if species == "element":
+        return speciesOf(topology), "element", None
+    if species == "bead":
+        types = cgBeadTypes(net, topology)
+        labels = cgBeadLabels(net)
+        return types, "cgBead", {t: labels.get(t, f"bead{t}") for t in sorted(set(types))}
+    raise ValueError(f"species must be 'element' or 'bead', got {species!r}")
+
+
+def useCGBeadTypes(integrator, net, topology) -> bool:
+    """If the integrator's FlashMD model uses CG bead types as species, give it the bead types of ``topology`` (all
+    replicas; ``net`` the FlashSchNet model of the System) with ``setAtomTypes``. Element models are left to match
+    particles by mass. Returns True when types were set."""
+    if getattr(integrator.getModel(), "speciesKind", "element") != "cgBead":
+        return False
+    integrator.setAtomTypes(cgBeadTypes(net, topology))
+    return True

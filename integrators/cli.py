@@ -5,7 +5,7 @@ Examples::
     openmmflash flashmd-data --water-box 1.6 --stride 8 --temperatures 270 300 330 360 -o water_8fs.npz
     openmmflash flashmd-data --system system.xml --pdb start.pdb --stride 16 -o data.npz
     openmmflash flashmd-data --cg-model chignolin --replicas 256 --stride 20 --pairs 40 --spacing 0.25 \
-        --temperatures 280 300 320 350 --platform CUDA -o chignolin_20fs.npz
+        --temperatures 280 300 320 350 --platform CUDA -o chignolin_20fs.npz   (add --species bead for bead types)
     openmmflash flashmd-train water_8fs.npz -o water.pt --iterations 20000 --energy-weight 0.1 --water-box 1.6
 """
 
@@ -35,16 +35,17 @@ def _system_from_args(args):
 
 def _cg_data(args):
     """Pairs for a bundled CG protein: B replicas in one System (replicadata.py)."""
-    from .cgprotein import buildCGSystem
-    from .data import saveDataset, speciesOf
+    from .cgprotein import buildCGSystem, flashMDSpecies
+    from .data import saveDataset
     from .replicadata import generateReplicaPairs
-    _, system, positions, topology, _, _ = buildCGSystem(args.replicas, args.cg_model, removeCMMotion=False)
+    _, system, positions, topology, _, net = buildCGSystem(args.replicas, args.cg_model, removeCMMotion=False)
+    types, kind, labels = flashMDSpecies(net, topology, args.species)
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     stride = args.stride / 1000.0
-    data = generateReplicaPairs(system, positions, speciesOf(topology), args.replicas, args.temperatures, [stride],
+    data = generateReplicaPairs(system, positions, types, args.replicas, args.temperatures, [stride],
                                 timestep=args.timestep / 1000.0, cycles=args.pairs, decorrelation=args.spacing,
                                 equilibration=args.equilibration, platform=args.platform, platformProperties=props,
-                                seed=args.seed, progress=not args.quiet)[stride]
+                                seed=args.seed, progress=not args.quiet, speciesKind=kind, speciesLabels=labels)[stride]
     data["meta"]["system"] = f"bundled CG model {args.cg_model!r} (FlashSchNet TorchForce + priors)"
     saveDataset(args.output, data)
     print(f"wrote {data['q0'].shape[0]} pairs of {data['q0'].shape[1]} particles to {args.output}")
@@ -54,6 +55,8 @@ def _data(args):
     from .data import generatePairs, saveDataset, speciesOf
     if args.cg_model:
         return _cg_data(args)
+    if args.species != "element":
+        raise ValueError(f"--species {args.species} needs --cg-model (bead types come from a FlashSchNet CG model)")
     made = _system_from_args(args)
     if made is None:
         raise ValueError("give either --water-box SIZE or both --system system.xml and --pdb structure.pdb")
@@ -96,6 +99,9 @@ def register(subparsers) -> None:
                    "priors + TorchForce, --replicas copies in one System; --pairs is then per replica and "
                    "--spacing the Langevin time between pairs")
     p.add_argument("--replicas", type=int, default=64, help="replicas in one System (with --cg-model)")
+    p.add_argument("--species", choices=("element", "bead"), default="element",
+                   help="FlashMD species: atomic numbers, or (with --cg-model) the FlashSchNet bead types, so the "
+                   "model tells CA, CB and C apart; integrators then need setAtomTypes(bead types)")
     p.add_argument("--stride", type=float, required=True, help="learned stride (fs)")
     p.add_argument("--timestep", type=float, default=0.5, help="reference NVE time step (fs)")
     p.add_argument("--temperatures", type=float, nargs="+", default=[300.0], help="temperatures of the starts (K)")

@@ -48,8 +48,6 @@ logger = logging.getLogger("openmmflash.flashmd")
 
 KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)  # kJ/mol/K
 
-_ELEMENT = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 11: "Na", 15: "P", 16: "S", 17: "Cl", 19: "K"}
-
 
 def _value(x, u):
     return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
@@ -200,11 +198,20 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._cache = None
 
     def _typesFor(self, masses):
-        """Atomic number of each particle: from ``setAtomTypes`` or else by matching the model's masses."""
+        """Species id of each particle: from ``setAtomTypes`` (one replica's or all) or else by matching masses."""
         if getattr(self, "_atomTypes", None) is not None:
-            if len(self._atomTypes) != len(masses):
+            types = self._atomTypes
+            if len(types) * self.replicas == len(masses) and self.replicas > 1:
+                types = types * self.replicas
+            if len(types) != len(masses):
                 raise ValueError(f"setAtomTypes got {len(self._atomTypes)} types for {len(masses)} particles")
-            return list(self._atomTypes)
+            return list(types)
+        if self._model.speciesKind == "cgBead":
+            raise ValueError("this FlashMD model uses CG bead types as species (speciesKind 'cgBead'), which share "
+                             "masses, so particles cannot be matched by mass: call integrator.setAtomTypes(beadTypes) "
+                             "before the first step, with the FlashSchNet bead type of every particle, e.g. "
+                             "openmmflash.integrators.cgprotein.useCGBeadTypes(integrator, net, topology) or "
+                             "setAtomTypes(cgBeadTypes(net, topology))")
         types = []
         for i, m in enumerate(masses):
             match = [z for z, mz in zip(self._model.species, self._model.speciesMasses) if abs(mz - m) <= 1e-4 * mz]
@@ -217,8 +224,13 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         return types
 
     def setAtomTypes(self, types) -> None:
-        """Atomic numbers of the particles [N] (or a Topology); by default they are inferred from the masses."""
+        """Species ids of the particles, [N] or one replica's [N / replicas]: atomic numbers (or a Topology) for an
+        element model, the FlashSchNet bead types for a model with ``speciesKind == "cgBead"``. By default (element
+        models only) they are inferred from the masses."""
         if hasattr(types, "atoms"):
+            if self._model.speciesKind == "cgBead":
+                raise ValueError("this FlashMD model uses CG bead types as species: pass the bead types (a list of "
+                                 "int, e.g. cgprotein.cgBeadTypes(net, topology)), not a Topology (its elements)")
             types = [a.element.atomic_number for a in types.atoms()]
         self._atomTypes = [int(t) for t in types]
         if self._context is not None:
@@ -416,11 +428,11 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         for z in np.unique(self._types):
             sel = self._types == z
             if k1[sel].sum() <= 0:
-                return None, f"species {z} has no predicted kinetic energy"
+                return None, f"species {self._model.speciesLabel(z)} has no predicted kinetic energy"
             a = math.sqrt(k_int * k0[sel].sum() / k0.sum() / k1[sel].sum())
             if not (1.0 / self.maxRescale <= a <= self.maxRescale):
-                return None, f"species {z} rescale factor {a:.4g} outside [{1 / self.maxRescale:.3g}, " \
-                             f"{self.maxRescale:.3g}]"
+                return None, f"species {self._model.speciesLabel(z)} rescale factor {a:.4g} outside " \
+                             f"[{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
             u1[sel] *= a
         u1 -= (m * u1).sum(0) / M
         u1 *= math.sqrt(k_int / (0.5 * float((m * u1 * u1).sum())))
@@ -443,7 +455,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         return self._model
 
     def computeSpeciesTemperatures(self, context=None) -> Dict[str, float]:
-        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks)."""
+        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks), keyed by the
+        species' label (element symbol, or the bead name such as "TYR:CA" for a bead-species model)."""
         context = context or self._findContext()
         v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
             unit.nanometer / unit.picosecond)
@@ -451,7 +464,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         out = {}
         for z in sorted(set(self._types.tolist())):
             sel = self._types == z
-            out[_ELEMENT.get(z, str(z))] = float(ke2[sel].sum() / (3 * sel.sum() * KB))
+            out[self._model.speciesLabel(z)] = float(ke2[sel].sum() / (3 * sel.sum() * KB))
         return out
 
     def getCheckpointState(self) -> dict:

@@ -1,9 +1,11 @@
 """FlashMD model: the network plus what a run must match (stride, species masses), and its file format.
 
 A model file (``torch.save`` of plain types, loadable with ``weights_only=True``) holds:
-format/version, the PaiNN configuration and weights, ``stride`` (ps), ``species`` (atomic numbers),
-``speciesMasses`` (amu, one per species), ``momentumScale`` (sqrt(kJ/mol)), ``provenance`` (how it was trained)
-and ``validation`` (metrics measured on held-out pairs). Shipped models live in ``integrators/models/`` and are
+format/version, the PaiNN configuration and weights, ``stride`` (ps), ``species`` (integer species ids),
+``speciesMasses`` (amu, one per species), ``speciesKind`` (what the ids are: "element" = atomic numbers, "cgBead" =
+the bead types of a FlashSchNet CG model; version-1 files have no key and are "element"), optional
+``speciesLabels`` (a name per species, e.g. "TYR:CA"), ``momentumScale`` (sqrt(kJ/mol)), ``provenance`` (how it was
+trained) and ``validation`` (metrics measured on held-out pairs). Shipped models live in ``integrators/models/`` and are
 addressed by file name without the ``.pt`` suffix (see :func:`availableModels`).
 
 Prediction in mass-scaled form (x = p / sqrt(m) / momentumScale, dimensionless, ~1):
@@ -22,7 +24,9 @@ from torch import Tensor, nn
 from .painn import PaiNN
 
 FORMAT = "openmmflash-flashmd"
-VERSION = 1
+VERSION = 2  # 2 added speciesKind / speciesLabels (version 1 = element species)
+SPECIES_KINDS = ("element", "cgBead")
+_ELEMENT = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F", 11: "Na", 15: "P", 16: "S", 17: "Cl", 19: "K"}
 MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models")
 
 
@@ -32,7 +36,7 @@ class FlashMDModel(nn.Module):
     Parameters
     ----------
     species : list of int
-        Atomic numbers the model knows, in type-index order.
+        Species ids the model knows, in type-index order: atomic numbers, or CG bead types (see speciesKind).
     speciesMasses : list of float
         Mass of each species, amu. A run must use exactly these masses (no isotopes, no mass repartitioning).
     stride : float
@@ -41,17 +45,29 @@ class FlashMDModel(nn.Module):
         Typical |p| / sqrt(m), sqrt(kJ/mol) (about sqrt(kT)); sets the network's internal units.
     config : dict
         Keyword arguments for :class:`PaiNN` (channels, num_layers, num_rbf, cutoff in nm).
+    speciesKind : "element" or "cgBead"
+        "cgBead": the species are a CG model's bead types; several share a mass, so an integrator needs the
+        particles' types from ``setAtomTypes`` instead of matching masses.
+    speciesLabels : list of str, optional
+        A readable name per species (e.g. "N", "TYR:CA"), used in per-species reports.
     """
 
     def __init__(self, species: Sequence[int], speciesMasses: Sequence[float], stride: float,
-                 momentumScale: float = 1.6, config: Optional[Dict] = None):
+                 momentumScale: float = 1.6, config: Optional[Dict] = None, speciesKind: str = "element",
+                 speciesLabels: Optional[Sequence[str]] = None):
         super().__init__()
         if len(species) != len(speciesMasses):
             raise ValueError(f"species ({len(species)}) and speciesMasses ({len(speciesMasses)}) differ in length")
+        if speciesKind not in SPECIES_KINDS:
+            raise ValueError(f"speciesKind must be one of {SPECIES_KINDS}, got {speciesKind!r}")
+        if speciesLabels is not None and len(speciesLabels) != len(species):
+            raise ValueError(f"speciesLabels ({len(speciesLabels)}) and species ({len(species)}) differ in length")
         if stride <= 0:
             raise ValueError(f"stride must be > 0 ps, got {stride}")
         self.species = [int(z) for z in species]
         self.speciesMasses = [float(m) for m in speciesMasses]
+        self.speciesKind = speciesKind
+        self.speciesLabels = None if speciesLabels is None else [str(x) for x in speciesLabels]
         self.stride = float(stride)
         self.momentumScale = float(momentumScale)
         self.config = dict(config or {})
@@ -60,12 +76,21 @@ class FlashMDModel(nn.Module):
         self.provenance: Dict = {}
         self.validation: Dict = {}
 
+    def speciesLabel(self, z: int) -> str:
+        """Readable name of species ``z``: its stored label, the element symbol, or "bead<z>"."""
+        if self.speciesLabels is not None and int(z) in self.species:
+            return self.speciesLabels[self.species.index(int(z))]
+        if self.speciesKind == "cgBead":
+            return f"bead{int(z)}"
+        return _ELEMENT.get(int(z), str(int(z)))
+
     def typeIndices(self, types: Sequence[int]) -> Tensor:
-        """Map atomic numbers [N] to this model's type indices; unknown species raise ValueError."""
+        """Map species ids [N] (atomic numbers or bead types) to this model's type indices; unknown ids raise."""
         lookup = {z: i for i, z in enumerate(self.species)}
         missing = sorted({int(t) for t in types} - set(lookup))
         if missing:
-            raise ValueError(f"the model knows species {self.species} (atomic numbers) but the system also has "
+            what = "CG bead types" if self.speciesKind == "cgBead" else "atomic numbers"
+            raise ValueError(f"the model knows species {self.species} ({what}) but the system also has "
                              f"{missing}; train a model on data that contains them")
         return torch.tensor([lookup[int(t)] for t in types], dtype=torch.int64)
 
@@ -87,7 +112,8 @@ class FlashMDModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def describe(self) -> str:
-        return (f"FlashMD model: stride {self.stride * 1000:g} fs, species {self.species}, masses "
+        kind = " (CG bead types)" if self.speciesKind == "cgBead" else ""
+        return (f"FlashMD model: stride {self.stride * 1000:g} fs, species {self.species}{kind}, masses "
                 f"{self.speciesMasses} amu, cutoff {self.cutoff} nm, {self.numParameters()} parameters")
 
 
@@ -99,7 +125,8 @@ def _plain(obj):
 def saveModel(model: FlashMDModel, path: str) -> None:
     """Write ``model`` to ``path`` (written to a temporary file first, so a crash never leaves half a file)."""
     blob = {"format": FORMAT, "version": VERSION, "species": model.species, "speciesMasses": model.speciesMasses,
-            "stride": model.stride, "momentumScale": model.momentumScale, "config": model.config,
+            "speciesKind": model.speciesKind, "speciesLabels": model.speciesLabels, "stride": model.stride,
+            "momentumScale": model.momentumScale, "config": model.config,
             "provenance": _plain(model.provenance), "validation": _plain(model.validation),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -136,7 +163,8 @@ def loadModel(model, device=None) -> FlashMDModel:
     if blob["version"] > VERSION:
         raise ValueError(f"{path} has model-file version {blob['version']}; this openmm-flash reads up to "
                          f"{VERSION}. Upgrade openmm-flash.")
-    m = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"])
+    m = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"],
+                     speciesKind=blob.get("speciesKind", "element"), speciesLabels=blob.get("speciesLabels"))
     m.load_state_dict(blob["state_dict"])
     m.provenance = blob.get("provenance", {})
     m.validation = blob.get("validation", {})

@@ -63,14 +63,18 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
                          decorrelation: float = 0.5, equilibration: float = 2.0, langevinTimestep: float = 0.002,
                          friction: float = 5.0, platform: Optional[str] = None, platformProperties=None,
                          maxSeconds: Optional[float] = None, minimize: bool = True, seed: int = 1,
-                         progress: bool = True) -> Dict[float, dict]:
+                         progress: bool = True, speciesKind: str = "element",
+                         speciesLabels: Optional[Dict[int, str]] = None) -> Dict[float, dict]:
     """Pairs at several strides from B replicas in one System.
 
     Parameters
     ----------
     system : openmm.System with ``replicas`` contiguous copies of the molecule (no constraints, not periodic)
     positions : array [B * n, 3] or [B, n, 3], nm (e.g. openmmflash.plugin.replicas.replicatePositions)
-    types : sequence [n] (one replica) or [B * n] of atomic numbers
+    types : sequence [n] (one replica) or [B * n] of species ids: atomic numbers, or CG bead types
+    speciesKind : "element" (types are atomic numbers) or "cgBead" (types are a CG model's bead types); recorded in
+        ``meta`` and carried by training into the model file. Every type must have exactly one mass.
+    speciesLabels : optional {type: name} (e.g. {21: "TYR:CA"}), recorded in ``meta`` for per-species reports
     temperatures : K; replica b runs at temperatures[b % len(temperatures)]
     strides : ps; each a whole multiple of ``timestep``; one dataset per stride
     timestep : NVE velocity-Verlet step of the reference dynamics, ps
@@ -103,9 +107,16 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
         if k < 1 or abs(k * timestep - stride) > 1e-9:
             raise ValueError(f"stride {stride} ps must be a whole multiple of the timestep {timestep} ps")
         nsubs.append(k)
+    if speciesKind not in ("element", "cgBead"):
+        raise ValueError(f"speciesKind must be 'element' or 'cgBead', got {speciesKind!r}")
     masses = _masses(system)
     if not np.allclose(masses.reshape(replicas, n), masses[:n]):
         raise ValueError("the replicas differ in their masses; build the System with replicas of one molecule")
+    for z in np.unique(types):
+        mz = np.unique(masses[:n][types == z])
+        if np.ptp(mz) > 1e-6 * mz.max():
+            raise ValueError(f"species {int(z)} has particles of masses {mz.tolist()} amu; a FlashMD model needs "
+                             "exactly one mass per species: give those particles different types or equal masses")
     temps = np.array([temperatures[b % len(temperatures)] for b in range(replicas)], dtype=np.float64)
     integ = createReplicaIntegrator(langevinTimestep, friction)
     plat = mm.Platform.getPlatformByName(platform) if platform else None
@@ -171,8 +182,10 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
                         "replicas": replicas, "cycles": done, "decorrelation": decorrelation,
                         "equilibration": equilibration, "langevinTimestep": langevinTimestep, "friction": friction,
                         "seed": seed, "numParticles": n, "periodic": False, "openmm": mm.__version__,
-                        "platform": context.getPlatform().getName(), "seconds": seconds,
+                        "platform": context.getPlatform().getName(), "seconds": seconds, "speciesKind": speciesKind,
                         "generator": "openmmflash.integrators.replicadata.generateReplicaPairs"}
+        if speciesLabels:
+            data["meta"]["speciesLabels"] = {str(int(k)): str(v) for k, v in speciesLabels.items()}
         result[stride] = data
     del context, integ
     return result

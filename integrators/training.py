@@ -101,7 +101,12 @@ class Trainer:
         species_masses = [float(masses[types == z][0]) for z in species]
         for z, mz in zip(species, species_masses):
             if not np.allclose(masses[types == z], mz):
-                raise ValueError(f"species {z} has several masses in the dataset; FlashMD needs one mass per species")
+                raise ValueError(f"species {z} has masses {sorted(set(masses[types == z].tolist()))} amu in the "
+                                 "dataset; a FlashMD model needs exactly one mass per species. Regenerate the data "
+                                 "with types that separate these masses (or with equal masses).")
+        kind = self.meta.get("speciesKind", "element")
+        labels = self.meta.get("speciesLabels")
+        labels = None if not labels else [labels.get(str(z), f"bead{z}") for z in species]
         stride = float(self.meta["stride"])
         sqrt_m = np.sqrt(masses)[None, :, None]
         momentum_scale = float(np.sqrt(np.mean((data["p0"] / sqrt_m) ** 2)))
@@ -112,10 +117,10 @@ class Trainer:
             neighbor_norm = max(1.0, round(src.shape[0] / q_first.shape[1], 1))
             model = FlashMDModel(species, species_masses, stride, momentum_scale,
                                  dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff,
-                                      neighbor_norm=neighbor_norm))
-        elif abs(model.stride - stride) > 1e-9 or model.species != species:
-            raise ValueError(f"the model (stride {model.stride} ps, species {model.species}) does not match the "
-                             f"dataset (stride {stride} ps, species {species})")
+                                      neighbor_norm=neighbor_norm), speciesKind=kind, speciesLabels=labels)
+        elif abs(model.stride - stride) > 1e-9 or model.species != species or model.speciesKind != kind:
+            raise ValueError(f"the model (stride {model.stride} ps, {model.speciesKind} species {model.species}) does "
+                             f"not match the dataset (stride {stride} ps, {kind} species {species})")
         self.model = model.to(self.device).float()
         self.type_idx = model.typeIndices(types).to(self.device)
         P = data["q0"].shape[0]
@@ -260,14 +265,20 @@ class Trainer:
         n = max(1, len(self.val_idx))
         out = {"numValidationPairs": int(len(self.val_idx)), "lossPosition": lq / n, "lossMomentum": lp / n}
         cat = {k: torch.cat(v).numpy() for k, v in err.items()}
-        for ti, z in enumerate(model.species):
-            sel = types == ti
-            out[f"rmse_dq_nm_Z{z}"] = float(np.sqrt(cat["dq"][:, sel].mean()))
-            out[f"rmse_p_Z{z}"] = float(np.sqrt(cat["p"][:, sel].mean()))
-            out[f"baseline_rmse_dq_nm_Z{z}"] = float(np.sqrt(cat["dq0"][:, sel].mean()))
-            out[f"baseline_rmse_p_Z{z}"] = float(np.sqrt(cat["p0"][:, sel].mean()))
+        # keys _Z6 (atomic number) or _bead21 (bead type); bead models also per mass (_m12.011), to compare with
+        # element models of the same System
+        tag = "bead" if model.speciesKind == "cgBead" else "Z"
+        groups = [(f"{tag}{z}", types == ti) for ti, z in enumerate(model.species)]
+        if model.speciesKind == "cgBead":
+            mass = np.asarray(model.speciesMasses)[types]
+            groups += [(f"m{mz:g}", mass == mz) for mz in sorted(set(model.speciesMasses))]
+        for key, sel in groups:
+            out[f"rmse_dq_nm_{key}"] = float(np.sqrt(cat["dq"][:, sel].mean()))
+            out[f"rmse_p_{key}"] = float(np.sqrt(cat["p"][:, sel].mean()))
+            out[f"baseline_rmse_dq_nm_{key}"] = float(np.sqrt(cat["dq0"][:, sel].mean()))
+            out[f"baseline_rmse_p_{key}"] = float(np.sqrt(cat["p0"][:, sel].mean()))
             # predicted / true kinetic energy of the species after the stride (< 1: regression shrinkage)
-            out[f"kinetic_ratio_Z{z}"] = float(cat["k"][:, sel].sum() / cat["k1"][:, sel].sum())
+            out[f"kinetic_ratio_{key}"] = float(cat["k"][:, sel].sum() / cat["k1"][:, sel].sum())
         return out
 
     def _noenergy(self, idx):

@@ -31,7 +31,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
 from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
@@ -51,6 +51,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None):
                                       model=model, replicas=replicas, randomSeed=seed, device=args.device,
                                       fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
                                       speciesRescale=args.species_rescale)
+    useCGBeadTypes(integ, net, topology)  # models with bead-type species (speciesKind "cgBead") need the types
     if args.energy == "split":
         integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device))
     return integ

@@ -2,7 +2,8 @@
 # The GPU runs behind the chignolin-cg models and their reports (one GPU, OpenMM CUDA platform).
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh train OUTDIR [DATA_SECONDS] [TRAIN_MINUTES] [STRIDES_FS...]
 #       data from 256 replicas (time-limited), then one model per stride trained side by side on the same GPU
-#       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40; batch: env BATCH, default 64)
+#       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40; batch: env BATCH, default 64;
+#       env SPECIES=bead: FlashSchNet bead types as species, files chignolin_<S>fs_bead.npz / chignolin-cg-<S>fs-bead.pt)
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh bench OUTDIR MODEL...
 #       validation (Langevin 32 replicas vs FlashMD 1 replica per model, 25 s wall each) and speed (1 and 32
 #       replicas) into OUTDIR, tag _gpu
@@ -13,10 +14,12 @@ MODE=$1; OUT=${2:-/tmp/flashmd_cg}
 mkdir -p $OUT
 if [ "$MODE" = train ]; then
   DATA_S=${3:-90}; TRAIN_MIN=${4:-3.0}; STRIDES="${*:5}"; [ -z "$STRIDES" ] && STRIDES="20 40"
+  SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
   python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
-      --strides $STRIDES --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
+      --strides $STRIDES --species $SPECIES --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
   for S in $STRIDES; do
-    python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs.npz --out $OUT/chignolin-cg-${S}fs.pt \
+    python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs${SUF}.npz \
+        --out $OUT/chignolin-cg-${S}fs${SUF//_/-}.pt \
         --max-minutes $TRAIN_MIN --batch-size ${BATCH:-64} --quiet > $OUT/train_${S}fs.log 2>&1 &
   done
   wait

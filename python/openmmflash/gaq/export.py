@@ -80,6 +80,8 @@ def saveQuantizedModel(model: nn.Module, path: str) -> int:
     freezeModel(model)
     blob = {"format": FORMAT, "version": VERSION, "species": model.species, "speciesMasses": model.speciesMasses,
             "stride": model.stride, "momentumScale": model.momentumScale, "config": model.config,
+            "speciesKind": getattr(model, "speciesKind", "element"),
+            "speciesLabels": getattr(model, "speciesLabels", None),
             "provenance": _plain(model.provenance), "validation": _plain(model.validation),
             "gaq": _plain(model.gaq),
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
@@ -99,7 +101,8 @@ def modelFromBlob(blob: Dict, path: str = "<blob>"):
         raise ValueError(f"{path} has quantized-model version {blob['version']}; this openmm-flash reads up to "
                          f"{VERSION}. Upgrade openmm-flash.")
     meta = blob["gaq"]
-    model = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"])
+    model = FlashMDModel(blob["species"], blob["speciesMasses"], blob["stride"], blob["momentumScale"], blob["config"],
+                         speciesKind=blob.get("speciesKind", "element"), speciesLabels=blob.get("speciesLabels"))
     # files without "frameParity" were written before the option: their frames are right-handed (SO(3) only)
     quantizeModel(model, meta["scheme"], meta["method"], meta["dirBits"], meta.get("frameParity", False))
     model.gaq.update({k: v for k, v in meta.items() if k not in model.gaq})
