@@ -40,7 +40,10 @@ class _OpenMMPotential(torch.autograd.Function):
         energies, grads = [], []
         for frame in q.detach().cpu().double().numpy():
             context.setPositions(frame)
-            st = context.getState(getEnergy=True, getForces=True)
+            # autograd.Function.forward runs with grad mode off, and a TorchForce (e.g. FlashSchNet) evaluated by
+            # OpenMM on this thread inherits it and cannot take its own gradient for the forces: switch it back on.
+            with torch.enable_grad():
+                st = context.getState(getEnergy=True, getForces=True)
             energies.append(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
             grads.append(-st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer))
         ctx.save_for_backward(torch.as_tensor(np.stack(grads), dtype=q.dtype, device=q.device))

@@ -164,3 +164,29 @@ def test_bead_types_of_one_replica_serve_all_replicas(bead_files):
     integ.step(2)
     assert ctx.getStepCount() == 2 and integ.getNumLearnedSteps() == 2
     assert integ._types.tolist() == cgBeadTypes(net, full)
+
+
+def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
+    """The training energy term takes V and -F of the predicted state from an OpenMM Context. With a TorchForce in
+    the System, OpenMM runs it inside autograd.Function.forward (grad mode off), where it used to fail; its gradient
+    must be -F and a training step with the term on must change the model."""
+    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    full, system, pos, net = cg
+    context = makeEnergyContext(system, "CPU")
+    q = torch.as_tensor(np.asarray(pos), dtype=torch.float64).view(1, -1, 3).requires_grad_(True)
+    V = _OpenMMPotential.apply(q, context)
+    V.sum().backward()
+    context.setPositions(np.asarray(pos))
+    st = context.getState(getEnergy=True, getForces=True)
+    F = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    assert float(V[0]) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-6)
+    assert np.allclose(q.grad[0].numpy(), -np.asarray(F), rtol=1e-5, atol=1e-3)
+    data_path, model_path = bead_files
+    trainer = Trainer(data_path, model=loadModel(model_path), batchSize=2, energyWeight=1.0, system=system,
+                      energyPlatform="CPU", device="cpu", iterations=4)
+    trainer.maxSeconds, trainer.startTime = 1.0, 0.0  # progress 1: the energy term at full weight
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    _, _, _, le = trainer.loss(trainer.train_idx[:2])
+    assert float(le) > 0 and np.isfinite(float(le))
+    trainer.trainStep()
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(before, trainer.model.parameters()))
