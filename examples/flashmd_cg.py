@@ -2,9 +2,11 @@
 
 The System is the bundled CG chignolin as the demo builds it (priors as native forces + the FlashSchNet TorchForce;
 TorchForce needs the CUDA platform with recent PyTorch builds, the CPU platform works with others). The only
-FlashMD-specific lines are the integrator and, optionally, the cheaper energy evaluation for the rescale (OpenMM's
-priors + a FlashSchNet forward pass, instead of the TorchForce's forward and backward pass). The shipped CG models are
-demonstrations that fall back to ordinary substeps often (see integrators/models/README.md).
+FlashMD-specific lines are the integrator, the bead types for models trained with bead-type species (the shipped
+chignolin-cg-40fs), and off CUDA the cheaper energy evaluation for the rescale (OpenMM's priors + a FlashSchNet
+forward pass, instead of the TorchForce's forward and backward pass; on CUDA OpenMM's graphed energy is cheaper).
+chignolin-cg-40fs falls back to ordinary substeps in about 7 % of the strides, chignolin-cg-20fs in about 25 %
+(see integrators/models/README.md).
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
 """
@@ -17,12 +19,13 @@ import torch  # noqa: F401  (import torch before openmm)
 from openmm import Platform, app, unit
 
 from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
+from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="chignolin-cg-20fs", help="shipped FlashMD model name or model file")
+    ap.add_argument("--model", default="chignolin-cg-40fs", help="shipped FlashMD model name or model file")
     ap.add_argument("--steps", type=int, default=100, help="strides to run")
     ap.add_argument("--platform", default="CUDA")
     ap.add_argument("--device", default=None, help="torch device of the FlashMD network (default: cuda if present)")
@@ -30,12 +33,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     os.makedirs(args.output, exist_ok=True)
 
-    topology, system, positions, _, _, net = buildCGSystem(1)
+    topology, system, positions, _, _, net = buildCGSystem(1, platformName=args.platform)
     # was: LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 2*femtoseconds)
+    substeps = max(1, round(loadModel(args.model).stride / 0.002))  # fallback strides in 2 fs steps, as CG MD
     integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=args.model,
-                                           speciesRescale=False, fallbackSubsteps=10, device=args.device)
+                                           speciesRescale=False, fallbackSubsteps=substeps, device=args.device)
     useCGBeadTypes(integrator, net, topology)  # only acts for models trained with bead-type species
-    integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))
+    if args.platform != "CUDA":
+        integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))
 
     simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))
     simulation.context.setPositions(positions)

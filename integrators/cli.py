@@ -76,7 +76,8 @@ def _train(args):
     model = train(args.dataset, args.output, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
-                  seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes)
+                  seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
+                  initialModel=args.init)
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
@@ -129,6 +130,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="fine-tune this FlashMD model (shipped name or file) instead of training a new one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)

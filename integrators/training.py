@@ -307,16 +307,23 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           numLayers: int = 3, numRBF: int = 16, cutoff: float = 0.5, energyWeight: float = 0.0, system=None,
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
-          kineticWeight: float = 0.0) -> FlashMDModel:
+          kineticWeight: float = 0.0, initialModel=None) -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs) and write it to ``output``.
 
     Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
     frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
     ``system``), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
-    ``provenance`` and ``validation`` are stored in the file.
+    ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a FlashMDModel, or a shipped name or
+    file for modelfile.loadModel) fine-tunes that model instead of a new one (its stride and species must match the
+    data; the network-size arguments are then ignored); its provenance is kept under ``initialProvenance``.
     """
     data = loadDataset(dataset) if isinstance(dataset, str) else dataset
-    trainer = Trainer(data, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
+    init_name = None
+    if initialModel is not None and not isinstance(initialModel, FlashMDModel):
+        from .modelfile import loadModel
+        init_name, initialModel = str(initialModel), loadModel(initialModel)
+    init_provenance = dict(initialModel.provenance) if initialModel is not None else None
+    trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
                       batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
                       device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight)
     state_path = output + ".state"
@@ -353,5 +360,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
                         "energyWeight": energyWeight, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
                         "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
                         "lossHistory": trainer.history[-200:]}
+    if initialModel is not None:
+        model.provenance["initialModel"] = init_name or "FlashMDModel object"
+        model.provenance["initialProvenance"] = init_provenance
     saveModel(model.cpu(), output)
     return model

@@ -9,9 +9,9 @@ from openmm import app, unit
 
 from openmmflash.cli import main as cli_main
 from openmmflash.integrators.data import loadDataset
-from openmmflash.integrators.modelfile import availableModels, loadModel
+from openmmflash.integrators.modelfile import FlashMDModel, availableModels, loadModel, saveModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-from openmmflash.integrators.training import Trainer
+from openmmflash.integrators.training import Trainer, train
 
 from conftest import WATER_STRIDE as STRIDE  # ps
 
@@ -88,6 +88,26 @@ def test_cli_train_resume_and_model_file(dataset, tmp_path):
     assert sim.currentStep == 3
     with pytest.raises(ValueError, match="no FlashMD model file or shipped model named"):
         loadModel("no-such-model")
+
+
+def test_cli_fine_tunes_an_existing_model(dataset, tmp_path):
+    """flashmd-train --init continues from a model's weights (not from scratch) and records where it started;
+    a model of another stride is refused with a clear error."""
+    path, system, top, pos = dataset
+    first, tuned = str(tmp_path / "first.pt"), str(tmp_path / "tuned.pt")
+    base = ["--iterations", "4", "--channels", "8", "--layers", "1", "--cutoff", "0.4", "--batch-size", "2", "--quiet"]
+    assert cli_main(["flashmd-train", path, "-o", first] + base) == 0
+    start = loadModel(first)
+    assert cli_main(["flashmd-train", path, "-o", tuned, "--init", first, "--lr", "1e-6"] + base[:2] + base[-3:]) == 0
+    model = loadModel(tuned)
+    assert model.provenance["initialModel"] == first
+    assert model.provenance["initialProvenance"]["iterations"] == 4
+    drift = max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), start.state_dict().values()))
+    assert 0 < drift < 1e-3  # tiny lr: moved, but stayed at the start (a fresh model would differ at O(1))
+    other = FlashMDModel(start.species, start.speciesMasses, 2 * start.stride, start.momentumScale, start.config)
+    saveModel(other, str(tmp_path / "other.pt"))
+    with pytest.raises(ValueError, match="does not match the dataset"):
+        train(path, str(tmp_path / "x.pt"), iterations=1, initialModel=str(tmp_path / "other.pt"), progress=False)
 
 
 def test_cli_data(tmp_path):

@@ -300,15 +300,19 @@ def main(argv=None):
     ap.add_argument("--fallback-substeps", type=int, default=None,
                     help="velocity-Verlet substeps of a rejected stride (default: stride / 2 fs)")
     ap.add_argument("--max-rescale", type=float, default=1.25)
-    ap.add_argument("--energy", choices=["split", "openmm"], default="split",
+    ap.add_argument("--energy", choices=["auto", "split", "openmm"], default="auto",
                     help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split), or OpenMM's "
-                         "full energy (its TorchForce also runs the backward pass)")
+                         "full energy (its TorchForce also runs the backward pass); auto: openmm on the CUDA "
+                         "platform (1.2-1.4 vs 3.5 ms per stride on an H100, graphed fast path), split elsewhere "
+                         "(5.4 vs 12.2 ms on CPU)")
     ap.add_argument("--platform", default="CUDA")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
+    if args.energy == "auto":
+        args.energy = "openmm" if args.platform == "CUDA" else "split"
     os.makedirs(args.results, exist_ok=True)
     info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "platform": args.platform, "python": pyplatform.python_version(), "torch": torch.__version__,
