@@ -5,8 +5,8 @@ TorchForce needs the CUDA platform with recent PyTorch builds, the CPU platform 
 FlashMD-specific lines are the integrator, the bead types for models trained with bead-type species (the shipped
 chignolin-cg-40fs), and off CUDA the cheaper energy evaluation for the rescale (OpenMM's priors + a FlashSchNet
 forward pass, instead of the TorchForce's forward and backward pass; on CUDA OpenMM's graphed energy is cheaper).
-chignolin-cg-40fs falls back to ordinary substeps in about 7 % of the strides, chignolin-cg-20fs in about 25 %
-(see integrators/models/README.md).
+chignolin-cg-40fs falls back to ordinary substeps in 7-49 % of the strides (more far from the native structure),
+chignolin-cg-20fs in about 25 % (see integrators/models/README.md).
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
 """

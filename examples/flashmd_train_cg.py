@@ -18,7 +18,7 @@ model file then records speciesKind "cgBead" and integrators need ``cgprotein.us
    OpenMM call with forces per frame) on fresh data (step 1 with --max-seconds 70 --out-dir cgdata2):
        python examples/flashmd_train_cg.py train cgdata2/chignolin_40fs_bead.npz --out chignolin-cg-40fs.pt \
            --init first.pt --energy-weight 0.1 --lr 2e-4 --batch-size 16 --iterations 20000 --max-minutes 3.5
-   This is the shipped chignolin-cg-40fs (integrators/models/README.md: its fallback rate fell from 37 % to 7 %).
+   This is the shipped chignolin-cg-40fs (integrators/models/README.md: fallbacks 7-49 % against 37-59 % before the fine-tuning).
    The shipped chignolin-cg-20fs is the older recipe: element species, reference force, 90 s of data, 3 minutes.
 4. Copy the file to integrators/models/ and validate with examples/benchmarks/bench_flashmd_cg.py.
 """

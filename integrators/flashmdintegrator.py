@@ -11,7 +11,7 @@ Energy conservation with a guard, per stride (H = V(q) + K(p) before the step):
     (q', p') = learned step;  V' = V(q') from the Context;  alpha = sqrt((H - V') / K')
     accept when everything is finite, max |q' - q| <= maxDisplacement and alpha in [1/maxRescale, maxRescale];
     p <- alpha p'.  With ``speciesRescale`` the kinetic energy H - V' is instead shared among the species in the
-    proportions they had before the step (see :meth:`_speciesShareRescale`).  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
+    proportions they had before the step (see :func:`species.speciesShareRescale`).  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
     velocity-Verlet substeps of the System's forces (run inside the C++ integrator program). A run therefore never
     produces NaN from the network; rejections are counted (``getNumFallbacks``) and logged.
 
@@ -42,11 +42,10 @@ from openmm import unit
 from .modelfile import loadModel
 from .densestep import DenseReplicaStep
 from .paddedstep import PaddedReplicaStep
+from .species import particleTypes, speciesShareRescale, speciesTemperatures
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
-
-KB = unit.MOLAR_GAS_CONSTANT_R.value_in_unit(unit.kilojoule_per_mole / unit.kelvin)  # kJ/mol/K
 
 
 def _value(x, u):
@@ -174,7 +173,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if any(system.isVirtualSite(i) for i in range(n)):
             raise ValueError("the System has virtual sites, which FlashMD integrators do not support")
         masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
-        types = self._typesFor(masses)
+        types = particleTypes(self._model, masses, getattr(self, "_atomTypes", None), self.replicas)
         B = self.replicas
         if n % B:
             raise ValueError(f"the System has {n} particles, which cannot form replicas={B} equal copies")
@@ -196,32 +195,6 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._padded = PaddedReplicaStep(self._stepper, B, periodic=True) if graph and self._periodic else None
         self._context = context
         self._cache = None
-
-    def _typesFor(self, masses):
-        """Species id of each particle: from ``setAtomTypes`` (one replica's or all) or else by matching masses."""
-        if getattr(self, "_atomTypes", None) is not None:
-            types = self._atomTypes
-            if len(types) * self.replicas == len(masses) and self.replicas > 1:
-                types = types * self.replicas
-            if len(types) != len(masses):
-                raise ValueError(f"setAtomTypes got {len(self._atomTypes)} types for {len(masses)} particles")
-            return list(types)
-        if self._model.speciesKind == "cgBead":
-            raise ValueError("this FlashMD model uses CG bead types as species (speciesKind 'cgBead'), which share "
-                             "masses, so particles cannot be matched by mass: call integrator.setAtomTypes(beadTypes) "
-                             "before the first step, with the FlashSchNet bead type of every particle, e.g. "
-                             "openmmflash.integrators.cgprotein.useCGBeadTypes(integrator, net, topology) or "
-                             "setAtomTypes(cgBeadTypes(net, topology))")
-        types = []
-        for i, m in enumerate(masses):
-            match = [z for z, mz in zip(self._model.species, self._model.speciesMasses) if abs(mz - m) <= 1e-4 * mz]
-            if len(match) != 1:
-                raise ValueError(f"particle {i} has mass {m:.6g} amu, which matches none of the FlashMD model's "
-                                 f"species masses {dict(zip(self._model.species, self._model.speciesMasses))}; the "
-                                 "model was trained with other masses or species. Use the System's standard "
-                                 "masses, or call setAtomTypes(...) with atomic numbers to see the exact mismatch.")
-            types.append(match[0])
-        return types
 
     def setAtomTypes(self, types) -> None:
         """Species ids of the particles, [N] or one replica's [N / replicas]: atomic numbers (or a Topology) for an
@@ -366,7 +339,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
                     if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
                         reason = f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
                     elif self.speciesRescale:
-                        v1, reason = self._speciesShareRescale(v, v1, H - V1)
+                        v1, reason = speciesShareRescale(v, v1, self._masses, self._types, H - V1,
+                                                         self.maxRescale, self._model.speciesLabel)
                     else:
                         v1 = v1 * alpha
                     if reason is None:
@@ -406,38 +380,6 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if prof:
             self._tick("fallback")
 
-    def _speciesShareRescale(self, v: np.ndarray, v1: np.ndarray, kinetic: float):
-        """Velocities [N, 3] after the learned step with total kinetic energy ``kinetic`` (kJ/mol) shared per species.
-
-        With peculiar velocities u = v - v_com: K_com' = M |v_com'|^2 / 2 is kept as predicted, and species s gets
-        K_s' = (kinetic - K_com') * K_s / sum_s K_s, K_s = sum_{i in s} m_i |u_i|^2 / 2 from before the step:
-        u_s' <- a_s u_s'.  The centre-of-mass momentum this creates is removed (u' <- u' - sum m u' / M) and a last
-        common factor makes the energy exact again. Returns (velocities, None) or (None, reason) when a factor is
-        out of [1/maxRescale, maxRescale].
-        """
-        m = self._masses[:, None]
-        M = float(self._masses.sum())
-        vc0, vc1 = (m * v).sum(0) / M, (m * v1).sum(0) / M
-        u0, u1 = v - vc0, v1 - vc1
-        k_int = kinetic - 0.5 * M * float((vc1 ** 2).sum())
-        k0 = 0.5 * (m * u0 * u0).sum(-1)
-        k1 = 0.5 * (m * u1 * u1).sum(-1)
-        if not (k_int > 0 and k0.sum() > 0):
-            return None, f"no internal kinetic energy left ({k_int:.4g} kJ/mol)"
-        u1 = u1.copy()
-        for z in np.unique(self._types):
-            sel = self._types == z
-            if k1[sel].sum() <= 0:
-                return None, f"species {self._model.speciesLabel(z)} has no predicted kinetic energy"
-            a = math.sqrt(k_int * k0[sel].sum() / k0.sum() / k1[sel].sum())
-            if not (1.0 / self.maxRescale <= a <= self.maxRescale):
-                return None, f"species {self._model.speciesLabel(z)} rescale factor {a:.4g} outside " \
-                             f"[{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
-            u1[sel] *= a
-        u1 -= (m * u1).sum(0) / M
-        u1 *= math.sqrt(k_int / (0.5 * float((m * u1 * u1).sum())))
-        return vc1 + u1, None
-
     # ----------------------------------------------------------------------------------------------- diagnostics
     def getNumFallbacks(self) -> int:
         """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
@@ -460,12 +402,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         context = context or self._findContext()
         v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
             unit.nanometer / unit.picosecond)
-        ke2 = (self._masses[:, None] * np.asarray(v) ** 2).sum(-1)
-        out = {}
-        for z in sorted(set(self._types.tolist())):
-            sel = self._types == z
-            out[self._model.speciesLabel(z)] = float(ke2[sel].sum() / (3 * sel.sum() * KB))
-        return out
+        return speciesTemperatures(v, self._masses, self._types, self._model.speciesLabel)
 
     def getCheckpointState(self) -> dict:
         """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""

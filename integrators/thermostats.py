@@ -17,7 +17,8 @@ import math
 import numpy as np
 from openmm import unit
 
-from .flashmdintegrator import KB, FlashMDIntegrator, _value
+from .flashmdintegrator import FlashMDIntegrator, _value
+from .species import KB
 
 
 class _ThermostattedFlashMD(FlashMDIntegrator):

@@ -1,5 +1,5 @@
 """One table and one PNG for the CG chignolin FlashMD models measured on an H100: speed ratio against
-LangevinMiddleIntegrator at 2 fs (same GPU call, 5 s windows) and fallback rate (speed windows and 25-35 s validation
+LangevinMiddleIntegrator at 2 fs (same GPU call, 5 s or 30 s windows) and fallback rate (speed windows and 25-95 s validation
 runs), from the committed JSON files of examples/benchmarks/bench_flashmd_cg.py. Reads only; measures nothing.
 
     python examples/benchmarks/plot_flashmd_cg_models.py      # -> results/flashmd_cg_models.{json,png}
@@ -8,20 +8,24 @@ runs), from the committed JSON files of examples/benchmarks/bench_flashmd_cg.py.
 import json
 import os
 
+OLD_40FS = {"flashmd_cg_speed_gpu_openmm_energy.json"}
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 SPEED = ["flashmd_cg_speed_gpu_openmm_energy.json", "flashmd_cg_speed_gpu_split_energy_bead.json",
-         "flashmd_cg_speed_gpu_energy_term.json"]
-VALIDATION = ["flashmd_cg_validation_gpu_bead_species.json", "flashmd_cg_validation_gpu_energy_term.json"]
+         "flashmd_cg_speed_gpu_energy_term.json", "flashmd_cg_speed_gpu_40fs_30s.json"]
+VALIDATION = ["flashmd_cg_validation_gpu_bead_species.json", "flashmd_cg_validation_gpu_energy_term.json",
+              "flashmd_cg_validation_gpu_40fs_long.json"]
 # file names in the GPU runs -> what they are now
-NAMES = {"chignolin-cg-20fs": "20 fs element (shipped)", "chignolin-cg-40fs": "40 fs element (old shipped)",
+NAMES = {"chignolin-cg-20fs": "20 fs element (shipped)", "chignolin-cg-40fs": "40 fs bead + energy term (shipped chignolin-cg-40fs)",
          "chignolin-cg-20fs-element": "20 fs element, more data", "chignolin-cg-20fs-bead": "20 fs bead",
          "chignolin-cg-40fs-bead": "40 fs bead", "chignolin-cg-20fs-energy": "20 fs element + energy term",
          "chignolin-cg-40fs-bead-energy": "40 fs bead + energy term (shipped chignolin-cg-40fs)"}
 
 
-def _name(model: str) -> str:
+def _name(model: str, source: str) -> str:
     base = os.path.basename(model)
+    if base == "chignolin-cg-40fs" and source in OLD_40FS:  # before the model file was replaced
+        return "40 fs element (first chignolin-cg-40fs)"
     return NAMES.get(base[:-3] if base.endswith(".pt") else base, base)
 
 
@@ -31,7 +35,7 @@ def collect():
         d = json.load(open(os.path.join(RESULTS, f)))
         for r in d["rows"]:
             fm = r["flashmd"]
-            rows.append({"file": f, "kind": "speed", "model": _name(r["model"]), "energy": fm["energyEvaluation"],
+            rows.append({"file": f, "kind": "speed", "model": _name(r["model"], f), "energy": fm["energyEvaluation"],
                          "ratio": r["ratio"], "msPerStride": fm["msPerStride"], "fallbackRate": fm["fallbackRate"],
                          "strides": fm["strides"]})
     for f in VALIDATION:
@@ -39,8 +43,9 @@ def collect():
         for key, run in d["runs"].items():
             if key == "langevin":
                 continue
-            rows.append({"file": f, "kind": "validation", "model": _name(key), "fallbackRate": run["fallbackRate"],
+            rows.append({"file": f, "kind": "validation", "model": _name(key, f), "fallbackRate": run["fallbackRate"],
                          "temperature_K": run["meanTemperature_K"], "time_ps": run["timePerReplica_ps"],
+                         "nsPerDayWithReporting": run["timePerReplica_ps"] / run["wallSeconds"] * 86.4,
                          "overlap": run["histogramOverlapWithLangevin"]})
     return rows
 
@@ -50,6 +55,7 @@ def main():
     print(f"{'model':52s} {'run':10s} {'energy':7s} {'ratio':>6s} {'fallbacks':>9s}  T (K) / overlaps")
     for r in rows:
         extra = (f"{r['temperature_K']:.1f} / " + " ".join(f"{k} {v:.2f}" for k, v in r["overlap"].items())
+                 + f" / {r['time_ps']:.0f} ps at {r['nsPerDayWithReporting']:.0f} ns/day"
                  if r["kind"] == "validation" else "")
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
         print(f"{r['model']:52s} {r['kind']:10s} {r.get('energy', ''):7s} {ratio:>6s} {100 * r['fallbackRate']:8.1f}%  "
