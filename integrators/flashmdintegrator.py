@@ -19,7 +19,8 @@ State that must survive a checkpoint (random-number seed and draw counter, step 
 global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
 not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
 
-Speed: per stride one getState (q, v), one learned step (on a CUDA device a fixed-shape step replayed as one CUDA
+Speed: per stride one getState (q, v) (skipped after an accepted stride inside one ``step(n)`` call when no force
+changes the state between steps: no barostat, CMMotionRemover or Andersen thermostat), one learned step (on a CUDA device a fixed-shape step replayed as one CUDA
 graph: densestep.py without a box, paddedstep.py with one), setPositions + one energy evaluation (OpenMM's, or a
 cheaper split set with :meth:`setEnergyEvaluator`), setVelocities and ``CustomIntegrator.step(1)``.
 ``enableProfiling`` records where the time goes. ``replicas=B`` runs B identical copies of a molecule in one System (one call for all).
@@ -187,6 +188,10 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._masses = np.asarray(masses)
         self._types = np.asarray(types)
         self._periodic = system.usesPeriodicBoundaryConditions()
+        # Forces that change positions, velocities or the box between steps (updateContextState) rule out carrying
+        # the state from one stride to the next.
+        self._passive = not any(type(f).__name__ in ("CMMotionRemover", "AndersenThermostat")
+                                or type(f).__name__.startswith("MonteCarlo") for f in system.getForces())
         graph = self.useCUDAGraph
         if graph is None:
             graph = self._stepper.device.type == "cuda"
@@ -231,8 +236,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if int(steps) != steps or steps < 0:
             raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
         context = self._findContext()
-        for _ in range(int(steps)):
-            self._stride(context)
+        self._carry = None  # the state is read from the Context at the first stride of every call
+        try:
+            for _ in range(int(steps)):
+                self._stride(context)
+        finally:
+            self._carry = None
 
     def setEnergyEvaluator(self, groups, extraEnergy) -> None:
         """Evaluate the potential energy for the rescale as OpenMM's energy of force ``groups`` (a set of group
@@ -278,12 +287,16 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         prof = self.timings is not None
         if prof:
             self._last = time.perf_counter()
-        st = context.getState(getPositions=True, getVelocities=True)
-        q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-        box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
         m = self._masses[:, None]
-        if self.rescaleEnergy:
+        carry, self._carry = getattr(self, "_carry", None), None
+        if carry is not None:  # the previous accepted stride of this step() call left (q, v, box, V, params) as set
+            q, v, box, V, params = carry
+        else:
+            st = context.getState(getPositions=True, getVelocities=True)
+            q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+            box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        if self.rescaleEnergy and carry is None:
             params = dict(context.getParameters())
             if (self._cache is not None and np.array_equal(self._cache[1], q) and np.array_equal(self._cache[2], box)
                     and self._cache[3] == params):
@@ -355,6 +368,10 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             context.setVelocities(v1)
             self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
             mm.CustomIntegrator.step(self, 1)
+            if self._passive and self._cache is not None:
+                # Nothing in the System changes the state inside CustomIntegrator.step (no barostat, CMMotionRemover
+                # or Andersen thermostat): the next stride starts from what was just set, without a getState.
+                self._carry = (self._cache[1], v1, box, self._cache[0], self._cache[3])
             if prof:
                 self._tick("writeAndStep")
             return

@@ -302,3 +302,51 @@ def test_species_rescale_needs_energy_rescale():
     integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model())
     assert integ.speciesRescale  # the Langevin variant keeps equipartition by default
     assert not FlashMDLangevinIntegrator(300, 1.0, None, make_model(), rescaleEnergy=False).speciesRescale
+
+
+def test_state_carried_between_strides_without_state_changing_forces(water, monkeypatch):
+    """Inside one step(n), a System with no barostat, CMMotionRemover or Andersen thermostat (the flexible-water box
+    here has none) lets each stride start
+    from the state the previous accepted stride set, without reading it back: same trajectory, fewer reads."""
+    top, sys0, pos = water
+    passive = mm.XmlSerializer.clone(sys0)
+    for i in reversed(range(passive.getNumForces())):
+        if isinstance(passive.getForce(i), mm.CMMotionRemover):
+            passive.removeForce(i)
+    reads = []
+    original = mm.Context.getState
+
+    def counting(self, *args, **kwargs):
+        if kwargs.get("getVelocities") and kwargs.get("getPositions"):
+            reads.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(mm.Context, "getState", counting)
+    finals = []
+    for carry in (True, False):
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+        sim = simulation(water, integ, system=passive)
+        integ.setContext(sim.context)
+        assert integ._passive
+        integ._passive = carry
+        reads.clear()
+        sim.step(6)
+        assert integ.getNumFallbacks() == 0 and sim.currentStep == 6
+        finals.append((len(reads), sim.context.getState(getPositions=True, getVelocities=True)))
+    (n_on, st_on), (n_off, st_off) = finals
+    assert n_on == 1 and n_off == 6
+    for get in ("getPositions", "getVelocities"):
+        a = getattr(st_on, get)(asNumpy=True)._value
+        b = getattr(st_off, get)(asNumpy=True)._value
+        assert np.allclose(a, b, rtol=0, atol=1e-5)
+    # With a CMMotionRemover or a barostat (they change the state inside every step) it is always read back.
+    for force in (mm.CMMotionRemover(1), mm.MonteCarloBarostat(1.0, 300.0, 1)):
+        stateful = mm.XmlSerializer.clone(passive)
+        stateful.addForce(force)
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+        sim = simulation(water, integ, system=stateful)
+        integ.setContext(sim.context)
+        assert not integ._passive
+        reads.clear()
+        sim.step(3)
+        assert len(reads) == 3

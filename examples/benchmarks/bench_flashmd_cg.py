@@ -107,7 +107,8 @@ def validate(args, info):
     frame_ps = args.frame_interval
     frames = int(round(args.time / frame_ps))
     B = args.replicas
-    full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform)
+    full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform,
+                                                                   removeCMMotion=not args.no_cmm_remover)
     ca = caIndices(topology)
     lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
                                        2.0 * unit.femtosecond)
@@ -127,7 +128,8 @@ def validate(args, info):
         "meanTemperature_K": float(temps.mean()), "temperatureStd_K": float(temps.std()),
         "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs["langevin"].items()}}
     Bf = args.flashmd_replicas
-    full, system, positions, topology, native, net = buildCGSystem(Bf, platformName=args.platform)
+    full, system, positions, topology, native, net = buildCGSystem(Bf, platformName=args.platform,
+                                                                   removeCMMotion=not args.no_cmm_remover)
     for model in models:
         flash = loadModel(model)
         stride_fs = flash.stride * 1000
@@ -203,7 +205,8 @@ def speed(args, info):
     models = args.speed_models or [args.model]
     rows = []
     for B in args.speed_replicas:
-        full, system, positions, _, _, net = buildCGSystem(B, platformName=args.platform)
+        full, system, positions, _, _, net = buildCGSystem(B, platformName=args.platform,
+                                                           removeCMMotion=not args.no_cmm_remover)
         lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
                                            2.0 * unit.femtosecond)
         ctx = makeContext(system, lang, args.platform)
@@ -305,6 +308,9 @@ def main(argv=None):
                          "full energy (its TorchForce also runs the backward pass); auto: openmm on the CUDA "
                          "platform (1.2-1.4 vs 3.5 ms per stride on an H100, graphed fast path), split elsewhere "
                          "(5.4 vs 12.2 ms on CPU)")
+    ap.add_argument("--no-cmm-remover", action="store_true",
+                    help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
+                         "the FlashMD integrator can skip reading the state back after accepted strides")
     ap.add_argument("--platform", default="CUDA")
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=1)
