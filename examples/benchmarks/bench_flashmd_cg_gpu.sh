@@ -3,7 +3,8 @@
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh train OUTDIR [DATA_SECONDS] [TRAIN_MINUTES] [STRIDES_FS...]
 #       data from 256 replicas (time-limited), then one model per stride trained side by side on the same GPU
 #       (the shipped models: DATA_SECONDS 90, TRAIN_MINUTES 3.0, strides 20 40; batch: env BATCH, default 64;
-#       env SPECIES=bead: FlashSchNet bead types as species, files chignolin_<S>fs_bead.npz / chignolin-cg-<S>fs-bead.pt)
+#       env SPECIES=bead: FlashSchNet bead types as species, files chignolin_<S>fs_bead.npz / chignolin-cg-<S>fs-bead.pt;
+#       env EQUIL: Langevin ps before recording, default 2 (from native; 100-200 covers the CG model's own ensemble))
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh finetune OUTDIR MODEL STRIDE_FS [DATA_SECONDS] [MINUTES]
 #       fresh data (DATA_SECONDS, default 70; env SPECIES as above), then MODEL fine-tuned with the energy term
 #       (weight 0.1, lr 2e-4, batch 16) into OUTDIR/<model>-energy.pt; the shipped chignolin-cg-40fs is
@@ -20,7 +21,7 @@ if [ "$MODE" = train ]; then
   DATA_S=${3:-90}; TRAIN_MIN=${4:-3.0}; STRIDES="${*:5}"; [ -z "$STRIDES" ] && STRIDES="20 40"
   SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
   python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
-      --strides $STRIDES --species $SPECIES --seed 3 --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
+      --equilibration ${EQUIL:-2.0} --strides $STRIDES --species $SPECIES --seed 3 --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
   for S in $STRIDES; do
     python examples/flashmd_train_cg.py train $OUT/data/chignolin_${S}fs${SUF}.npz \
         --out $OUT/chignolin-cg-${S}fs${SUF//_/-}.pt \
@@ -32,7 +33,7 @@ elif [ "$MODE" = finetune ]; then
   MODEL=$3; S=$4; DATA_S=${5:-70}; MIN=${6:-3.5}
   SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
   python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
-      --strides $S --species $SPECIES --seed ${SEED2:-3} --out-dir $OUT/data2 2>&1 | grep -v "cycle/s\]" | tail -n 5
+      --equilibration ${EQUIL:-2.0} --strides $S --species $SPECIES --seed ${SEED2:-3} --out-dir $OUT/data2 2>&1 | grep -v "cycle/s\]" | tail -n 5
   python examples/flashmd_train_cg.py train $OUT/data2/chignolin_${S}fs${SUF}.npz --init $MODEL \
       --out $OUT/$(basename $MODEL .pt)-energy.pt --energy-weight 0.1 --lr 2e-4 --batch-size 16 --iterations 20000 \
       --max-minutes $MIN --quiet 2>&1 | tail -n 30
