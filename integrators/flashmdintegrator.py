@@ -47,6 +47,7 @@ from .species import particleTypes, speciesShareRescale, speciesTemperatures
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
+MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
 
 
 def _value(x, u):
@@ -71,12 +72,14 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         Accept only 1/maxRescale <= alpha <= maxRescale.
     fallbackSubsteps : int, optional
         Velocity-Verlet substeps for a rejected stride; default stride / 0.5 fs.
-    speciesRescale : bool
+    speciesRescale : bool or "auto"
         Energy rescale per species (needs rescaleEnergy): after the learned step each species gets the share of the
         internal kinetic energy H - V' - K_com it had before the step, so the network cannot move kinetic energy
         from one species to another (with the global rescale the shipped water model heats H and cools O in
         closed-loop runs: 354 K / 193 K at 300 K). Inter-species energy exchange is then left to the thermostat:
-        use it with FlashMDLangevinIntegrator (its default there); in NVE the species' shares stay at their start.
+        use it with FlashMDLangevinIntegrator; in NVE the species' shares stay at their start. "auto" (the default
+        of the thermostatted integrators) turns it on when every species has at least 20 particles per replica
+        (water: yes; CG proteins, element or bead species: no).
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
         The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by
@@ -111,7 +114,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._dense = None
         self._padded = None
         self.rescaleEnergy = bool(rescaleEnergy)
-        self.speciesRescale = bool(speciesRescale)
+        # "auto" (the Langevin and Bussi default): decided in setContext from the species sizes
+        self._speciesRescaleAuto = isinstance(speciesRescale, str) and speciesRescale == "auto"
+        self.speciesRescale = self.rescaleEnergy if self._speciesRescaleAuto else bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
             raise ValueError("speciesRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
         self.randomRotation = bool(randomRotation)
@@ -187,6 +192,11 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             unit.picosecond), randomRotation=False, device=self._device, generator=gen)
         self._masses = np.asarray(masses)
         self._types = np.asarray(types)
+        if self._speciesRescaleAuto:
+            # Per-species shares need many particles per species: with a few beads per species (CG proteins) their
+            # kinetic energies fluctuate too much within a stride and most strides would be rejected.
+            smallest = min(int((self._types[:k] == z).sum()) for z in set(types[:k]))
+            self.speciesRescale = self.rescaleEnergy and smallest >= MIN_SPECIES_PARTICLES
         self._periodic = system.usesPeriodicBoundaryConditions()
         # Forces that change positions, velocities or the box between steps (updateContextState) rule out carrying
         # the state from one stride to the next.

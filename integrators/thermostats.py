@@ -50,10 +50,11 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     stepSize : ps, Quantity or None (the model's stride; must equal it)
     model : FlashMDModel, path or shipped model name
     **kwargs : as :class:`FlashMDIntegrator` (rescaleEnergy, randomRotation, randomSeed, ...); here
-        ``speciesRescale`` defaults to True: the learned step keeps each species' share of the kinetic energy and
-        the per-atom Ornstein-Uhlenbeck half steps alone exchange kinetic energy between species, which keeps
-        equipartition (the friction sets how fast inter-species exchange happens; pass False for the plain
-        global rescale).
+        ``speciesRescale`` defaults to "auto": on when every species has at least 20 particles per replica (water),
+        then the learned step keeps each species' share of the kinetic energy and the per-atom Ornstein-Uhlenbeck
+        half steps alone exchange kinetic energy between species, which keeps equipartition (the friction sets how
+        fast inter-species exchange happens); off (the plain global rescale) for species of a few particles, such
+        as CG bead types, whose shares fluctuate too much within a stride. Pass True or False to choose.
 
     Example
     -------
@@ -62,7 +63,7 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     """
 
     def __init__(self, temperature, frictionCoeff, stepSize, model, **kwargs):
-        kwargs.setdefault("speciesRescale", kwargs.get("rescaleEnergy", True))
+        kwargs.setdefault("speciesRescale", "auto" if kwargs.get("rescaleEnergy", True) else False)
         super().__init__(temperature, model, stepSize, **kwargs)
         self.addGlobalVariable("flashmdFriction", _value(frictionCoeff, unit.picosecond ** -1))
         if self.getFriction() < 0 or self.getTemperature() <= 0:

@@ -304,6 +304,16 @@ def test_species_rescale_needs_energy_rescale():
     assert not FlashMDLangevinIntegrator(300, 1.0, None, make_model(), rescaleEnergy=False).speciesRescale
 
 
+def test_species_rescale_auto_is_on_for_water(water):
+    """The Langevin default "auto" keeps the per-species rescale for water (dozens of O and H per box)."""
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=1)
+    sim = simulation(water, integ)
+    integ.setContext(sim.context)
+    assert integ.speciesRescale
+    sim.step(2)
+    assert sim.currentStep == 2
+
+
 def test_state_carried_between_strides_without_state_changing_forces(water, monkeypatch):
     """Inside one step(n), a System with no barostat, CMMotionRemover or Andersen thermostat (the flexible-water box
     here has none) lets each stride start

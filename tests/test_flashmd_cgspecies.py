@@ -190,3 +190,19 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
     assert float(le) > 0 and np.isfinite(float(le))
     trainer.trainStep()
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_langevin_species_rescale_auto_is_off_for_bead_species(bead_files, cg):
+    """FlashMDLangevinIntegrator's default speciesRescale="auto" shares the rescale per species only when every
+    species is large; CG bead types (1-6 beads each) get the global rescale, as the shipped CG models need."""
+    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    full, system, pos, net = cg
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, bead_files[1], device="cpu", randomSeed=5)
+    assert useCGBeadTypes(integ, net, full)
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
+    integ.setContext(ctx)
+    assert not integ.speciesRescale
+    forced = FlashMDLangevinIntegrator(300, 1.0, None, bead_files[1], device="cpu", speciesRescale=True)
+    useCGBeadTypes(forced, net, full)
+    forced.setContext(mm.Context(system, forced, mm.Platform.getPlatformByName("CPU")))
+    assert forced.speciesRescale
