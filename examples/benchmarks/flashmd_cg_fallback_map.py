@@ -31,6 +31,7 @@ def main(argv=None):
     ap.add_argument("--device", default=None)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--tag", default="", help="appended to the output file names")
     args = ap.parse_args(argv)
     # what bench_flashmd_cg.flashmdIntegrator reads
     args.temperature, args.friction, args.max_rescale, args.species_rescale = 300.0, 1.0, 1.25, False
@@ -74,7 +75,7 @@ def main(argv=None):
            "correlationFallbacksCaRmsd": float(np.corrcoef(frac, rmsd)[0, 1]) if len(rows) > 2 else None,
            "byCaRmsd": bins, "chunks": rows}
     os.makedirs(args.results, exist_ok=True)
-    out = os.path.join(args.results, f"flashmd_cg_fallback_map_{args.platform.lower()}")
+    out = os.path.join(args.results, f"flashmd_cg_fallback_map_{args.platform.lower()}{args.tag}")
     with open(out + ".json", "w") as fh:
         json.dump(rep, fh, indent=1)
     print(f"{rep['simulated_ps']:.0f} ps, fallback fraction {rep['fallbackFraction']:.3f}, correlation with CA-RMSD "
