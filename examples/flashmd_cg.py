@@ -18,7 +18,8 @@ import sys
 import torch  # noqa: F401  (import torch before openmm)
 from openmm import Platform, app, unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
+from openmmflash.integrators.cgprotein import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
+                                               useCGBeadTypes)
 from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
@@ -35,9 +36,10 @@ def main(argv=None):
 
     topology, system, positions, _, _, net = buildCGSystem(1, platformName=args.platform)
     # was: LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 2*femtoseconds)
-    substeps = max(1, round(loadModel(args.model).stride / 0.002))  # fallback strides in 2 fs steps, as CG MD
-    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=args.model,
-                                           speciesRescale=False, fallbackSubsteps=substeps, device=args.device)
+    model = loadModel(args.model)
+    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=model,
+                                           speciesRescale=False, fallbackSubsteps=cgFallbackSubsteps(model),
+                                           device=args.device)
     useCGBeadTypes(integrator, net, topology)  # only acts for models trained with bead-type species
     if args.platform != "CUDA":
         integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))

@@ -101,6 +101,15 @@ def flashMDSpecies(net, topology, species: str = "element"):
     raise ValueError(f"species must be 'element' or 'bead', got {species!r}")
 
 
+CG_TIMESTEP = 0.002  # ps: the step of ordinary CG MD with these models (LangevinMiddleIntegrator)
+
+
+def cgFallbackSubsteps(model) -> int:
+    """Velocity-Verlet substeps for a rejected stride of FlashMD ``model`` (FlashMDModel): stride / CG_TIMESTEP, so
+    a fallback is the ordinary CG MD it replaces."""
+    return max(1, int(round(model.stride / CG_TIMESTEP)))
+
+
 def useCGBeadTypes(integrator, net, topology) -> bool:
     """If the integrator's FlashMD model uses CG bead types as species, give it the bead types of ``topology`` (all
     replicas; ``net`` the FlashSchNet model of the System) with ``setAtomTypes``. Element models are left to match

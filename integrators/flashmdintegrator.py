@@ -115,7 +115,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._padded = None
         self.rescaleEnergy = bool(rescaleEnergy)
         # "auto" (the Langevin and Bussi default): decided in setContext from the species sizes
-        self._speciesRescaleAuto = isinstance(speciesRescale, str) and speciesRescale == "auto"
+        self._speciesRescaleAuto = speciesRescale == "auto"
         self.speciesRescale = self.rescaleEnergy if self._speciesRescaleAuto else bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
             raise ValueError("speciesRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
@@ -151,6 +151,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._context = None
         self._stepper = None
         self._cache = None
+        self._carry = None  # (q, v, box, V, params) set by an accepted stride for the next one in the same step()
         self._alphas = []
         self.lastRejection = None  # reason of the latest fallback, for diagnostics
         self.timings = None  # per-phase wall times when profiling (enableProfiling)
@@ -298,7 +299,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if prof:
             self._last = time.perf_counter()
         m = self._masses[:, None]
-        carry, self._carry = getattr(self, "_carry", None), None
+        carry, self._carry = self._carry, None
         if carry is not None:  # the previous accepted stride of this step() call left (q, v, box, V, params) as set
             q, v, box, V, params = carry
         else:

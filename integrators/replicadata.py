@@ -21,6 +21,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 
 from .data import _masses, import_openmm
+from .modelfile import SPECIES_KINDS
 
 KB = 0.00831446261815324  # kJ/mol/K
 
@@ -107,8 +108,8 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
         if k < 1 or abs(k * timestep - stride) > 1e-9:
             raise ValueError(f"stride {stride} ps must be a whole multiple of the timestep {timestep} ps")
         nsubs.append(k)
-    if speciesKind not in ("element", "cgBead"):
-        raise ValueError(f"speciesKind must be 'element' or 'cgBead', got {speciesKind!r}")
+    if speciesKind not in SPECIES_KINDS:
+        raise ValueError(f"speciesKind must be one of {SPECIES_KINDS}, got {speciesKind!r}")
     masses = _masses(system)
     if not np.allclose(masses.reshape(replicas, n), masses[:n]):
         raise ValueError("the replicas differ in their masses; build the System with replicas of one molecule")

@@ -31,7 +31,8 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
+from openmmflash.integrators.cgprotein import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
+                                               useCGBeadTypes)
 from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
@@ -60,7 +61,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None):
 def fallbackSubsteps(args, model):
     """Velocity-Verlet substeps of a rejected stride: --fallback-substeps, or stride / 2 fs (the CG model's stable
     time step, as in the ordinary MD it is compared with)."""
-    return args.fallback_substeps or max(1, int(round(loadModel(model).stride / 0.002)))
+    return args.fallback_substeps or cgFallbackSubsteps(loadModel(model))
 
 
 def energyCheck(context, integ):

@@ -17,9 +17,9 @@
 set -e
 MODE=$1; OUT=${2:-/tmp/flashmd_cg}
 mkdir -p $OUT
+SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
 if [ "$MODE" = train ]; then
   DATA_S=${3:-90}; TRAIN_MIN=${4:-3.0}; STRIDES="${*:5}"; [ -z "$STRIDES" ] && STRIDES="20 40"
-  SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
   python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
       --equilibration ${EQUIL:-2.0} --strides $STRIDES --species $SPECIES --seed 3 --out-dir $OUT/data 2>&1 | grep -v "cycle/s\]" | tail -n 5
   for S in $STRIDES; do
@@ -31,7 +31,6 @@ if [ "$MODE" = train ]; then
   for S in $STRIDES; do tail -n 22 $OUT/train_${S}fs.log; done
 elif [ "$MODE" = finetune ]; then
   MODEL=$3; S=$4; DATA_S=${5:-70}; MIN=${6:-3.5}
-  SPECIES=${SPECIES:-element}; SUF=""; [ "$SPECIES" = bead ] && SUF="_bead"
   python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.25 \
       --equilibration ${EQUIL:-2.0} --strides $S --species $SPECIES --seed ${SEED2:-3} --out-dir $OUT/data2 2>&1 | grep -v "cycle/s\]" | tail -n 5
   python examples/flashmd_train_cg.py train $OUT/data2/chignolin_${S}fs${SUF}.npz --init $MODEL \

@@ -23,7 +23,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashMDSpecies
+from openmmflash.integrators.cgprotein import buildCGSystem, cgFallbackSubsteps, flashMDSpecies, useCGBeadTypes
 
 
 def starts(args):
@@ -116,21 +116,28 @@ def guardAcceptance(model, dataPath, maxRescale=1.25, heldOutOnly=True, platform
             "p90AbsEnergyError_kT": float(np.percentile(err, 90))}
 
 
-def rollout(model, dataPath, strides=10, starts=30, platform="CPU"):
-    """Guard rejections by stride index k = 1..strides of FlashMDIntegrator (NVE, energy rescale, maxRescale 1.25)
-    started from true states (q, p) of held-out pairs: does the model fail on true states, or on the states its own
-    earlier strides made? Returns the rejection fraction per k (over ``starts`` starts)."""
+def _heldOutStarts(model, dataPath, starts):
+    """(dataset, first ``starts`` held-out pair indices of training's split (seed 0), topology, System, FlashSchNet
+    model) of one CG chignolin: the true states the rollouts start from."""
     from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
     from openmmflash.integrators.training import Trainer
-    from openmmflash.integrators.cgprotein import useCGBeadTypes
 
     d = loadDataset(dataPath)
     val = Trainer(d, model=model, device="cpu", seed=0).val_idx[:starts]
     topology, system, _, _, _, net = buildCGSystem(1, removeCMMotion=False)
+    return d, val, topology, system, net
+
+
+def rollout(model, dataPath, strides=10, starts=30, platform="CPU"):
+    """Guard rejections by stride index k = 1..strides of FlashMDIntegrator (NVE, energy rescale, maxRescale 1.25)
+    started from true states (q, p) of held-out pairs: does the model fail on true states, or on the states its own
+    earlier strides made? Returns the rejection fraction per k (over ``starts`` starts)."""
+    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+
+    d, val, topology, system, net = _heldOutStarts(model, dataPath, starts)
     rejected = np.zeros(strides)
     for i in val:
-        integ = FlashMDIntegrator(model, fallbackSubsteps=int(round(model.stride / 0.002)), device="cpu")
+        integ = FlashMDIntegrator(model, fallbackSubsteps=cgFallbackSubsteps(model), device="cpu")
         useCGBeadTypes(integ, net, topology)
         ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
         ctx.setPositions(d["q0"][i].astype(np.float64))
@@ -147,15 +154,11 @@ def energyTrace(model, dataPath, strides=150, starts=8, friction=1.0, platform="
     """Potential energy V (kJ/mol) and kinetic temperature after each 40 fs of FlashMDLangevinIntegrator and of
     LangevinMiddleIntegrator (2 fs), both from the same true held-out states at 300 K: does the learned map heat the
     configurational degrees of freedom (V rising above the reference while the rescale takes kinetic energy)?"""
-    from openmmflash.integrators.cgprotein import useCGBeadTypes
-    from openmmflash.integrators.data import loadDataset
     from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-    from openmmflash.integrators.training import KB, Trainer
+    from openmmflash.integrators.training import KB
 
-    d = loadDataset(dataPath)
-    val = Trainer(d, model=model, device="cpu", seed=0).val_idx[:starts]
-    topology, system, _, _, _, net = buildCGSystem(1, removeCMMotion=False)
-    n_sub = int(round(model.stride / 0.002))
+    d, val, topology, system, net = _heldOutStarts(model, dataPath, starts)
+    n_sub = cgFallbackSubsteps(model)
     dof = 3 * system.getNumParticles() - 3
     out = {}
     for kind in ("flashmd", "langevin"):
