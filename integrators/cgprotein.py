@@ -11,6 +11,7 @@ an integrator cannot infer from the masses: :func:`useCGBeadTypes` hands them to
 import tempfile
 from typing import Dict, List, Optional
 
+import numpy as np
 import torch  # noqa: F401  (before openmm)
 
 
@@ -35,14 +36,21 @@ def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: b
     return full, system, replicatePositions(native, replicas), topology, native, net
 
 
-def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=None):
+def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=None, positions=None,
+                               neighborCapacity: Optional[int] = None):
     """(groups, energy) for :meth:`FlashMDIntegrator.setEnergyEvaluator`: the CG System's potential energy as OpenMM's
     energy of every force group except the FlashSchNet force's, plus the FlashSchNet energy from a forward pass
     of the same model in PyTorch (no backward pass, which the TorchForce always runs for its forces).
 
     system : the System built by :func:`buildCGSystem`; net : its FlashSchNet model; topology : of all replicas.
+    positions : [B n, 3] nm (e.g. the native structure buildCGSystem returns): on a CUDA device they size a padded
+    neighbor list (``openmmflash.demo.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
+    shapes and runs as a CUDA graph inside the learned step's graph (energyeval.TorchEnergy).
+    neighborCapacity : the padded list's length, instead of sizing it from ``positions`` (0: exact list, no graph).
     """
     from openmmflash.plugin.torchforce import createFlashSchNetModule
+
+    from .energyeval import TorchEnergy
 
     forces = list(system.getForces())
     ml = [f for f in forces if f.getName() == "FlashSchNet"]
@@ -58,17 +66,23 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     groups = {f.getForceGroup() for f in others} - {ml_group}
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    module = createFlashSchNetModule(net, topology, replicas=replicas).to(device)
+    if neighborCapacity is None:
+        neighborCapacity = 0
+        if torch.device(device).type == "cuda" and positions is not None:
+            from openmmflash.demo import neighborCapacity as capacityFor
+            n = system.getNumParticles() // replicas
+            neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
+    module = createFlashSchNetModule(net, topology, replicas=replicas,
+                                     neighborCapacity=int(neighborCapacity)).to(device)
     if module.periodic or module.use_subset:
         raise ValueError("the FlashSchNet energy evaluator supports non-periodic Systems without atomSubset only")
 
-    def energy(q) -> float:
-        with torch.no_grad():
-            pos = torch.as_tensor(q, device=device).to(module.dtype) * module.length_scale
-            e = module.model(pos, module.types, module.num_replicas, None, module.capacity).sum()
-        return float(e) * module.energy_scale
+    def energy(pos):  # [N, 3] nm float64 on the device -> kJ/mol
+        x = pos.to(module.dtype) * module.length_scale
+        return module.model(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
 
-    return groups, energy
+    graph = torch.device(device).type == "cuda" and module.capacity > 0  # fixed shapes: capturable
+    return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)
 
 
 def cgBeadTypes(net, topology) -> List[int]:

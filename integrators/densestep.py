@@ -5,7 +5,8 @@ call launches a few hundred small kernels from Python. For a molecule of n parti
 n ~ 50) every ordered pair inside a replica can be an edge instead: B n (n - 1) edges of fixed shape. Edges beyond
 the network's cutoff carry a cosine-cutoff weight of exactly 0 (painn.cosine_cutoff), so the messages, and hence the
 result, equal those of the neighbor-list step (up to float summation order). With fixed shapes the whole step (edge
-vectors, rotation, network, unscaling, centre-of-mass constraints) is captured once as a CUDA graph and replayed.
+vectors, rotation, network, unscaling, centre-of-mass constraints and, optionally, the PyTorch part of the
+rescale's energy at q', energyeval.TorchEnergy) is captured once as a CUDA graph and replayed.
 
 Math (as FlashMDStepper.step): e_ij = R (r_i - r_j), x = R p / sqrt(m) / s;  (a, b) = network;
 dq = R^T a stride s / sqrt(m), p' = R^T b s sqrt(m); then the total momentum of each replica is kept and its centre
@@ -46,18 +47,22 @@ def denseEdges(replicas: int, n: int, device=None) -> Tuple[Tensor, Tensor]:
 
 
 class DenseReplicaStep:
-    """Callable (q [B, n, 3] nm, p [B, n, 3] amu nm/ps, R [3, 3] or None) -> (q', p') as float64 numpy arrays.
+    """Callable (q [B, n, 3] nm, p [B, n, 3] amu nm/ps, R [3, 3] or None) -> (q', p' as float64 numpy arrays,
+    E(q') kJ/mol or None).
 
     Parameters
     ----------
     stepper : FlashMDStepper for the n particles of one replica (its model, masses, types, stride and device)
     replicas : B
     useCUDAGraph : capture the step as a CUDA graph (only on a CUDA device; otherwise it runs eagerly)
+    energy : optional energyeval.TorchEnergy of all B n particles, evaluated at q' inside the same graph (the
+        part of the rescale's V(q') computed in PyTorch); None: the third output is None
     """
 
-    def __init__(self, stepper: FlashMDStepper, replicas: int, useCUDAGraph: bool = True):
+    def __init__(self, stepper: FlashMDStepper, replicas: int, useCUDAGraph: bool = True, energy=None):
         self.stepper = stepper
         self.replicas = int(replicas)
+        self.energy = energy
         dev = stepper.device
         n = stepper.masses.shape[0]
         self.n = n
@@ -79,19 +84,22 @@ class DenseReplicaStep:
                 self.graph = None
 
     @torch.no_grad()
-    def _compute(self) -> Tuple[Tensor, Tensor]:
+    def _compute(self) -> Tuple[Tensor, Tensor, Tensor]:
         st = self.stepper
         B, n = self.replicas, self.n
         flat = self.q.reshape(B * n, 3)
         edge_vec = (flat[self.src] - flat[self.dst]) @ self.R.T
         pin = self.p.reshape(B * n, 3) @ self.R.T
         dq, p1 = st.learnedUpdate(self.p, pin, self.type_idx, self.sqrt_m, self.src, self.dst, edge_vec, self.R)
-        return self.q + dq, p1
+        q1 = self.q + dq
+        e = (self.energy.tensor(q1.reshape(B * n, 3)) if self.energy is not None
+             else torch.zeros((), dtype=torch.float64, device=q1.device))
+        return q1, p1, e
 
     def _capture(self) -> None:
-        self.graph, (self.out_q, self.out_p) = captureGraph(self._compute, warmup=3)
+        self.graph, (self.out_q, self.out_p, self.out_e) = captureGraph(self._compute, warmup=3)
 
-    def __call__(self, q, p, rotation: Optional[Tensor] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, q, p, rotation: Optional[Tensor] = None) -> Tuple[np.ndarray, np.ndarray, Optional[float]]:
         self.q.copy_(torch.as_tensor(np.asarray(q, dtype=np.float64)).view(self.replicas, self.n, 3))
         self.p.copy_(torch.as_tensor(np.asarray(p, dtype=np.float64)).view(self.replicas, self.n, 3))
         if rotation is not None:
@@ -100,10 +108,12 @@ class DenseReplicaStep:
             self.R.copy_(torch.eye(3, dtype=torch.float64))
         if self.graph is not None:
             self.graph.replay()
-            q1, p1 = self.out_q, self.out_p
+            q1, p1, e = self.out_q, self.out_p, self.out_e
         else:
-            q1, p1 = self._compute()
+            q1, p1, e = self._compute()
         self.stepper.numCalls += 1
-        # one device -> host copy for both outputs
-        both = torch.stack([q1, p1]).cpu().numpy()
-        return both[0], both[1]
+        # one device -> host copy for all outputs
+        flat = torch.cat([q1.reshape(-1), p1.reshape(-1), e.reshape(1)]).cpu().numpy()
+        k = q1.numel()
+        energy = float(flat[-1]) if self.energy is not None else None
+        return flat[:k].reshape(q1.shape), flat[k:2 * k].reshape(q1.shape), energy

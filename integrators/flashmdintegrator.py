@@ -42,6 +42,7 @@ from openmm import unit
 
 from .modelfile import loadModel
 from .densestep import DenseReplicaStep
+from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
 from .species import particleTypes, speciesShareRescale, speciesTemperatures
 from .stepper import FlashMDStepper, check_stride
@@ -93,12 +94,16 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         False: the plain eager step.
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
+    maxRetries : int
+        Before falling back, retry a rejected stride up to this many times from the same state with the network
+        seeing a random rotation of it (one more network call and energy evaluation each; accepted retries pass the
+        same guard and rescale). 0: fall back at once.
     """
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
-                 useCUDAGraph: Optional[bool] = None):
+                 useCUDAGraph: Optional[bool] = None, maxRetries: int = 0):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -124,6 +129,10 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if maxRescale <= 1.0:
             raise ValueError(f"maxRescale must be > 1, got {maxRescale}")
         self.maxRescale = float(maxRescale)
+        if int(maxRetries) != maxRetries or maxRetries < 0:
+            raise ValueError(f"maxRetries must be a whole number >= 0, got {maxRetries}")
+        self.maxRetries = int(maxRetries)
+        self._energy = EnergyEvaluator()
         nsub = int(fallbackSubsteps) if fallbackSubsteps else max(1, int(round(stride / 0.0005)))
         if randomSeed == 0:
             randomSeed = int(np.random.SeedSequence().entropy % (2 ** 31 - 1)) + 1
@@ -136,6 +145,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self.addGlobalVariable("flashmdDraws", 0)
         self.addGlobalVariable("flashmdNumLearned", 0)
         self.addGlobalVariable("flashmdNumFallbacks", 0)
+        self.addGlobalVariable("flashmdNumRetries", 0)
         self.addPerDofVariable("flashmdX1", 0)
         self.addUpdateContextState()
         # Fallback: velocity Verlet substeps of the System's forces, only when flashmdFallback is set.
@@ -201,13 +211,20 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._periodic = system.usesPeriodicBoundaryConditions()
         # Forces that change positions, velocities or the box between steps (updateContextState) rule out carrying
         # the state from one stride to the next.
-        self._passive = not any(type(f).__name__ in ("CMMotionRemover", "AndersenThermostat")
-                                or type(f).__name__.startswith("MonteCarlo") for f in system.getForces())
+        # A CMMotionRemover is no obstacle: accepted strides write velocities with the centre of mass at rest.
+        names = [type(f).__name__ for f in system.getForces()]
+        self._passive = not any(n == "AndersenThermostat" or n.startswith("MonteCarlo") for n in names)
+        self._removeCOM = "CMMotionRemover" in names
         graph = self.useCUDAGraph
         if graph is None:
             graph = self._stepper.device.type == "cuda"
         # Fixed-shape step (a CUDA graph on CUDA): all pairs without a box, a padded neighbor list with one.
-        self._dense = DenseReplicaStep(self._stepper, B, useCUDAGraph=True) if graph and not self._periodic else None
+        torch_energy = self._energy.torchEnergy
+        if torch_energy is not None and (torch_energy.device != self._stepper.device
+                                         or (torch_energy.device.type == "cuda" and not torch_energy.capturable)):
+            torch_energy = None  # not graph-safe or on another device: called separately on OpenMM's positions
+        self._dense = (DenseReplicaStep(self._stepper, B, useCUDAGraph=True, energy=torch_energy)
+                       if graph and not self._periodic else None)
         self._padded = PaddedReplicaStep(self._stepper, B, periodic=True) if graph and self._periodic else None
         self._context = context
         self._cache = None
@@ -256,30 +273,17 @@ class FlashMDIntegrator(mm.CustomIntegrator):
 
     def setEnergyEvaluator(self, groups, extraEnergy) -> None:
         """Evaluate the potential energy for the rescale as OpenMM's energy of force ``groups`` (a set of group
-        numbers) plus ``extraEnergy(positions [N, 3] nm numpy) -> kJ/mol`` for the remaining forces.
+        numbers) plus ``extraEnergy`` for the remaining forces: a callable (positions [N, 3] nm numpy) -> kJ/mol, or
+        an ``energyeval.TorchEnergy``, which the fixed-shape learned step on a CUDA device runs inside its own graph.
 
         Use it when the rest is cheaper without OpenMM: a TorchForce always runs its backward pass for forces,
         while the rescale needs only the energy (see cgprotein.flashSchNetEnergyEvaluator). The two parts must add
         up to the System's potential energy. ``setEnergyEvaluator(None, None)`` restores the plain OpenMM energy.
         """
-        if (groups is None) != (extraEnergy is None):
-            raise ValueError("give both groups and extraEnergy, or neither")
-        self._energyGroups = None if groups is None else set(int(g) for g in groups)
-        self._extraEnergy = extraEnergy
+        self._energy = EnergyEvaluator(groups, extraEnergy)
         self._cache = None
-
-    def _potentialEnergy(self, context):
-        """(V kJ/mol, positions [N, 3] nm as OpenMM holds them) at the Context's current positions."""
-        extra = getattr(self, "_extraEnergy", None)
-        if extra is None:
-            st = context.getState(getEnergy=True, getPositions=True)
-        else:
-            st = context.getState(getEnergy=True, getPositions=True, groups=self._energyGroups)
-        V = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-        q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
-        if extra is not None:
-            V += float(extra(q))
-        return V, q
+        if self._context is not None:
+            self.setContext(self._context)
 
     def _tick(self, phase: str) -> None:
         """Add the wall time since the previous tick to ``timings[phase]`` (only when profiling is on)."""
@@ -294,40 +298,18 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         substeps of rejected strides)."""
         self.timings = {} if on else None
 
-    def _stride(self, context) -> None:
-        prof = self.timings is not None
-        if prof:
-            self._last = time.perf_counter()
+    def _randomRotation(self):
+        from .stepper import random_rotation
+        return random_rotation(torch.Generator().manual_seed(int(self._rng().integers(2 ** 62))))
+
+    def _predict(self, q, v, box, rotation):
+        """The learned step from (q [N, 3] nm, v [N, 3] nm/ps): (q' [N, 3], v' [N, 3] before any rescale, the PyTorch
+        part of V(q') kJ/mol when the fixed-shape step computed it, else None)."""
         m = self._masses[:, None]
-        carry, self._carry = self._carry, None
-        if carry is not None:  # the previous accepted stride of this step() call left (q, v, box, V, params) as set
-            q, v, box, V, params = carry
-        else:
-            st = context.getState(getPositions=True, getVelocities=True)
-            q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
-            box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-        if self.rescaleEnergy and carry is None:
-            params = dict(context.getParameters())
-            if (self._cache is not None and np.array_equal(self._cache[1], q) and np.array_equal(self._cache[2], box)
-                    and self._cache[3] == params):
-                V = self._cache[0]
-            else:
-                V = self._potentialEnergy(context)[0]
-        self._cache = None
-        if prof:
-            self._tick("readState")
-        v = self._thermostatHalfStep(v)
-        if prof:
-            self._tick("thermostat")
-        rotation = None
-        if self.randomRotation:
-            from .stepper import random_rotation
-            gen = torch.Generator().manual_seed(int(self._rng().integers(2 ** 62)))
-            rotation = random_rotation(gen)
         shape = (self.replicas, -1, 3)
+        e1 = None
         if self._dense is not None:
-            q1, p1 = self._dense(q.reshape(shape), (v * m).reshape(shape), rotation)
+            q1, p1, e1 = self._dense(q.reshape(shape), (v * m).reshape(shape), rotation)
         elif self._padded is not None:
             q1, p1 = self._padded(q.reshape(shape), (v * m).reshape(shape), box, rotation)
         else:
@@ -336,53 +318,101 @@ class FlashMDIntegrator(mm.CustomIntegrator):
                                         torch.from_numpy(box) if self._periodic else None, rotation=rotation)
             q1, p1 = q1.cpu().numpy(), p1.cpu().numpy()  # the stepper returns tensors on its device
         q1, p1 = q1.reshape(-1, 3), p1.reshape(-1, 3)
-        if prof:
+        if self.timings is not None:
             self._tick("network")
-        reason = None
-        if not (np.isfinite(q1).all() and np.isfinite(p1).all()):
-            reason = "non-finite prediction"
-        elif np.sqrt(((q1 - q) ** 2).sum(-1)).max() > self.maxDisplacement:
-            reason = (f"displacement {np.sqrt(((q1 - q) ** 2).sum(-1)).max():.3g} nm > maxDisplacement "
-                      f"{self.maxDisplacement:.3g} nm")
-        v1 = p1 / m
-        if reason is None:
-            context.setPositions(q1)
-            if self.rescaleEnergy:
-                V1, q_held = self._potentialEnergy(context)
-                if prof:
-                    self._tick("energy")
-                K = 0.5 * float((m * v * v).sum())
-                K1 = 0.5 * float((m * v1 * v1).sum())
-                H = V + K
-                if not math.isfinite(V1) or not K1 > 0:
-                    reason = f"non-finite energy {V1}"
-                elif H - V1 <= 0:
-                    reason = f"H - V' = {H - V1:.4g} kJ/mol <= 0"
-                else:
-                    alpha = math.sqrt((H - V1) / K1)
-                    if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
-                        reason = f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]"
-                    elif self.speciesRescale:
-                        v1, reason = speciesShareRescale(v, v1, self._masses, self._types, H - V1,
-                                                         self.maxRescale, self._model.speciesLabel)
-                    else:
-                        v1 = v1 * alpha
-                    if reason is None:
-                        self._alphas.append(alpha)
-                        if len(self._alphas) > 10000:
-                            del self._alphas[:5000]
-                        self._cache = (V1, q_held, box, params)
+        return q1, p1 / m, e1
+
+    def _guard(self, context, q, v, V, q1, v1, e1):
+        """Check one learned step and rescale it: (reason of a rejection or None, rescaled v', V(q') and the
+        positions as OpenMM holds them or None). Leaves q' in the Context when it got as far as the energy."""
+        if not (np.isfinite(q1).all() and np.isfinite(v1).all()):
+            return "non-finite prediction", v1, None
+        disp = np.sqrt(((q1 - q) ** 2).sum(-1)).max()
+        if disp > self.maxDisplacement:
+            return f"displacement {disp:.3g} nm > maxDisplacement {self.maxDisplacement:.3g} nm", v1, None
+        context.setPositions(q1)
+        if not self.rescaleEnergy:
+            return None, v1, None
+        held = self._energy(context, e1)
+        if self.timings is not None:
+            self._tick("energy")
+        V1 = held[0]
+        m = self._masses[:, None]
+        K = 0.5 * float((m * v * v).sum())
+        K1 = 0.5 * float((m * v1 * v1).sum())
+        H = V + K
+        if not math.isfinite(V1) or not K1 > 0:
+            return f"non-finite energy {V1}", v1, None
+        if H - V1 <= 0:
+            return f"H - V' = {H - V1:.4g} kJ/mol <= 0", v1, None
+        alpha = math.sqrt((H - V1) / K1)
+        if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
+            return (f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]", v1,
+                    None)
+        if self.speciesRescale:
+            v1, reason = speciesShareRescale(v, v1, self._masses, self._types, H - V1, self.maxRescale,
+                                             self._model.speciesLabel)
+            if reason is not None:
+                return reason, v1, None
+        else:
+            v1 = v1 * alpha
+        self._alphas.append(alpha)
+        if len(self._alphas) > 10000:
+            del self._alphas[:5000]
+        return None, v1, held
+
+    def _stride(self, context) -> None:
+        prof = self.timings is not None
+        if prof:
+            self._last = time.perf_counter()
+        carry, self._carry = self._carry, None
+        if carry is not None:  # the previous accepted stride of this step() call left (q, v, box, V, params) as set
+            q, v, box, V, params = carry
+        else:
+            st = context.getState(getPositions=True, getVelocities=True)
+            q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+            box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+            V, params = None, None
+        if self.rescaleEnergy and carry is None:
+            params = dict(context.getParameters())
+            if (self._cache is not None and np.array_equal(self._cache[1], q) and np.array_equal(self._cache[2], box)
+                    and self._cache[3] == params):
+                V = self._cache[0]
+            else:
+                V = self._energy(context)[0]
+        self._cache = None
+        if prof:
+            self._tick("readState")
+        v = self._thermostatHalfStep(v)
+        if prof:
+            self._tick("thermostat")
+        rotation = self._randomRotation() if self.randomRotation else None
+        for attempt in range(self.maxRetries + 1):
+            if attempt:  # a retry: the same stride from the same state, the network seeing a random orientation
+                rotation = self._randomRotation()
+                self.setGlobalVariableByName("flashmdNumRetries", self.getGlobalVariableByName("flashmdNumRetries") + 1)
+            q1, v1, e1 = self._predict(q, v, box, rotation)
+            reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
+            if reason is None:
+                break
         if reason is None:
             v1 = self._thermostatHalfStep(v1)
+            if self._removeCOM:  # what the System's CMMotionRemover would do to v1 (so that carrying it is exact)
+                m = self._masses[:, None]
+                v1 = v1 - (m * v1).sum(0) / m.sum()
             if prof:
                 self._tick("rescale")
             context.setVelocities(v1)
             self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
             mm.CustomIntegrator.step(self, 1)
-            if self._passive and self._cache is not None:
-                # Nothing in the System changes the state inside CustomIntegrator.step (no barostat, CMMotionRemover
-                # or Andersen thermostat): the next stride starts from what was just set, without a getState.
-                self._carry = (self._cache[1], v1, box, self._cache[0], self._cache[3])
+            if held is not None:
+                self._cache = (held[0], held[1], box, params)
+                if self._passive:
+                    # Nothing in the System changes the state inside CustomIntegrator.step (no barostat or Andersen
+                    # thermostat; a CMMotionRemover finds v1 already at rest): the next stride of this step() call
+                    # starts from what was just set, without a getState.
+                    self._carry = (held[1], v1, box, held[0], params)
             if prof:
                 self._tick("writeAndStep")
             return
@@ -413,6 +443,15 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
         return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
 
+    def computeRescaleEnergy(self, context=None) -> float:
+        """The potential energy at the Context's positions as the rescale evaluates it (see setEnergyEvaluator),
+        kJ/mol."""
+        return self._energy(context or self._findContext())[0]
+
+    def getNumRetries(self) -> int:
+        """Number of retries of rejected strides with a rotated input (see ``maxRetries``)."""
+        return int(self.getGlobalVariableByName("flashmdNumRetries"))
+
     def getNumLearnedSteps(self) -> int:
         """Number of accepted learned strides."""
         return int(self.getGlobalVariableByName("flashmdNumLearned"))
@@ -435,7 +474,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
     def getCheckpointState(self) -> dict:
         """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
         return {name: self.getGlobalVariableByName(name) for name in
-                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
+                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks",
+                                                       "flashmdNumRetries")}
 
     def setCheckpointState(self, state: dict) -> None:
         """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""

@@ -151,6 +151,28 @@ def test_guard_falls_back_instead_of_nan(water, kind):
     assert ("non-finite" in integ.lastRejection) if kind == "nan" else True
 
 
+def test_retries_come_before_the_fallback(water):
+    """maxRetries: a rejected stride is tried again with a rotated input before the fallback; accepted strides are
+    never retried, so a run whose strides are all accepted is unchanged."""
+    bad = FlashMDLangevinIntegrator(300, 1.0, None, make_model(free_flight=False, scale=1e4), randomSeed=2,
+                                    maxRetries=2)
+    sim = simulation(water, bad)
+    sim.step(4)
+    assert bad.getNumFallbacks() == 4 and bad.getNumRetries() == 8 and bad.getNumLearnedSteps() == 0
+    assert np.isfinite(sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value).all()
+    finals = []
+    for retries in (0, 3):
+        good = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=2, maxRescale=2.0,
+                                         maxRetries=retries)
+        sim = simulation(water, good)
+        sim.step(4)
+        assert good.getNumFallbacks() == 0 and good.getNumRetries() == 0
+        finals.append(sim.context.getState(getPositions=True).getPositions(asNumpy=True)._value)
+    np.testing.assert_array_equal(finals[0], finals[1])
+    with pytest.raises(ValueError, match="maxRetries"):
+        FlashMDIntegrator(make_model(), maxRetries=-1)
+
+
 def test_stride_and_mass_mismatch_refused(water):
     with pytest.raises(ValueError, match="does not match the FlashMD model's stride"):
         FlashMDIntegrator(make_model(), stepSize=2 * STRIDE * unit.picosecond)
@@ -349,14 +371,36 @@ def test_state_carried_between_strides_without_state_changing_forces(water, monk
         a = getattr(st_on, get)(asNumpy=True)._value
         b = getattr(st_off, get)(asNumpy=True)._value
         assert np.allclose(a, b, rtol=0, atol=1e-5)
-    # With a CMMotionRemover or a barostat (they change the state inside every step) it is always read back.
-    for force in (mm.CMMotionRemover(1), mm.MonteCarloBarostat(1.0, 300.0, 1)):
-        stateful = mm.XmlSerializer.clone(passive)
-        stateful.addForce(force)
+    # With a CMMotionRemover the integrator writes velocities with the centre of mass at rest, which the remover then
+    # leaves as they are: still carried, same trajectory as reading back, total momentum zero.
+    with_cmm = mm.XmlSerializer.clone(passive)
+    with_cmm.addForce(mm.CMMotionRemover(1))
+    finals = []
+    for carry in (True, False):
         integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
-        sim = simulation(water, integ, system=stateful)
+        sim = simulation(water, integ, system=with_cmm)
         integ.setContext(sim.context)
-        assert not integ._passive
+        assert integ._passive and integ._removeCOM
+        integ._passive = carry
         reads.clear()
-        sim.step(3)
-        assert len(reads) == 3
+        sim.step(6)
+        assert integ.getNumFallbacks() == 0
+        finals.append((len(reads), sim.context.getState(getPositions=True, getVelocities=True)))
+    (n_on, st_on), (n_off, st_off) = finals
+    assert n_on == 1 and n_off == 6
+    for get in ("getPositions", "getVelocities"):
+        assert np.allclose(getattr(st_on, get)(asNumpy=True)._value, getattr(st_off, get)(asNumpy=True)._value,
+                           rtol=0, atol=1e-5)
+    masses = np.array([with_cmm.getParticleMass(i)._value for i in range(with_cmm.getNumParticles())])
+    momentum = (masses[:, None] * st_on.getVelocities(asNumpy=True)._value).sum(0)
+    assert np.abs(momentum).max() < 1e-6
+    # With a barostat (it changes the state inside every step) the state is always read back.
+    stateful = mm.XmlSerializer.clone(passive)
+    stateful.addForce(mm.MonteCarloBarostat(1.0, 300.0, 1))
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+    sim = simulation(water, integ, system=stateful)
+    integ.setContext(sim.context)
+    assert not integ._passive
+    reads.clear()
+    sim.step(3)
+    assert len(reads) == 3

@@ -65,7 +65,8 @@ def test_dense_step_equals_neighbor_list_step(rotate):
     R = random_rotation(torch.Generator().manual_seed(3)) if rotate else None
     q_ref, p_ref = stepper.step(torch.as_tensor(q), torch.as_tensor(p), None, rotation=R)
     dense = DenseReplicaStep(stepper, B, useCUDAGraph=False)
-    q1, p1 = dense(q, p, R)
+    q1, p1, e = dense(q, p, R)
+    assert e is None  # no PyTorch energy attached
     # the learned correction is large enough to matter, and the two paths agree
     assert np.abs(p_ref.numpy() - p).max() > 1e-2
     np.testing.assert_allclose(q1, q_ref.numpy(), atol=1e-5)
@@ -135,12 +136,57 @@ def test_flashschnet_energy_evaluator_matches_the_system_energy():
     ctx.setPositions(pos + 0.01 * np.random.default_rng(1).standard_normal(pos.shape))
     groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu")
     assert groups == {1}
-    full_v = integ._potentialEnergy(ctx)[0]
+    full_v = integ.computeRescaleEnergy(ctx)
     integ.setEnergyEvaluator(groups, energy)
-    split_v = integ._potentialEnergy(ctx)[0]
+    split_v = integ.computeRescaleEnergy(ctx)
     prior_v = ctx.getState(getEnergy=True, groups={1}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert abs(full_v - prior_v) > 1.0  # the FlashSchNet part is not negligible
     assert split_v == pytest.approx(full_v, rel=1e-5, abs=1e-3)
+
+
+def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
+    """With a TorchEnergy the fixed-shape step computes the FlashSchNet part of V(q') with the network (one graph on
+    CUDA, eager here); the run equals the one that evaluates it separately on the positions OpenMM holds."""
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    full, system, pos, _, _, net = buildCGSystem(2)
+    runs = []
+    for fused in (True, False):
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, chain_model(), replicas=2, device="cpu", randomSeed=4,
+                                          maxRescale=10.0, useCUDAGraph=fused)
+        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", positions=pos))
+        ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
+        ctx.setPositions(pos)
+        ctx.setVelocitiesToTemperature(300, 2)
+        integ.step(5)
+        assert (integ._dense is not None and integ._dense.energy is not None) == fused
+        assert integ.getNumLearnedSteps() >= 3
+        st = ctx.getState(getPositions=True, getVelocities=True)
+        runs.append((integ.getNumFallbacks(), st.getPositions(asNumpy=True)._value,
+                     st.getVelocities(asNumpy=True)._value, integ.getRescaleFactors()))
+    (fb_a, q_a, v_a, a_a), (fb_b, q_b, v_b, a_b) = runs
+    assert fb_a == fb_b
+    np.testing.assert_allclose(a_a, a_b, rtol=1e-5)
+    np.testing.assert_allclose(q_a, q_b, atol=1e-5)
+    np.testing.assert_allclose(v_a, v_b, atol=1e-3)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_energy_equals_openmm_energy():
+    """On CUDA the FlashSchNet energy is sized by a padded list and replayed as a graph; with the priors from
+    OpenMM it equals the System's energy."""
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    full, system, pos, _, _, net = buildCGSystem(2, platformName="CUDA")
+    groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cuda", positions=pos)
+    assert energy.capturable and energy._graph is not None
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CUDA"))
+    for seed in range(3):  # replays of one graph at different positions
+        q = pos + 0.01 * np.random.default_rng(seed).standard_normal(pos.shape)
+        ctx.setPositions(q)
+        full_v = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        prior_v = ctx.getState(getEnergy=True, groups=groups).getPotentialEnergy().value_in_unit(
+            unit.kilojoule_per_mole)
+        assert prior_v + energy(q) == pytest.approx(full_v, rel=1e-4, abs=1e-2)
 
 
 def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):

@@ -46,15 +46,17 @@ def makeContext(system, integrator, platform):
     return mm.Context(system, integrator, plat, props)
 
 
-def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None):
+def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, positions=None):
     model = model or args.model
     integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond, None,
                                       model=model, replicas=replicas, randomSeed=seed, device=args.device,
                                       fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
-                                      speciesRescale=args.species_rescale)
+                                      speciesRescale=args.species_rescale, maxRetries=args.max_retries)
     useCGBeadTypes(integ, net, topology)  # models with bead-type species (speciesKind "cgBead") need the types
     if args.energy == "split":
-        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device))
+        # positions size a padded neighbor list on CUDA: the energy then runs inside the learned step's graph
+        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device,
+                                                             positions=positions))
     return integ
 
 
@@ -67,7 +69,7 @@ def fallbackSubsteps(args, model):
 def energyCheck(context, integ):
     """The split energy (priors from OpenMM + FlashSchNet forward pass) against OpenMM's full energy, kJ/mol."""
     full = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
-    split = integ._potentialEnergy(context)[0]
+    split = integ.computeRescaleEnergy(context)
     return {"openmm_kJmol": full, "evaluator_kJmol": split, "difference_kJmol": split - full}
 
 
@@ -135,12 +137,12 @@ def validate(args, info):
         flash = loadModel(model)
         stride_fs = flash.stride * 1000
         name = os.path.basename(str(model)).replace(".pt", "")
-        integ = flashmdIntegrator(args, Bf, args.seed, system, net, full, model)
+        integ = flashmdIntegrator(args, Bf, args.seed, system, net, full, model, positions)
         ctx = makeContext(system, integ, args.platform)
         start(ctx, positions, args.temperature, args.seed)
         check = energyCheck(ctx, integ)
         integ.step(int(round(args.burn * 1000 / stride_fs)))
-        fb0, n0 = integ.getNumFallbacks(), integ.getNumLearnedSteps()
+        fb0, n0, r0 = integ.getNumFallbacks(), integ.getNumLearnedSteps(), integ.getNumRetries()
         spf = int(round(frame_ps * 1000 / stride_fs))
         x, temps, wall = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}")
         fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
@@ -152,6 +154,7 @@ def validate(args, info):
             "frames": int(x.shape[0]), "wallSeconds": wall, "meanTemperature_K": float(temps.mean()),
             "temperatureStd_K": float(temps.std()), "speciesTemperature_K": integ.computeSpeciesTemperatures(ctx),
             "fallbacks": int(fb), "learnedStrides": int(learned), "fallbackRate": fb / max(1, fb + learned),
+            "maxRetries": args.max_retries, "retries": integ.getNumRetries() - r0,
             "fallbackSubsteps": fallbackSubsteps(args, model), "lastRejection": integ.lastRejection,
             "energyCheck": check,
             "rescaleFactor": {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
@@ -231,14 +234,14 @@ def speed(args, info):
         print(f"B={B:4d}  LangevinMiddle 2 fs {langevin['msPerStep']:.3f} ms/step {md_ns_day:10.1f} ns/day")
         for model in models:
             stride_fs = loadModel(model).stride * 1000
-            integ = flashmdIntegrator(args, B, 1, system, net, full, model)
+            integ = flashmdIntegrator(args, B, 1, system, net, full, model, positions)
             ctx = makeContext(system, integ, args.platform)
             ctx.setPositions(state.getPositions())
             ctx.setVelocities(state.getVelocities())
             check = energyCheck(ctx, integ)
             integ.step(5)
             sync(ctx)
-            fb0 = integ.getNumFallbacks()
+            fb0, r0 = integ.getNumFallbacks(), integ.getNumRetries()
             integ.enableProfiling(True)
             t0 = time.perf_counter()
             n_fm = 0
@@ -258,6 +261,7 @@ def speed(args, info):
                    "flashmd": {"stride_fs": stride_fs, "strides": n_fm, "wallSeconds": fm_wall,
                                "msPerStride": 1e3 * fm_wall / n_fm, "nsPerDay": fm_ns_day, "fallbacks": fb,
                                "fallbackRate": fb / n_fm, "fallbackSubsteps": fallbackSubsteps(args, model),
+                               "maxRetries": args.max_retries, "retries": integ.getNumRetries() - r0,
                                "energyEvaluation": args.energy, "energyCheck": check,
                                "cudaGraphStep": bool(integ._dense is not None and integ._dense.graph is not None),
                                "msPerStrideByPhase": {k: 1e3 * v / n_fm for k, v in sorted(timings.items())},
@@ -270,7 +274,7 @@ def speed(args, info):
             del ctx, integ
     rep = {"info": info, "models": [str(m) for m in models], "temperature_K": args.temperature,
            "friction_per_ps": args.friction, "maxRescale": args.max_rescale, "speciesRescale": args.species_rescale,
-           "secondsPerMeasurement": args.speed_seconds,
+           "cmMotionRemover": not args.no_cmm_remover, "secondsPerMeasurement": args.speed_seconds,
            "note": "ns/day is aggregate over the replicas of one System (one force call serves all); FlashMD time "
                    "includes its energy evaluation per stride, the guard and all fallbacks",
            "rows": rows}
@@ -304,11 +308,12 @@ def main(argv=None):
     ap.add_argument("--fallback-substeps", type=int, default=None,
                     help="velocity-Verlet substeps of a rejected stride (default: stride / 2 fs)")
     ap.add_argument("--max-rescale", type=float, default=1.25)
-    ap.add_argument("--energy", choices=["auto", "split", "openmm"], default="auto",
-                    help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split), or OpenMM's "
-                         "full energy (its TorchForce also runs the backward pass); auto: openmm on the CUDA "
-                         "platform (1.2-1.4 vs 3.5 ms per stride on an H100, graphed fast path), split elsewhere "
-                         "(5.4 vs 12.2 ms on CPU)")
+    ap.add_argument("--energy", choices=["split", "openmm"], default="split",
+                    help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split; on CUDA a padded "
+                         "list and one CUDA graph with the learned step), or OpenMM's full energy (its TorchForce "
+                         "also runs the backward pass)")
+    ap.add_argument("--max-retries", type=int, default=0,
+                    help="retries of a rejected stride with a randomly rotated input before falling back")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")
@@ -318,8 +323,6 @@ def main(argv=None):
     ap.add_argument("--tag", default="")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
-    if args.energy == "auto":
-        args.energy = "openmm" if args.platform == "CUDA" else "split"
     os.makedirs(args.results, exist_ok=True)
     info = {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "platform": args.platform, "python": pyplatform.python_version(), "torch": torch.__version__,

@@ -35,14 +35,14 @@ def main(argv=None):
     args = ap.parse_args(argv)
     # what bench_flashmd_cg.flashmdIntegrator reads
     args.temperature, args.friction, args.max_rescale, args.species_rescale = 300.0, 1.0, 1.25, False
-    args.fallback_substeps, args.energy = None, "openmm" if args.platform == "CUDA" else "split"
+    args.fallback_substeps, args.energy, args.max_retries = None, "split", 0
     from tqdm import tqdm
 
     from openmmflash.cg.observables import observables
     from openmmflash.demo import caIndices
 
     topology, system, positions, _, native, net = buildCGSystem(1, platformName=args.platform)
-    integ = flashmdIntegrator(args, 1, args.seed, system, net, topology)
+    integ = flashmdIntegrator(args, 1, args.seed, system, net, topology, positions=positions)
     ctx = makeContext(system, integ, args.platform)
     start(ctx, positions, args.temperature, args.seed)
     ca = caIndices(topology)
