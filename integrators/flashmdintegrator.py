@@ -55,6 +55,19 @@ def _value(x, u):
     return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
 
 
+def _rejectionKind(reason: str) -> str:
+    """The kind (getRejectionCounts key) of a rejection reason written by FlashMDIntegrator._guard."""
+    if reason.startswith("non-finite"):
+        return "nonFinite"
+    if reason.startswith("displacement"):
+        return "displacement"
+    if reason.startswith("H - V'"):
+        return "energyAbove"
+    if reason.startswith("rescale factor"):
+        return "rescaleLow" if float(reason.split()[2]) < 1 else "rescaleHigh"
+    return "species"
+
+
 class FlashMDIntegrator(mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
@@ -164,6 +177,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._carry = None  # (q, v, box, V, params) set by an accepted stride for the next one in the same step()
         self._alphas = []
         self.lastRejection = None  # reason of the latest fallback, for diagnostics
+        self._rejections = {}  # rejected attempts (retries included) by kind, see getRejectionCounts
         self.timings = None  # per-phase wall times when profiling (enableProfiling)
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -396,6 +410,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
             if reason is None:
                 break
+            kind = _rejectionKind(reason)
+            self._rejections[kind] = self._rejections.get(kind, 0) + 1
         if reason is None:
             v1 = self._thermostatHalfStep(v1)
             if self._removeCOM:  # what the System's CMMotionRemover would do to v1 (so that carrying it is exact)
@@ -447,6 +463,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         """The potential energy at the Context's positions as the rescale evaluates it (see setEnergyEvaluator),
         kJ/mol."""
         return self._energy(context or self._findContext())[0]
+
+    def getRejectionCounts(self) -> Dict[str, int]:
+        """Rejected learned attempts (retries included) since the integrator was created, by kind: "nonFinite",
+        "displacement", "energyAbove" (H - V' <= 0), "rescaleLow" / "rescaleHigh" (alpha below / above the bounds:
+        the network's V' too high / too low), "species" (per-species shares). Not stored in checkpoints."""
+        return dict(self._rejections)
 
     def getNumRetries(self) -> int:
         """Number of retries of rejected strides with a rotated input (see ``maxRetries``)."""
