@@ -107,16 +107,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         False: the plain eager step.
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
-    maxRetries : int
-        Before falling back, retry a rejected stride up to this many times from the same state with the network
-        seeing a random rotation of it (one more network call and energy evaluation each; accepted retries pass the
-        same guard and rescale). 0: fall back at once.
     """
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
-                 useCUDAGraph: Optional[bool] = None, maxRetries: int = 0):
+                 useCUDAGraph: Optional[bool] = None):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -142,9 +138,6 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if maxRescale <= 1.0:
             raise ValueError(f"maxRescale must be > 1, got {maxRescale}")
         self.maxRescale = float(maxRescale)
-        if int(maxRetries) != maxRetries or maxRetries < 0:
-            raise ValueError(f"maxRetries must be a whole number >= 0, got {maxRetries}")
-        self.maxRetries = int(maxRetries)
         self._energy = EnergyEvaluator()
         nsub = int(fallbackSubsteps) if fallbackSubsteps else max(1, int(round(stride / 0.0005)))
         if randomSeed == 0:
@@ -158,7 +151,6 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self.addGlobalVariable("flashmdDraws", 0)
         self.addGlobalVariable("flashmdNumLearned", 0)
         self.addGlobalVariable("flashmdNumFallbacks", 0)
-        self.addGlobalVariable("flashmdNumRetries", 0)
         self.addPerDofVariable("flashmdX1", 0)
         self.addUpdateContextState()
         # Fallback: velocity Verlet substeps of the System's forces, only when flashmdFallback is set.
@@ -177,7 +169,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._carry = None  # (q, v, box, V, params) set by an accepted stride for the next one in the same step()
         self._alphas = []
         self.lastRejection = None  # reason of the latest fallback, for diagnostics
-        self._rejections = {}  # rejected attempts (retries included) by kind, see getRejectionCounts
+        self._rejections = {}  # rejected learned steps by kind, see getRejectionCounts
         self.timings = None  # per-phase wall times when profiling (enableProfiling)
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -402,14 +394,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if prof:
             self._tick("thermostat")
         rotation = self._randomRotation() if self.randomRotation else None
-        for attempt in range(self.maxRetries + 1):
-            if attempt:  # a retry: the same stride from the same state, the network seeing a random orientation
-                rotation = self._randomRotation()
-                self.setGlobalVariableByName("flashmdNumRetries", self.getGlobalVariableByName("flashmdNumRetries") + 1)
-            q1, v1, e1 = self._predict(q, v, box, rotation)
-            reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
-            if reason is None:
-                break
+        q1, v1, e1 = self._predict(q, v, box, rotation)
+        reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
+        if reason is not None:
             kind = _rejectionKind(reason)
             self._rejections[kind] = self._rejections.get(kind, 0) + 1
         if reason is None:
@@ -465,14 +452,10 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         return self._energy(context or self._findContext())[0]
 
     def getRejectionCounts(self) -> Dict[str, int]:
-        """Rejected learned attempts (retries included) since the integrator was created, by kind: "nonFinite",
+        """Rejected learned steps since the integrator was created, by kind: "nonFinite",
         "displacement", "energyAbove" (H - V' <= 0), "rescaleLow" / "rescaleHigh" (alpha below / above the bounds:
         the network's V' too high / too low), "species" (per-species shares). Not stored in checkpoints."""
         return dict(self._rejections)
-
-    def getNumRetries(self) -> int:
-        """Number of retries of rejected strides with a rotated input (see ``maxRetries``)."""
-        return int(self.getGlobalVariableByName("flashmdNumRetries"))
 
     def getNumLearnedSteps(self) -> int:
         """Number of accepted learned strides."""
@@ -496,8 +479,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
     def getCheckpointState(self) -> dict:
         """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
         return {name: self.getGlobalVariableByName(name) for name in
-                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks",
-                                                       "flashmdNumRetries")}
+                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
 
     def setCheckpointState(self, state: dict) -> None:
         """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""

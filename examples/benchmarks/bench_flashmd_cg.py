@@ -51,7 +51,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, p
     integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond, None,
                                       model=model, replicas=replicas, randomSeed=seed, device=args.device,
                                       fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
-                                      speciesRescale=args.species_rescale, maxRetries=args.max_retries)
+                                      speciesRescale=args.species_rescale)
     useCGBeadTypes(integ, net, topology)  # models with bead-type species (speciesKind "cgBead") need the types
     if args.energy == "split":
         # positions size a padded neighbor list on CUDA: the energy then runs inside the learned step's graph
@@ -142,7 +142,7 @@ def validate(args, info):
         start(ctx, positions, args.temperature, args.seed)
         check = energyCheck(ctx, integ)
         integ.step(int(round(args.burn * 1000 / stride_fs)))
-        fb0, n0, r0 = integ.getNumFallbacks(), integ.getNumLearnedSteps(), integ.getNumRetries()
+        fb0, n0 = integ.getNumFallbacks(), integ.getNumLearnedSteps()
         spf = int(round(frame_ps * 1000 / stride_fs))
         x, temps, wall = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}")
         fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
@@ -154,8 +154,7 @@ def validate(args, info):
             "frames": int(x.shape[0]), "wallSeconds": wall, "meanTemperature_K": float(temps.mean()),
             "temperatureStd_K": float(temps.std()), "speciesTemperature_K": integ.computeSpeciesTemperatures(ctx),
             "fallbacks": int(fb), "learnedStrides": int(learned), "fallbackRate": fb / max(1, fb + learned),
-            "maxRetries": args.max_retries, "retries": integ.getNumRetries() - r0,
-            "rejectedAttemptsByKind": integ.getRejectionCounts(),
+            "rejectionsByKind": integ.getRejectionCounts(),
             "fallbackSubsteps": fallbackSubsteps(args, model), "lastRejection": integ.lastRejection,
             "energyCheck": check,
             "rescaleFactor": {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
@@ -242,7 +241,7 @@ def speed(args, info):
             check = energyCheck(ctx, integ)
             integ.step(5)
             sync(ctx)
-            fb0, r0 = integ.getNumFallbacks(), integ.getNumRetries()
+            fb0 = integ.getNumFallbacks()
             integ.enableProfiling(True)
             t0 = time.perf_counter()
             n_fm = 0
@@ -262,8 +261,7 @@ def speed(args, info):
                    "flashmd": {"stride_fs": stride_fs, "strides": n_fm, "wallSeconds": fm_wall,
                                "msPerStride": 1e3 * fm_wall / n_fm, "nsPerDay": fm_ns_day, "fallbacks": fb,
                                "fallbackRate": fb / n_fm, "fallbackSubsteps": fallbackSubsteps(args, model),
-                               "maxRetries": args.max_retries, "retries": integ.getNumRetries() - r0,
-                               "rejectedAttemptsByKind": integ.getRejectionCounts(),
+                               "rejectionsByKind": integ.getRejectionCounts(),
                                "energyEvaluation": args.energy, "energyCheck": check,
                                "cudaGraphStep": bool(integ._dense is not None and integ._dense.graph is not None),
                                "msPerStrideByPhase": {k: 1e3 * v / n_fm for k, v in sorted(timings.items())},
@@ -314,8 +312,6 @@ def main(argv=None):
                     help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split; on CUDA a padded "
                          "list and one CUDA graph with the learned step), or OpenMM's full energy (its TorchForce "
                          "also runs the backward pass)")
-    ap.add_argument("--max-retries", type=int, default=0,
-                    help="retries of a rejected stride with a randomly rotated input before falling back")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")

@@ -35,7 +35,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     # what bench_flashmd_cg.flashmdIntegrator reads
     args.temperature, args.friction, args.max_rescale, args.species_rescale = 300.0, 1.0, 1.25, False
-    args.fallback_substeps, args.energy, args.max_retries = None, "split", 0
+    args.fallback_substeps, args.energy = None, "split"
     from tqdm import tqdm
 
     from openmmflash.cg.observables import observables
