@@ -3,9 +3,9 @@
 The System is the bundled CG chignolin as the demo builds it (priors as native forces + the FlashSchNet TorchForce;
 TorchForce needs the CUDA platform with recent PyTorch builds, the CPU platform works with others). The only
 FlashMD-specific lines are the integrator, the bead types for models trained with bead-type species (the shipped
-chignolin-cg-40fs), and off CUDA the cheaper energy evaluation for the rescale (OpenMM's priors + a FlashSchNet
-forward pass, instead of the TorchForce's forward and backward pass; on CUDA OpenMM's graphed energy is cheaper).
-chignolin-cg-40fs falls back to ordinary substeps in 7-49 % of the strides (more far from the native structure),
+chignolin-cg-40fs), and the cheaper energy evaluation for the rescale (OpenMM's priors + a FlashSchNet forward pass
+instead of the TorchForce's forward and backward pass; on CUDA it runs inside the learned step's CUDA graph).
+chignolin-cg-40fs falls back to ordinary substeps in 7-62 % of the strides (more far from the native structure),
 chignolin-cg-20fs in about 25 % (see integrators/models/README.md).
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
@@ -41,8 +41,8 @@ def main(argv=None):
                                            speciesRescale=False, fallbackSubsteps=cgFallbackSubsteps(model),
                                            device=args.device)
     useCGBeadTypes(integrator, net, topology)  # only acts for models trained with bead-type species
-    if args.platform != "CUDA":
-        integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device))
+    integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device,
+                                                              positions=positions))
 
     simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))
     simulation.context.setPositions(positions)
