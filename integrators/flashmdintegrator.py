@@ -7,23 +7,22 @@ MonteCarloBarostat, MonteCarloAnisotropicBarostat and CMMotionRemover act as usu
 strides) and advances the step count by 1 and the time by one stride. Reporters and checkpoints therefore see the
 right step and time.
 
-Energy conservation with a guard, per stride (H = V(q) + K(p) before the step):
-    (q', p') = learned step;  V' = V(q') from the Context;  alpha = sqrt((H - V') / K')
-    accept when everything is finite, max |q' - q| <= maxDisplacement and alpha in [1/maxRescale, maxRescale];
-    p <- alpha p'.  With ``speciesRescale`` the kinetic energy H - V' is instead shared among the species in the
-    proportions they had before the step (see :func:`species.speciesShareRescale`).  Otherwise reject: restore (q, p) and advance the same stride with ``fallbackSubsteps``
-    velocity-Verlet substeps of the System's forces (run inside the C++ integrator program). A run therefore never
-    produces NaN from the network; rejections are counted (``getNumFallbacks``) and logged.
+Energy conservation with a guard (guard.py): after each learned step the momenta are rescaled so that V' + K'
+equals the energy before the step; a step that is not finite, moves a particle too far, or needs a rescale outside
+[1/maxRescale, maxRescale] is rejected: the state is restored and the same stride advanced with ``fallbackSubsteps``
+velocity-Verlet substeps of the System's forces (inside the C++ integrator program). A run never produces NaN from
+the network; rejections are counted (``getNumFallbacks``, ``getRejectionCounts``) and logged.
 
 State that must survive a checkpoint (random-number seed and draw counter, step counters) is kept in integrator
 global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
 not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
 
-Speed: per stride one getState (q, v) (skipped after an accepted stride inside one ``step(n)`` call when no force
-changes the state between steps: no barostat, CMMotionRemover or Andersen thermostat), one learned step (on a CUDA device a fixed-shape step replayed as one CUDA
-graph: densestep.py without a box, paddedstep.py with one), setPositions + one energy evaluation (OpenMM's, or a
-cheaper split set with :meth:`setEnergyEvaluator`), setVelocities and ``CustomIntegrator.step(1)``.
-``enableProfiling`` records where the time goes. ``replicas=B`` runs B identical copies of a molecule in one System (one call for all).
+Speed: per stride one getState (q, v) (skipped after an accepted stride inside one ``step(n)`` call unless a
+barostat or Andersen thermostat changes the state between steps), one learned step (on a CUDA device a fixed-shape
+step replayed as one CUDA graph: densestep.py without a box, paddedstep.py with one), setPositions + one energy
+evaluation (OpenMM's, or a cheaper split, energyeval.py, :meth:`setEnergyEvaluator`), setVelocities and
+``CustomIntegrator.step(1)``. ``enableProfiling`` records where the time goes. ``replicas=B`` runs B identical
+copies of a molecule in one System (one call for all).
 
 Caution: systems with constraints are refused (FlashMD moves all degrees of freedom). Velocities are at the same
 time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms;
@@ -31,9 +30,8 @@ benchmarked on CUDA (examples/benchmarks/bench_flashmd_*.py).
 """
 
 import logging
-import math
 import time
-from typing import Dict, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -44,7 +42,9 @@ from .modelfile import loadModel
 from .densestep import DenseReplicaStep
 from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
-from .species import particleTypes, speciesShareRescale, speciesTemperatures
+from .diagnostics import FlashMDDiagnostics
+from .guard import checkPrediction, energyRescale, rejectionKind
+from .species import particleTypes
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -55,20 +55,7 @@ def _value(x, u):
     return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
 
 
-def _rejectionKind(reason: str) -> str:
-    """The kind (getRejectionCounts key) of a rejection reason written by FlashMDIntegrator._guard."""
-    if reason.startswith("non-finite"):
-        return "nonFinite"
-    if reason.startswith("displacement"):
-        return "displacement"
-    if reason.startswith("H - V'"):
-        return "energyAbove"
-    if reason.startswith("rescale factor"):
-        return "rescaleLow" if float(reason.split()[2]) < 1 else "rescaleHigh"
-    return "species"
-
-
-class FlashMDIntegrator(mm.CustomIntegrator):
+class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
     Parameters
@@ -291,19 +278,6 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if self._context is not None:
             self.setContext(self._context)
 
-    def _tick(self, phase: str) -> None:
-        """Add the wall time since the previous tick to ``timings[phase]`` (only when profiling is on)."""
-        now = time.perf_counter()
-        self.timings[phase] = self.timings.get(phase, 0.0) + now - self._last
-        self._last = now
-
-    def enableProfiling(self, on: bool = True) -> None:
-        """Accumulate the wall time per stride phase in ``timings`` (s): readState (getState of q, v), thermostat,
-        network (learned step incl. host <-> device copies), energy (setPositions + V'), rescale (energy rescale and the
-        second thermostat half step), writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (the
-        substeps of rejected strides)."""
-        self.timings = {} if on else None
-
     def _randomRotation(self):
         from .stepper import random_rotation
         return random_rotation(torch.Generator().manual_seed(int(self._rng().integers(2 ** 62))))
@@ -329,39 +303,21 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         return q1, p1 / m, e1
 
     def _guard(self, context, q, v, V, q1, v1, e1):
-        """Check one learned step and rescale it: (reason of a rejection or None, rescaled v', V(q') and the
-        positions as OpenMM holds them or None). Leaves q' in the Context when it got as far as the energy."""
-        if not (np.isfinite(q1).all() and np.isfinite(v1).all()):
-            return "non-finite prediction", v1, None
-        disp = np.sqrt(((q1 - q) ** 2).sum(-1)).max()
-        if disp > self.maxDisplacement:
-            return f"displacement {disp:.3g} nm > maxDisplacement {self.maxDisplacement:.3g} nm", v1, None
+        """Check one learned step and rescale it (guard.py): (reason of a rejection or None, rescaled v', V(q') and
+        the positions as OpenMM holds them or None). Leaves q' in the Context when it got as far as the energy."""
+        reason = checkPrediction(q, q1, v1, self.maxDisplacement)
+        if reason is not None:
+            return reason, v1, None
         context.setPositions(q1)
         if not self.rescaleEnergy:
             return None, v1, None
         held = self._energy(context, e1)
         if self.timings is not None:
             self._tick("energy")
-        V1 = held[0]
-        m = self._masses[:, None]
-        K = 0.5 * float((m * v * v).sum())
-        K1 = 0.5 * float((m * v1 * v1).sum())
-        H = V + K
-        if not math.isfinite(V1) or not K1 > 0:
-            return f"non-finite energy {V1}", v1, None
-        if H - V1 <= 0:
-            return f"H - V' = {H - V1:.4g} kJ/mol <= 0", v1, None
-        alpha = math.sqrt((H - V1) / K1)
-        if not (1.0 / self.maxRescale <= alpha <= self.maxRescale):
-            return (f"rescale factor {alpha:.4g} outside [{1 / self.maxRescale:.3g}, {self.maxRescale:.3g}]", v1,
-                    None)
-        if self.speciesRescale:
-            v1, reason = speciesShareRescale(v, v1, self._masses, self._types, H - V1, self.maxRescale,
-                                             self._model.speciesLabel)
-            if reason is not None:
-                return reason, v1, None
-        else:
-            v1 = v1 * alpha
+        reason, v1, alpha = energyRescale(v, v1, self._masses, V, held[0], self.maxRescale,
+                                          self._types if self.speciesRescale else None, self._model.speciesLabel)
+        if reason is not None:
+            return reason, v1, None
         self._alphas.append(alpha)
         if len(self._alphas) > 10000:
             del self._alphas[:5000]
@@ -397,7 +353,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         q1, v1, e1 = self._predict(q, v, box, rotation)
         reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
         if reason is not None:
-            kind = _rejectionKind(reason)
+            kind = rejectionKind(reason)
             self._rejections[kind] = self._rejections.get(kind, 0) + 1
         if reason is None:
             v1 = self._thermostatHalfStep(v1)
@@ -441,41 +397,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if prof:
             self._tick("fallback")
 
-    # ----------------------------------------------------------------------------------------------- diagnostics
-    def getNumFallbacks(self) -> int:
-        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
-        return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
-
-    def computeRescaleEnergy(self, context=None) -> float:
-        """The potential energy at the Context's positions as the rescale evaluates it (see setEnergyEvaluator),
-        kJ/mol."""
-        return self._energy(context or self._findContext())[0]
-
-    def getRejectionCounts(self) -> Dict[str, int]:
-        """Rejected learned steps since the integrator was created, by kind: "nonFinite",
-        "displacement", "energyAbove" (H - V' <= 0), "rescaleLow" / "rescaleHigh" (alpha below / above the bounds:
-        the network's V' too high / too low), "species" (per-species shares). Not stored in checkpoints."""
-        return dict(self._rejections)
-
-    def getNumLearnedSteps(self) -> int:
-        """Number of accepted learned strides."""
-        return int(self.getGlobalVariableByName("flashmdNumLearned"))
-
-    def getRescaleFactors(self) -> np.ndarray:
-        """Recent energy rescale factors alpha of accepted steps (diagnostic of the model's energy error)."""
-        return np.asarray(self._alphas)
-
-    def getModel(self):
-        return self._model
-
-    def computeSpeciesTemperatures(self, context=None) -> Dict[str, float]:
-        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks), keyed by the
-        species' label (element symbol, or the bead name such as "TYR:CA" for a bead-species model)."""
-        context = context or self._findContext()
-        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
-            unit.nanometer / unit.picosecond)
-        return speciesTemperatures(v, self._masses, self._types, self._model.speciesLabel)
-
+    # ----------------------------------------------------------------------------------------------- checkpoints
     def getCheckpointState(self) -> dict:
         """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
         return {name: self.getGlobalVariableByName(name) for name in

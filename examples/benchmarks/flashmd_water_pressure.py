@@ -1,0 +1,353 @@
+"""Why does FlashMD water under MonteCarloBarostat come out too light? Pressure at fixed volume, split by term.
+
+From one state of the flexible TIP3P-FB water box of bench_flashmd_water.py, compressed to the Langevin NpT density
+(molecule centres scaled, default 1.0154 g/cm^3 from results/flashmd_water_gpu_gamma10.json) and equilibrated with
+LangevinMiddleIntegrator (NVT, 0.5 fs), runs NVT at 300 K, friction 10/ps with
+  (a) LangevinMiddleIntegrator, 0.5 fs, and
+  (b) FlashMDLangevinIntegrator at the model's stride (8 fs),
+for the same simulated time, and every ``--sample`` ps records
+  - the instantaneous pressure from MonteCarloBarostat.computeCurrentPressure (a barostat with frequency 0 is in
+    the System; the volume is checked to stay fixed),
+  - the "barostat pressure" P_b = -dU/dV + N_mol k T0 / V: -dU/dV by a central finite difference with molecule
+    centres scaled as the barostat does (intramolecular geometry kept), split into bonds, angles, nonbonded
+    direct space (LJ + real-space Coulomb) and PME reciprocal space, and the nonbonded part into LJ and Coulomb
+    (charges switched off through a parameter offset). <P_b> = 1 bar is what MonteCarloBarostat converges to,
+  - the potential energy by force group, O-H bond lengths and H-O-H angles of all molecules, per-species and
+    molecular centre-of-mass kinetic temperatures, and the FlashMD fallback count.
+Reports means with block standard errors, writes results/flashmd_water_pressure_<tag>.json and .png, prints a table.
+
+    nice python examples/benchmarks/flashmd_water_pressure.py --time 6          # the committed CPU report
+    python examples/benchmarks/flashmd_water_pressure.py --time 0.2 --equilibration 0.2 --tag test   # smoke test
+"""
+
+import argparse
+import json
+import os
+import platform as pyplatform
+import sys
+import time
+
+import numpy as np
+import torch  # noqa: F401  (before openmm)
+
+import openmm as mm
+from openmm import app, unit
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_flashmd_water import equilibrated_state  # noqa: E402
+from openmmflash.integrators.data import flexibleWaterBox  # noqa: E402
+from openmmflash.integrators.modelfile import loadModel  # noqa: E402
+from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+KB = 0.00831446261815324  # kJ/mol/K
+BAR_PER_KJ_MOL_NM3 = 16.6054  # 1 kJ/mol/nm^3 in bar
+NA = 6.02214076e23
+GROUPS = {"bonds": 0, "angles": 1, "nonbondedDirect": 2, "pmeReciprocal": 3}
+CHARGE_OFF = "pressureChargeOff"  # global parameter: 1 switches all charges off (LJ only)
+
+
+def groupedSystem(system, T):
+    """Copy of ``system`` with bonds, angles, direct and reciprocal nonbonded in groups 0-3, a charge switch
+    (parameter offset) on the NonbondedForce, and a MonteCarloBarostat of frequency 0 (never moves the box)."""
+    s = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
+    for f in s.getForces():
+        if isinstance(f, mm.HarmonicBondForce):
+            f.setForceGroup(GROUPS["bonds"])
+        elif isinstance(f, mm.HarmonicAngleForce):
+            f.setForceGroup(GROUPS["angles"])
+        elif isinstance(f, mm.NonbondedForce):
+            f.setForceGroup(GROUPS["nonbondedDirect"])
+            f.setReciprocalSpaceForceGroup(GROUPS["pmeReciprocal"])
+            f.addGlobalParameter(CHARGE_OFF, 0.0)
+            for i in range(f.getNumParticles()):
+                q = f.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge)
+                if q != 0:
+                    f.addParticleParameterOffset(CHARGE_OFF, i, -q, 0.0, 0.0)
+            if any(f.getExceptionParameters(k)[2].value_in_unit(unit.elementary_charge ** 2) != 0
+                   for k in range(f.getNumExceptions())):
+                raise ValueError("exceptions with charge products are not switched off by the LJ/Coulomb split")
+        else:
+            raise ValueError(f"unexpected force {type(f).__name__} in the water System")
+    baro = mm.MonteCarloBarostat(1 * unit.bar, T, 0)
+    baro.setForceGroup(4)
+    s.addForce(baro)
+    return s, s.getNumForces() - 1
+
+
+def scaleToDensity(positions, residues, masses, box, density):
+    """Scale molecule centres (and the cubic box of edge ``box`` nm) to ``density`` g/cm^3. Returns (pos, edge)."""
+    mass_g = masses.sum() / NA
+    edge = (mass_g / density / 1e-21) ** (1 / 3)
+    s = edge / box
+    out = positions.copy()
+    for r in np.unique(residues):
+        sel = residues == r
+        c = positions[sel].mean(0)
+        out[sel] = positions[sel] - c + s * c
+    return out, edge
+
+
+class PressureProbe:
+    """Pressure and energy decomposition of a state, on its own Context (so the running simulation is untouched)."""
+
+    def __init__(self, system, plat, molecules, masses, T0, eps=1e-3):
+        self.context = mm.Context(system, mm.VerletIntegrator(0.0005), plat)
+        self.molecules = molecules  # list of index arrays
+        self.masses = masses
+        self.T0 = T0
+        self.eps = eps
+
+    def _energies(self, q, box, groups):
+        self.context.setPeriodicBoxVectors(*box)
+        self.context.setPositions(q)
+        return {k: self.context.getState(getEnergy=True, groups={g}).getPotentialEnergy().value_in_unit(
+            unit.kilojoule_per_mole) for k, g in groups.items()}
+
+    def _scaled(self, q, box, f):
+        """Molecule centres (geometric, as MonteCarloBarostat) and the box scaled by f = (V'/V)^(1/3)."""
+        out = q.copy()
+        for m in self.molecules:
+            c = q[m].mean(0)
+            out[m] += (f - 1) * c
+        return out, box * f
+
+    def __call__(self, q, v, box):
+        V = float(box[0, 0] * box[1, 1] * box[2, 2])
+        e0 = self._energies(q, box, GROUPS)
+        fp, fm = (1 + self.eps) ** (1 / 3), (1 - self.eps) ** (1 / 3)
+        dV = 2 * self.eps * V
+        nb = {k: GROUPS[k] for k in ("nonbondedDirect", "pmeReciprocal")}
+        ep = self._energies(*self._scaled(q, box, fp), GROUPS)
+        em = self._energies(*self._scaled(q, box, fm), GROUPS)
+        self.context.setParameter(CHARGE_OFF, 1.0)
+        lp = self._energies(*self._scaled(q, box, fp), nb)
+        lm = self._energies(*self._scaled(q, box, fm), nb)
+        self.context.setParameter(CHARGE_OFF, 0.0)
+        p = {k: -(ep[k] - em[k]) / dV * BAR_PER_KJ_MOL_NM3 for k in GROUPS}
+        p["LJ"] = -(lp["nonbondedDirect"] + lp["pmeReciprocal"] - lm["nonbondedDirect"] - lm["pmeReciprocal"]) \
+            / dV * BAR_PER_KJ_MOL_NM3
+        p["coulomb"] = p["nonbondedDirect"] + p["pmeReciprocal"] - p["LJ"]
+        nmol = len(self.molecules)
+        p["configurational"] = sum(p[k] for k in GROUPS)
+        p["idealT0"] = nmol * KB * self.T0 / V * BAR_PER_KJ_MOL_NM3
+        # Centre-of-mass kinetic term (what the instantaneous molecular pressure uses instead of N k T0 / V).
+        ke_com = 0.0
+        for m in self.molecules:
+            pm = (self.masses[m, None] * v[m]).sum(0)
+            ke_com += 0.5 * float((pm * pm).sum()) / self.masses[m].sum()
+        p["kineticCOM"] = 2 * ke_com / (3 * V) * BAR_PER_KJ_MOL_NM3
+        p["barostat"] = p["configurational"] + p["idealT0"]
+        p["molecularInstantaneous"] = p["configurational"] + p["kineticCOM"]
+        return p, e0, 2 * ke_com / (3 * nmol * KB)
+
+
+def geometry(q, box, O, H1, H2):
+    """O-H bond lengths [2 M] nm and H-O-H angles [M] degrees (minimum image within each molecule)."""
+    L = np.diag(box)
+    d1, d2 = q[H1] - q[O], q[H2] - q[O]
+    d1 -= L * np.round(d1 / L)
+    d2 -= L * np.round(d2 / L)
+    r1, r2 = np.linalg.norm(d1, axis=1), np.linalg.norm(d2, axis=1)
+    ang = np.degrees(np.arccos(np.clip((d1 * d2).sum(1) / (r1 * r2), -1, 1)))
+    return np.concatenate([r1, r2]), ang
+
+
+def blockStats(x, nblocks=10):
+    """(mean, block standard error with ``nblocks`` blocks, or None if too short)."""
+    x = np.asarray(x, dtype=float)
+    b = len(x) // nblocks
+    if b < 1 or nblocks < 2:
+        return float(np.mean(x)), None
+    means = x[:b * nblocks].reshape(nblocks, b).mean(1)
+    return float(np.mean(x)), float(np.std(means, ddof=1) / np.sqrt(nblocks))
+
+
+def sampleRun(sim, baro, probe, total_ps, sample_ps, stride_ps, atoms, flashmd=None, progress=None):
+    """Run ``sim`` for total_ps, recording a row of pressures, energies, geometry and temperatures every sample_ps."""
+    nstep = max(1, int(round(sample_ps / stride_ps)))
+    rows, bonds, angles = [], [], []
+    O, H1, H2, masses, types = atoms
+    t0 = time.time()
+    for _ in range(int(round(total_ps / sample_ps))):
+        sim.step(nstep)
+        ctx = sim.context
+        p_omm = baro.computeCurrentPressure(ctx)
+        st = ctx.getState(getPositions=True, getVelocities=True)
+        q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        v = np.asarray(st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+        if not (np.isfinite(q).all() and np.isfinite(v).all()):
+            raise RuntimeError("NaN in the simulation state")
+        p, e, t_com = probe(q, v, box)
+        r, a = geometry(q, box, O, H1, H2)
+        bonds.append(r)
+        angles.append(a)
+        ke2 = (masses[:, None] * v * v).sum(-1)
+        rows.append({"t_ps": float(st.getTime().value_in_unit(unit.picosecond)), "volume_nm3": float(np.prod(np.diag(box))),
+                     "pressureOpenMM_bar": float(p_omm.value_in_unit(unit.bar)),
+                     **{f"P_{k}_bar": val for k, val in p.items()}, **{f"E_{k}": val for k, val in e.items()},
+                     "T_H": float(ke2[types == 1].sum() / (3 * (types == 1).sum() * KB)),
+                     "T_O": float(ke2[types == 8].sum() / (3 * (types == 8).sum() * KB)), "T_COM": t_com,
+                     "bondMean_nm": float(r.mean()), "angleMean_deg": float(a.mean()),
+                     "fallbacks": flashmd.getNumFallbacks() if flashmd is not None else 0})
+        if progress is not None:
+            progress.update(1)
+    return {"rows": rows, "bonds": np.array(bonds), "angles": np.array(angles), "wall_s": time.time() - t0}
+
+
+def summarize(run, discard):
+    rows = run["rows"][discard:]
+    keys = [k for k in rows[0] if k not in ("t_ps", "fallbacks")]
+    out = {k: dict(zip(("mean", "sem"), blockStats([r[k] for r in rows]))) for k in keys}
+    b, a = run["bonds"][discard:], run["angles"][discard:]
+    out["bondDistribution_nm"] = {"mean": float(b.mean()), "std": float(b.std()),
+                                  "sem": blockStats(b.mean(1))[1]}
+    out["angleDistribution_deg"] = {"mean": float(a.mean()), "std": float(a.std()),
+                                    "sem": blockStats(a.mean(1))[1]}
+    out["pressureStd_bar"] = float(np.std([r["pressureOpenMM_bar"] for r in rows]))
+    out["barostatPressureStd_bar"] = float(np.std([r["P_barostat_bar"] for r in rows]))
+    out["samples"] = len(rows)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="water-tip3pfb-8fs")
+    ap.add_argument("--platform", default="CPU")
+    ap.add_argument("--time", type=float, default=6.0, help="ps of NVT with each integrator")
+    ap.add_argument("--sample", type=float, default=0.048, help="ps between samples (a multiple of the stride)")
+    ap.add_argument("--discard", type=float, default=0.5, help="ps discarded at the start of each run")
+    ap.add_argument("--equilibration", type=float, default=5.0, help="ps of Langevin NVT before both runs")
+    ap.add_argument("--density", type=float, default=1.0154, help="g/cm^3 (Langevin NpT density, GPU report)")
+    ap.add_argument("--temperature", type=float, default=300.0)
+    ap.add_argument("--friction", type=float, default=10.0, help="1/ps")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--tag", default="cpu")
+    ap.add_argument("--outdir", default=RESULTS)
+    args = ap.parse_args()
+    if args.time <= 0 or args.sample <= 0 or args.discard < 0 or args.discard >= args.time:
+        ap.error("need --time > 0, --sample > 0 and 0 <= --discard < --time")
+
+    from tqdm import tqdm
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    model = loadModel(args.model)
+    stride = model.stride
+    T = args.temperature * unit.kelvin
+    top, system0, pos = flexibleWaterBox(1.6, 0.7)
+    n = system0.getNumParticles()
+    masses = np.array([system0.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
+    types = np.array([a.element.atomic_number for a in top.atoms()])
+    residues = np.array([a.residue.index for a in top.atoms()])
+    molecules = [np.where(residues == r)[0] for r in np.unique(residues)]
+    O = np.array([m[types[m] == 8][0] for m in molecules])
+    H1 = np.array([m[types[m] == 1][0] for m in molecules])
+    H2 = np.array([m[types[m] == 1][1] for m in molecules])
+    pos, edge = scaleToDensity(pos, residues, masses, 1.6, args.density)
+    system, baro_index = groupedSystem(system0, T)
+    system.setDefaultPeriodicBoxVectors(*(mm.Vec3(*row) * unit.nanometer for row in np.eye(3) * edge))
+    plat = mm.Platform.getPlatformByName(args.platform)
+    dt_ref = 0.0005
+    t_start = time.time()
+    start = equilibrated_state(top, system, pos * unit.nanometer, plat, T, args.equilibration, dt_ref)
+    eq_wall = time.time() - t_start
+    probe = PressureProbe(system, plat, molecules, masses, args.temperature)
+    atoms = (O, H1, H2, masses, types)
+    nsamples = int(round(args.time / args.sample))
+    bar = tqdm(total=2 * nsamples, desc="flashmd_water_pressure")
+
+    def simulation(integ):
+        sim = app.Simulation(top, system, integ, plat)
+        sim.context.setState(start)
+        return sim, sim.system.getForce(baro_index)
+
+    sim, baro = simulation(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref))
+    sim.context.getIntegrator().setRandomNumberSeed(args.seed)
+    ref = sampleRun(sim, baro, probe, args.time, args.sample, dt_ref, atoms, progress=bar)
+    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device="cpu",
+                                         randomSeed=args.seed)
+    sim, baro = simulation(fm_integ)
+    fm = sampleRun(sim, baro, probe, args.time, args.sample, stride, atoms, flashmd=fm_integ, progress=bar)
+    bar.close()
+
+    discard = int(round(args.discard / args.sample))
+    s_ref, s_fm = summarize(ref, discard), summarize(fm, discard)
+    vols = [r["volume_nm3"] for run in (ref, fm) for r in run["rows"]]
+    delta = {}
+    for k in s_ref:
+        if isinstance(s_ref[k], dict) and "mean" in s_ref[k]:
+            se = [s.get("sem") for s in (s_ref[k], s_fm[k])]
+            delta[k] = {"flashmdMinusLangevin": s_fm[k]["mean"] - s_ref[k]["mean"],
+                        "sem": float(np.hypot(*se)) if None not in se else None}
+    kappa_T = 4.5e-5  # 1/bar, water's isothermal compressibility
+    dP = delta["P_barostat_bar"]["flashmdMinusLangevin"]
+    results = {
+        "benchmark": "flashmd_water_pressure", "model": args.model, "stride_fs": stride * 1000, "numParticles": n,
+        "numMolecules": len(molecules), "density_g_cm3": args.density, "boxEdge_nm": edge,
+        "densitySource": "molecule centres of the bench_flashmd_water box scaled to --density (the Langevin NpT "
+                         "density of results/flashmd_water_gpu_gamma10.json), then Langevin NVT equilibration",
+        "temperature_K": args.temperature, "friction_per_ps": args.friction, "reference_dt_fs": dt_ref * 1000,
+        "runTime_ps": args.time, "sample_ps": nsamples and args.sample, "discard_ps": args.discard,
+        "equilibration_ps": args.equilibration, "blocks": 10, "finiteDifferenceRelativeDV": probe.eps,
+        "machine": {"platform": args.platform, "cpu": pyplatform.processor() or pyplatform.machine(),
+                    "torch": torch.__version__, "openmm": mm.__version__, "device": "cpu"},
+        "volumeFixed": bool(np.ptp(vols) == 0.0), "volumeRange_nm3": [float(min(vols)), float(max(vols))],
+        "langevin": s_ref, "flashmdLangevin": s_fm, "difference": delta,
+        "flashmdCounts": {"learned": fm_integ.getNumLearnedSteps(), "fallbacks": fm_integ.getNumFallbacks(),
+                          "rejections": fm_integ.getRejectionCounts()},
+        "densityEstimate": {"compressibility_per_bar": kappa_T, "deltaP_barostat_bar": dP,
+                            "predictedRelativeDensityChange": -kappa_T * dP,
+                            "observedRelativeDensityChange_gpu_npt": -0.0423},
+        "wall_s": {"equilibration": eq_wall, "langevin": ref["wall_s"], "flashmd": fm["wall_s"]},
+        "timeSeries": {"langevin": ref["rows"], "flashmdLangevin": fm["rows"]},
+    }
+    os.makedirs(args.outdir, exist_ok=True)
+    stem = os.path.join(args.outdir, f"flashmd_water_pressure_{args.tag}")
+    with open(stem + ".json", "w") as f:
+        json.dump(results, f, indent=1)
+    plot(stem + ".png", ref, fm, discard, stride)
+
+    print(f"{'quantity':34s} {'Langevin':>20s} {'FlashMD':>20s} {'FlashMD-Langevin':>20s}")
+    for k in ("pressureOpenMM_bar", "P_barostat_bar", "P_configurational_bar", "P_kineticCOM_bar", "P_LJ_bar",
+              "P_coulomb_bar", "P_nonbondedDirect_bar", "P_pmeReciprocal_bar", "E_bonds", "E_angles",
+              "E_nonbondedDirect", "E_pmeReciprocal", "bondMean_nm", "angleMean_deg", "T_H", "T_O", "T_COM"):
+        fmt = lambda s: f"{s['mean']:.4g} +- {s['sem']:.2g}" if s["sem"] is not None else f"{s['mean']:.4g}"  # noqa
+        d = delta[k]
+        dd = f"{d['flashmdMinusLangevin']:.4g} +- {d['sem']:.2g}" if d["sem"] is not None else \
+            f"{d['flashmdMinusLangevin']:.4g}"
+        print(f"{k:34s} {fmt(s_ref[k]):>20s} {fmt(s_fm[k]):>20s} {dd:>20s}")
+    for k in ("bondDistribution_nm", "angleDistribution_deg"):
+        print(f"{k + ' std':34s} {s_ref[k]['std']:20.4g} {s_fm[k]['std']:20.4g}")
+    print(f"fallbacks {fm_integ.getNumFallbacks()}/{fm_integ.getNumFallbacks() + fm_integ.getNumLearnedSteps()}; "
+          f"volume fixed: {results['volumeFixed']}; predicted density change {-kappa_T * dP:+.2%} "
+          f"(observed NpT -4.23 %); wrote {stem}.json/.png")
+
+
+def plot(path, ref, fm, discard, stride):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 5, figsize=(24, 4))
+    runs = (("Langevin 0.5 fs", ref), (f"FlashMD Langevin {stride * 1000:g} fs", fm))
+    for label, run in runs:
+        t = [r["t_ps"] - run["rows"][0]["t_ps"] for r in run["rows"]]
+        axes[0].plot(t, [r["P_barostat_bar"] for r in run["rows"]], lw=0.8, label=label)
+        x = [r["P_barostat_bar"] for r in run["rows"][discard:]]
+        axes[1].hist(x, bins=30, alpha=0.5, density=True, label=f"{label}: {np.mean(x):.0f} bar")
+        axes[2].plot(t, [r["P_LJ_bar"] for r in run["rows"]], lw=0.8, label=f"{label} LJ")
+        axes[2].plot(t, [r["P_coulomb_bar"] for r in run["rows"]], lw=0.8, label=f"{label} Coulomb")
+        axes[3].hist(run["bonds"][discard:].ravel(), bins=80, density=True, histtype="step", label=label)
+        axes[4].hist(run["angles"][discard:].ravel(), bins=80, density=True, histtype="step", label=label)
+    axes[0].set(xlabel="t (ps)", ylabel="P_b = -dU/dV + N k T0 / V (bar)", title="barostat pressure, NVT")
+    axes[1].set(xlabel="P_b (bar)", title="barostat pressure, after discard")
+    axes[2].set(xlabel="t (ps)", ylabel="bar", title="nonbonded pressure: LJ and Coulomb")
+    axes[3].set(xlabel="O-H (nm)", title="O-H bond length")
+    axes[4].set(xlabel="H-O-H (deg)", title="H-O-H angle")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    main()

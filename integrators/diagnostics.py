@@ -1,0 +1,62 @@
+"""Diagnostics of the FlashMD integrators (a mixin of FlashMDIntegrator): counters, rejection kinds, rescale
+factors, per-species temperatures and per-phase wall times. Reads the integrator's global variables and the Python
+state its strides leave (``_rejections``, ``_alphas``, ``timings``)."""
+
+import time
+from typing import Dict
+
+import numpy as np
+from openmm import unit
+
+from .species import speciesTemperatures
+
+
+class FlashMDDiagnostics:
+    """Methods shared by all FlashMD integrators for monitoring a run."""
+
+    def getNumFallbacks(self) -> int:
+        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
+        return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
+
+    def computeRescaleEnergy(self, context=None) -> float:
+        """The potential energy at the Context's positions as the rescale evaluates it (see setEnergyEvaluator),
+        kJ/mol."""
+        return self._energy(context or self._findContext())[0]
+
+    def getRejectionCounts(self) -> Dict[str, int]:
+        """Rejected learned steps since the integrator was created, by kind: "nonFinite",
+        "displacement", "energyAbove" (H - V' <= 0), "rescaleLow" / "rescaleHigh" (alpha below / above the bounds:
+        the network's V' too high / too low), "species" (per-species shares). Not stored in checkpoints."""
+        return dict(self._rejections)
+
+    def getNumLearnedSteps(self) -> int:
+        """Number of accepted learned strides."""
+        return int(self.getGlobalVariableByName("flashmdNumLearned"))
+
+    def getRescaleFactors(self) -> np.ndarray:
+        """Recent energy rescale factors alpha of accepted steps (diagnostic of the model's energy error)."""
+        return np.asarray(self._alphas)
+
+    def getModel(self):
+        return self._model
+
+    def computeSpeciesTemperatures(self, context=None) -> Dict[str, float]:
+        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks), keyed by the
+        species' label (element symbol, or the bead name such as "TYR:CA" for a bead-species model)."""
+        context = context or self._findContext()
+        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+            unit.nanometer / unit.picosecond)
+        return speciesTemperatures(v, self._masses, self._types, self._model.speciesLabel)
+
+    def _tick(self, phase: str) -> None:
+        """Add the wall time since the previous tick to ``timings[phase]`` (only when profiling is on)."""
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - self._last
+        self._last = now
+
+    def enableProfiling(self, on: bool = True) -> None:
+        """Accumulate the wall time per stride phase in ``timings`` (s): readState (getState of q, v), thermostat,
+        network (learned step incl. host <-> device copies), energy (setPositions + V'), rescale (energy rescale and the
+        second thermostat half step), writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (the
+        substeps of rejected strides)."""
+        self.timings = {} if on else None
