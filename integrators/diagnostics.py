@@ -8,6 +8,7 @@ from typing import Dict
 import numpy as np
 from openmm import unit
 
+from .modes import modeTemperatures
 from .species import speciesTemperatures
 
 
@@ -60,3 +61,13 @@ class FlashMDDiagnostics:
         second thermostat half step), writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (the
         substeps of rejected strides)."""
         self.timings = {} if on else None
+
+    def computeModeTemperatures(self, context=None) -> Dict[str, float]:
+        """Kinetic temperature of the molecules' translation, rotation and vibration, K (see modes.py)."""
+        context = context or self._findContext()
+        st = context.getState(getPositions=True, getVelocities=True)
+        q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+        return modeTemperatures(np.asarray(q), np.asarray(v), self._masses, self._modeGroups,
+                                box if self._periodic else None)

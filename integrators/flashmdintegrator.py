@@ -44,7 +44,8 @@ from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
 from .diagnostics import FlashMDDiagnostics
 from .guard import checkPrediction, energyRescale, rejectionKind
-from .species import particleTypes
+from .modes import modeShareRescale, moleculeGroups
+from .species import particleTypes, speciesShareRescale
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -81,6 +82,12 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         use it with FlashMDLangevinIntegrator; in NVE the species' shares stay at their start. "auto" (the default
         of the thermostatted integrators) turns it on when every species has at least 20 particles per replica
         (water: yes; CG proteins, element or bead species: no).
+    modeRescale : bool
+        Energy rescale per molecular mode (needs rescaleEnergy; takes precedence over speciesRescale): translation,
+        rotation and vibration of the molecules (OpenMM's molecules, from bonds) each keep the share of the internal
+        kinetic energy they had before the step (see modes.py), so the network cannot pump kinetic energy from
+        vibrations into rotations (the shipped water model: 340 K rotational, 266 K vibrational at 300 K with
+        speciesRescale). Inter-mode exchange is then left to the thermostat.
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
         The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by
@@ -99,7 +106,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
-                 useCUDAGraph: Optional[bool] = None):
+                 useCUDAGraph: Optional[bool] = None, modeRescale: bool = False):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -120,6 +127,9 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         self.speciesRescale = self.rescaleEnergy if self._speciesRescaleAuto else bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
             raise ValueError("speciesRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
+        self.modeRescale = bool(modeRescale)
+        if self.modeRescale and not self.rescaleEnergy:
+            raise ValueError("modeRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
         self.randomRotation = bool(randomRotation)
         self.maxDisplacement = 12.5 * stride if maxDisplacement is None else _value(maxDisplacement, unit.nanometer)
         if maxRescale <= 1.0:
@@ -202,6 +212,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             smallest = min(int((self._types[:k] == z).sum()) for z in set(types[:k]))
             self.speciesRescale = self.rescaleEnergy and smallest >= MIN_SPECIES_PARTICLES
         self._periodic = system.usesPeriodicBoundaryConditions()
+        self._modeGroups = moleculeGroups(context.getMolecules())
         # Forces that change positions, velocities or the box between steps (updateContextState) rule out carrying
         # the state from one stride to the next.
         # A CMMotionRemover is no obstacle: accepted strides write velocities with the centre of mass at rest.
@@ -302,7 +313,18 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             self._tick("network")
         return q1, p1 / m, e1
 
-    def _guard(self, context, q, v, V, q1, v1, e1):
+    def _share(self, q, q1, box):
+        """How H - V' is shared among the particles: per molecular mode, per species, or None (one factor)."""
+        if self.modeRescale:
+            b = np.asarray(box) if self._periodic else None
+            return lambda v, v1, k: modeShareRescale(q, v, q1, v1, self._masses, self._modeGroups, k,
+                                                     self.maxRescale, b)
+        if self.speciesRescale:
+            return lambda v, v1, k: speciesShareRescale(v, v1, self._masses, self._types, k, self.maxRescale,
+                                                        self._model.speciesLabel)
+        return None
+
+    def _guard(self, context, q, v, V, q1, v1, e1, box):
         """Check one learned step and rescale it (guard.py): (reason of a rejection or None, rescaled v', V(q') and
         the positions as OpenMM holds them or None). Leaves q' in the Context when it got as far as the energy."""
         reason = checkPrediction(q, q1, v1, self.maxDisplacement)
@@ -314,8 +336,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         held = self._energy(context, e1)
         if self.timings is not None:
             self._tick("energy")
-        reason, v1, alpha = energyRescale(v, v1, self._masses, V, held[0], self.maxRescale,
-                                          self._types if self.speciesRescale else None, self._model.speciesLabel)
+        reason, v1, alpha = energyRescale(v, v1, self._masses, V, held[0], self.maxRescale, self._share(q, q1, box))
         if reason is not None:
             return reason, v1, None
         self._alphas.append(alpha)
@@ -351,7 +372,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             self._tick("thermostat")
         rotation = self._randomRotation() if self.randomRotation else None
         q1, v1, e1 = self._predict(q, v, box, rotation)
-        reason, v1, held = self._guard(context, q, v, V, q1, v1, e1)
+        reason, v1, held = self._guard(context, q, v, V, q1, v1, e1, box)
         if reason is not None:
             kind = rejectionKind(reason)
             self._rejections[kind] = self._rejections.get(kind, 0) + 1

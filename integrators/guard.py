@@ -3,18 +3,17 @@
 Per stride (H = V(q) + K(p) before the step, V' = V(q') from the System):
     reject when q' or p' is not finite, or some particle moved more than maxDisplacement;
     alpha = sqrt((H - V') / K');  reject when V' is not finite, H - V' <= 0 or alpha outside
-    [1/maxRescale, maxRescale];  else p' <- alpha p' (or the per-species share rescale, species.py).
+    [1/maxRescale, maxRescale];  else p' <- alpha p' (or a share rescale: per species, species.py, or per
+    molecular mode, modes.py).
 A rejected stride is advanced by ordinary substeps instead (flashmdintegrator.py). Units: nm, nm/ps, amu, kJ/mol.
 """
 
 import math
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 
-from .species import speciesShareRescale
-
-REJECTION_KINDS = ("nonFinite", "displacement", "energyAbove", "rescaleLow", "rescaleHigh", "species")
+REJECTION_KINDS = ("nonFinite", "displacement", "energyAbove", "rescaleLow", "rescaleHigh", "species", "modes")
 
 
 def checkPrediction(q: np.ndarray, q1: np.ndarray, v1: np.ndarray, maxDisplacement: float) -> Optional[str]:
@@ -29,10 +28,11 @@ def checkPrediction(q: np.ndarray, q1: np.ndarray, v1: np.ndarray, maxDisplaceme
 
 
 def energyRescale(v: np.ndarray, v1: np.ndarray, masses: np.ndarray, V: float, V1: float, maxRescale: float,
-                  types: Optional[np.ndarray] = None, speciesLabel=None) -> Tuple[Optional[str], np.ndarray, float]:
+                  share: Optional[Callable] = None) -> Tuple[Optional[str], np.ndarray, float]:
     """(reason to reject or None, rescaled v' [N, 3], alpha): the momenta after the step rescaled so that
-    V' + K' equals V + K (v the velocities before the step, masses [N] amu). With ``types`` [N] the kinetic energy
-    is shared among the species as before the step (species.speciesShareRescale)."""
+    V' + K' equals V + K (v the velocities before the step, masses [N] amu). With ``share(v, v1, kinetic) ->
+    (velocities, reason)`` the kinetic energy H - V' is shared as ``share`` decides instead of by one factor
+    (species.speciesShareRescale, modes.modeShareRescale); alpha must be within bounds either way."""
     m = masses[:, None]
     K = 0.5 * float((m * v * v).sum())
     K1 = 0.5 * float((m * v1 * v1).sum())
@@ -44,10 +44,10 @@ def energyRescale(v: np.ndarray, v1: np.ndarray, masses: np.ndarray, V: float, V
     alpha = math.sqrt((H - V1) / K1)
     if not (1.0 / maxRescale <= alpha <= maxRescale):
         return f"rescale factor {alpha:.4g} outside [{1 / maxRescale:.3g}, {maxRescale:.3g}]", v1, alpha
-    if types is None:
+    if share is None:
         return None, v1 * alpha, alpha
-    v1, reason = speciesShareRescale(v, v1, masses, types, H - V1, maxRescale, speciesLabel)
-    return reason, v1, alpha
+    shared, reason = share(v, v1, H - V1)
+    return reason, (v1 if reason is not None else shared), alpha
 
 
 def rejectionKind(reason: str) -> str:
@@ -60,4 +60,6 @@ def rejectionKind(reason: str) -> str:
         return "energyAbove"
     if reason.startswith("rescale factor"):
         return "rescaleLow" if float(reason.split()[2]) < 1 else "rescaleHigh"
+    if reason.startswith("modes"):
+        return "modes"
     return "species"
