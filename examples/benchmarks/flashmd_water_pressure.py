@@ -12,12 +12,17 @@ for the same simulated time, and every ``--sample`` ps records
     centres scaled as the barostat does (intramolecular geometry kept), split into bonds, angles, nonbonded
     direct space (LJ + real-space Coulomb) and PME reciprocal space, and the nonbonded part into LJ and Coulomb
     (charges switched off through a parameter offset). <P_b> = 1 bar is what MonteCarloBarostat converges to,
-  - the potential energy by force group, O-H bond lengths and H-O-H angles of all molecules, per-species and
-    molecular centre-of-mass kinetic temperatures, and the FlashMD fallback count.
-Reports means with block standard errors, writes results/flashmd_water_pressure_<tag>.json and .png, prints a table.
+  - P_b again with every molecule rebuilt at the force field's equilibrium geometry (same centre of mass, bisector
+    and plane): if the FlashMD - Langevin difference survives this, it comes from how molecules are placed and
+    oriented; if it vanishes, from the intramolecular geometry,
+  - the potential energy by force group, O-H bond lengths and H-O-H angles of all molecules, the mean molecular
+    dipole, per-species and molecular translation / rotation / vibration kinetic temperatures, and the FlashMD
+    fallback count and energy-rescale factors.
+Reports means with block standard errors (10 blocks after ``--discard``), writes
+results/flashmd_water_pressure_<tag>.json and .png, prints a table. ~15 min on 2 CPU cores for 30 ps each.
 
-    nice python examples/benchmarks/flashmd_water_pressure.py --time 6          # the committed CPU report
-    python examples/benchmarks/flashmd_water_pressure.py --time 0.2 --equilibration 0.2 --tag test   # smoke test
+    nice python examples/benchmarks/flashmd_water_pressure.py     # the committed CPU report (30 ps, first 5 discarded)
+    python examples/benchmarks/flashmd_water_pressure.py --time 0.2 --equilibration 0.1 --discard 0.05 --tag test
 """
 
 import argparse
@@ -153,6 +158,62 @@ def geometry(q, box, O, H1, H2):
     return np.concatenate([r1, r2]), ang
 
 
+def rigidified(q, box, O, H1, H2, masses, r0, theta0):
+    """Each molecule rebuilt at the force field's equilibrium geometry (O-H r0 nm, H-O-H theta0 rad), keeping its
+    centre of mass, the direction of its H-O-H bisector and its molecular plane. q [N, 3] nm -> [N, 3] nm."""
+    L = np.diag(box)
+    u1, u2 = q[H1] - q[O], q[H2] - q[O]
+    u1 -= L * np.round(u1 / L)
+    u2 -= L * np.round(u2 / L)
+    e1, e2 = u1 / np.linalg.norm(u1, axis=1)[:, None], u2 / np.linalg.norm(u2, axis=1)[:, None]
+    b = e1 + e2
+    b /= np.linalg.norm(b, axis=1)[:, None]
+    w = e1 - e2
+    w -= (w * b).sum(1)[:, None] * b
+    w /= np.linalg.norm(w, axis=1)[:, None]
+    mO, mH = masses[O][:, None], masses[H1][:, None]
+    com = (mO * q[O] + mH * (q[O] + u1) + mH * (q[O] + u2)) / (mO + 2 * mH)
+    h1 = r0 * (np.cos(theta0 / 2) * b + np.sin(theta0 / 2) * w)
+    h2 = r0 * (np.cos(theta0 / 2) * b - np.sin(theta0 / 2) * w)
+    o = com - mH * (h1 + h2) / (mO + 2 * mH)
+    out = q.copy()
+    out[O], out[H1], out[H2] = o, o + h1, o + h2
+    return out
+
+
+def dipoles(q, box, O, H1, H2, charges):
+    """Molecular dipole moments |mu| [M] in debye (minimum image within each molecule)."""
+    L = np.diag(box)
+    u1, u2 = q[H1] - q[O], q[H2] - q[O]
+    u1 -= L * np.round(u1 / L)
+    u2 -= L * np.round(u2 / L)
+    mu = charges[H1][:, None] * u1 + charges[H2][:, None] * u2  # e nm (neutral molecule, origin at O)
+    return np.linalg.norm(mu, axis=1) / 0.0208194  # 1 D = 0.0208194 e nm
+
+
+def molecularTemperatures(q, v, box, O, H1, H2, masses):
+    """Kinetic temperatures (K) of molecular translation, rotation and vibration (3 degrees of freedom each per
+    molecule): translation from centre-of-mass velocities, rotation from angular momentum and inertia tensor about
+    the centre of mass, vibration the remainder of the kinetic energy."""
+    idx = np.stack([O, H1, H2], 1)  # [M, 3]
+    L = np.diag(box)
+    x = q[idx]
+    x = x - L * np.round((x - x[:, :1]) / L)  # whole molecules
+    m = masses[idx][..., None]  # [M, 3, 1]
+    vel = v[idx]
+    M = m.sum(1)
+    xc, vc = (m * x).sum(1) / M, (m * vel).sum(1) / M
+    d, u = x - xc[:, None], vel - vc[:, None]
+    ang = (m * np.cross(d, u)).sum(1)  # [M, 3]
+    inertia = (m[..., None] * ((d * d).sum(-1)[..., None, None] * np.eye(3) - d[..., :, None] * d[..., None, :])).sum(1)
+    omega = np.linalg.solve(inertia, ang[..., None])[..., 0]
+    k_trans = 0.5 * (M[:, 0] * (vc * vc).sum(1)).sum()
+    k_rot = 0.5 * (ang * omega).sum()
+    k_vib = 0.5 * (m * u * u).sum() - k_rot
+    dof = 3 * len(O) * KB
+    return {"T_trans": 2 * k_trans / dof, "T_rot": 2 * k_rot / dof, "T_vib": 2 * k_vib / dof}
+
+
 def blockStats(x, nblocks=10):
     """(mean, block standard error with ``nblocks`` blocks, or None if too short)."""
     x = np.asarray(x, dtype=float)
@@ -166,7 +227,7 @@ def blockStats(x, nblocks=10):
 def sampleRun(sim, baro, probe, total_ps, sample_ps, stride_ps, atoms, flashmd=None, progress=None):
     """Run ``sim`` for total_ps, recording a row of pressures, energies, geometry and temperatures every sample_ps."""
     nstep = max(1, int(round(sample_ps / stride_ps)))
-    rows, bonds, angles = [], [], []
+    rows, bonds, angles, frames = [], [], [], []
     O, H1, H2, masses, types = atoms
     t0 = time.time()
     for _ in range(int(round(total_ps / sample_ps))):
@@ -182,18 +243,49 @@ def sampleRun(sim, baro, probe, total_ps, sample_ps, stride_ps, atoms, flashmd=N
         p, e, t_com = probe(q, v, box)
         r, a = geometry(q, box, O, H1, H2)
         bonds.append(r)
+        frames.append((q.astype(np.float32), box))
         angles.append(a)
         ke2 = (masses[:, None] * v * v).sum(-1)
-        rows.append({"t_ps": float(st.getTime().value_in_unit(unit.picosecond)), "volume_nm3": float(np.prod(np.diag(box))),
+        rows.append({"t_ps": float(st.getTime().value_in_unit(unit.picosecond)),
+                     "volume_nm3": float(np.prod(np.diag(box))),
                      "pressureOpenMM_bar": float(p_omm.value_in_unit(unit.bar)),
                      **{f"P_{k}_bar": val for k, val in p.items()}, **{f"E_{k}": val for k, val in e.items()},
                      "T_H": float(ke2[types == 1].sum() / (3 * (types == 1).sum() * KB)),
                      "T_O": float(ke2[types == 8].sum() / (3 * (types == 8).sum() * KB)), "T_COM": t_com,
+                     **molecularTemperatures(q, v, box, O, H1, H2, masses),
                      "bondMean_nm": float(r.mean()), "angleMean_deg": float(a.mean()),
                      "fallbacks": flashmd.getNumFallbacks() if flashmd is not None else 0})
         if progress is not None:
             progress.update(1)
-    return {"rows": rows, "bonds": np.array(bonds), "angles": np.array(angles), "wall_s": time.time() - t0}
+    return {"rows": rows, "bonds": np.array(bonds), "angles": np.array(angles), "frames": frames,
+            "wall_s": time.time() - t0}
+
+
+def addRigidPressure(run, probe, atoms, charges, r0, theta0):
+    """Add to each row P_b of the configuration rebuilt with rigid equilibrium molecules (same centres of mass and
+    orientations), its LJ and Coulomb parts, and the mean molecular dipole of the sampled configuration."""
+    O, H1, H2, masses, _ = atoms
+    for row, (q, box) in zip(run["rows"], run["frames"]):
+        q = q.astype(np.float64)
+        p, _, _ = probe(rigidified(q, box, O, H1, H2, masses, r0, theta0), np.zeros_like(q), box)
+        row["P_rigid_barostat_bar"] = p["barostat"]
+        row["P_rigid_LJ_bar"] = p["LJ"]
+        row["P_rigid_coulomb_bar"] = p["coulomb"]
+        row["dipole_D"] = float(dipoles(q, box, O, H1, H2, charges).mean())
+
+
+BOND_EDGES = np.linspace(0.090, 0.117, 109)  # nm
+ANGLE_EDGES = np.linspace(90.0, 122.0, 129)  # degrees
+
+
+def distributions(run, discard):
+    """Normalized histograms of O-H lengths and H-O-H angles on BOND_EDGES / ANGLE_EDGES, and the fraction of values
+    outside those ranges (strongly distorted molecules)."""
+    b, a = run["bonds"][discard:].ravel(), run["angles"][discard:].ravel()
+    hb, ha = np.histogram(b, BOND_EDGES)[0], np.histogram(a, ANGLE_EDGES)[0]
+    return {"bond": (hb / (b.size * np.diff(BOND_EDGES))).tolist(),
+            "angle": (ha / (a.size * np.diff(ANGLE_EDGES))).tolist(),
+            "bondOutside": float(1 - hb.sum() / b.size), "angleOutside": float(1 - ha.sum() / a.size)}
 
 
 def summarize(run, discard):
@@ -201,13 +293,16 @@ def summarize(run, discard):
     keys = [k for k in rows[0] if k not in ("t_ps", "fallbacks")]
     out = {k: dict(zip(("mean", "sem"), blockStats([r[k] for r in rows]))) for k in keys}
     b, a = run["bonds"][discard:], run["angles"][discard:]
-    out["bondDistribution_nm"] = {"mean": float(b.mean()), "std": float(b.std()),
+    out["bondDistribution_nm"] = {"mean": float(b.mean()), "std": float(b.std()), "min": float(b.min()),
+                                  "max": float(b.max()),
                                   "sem": blockStats(b.mean(1))[1]}
-    out["angleDistribution_deg"] = {"mean": float(a.mean()), "std": float(a.std()),
+    out["angleDistribution_deg"] = {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
+                                    "max": float(a.max()),
                                     "sem": blockStats(a.mean(1))[1]}
     out["pressureStd_bar"] = float(np.std([r["pressureOpenMM_bar"] for r in rows]))
     out["barostatPressureStd_bar"] = float(np.std([r["P_barostat_bar"] for r in rows]))
     out["samples"] = len(rows)
+    out["histograms"] = distributions(run, discard)
     return out
 
 
@@ -215,14 +310,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="water-tip3pfb-8fs")
     ap.add_argument("--platform", default="CPU")
-    ap.add_argument("--time", type=float, default=6.0, help="ps of NVT with each integrator")
+    ap.add_argument("--time", type=float, default=30.0, help="ps of NVT with each integrator")
     ap.add_argument("--sample", type=float, default=0.048, help="ps between samples (a multiple of the stride)")
-    ap.add_argument("--discard", type=float, default=0.5, help="ps discarded at the start of each run")
+    ap.add_argument("--discard", type=float, default=5.0,
+                    help="ps discarded at the start of each run (FlashMD pressure relaxes over ~5 ps)")
     ap.add_argument("--equilibration", type=float, default=5.0, help="ps of Langevin NVT before both runs")
     ap.add_argument("--density", type=float, default=1.0154, help="g/cm^3 (Langevin NpT density, GPU report)")
     ap.add_argument("--temperature", type=float, default=300.0)
     ap.add_argument("--friction", type=float, default=10.0, help="1/ps")
-    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--seed", type=int, default=12)
     ap.add_argument("--tag", default="cpu")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args()
@@ -233,6 +329,8 @@ def main():
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     model = loadModel(args.model)
     stride = model.stride
+    if abs(args.sample / stride - round(args.sample / stride)) > 1e-6 or args.sample < stride:
+        ap.error(f"--sample {args.sample} ps must be a whole multiple of the model's stride {stride} ps")
     T = args.temperature * unit.kelvin
     top, system0, pos = flexibleWaterBox(1.6, 0.7)
     n = system0.getNumParticles()
@@ -269,6 +367,15 @@ def main():
     sim, baro = simulation(fm_integ)
     fm = sampleRun(sim, baro, probe, args.time, args.sample, stride, atoms, flashmd=fm_integ, progress=bar)
     bar.close()
+    alpha = fm_integ.getRescaleFactors()
+    nb = next(f for f in system.getForces() if isinstance(f, mm.NonbondedForce))
+    charges = np.array([nb.getParticleParameters(i)[0].value_in_unit(unit.elementary_charge) for i in range(n)])
+    bf = next(f for f in system.getForces() if isinstance(f, mm.HarmonicBondForce))
+    af = next(f for f in system.getForces() if isinstance(f, mm.HarmonicAngleForce))
+    r0 = bf.getBondParameters(0)[2].value_in_unit(unit.nanometer)
+    theta0 = af.getAngleParameters(0)[3].value_in_unit(unit.radian)
+    for run in (ref, fm):
+        addRigidPressure(run, probe, atoms, charges, r0, theta0)
 
     discard = int(round(args.discard / args.sample))
     s_ref, s_fm = summarize(ref, discard), summarize(fm, discard)
@@ -287,14 +394,17 @@ def main():
         "densitySource": "molecule centres of the bench_flashmd_water box scaled to --density (the Langevin NpT "
                          "density of results/flashmd_water_gpu_gamma10.json), then Langevin NVT equilibration",
         "temperature_K": args.temperature, "friction_per_ps": args.friction, "reference_dt_fs": dt_ref * 1000,
-        "runTime_ps": args.time, "sample_ps": nsamples and args.sample, "discard_ps": args.discard,
-        "equilibration_ps": args.equilibration, "blocks": 10, "finiteDifferenceRelativeDV": probe.eps,
+        "runTime_ps": args.time, "sample_ps": args.sample, "discard_ps": args.discard,
+        "equilibration_ps": args.equilibration, "blocks": 10,
+        "rigidGeometry": {"r0_nm": r0, "theta0_deg": float(np.degrees(theta0))},
+        "finiteDifferenceRelativeDV": probe.eps,
         "machine": {"platform": args.platform, "cpu": pyplatform.processor() or pyplatform.machine(),
                     "torch": torch.__version__, "openmm": mm.__version__, "device": "cpu"},
         "volumeFixed": bool(np.ptp(vols) == 0.0), "volumeRange_nm3": [float(min(vols)), float(max(vols))],
         "langevin": s_ref, "flashmdLangevin": s_fm, "difference": delta,
         "flashmdCounts": {"learned": fm_integ.getNumLearnedSteps(), "fallbacks": fm_integ.getNumFallbacks(),
-                          "rejections": fm_integ.getRejectionCounts()},
+                          "rejections": fm_integ.getRejectionCounts(),
+                          "rescaleFactorMean": float(np.mean(alpha)), "rescaleFactorStd": float(np.std(alpha))},
         "densityEstimate": {"compressibility_per_bar": kappa_T, "deltaP_barostat_bar": dP,
                             "predictedRelativeDensityChange": -kappa_T * dP,
                             "observedRelativeDensityChange_gpu_npt": -0.0423},
@@ -305,12 +415,14 @@ def main():
     stem = os.path.join(args.outdir, f"flashmd_water_pressure_{args.tag}")
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=1)
-    plot(stem + ".png", ref, fm, discard, stride)
+    plot(stem + ".png", ref, fm, discard, stride, delta)
 
     print(f"{'quantity':34s} {'Langevin':>20s} {'FlashMD':>20s} {'FlashMD-Langevin':>20s}")
     for k in ("pressureOpenMM_bar", "P_barostat_bar", "P_configurational_bar", "P_kineticCOM_bar", "P_LJ_bar",
-              "P_coulomb_bar", "P_nonbondedDirect_bar", "P_pmeReciprocal_bar", "E_bonds", "E_angles",
-              "E_nonbondedDirect", "E_pmeReciprocal", "bondMean_nm", "angleMean_deg", "T_H", "T_O", "T_COM"):
+              "P_coulomb_bar", "P_rigid_barostat_bar", "P_rigid_LJ_bar",
+              "P_rigid_coulomb_bar", "dipole_D", "P_nonbondedDirect_bar", "P_pmeReciprocal_bar", "E_bonds", "E_angles",
+              "E_nonbondedDirect", "E_pmeReciprocal", "bondMean_nm", "angleMean_deg", "T_H", "T_O", "T_trans",
+              "T_rot", "T_vib"):
         fmt = lambda s: f"{s['mean']:.4g} +- {s['sem']:.2g}" if s["sem"] is not None else f"{s['mean']:.4g}"  # noqa
         d = delta[k]
         dd = f"{d['flashmdMinusLangevin']:.4g} +- {d['sem']:.2g}" if d["sem"] is not None else \
@@ -318,33 +430,51 @@ def main():
         print(f"{k:34s} {fmt(s_ref[k]):>20s} {fmt(s_fm[k]):>20s} {dd:>20s}")
     for k in ("bondDistribution_nm", "angleDistribution_deg"):
         print(f"{k + ' std':34s} {s_ref[k]['std']:20.4g} {s_fm[k]['std']:20.4g}")
-    print(f"fallbacks {fm_integ.getNumFallbacks()}/{fm_integ.getNumFallbacks() + fm_integ.getNumLearnedSteps()}; "
+    print(f"rescale factor alpha {np.mean(alpha):.4f} +- {np.std(alpha):.4f} (std); "
+          f"fallbacks {fm_integ.getNumFallbacks()}/{fm_integ.getNumFallbacks() + fm_integ.getNumLearnedSteps()}; "
           f"volume fixed: {results['volumeFixed']}; predicted density change {-kappa_T * dP:+.2%} "
           f"(observed NpT -4.23 %); wrote {stem}.json/.png")
 
 
-def plot(path, ref, fm, discard, stride):
+def plot(path, ref, fm, discard, stride, delta):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 5, figsize=(24, 4))
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9))
+    axes = axes.ravel()
     runs = (("Langevin 0.5 fs", ref), (f"FlashMD Langevin {stride * 1000:g} fs", fm))
     for label, run in runs:
         t = [r["t_ps"] - run["rows"][0]["t_ps"] for r in run["rows"]]
-        axes[0].plot(t, [r["P_barostat_bar"] for r in run["rows"]], lw=0.8, label=label)
+        pb = np.array([r["P_barostat_bar"] for r in run["rows"]])
+        line, = axes[0].plot(t, pb, lw=0.5, alpha=0.6, label=label)
+        w = max(1, int(round(1.0 / (t[1] - t[0])))) if len(t) > 1 else 1  # 1 ps running mean
+        if len(pb) >= w:
+            axes[0].plot(t[w - 1:], np.convolve(pb, np.ones(w) / w, "valid"), lw=2, color=line.get_color(),
+                         label=f"{label}, 1 ps running mean")
         x = [r["P_barostat_bar"] for r in run["rows"][discard:]]
         axes[1].hist(x, bins=30, alpha=0.5, density=True, label=f"{label}: {np.mean(x):.0f} bar")
-        axes[2].plot(t, [r["P_LJ_bar"] for r in run["rows"]], lw=0.8, label=f"{label} LJ")
-        axes[2].plot(t, [r["P_coulomb_bar"] for r in run["rows"]], lw=0.8, label=f"{label} Coulomb")
-        axes[3].hist(run["bonds"][discard:].ravel(), bins=80, density=True, histtype="step", label=label)
-        axes[4].hist(run["angles"][discard:].ravel(), bins=80, density=True, histtype="step", label=label)
+        x = [r["P_rigid_barostat_bar"] for r in run["rows"][discard:]]
+        axes[2].hist(x, bins=30, alpha=0.5, density=True, label=f"{label}: {np.mean(x):.0f} bar")
+        h = distributions(run, discard)
+        axes[3].stairs(h["bond"], BOND_EDGES, label=f"{label} ({h['bondOutside']:.1e} outside)")
+        axes[4].stairs(h["angle"], ANGLE_EDGES, label=f"{label} ({h['angleOutside']:.1e} outside)")
     axes[0].set(xlabel="t (ps)", ylabel="P_b = -dU/dV + N k T0 / V (bar)", title="barostat pressure, NVT")
     axes[1].set(xlabel="P_b (bar)", title="barostat pressure, after discard")
-    axes[2].set(xlabel="t (ps)", ylabel="bar", title="nonbonded pressure: LJ and Coulomb")
+    axes[2].set(xlabel="P_b (bar)", title="P_b with molecules made rigid (equilibrium geometry)")
     axes[3].set(xlabel="O-H (nm)", title="O-H bond length")
     axes[4].set(xlabel="H-O-H (deg)", title="H-O-H angle")
-    for ax in axes:
+    for ax in axes[:5]:
         ax.legend(fontsize=7)
+    keys = ["pressureOpenMM_bar", "P_barostat_bar", "P_kineticCOM_bar", "P_LJ_bar", "P_coulomb_bar",
+            "P_rigid_barostat_bar", "P_rigid_LJ_bar", "P_rigid_coulomb_bar"]
+    d = [delta[k]["flashmdMinusLangevin"] for k in keys]
+    e = [delta[k]["sem"] or 0.0 for k in keys]
+    axes[5].bar(range(len(keys)), d, yerr=e, capsize=3)
+    axes[5].axhline(900, color="r", lw=0.8, ls="--", label="+900 bar ~ -4.2 % density")
+    axes[5].set_xticks(range(len(keys)), [k[2:-4] if k.startswith("P_") else k[:-4] for k in keys], rotation=45,
+                       ha="right", fontsize=7)
+    axes[5].set(ylabel="FlashMD - Langevin (bar)", title="pressure differences (block s.e.)")
+    axes[5].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
