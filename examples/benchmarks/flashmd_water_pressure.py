@@ -319,6 +319,8 @@ def main():
     ap.add_argument("--temperature", type=float, default=300.0)
     ap.add_argument("--friction", type=float, default=10.0, help="1/ps")
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--mode-rescale", action="store_true",
+                    help="FlashMDLangevinIntegrator(modeRescale=True): molecular modes keep their kinetic shares")
     ap.add_argument("--tag", default="cpu")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args()
@@ -363,7 +365,7 @@ def main():
     sim.context.getIntegrator().setRandomNumberSeed(args.seed)
     ref = sampleRun(sim, baro, probe, args.time, args.sample, dt_ref, atoms, progress=bar)
     fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device="cpu",
-                                         randomSeed=args.seed)
+                                         randomSeed=args.seed, **({"modeRescale": True} if args.mode_rescale else {}))
     sim, baro = simulation(fm_integ)
     fm = sampleRun(sim, baro, probe, args.time, args.sample, stride, atoms, flashmd=fm_integ, progress=bar)
     bar.close()
@@ -393,7 +395,8 @@ def main():
         "numMolecules": len(molecules), "density_g_cm3": args.density, "boxEdge_nm": edge,
         "densitySource": "molecule centres of the bench_flashmd_water box scaled to --density (the Langevin NpT "
                          "density of results/flashmd_water_gpu_gamma10.json), then Langevin NVT equilibration",
-        "temperature_K": args.temperature, "friction_per_ps": args.friction, "reference_dt_fs": dt_ref * 1000,
+        "temperature_K": args.temperature, "friction_per_ps": args.friction, "modeRescale": args.mode_rescale,
+        "reference_dt_fs": dt_ref * 1000,
         "runTime_ps": args.time, "sample_ps": args.sample, "discard_ps": args.discard,
         "equilibration_ps": args.equilibration, "blocks": 10,
         "rigidGeometry": {"r0_nm": r0, "theta0_deg": float(np.degrees(theta0))},
