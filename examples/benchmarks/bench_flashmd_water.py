@@ -120,6 +120,9 @@ def main():
                          "and the FlashMD NVT run with the global (not per-species) rescale for comparison (0: skip)")
     ap.add_argument("--global-rescale", action="store_true",
                     help="FlashMDLangevinIntegrator with speciesRescale=False (the plain global energy rescale)")
+    ap.add_argument("--mode-rescale", action="store_true",
+                    help="FlashMD integrators with modeRescale=True (molecular translation / rotation / vibration "
+                         "keep their kinetic-energy shares; takes precedence over the per-species rescale)")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args()
 
@@ -151,7 +154,7 @@ def main():
     ref = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref)), args.time, sample,
               dt_ref, masses, types, progress=bar, max_wall=cap.get("nvt"))
     fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
-                                         randomSeed=7, speciesRescale=species_rescale)
+                                         randomSeed=7, speciesRescale=species_rescale, modeRescale=args.mode_rescale)
     fm = run(sim_with(fm_integ), args.time, sample, stride, masses, types, progress=bar, max_wall=cap.get("nvt"))
     fm_fallbacks, fm_learned = fm_integ.getNumFallbacks(), fm_integ.getNumLearnedSteps()
     fm_alpha = fm_integ.getRescaleFactors()
@@ -218,7 +221,7 @@ def main():
                   "flashmdLangevin_ns_per_day": fm["time_ps"] / 1000 / fm["wall"] * 86400},
         "simulated_ps": {"langevin": ref["time_ps"], "flashmdLangevin": fm["time_ps"], "nve": nve["time_ps"],
                          "nveNoRescale": raw.get("time_ps")},
-        "speciesRescale": species_rescale, "wallCaps_s": cap,
+        "speciesRescale": species_rescale, "modeRescale": args.mode_rescale, "wallCaps_s": cap,
     }
     results["flashmdLangevin"]["nan"] = False  # run() raises on a non-finite state
     if cap.get("global", 0) > 0 and species_rescale:
@@ -238,7 +241,8 @@ def main():
         ref_p = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref), npt),
                     args.npt_time, sample, dt_ref, masses, types, max_wall=cap.get("npt"))
         fm_p_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
-                                               randomSeed=10, speciesRescale=species_rescale)
+                                               randomSeed=10, speciesRescale=species_rescale,
+                                               modeRescale=args.mode_rescale)
         fm_p = run(sim_with(fm_p_integ, npt), args.npt_time, sample, stride, masses, types, max_wall=cap.get("npt"))
         dens = lambda v: float(np.mean(mass_g / (v[len(v) // 4:] * 1e-21)))  # noqa: E731  g/cm^3
 
