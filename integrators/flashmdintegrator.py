@@ -75,19 +75,14 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     fallbackSubsteps : int, optional
         Velocity-Verlet substeps for a rejected stride; default stride / 0.5 fs.
     speciesRescale : bool or "auto"
-        Energy rescale per species (needs rescaleEnergy): after the learned step each species gets the share of the
-        internal kinetic energy H - V' - K_com it had before the step, so the network cannot move kinetic energy
-        from one species to another (with the global rescale the shipped water model heats H and cools O in
-        closed-loop runs: 354 K / 193 K at 300 K). Inter-species energy exchange is then left to the thermostat:
-        use it with FlashMDLangevinIntegrator; in NVE the species' shares stay at their start. "auto" (the default
-        of the thermostatted integrators) turns it on when every species has at least 20 particles per replica
-        (water: yes; CG proteins, element or bead species: no).
+        Energy rescale per species (needs rescaleEnergy): each species keeps its share of the internal kinetic energy
+        across the learned step (species.py), so the network cannot move kinetic energy between species (global
+        rescale, shipped water model: H 354 K, O 193 K at 300 K); the thermostat does the exchange. "auto" (default of
+        the thermostatted integrators): on when every species has >= 20 particles per replica (water, not CG).
     modeRescale : bool
-        Energy rescale per molecular mode (needs rescaleEnergy; takes precedence over speciesRescale): translation,
-        rotation and vibration of the molecules (OpenMM's molecules, from bonds) each keep the share of the internal
-        kinetic energy they had before the step (see modes.py), so the network cannot pump kinetic energy from
-        vibrations into rotations (the shipped water model: 340 K rotational, 266 K vibrational at 300 K with
-        speciesRescale). Inter-mode exchange is then left to the thermostat.
+        Energy rescale per molecular motion (needs rescaleEnergy; precedes speciesRescale): translation, rotation and
+        vibration of OpenMM's molecules each keep their share (modes.py); against the shipped water model's
+        rotations at 334 K and vibrations at 270 K (300 K bath, per-species rescale).
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
         The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by

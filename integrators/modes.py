@@ -8,8 +8,8 @@ u_i - w_i. With the System's centre-of-mass velocity V, translation t_i = v_c - 
 the mass-weighted inner product and each carries zero total momentum, so K = M |V|^2 / 2 + K_t + K_r + K_v exactly
 and scaling the parts separately keeps the total momentum.
 
-Why: the shipped water model moves kinetic energy from vibrations into rotations within a stride (340 K
-rotational, 266 K vibrational at 300 K with per-species rescaling; examples/benchmarks/flashmd_water_pressure.py);
+Why: the shipped water model moves kinetic energy from vibrations into rotations within a stride (334 K
+rotational, 270 K vibrational at 300 K with per-species rescaling; examples/benchmarks/flashmd_water_pressure.py);
 keeping each mode's share leaves inter-mode exchange to the thermostat. Units: nm, nm/ps, amu, kJ/mol, K.
 """
 
