@@ -18,7 +18,7 @@ def _system_from_args(args):
     import numpy as np
     from .data import flexibleWaterBox
     if getattr(args, "water_box", None):
-        return flexibleWaterBox(args.water_box, args.water_cutoff)
+        return flexibleWaterBox(args.water_box, args.water_cutoff, density=getattr(args, "water_density", None))
     if getattr(args, "system", None) and getattr(args, "pdb", None):
         import openmm as mm
         from openmm import app, unit
@@ -86,6 +86,9 @@ def _add_system_args(p):
     p.add_argument("--water-box", type=float, default=None, metavar="NM",
                    help="use a cubic box of flexible TIP3P-FB water with this edge (nm)")
     p.add_argument("--water-cutoff", type=float, default=0.7, help="nonbonded cutoff of the water box (nm)")
+    p.add_argument("--water-density", type=float, default=None, metavar="G_CM3",
+                   help="compress the water box to this density (molecule centres and box scaled); default: as "
+                        "Modeller fills it (0.942 g/cm^3 at 1.6 nm)")
     p.add_argument("--system", default=None, help="serialized OpenMM System (XML) without constraints")
     p.add_argument("--pdb", default=None, help="starting structure for --system")
     p.add_argument("--platform", default=None, help="OpenMM platform (Reference, CPU, CUDA, OpenCL)")

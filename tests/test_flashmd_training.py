@@ -117,6 +117,28 @@ def test_cli_data(tmp_path):
                      "--platform", "CPU", "-o", out, "--quiet"]) == 0
     assert loadDataset(out)["q0"].shape[0] == 2
     assert cli_main(["flashmd-data", "--stride", "1", "-o", out]) == 2  # no system given: clear error
+    dense = str(tmp_path / "dense.npz")
+    assert cli_main(["flashmd-data", "--water-box", "1.2", "--water-cutoff", "0.5", "--water-density", "1.03",
+                     "--stride", "1", "--starts", "1", "--pairs", "2", "--spacing", "0.002", "--equilibration",
+                     "0.01", "--platform", "CPU", "-o", dense, "--quiet"]) == 0
+    d = loadDataset(dense)
+    assert d["q0"].shape[0] == 2 and d["box"][0, 0, 0] < 1.2 - 1e-3
+
+
+def test_water_box_at_a_density():
+    from openmmflash.integrators.data import flexibleWaterBox
+    top, system, pos = flexibleWaterBox(1.6, 0.7)
+    top2, system2, pos2 = flexibleWaterBox(1.6, 0.7, density=1.02)
+    masses = np.array([system2.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system2.getNumParticles())])
+    edge = system2.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
+    assert masses.sum() / 6.02214076e23 / (edge ** 3 * 1e-21) == pytest.approx(1.02, rel=1e-9)
+    assert top2.getPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer) == pytest.approx(edge)
+    for res in list(top2.residues())[:5]:  # molecules keep their shape, their centres move
+        i = [a.index for a in res.atoms()]
+        np.testing.assert_allclose(pos2[i] - pos2[i].mean(0), pos[i] - pos[i].mean(0), atol=1e-12)
+    assert np.abs(pos2 - pos).max() > 0.01
+    with pytest.raises(ValueError, match="twice the cutoff"):
+        flexibleWaterBox(1.6, 0.7, density=4.0)
 
 
 @pytest.mark.parametrize("name", availableModels())

@@ -80,19 +80,6 @@ def groupedSystem(system, T):
     return s, s.getNumForces() - 1
 
 
-def scaleToDensity(positions, residues, masses, box, density):
-    """Scale molecule centres (and the cubic box of edge ``box`` nm) to ``density`` g/cm^3. Returns (pos, edge)."""
-    mass_g = masses.sum() / NA
-    edge = (mass_g / density / 1e-21) ** (1 / 3)
-    s = edge / box
-    out = positions.copy()
-    for r in np.unique(residues):
-        sel = residues == r
-        c = positions[sel].mean(0)
-        out[sel] = positions[sel] - c + s * c
-    return out, edge
-
-
 class PressureProbe:
     """Pressure and energy decomposition of a state, on its own Context (so the running simulation is untouched)."""
 
@@ -334,7 +321,8 @@ def main():
     if abs(args.sample / stride - round(args.sample / stride)) > 1e-6 or args.sample < stride:
         ap.error(f"--sample {args.sample} ps must be a whole multiple of the model's stride {stride} ps")
     T = args.temperature * unit.kelvin
-    top, system0, pos = flexibleWaterBox(1.6, 0.7)
+    top, system0, pos = flexibleWaterBox(1.6, 0.7, density=args.density)
+    edge = system0.getDefaultPeriodicBoxVectors()[0][0].value_in_unit(unit.nanometer)
     n = system0.getNumParticles()
     masses = np.array([system0.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
     types = np.array([a.element.atomic_number for a in top.atoms()])
@@ -343,9 +331,7 @@ def main():
     O = np.array([m[types[m] == 8][0] for m in molecules])
     H1 = np.array([m[types[m] == 1][0] for m in molecules])
     H2 = np.array([m[types[m] == 1][1] for m in molecules])
-    pos, edge = scaleToDensity(pos, residues, masses, 1.6, args.density)
     system, baro_index = groupedSystem(system0, T)
-    system.setDefaultPeriodicBoxVectors(*(mm.Vec3(*row) * unit.nanometer for row in np.eye(3) * edge))
     plat = mm.Platform.getPlatformByName(args.platform)
     dt_ref = 0.0005
     t_start = time.time()
