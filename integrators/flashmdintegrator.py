@@ -162,6 +162,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         self._alphas = []
         self.lastRejection = None  # reason of the latest fallback, for diagnostics
         self._rejections = {}  # rejected learned steps by kind, see getRejectionCounts
+        self._moleculeGroups = None
         self.timings = None  # per-phase wall times when profiling (enableProfiling)
 
     # ----------------------------------------------------------------------------------------------- setup
@@ -207,7 +208,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             smallest = min(int((self._types[:k] == z).sum()) for z in set(types[:k]))
             self.speciesRescale = self.rescaleEnergy and smallest >= MIN_SPECIES_PARTICLES
         self._periodic = system.usesPeriodicBoundaryConditions()
-        self._modeGroups = moleculeGroups(context.getMolecules())
+        self._moleculeGroups = None  # built on first use (modeRescale, computeModeTemperatures)
         # Forces that change positions, velocities or the box between steps (updateContextState) rule out carrying
         # the state from one stride to the next.
         # A CMMotionRemover is no obstacle: accepted strides write velocities with the centre of mass at rest.
@@ -307,6 +308,13 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         if self.timings is not None:
             self._tick("network")
         return q1, p1 / m, e1
+
+    @property
+    def _modeGroups(self):
+        """OpenMM's molecules of the bound Context grouped by size (modes.moleculeGroups), built on first use."""
+        if self._moleculeGroups is None:
+            self._moleculeGroups = moleculeGroups(self._findContext().getMolecules())
+        return self._moleculeGroups
 
     def _share(self, q, q1, box):
         """How H - V' is shared among the particles: per molecular mode, per species, or None (one factor)."""
