@@ -22,7 +22,9 @@ from openmmflash.integrators.training import train
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset")
+    ap.add_argument("dataset", nargs="+", help="one or more datasets of the same box (merged), e.g. several densities")
+    ap.add_argument("--init", default=None, help="fine-tune this model (shipped name or file) instead of a new one")
+    ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--out", default="water-tip3pfb-8fs.pt")
     ap.add_argument("--max-minutes", type=float, default=6.0)
     ap.add_argument("--iterations", type=int, default=200000)
@@ -34,9 +36,10 @@ def main(argv=None):
                     help="weight of the per-species kinetic-energy term (0: off, as for the shipped model)")
     args = ap.parse_args(argv)
     _, system, _ = flexibleWaterBox(1.6, 0.7)
-    model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=1e-3,
+    model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=3, cutoff=0.5, energyWeight=args.energy_weight, system=system,
-                  energyPlatform=args.platform, maxMinutes=args.max_minutes, kineticWeight=args.kinetic_weight)
+                  energyPlatform=args.platform, maxMinutes=args.max_minutes, kineticWeight=args.kinetic_weight,
+                  initialModel=args.init)
     model.provenance["recipe"] = "examples/flashmd_train_water.py"
     print(model.describe())
     for key, value in model.validation.items():

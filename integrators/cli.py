@@ -119,7 +119,8 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("flashmd-train", help="train a FlashMD model on pairs from flashmd-data (resumable)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("dataset", help="dataset from flashmd-data (.npz)")
+    p.add_argument("dataset", nargs="+", help="dataset(s) from flashmd-data (.npz); several are merged (same "
+                   "particles and stride, e.g. one water box at several densities)")
     p.add_argument("-o", "--output", required=True, help="model file (.pt); <output>.state holds the resume state")
     _add_system_args(p)
     p.add_argument("--iterations", type=int, default=2000)

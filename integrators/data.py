@@ -153,7 +153,12 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
             integ = mm.CompoundIntegrator()
             integ.addIntegrator(lang)
             integ.addIntegrator(vv)
-            ctx = mm.Context(system, integ, plat) if plat else mm.Context(system, integ)
+            if plat is None:
+                ctx = mm.Context(system, integ)
+            elif plat.getName() in ("CUDA", "OpenCL"):  # reference data: mixed precision, not the GPU default single
+                ctx = mm.Context(system, integ, plat, {"Precision": "mixed"})
+            else:
+                ctx = mm.Context(system, integ, plat)
             ctx.setPositions(positions * unit.nanometer)
             mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 200)
             ctx.setVelocitiesToTemperature(temperature * unit.kelvin, rseed)
@@ -220,13 +225,24 @@ def loadDataset(path: str) -> dict:
     return data
 
 
+def readDatasets(dataset) -> dict:
+    """One dataset from a path, a dict, or a list of either (merged, e.g. water boxes at several densities)."""
+    if isinstance(dataset, (list, tuple)):
+        if not dataset:
+            raise ValueError("no datasets given; pass at least one .npz file from `openmmflash flashmd-data`")
+        parts = [readDatasets(d) for d in dataset]
+        return parts[0] if len(parts) == 1 else mergeDatasets(parts)
+    return loadDataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+
+
 def mergeDatasets(datasets) -> dict:
     """Concatenate datasets with identical masses, types and stride (e.g. from parallel runs)."""
     first = datasets[0]
     for d in datasets[1:]:
         if not (np.array_equal(d["masses"], first["masses"]) and np.array_equal(d["types"], first["types"])
                 and abs(d["meta"]["stride"] - first["meta"]["stride"]) < 1e-12):
-            raise ValueError("datasets differ in masses, types or stride and cannot be merged")
+            raise ValueError("datasets differ in masses, types or stride and cannot be merged; train one model per "
+                             "System and stride")
     out = {k: np.concatenate([d[k] for d in datasets]) for k in ("q0", "p0", "dq", "p1", "box", "temperature")}
     out["masses"], out["types"] = first["masses"], first["types"]
     out["meta"] = dict(first["meta"], parts=[d["meta"] for d in datasets])

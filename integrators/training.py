@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from .data import loadDataset
+from .data import readDatasets
 from .modelfile import FlashMDModel, saveModel
 from .stepper import batch_edges, random_rotation
 
@@ -32,13 +32,20 @@ KB = 0.00831446261815324  # kJ/mol/K
 
 
 class _OpenMMPotential(torch.autograd.Function):
-    """V(q) for frames q [B, N, 3] (nm) from an OpenMM Context; gradient -F. Returns [B] kJ/mol."""
+    """V(q) for frames q [B, N, 3] (nm) from an OpenMM Context; gradient -F. Returns [B] kJ/mol.
+
+    box: [B, 3, 3] nm periodic box vectors of each frame (datasets merged over densities), or None to keep the
+    Context's box.
+    """
 
     @staticmethod
-    def forward(ctx, q, context):
+    def forward(ctx, q, context, box=None):
         from openmm import unit
         energies, grads = [], []
-        for frame in q.detach().cpu().double().numpy():
+        boxes = None if box is None else box.detach().cpu().double().numpy()
+        for i, frame in enumerate(q.detach().cpu().double().numpy()):
+            if boxes is not None:
+                context.setPeriodicBoxVectors(*boxes[i])
             context.setPositions(frame)
             # autograd.Function.forward runs with grad mode off, and a TorchForce (e.g. FlashSchNet) evaluated by
             # OpenMM on this thread inherits it and cannot take its own gradient for the forces: switch it back on.
@@ -52,7 +59,7 @@ class _OpenMMPotential(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         (grad,) = ctx.saved_tensors
-        return grad_out.view(-1, 1, 1) * grad, None
+        return grad_out.view(-1, 1, 1) * grad, None, None
 
 
 def makeEnergyContext(system, platform: Optional[str] = None):
@@ -92,8 +99,7 @@ class Trainer:
                  numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
                  validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
                  device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0):
-        if isinstance(data, str):
-            data = loadDataset(data)
+        data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         g = torch.Generator().manual_seed(seed)
@@ -205,10 +211,11 @@ class Trainer:
             p_pred = b.reshape(B, N, 3) * s * self.sqrt_m
             if augment:
                 dq_pred, p_pred = dq_pred @ R, p_pred @ R
-            V1 = _OpenMMPotential.apply((q0 + dq_pred).double(), self.context)
+            box = self._box(idx)
+            V1 = _OpenMMPotential.apply((q0 + dq_pred).double(), self.context, box)
             K1 = (p_pred.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
             with torch.no_grad():
-                V0 = _OpenMMPotential.apply(q0.double(), self.context)
+                V0 = _OpenMMPotential.apply(q0.double(), self.context, box)
                 K0 = (p0.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
             kT = KB * self.temperature[idx].double()
             # log1p keeps early, wildly wrong predictions (overlapping atoms, V ~ 1e10) from dominating.
@@ -308,7 +315,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
           kineticWeight: float = 0.0, initialModel=None) -> FlashMDModel:
-    """Train a FlashMD model on a dataset (path or dict from data.generatePairs) and write it to ``output``.
+    """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
+    particles, merged) and write it to ``output``.
 
     Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
     frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
@@ -317,7 +325,7 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     file for modelfile.loadModel) fine-tunes that model instead of a new one (its stride and species must match the
     data; the network-size arguments are then ignored); its provenance is kept under ``initialProvenance``.
     """
-    data = loadDataset(dataset) if isinstance(dataset, str) else dataset
+    data = readDatasets(dataset)
     init_name = None
     if initialModel is not None and not isinstance(initialModel, FlashMDModel):
         from .modelfile import loadModel

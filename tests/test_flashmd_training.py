@@ -123,6 +123,33 @@ def test_cli_data(tmp_path):
                      "0.01", "--platform", "CPU", "-o", dense, "--quiet"]) == 0
     d = loadDataset(dense)
     assert d["q0"].shape[0] == 2 and d["box"][0, 0, 0] < 1.2 - 1e-3
+    # several densities of one box train one model: merged, each frame's energy with its own box
+    model = str(tmp_path / "m.pt")
+    assert cli_main(["flashmd-train", out, dense, "-o", model, "--iterations", "2", "--channels", "8", "--layers",
+                     "1", "--cutoff", "0.4", "--batch-size", "2", "--energy-weight", "0.1", "--water-box", "1.2",
+                     "--water-cutoff", "0.5", "--platform", "CPU", "--quiet"]) == 0
+    parts = loadModel(model).provenance["dataset"]["parts"]
+    assert len(parts) == 2
+    assert cli_main(["flashmd-train", out, str(tmp_path / "missing.npz"), "-o", model, "--quiet"]) == 2
+
+
+def test_energy_term_uses_each_frames_box():
+    from openmmflash.integrators.data import flexibleWaterBox
+    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    _, system, pos = flexibleWaterBox(1.2, 0.5)
+    _, dense_system, dense_pos = flexibleWaterBox(1.2, 0.5, density=1.05)
+    boxes = [np.array([v.value_in_unit(unit.nanometer) for v in s.getDefaultPeriodicBoxVectors()])
+             for s in (system, dense_system)]
+    expected = []
+    for s, p in ((system, pos), (dense_system, dense_pos)):
+        ctx = makeEnergyContext(s, "Reference")
+        ctx.setPositions(p)
+        expected.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+    ctx = makeEnergyContext(system, "Reference")  # one Context, its box reset per frame
+    q = torch.tensor(np.stack([pos, dense_pos]), dtype=torch.float64)
+    V = _OpenMMPotential.apply(q, ctx, torch.tensor(np.stack(boxes)))
+    np.testing.assert_allclose(V.numpy(), expected, rtol=1e-5)  # PME grid fixed when the Context was made
+    assert abs(expected[0] - expected[1]) > 1.0  # the box matters: the check can fail
 
 
 def test_water_box_at_a_density():

@@ -297,6 +297,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="water-tip3pfb-8fs")
     ap.add_argument("--platform", default="CPU")
+    ap.add_argument("--device", default="cpu", help="torch device of the FlashMD network (cuda on a GPU)")
     ap.add_argument("--time", type=float, default=30.0, help="ps of NVT with each integrator")
     ap.add_argument("--sample", type=float, default=0.048, help="ps between samples (a multiple of the stride)")
     ap.add_argument("--discard", type=float, default=5.0,
@@ -350,7 +351,7 @@ def main():
     sim, baro = simulation(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref))
     sim.context.getIntegrator().setRandomNumberSeed(args.seed)
     ref = sampleRun(sim, baro, probe, args.time, args.sample, dt_ref, atoms, progress=bar)
-    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device="cpu",
+    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
                                          randomSeed=args.seed, **({"modeRescale": True} if args.mode_rescale else {}))
     sim, baro = simulation(fm_integ)
     fm = sampleRun(sim, baro, probe, args.time, args.sample, stride, atoms, flashmd=fm_integ, progress=bar)
@@ -388,7 +389,8 @@ def main():
         "rigidGeometry": {"r0_nm": r0, "theta0_deg": float(np.degrees(theta0))},
         "finiteDifferenceRelativeDV": probe.eps,
         "machine": {"platform": args.platform, "cpu": pyplatform.processor() or pyplatform.machine(),
-                    "torch": torch.__version__, "openmm": mm.__version__, "device": "cpu"},
+                    "torch": torch.__version__, "openmm": mm.__version__, "device": args.device,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
         "volumeFixed": bool(np.ptp(vols) == 0.0), "volumeRange_nm3": [float(min(vols)), float(max(vols))],
         "langevin": s_ref, "flashmdLangevin": s_fm, "difference": delta,
         "flashmdCounts": {"learned": fm_integ.getNumLearnedSteps(), "fallbacks": fm_integ.getNumFallbacks(),
