@@ -20,7 +20,7 @@ from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="water-tip3pfb-8fs", help="shipped model name or model file")
+    ap.add_argument("--model", default="water-tip3pfb-8fs-npt", help="shipped model name or model file")
     ap.add_argument("--steps", type=int, default=200, help="strides to run (each 8 fs with the shipped model)")
     ap.add_argument("--platform", default="CPU")
     ap.add_argument("--output", default="flashmd_out", help="folder for the trajectory, log and checkpoint")
@@ -31,8 +31,8 @@ def main(argv=None):
     topology, system, positions = flexibleWaterBox(1.6, 0.7)
     system.addForce(MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 25))
 
-    # The only changed line: was LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 0.0005*picoseconds).
-    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=args.model)
+    # The only changed line: was LangevinMiddleIntegrator(300*kelvin, 10/picosecond, 0.0005*picoseconds).
+    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=args.model)
 
     simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))
     simulation.context.setPositions(positions)
@@ -52,7 +52,7 @@ def main(argv=None):
           f"fallbacks {integrator.getNumFallbacks()}, per-species T {integrator.computeSpeciesTemperatures()}")
 
     # Restart from the checkpoint, as with any integrator (the random state travels in the checkpoint).
-    restart = app.Simulation(topology, system, FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond,
+    restart = app.Simulation(topology, system, FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond,
                                                                          None, model=args.model),
                              Platform.getPlatformByName(args.platform))
     restart.loadCheckpoint(checkpoint)

@@ -65,6 +65,9 @@ def _data(args):
                          timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
                          pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
                          platform=args.platform, seed=args.seed, progress=not args.quiet)
+    if args.water_box:
+        data["meta"]["waterBox"] = {"boxSize_nm": args.water_box, "cutoff_nm": args.water_cutoff,
+                                    "density_g_cm3": args.water_density}
     saveDataset(args.output, data)
     print(f"wrote {data['q0'].shape[0]} pairs of {data['q0'].shape[1]} particles to {args.output}")
 

@@ -150,6 +150,7 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
             lang = mm.LangevinMiddleIntegrator(temperature * unit.kelvin, 5.0 / unit.picosecond, timestep)
             lang.setRandomNumberSeed(rseed)
             vv = createVelocityVerletIntegrator(timestep)
+            vv.setRandomNumberSeed(rseed)  # CUDA: the integrators of one CompoundIntegrator share one seed
             integ = mm.CompoundIntegrator()
             integ.addIntegrator(lang)
             integ.addIntegrator(vv)

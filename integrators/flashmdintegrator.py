@@ -79,10 +79,10 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         across the learned step (species.py), so the network cannot move kinetic energy between species (global
         rescale, shipped water model: H 354 K, O 193 K at 300 K); the thermostat does the exchange. "auto" (default of
         the thermostatted integrators): on when every species has >= 20 particles per replica (water, not CG).
-    modeRescale : bool
+    modeRescale : bool, optional
         Energy rescale per molecular motion (needs rescaleEnergy; precedes speciesRescale): translation, rotation and
-        vibration of OpenMM's molecules each keep their share (modes.py); against the shipped water model's
-        rotations at 334 K and vibrations at 270 K (300 K bath, per-species rescale).
+        vibration of OpenMM's molecules each keep their share (modes.py). None (default): as the model file
+        recommends (``integratorDefaults``; on for water-tip3pfb-8fs-npt), else off.
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
         The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by
@@ -101,7 +101,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
-                 useCUDAGraph: Optional[bool] = None, modeRescale: bool = False):
+                 useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -122,6 +122,8 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         self.speciesRescale = self.rescaleEnergy if self._speciesRescaleAuto else bool(speciesRescale)
         if self.speciesRescale and not self.rescaleEnergy:
             raise ValueError("speciesRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
+        if modeRescale is None:
+            modeRescale = getattr(flashmd, "integratorDefaults", {}).get("modeRescale", False) and self.rescaleEnergy
         self.modeRescale = bool(modeRescale)
         if self.modeRescale and not self.rescaleEnergy:
             raise ValueError("modeRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")

@@ -75,6 +75,8 @@ class FlashMDModel(nn.Module):
         self.cutoff = self.network.cutoff
         self.provenance: Dict = {}
         self.validation: Dict = {}
+        # integrator options this model was validated with, used where the user leaves them unset (e.g. modeRescale)
+        self.integratorDefaults: Dict = {}
 
     def speciesLabel(self, z: int) -> str:
         """Readable name of species ``z``: its stored label, the element symbol, or "bead<z>"."""
@@ -128,6 +130,7 @@ def saveModel(model: FlashMDModel, path: str) -> None:
             "speciesKind": model.speciesKind, "speciesLabels": model.speciesLabels, "stride": model.stride,
             "momentumScale": model.momentumScale, "config": model.config,
             "provenance": _plain(model.provenance), "validation": _plain(model.validation),
+            "integratorDefaults": _plain(getattr(model, "integratorDefaults", {})),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
@@ -168,5 +171,6 @@ def loadModel(model, device=None) -> FlashMDModel:
     m.load_state_dict(blob["state_dict"])
     m.provenance = blob.get("provenance", {})
     m.validation = blob.get("validation", {})
+    m.integratorDefaults = blob.get("integratorDefaults", {})
     m.eval()
     return m.to(device) if device is not None else m

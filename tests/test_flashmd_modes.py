@@ -102,3 +102,21 @@ def test_integrator_mode_rescale_on_water(modes):
     assert set(integ.computeModeTemperatures()) == {"translation", "rotation", "vibration"}
     with pytest.raises(ValueError, match="modeRescale"):
         FlashMDIntegrator(model, rescaleEnergy=False, modeRescale=True)
+
+
+def test_model_file_recommends_mode_rescale(tmp_path):
+    from openmmflash.integrators.modelfile import loadModel, saveModel
+    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    model = FlashMDModel([1, 8], [H_MASS, O_MASS], 0.0005, 1.6, dict(channels=8, num_layers=1, num_rbf=8, cutoff=0.4))
+    plain = str(tmp_path / "plain.pt")
+    saveModel(model, plain)
+    model.integratorDefaults = {"modeRescale": True}
+    path = str(tmp_path / "modes.pt")
+    saveModel(model, path)
+    assert loadModel(path).integratorDefaults == {"modeRescale": True}
+    assert loadModel(plain).integratorDefaults == {}
+    assert FlashMDIntegrator(path).modeRescale and not FlashMDIntegrator(plain).modeRescale
+    assert not FlashMDIntegrator(path, modeRescale=False).modeRescale  # the user's choice wins
+    assert not FlashMDIntegrator(path, rescaleEnergy=False).modeRescale  # nothing to share without the rescale
+    assert FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=path).modeRescale
+    assert loadModel("water-tip3pfb-8fs-npt").integratorDefaults == {"modeRescale": True}

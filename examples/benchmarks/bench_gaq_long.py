@@ -56,15 +56,17 @@ VARIANTS = ["fp32", "naive-w8a8", "frame-w8a8", "naive-w4a8", "frame-w4a8"]
 FP32_MODEL = "water-tip3pfb-8fs"
 BOX_NM, CUTOFF_NM, RDF_BINS = 1.6, 0.7, 100
 # Settings that must match for a --work folder to be continued.
-RUN_KEYS = ("ns", "temperature", "friction", "sample", "seed", "blowup_factor", "models", "stride_ps")
+RUN_KEYS = ("ns", "temperature", "friction", "sample", "seed", "blowup_factor", "models", "stride_ps", "fp32_model",
+            "mode_rescale")
+NEW_KEY_DEFAULTS = {"fp32_model": FP32_MODEL, "mode_rescale": False}  # keys that work folders made earlier lack
 SERIES = ("t_ps", "T_H", "T_O", "Epot", "Etot", "learned", "fallbacks", "alpha", "wall_s")
 
 
-def model_path(variant, models_dir):
-    """The model file of a variant (fp32: the shipped model)."""
+def model_path(variant, models_dir, fp32_model=FP32_MODEL):
+    """The model file of a variant (fp32: the shipped model ``fp32_model``, a name or a file)."""
     from openmmflash.integrators.modelfile import MODEL_DIR
     if variant == "fp32":
-        return os.path.join(MODEL_DIR, FP32_MODEL + ".pt")
+        return fp32_model if os.path.exists(fp32_model) else os.path.join(MODEL_DIR, fp32_model + ".pt")
     path = os.path.join(models_dir or "", f"water-gaq-{variant}.pt")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: make it with `openmmflash quantize {FP32_MODEL} --scheme "
@@ -95,18 +97,18 @@ def _write_json(path, obj):
 def prepare_work(args):
     """Create or check <work>/settings.json; returns the settings. A folder with other settings is refused."""
     from openmmflash.integrators.modelfile import loadModel
-    models = {v: sha256(model_path(v, args.models_dir)) for v in args.variants}
+    models = {v: sha256(model_path(v, args.models_dir, args.fp32_model)) for v in args.variants}
     new = {"ns": args.ns, "temperature": args.temperature, "friction": args.friction, "sample": args.sample,
            "seed": args.seed, "blowup_factor": args.blowup_factor, "models": models,
-           "stride_ps": loadModel(FP32_MODEL).stride, "box_nm": BOX_NM, "cutoff_nm": CUTOFF_NM,
-           "models_dir": args.models_dir}
+           "stride_ps": loadModel(args.fp32_model).stride, "box_nm": BOX_NM, "cutoff_nm": CUTOFF_NM,
+           "models_dir": args.models_dir, "fp32_model": args.fp32_model, "mode_rescale": args.mode_rescale}
     os.makedirs(args.work, exist_ok=True)
     path = os.path.join(args.work, "settings.json")
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
         # A longer --ns continues the same runs further (a shorter one is refused like any other change).
-        diff = [k for k in RUN_KEYS if k != "models" and old.get(k) != new.get(k)
+        diff = [k for k in RUN_KEYS if k != "models" and old.get(k, NEW_KEY_DEFAULTS.get(k)) != new.get(k)
                 and not (k == "ns" and new["ns"] > old["ns"])]
         diff += [f"model of {v}" for v in models if v in old["models"] and old["models"][v] != models[v]]
         if diff:
@@ -142,13 +144,14 @@ class LongRun:
         os.makedirs(self.dir, exist_ok=True)
         self.variant, self.settings = variant, settings
         top, system, positions = flexibleWaterBox(settings["box_nm"], settings["cutoff_nm"])
-        path = model_path(variant, settings["models_dir"])
+        path = model_path(variant, settings["models_dir"], settings.get("fp32_model", FP32_MODEL))
         if sha256(path) != settings["models"][variant]:
             raise SystemExit(f"{path} differs from the model file this --work folder was started with")
         seed = settings["seed"] + VARIANTS.index(variant) if variant in VARIANTS else settings["seed"]
         self.integ = FlashMDLangevinIntegrator(settings["temperature"] * unit.kelvin,
                                                settings["friction"] / unit.picosecond, None, model=path,
-                                               device=device, randomSeed=seed)
+                                               device=device, randomSeed=seed,
+                                               modeRescale=settings.get("mode_rescale", False))
         self.sim = app.Simulation(top, system, self.integ, mm.Platform.getPlatformByName(platform))
         self.masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton)
                                 for i in range(system.getNumParticles())])
@@ -331,9 +334,10 @@ def block_sem(x, blocks):
     return float(np.std([b.mean() for b in parts], ddof=1) / np.sqrt(len(parts)))
 
 
-def reference_rdf():
-    """Intermolecular g(r) of the 150 ps LangevinMiddleIntegrator run (results/flashmd_water_gpu.json)."""
-    path = os.path.join(RESULTS, "flashmd_water_gpu.json")
+def reference_rdf(path=None):
+    """Intermolecular g(r) of a LangevinMiddleIntegrator run in a bench_flashmd_water report (default: the 150 ps run
+    of results/flashmd_water_gpu.json)."""
+    path = path or os.path.join(RESULTS, "flashmd_water_gpu.json")
     with open(path) as f:
         d = json.load(f)
     return {"source": os.path.relpath(path, os.path.dirname(HERE)), "simulated_ps": d["simulated_ps"]["langevin"],
@@ -388,13 +392,14 @@ def finalize(args):
     with open(os.path.join(args.work, "settings.json")) as f:
         settings = json.load(f)
     try:
-        ref = reference_rdf()
+        ref = reference_rdf(args.reference)
     except (OSError, KeyError) as err:
         print(f"no g(r) reference: {err}")
         ref = None
     report = {"benchmark": "gaq_long", "settings": settings | {"discard_ps": args.discard_ps, "blocks": args.blocks,
               "system": f"flexible TIP3P-FB water, {BOX_NM} nm box, PME cutoff {CUTOFF_NM} nm",
-              "integrator": "FlashMDLangevinIntegrator (rescaleEnergy + guard on, speciesRescale on)"},
+              "integrator": "FlashMDLangevinIntegrator (rescaleEnergy + guard on, "
+                            + ("modeRescale on)" if settings.get("mode_rescale") else "speciesRescale on)")},
               "rdfReference": None if ref is None else {"source": ref["source"], "simulated_ps": ref["simulated_ps"],
                                                         "r_nm": ref["r_nm"].tolist(), "g_OO": ref["g"]["OO"].tolist(),
                                                         "integrator": "LangevinMiddleIntegrator 0.5 fs"},
@@ -405,7 +410,7 @@ def finalize(args):
     machines = [r["machine"] for r in report["variants"].values() if r.get("machine")]
     report["machine"] = machines[-1] if machines else None
     os.makedirs(args.outdir, exist_ok=True)
-    path = os.path.join(args.outdir, f"gaq_long{args.tag}.json")
+    path = os.path.join(args.outdir, f"{args.report_name}{args.tag}.json")
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"{'variant':11s} {'ns':>6s} {'ms/str':>7s} {'stable':>6s} {'T_H (K)':>13s} {'T_O (K)':>13s} "
@@ -416,7 +421,7 @@ def finalize(args):
         print(f"{v:11s} {r['simulated_ns']:6.3f} {ms:7.2f} {'yes' if r['stable'] else 'NO':>6s} "
               f"{r['T_H_K']:7.1f}+-{r['T_H_sem_K']:4.1f} {r['T_O_K']:7.1f}+-{r['T_O_sem_K']:4.1f} "
               f"{r['Tdrift_H_K_per_ns']:8.2f} {r['Tdrift_O_K_per_ns']:8.2f} {r['fallbackFraction']:8.4f} {l1:7.4f}")
-    plot(report, os.path.join(args.outdir, f"gaq_long{args.tag}.png"))
+    plot(report, os.path.join(args.outdir, f"{args.report_name}{args.tag}.png"))
     print(f"wrote {path}")
     return report
 
@@ -458,6 +463,10 @@ def plot(report, path):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
+    ap.add_argument("--fp32-model", default=FP32_MODEL, help="model of the fp32 variant (shipped name or file)")
+    ap.add_argument("--mode-rescale", action="store_true", help="FlashMDLangevinIntegrator(modeRescale=True)")
+    ap.add_argument("--reference", default=None, help="bench_flashmd_water JSON whose Langevin g(r) is the "
+                    "reference (default results/flashmd_water_gpu.json)")
     ap.add_argument("--models-dir", default=".gaqmodels", help="folder with water-gaq-<variant>.pt files")
     ap.add_argument("--ns", type=float, default=1.0, help="simulated time per variant (ns)")
     ap.add_argument("--work", required=True, help="folder of the resumable runs")
@@ -475,6 +484,7 @@ def parse_args(argv=None):
     ap.add_argument("--discard-ps", type=float, default=20.0, help="equilibration left out of the statistics")
     ap.add_argument("--blocks", type=int, default=10, help="blocks for the standard errors")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--report-name", default="gaq_long", help="file name of the report (before --tag)")
     ap.add_argument("--outdir", default=RESULTS)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
