@@ -21,10 +21,15 @@ model file then records speciesKind "cgBead" and integrators need ``cgprotein.us
    This is the shipped chignolin-cg-40fs (integrators/models/README.md: fallbacks 7-49 % against 37-59 % before the fine-tuning).
    The shipped chignolin-cg-20fs is the older recipe: element species, reference force, 90 s of data, 3 minutes.
 4. Copy the file to integrators/models/ and validate with examples/benchmarks/bench_flashmd_cg.py.
+5. States the learned dynamics visit (DAgger-style): save a FlashMD run's frames (bench_flashmd_cg.py --validate
+   --frames-out DIR), start the replicas from them (data --starts DIR/frames_<model>.npz --equilibration 0.02
+   --decorrelation 0.1), and fine-tune on those pairs together with pairs from the Langevin frames
+   (train a.npz b.npz ...). One round: examples/benchmarks/bench_flashmd_cg_gpu.sh dagger.
 """
 
 import argparse
 import os
+import numpy as np
 
 import torch  # noqa: F401  (before openmm)
 
@@ -40,20 +45,42 @@ def _data(args):
     full, system, positions, topology, _, net = buildCGSystem(args.replicas, removeCMMotion=False,
                                                               platformName=args.platform)
     types, kind, labels = flashMDSpecies(net, topology, args.species)
+    minimize = True
+    if args.starts:  # per-replica starts drawn from saved frames (e.g. the states a FlashMD run visits)
+        positions = startPositions(args.starts, args.replicas, len(positions) // args.replicas, args.seed)
+        minimize = False
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     strides = [s / 1000.0 for s in args.strides]
     sets = generateReplicaPairs(system, positions, types, args.replicas, args.temperatures, strides,
                                 timestep=args.timestep / 1000.0, cycles=args.cycles, decorrelation=args.decorrelation,
                                 equilibration=args.equilibration, platform=args.platform, platformProperties=props,
-                                maxSeconds=args.max_seconds, seed=args.seed, speciesKind=kind, speciesLabels=labels)
+                                maxSeconds=args.max_seconds, seed=args.seed, speciesKind=kind, speciesLabels=labels,
+                                minimize=minimize)
     os.makedirs(args.out_dir, exist_ok=True)
     for stride, data in sets.items():
         suffix = "_bead" if args.species == "bead" else ""
         path = os.path.join(args.out_dir, f"chignolin_{round(stride * 1000):d}fs{suffix}.npz")
         data["meta"]["system"] = "bundled CG chignolin (createCGSystem, FlashSchNet TorchForce + priors)"
+        data["meta"]["starts"] = [os.path.basename(s) for s in args.starts] if args.starts else "native structure"
         saveDataset(path, data)
         print(f"wrote {data['q0'].shape[0]} pairs ({data['meta']['cycles']} cycles x {args.replicas} replicas, "
               f"{data['meta']['seconds']} s) to {path}")
+
+
+def startPositions(paths, replicas: int, n: int, seed: int) -> np.ndarray:
+    """[replicas, n, 3] nm: frames drawn without replacement (with, if there are fewer) from the ``positions``
+    arrays [F, n, 3] of the .npz files (bench_flashmd_cg.py --frames-out)."""
+    frames = []
+    for path in paths:
+        with np.load(path) as f:
+            x = np.asarray(f["positions"], dtype=np.float64)
+        if x.ndim != 3 or x.shape[1:] != (n, 3):
+            raise ValueError(f"{path}: positions have shape {x.shape}; expected [frames, {n}, 3] (one chignolin per "
+                             "row, as bench_flashmd_cg.py --frames-out writes them)")
+        frames.append(x)
+    x = np.concatenate(frames)
+    rng = np.random.default_rng(seed)
+    return x[rng.choice(len(x), replicas, replace=len(x) < replicas)]
 
 
 def _train(args):
@@ -92,9 +119,12 @@ def main(argv=None):
     p.add_argument("--species", choices=("element", "bead"), default="element",
                    help="FlashMD species: bead elements (the shipped models) or FlashSchNet bead types")
     p.add_argument("--out-dir", default="cgdata")
+    p.add_argument("--starts", nargs="+", default=None, metavar="NPZ",
+                   help="start each replica from a frame of these files (bench_flashmd_cg.py --frames-out) instead "
+                        "of the minimized native structure; use a short --equilibration to stay near them")
     p.set_defaults(func=_data)
     p = sub.add_parser("train", help="train a FlashMD model on one dataset")
-    p.add_argument("dataset")
+    p.add_argument("dataset", nargs="+", help="one or more datasets (merged)")
     p.add_argument("--out", required=True)
     p.add_argument("--max-minutes", type=float, default=4.0)
     p.add_argument("--iterations", type=int, default=200000)

@@ -1,5 +1,5 @@
 """Diagnostics of the FlashMD integrators (a mixin of FlashMDIntegrator): counters, rejection kinds, rescale
-factors, per-species temperatures and per-phase wall times. Reads the integrator's global variables and the Python
+factors, per-species temperatures, per-phase wall times, and the checkpointed Python-side state. Reads the integrator's global variables and the Python
 state its strides leave (``_rejections``, ``_alphas``, ``timings``)."""
 
 import time
@@ -8,12 +8,19 @@ from typing import Dict
 import numpy as np
 from openmm import unit
 
-from .modes import modeTemperatures
+from .modes import moleculeGroups, modeTemperatures
 from .species import speciesTemperatures
 
 
 class FlashMDDiagnostics:
     """Methods shared by all FlashMD integrators for monitoring a run."""
+
+    @property
+    def _modeGroups(self):
+        """OpenMM's molecules of the bound Context grouped by size (modes.moleculeGroups), built on first use."""
+        if self._moleculeGroups is None:
+            self._moleculeGroups = moleculeGroups(self._findContext().getMolecules())
+        return self._moleculeGroups
 
     def getNumFallbacks(self) -> int:
         """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
@@ -71,3 +78,13 @@ class FlashMDDiagnostics:
         box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
         return modeTemperatures(np.asarray(q), np.asarray(v), self._masses, self._modeGroups,
                                 box if self._periodic else None)
+
+    def getCheckpointState(self) -> dict:
+        """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
+        return {name: self.getGlobalVariableByName(name) for name in
+                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
+
+    def setCheckpointState(self, state: dict) -> None:
+        """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""
+        for name, value in state.items():
+            self.setGlobalVariableByName(name, value)

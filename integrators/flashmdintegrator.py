@@ -1,11 +1,9 @@
 """FlashMDIntegrator: a learned long-stride NVE integrator that ``app.Simulation`` drives like any OpenMM integrator.
 
-How it plugs into OpenMM: a Python subclass of ``openmm.CustomIntegrator`` whose step size is the model's stride.
-``step(n)`` runs n strides; each one reads the state, applies the learned map (stepper.py) in Python, writes the
-new positions and velocities, then calls ``CustomIntegrator.step(1)``, which runs ``updateContextState`` (so
-MonteCarloBarostat, MonteCarloAnisotropicBarostat and CMMotionRemover act as usual, with ``frequency`` counted in
-strides) and advances the step count by 1 and the time by one stride. Reporters and checkpoints therefore see the
-right step and time.
+A Python subclass of ``openmm.CustomIntegrator`` whose step size is the model's stride. Each of the n strides of
+``step(n)`` applies the learned map (stepper.py) to the Context's state, writes it back and calls
+``CustomIntegrator.step(1)``: ``updateContextState`` runs (barostats and CMMotionRemover act as usual, ``frequency``
+in strides), and the step count and time advance by one stride, as reporters and checkpoints expect.
 
 Energy conservation with a guard (guard.py): after each learned step the momenta are rescaled so that V' + K'
 equals the energy before the step; a step that is not finite, moves a particle too far, or needs a rescale outside
@@ -13,20 +11,13 @@ equals the energy before the step; a step that is not finite, moves a particle t
 velocity-Verlet substeps of the System's forces (inside the C++ integrator program). A run never produces NaN from
 the network; rejections are counted (``getNumFallbacks``, ``getRejectionCounts``) and logged.
 
-State that must survive a checkpoint (random-number seed and draw counter, step counters) is kept in integrator
-global variables, which ``Context.createCheckpoint`` / ``Simulation.saveCheckpoint`` store. The model itself is
-not in the checkpoint: construct the integrator with the same model before ``loadCheckpoint``.
+Checkpointed state (random seed and draw counter, counters) lives in integrator global variables; the model does
+not: construct the integrator with the same model before ``loadCheckpoint``.
 
-Speed: per stride one getState (q, v) (skipped after an accepted stride inside one ``step(n)`` call unless a
-barostat or Andersen thermostat changes the state between steps), one learned step (on a CUDA device a fixed-shape
-step replayed as one CUDA graph: densestep.py without a box, paddedstep.py with one), setPositions + one energy
-evaluation (OpenMM's, or a cheaper split, energyeval.py, :meth:`setEnergyEvaluator`), setVelocities and
-``CustomIntegrator.step(1)``. ``enableProfiling`` records where the time goes. ``replicas=B`` runs B identical
-copies of a molecule in one System (one call for all).
-
-Caution: systems with constraints are refused (FlashMD moves all degrees of freedom). Velocities are at the same
-time as positions (not leap-frog). Virtual sites are not supported. Tested on the Reference and CPU platforms;
-benchmarked on CUDA (examples/benchmarks/bench_flashmd_*.py).
+Per stride: getState (q, v) (skipped after an accepted stride unless a barostat or Andersen thermostat acts between
+steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), setPositions + one energy evaluation
+(energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. Constraints and
+virtual sites are refused; velocities are at the same time as positions (not leap-frog).
 """
 
 import logging
@@ -44,8 +35,8 @@ from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
 from .diagnostics import FlashMDDiagnostics
 from .guard import checkPrediction, energyRescale, rejectionKind
-from .modes import modeShareRescale, moleculeGroups
-from .species import particleTypes, speciesShareRescale
+from .modes import modeShareRescale
+from .species import checkSystem, speciesShareRescale
 from .stepper import FlashMDStepper, check_stride
 
 logger = logging.getLogger("openmmflash.flashmd")
@@ -75,25 +66,20 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     fallbackSubsteps : int, optional
         Velocity-Verlet substeps for a rejected stride; default stride / 0.5 fs.
     speciesRescale : bool or "auto"
-        Energy rescale per species (needs rescaleEnergy): each species keeps its share of the internal kinetic energy
-        across the learned step (species.py), so the network cannot move kinetic energy between species (global
-        rescale, shipped water model: H 354 K, O 193 K at 300 K); the thermostat does the exchange. "auto" (default of
-        the thermostatted integrators): on when every species has >= 20 particles per replica (water, not CG).
+        Energy rescale per species (needs rescaleEnergy): each species keeps its share of the kinetic energy across
+        the learned step (species.py); the thermostat does the exchange. "auto" (thermostatted integrators' default):
+        on when every species has >= 20 particles per replica (water, not CG).
     modeRescale : bool, optional
         Energy rescale per molecular motion (needs rescaleEnergy; precedes speciesRescale): translation, rotation and
         vibration of OpenMM's molecules each keep their share (modes.py). None (default): as the model file
         recommends (``integratorDefaults``; on for water-tip3pfb-8fs-npt), else off.
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
-        The System holds this many identical, contiguous, non-interacting copies of one molecule (as built by
-        ``openmmflash.plugin.replicas``); the network sees each copy separately and the centre-of-mass constraints
-        hold per copy. The energy rescale and the fallback act on the whole System.
+        The System holds this many identical, contiguous, non-interacting copies of one molecule
+        (``openmmflash.plugin.replicas``); COM is kept per copy, the rescale and fallback act on the whole System.
     useCUDAGraph : bool, optional
-        Run the learned step with fixed shapes, replayed as one CUDA graph on a CUDA device (same result as the
-        neighbor-list step up to float summation order): a non-periodic System uses all pairs inside each replica
-        as edges (densestep.py), a periodic one a padded neighbor list built inside the graph (paddedstep.py).
-        Default (None): on for a CUDA device; if the capture fails the step runs eagerly (logged warning).
-        False: the plain eager step.
+        Fixed-shape learned step replayed as one CUDA graph (all pairs per replica without a box, densestep.py; a
+        padded neighbor list with one, paddedstep.py). None: on for a CUDA device (eager if capture fails).
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
     """
@@ -183,27 +169,14 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
     def setContext(self, context) -> None:
         """Bind explicitly to ``context`` (done automatically on the first step) and validate its System."""
         system = context.getSystem()
-        if system.getNumConstraints() > 0:
-            raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD integrators move "
-                             "every degree of freedom and need a System without constraints (createSystem(..., "
-                             "constraints=None, rigidWater=False))")
-        n = system.getNumParticles()
-        if any(system.isVirtualSite(i) for i in range(n)):
-            raise ValueError("the System has virtual sites, which FlashMD integrators do not support")
-        masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
-        types = particleTypes(self._model, masses, getattr(self, "_atomTypes", None), self.replicas)
         B = self.replicas
-        if n % B:
-            raise ValueError(f"the System has {n} particles, which cannot form replicas={B} equal copies")
-        k = n // B
-        if any(types[i] != types[i % k] or masses[i] != masses[i % k] for i in range(n)):
-            raise ValueError(f"with replicas={B} the System must hold {B} identical contiguous copies of one "
-                             "molecule (same species and masses in the same order)")
+        masses, types = checkSystem(system, self._model, getattr(self, "_atomTypes", None), B)
+        k = len(masses) // B
         gen = torch.Generator().manual_seed(int(self.getGlobalVariableByName("flashmdSeed")))
-        self._stepper = FlashMDStepper(self._model, masses[:k], types[:k], stride=self.getStepSize().value_in_unit(
-            unit.picosecond), randomRotation=False, device=self._device, generator=gen)
-        self._masses = np.asarray(masses)
-        self._types = np.asarray(types)
+        self._stepper = FlashMDStepper(self._model, masses[:k].tolist(), types[:k].tolist(),
+                                       stride=self.getStepSize().value_in_unit(unit.picosecond), randomRotation=False,
+                                       device=self._device, generator=gen)
+        self._masses, self._types = masses, types
         if self._speciesRescaleAuto:
             # Per-species shares need many particles per species: with a few beads per species (CG proteins) their
             # kinetic energies fluctuate too much within a stride and most strides would be rejected.
@@ -311,13 +284,6 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             self._tick("network")
         return q1, p1 / m, e1
 
-    @property
-    def _modeGroups(self):
-        """OpenMM's molecules of the bound Context grouped by size (modes.moleculeGroups), built on first use."""
-        if self._moleculeGroups is None:
-            self._moleculeGroups = moleculeGroups(self._findContext().getMolecules())
-        return self._moleculeGroups
-
     def _share(self, q, q1, box):
         """How H - V' is shared among the particles: per molecular mode, per species, or None (one factor)."""
         if self.modeRescale:
@@ -422,14 +388,3 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
         if prof:
             self._tick("fallback")
-
-    # ----------------------------------------------------------------------------------------------- checkpoints
-    def getCheckpointState(self) -> dict:
-        """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
-        return {name: self.getGlobalVariableByName(name) for name in
-                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
-
-    def setCheckpointState(self, state: dict) -> None:
-        """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""
-        for name, value in state.items():
-            self.setGlobalVariableByName(name, value)

@@ -37,6 +37,28 @@ def particleTypes(model, masses: Sequence[float], atomTypes: Optional[Sequence[i
     return types
 
 
+def checkSystem(system, model, atomTypes: Optional[Sequence[int]], replicas: int):
+    """Validate an OpenMM System for a FlashMD integrator: (masses [N] amu, species ids [N]) as numpy arrays.
+    Refuses constraints, virtual sites and, with ``replicas`` > 1, anything but identical contiguous copies."""
+    from openmm import unit
+    if system.getNumConstraints() > 0:
+        raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD integrators move every "
+                         "degree of freedom and need a System without constraints (createSystem(..., "
+                         "constraints=None, rigidWater=False))")
+    n = system.getNumParticles()
+    if any(system.isVirtualSite(i) for i in range(n)):
+        raise ValueError("the System has virtual sites, which FlashMD integrators do not support")
+    masses = [system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)]
+    types = particleTypes(model, masses, atomTypes, replicas)
+    if n % replicas:
+        raise ValueError(f"the System has {n} particles, which cannot form replicas={replicas} equal copies")
+    k = n // replicas
+    if any(types[i] != types[i % k] or masses[i] != masses[i % k] for i in range(n)):
+        raise ValueError(f"with replicas={replicas} the System must hold {replicas} identical contiguous copies of "
+                         "one molecule (same species and masses in the same order)")
+    return np.asarray(masses), np.asarray(types)
+
+
 def speciesShareRescale(v: np.ndarray, v1: np.ndarray, masses: np.ndarray, types: np.ndarray, kinetic: float,
                         maxRescale: float, label: Callable[[int], str]):
     """Velocities [N, 3] after the learned step with total kinetic energy ``kinetic`` (kJ/mol) shared per species.

@@ -100,6 +100,17 @@ def record(context, integrator, steps_per_frame, frames, max_wall, label):
     return np.array(pos), np.array(temps), time.time() - t0
 
 
+def saveFrames(args, name, x, n, frame_ps):
+    """With --frames-out: the run's frames as ``<dir>/frames_<name>.npz`` (positions [F, n, 3] nm, one row per
+    replica and frame), e.g. starts for training data from the states a FlashMD run visits (flashmd_train_cg.py data
+    --starts)."""
+    if not args.frames_out:
+        return
+    os.makedirs(args.frames_out, exist_ok=True)
+    np.savez_compressed(os.path.join(args.frames_out, f"frames_{name}.npz"),
+                        positions=np.asarray(x, dtype=np.float32).reshape(-1, n, 3), frame_ps=frame_ps)
+
+
 def validate(args, info):
     """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
     ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
@@ -121,6 +132,7 @@ def validate(args, info):
     lang.step(int(round(args.burn / 0.002)))
     x, temps, wall = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs")
     del ctx, lang
+    saveFrames(args, "langevin", x, len(native), frame_ps)
     obs = {"langevin": observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)}
     rep = {"info": info, "temperature_K": args.temperature, "friction_per_ps": args.friction, "burn_ps": args.burn,
            "frameInterval_ps": frame_ps, "maxRescale": args.max_rescale, "speciesRescale": args.species_rescale,
@@ -146,6 +158,7 @@ def validate(args, info):
         spf = int(round(frame_ps * 1000 / stride_fs))
         x, temps, wall = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}")
         fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
+        saveFrames(args, name, x, len(native), frame_ps)
         a = integ.getRescaleFactors()
         obs[name] = observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)
         rep["runs"][name] = {
@@ -294,6 +307,7 @@ def main(argv=None):
     ap.add_argument("--time", type=float, default=40.0, help="ps per replica and integrator (validation)")
     ap.add_argument("--burn", type=float, default=2.0, help="ps before recording")
     ap.add_argument("--frame-interval", type=float, default=0.2, help="ps between frames")
+    ap.add_argument("--frames-out", default=None, help="folder for the validation runs' frames (frames_<run>.npz)")
     ap.add_argument("--max-wall", type=float, default=None, help="stop each validation run after this many s")
     ap.add_argument("--speed-replicas", type=int, nargs="+", default=[1, 32])
     ap.add_argument("--speed-models", nargs="+", default=None, help="FlashMD models to time (default: --model)")

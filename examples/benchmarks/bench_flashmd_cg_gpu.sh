@@ -9,6 +9,13 @@
 #       fresh data (DATA_SECONDS, default 70; env SPECIES as above), then MODEL fine-tuned with the energy term
 #       (weight 0.1, lr 2e-4, batch 16) into OUTDIR/<model>-energy.pt; the shipped chignolin-cg-40fs is
 #       SPECIES=bead train OUT 100 5.0 20 40 (seed 3), then finetune OUT OUT/chignolin-cg-40fs-bead.pt 40 70 3.5
+#   bash examples/benchmarks/bench_flashmd_cg_gpu.sh dagger OUTDIR MODEL STRIDE_FS [RUN_SECONDS] [DATA_SECONDS] [MINUTES]
+#       DAgger-style round: MODEL runs (FlashMD, 1 replica, RUN_SECONDS, default 90) next to LangevinMiddle (32
+#       replicas) with their frames saved; 256 replicas then start from the frames FlashMD visited and, as many again,
+#       from the Langevin ensemble, and record pairs with the true dynamics (DATA_SECONDS each, default 50; short
+#       equilibration and decorrelation, so the pairs stay near those states); MODEL is fine-tuned on both with the
+#       energy term (MINUTES, default 3) into OUTDIR/<model>-dagger.pt. env SPECIES as above (bead for
+#       chignolin-cg-40fs)
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh bench OUTDIR MODEL...
 #       validation (Langevin 32 replicas vs FlashMD 1 replica per model, 25 s wall each) and speed (1 and 32
 #       replicas) into OUTDIR, tag _gpu
@@ -36,11 +43,25 @@ elif [ "$MODE" = finetune ]; then
   python examples/flashmd_train_cg.py train $OUT/data2/chignolin_${S}fs${SUF}.npz --init $MODEL \
       --out $OUT/$(basename $MODEL .pt)-energy.pt --energy-weight 0.1 --lr 2e-4 --batch-size 16 --iterations 20000 \
       --max-minutes $MIN --quiet 2>&1 | tail -n 30
+elif [ "$MODE" = dagger ]; then
+  MODEL=$3; S=$4; RUN_S=${5:-90}; DATA_S=${6:-50}; MIN=${7:-3}
+  NAME=$(basename $MODEL .pt)
+  python examples/benchmarks/bench_flashmd_cg.py --validate --validate-models $MODEL --model $MODEL --replicas 32 \
+      --flashmd-replicas 1 --time 2000 --max-wall $RUN_S --frames-out $OUT/frames --tag _dagger_before \
+      --results $OUT 2>&1 | grep -v "frame/s\]\|rejected" | tail -n 12
+  for SRC in $NAME langevin; do
+    python examples/flashmd_train_cg.py data --replicas 256 --max-seconds $DATA_S --decorrelation 0.1 \
+        --equilibration 0.02 --strides $S --species $SPECIES --seed ${SEED2:-7} --starts $OUT/frames/frames_$SRC.npz \
+        --out-dir $OUT/dagger_$SRC 2>&1 | grep -v "cycle/s\]" | tail -n 2
+  done
+  python examples/flashmd_train_cg.py train $OUT/dagger_$NAME/chignolin_${S}fs${SUF}.npz \
+      $OUT/dagger_langevin/chignolin_${S}fs${SUF}.npz --init $MODEL --out $OUT/$NAME-dagger.pt --energy-weight 0.1 \
+      --lr 2e-4 --batch-size 16 --iterations 20000 --max-minutes $MIN --quiet 2>&1 | tail -n 30
 elif [ "$MODE" = bench ]; then
   shift 2
   python examples/benchmarks/bench_flashmd_cg.py --validate --speed --validate-models "$@" --speed-models "$@" \
       --model $1 --replicas 32 --flashmd-replicas 1 --time 200 --max-wall 25 --speed-replicas 1 32 \
       --speed-seconds 5 --tag _gpu --results $OUT 2>&1 | grep -v "frame/s\]\|rejected"
 else
-  echo "usage: $0 train|finetune|bench OUTDIR ..." >&2; exit 2
+  echo "usage: $0 train|finetune|dagger|bench OUTDIR ..." >&2; exit 2
 fi
