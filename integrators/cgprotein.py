@@ -37,7 +37,7 @@ def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: b
 
 
 def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=None, positions=None,
-                               neighborCapacity: Optional[int] = None):
+                               neighborCapacity: Optional[int] = None, priors: str = "openmm"):
     """(groups, energy) for :meth:`FlashMDIntegrator.setEnergyEvaluator`: the CG System's potential energy as OpenMM's
     energy of every force group except the FlashSchNet force's, plus the FlashSchNet energy from a forward pass
     of the same model in PyTorch (no backward pass, which the TorchForce always runs for its forces).
@@ -47,6 +47,9 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     neighbor list (``openmmflash.demo.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
     shapes and runs as a CUDA graph inside the learned step's graph (energyeval.TorchEnergy).
     neighborCapacity : the padded list's length, instead of sizing it from ``positions`` (0: exact list, no graph).
+    priors : "openmm" (OpenMM evaluates every other force group) or "torch": the prior terms in PyTorch too
+        (openmmflash.cg.torchpriors, equal to OpenMM's to rounding), so the rescale needs no OpenMM energy call;
+        refused if the System has forces other than the priors, the FlashSchNet force and a CMMotionRemover.
     """
     from openmmflash.plugin.torchforce import createFlashSchNetModule
 
@@ -64,6 +67,17 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         raise ValueError(f"forces {clash} share force group {ml_group} with the FlashSchNet force; put them in "
                          "another group so the energy can be split")
     groups = {f.getForceGroup() for f in others} - {ml_group}
+    if priors not in ("openmm", "torch"):
+        raise ValueError(f"priors must be 'openmm' or 'torch', got {priors!r}")
+    prior_energy = None
+    if priors == "torch":
+        from openmmflash.cg.torchpriors import PRIOR_PREFIX, priorEnergyFunction
+        unknown = [f"{f.getName()} ({type(f).__name__})" for f in others
+                   if not f.getName().startswith(PRIOR_PREFIX) and type(f).__name__ != "CMMotionRemover"]
+        if unknown:
+            raise ValueError(f"priors='torch' evaluates only the FlashSchNet force and its priors, but the System "
+                             f"also has {unknown}; use priors='openmm' so OpenMM evaluates them")
+        groups = set()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if neighborCapacity is None:
@@ -74,12 +88,15 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
             neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
     module = createFlashSchNetModule(net, topology, replicas=replicas,
                                      neighborCapacity=int(neighborCapacity)).to(device)
+    if priors == "torch":
+        prior_energy = priorEnergyFunction(system, device)
     if module.periodic or module.use_subset:
         raise ValueError("the FlashSchNet energy evaluator supports non-periodic Systems without atomSubset only")
 
     def energy(pos):  # [N, 3] nm float64 on the device -> kJ/mol
         x = pos.to(module.dtype) * module.length_scale
-        return module.model(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
+        e = module.model(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
+        return e if prior_energy is None else e.to(torch.float64) + prior_energy(pos)
 
     graph = torch.device(device).type == "cuda" and module.capacity > 0  # fixed shapes: capturable
     return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)

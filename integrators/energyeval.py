@@ -81,6 +81,9 @@ class EnergyEvaluator:
         """(OpenMM's energy of the groups, kJ/mol; positions [N, 3] nm as OpenMM holds them)."""
         if self.groups is None:
             st = context.getState(getEnergy=True, getPositions=True)
+        elif not self.groups:  # everything is in ``extra``: no OpenMM energy call
+            return 0.0, np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(
+                unit.nanometer))
         else:
             st = context.getState(getEnergy=True, getPositions=True, groups=self.groups)
         V = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)

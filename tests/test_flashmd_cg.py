@@ -144,6 +144,47 @@ def test_flashschnet_energy_evaluator_matches_the_system_energy():
     assert split_v == pytest.approx(full_v, rel=1e-5, abs=1e-3)
 
 
+def test_torch_priors_equal_openmm_energy_and_forces():
+    """Every prior term of the CG System in PyTorch: energy and -gradient equal OpenMM's (Reference platform), also
+    far from the native structure, where the sign of the torsion and the improper wrap matter."""
+    from openmmflash.cg.torchpriors import priorEnergyFunction
+    from openmmflash.integrators.cgprotein import buildCGSystem
+    _, system, pos, _, _, _ = buildCGSystem(2)
+    kinds = {type(f).__name__ for f in system.getForces() if f.getName().startswith("FlashSchNet prior")}
+    assert kinds == {"HarmonicBondForce", "CustomAngleForce", "CustomTorsionForce", "CustomBondForce"}
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    fn = priorEnergyFunction(system)
+    rng = np.random.default_rng(3)
+    for scale in (0.003, 0.05):
+        q = pos + scale * rng.standard_normal(pos.shape)
+        ctx.setPositions(q)
+        st = ctx.getState(getEnergy=True, getForces=True, groups={1})
+        x = torch.tensor(q, requires_grad=True)
+        e = fn(x)
+        e.backward()
+        assert float(e) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-10)
+        f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        np.testing.assert_allclose(-x.grad.numpy(), f, rtol=1e-7, atol=1e-6 * np.abs(f).max())
+
+
+def test_torch_priors_evaluator_needs_no_openmm_energy_and_refuses_other_forces():
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    full, system, pos, _, _, net = buildCGSystem(2)
+    groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch")
+    assert groups == set()
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CPU"))
+    q = pos + 0.01 * np.random.default_rng(2).standard_normal(pos.shape)
+    ctx.setPositions(q)
+    full_v = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert energy(q) == pytest.approx(full_v, rel=1e-5, abs=1e-3)
+    extra = mm.CustomExternalForce("0.1*x^2")  # a user's restraint that the PyTorch energy does not know
+    extra.addParticle(0, [])
+    extra.setForceGroup(2)
+    system.addForce(extra)
+    with pytest.raises(ValueError, match="priors='openmm'"):
+        flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch")
+
+
 def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
     """With a TorchEnergy the fixed-shape step computes the FlashSchNet part of V(q') with the network (one graph on
     CUDA, eager here); the run equals the one that evaluates it separately on the positions OpenMM holds."""
@@ -187,6 +228,20 @@ def test_cuda_graph_energy_equals_openmm_energy():
         prior_v = ctx.getState(getEnergy=True, groups=groups).getPotentialEnergy().value_in_unit(
             unit.kilojoule_per_mole)
         assert prior_v + energy(q) == pytest.approx(full_v, rel=1e-4, abs=1e-2)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_energy_with_torch_priors_equals_openmm_energy():
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    full, system, pos, _, _, net = buildCGSystem(2, platformName="CUDA")
+    groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cuda", positions=pos, priors="torch")
+    assert groups == set() and energy.capturable and energy._graph is not None
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("CUDA"))
+    for seed in range(3):
+        q = pos + 0.01 * np.random.default_rng(seed).standard_normal(pos.shape)
+        ctx.setPositions(q)
+        full_v = ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        assert energy(q) == pytest.approx(full_v, rel=1e-4, abs=1e-2)
 
 
 def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):

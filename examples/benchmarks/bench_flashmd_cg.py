@@ -53,10 +53,12 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, p
                                       fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
                                       speciesRescale=args.species_rescale)
     useCGBeadTypes(integ, net, topology)  # models with bead-type species (speciesKind "cgBead") need the types
-    if args.energy == "split":
+    if args.energy in ("split", "torch"):
         # positions size a padded neighbor list on CUDA: the energy then runs inside the learned step's graph
+        # ("torch": the priors too, so the rescale makes no OpenMM energy call)
         integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device,
-                                                             positions=positions))
+                                                             positions=positions,
+                                                             priors="torch" if args.energy == "torch" else "openmm"))
     return integ
 
 
@@ -322,10 +324,10 @@ def main(argv=None):
     ap.add_argument("--fallback-substeps", type=int, default=None,
                     help="velocity-Verlet substeps of a rejected stride (default: stride / 2 fs)")
     ap.add_argument("--max-rescale", type=float, default=1.25)
-    ap.add_argument("--energy", choices=["split", "openmm"], default="split",
+    ap.add_argument("--energy", choices=["split", "torch", "openmm"], default="split",
                     help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split; on CUDA a padded "
-                         "list and one CUDA graph with the learned step), or OpenMM's full energy (its TorchForce "
-                         "also runs the backward pass)")
+                         "list and one CUDA graph with the learned step), the priors in PyTorch too (torch: no OpenMM "
+                         "energy call), or OpenMM's full energy (its TorchForce also runs the backward pass)")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")
