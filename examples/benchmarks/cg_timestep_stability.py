@@ -78,6 +78,35 @@ def summarize_langevin(s, discard):
             "T_mean_K": float(T.mean()), "T_sem_K": float(np.std(blocks, ddof=1) / np.sqrt(len(blocks)))}
 
 
+def plot(report, path):
+    """NVE energy traces (runs whose energy fluctuation stays below the kinetic one; the others are named in the
+    title) and the fluctuation ratio against the time step."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows, series = report["timesteps"], report["series"]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    wild = []
+    for dt, s in series.items():
+        ratio = rows[dt]["nve"].get("fluctuationRatio", np.inf)
+        if not s["nve_t_ps"] or not ratio < 1:
+            wild.append(f"{dt} fs")
+            continue
+        e = np.asarray(s["nve_E_total"])
+        ax[0].plot(s["nve_t_ps"], e - e[0], label=f"{dt} fs")
+    ax[0].set(xlabel="t (ps)", ylabel="E_total - E_total(0) (kJ/mol)",
+              title="NVE, VerletIntegrator" + (f" (not shown, energy runs away: {', '.join(wild)})" if wild else ""))
+    ax[0].legend(fontsize=8)
+    dts = [float(d) for d in rows if "fluctuationRatio" in rows[d]["nve"]]
+    ax[1].semilogy(dts, [rows[f"{d:g}"]["nve"]["fluctuationRatio"] for d in dts], "o-")
+    ax[1].axhline(0.05, color="k", lw=0.8, ls="--")
+    ax[1].set(xlabel="time step (fs)", ylabel="std(E_total) / std(E_kinetic)", title="energy conservation")
+    fig.suptitle("CG chignolin (FlashSchNet + priors): time-step stability")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--platform", default="CPU")
@@ -90,7 +119,12 @@ def main(argv=None):
     ap.add_argument("--friction", type=float, default=1.0, help="1/ps")
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--replot", default=None, metavar="JSON", help="only redraw the PNG of an earlier report")
     args = ap.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            plot(json.load(f), args.replot[:-len(".json")] + ".png")
+        return
 
     _, system, positions, _, _, _ = buildCGSystem(1, platformName=args.platform)
     dof = 3 * system.getNumParticles() - 3  # the System has a CMMotionRemover
@@ -148,23 +182,7 @@ def main(argv=None):
     with open(base + ".json", "w") as f:
         json.dump(report, f, indent=1)
 
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
-    for dt, s in series.items():
-        if s["nve_t_ps"]:
-            e = np.asarray(s["nve_E_total"])
-            ax[0].plot(s["nve_t_ps"], e - e[0], label=f"{dt} fs")
-    ax[0].set(xlabel="t (ps)", ylabel="E_total - E_total(0) (kJ/mol)", title="NVE, VerletIntegrator")
-    ax[0].legend(fontsize=8)
-    dts = [float(d) for d in rows if "fluctuationRatio" in rows[d]["nve"]]
-    ax[1].semilogy(dts, [rows[f"{d:g}"]["nve"]["fluctuationRatio"] for d in dts], "o-")
-    ax[1].axhline(0.05, color="k", lw=0.8, ls="--")
-    ax[1].set(xlabel="time step (fs)", ylabel="std(E_total) / std(E_kinetic)", title="energy conservation")
-    fig.suptitle("CG chignolin (FlashSchNet + priors): time-step stability")
-    fig.tight_layout()
-    fig.savefig(base + ".png", dpi=110)
+    plot(report, base + ".png")
     print(f"wrote {base}.json/.png; largest time step meeting the criterion: "
           f"{report['largestTimestepMeetingCriterion_fs']} fs")
 
