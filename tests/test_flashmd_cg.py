@@ -212,6 +212,28 @@ def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
     np.testing.assert_allclose(v_a, v_b, atol=1e-3)
 
 
+def test_torch_priors_give_the_same_run_as_openmm_priors():
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    full, system, pos, _, _, net = buildCGSystem(2)
+    runs = []
+    for priors in ("torch", "openmm"):
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, chain_model(), replicas=2, device="cpu", randomSeed=4,
+                                          maxRescale=10.0)
+        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", positions=pos,
+                                                             priors=priors))
+        ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
+        ctx.setPositions(pos)
+        ctx.setVelocitiesToTemperature(300, 2)
+        integ.step(5)
+        assert integ.getNumLearnedSteps() >= 3
+        runs.append((integ.getNumFallbacks(), integ.getRescaleFactors(),
+                     ctx.getState(getPositions=True).getPositions(asNumpy=True)._value))
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=1e-5)
+    np.testing.assert_allclose(runs[0][2], runs[1][2], atol=1e-5)
+
+
 @pytest.mark.cuda
 def test_cuda_graph_energy_equals_openmm_energy():
     """On CUDA the FlashSchNet energy is sized by a padded list and replayed as a graph; with the priors from
