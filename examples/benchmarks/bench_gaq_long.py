@@ -431,6 +431,8 @@ def plot(report, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     names = list(report["variants"])
+    fp32 = report["settings"].get("fp32_model", FP32_MODEL)
+    name = lambda v: fp32 if v == "fp32" and fp32 != FP32_MODEL else v  # noqa: E731
     fig, ax = plt.subplots(1, 3, figsize=(17, 5))
     colors = dict(zip(VARIANTS, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for n in names:
@@ -438,13 +440,13 @@ def plot(report, path):
         t = np.asarray(s["t_ps"]) / 1000
         w = max(1, len(t) // 200)   # running mean over ~1/200 of the run, for legibility
         sm = lambda x: np.convolve(x, np.ones(w) / w, mode="valid")  # noqa: E731
-        ax[0].plot(sm(t), sm(np.asarray(s["T_H"])), color=colors[n], label=f"{n} H")
-        ax[0].plot(sm(t), sm(np.asarray(s["T_O"])), color=colors[n], ls="--", label=f"{n} O")
+        ax[0].plot(sm(t), sm(np.asarray(s["T_H"])), color=colors[n], label=f"{name(n)} H")
+        ax[0].plot(sm(t), sm(np.asarray(s["T_O"])), color=colors[n], ls="--", label=f"{name(n)} O")
         fb = np.asarray(s["fallbacks"], dtype=float)
         tot = fb + np.asarray(s["learned"], dtype=float)
-        ax[1].plot(t, fb / np.maximum(1, tot), color=colors[n], label=n)
+        ax[1].plot(t, fb / np.maximum(1, tot), color=colors[n], label=name(n))
         if "rdf" in report["variants"][n] and report["rdfReference"]:
-            ax[2].plot(report["rdfReference"]["r_nm"], report["variants"][n]["rdf"]["g_OO"], color=colors[n], label=n)
+            ax[2].plot(report["rdfReference"]["r_nm"], report["variants"][n]["rdf"]["g_OO"], color=colors[n], label=name(n))
     ax[0].axhline(report["settings"]["temperature"], color="k", lw=0.8)
     ax[0].set(xlabel="time (ns)", ylabel="kinetic T (K), running mean; solid H, dashed O",
               title="FlashMDLangevinIntegrator, 387-atom water, 8 fs stride")
