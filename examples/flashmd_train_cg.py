@@ -29,8 +29,8 @@ model file then records speciesKind "cgBead" and integrators need ``cgprotein.us
 
 import argparse
 import os
-import numpy as np
 
+import numpy as np
 import torch  # noqa: F401  (before openmm)
 
 from openmmflash.integrators.cgprotein import buildCGSystem

@@ -154,12 +154,9 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
             integ = mm.CompoundIntegrator()
             integ.addIntegrator(lang)
             integ.addIntegrator(vv)
-            if plat is None:
-                ctx = mm.Context(system, integ)
-            elif plat.getName() in ("CUDA", "OpenCL"):  # reference data: mixed precision, not the GPU default single
-                ctx = mm.Context(system, integ, plat, {"Precision": "mixed"})
-            else:
-                ctx = mm.Context(system, integ, plat)
+            # reference data: on a GPU mixed precision, not the default single
+            props = {"Precision": "mixed"} if plat is not None and plat.getName() in ("CUDA", "OpenCL") else {}
+            ctx = mm.Context(system, integ, plat, props) if plat else mm.Context(system, integ)
             ctx.setPositions(positions * unit.nanometer)
             mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 200)
             ctx.setVelocitiesToTemperature(temperature * unit.kelvin, rseed)

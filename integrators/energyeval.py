@@ -79,14 +79,12 @@ class EnergyEvaluator:
 
     def openmmPart(self, context):
         """(OpenMM's energy of the groups, kJ/mol; positions [N, 3] nm as OpenMM holds them)."""
-        if self.groups is None:
-            st = context.getState(getEnergy=True, getPositions=True)
-        elif not self.groups:  # everything is in ``extra``: no OpenMM energy call
-            return 0.0, np.asarray(context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(
-                unit.nanometer))
+        if self.groups is not None and not self.groups:  # everything is in ``extra``: no OpenMM energy call
+            st, V = context.getState(getPositions=True), 0.0
         else:
-            st = context.getState(getEnergy=True, getPositions=True, groups=self.groups)
-        V = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+            st = context.getState(getEnergy=True, getPositions=True,
+                                  **({} if self.groups is None else {"groups": self.groups}))
+            V = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         return V, np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
 
     def __call__(self, context, extraValue: Optional[float] = None):

@@ -145,10 +145,8 @@ def availableModels() -> List[str]:
     return sorted(f[:-3] for f in os.listdir(MODEL_DIR) if f.endswith(".pt"))
 
 
-def loadModel(model, device=None) -> FlashMDModel:
-    """Load a FlashMD model from a FlashMDModel (returned as is), a file path or a shipped model's name."""
-    if isinstance(model, FlashMDModel):
-        return model.to(device) if device is not None else model
+def modelPath(model) -> str:
+    """The file of a FlashMD model given as a file path or a shipped model's name."""
     path = str(model)
     if not os.path.exists(path):
         named = os.path.join(MODEL_DIR, path + ".pt")
@@ -156,6 +154,14 @@ def loadModel(model, device=None) -> FlashMDModel:
             raise ValueError(f"no FlashMD model file or shipped model named {path!r}; shipped models: "
                              f"{availableModels() or 'none'}")
         path = named
+    return path
+
+
+def loadModel(model, device=None) -> FlashMDModel:
+    """Load a FlashMD model from a FlashMDModel (returned as is), a file path or a shipped model's name."""
+    if isinstance(model, FlashMDModel):
+        return model.to(device) if device is not None else model
+    path = modelPath(model)
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(blob, dict) and blob.get("format") == "openmmflash-flashmd-gaq":  # quantized (openmmflash.gaq)
         from openmmflash.gaq.export import modelFromBlob

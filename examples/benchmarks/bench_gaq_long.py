@@ -64,9 +64,9 @@ SERIES = ("t_ps", "T_H", "T_O", "Epot", "Etot", "learned", "fallbacks", "alpha",
 
 def model_path(variant, models_dir, fp32_model=FP32_MODEL):
     """The model file of a variant (fp32: the shipped model ``fp32_model``, a name or a file)."""
-    from openmmflash.integrators.modelfile import MODEL_DIR
+    from openmmflash.integrators.modelfile import modelPath
     if variant == "fp32":
-        return fp32_model if os.path.exists(fp32_model) else os.path.join(MODEL_DIR, fp32_model + ".pt")
+        return modelPath(fp32_model)
     path = os.path.join(models_dir or "", f"water-gaq-{variant}.pt")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: make it with `openmmflash quantize {FP32_MODEL} --scheme "

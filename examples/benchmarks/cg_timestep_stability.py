@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform as pyplatform
+import sys
 import time
 
 import numpy as np
@@ -24,12 +25,10 @@ from tqdm import tqdm
 from openmmflash.integrators.cgprotein import buildCGSystem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_flashmd_cg import makeContext as context  # noqa: E402  (mixed precision on CUDA, as the CG benchmark)
+
 KB = 0.00831446261815324  # kJ/mol/K
-
-
-def context(system, integrator, platform):
-    props = {"Precision": "mixed"} if platform == "CUDA" else {}
-    return mm.Context(system, integrator, mm.Platform.getPlatformByName(platform), props)
 
 
 def run_series(ctx, integ, dt_fs, total_ps, sample_ps, dof, label, bar):
