@@ -88,6 +88,7 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
             neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
     module = createFlashSchNetModule(net, topology, replicas=replicas,
                                      neighborCapacity=int(neighborCapacity)).to(device)
+    module.requires_grad_(False)  # an evaluator: gradients (forces) with respect to positions only
     if priors == "torch":
         prior_energy = priorEnergyFunction(system, device)
     if module.periodic or module.use_subset:

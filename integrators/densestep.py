@@ -84,14 +84,20 @@ class DenseReplicaStep:
                 self.graph = None
 
     @torch.no_grad()
-    def _compute(self) -> Tuple[Tensor, Tensor, Tensor]:
-        st = self.stepper
+    def update(self, q: Tensor, p: Tensor) -> Tuple[Tensor, Tensor]:
+        """(q', p') [B, n, 3] float64 from (q, p) [B, n, 3] float64 on the device, in the frame of the rotation
+        buffer R; a pure function of its arguments (no buffer is written)."""
         B, n = self.replicas, self.n
-        flat = self.q.reshape(B * n, 3)
+        flat = q.reshape(B * n, 3)
         edge_vec = (flat[self.src] - flat[self.dst]) @ self.R.T
-        pin = self.p.reshape(B * n, 3) @ self.R.T
-        dq, p1 = st.learnedUpdate(self.p, pin, self.type_idx, self.sqrt_m, self.src, self.dst, edge_vec, self.R)
-        q1 = self.q + dq
+        pin = p.reshape(B * n, 3) @ self.R.T
+        dq, p1 = self.stepper.learnedUpdate(p, pin, self.type_idx, self.sqrt_m, self.src, self.dst, edge_vec, self.R)
+        return q + dq, p1
+
+    @torch.no_grad()
+    def _compute(self) -> Tuple[Tensor, Tensor, Tensor]:
+        B, n = self.replicas, self.n
+        q1, p1 = self.update(self.q, self.p)
         e = (self.energy.tensor(q1.reshape(B * n, 3)) if self.energy is not None
              else torch.zeros((), dtype=torch.float64, device=q1.device))
         return q1, p1, e

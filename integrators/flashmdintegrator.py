@@ -16,8 +16,10 @@ not: construct the integrator with the same model before ``loadCheckpoint``.
 
 Per stride: getState (q, v) (skipped after an accepted stride unless a barostat or Andersen thermostat acts between
 steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), setPositions + one energy evaluation
-(energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. Constraints and
-virtual sites are refused; velocities are at the same time as positions (not leap-frog).
+(energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. With the whole
+energy in PyTorch on a CUDA device the strides of a call run device-resident instead (residentstrides.py: one getState
+and one write-back per call). Constraints and virtual sites are refused; velocities are at the same time as
+positions (not leap-frog).
 """
 
 import logging
@@ -33,6 +35,7 @@ from .modelfile import loadModel
 from .densestep import DenseReplicaStep
 from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
+from .residentstrides import FlashMDResident
 from .diagnostics import FlashMDDiagnostics
 from .guard import checkPrediction, energyRescale, rejectionKind
 from .modes import modeShareRescale
@@ -47,7 +50,7 @@ def _value(x, u):
     return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
 
 
-class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
+class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
     Parameters
@@ -82,12 +85,19 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         padded neighbor list with one, paddedstep.py). None: on for a CUDA device (eager if capture fails).
     randomSeed : int
         Seed of the integrator's random numbers (rotations, thermostat noise); 0 picks one at random.
+    deviceResident : bool, optional
+        Run all strides of a ``step(n)`` call on the network's device, fallback substeps included, touching the
+        Context once per call (residentloop.py). Needs the whole potential energy in PyTorch (setEnergyEvaluator with
+        no OpenMM groups, e.g. cgprotein.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
+        OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
+        rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds; True: required.
     """
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
-                 useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None):
+                 useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None,
+                 deviceResident: Optional[bool] = None):
         flashmd = loadModel(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
@@ -100,6 +110,8 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
             raise ValueError(f"replicas must be a whole number >= 1, got {replicas}")
         self.replicas = int(replicas)
         self.useCUDAGraph = useCUDAGraph
+        self.deviceResident = deviceResident
+        self._resident, self._residentDecided = None, False
         self._dense = None
         self._padded = None
         self.rescaleEnergy = bool(rescaleEnergy)
@@ -203,6 +215,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         self._padded = PaddedReplicaStep(self._stepper, B, periodic=True) if graph and self._periodic else None
         self._context = context
         self._cache = None
+        self._resident, self._residentDecided = None, False  # decided at the next step (_residentLoop)
 
     def setAtomTypes(self, types) -> None:
         """Species ids of the particles, [N] or one replica's [N / replicas]: atomic numbers (or a Topology) for an
@@ -239,6 +252,9 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         if int(steps) != steps or steps < 0:
             raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
         context = self._findContext()
+        if steps and self._residentLoop() is not None:
+            self._residentStrides(context, self._resident, int(steps))
+            return
         self._carry = None  # the state is read from the Context at the first stride of every call
         try:
             for _ in range(int(steps)):
@@ -257,6 +273,7 @@ class FlashMDIntegrator(FlashMDDiagnostics, mm.CustomIntegrator):
         """
         self._energy = EnergyEvaluator(groups, extraEnergy)
         self._cache = None
+        self._resident, self._residentDecided = None, False
         if self._context is not None:
             self.setContext(self._context)
 

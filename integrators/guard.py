@@ -16,6 +16,19 @@ import numpy as np
 REJECTION_KINDS = ("nonFinite", "displacement", "energyAbove", "rescaleLow", "rescaleHigh", "species", "modes")
 
 
+def displacementReason(disp: float, maxDisplacement: float) -> str:
+    return f"displacement {disp:.3g} nm > maxDisplacement {maxDisplacement:.3g} nm"
+
+
+def energyAboveReason(E: float) -> str:
+    """E = H - V' <= 0, kJ/mol."""
+    return f"H - V' = {E:.4g} kJ/mol <= 0"
+
+
+def rescaleReason(alpha: float, maxRescale: float) -> str:
+    return f"rescale factor {alpha:.4g} outside [{1 / maxRescale:.3g}, {maxRescale:.3g}]"
+
+
 def checkPrediction(q: np.ndarray, q1: np.ndarray, v1: np.ndarray, maxDisplacement: float) -> Optional[str]:
     """Reason to reject the prediction (q' [N, 3] nm, v' [N, 3] nm/ps) from q before any energy is computed, or
     None."""
@@ -23,7 +36,7 @@ def checkPrediction(q: np.ndarray, q1: np.ndarray, v1: np.ndarray, maxDisplaceme
         return "non-finite prediction"
     disp = np.sqrt(((q1 - q) ** 2).sum(-1)).max()
     if disp > maxDisplacement:
-        return f"displacement {disp:.3g} nm > maxDisplacement {maxDisplacement:.3g} nm"
+        return displacementReason(disp, maxDisplacement)
     return None
 
 
@@ -40,10 +53,10 @@ def energyRescale(v: np.ndarray, v1: np.ndarray, masses: np.ndarray, V: float, V
     if not math.isfinite(V1) or not K1 > 0:
         return f"non-finite energy {V1}", v1, math.nan
     if H - V1 <= 0:
-        return f"H - V' = {H - V1:.4g} kJ/mol <= 0", v1, math.nan
+        return energyAboveReason(H - V1), v1, math.nan
     alpha = math.sqrt((H - V1) / K1)
     if not (1.0 / maxRescale <= alpha <= maxRescale):
-        return f"rescale factor {alpha:.4g} outside [{1 / maxRescale:.3g}, {maxRescale:.3g}]", v1, alpha
+        return rescaleReason(alpha, maxRescale), v1, alpha
     if share is None:
         return None, v1 * alpha, alpha
     shared, reason = share(v, v1, H - V1)

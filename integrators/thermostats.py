@@ -76,6 +76,9 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     def setFriction(self, friction) -> None:
         self.setGlobalVariableByName("flashmdFriction", _value(friction, unit.picosecond ** -1))
 
+    def _thermostatParameters(self):
+        return self.getFriction(), self.getTemperature()
+
     def _thermostatHalfStep(self, v: np.ndarray) -> np.ndarray:
         a = math.exp(-0.5 * self.getFriction() * self.getStepSize().value_in_unit(unit.picosecond))
         sigma = np.sqrt((1.0 - a * a) * KB * self.getTemperature() / self._masses)[:, None]
@@ -98,6 +101,9 @@ class FlashMDBussiIntegrator(_ThermostattedFlashMD):
         self.addGlobalVariable("flashmdTau", _value(tau, unit.picosecond))
         if self.getTemperature() <= 0 or self.getGlobalVariableByName("flashmdTau") <= 0:
             raise ValueError("temperature must be > 0 K and tau > 0 ps")
+
+    def _thermostatParameters(self):
+        return NotImplemented  # one global factor from a chi-square draw: host only
 
     def _thermostatHalfStep(self, v: np.ndarray) -> np.ndarray:
         m = self._masses[:, None]

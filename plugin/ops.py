@@ -12,7 +12,8 @@ autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce
 - ``pair_csr(src [P], dst [P], num_nodes) -> (rowptr [N+1], perm [P], rowptr_src [N+1])`` and
   ``cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff, precision)``:
   the fused Triton CFConv (``openmmflash.plugin.kernels.cfconv``), CUDA float32, ``precision`` "fp32" | "w16a16";
-  same result as ``cfconv``, backward by recomputation over source-grouped segments.
+  same result as ``cfconv``, backward by recomputation over source-grouped segments (itself an op,
+  ``cfconv_csr_backward``, so that torch.compile sees the Triton backward as opaque too).
 
 The host checks of ``neighbor_list`` (finite positions, capacity overflow) synchronize with the device, so they are
 skipped while a CUDA graph is being captured; callers that replay graphs check ``num_pairs`` outside the graph.

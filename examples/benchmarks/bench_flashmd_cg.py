@@ -4,7 +4,10 @@ Both parts compare, in one process on one GPU, the same System (B replicas of ch
 
 - ``LangevinMiddleIntegrator`` at 2 fs (the CG model's stable time step), 300 K, friction 1/ps, and
 - ``FlashMDLangevinIntegrator`` with a shipped FlashMD model (stride 20 or 40 fs), same temperature and friction,
-  energy rescale on (one energy evaluation per stride), guarded, fallbacks as velocity-Verlet substeps.
+  energy rescale on (one energy evaluation per stride), guarded, fallbacks as velocity-Verlet substeps. With
+  ``--energy torch`` on CUDA the whole energy is in PyTorch and the strides run device-resident
+  (integrators/residentloop.py: learned step, guard, rescale and fallback substeps as CUDA graphs, OpenMM touched
+  once per ``step`` call); ``--device-resident both`` times the host and the resident strides side by side.
 
 ``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration (openmmflash.cg.validation
 observables), histogram overlaps, kinetic temperatures, fallback rate and the rescale-factor distribution;
@@ -46,12 +49,18 @@ def makeContext(system, integrator, platform):
     return mm.Context(system, integrator, plat, props)
 
 
-def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, positions=None):
+def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, positions=None, resident=None,
+                      compile=True):
+    """resident: deviceResident of the integrator (default from --device-resident: None for auto, False for off);
+    compile: torch.compile the resident strides (residentCompile)."""
     model = model or args.model
+    if resident is None:
+        resident = {"auto": None, "off": False}.get(args.device_resident)
     integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond, None,
                                       model=model, replicas=replicas, randomSeed=seed, device=args.device,
                                       fallbackSubsteps=fallbackSubsteps(args, model), maxRescale=args.max_rescale,
-                                      speciesRescale=args.species_rescale)
+                                      speciesRescale=args.species_rescale, deviceResident=resident)
+    integ.residentCompile = compile
     useCGBeadTypes(integ, net, topology)  # models with bead-type species (speciesKind "cgBead") need the types
     if args.energy in ("split", "torch"):
         # positions size a padded neighbor list on CUDA: the energy then runs inside the learned step's graph
@@ -171,7 +180,7 @@ def validate(args, info):
             "fallbacks": int(fb), "learnedStrides": int(learned), "fallbackRate": fb / max(1, fb + learned),
             "rejectionsByKind": integ.getRejectionCounts(),
             "fallbackSubsteps": fallbackSubsteps(args, model), "lastRejection": integ.lastRejection,
-            "energyCheck": check,
+            "energyCheck": check, "deviceResident": integ.isDeviceResident(),
             "rescaleFactor": {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
                               "max": float(a.max())} if a.size else None,
             "stable": bool(np.all(np.isfinite(x))),
@@ -247,9 +256,11 @@ def speed(args, info):
         langevin = {"timestep_fs": 2.0, "steps": n_md, "wallSeconds": md_wall, "msPerStep": 1e3 * md_wall / n_md,
                     "nsPerDay": md_ns_day}
         print(f"B={B:4d}  LangevinMiddle 2 fs {langevin['msPerStep']:.3f} ms/step {md_ns_day:10.1f} ns/day")
-        for model in models:
+        modes = {"both": [(False, True), (True, True)], "all": [(False, True), (True, False), (True, True)]}.get(
+            args.device_resident, [(None, True)])
+        for model, (resident, compile) in [(m, r) for m in models for r in modes]:
             stride_fs = loadModel(model).stride * 1000
-            integ = flashmdIntegrator(args, B, 1, system, net, full, model, positions)
+            integ = flashmdIntegrator(args, B, 1, system, net, full, model, positions, resident, compile)
             ctx = makeContext(system, integ, args.platform)
             ctx.setPositions(state.getPositions())
             ctx.setVelocities(state.getVelocities())
@@ -271,6 +282,7 @@ def speed(args, info):
             integ.enableProfiling(False)
             fm_ns_day = n_fm * stride_fs * 1e-6 / fm_wall * 86400 * B
             fb = integ.getNumFallbacks() - fb0
+            ms_fb = 1e3 * timings.get("fallback", 0.0) / fb if fb else None  # wall time of one rejected stride
             row = {"replicas": B, "beads": system.getNumParticles(), "model": os.path.basename(str(model)),
                    "langevin": langevin,
                    "flashmd": {"stride_fs": stride_fs, "strides": n_fm, "wallSeconds": fm_wall,
@@ -279,11 +291,21 @@ def speed(args, info):
                                "rejectionsByKind": integ.getRejectionCounts(),
                                "energyEvaluation": args.energy, "energyCheck": check,
                                "cudaGraphStep": bool(integ._dense is not None and integ._dense.graph is not None),
+                               "deviceResident": integ.isDeviceResident(),
+                               "compiled": bool(integ.isDeviceResident() and integ._resident.compiled),
+                               # the fallback's substeps alone as an integrator (the part of the ratio that comes
+                               # from leaving OpenMM rather than from the learned stride)
+                               "msPerFallbackStride": ms_fb,
+                               "fallbackSubstepsNsPerDay": stride_fs * 1e-6 / (ms_fb * 1e-3) * 86400 * B
+                               if ms_fb else None,
                                "msPerStrideByPhase": {k: 1e3 * v / n_fm for k, v in sorted(timings.items())},
                                "unaccountedMsPerStride": 1e3 * (fm_wall - sum(timings.values())) / n_fm},
                    "ratio": fm_ns_day / md_ns_day}
             rows.append(row)
-            print(f"B={B:4d}  FlashMD {stride_fs:g} fs {row['flashmd']['msPerStride']:.3f} ms/stride "
+            kind = ((" resident" + (" compiled" if row["flashmd"]["compiled"] else ""))
+                    if integ.isDeviceResident() else "")
+            print(f"B={B:4d}  FlashMD {stride_fs:g} fs{kind} "
+                  f"{row['flashmd']['msPerStride']:.3f} ms/stride "
                   f"{fm_ns_day:10.1f} ns/day | ratio {row['ratio']:.2f} | fallbacks {fb}/{n_fm} | by phase (ms) "
                   f"{ {k: round(v, 3) for k, v in row['flashmd']['msPerStrideByPhase'].items()} }")
             del ctx, integ
@@ -328,6 +350,10 @@ def main(argv=None):
                     help="V for the rescale: priors from OpenMM + FlashSchNet forward pass (split; on CUDA a padded "
                          "list and one CUDA graph with the learned step), the priors in PyTorch too (torch: no OpenMM "
                          "energy call), or OpenMM's full energy (its TorchForce also runs the backward pass)")
+    ap.add_argument("--device-resident", choices=["auto", "off", "both", "all"], default="auto",
+                    help="FlashMD strides device-resident (residentloop.py; auto: when the energy is all in PyTorch, "
+                         "--energy torch, on CUDA), never, both timed (speed: host and resident), or all (host, "
+                         "resident without and with torch.compile)")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")

@@ -490,6 +490,22 @@ def _cfconv_csr_fake(x, dist, src, dst, rowptr, perm, rowptr_src, mu, w1, b1, w2
     return torch.empty_like(x)
 
 
+@torch.library.custom_op("openmmflash::cfconv_csr_backward", mutates_args=())
+def cfconv_csr_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, perm: Tensor,
+                        rowptr_src: Tensor, mu: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, gamma: float,
+                        cutoff: float, rbf_cutoff: bool, precision: str) -> Tuple[Tensor, Tensor]:
+    """(dL/dx [N, F'], dL/ddist [P]) of ``cfconv_csr`` for dL/dm = grad_out: an op of its own, so that
+    torch.compile treats the Triton backward as opaque (as it does the forward)."""
+    return cfconv_flash_backward(grad_out, x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2, gamma, cutoff,
+                                 rbf_cutoff, precision)
+
+
+@cfconv_csr_backward.register_fake
+def _cfconv_csr_backward_fake(grad_out, x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2, gamma, cutoff,
+                              rbf_cutoff, precision):
+    return torch.empty_like(x), torch.empty_like(dist)
+
+
 def _cfconv_csr_setup(ctx, inputs, output):
     x, dist, src, dst, rowptr, perm, rowptr_src, mu, w1, b1, w2, gamma, cutoff, rbf_cutoff, precision = inputs
     ctx.save_for_backward(x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2)
@@ -500,8 +516,8 @@ def _cfconv_csr_backward(ctx, grad_out):
     x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2 = ctx.saved_tensors
     gamma, cutoff, rbf_cutoff, precision = ctx.params
     need = ctx.needs_input_grad
-    grad_x, grad_dist = cfconv_flash_backward(grad_out, x, dist, src, dst, perm, rowptr_src, mu, w1, b1, w2,
-                                              gamma, cutoff, rbf_cutoff, precision)
+    grad_x, grad_dist = torch.ops.openmmflash.cfconv_csr_backward(grad_out, x, dist, src, dst, perm, rowptr_src, mu,
+                                                                  w1, b1, w2, gamma, cutoff, rbf_cutoff, precision)
     weight_grads = [None, None, None]
     if need[8] or need[9] or need[10]:
         # Weight gradients (training) are not fused: recompute them with the fp32 reference (edge tensors).
