@@ -22,8 +22,9 @@ model file then records speciesKind "cgBead" and integrators need ``cgprotein.us
    The shipped chignolin-cg-20fs is the older recipe: element species, reference force, 90 s of data, 3 minutes.
 4. Copy the file to integrators/models/ and validate with examples/benchmarks/bench_flashmd_cg.py.
 5. States the learned dynamics visit (DAgger-style): save a FlashMD run's frames (bench_flashmd_cg.py --validate
-   --frames-out DIR), start the replicas from them (data --starts DIR/frames_<model>.npz --equilibration 0.02
-   --decorrelation 0.1), and fine-tune on those pairs together with pairs from the Langevin frames
+   --frames-out DIR, positions and, for FlashMD runs, velocities), start the replicas from them (data --starts
+   DIR/frames_<model>.npz --decorrelation 0.1: the first cycle's pairs start from exactly the saved states), and
+   fine-tune on those pairs together with pairs from the Langevin frames
    (train a.npz b.npz ...). One round: examples/benchmarks/bench_flashmd_cg_gpu.sh dagger.
 """
 
@@ -45,9 +46,9 @@ def _data(args):
     full, system, positions, topology, _, net = buildCGSystem(args.replicas, removeCMMotion=False,
                                                               platformName=args.platform)
     types, kind, labels = flashMDSpecies(net, topology, args.species)
-    minimize = True
+    minimize, velocities = True, None
     if args.starts:  # per-replica starts drawn from saved frames (e.g. the states a FlashMD run visits)
-        positions = startPositions(args.starts, args.replicas, len(positions) // args.replicas, args.seed)
+        positions, velocities = startStates(args.starts, args.replicas, len(positions) // args.replicas, args.seed)
         minimize = False
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     strides = [s / 1000.0 for s in args.strides]
@@ -55,32 +56,40 @@ def _data(args):
                                 timestep=args.timestep / 1000.0, cycles=args.cycles, decorrelation=args.decorrelation,
                                 equilibration=args.equilibration, platform=args.platform, platformProperties=props,
                                 maxSeconds=args.max_seconds, seed=args.seed, speciesKind=kind, speciesLabels=labels,
-                                minimize=minimize)
+                                minimize=minimize, startVelocities=velocities)
     os.makedirs(args.out_dir, exist_ok=True)
     for stride, data in sets.items():
         suffix = "_bead" if args.species == "bead" else ""
         path = os.path.join(args.out_dir, f"chignolin_{round(stride * 1000):d}fs{suffix}.npz")
         data["meta"]["system"] = "bundled CG chignolin (createCGSystem, FlashSchNet TorchForce + priors)"
         data["meta"]["starts"] = [os.path.basename(s) for s in args.starts] if args.starts else "native structure"
+        data["meta"]["startsWithVelocities"] = velocities is not None
         saveDataset(path, data)
         print(f"wrote {data['q0'].shape[0]} pairs ({data['meta']['cycles']} cycles x {args.replicas} replicas, "
               f"{data['meta']['seconds']} s) to {path}")
 
 
-def startPositions(paths, replicas: int, n: int, seed: int) -> np.ndarray:
-    """[replicas, n, 3] nm: frames drawn without replacement (with, if there are fewer) from the ``positions``
-    arrays [F, n, 3] of the .npz files (bench_flashmd_cg.py --frames-out)."""
-    frames = []
+def startStates(paths, replicas: int, n: int, seed: int):
+    """(positions [replicas, n, 3] nm, velocities [replicas, n, 3] nm/ps or None): frames drawn without replacement
+    (with, if there are fewer) from the .npz files of bench_flashmd_cg.py --frames-out. Velocities come along when
+    every file has them (a FlashMD run's frames): the pairs then start from exactly those states."""
+    frames, vels = [], []
     for path in paths:
         with np.load(path) as f:
             x = np.asarray(f["positions"], dtype=np.float64)
+            v = np.asarray(f["velocities"], dtype=np.float64) if "velocities" in f.files else None
         if x.ndim != 3 or x.shape[1:] != (n, 3):
             raise ValueError(f"{path}: positions have shape {x.shape}; expected [frames, {n}, 3] (one chignolin per "
                              "row, as bench_flashmd_cg.py --frames-out writes them)")
+        if v is not None and v.shape != x.shape:
+            raise ValueError(f"{path}: velocities have shape {v.shape}, positions {x.shape}; they must match")
         frames.append(x)
+        vels.append(v)
     x = np.concatenate(frames)
+    v = np.concatenate(vels) if all(u is not None for u in vels) else None
     rng = np.random.default_rng(seed)
-    return x[rng.choice(len(x), replicas, replace=len(x) < replicas)]
+    pick = rng.choice(len(x), replicas, replace=len(x) < replicas)
+    return x[pick], (v[pick] if v is not None else None)
 
 
 def _train(args):
@@ -93,6 +102,7 @@ def _train(args):
     model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff, maxMinutes=args.max_minutes,
                   seed=args.seed, progress=not args.quiet, initialModel=args.init, energyWeight=args.energy_weight,
+                  energyTarget=args.energy_target,
                   system=system, energyPlatform=platform)
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
     from openmmflash.integrators.modelfile import saveModel
@@ -135,6 +145,8 @@ def main(argv=None):
     p.add_argument("--cutoff", type=float, default=0.6, help="nm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None, help="fine-tune this FlashMD model (name or file) instead of a new one")
+    p.add_argument("--energy-target", choices=("total", "potential"), default="total",
+                   help="the energy term asks for the conserved H (total) or the true end point's V (potential)")
     p.add_argument("--energy-weight", type=float, default=0.0,
                    help="weight of the energy-conservation term (one OpenMM energy + forces per frame)")
     p.add_argument("--energy-platform", default=None, help="OpenMM platform of the energy term (default: CUDA if present)")

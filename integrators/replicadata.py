@@ -65,7 +65,7 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
                          friction: float = 5.0, platform: Optional[str] = None, platformProperties=None,
                          maxSeconds: Optional[float] = None, minimize: bool = True, seed: int = 1,
                          progress: bool = True, speciesKind: str = "element",
-                         speciesLabels: Optional[Dict[int, str]] = None) -> Dict[float, dict]:
+                         speciesLabels: Optional[Dict[int, str]] = None, startVelocities=None) -> Dict[float, dict]:
     """Pairs at several strides from B replicas in one System.
 
     Parameters
@@ -82,6 +82,9 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
     cycles : NVE + decorrelation cycles (each gives one pair per replica and stride)
     decorrelation, equilibration : Langevin time between pairs and before the first, ps
     maxSeconds : stop after the cycle that passes this wall time (at least one cycle runs)
+    startVelocities : optional [B * n, 3] or [B, n, 3] nm/ps with ``positions``: the first cycle's NVE segments start
+        from exactly these states (no minimization, no equilibration; e.g. the states of a FlashMD run, whose
+        momenta need not be thermal), later cycles as usual
 
     Returns {stride: dataset dict} in the layout of :mod:`openmmflash.integrators.data`.
     """
@@ -128,14 +131,21 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
     kt = np.repeat(KB * temps, n)
     integ.setPerDofVariableByName("kT", [mm.Vec3(k, k, k) for k in kt])
     context.setPositions(np.asarray(positions, dtype=np.float64).reshape(N, 3) * unit.nanometer)
-    if minimize:
+    if minimize and startVelocities is None:
         mm.LocalEnergyMinimizer.minimize(context, 10.0, 100)
     rng = np.random.default_rng(seed)
-    v0 = rng.standard_normal((N, 3)) * np.sqrt(kt / masses)[:, None]
-    context.setVelocities(v0 * unit.nanometer / unit.picosecond)
-    integ.setGlobalVariableByName("mode", 0)
-    integ.setStepSize(langevinTimestep)
-    integ.step(max(1, int(round(equilibration / langevinTimestep))))
+    if startVelocities is not None:
+        v0 = np.asarray(startVelocities, dtype=np.float64)
+        if v0.size != N * 3:
+            raise ValueError(f"startVelocities must have {N} x 3 entries (nm/ps), got shape {v0.shape}")
+        context.setVelocities(v0.reshape(N, 3) * unit.nanometer / unit.picosecond)
+        equilibration = 0.0
+    else:
+        v0 = rng.standard_normal((N, 3)) * np.sqrt(kt / masses)[:, None]
+        context.setVelocities(v0 * unit.nanometer / unit.picosecond)
+        integ.setGlobalVariableByName("mode", 0)
+        integ.setStepSize(langevinTimestep)
+        integ.step(max(1, int(round(equilibration / langevinTimestep))))
     out = {s: {k: [] for k in ("q0", "p0", "dq", "p1", "temperature")} for s in strides}
     bar = None
     if progress:

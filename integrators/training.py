@@ -3,13 +3,17 @@
 Loss per batch (targets in the model's dimensionless mass-scaled units, see modelfile.py):
 
     L = mean |a - dq sqrt(m) / (stride s)|^2 + mean |b - p' / sqrt(m) / s|^2 + energyWeight * L_E
-    L_E = mean over frames of log(1 + ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2)
+    L_E = mean over frames of log(1 + ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2)     (energyTarget "total")
+    L_E = mean over frames of log(1 + ((V(q_pred) - V(q + dq)) / (sqrt(N) k T))^2)                 ("potential")
 
 with s = momentumScale, plus optionally kineticWeight * L_K (see :func:`species_kinetic_loss`), which penalizes a
 wrong kinetic energy per species in the predicted state (off by default; an option against equipartition errors, not
 validated: for the shipped water model the held-out one-stride ratio is already 0.995 for H and 1.003 for O). V comes from the System through an OpenMM Context (forward: energy, backward: -forces), so
 the energy term uses exactly the potential the integrator's rescaling will use. It is switched on after 20 % of
-the iterations (ramped in by 40 %), once predicted structures are sane. Augmentation: each frame is
+the iterations (ramped in by 40 %), once predicted structures are sane. "total" asks for the conserved H, which the
+network can also meet by moving kinetic into potential energy (predicted structures too high on stiff bonds, which the
+integrator's rescale then pays for from the momenta, stride after stride: examples/benchmarks/flashmd_cg_rejections.py);
+"potential" asks for the true end point's potential energy, so that the momentum term alone sets K. Augmentation: each frame is
 time-reversed with probability 1/2 ((q', -p') -> (q, -p)) and the batch is rotated by a random O(3) matrix.
 
 Resumable: every ``checkpointInterval`` iterations the model, optimizer, schedule and iteration count are saved to
@@ -98,7 +102,8 @@ class Trainer:
     def __init__(self, data, model: Optional[FlashMDModel] = None, channels: int = 64, numLayers: int = 3,
                  numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
                  validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
-                 device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0):
+                 device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0,
+                 energyTarget: str = "total"):
         data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -145,6 +150,9 @@ class Trainer:
         self.sqrt_m = torch.sqrt(self.masses).view(1, -1, 1)
         self.batchSize = int(batchSize)
         self.energyWeight = float(energyWeight)
+        if energyTarget not in ("total", "potential"):
+            raise ValueError(f"energyTarget must be 'total' or 'potential', got {energyTarget!r}")
+        self.energyTarget = energyTarget
         self.kineticWeight = float(kineticWeight)
         self.lastKinetic = None
         self.context = makeEnergyContext(system, energyPlatform) if (system is not None and energyWeight > 0) \
@@ -213,13 +221,19 @@ class Trainer:
                 dq_pred, p_pred = dq_pred @ R, p_pred @ R
             box = self._box(idx)
             V1 = _OpenMMPotential.apply((q0 + dq_pred).double(), self.context, box)
-            K1 = (p_pred.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
-            with torch.no_grad():
-                V0 = _OpenMMPotential.apply(q0.double(), self.context, box)
-                K0 = (p0.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
             kT = KB * self.temperature[idx].double()
+            if self.energyTarget == "potential":
+                with torch.no_grad():  # the true end point (dq in the lab frame: the rotation is undone)
+                    dq_lab = dq @ R if augment else dq
+                    excess = V1 - _OpenMMPotential.apply((q0 + dq_lab).double(), self.context, box)
+            else:
+                K1 = (p_pred.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
+                with torch.no_grad():
+                    V0 = _OpenMMPotential.apply(q0.double(), self.context, box)
+                    K0 = (p0.double() ** 2 / (2 * self.masses.double().view(1, -1, 1))).sum((1, 2))
+                excess = V1 + K1 - V0 - K0
             # log1p keeps early, wildly wrong predictions (overlapping atoms, V ~ 1e10) from dominating.
-            le = torch.log1p(((V1 + K1 - V0 - K0) / (math.sqrt(N) * kT)) ** 2).mean().float()
+            le = torch.log1p((excess / (math.sqrt(N) * kT)) ** 2).mean().float()
         return total + weight * le, lq, lp, le
 
     def _progress(self) -> float:
@@ -314,13 +328,13 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           numLayers: int = 3, numRBF: int = 16, cutoff: float = 0.5, energyWeight: float = 0.0, system=None,
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
-          kineticWeight: float = 0.0, initialModel=None) -> FlashMDModel:
+          kineticWeight: float = 0.0, initialModel=None, energyTarget: str = "total") -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
     particles, merged) and write it to ``output``.
 
     Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
     frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
-    ``system``), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
+    ``system``; energyTarget "total" or "potential", see the module docstring), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
     ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a FlashMDModel, or a shipped name or
     file for modelfile.loadModel) fine-tunes that model instead of a new one (its stride and species must match the
     data; the network-size arguments are then ignored); its provenance is kept under ``initialProvenance``.
@@ -333,7 +347,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     init_provenance = dict(initialModel.provenance) if initialModel is not None else None
     trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
                       batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
-                      device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight)
+                      device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight,
+                      energyTarget=energyTarget)
     state_path = output + ".state"
     if resume and os.path.exists(state_path):
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
@@ -365,7 +380,7 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     model = trainer.model
     model.validation = trainer.validate()
     model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
-                        "energyWeight": energyWeight, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
+                        "energyWeight": energyWeight, "energyTarget": energyTarget, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
                         "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
                         "lossHistory": trainer.history[-200:]}
     if initialModel is not None:

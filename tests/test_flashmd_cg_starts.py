@@ -50,6 +50,30 @@ def test_start_frames_of_the_wrong_shape_are_refused(frames, tmp_path):
     bad = str(tmp_path / "bad.npz")
     np.savez(bad, positions=x[:, :10])
     with pytest.raises(ValueError, match="expected \\[frames, 47, 3\\]"):
-        flashmd_train_cg.startPositions([bad], 2, 47, 0)
-    many = flashmd_train_cg.startPositions([path], 8, 47, 0)  # more replicas than frames: drawn with replacement
-    assert many.shape == (8, 47, 3)
+        flashmd_train_cg.startStates([bad], 2, 47, 0)
+    many, v = flashmd_train_cg.startStates([path], 8, 47, 0)  # more replicas than frames: drawn with replacement
+    assert many.shape == (8, 47, 3) and v is None  # positions only: no velocities
+    np.savez(bad, positions=x, velocities=x[:, :10])
+    with pytest.raises(ValueError, match="velocities have shape"):
+        flashmd_train_cg.startStates([bad], 2, 47, 0)
+
+
+def test_pairs_start_from_exactly_the_saved_states(frames, tmp_path):
+    """Frames with velocities (a FlashMD run's): the first cycle's pairs start from exactly those (q, p), not from
+    a thermalized copy, so training sees the states the learned dynamics produce."""
+    from openmmflash.integrators.cgprotein import buildCGSystem
+    path, x = frames
+    _, system, _, _, _, _ = buildCGSystem(1, platformName="CPU")
+    m = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])
+    v = np.random.default_rng(1).standard_normal(x.shape) * 0.5 * np.arange(1, 6)[:, None, None]  # not thermal
+    both = str(tmp_path / "frames_with_v.npz")
+    np.savez(both, positions=x.astype(np.float32), velocities=v.astype(np.float32), frame_ps=0.2)
+    out = str(tmp_path / "data")
+    flashmd_train_cg.main(["data", "--replicas", "2", "--cycles", "1", "--strides", "2", "--platform", "CPU",
+                           "--starts", both, "--seed", "4", "--out-dir", out])
+    data = loadDataset(os.path.join(out, "chignolin_2fs.npz"))
+    chosen = np.random.default_rng(4).choice(len(x), 2, replace=False)
+    assert data["meta"]["startsWithVelocities"]
+    np.testing.assert_allclose(data["q0"], x[chosen], atol=1e-5)
+    np.testing.assert_allclose(data["p0"], (m[:, None] * v[chosen]), rtol=1e-5, atol=1e-5)
+    assert np.abs(data["dq"]).max() > 0

@@ -51,6 +51,50 @@ def test_training_reduces_loss(dataset):
     assert metrics["numValidationPairs"] == 1 and np.isfinite(metrics["rmse_dq_nm_Z1"])
 
 
+def test_potential_energy_target_compares_with_the_true_end_point(dataset, monkeypatch):
+    """energyTarget="potential": the energy term is log1p(((V(q + dq_pred) - V(q + dq)) / (sqrt(N) kT))^2), here
+    recomputed with another Context (augmentation made the identity, so the prediction is the plain one); "total"
+    gives another value; a bad name is refused."""
+    import openmmflash.integrators.training as training
+    from openmmflash.integrators.stepper import batch_edges
+    path, system, top, pos = dataset
+    common = dict(channels=8, numLayers=1, numRBF=4, cutoff=0.4, batchSize=2, energyWeight=0.1, system=system,
+                  energyPlatform="Reference", seed=1)
+    pot, tot = Trainer(path, energyTarget="potential", **common), Trainer(path, energyTarget="total", **common)
+    monkeypatch.setattr(training, "random_rotation", lambda g, dtype: torch.eye(3, dtype=dtype))
+    idx = pot.train_idx[:2]
+    values = []
+    for t in (pot, tot):
+        t.iteration, t.iterations = 1, 1  # past the ramp: the energy term is on
+        plain = t._batch
+        monkeypatch.setattr(t, "_batch", lambda i, augment, plain=plain: plain(i, False))  # no time reversal
+        values.append(float(t.loss(idx, augment=True)[3]))
+    model = pot.model
+    q0, p0, dq = pot.q0[idx], pot.p0[idx], pot.dq[idx]
+    B, N, _ = q0.shape
+    box = pot._box(idx)
+    src, dst, ev = batch_edges(q0, box, model.cutoff)
+    s = model.momentumScale
+    with torch.no_grad():
+        a, _ = model.normalized(pot.type_idx.repeat(B), (p0 / pot.sqrt_m / s).reshape(B * N, 3), src, dst, ev)
+    dq_pred = (a.reshape(B, N, 3) * model.stride * s / pot.sqrt_m).double().numpy()
+    ctx = mm.Context(system, mm.VerletIntegrator(0.001), mm.Platform.getPlatformByName("Reference"))
+    terms = []
+    for b in range(B):
+        if box is not None:
+            ctx.setPeriodicBoxVectors(*box[b].double().numpy())
+        V = []
+        for q in (q0[b].double().numpy() + dq_pred[b], (q0[b] + dq[b]).double().numpy()):
+            ctx.setPositions(q)
+            V.append(ctx.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        kT = training.KB * float(pot.temperature[idx][b])
+        terms.append(np.log1p(((V[0] - V[1]) / (np.sqrt(N) * kT)) ** 2))
+    assert values[0] == pytest.approx(np.mean(terms), rel=1e-4, abs=1e-5)
+    assert abs(values[1] - values[0]) > 1e-3
+    with pytest.raises(ValueError, match="energyTarget"):
+        Trainer(path, energyTarget="kinetic", **common)
+
+
 def test_energy_term_gradient_is_minus_force(dataset):
     from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
     path, system, top, pos = dataset

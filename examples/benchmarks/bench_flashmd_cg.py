@@ -91,35 +91,40 @@ def start(context, positions, temperature, seed, minimize=True):
     context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
 
 
-def record(context, integrator, steps_per_frame, frames, max_wall, label):
-    """Run ``frames`` frames of ``steps_per_frame`` steps; returns positions [F, N, 3] nm, kinetic T [F] K, wall."""
+def record(context, integrator, steps_per_frame, frames, max_wall, label, velocities=False):
+    """Run ``frames`` frames of ``steps_per_frame`` steps; returns positions [F, N, 3] nm, kinetic T [F] K, wall and,
+    with ``velocities``, velocities [F, N, 3] nm/ps (else None)."""
     from tqdm import tqdm
     system = context.getSystem()
     dof = 3 * system.getNumParticles() - 3
-    pos, temps = [], []
+    pos, temps, vel = [], [], []
     t0 = time.time()
     for _ in tqdm(range(frames), desc=label, unit="frame", mininterval=5):
         integrator.step(steps_per_frame)
-        st = context.getState(getPositions=True, getEnergy=True)
+        st = context.getState(getPositions=True, getEnergy=True, getVelocities=velocities)
         x = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         if not np.all(np.isfinite(x)):
             raise RuntimeError(f"{label}: NaN positions")
         pos.append(np.asarray(x, dtype=np.float32))
+        if velocities:
+            vel.append(np.asarray(st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond),
+                                  dtype=np.float32))
         temps.append(2 * st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole) / (dof * KB))
         if max_wall and time.time() - t0 > max_wall:
             break
-    return np.array(pos), np.array(temps), time.time() - t0
+    return np.array(pos), np.array(temps), time.time() - t0, (np.array(vel) if velocities else None)
 
 
-def saveFrames(args, name, x, n, frame_ps):
+def saveFrames(args, name, x, n, frame_ps, v=None):
     """With --frames-out: the run's frames as ``<dir>/frames_<name>.npz`` (positions [F, n, 3] nm, one row per
-    replica and frame), e.g. starts for training data from the states a FlashMD run visits (flashmd_train_cg.py data
-    --starts)."""
+    replica and frame; velocities nm/ps when ``v`` is given, FlashMD runs), e.g. starts for training data from the
+    states a FlashMD run visits (flashmd_train_cg.py data --starts)."""
     if not args.frames_out:
         return
     os.makedirs(args.frames_out, exist_ok=True)
+    extra = {} if v is None else {"velocities": np.asarray(v, dtype=np.float32).reshape(-1, n, 3)}
     np.savez_compressed(os.path.join(args.frames_out, f"frames_{name}.npz"),
-                        positions=np.asarray(x, dtype=np.float32).reshape(-1, n, 3), frame_ps=frame_ps)
+                        positions=np.asarray(x, dtype=np.float32).reshape(-1, n, 3), frame_ps=frame_ps, **extra)
 
 
 def validate(args, info):
@@ -141,7 +146,7 @@ def validate(args, info):
     ctx = makeContext(system, lang, args.platform)
     start(ctx, positions, args.temperature, args.seed)
     lang.step(int(round(args.burn / 0.002)))
-    x, temps, wall = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs")
+    x, temps, wall, _ = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs")
     del ctx, lang
     saveFrames(args, "langevin", x, len(native), frame_ps)
     obs = {"langevin": observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)}
@@ -167,9 +172,10 @@ def validate(args, info):
         integ.step(int(round(args.burn * 1000 / stride_fs)))
         fb0, n0 = integ.getNumFallbacks(), integ.getNumLearnedSteps()
         spf = int(round(frame_ps * 1000 / stride_fs))
-        x, temps, wall = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}")
+        x, temps, wall, v = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}",
+                                   velocities=bool(args.frames_out))
         fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
-        saveFrames(args, name, x, len(native), frame_ps)
+        saveFrames(args, name, x, len(native), frame_ps, v)
         a = integ.getRescaleFactors()
         obs[name] = observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)
         rep["runs"][name] = {

@@ -11,8 +11,9 @@
 #       SPECIES=bead train OUT 100 5.0 20 40 (seed 3), then finetune OUT OUT/chignolin-cg-40fs-bead.pt 40 70 3.5
 #   bash examples/benchmarks/bench_flashmd_cg_gpu.sh dagger OUTDIR MODEL STRIDE_FS [RUN_SECONDS] [DATA_SECONDS] [MINUTES]
 #       DAgger-style round: MODEL runs (FlashMD, 1 replica, RUN_SECONDS, default 90) next to LangevinMiddle (32
-#       replicas) with their frames saved; 256 replicas then start from the frames FlashMD visited and, as many again,
-#       from the Langevin ensemble, and record pairs with the true dynamics (DATA_SECONDS each, default 50; short
+#       replicas) with their frames saved; 256 replicas then start from the frames FlashMD visited (positions and
+#       velocities: the first cycle's pairs from exactly those states) and, as many again, from the Langevin
+#       ensemble, and record pairs with the true dynamics (DATA_SECONDS each, default 50; short
 #       equilibration and decorrelation, so the pairs stay near those states); MODEL is fine-tuned on both with the
 #       energy term (MINUTES, default 3) into OUTDIR/<model>-dagger.pt. env SPECIES as above (bead for
 #       chignolin-cg-40fs)
