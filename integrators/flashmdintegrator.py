@@ -91,6 +91,9 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         no OpenMM groups, e.g. cgprotein.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
         OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
         rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds; True: required.
+        On CUDA both strides are compiled with torch.compile at the first step, which then takes longer; set
+        ``integrator.residentCompile = False`` before it to capture them uncompiled (2.4x slower per accepted
+        stride on an H100, results/flashmd_cg_speed_gpu_s8_compiled.json).
     """
 
     def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
