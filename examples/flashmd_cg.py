@@ -3,10 +3,13 @@
 The System is the bundled CG chignolin as the demo builds it (priors as native forces + the FlashSchNet TorchForce;
 TorchForce needs the CUDA platform with recent PyTorch builds, the CPU platform works with others). The only
 FlashMD-specific lines are the integrator, the bead types for models trained with bead-type species (the shipped
-chignolin-cg-40fs), and the cheaper energy evaluation for the rescale (OpenMM's priors + a FlashSchNet forward pass
-instead of the TorchForce's forward and backward pass; on CUDA it runs inside the learned step's CUDA graph).
-chignolin-cg-40fs falls back to ordinary substeps in 7-62 % of the strides (more far from the native structure),
-chignolin-cg-20fs in about 25 % (see integrators/models/README.md).
+chignolin-cg-40fs), and the energy evaluation for the rescale: the priors and a FlashSchNet forward pass in PyTorch
+instead of OpenMM's forces. With it, on CUDA, the integrator runs each step() call's strides device-resident
+(integrators/residentloop.py: learned step, guard, rescale, thermostat and fallback substeps as compiled CUDA
+graphs; checked against OpenMM's energy and forces first). Friction 10/ps gave the fewest fallbacks on an H100
+(16.9 % over 873 ps, 7.49x the ns/day of LangevinMiddleIntegrator at 2 fs with the same friction); chignolin-cg-40fs
+falls back to ordinary substeps in 17-75 % of the strides depending on where its trajectory goes
+(integrators/models/README.md).
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
 """
@@ -35,14 +38,14 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
 
     topology, system, positions, _, _, net = buildCGSystem(1, platformName=args.platform)
-    # was: LangevinMiddleIntegrator(300*kelvin, 1/picosecond, 2*femtoseconds)
+    # was: LangevinMiddleIntegrator(300*kelvin, 10/picosecond, 2*femtoseconds)
     model = loadModel(args.model)
-    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=model,
+    integrator = FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=model,
                                            speciesRescale=False, fallbackSubsteps=cgFallbackSubsteps(model),
                                            device=args.device)
     useCGBeadTypes(integrator, net, topology)  # only acts for models trained with bead-type species
     integrator.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device=args.device,
-                                                              positions=positions))
+                                                              positions=positions, priors="torch"))
 
     simulation = app.Simulation(topology, system, integrator, Platform.getPlatformByName(args.platform))
     simulation.context.setPositions(positions)
@@ -53,7 +56,8 @@ def main(argv=None):
     simulation.reporters.append(app.DCDReporter(os.path.join(args.output, "traj.dcd"), 10))
     simulation.step(args.steps)
     print(f"time {simulation.context.getState().getTime()}, learned strides {integrator.getNumLearnedSteps()}, "
-          f"fallbacks {integrator.getNumFallbacks()} (last reason: {integrator.lastRejection})")
+          f"fallbacks {integrator.getNumFallbacks()} (last reason: {integrator.lastRejection}), device-resident "
+          f"strides: {integrator.isDeviceResident()}")
 
 
 if __name__ == "__main__":

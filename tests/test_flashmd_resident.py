@@ -98,6 +98,36 @@ def test_resident_strides_equal_the_host_strides(cg):
     np.testing.assert_allclose(va, vb, atol=1e-4)
 
 
+def test_resident_strides_under_simulation_with_reporters(cg, tmp_path):
+    """app.Simulation drives the resident integrator like any other: reporters at odd intervals see the right step
+    and time, and the DCD file gets its frames."""
+    import io
+    from openmm import app
+    full, system, pos, net = cg
+    integ = FlashMDLangevinIntegrator(300, 10.0, 0.004, chain_model(), replicas=2, device="cpu", deviceResident=True,
+                                      maxRescale=1.5)
+    integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch"))
+    sim = app.Simulation(full, system, integ, mm.Platform.getPlatformByName("CPU"))
+    sim.context.setPositions(pos)
+    sim.context.setVelocitiesToTemperature(300, 1)
+    log = io.StringIO()
+    sim.reporters.append(app.StateDataReporter(log, 3, step=True, time=True))
+    sim.reporters.append(app.DCDReporter(str(tmp_path / "t.dcd"), 2))
+    sim.step(7)
+    assert integ.isDeviceResident()
+    assert sim.currentStep == 7 and sim.context.getStepCount() == 7
+    assert sim.context.getTime().value_in_unit(unit.picosecond) == pytest.approx(7 * 0.004)
+    rows = [line.split(",") for line in log.getvalue().splitlines()[1:]]
+    assert [int(r[0]) for r in rows] == [3, 6]
+    assert [float(r[1]) for r in rows] == pytest.approx([0.012, 0.024])
+    import mdtraj
+    traj = mdtraj.load_dcd(str(tmp_path / "t.dcd"), top=mdtraj.Topology.from_openmm(full))
+    assert traj.n_frames == 3  # steps 2, 4, 6
+    np.testing.assert_allclose(traj.xyz[-1], sim.context.getState(getPositions=True).getPositions(
+        asNumpy=True).value_in_unit(unit.nanometer), atol=0.05)  # the last frame, one stride before the end
+    assert integ.getNumLearnedSteps() + integ.getNumFallbacks() == 7
+
+
 def test_resident_rescale_conserves_energy_exactly(cg):
     full, system, pos, net = cg
     integ, ctx = _run(cg, True, steps=0)
