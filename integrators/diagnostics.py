@@ -1,7 +1,9 @@
 """Diagnostics of the FlashMD integrators (a mixin of FlashMDIntegrator): counters, rejection kinds, rescale
 factors, per-species temperatures, per-phase wall times, and the checkpointed Python-side state. Reads the integrator's global variables and the Python
-state its strides leave (``_rejections``, ``_alphas``, ``timings``)."""
+state its strides leave (``_rejections``, ``_alphas``, ``timings``), which both stride paths (host and device-resident)
+record through ``_noteRescale`` and ``_noteRejection``."""
 
+import logging
 import time
 from typing import Dict
 
@@ -10,6 +12,9 @@ from openmm import unit
 
 from .modes import moleculeGroups, modeTemperatures
 from .species import speciesTemperatures
+
+logger = logging.getLogger("openmmflash.flashmd")
+MAX_RESCALE_FACTORS = 10000  # getRescaleFactors keeps the latest 5,000 to 10,000
 
 
 class FlashMDDiagnostics:
@@ -40,6 +45,22 @@ class FlashMDDiagnostics:
     def getNumLearnedSteps(self) -> int:
         """Number of accepted learned strides."""
         return int(self.getGlobalVariableByName("flashmdNumLearned"))
+
+    def _noteRescale(self, alpha: float) -> None:
+        """Record the rescale factor of an accepted stride."""
+        self._alphas.append(alpha)
+        if len(self._alphas) > MAX_RESCALE_FACTORS:
+            del self._alphas[:MAX_RESCALE_FACTORS // 2]
+
+    def _noteRejection(self, reason: str, kind: str, step: int, numFallbacks: int) -> None:
+        """Record a rejected stride (its kind, the reason as lastRejection) and log the first ten and every 100th;
+        ``step``: the step it was rejected at, ``numFallbacks``: fallbacks so far, this one included."""
+        self._rejections[kind] = self._rejections.get(kind, 0) + 1
+        self.lastRejection = reason
+        if numFallbacks <= 10 or numFallbacks % 100 == 0:
+            logger.warning("FlashMD step %d rejected (%s); advanced with %d velocity-Verlet substeps instead "
+                           "(%d fallbacks so far)", step, reason, int(self.getGlobalVariableByName("flashmdSubsteps")),
+                           numFallbacks)
 
     def getRescaleFactors(self) -> np.ndarray:
         """Recent energy rescale factors alpha of accepted steps (diagnostic of the model's energy error)."""

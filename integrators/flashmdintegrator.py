@@ -22,7 +22,6 @@ and one write-back per call). Constraints and virtual sites are refused; velocit
 positions (not leap-frog).
 """
 
-import logging
 import time
 from typing import Optional
 
@@ -42,7 +41,6 @@ from .modes import modeShareRescale
 from .species import checkSystem, speciesShareRescale
 from .stepper import FlashMDStepper, check_stride
 
-logger = logging.getLogger("openmmflash.flashmd")
 MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
 
 
@@ -330,9 +328,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         reason, v1, alpha = energyRescale(v, v1, self._masses, V, held[0], self.maxRescale, self._share(q, q1, box))
         if reason is not None:
             return reason, v1, None
-        self._alphas.append(alpha)
-        if len(self._alphas) > 10000:
-            del self._alphas[:5000]
+        self._noteRescale(alpha)
         return None, v1, held
 
     def _stride(self, context) -> None:
@@ -364,9 +360,6 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         rotation = self._randomRotation() if self.randomRotation else None
         q1, v1, e1 = self._predict(q, v, box, rotation)
         reason, v1, held = self._guard(context, q, v, V, q1, v1, e1, box)
-        if reason is not None:
-            kind = rejectionKind(reason)
-            self._rejections[kind] = self._rejections.get(kind, 0) + 1
         if reason is None:
             v1 = self._thermostatHalfStep(v1)
             if self._removeCOM:  # what the System's CMMotionRemover would do to v1 (so that carrying it is exact)
@@ -390,11 +383,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         # Rejected: restore the state and run the stride with velocity-Verlet substeps inside the C++ program.
         nfb = int(self.getGlobalVariableByName("flashmdNumFallbacks")) + 1
         self.setGlobalVariableByName("flashmdNumFallbacks", nfb)
-        if nfb <= 10 or nfb % 100 == 0:
-            logger.warning("FlashMD step %d rejected (%s); advanced with %d velocity-Verlet substeps instead "
-                           "(%d fallbacks so far)", context.getStepCount(), reason,
-                           int(self.getGlobalVariableByName("flashmdSubsteps")), nfb)
-        self.lastRejection = reason
+        self._noteRejection(reason, rejectionKind(reason), context.getStepCount(), nfb)
         context.setPositions(q)
         context.setVelocities(v)
         self.setGlobalVariableByName("flashmdFallback", 1)

@@ -94,7 +94,6 @@ class ResidentLoop:
         self.energyValue = energy  # numpy positions -> kJ/mol (its own graph on CUDA)
         self.energy = energy.fn
         dev = dense.stepper.device
-        self.device = dev
         m = torch.as_tensor(np.asarray(masses, dtype=np.float64), device=dev)
         self.N = m.shape[0]
         self.m = m.unsqueeze(-1)  # [N, 1]
@@ -169,9 +168,11 @@ class ResidentLoop:
         E = H - V1
         alpha = torch.sqrt(torch.clamp(E, min=0.0) / K1)
         finite = torch.isfinite(q1).all() & torch.isfinite(v1).all() & torch.isfinite(V1) & (K1 > 0)
-        code = torch.where(~finite, 1, torch.where(disp > self.maxDisplacement, 2, torch.where(
-            ~(E > 0), 3, torch.where(alpha < 1.0 / self.maxRescale, 4, torch.where(alpha > self.maxRescale, 5, 0)))))
-        ok = code == 0
+        # one row per entry of CODES, in its order; the code is 1 + the first that fails (argmax: first maximum)
+        fails = torch.stack([~finite, disp > self.maxDisplacement, ~(E > 0), alpha < 1.0 / self.maxRescale,
+                             alpha > self.maxRescale])
+        ok = ~fails.any()
+        code = torch.where(ok, 0, fails.to(torch.int64).argmax() + 1)
         v2 = self._atRest(self._half(alpha * v1, z1))
         return (torch.where(ok, q1, q), torch.where(ok, v2, vh), torch.where(ok, V1, V), z1,
                 torch.stack([code.to(torch.float64), alpha, disp, E]))
@@ -204,10 +205,11 @@ class ResidentLoop:
 
     def _capture(self) -> None:
         """Capture both strides as CUDA graphs on the current state; the state is left as it was."""
-        saved = [t.clone() for t in (self.q, self.v, self.V, self.counter, self.z1)]
+        live = (self.q, self.v, self.V, self.counter, self.z1)
+        saved = [t.clone() for t in live]
 
         def restore():
-            for t, s in zip((self.q, self.v, self.V, self.counter, self.z1), saved):
+            for t, s in zip(live, saved):
                 t.copy_(s)
         # the warm-up calls (which also compile) advance the state; capture itself runs nothing: put it back
         try:

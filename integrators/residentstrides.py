@@ -6,7 +6,6 @@ half steps and fallback substeps from the PyTorch forces), writes (q, v) back an
 advance the step count and time by n strides (its program does no work with the fallback flag off).
 """
 
-import logging
 import time
 from typing import List, Optional
 
@@ -15,9 +14,6 @@ from openmm import unit
 
 from .densestep import DenseReplicaStep
 from .residentloop import CODES, ResidentLoop, rejectionReason
-
-logger = logging.getLogger("openmmflash.flashmd")
-
 
 class FlashMDResident:
     """Methods of the FlashMD integrators for device-resident strides (option ``deviceResident``)."""
@@ -105,19 +101,11 @@ class FlashMDResident:
                 self._tick("network")
             if code == 0:
                 learned += 1
-                self._alphas.append(alpha)
-                if len(self._alphas) > 10000:
-                    del self._alphas[:5000]
+                self._noteRescale(alpha)
                 continue
-            kind = CODES[code - 1]
-            self._rejections[kind] = self._rejections.get(kind, 0) + 1
-            reason = rejectionReason(code, alpha, disp, E, self.maxDisplacement, self.maxRescale)
-            self.lastRejection = reason
             nfb += 1
-            if nfb <= 10 or nfb % 100 == 0:
-                logger.warning("FlashMD step %d rejected (%s); advanced with %d velocity-Verlet substeps instead "
-                               "(%d fallbacks so far)", context.getStepCount() + learned + nfb - fallbacks0 - 1,
-                               reason, loop.substeps, nfb)
+            self._noteRejection(rejectionReason(code, alpha, disp, E, self.maxDisplacement, self.maxRescale),
+                                CODES[code - 1], context.getStepCount() + learned + nfb - fallbacks0 - 1, nfb)
             loop.fallbackStride()  # raises on a non-finite result: nothing has been written to the Context yet
             if prof:
                 self._tick("fallback")

@@ -26,7 +26,7 @@ import torch  # noqa: F401  (before openmm)
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, cgBeadLabels, cgBeadTypes
+from openmmflash.integrators.cgprotein import buildCGSystem, flashMDSpecies
 from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.stepper import FlashMDStepper
 
@@ -51,6 +51,12 @@ def terms(ctx, names, q):
     ctx.setPositions(q)
     return {name: ctx.getState(getEnergy=True, groups={g}).getPotentialEnergy().value_in_unit(
         unit.kilojoule_per_mole) for g, name in names.items()}
+
+
+def maxwellVelocities(rng, masses, temperature):
+    """Velocities [n, 3] nm/ps drawn at ``temperature`` K for ``masses`` [n] amu, centre of mass at rest."""
+    v = rng.standard_normal((len(masses), 3)) * np.sqrt(KB * temperature / masses)[:, None]
+    return v - (masses[:, None] * v).sum(0) / masses.sum()
 
 
 def startStates(args, system, native):
@@ -78,16 +84,16 @@ def firstRejections(args, model, system, net, topology, starts, masses, rng):
     from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
     import logging
     logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # the rejections are counted here
+    evaluator = flashSchNetEnergyEvaluator(system, net, topology, 1, device="cpu", priors="torch")  # shared by all
     first = []
     for q in tqdm(starts, desc="chains", unit="chain"):
         integ = FlashMDIntegrator(model, maxRescale=args.max_rescale, device="cpu",
                                   fallbackSubsteps=cgFallbackSubsteps(model), randomSeed=args.seed)
         useCGBeadTypes(integ, net, topology)
-        integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, 1, device="cpu", priors="torch"))
+        integ.setEnergyEvaluator(*evaluator)
         ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(args.platform))
         ctx.setPositions(q)
-        v = rng.standard_normal(q.shape) * np.sqrt(KB * args.temperature / masses)[:, None]
-        ctx.setVelocities(v - (masses[:, None] * v).sum(0) / masses.sum())
+        ctx.setVelocities(maxwellVelocities(rng, masses, args.temperature))
         k = args.chain
         for i in range(args.chain):
             integ.step(1)
@@ -120,11 +126,7 @@ def main(argv=None):
     full, system, pos, topology, native, net = buildCGSystem(1, platformName=args.platform)
     n = system.getNumParticles()
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
-    if model.speciesKind == "cgBead":
-        types, labels = cgBeadTypes(net, topology), cgBeadLabels(net)
-    else:
-        types = [a.element.atomic_number for a in topology.atoms()]
-        labels = {t: mm.app.Element.getByAtomicNumber(t).symbol for t in set(types)}
+    types = flashMDSpecies(net, topology, "bead" if model.speciesKind == "cgBead" else "element")[0]
     stepper = FlashMDStepper(model, masses, types, device="cpu")
     tctx, names = termContext(system, args.platform)
     nsteps = int(round(model.stride * 1000 / args.timestep))
@@ -135,8 +137,7 @@ def main(argv=None):
     rows = []
     t0 = time.time()
     for q in tqdm(starts, desc="strides", unit="stride"):
-        v = rng.standard_normal((n, 3)) * np.sqrt(KB * args.temperature / masses)[:, None]
-        v -= (masses[:, None] * v).sum(0) / masses.sum()
+        v = maxwellVelocities(rng, masses, args.temperature)
         vctx.setPositions(q)
         vctx.setVelocities(v)
         nve.step(nsteps)
@@ -162,7 +163,7 @@ def main(argv=None):
     def mean_dv(rs):
         return {k: float(np.mean([r["dV"][k] for r in rs])) if rs else None for k in term_names}
     dq2 = np.array([r["dq2"] for r in rows])
-    by_species = {labels.get(t, str(t)): float(np.sqrt(dq2[:, np.array(types) == t].mean())) for t in sorted(set(types))}
+    by_species = {model.speciesLabel(t): float(np.sqrt(dq2[:, np.array(types) == t].mean())) for t in sorted(set(types))}
     rep = {"info": {"model": str(args.model), "platform": args.platform, "torch": torch.__version__,
                     "openmm": mm.__version__, "command": " ".join(os.sys.argv)},
            "starts": len(rows), "frames": args.frames, "temperature_K": args.temperature,
