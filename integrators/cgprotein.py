@@ -37,7 +37,8 @@ def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: b
 
 
 def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=None, positions=None,
-                               neighborCapacity: Optional[int] = None, priors: str = "openmm"):
+                               neighborCapacity: Optional[int] = None, priors: str = "openmm",
+                               pairs: str = "auto"):
     """(groups, energy) for :meth:`FlashMDIntegrator.setEnergyEvaluator`: the CG System's potential energy as OpenMM's
     energy of every force group except the FlashSchNet force's, plus the FlashSchNet energy from a forward pass
     of the same model in PyTorch (no backward pass, which the TorchForce always runs for its forces).
@@ -50,6 +51,11 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     priors : "openmm" (OpenMM evaluates every other force group) or "torch": the prior terms in PyTorch too
         (openmmflash.cg.torchpriors, equal to OpenMM's to rounding), so the rescale needs no OpenMM energy call;
         refused if the System has forces other than the priors, the FlashSchNet force and a CMMotionRemover.
+    pairs : "list" (the TorchForce's path: neighbor list and fused CFConv through the ``torch.ops.openmmflash`` ops),
+        "dense" (every ordered pair inside each replica, B n (n - 1) of them, and the plain PyTorch CFConv: fixed
+        shapes and no opaque ops, so ``torch.compile`` can fuse the whole energy and its gradient; pairs beyond the
+        cutoff have a filter of exactly 0, so the energy is the same) or "auto": "dense" on a CUDA device when
+        B n (n - 1) <= DENSE_PAIRS_MAX, else "list".
     """
     from openmmflash.plugin.torchforce import createFlashSchNetModule
 
@@ -89,18 +95,53 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     module = createFlashSchNetModule(net, topology, replicas=replicas,
                                      neighborCapacity=int(neighborCapacity)).to(device)
     module.requires_grad_(False)  # an evaluator: gradients (forces) with respect to positions only
+    n = system.getNumParticles() // replicas
+    if pairs == "auto":
+        pairs = "dense" if torch.device(device).type == "cuda" and replicas * n * (n - 1) <= DENSE_PAIRS_MAX \
+            else "list"
+    if pairs not in ("list", "dense"):
+        raise ValueError(f"pairs must be 'auto', 'list' or 'dense', got {pairs!r}")
     if priors == "torch":
         prior_energy = priorEnergyFunction(system, device)
     if module.periodic or module.use_subset:
         raise ValueError("the FlashSchNet energy evaluator supports non-periodic Systems without atomSubset only")
 
+    flash_energy = module.model
+    if pairs == "dense":
+        flash_energy = _DenseFlashSchNet(module.model, replicas, n, module.dtype, device)
+
     def energy(pos):  # [N, 3] nm float64 on the device -> kJ/mol
         x = pos.to(module.dtype) * module.length_scale
-        e = module.model(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
+        e = flash_energy(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
         return e if prior_energy is None else e.to(torch.float64) + prior_energy(pos)
 
-    graph = torch.device(device).type == "cuda" and module.capacity > 0  # fixed shapes: capturable
+    # fixed shapes: capturable
+    graph = torch.device(device).type == "cuda" and (module.capacity > 0 or pairs == "dense")
     return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)
+
+
+DENSE_PAIRS_MAX = 65536  # "auto" pairs: all ordered pairs up to this many (chignolin: 47 x 46 = 2,162)
+
+
+class _DenseFlashSchNet:
+    """A FlashSchNet model (FlashSchNet's call signature) over every ordered pair inside each of B replicas of n
+    beads, with the plain PyTorch CFConv (``use_ops`` off): fixed shapes, differentiable, compilable."""
+
+    def __init__(self, model, replicas: int, n: int, dtype, device):
+        import copy
+
+        from .densestep import denseEdges
+
+        self.model = copy.deepcopy(model)
+        self.model.use_ops = False
+        self.src, self.dst = denseEdges(replicas, n, device)
+        self.shifts = torch.zeros(self.src.shape[0], 3, dtype=dtype, device=device)
+
+    def __call__(self, x, types, num_replicas: int, box, capacity: int):
+        from openmmflash.schnet.reference import pair_distances
+
+        dist, _ = pair_distances(x, self.src, self.dst, self.shifts, self.model.cutoff)
+        return self.model.atom_energies(types, dist, self.src, self.dst).reshape(num_replicas, -1).sum(1)
 
 
 def cgBeadTypes(net, topology) -> List[int]:

@@ -80,7 +80,7 @@ def _train(args):
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
                   seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
-                  initialModel=args.init)
+                  initialModel=args.init, bondWeight=args.bond_weight)
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
@@ -134,6 +134,9 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=float, default=0.5, help="network cutoff (nm)")
     p.add_argument("--energy-weight", type=float, default=0.0,
                    help="weight of the energy-conservation term (needs --water-box or --system)")
+    p.add_argument("--bond-weight", type=float, default=0.0,
+                   help="weight of the bond term, the predicted state's bond-length error as an energy (bonds from "
+                        "the System's HarmonicBondForce; needs --water-box or --system)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")

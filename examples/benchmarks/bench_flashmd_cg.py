@@ -50,9 +50,10 @@ def makeContext(system, integrator, platform):
 
 
 def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, positions=None, resident=None,
-                      compile=True):
+                      compile=True, pairs=None):
     """resident: deviceResident of the integrator (default from --device-resident: None for auto, False for off);
-    compile: torch.compile the resident strides (residentCompile)."""
+    compile: torch.compile the resident strides (residentCompile); pairs: of the PyTorch FlashSchNet energy
+    (cgprotein.flashSchNetEnergyEvaluator; default the first of --pairs)."""
     model = model or args.model
     if resident is None:
         resident = {"auto": None, "off": False}.get(args.device_resident)
@@ -66,7 +67,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, p
         # positions size a padded neighbor list on CUDA: the energy then runs inside the learned step's graph
         # ("torch": the priors too, so the rescale makes no OpenMM energy call)
         integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, replicas, device=args.device,
-                                                             positions=positions,
+                                                             positions=positions, pairs=pairs or args.pairs[0],
                                                              priors="torch" if args.energy == "torch" else "openmm"))
     return integ
 
@@ -264,9 +265,9 @@ def speed(args, info):
         print(f"B={B:4d}  LangevinMiddle 2 fs {langevin['msPerStep']:.3f} ms/step {md_ns_day:10.1f} ns/day")
         modes = {"both": [(False, True), (True, True)], "all": [(False, True), (True, False), (True, True)]}.get(
             args.device_resident, [(None, True)])
-        for model, (resident, compile) in [(m, r) for m in models for r in modes]:
+        for model, (resident, compile), pairs in [(m, r, p) for m in models for r in modes for p in args.pairs]:
             stride_fs = loadModel(model).stride * 1000
-            integ = flashmdIntegrator(args, B, 1, system, net, full, model, positions, resident, compile)
+            integ = flashmdIntegrator(args, B, 1, system, net, full, model, positions, resident, compile, pairs)
             ctx = makeContext(system, integ, args.platform)
             ctx.setPositions(state.getPositions())
             ctx.setVelocities(state.getVelocities())
@@ -296,6 +297,7 @@ def speed(args, info):
                                "fallbackRate": fb / n_fm, "fallbackSubsteps": fallbackSubsteps(args, model),
                                "rejectionsByKind": integ.getRejectionCounts(),
                                "energyEvaluation": args.energy, "energyCheck": check,
+                               "energyPairs": pairs if args.energy != "openmm" else None,
                                "cudaGraphStep": bool(integ._dense is not None and integ._dense.graph is not None),
                                "deviceResident": integ.isDeviceResident(),
                                "compiled": bool(integ.isDeviceResident() and integ._resident.compiled),
@@ -309,7 +311,7 @@ def speed(args, info):
                    "ratio": fm_ns_day / md_ns_day}
             rows.append(row)
             kind = ((" resident" + (" compiled" if row["flashmd"]["compiled"] else ""))
-                    if integ.isDeviceResident() else "")
+                    if integ.isDeviceResident() else "") + (f" pairs={pairs}" if args.energy != "openmm" else "")
             print(f"B={B:4d}  FlashMD {stride_fs:g} fs{kind} "
                   f"{row['flashmd']['msPerStride']:.3f} ms/stride "
                   f"{fm_ns_day:10.1f} ns/day | ratio {row['ratio']:.2f} | fallbacks {fb}/{n_fm} | by phase (ms) "
@@ -360,6 +362,10 @@ def main(argv=None):
                     help="FlashMD strides device-resident (residentloop.py; auto: when the energy is all in PyTorch, "
                          "--energy torch, on CUDA), never, both timed (speed: host and resident), or all (host, "
                          "resident without and with torch.compile)")
+    ap.add_argument("--pairs", nargs="+", choices=["auto", "list", "dense"], default=["auto"],
+                    help="pairs of the PyTorch FlashSchNet energy (--energy split/torch; speed: one row each): the "
+                         "TorchForce's neighbor list and fused kernels, all ordered pairs with the plain CFConv "
+                         "(compilable), or auto (dense on CUDA for small Systems); cgprotein.flashSchNetEnergyEvaluator")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")
