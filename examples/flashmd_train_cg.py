@@ -96,14 +96,15 @@ def _train(args):
     from openmmflash.integrators.training import train
 
     system, platform = None, None
-    if args.energy_weight > 0 or args.bond_weight > 0:
-        # the energy term: V of the predicted state from one copy of the CG System; the bond term: its bonds
+    if args.energy_weight > 0 or args.bond_weight > 0 or args.angle_weight > 0:
+        # the energy term: V of the predicted state from one copy of the CG System; bond and angle terms: its priors
         platform = args.energy_platform or ("CUDA" if torch.cuda.is_available() else "CPU")
         system = buildCGSystem(1, removeCMMotion=False, platformName=platform)[1]
     model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff, maxMinutes=args.max_minutes,
                   seed=args.seed, progress=not args.quiet, initialModel=args.init, energyWeight=args.energy_weight,
                   energyTarget=args.energy_target, bondWeight=args.bond_weight,
+                  angleWeight=args.angle_weight,
                   system=system, energyPlatform=platform)
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
     from openmmflash.integrators.modelfile import saveModel
@@ -153,6 +154,8 @@ def main(argv=None):
     p.add_argument("--bond-weight", type=float, default=0.0,
                    help="weight of the bond term: the stiff bonds' length error of the predicted state as an energy "
                         "k/2 dr^2 / kT (bonds from the CG System's HarmonicBondForce)")
+    p.add_argument("--angle-weight", type=float, default=0.0,
+                   help="weight of the angle term: the prior angles' error k (dcos theta)^2 / kT")
     p.add_argument("--energy-platform", default=None, help="OpenMM platform of the energy term (default: CUDA if present)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

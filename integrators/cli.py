@@ -80,7 +80,7 @@ def _train(args):
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
                   seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
-                  initialModel=args.init, bondWeight=args.bond_weight)
+                  initialModel=args.init, bondWeight=args.bond_weight, angleWeight=args.angle_weight)
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
@@ -137,6 +137,9 @@ def register(subparsers) -> None:
     p.add_argument("--bond-weight", type=float, default=0.0,
                    help="weight of the bond term, the predicted state's bond-length error as an energy (bonds from "
                         "the System's HarmonicBondForce; needs --water-box or --system)")
+    p.add_argument("--angle-weight", type=float, default=0.0,
+                   help="weight of the angle term, k (dcos theta)^2 / kT over CustomAngleForce angles with energy "
+                        "k*(cos(theta)-cos0)^2 (CG priors; needs --system)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")

@@ -6,13 +6,17 @@ Loss per batch (targets in the model's dimensionless mass-scaled units, see mode
     L_E = mean over frames of log(1 + ((V(q_pred) + K(p_pred) - H(q, p)) / (sqrt(N) k T))^2)     (energyTarget "total")
     L_E = mean over frames of log(1 + ((V(q_pred) - V(q + dq)) / (sqrt(N) k T))^2)                 ("potential")
 
-with s = momentumScale, plus optionally bondWeight * L_B, the stiff bonds' length error as an energy,
+with s = momentumScale, plus optionally bondWeight * L_B + angleWeight * L_A, the stiff bonds' and angles' errors
+as energies (their second-order energy cost),
 
-    L_B = mean over frames and bonds (i, j, k) of  k/2 (|r_ij(q + dq_pred)| - |r_ij(q + dq)|)^2 / kT
+    L_B = mean over frames and bonds (i, j, k) of      k/2 (|r_ij(q + dq_pred)| - |r_ij(q + dq)|)^2 / kT
+    L_A = mean over frames and angles (i, j, l, k) of  k (cos theta_ijl(q + dq_pred) - cos theta_ijl(q + dq))^2 / kT
 
-(bonds and force constants k from the System's HarmonicBondForce; r_ij = r_j - r_i, bonded atoms are not wrapped
-apart, as OpenMM's states keep molecules whole). A position error along a stiff bond costs energy that the
-integrator's rescale then takes from the momenta; the position MSE treats all directions alike. Optionally also kineticWeight * L_K (see :func:`species_kinetic_loss`), which penalizes a
+(bonds: the System's HarmonicBondForce, energy k/2 (r - r0)^2; angles: CustomAngleForce "k*(cos(theta)-cos0)^2", the CG
+priors' form; bonded atoms are not wrapped apart, as OpenMM's states keep molecules whole). A position error along
+a stiff coordinate costs potential energy that the integrator's rescale then takes from the momenta (or, when the
+prediction is too relaxed, gives to them: the configurations cool), while the position MSE treats all directions
+alike. Optionally also kineticWeight * L_K (see :func:`species_kinetic_loss`), which penalizes a
 wrong kinetic energy per species in the predicted state (off by default; an option against equipartition errors, not
 validated: for the shipped water model the held-out one-stride ratio is already 0.995 for H and 1.003 for O). V comes from the System through an OpenMM Context (forward: energy, backward: -forces), so
 the energy term uses exactly the potential the integrator's rescaling will use. It is switched on after 20 % of
@@ -102,28 +106,59 @@ def species_kinetic_loss(b, tb, type_idx, numFrames: int):
     return torch.stack(terms).mean()
 
 
+ANGLE_EXPRESSION = "k*(cos(theta)-cos0)^2"
+
+
+def _plain(x) -> float:
+    return float(x.value_in_unit(x.unit)) if hasattr(x, "unit") else float(x)
+
+
 def harmonicBonds(system, device=None):
-    """(i [K], j [K] int64, k [K] kJ/mol/nm^2) of every HarmonicBondForce bond of ``system`` (energy k/2 (r - r0)^2)."""
+    """(atoms [K, 2] int64, k [K] kJ/mol/nm^2) of every HarmonicBondForce bond of ``system`` (energy k/2 (r - r0)^2)."""
     import openmm as mm
     rows = []
     for force in system.getForces():
         if isinstance(force, mm.HarmonicBondForce):
             for b in range(force.getNumBonds()):
                 i, j, _, k = force.getBondParameters(b)
-                rows.append((i, j, k.value_in_unit(k.unit) if hasattr(k, "unit") else float(k)))
-    i, j, k = zip(*rows) if rows else ((), (), ())
-    return (torch.tensor(i, dtype=torch.int64, device=device), torch.tensor(j, dtype=torch.int64, device=device),
-            torch.tensor(k, dtype=torch.float32, device=device))
+                rows.append(((i, j), _plain(k)))
+    return _coordinates(rows, 2, device)
 
 
-def bond_length_loss(q0: torch.Tensor, err: torch.Tensor, dq: torch.Tensor, bonds, kT: torch.Tensor) -> torch.Tensor:
-    """L_B (module docstring): q0, dq [B, N, 3] nm (start and true displacement), err = dq_pred - dq [B, N, 3] nm,
-    bonds from :func:`harmonicBonds`, kT [B] kJ/mol. Dimensionless, 0-d."""
-    i, j, k = bonds
-    q1 = q0 + dq
-    true = torch.linalg.vector_norm(q1[:, j] - q1[:, i], dim=-1)
-    pred = torch.linalg.vector_norm(q1[:, j] + err[:, j] - q1[:, i] - err[:, i], dim=-1)
-    return (0.5 * k * (pred - true) ** 2 / kT.view(-1, 1)).mean()
+def cosineAngles(system, device=None):
+    """(atoms [K, 3] int64, k [K] kJ/mol) of every angle of a CustomAngleForce with energy ANGLE_EXPRESSION."""
+    import openmm as mm
+    rows = []
+    for force in system.getForces():
+        if isinstance(force, mm.CustomAngleForce) and force.getEnergyFunction().replace(" ", "") == ANGLE_EXPRESSION:
+            names = [force.getPerAngleParameterName(p) for p in range(force.getNumPerAngleParameters())]
+            for a in range(force.getNumAngles()):
+                i, j, l, params = force.getAngleParameters(a)
+                rows.append(((i, j, l), float(params[names.index("k")])))
+    return _coordinates(rows, 3, device)
+
+
+def _coordinates(rows, width: int, device):
+    atoms = torch.tensor([r[0] for r in rows], dtype=torch.int64, device=device).reshape(-1, width)
+    return atoms, torch.tensor([r[1] for r in rows], dtype=torch.float32, device=device)
+
+
+def _bond_lengths(x: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(x[:, atoms[:, 1]] - x[:, atoms[:, 0]], dim=-1)
+
+
+def _angle_cosines(x: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
+    a, b = x[:, atoms[:, 0]] - x[:, atoms[:, 1]], x[:, atoms[:, 2]] - x[:, atoms[:, 1]]
+    return (a * b).sum(-1) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1))
+
+
+def stiff_coordinate_loss(q1: torch.Tensor, err: torch.Tensor, coords, kind: str, kT: torch.Tensor) -> torch.Tensor:
+    """L_B (``kind`` "bonds", coords from :func:`harmonicBonds`) or L_A ("angles", :func:`cosineAngles`) of the module
+    docstring: q1 = q + dq [B, N, 3] nm (true end point), err = dq_pred - dq [B, N, 3] nm, kT [B] kJ/mol; 0-d."""
+    atoms, k = coords
+    if kind == "bonds":
+        return (0.5 * k * (_bond_lengths(q1 + err, atoms) - _bond_lengths(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
+    return (k * (_angle_cosines(q1 + err, atoms) - _angle_cosines(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
 
 
 class Trainer:
@@ -133,7 +168,7 @@ class Trainer:
                  numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
                  validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
                  device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0,
-                 energyTarget: str = "total", bondWeight: float = 0.0):
+                 energyTarget: str = "total", bondWeight: float = 0.0, angleWeight: float = 0.0):
         data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -185,14 +220,20 @@ class Trainer:
         self.energyTarget = energyTarget
         self.kineticWeight = float(kineticWeight)
         self.lastKinetic = None
-        self.bondWeight = float(bondWeight)
-        self.bonds = None
-        if bondWeight > 0:
+        # stiff-coordinate terms: {kind: (weight, coordinates)}
+        self.stiff = {}
+        for kind, weight, find, what in (("bonds", bondWeight, harmonicBonds, "HarmonicBondForce bonds"),
+                                         ("angles", angleWeight, cosineAngles,
+                                          f"CustomAngleForce angles with energy {ANGLE_EXPRESSION}")):
+            name = "bondWeight" if kind == "bonds" else "angleWeight"
+            if weight <= 0:
+                continue
             if system is None:
-                raise ValueError("bondWeight > 0 needs the System (system=...) for its HarmonicBondForce bonds")
-            self.bonds = harmonicBonds(system, self.device)
-            if self.bonds[0].numel() == 0:
-                raise ValueError("bondWeight > 0, but the System has no HarmonicBondForce bonds")
+                raise ValueError(f"{name} > 0 needs the System (system=...) for its {what}")
+            coords = find(system, self.device)
+            if coords[0].shape[0] == 0:
+                raise ValueError(f"{name} > 0, but the System has no {what}")
+            self.stiff[kind] = (float(weight), coords)
         self.context = makeEnergyContext(system, energyPlatform) if (system is not None and energyWeight > 0) \
             else None
         if energyWeight > 0 and system is None:
@@ -249,13 +290,12 @@ class Trainer:
             lk = species_kinetic_loss(b, tb, self.type_idx.repeat(B), B)
             self.lastKinetic = float(lk.detach())
             total = total + self.kineticWeight * lk
-        if self.bonds is not None:
-            # in the (rotated) frame of the targets: lengths do not depend on it
-            q0f = q0 @ R.T if augment else q0
-            lb = bond_length_loss(q0f, (a.reshape(B, N, 3) - ta.reshape(B, N, 3)) * (model.stride * s) / self.sqrt_m,
-                                  dq, self.bonds, KB * self.temperature[idx])
-            total = total + self.bondWeight * lb
-            self.lastBond = float(lb.detach())
+        if self.stiff:
+            # in the (rotated) frame of the targets: lengths and angles do not depend on it
+            q1 = (q0 @ R.T if augment else q0) + dq
+            err = (a.reshape(B, N, 3) - ta.reshape(B, N, 3)) * (model.stride * s) / self.sqrt_m
+            for kind, (w, coords) in self.stiff.items():
+                total = total + w * stiff_coordinate_loss(q1, err, coords, kind, KB * self.temperature[idx])
         le = torch.zeros((), device=self.device)
         weight = self._energyWeightNow() if augment else 0.0
         if self.context is not None and weight > 0:
@@ -311,7 +351,7 @@ class Trainer:
         self.model.eval()
         model = self.model
         types = self.type_idx.cpu().numpy()
-        err = {"dq": [], "p": [], "dq0": [], "p0": [], "k": [], "k1": [], "bond": []}
+        err = {"dq": [], "p": [], "dq0": [], "p0": [], "k": [], "k1": [], "bonds": [], "angles": []}
         lq = lp = 0.0
         for start in range(0, len(self.val_idx), self.batchSize):
             idx = self.val_idx[start:start + self.batchSize]
@@ -331,15 +371,16 @@ class Trainer:
             err["p0"].append(((p0 - p1) ** 2).sum(-1).cpu())
             err["k"].append((p_pred ** 2).sum(-1).cpu() / self.masses.cpu())
             err["k1"].append((p1 ** 2).sum(-1).cpu() / self.masses.cpu())
-            if self.bonds is not None:  # sum over bonds of k/2 (length error)^2, kJ/mol per frame
+            for kind, (_, coords) in self.stiff.items():  # summed over the coordinates, kJ/mol per frame
                 ones = torch.ones(B, device=self.device)
-                err["bond"].append(bond_length_loss(q0, dq_pred - dq, dq, self.bonds, ones).view(1).cpu()
-                                   * self.bonds[0].numel() * B)
+                err[kind].append(stiff_coordinate_loss(q0 + dq, dq_pred - dq, coords, kind, ones).view(1).cpu()
+                                 * coords[0].shape[0] * B)
         n = max(1, len(self.val_idx))
         out = {"numValidationPairs": int(len(self.val_idx)), "lossPosition": lq / n, "lossMomentum": lp / n}
         cat = {k: torch.cat(v).numpy() for k, v in err.items() if v}
-        if "bond" in cat:
-            out["bondLengthErrorEnergy_kJmol"] = float(cat["bond"].sum() / n)
+        for kind, key in (("bonds", "bondLengthErrorEnergy_kJmol"), ("angles", "angleErrorEnergy_kJmol")):
+            if kind in cat:
+                out[key] = float(cat[kind].sum() / n)
         # keys _Z6 (atomic number) or _bead21 (bead type); bead models also per mass (_m12.011), to compare with
         # element models of the same System
         tag = "bead" if model.speciesKind == "cgBead" else "Z"
@@ -380,14 +421,14 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
           kineticWeight: float = 0.0, initialModel=None, energyTarget: str = "total",
-          bondWeight: float = 0.0) -> FlashMDModel:
+          bondWeight: float = 0.0, angleWeight: float = 0.0) -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
     particles, merged) and write it to ``output``.
 
     Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
     frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
-    ``system``; energyTarget "total" or "potential", see the module docstring), the bond term (bondWeight, bonds
-    from the ``system``'s HarmonicBondForce), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
+    ``system``; energyTarget "total" or "potential", see the module docstring), the stiff-coordinate terms
+    (bondWeight, angleWeight: the ``system``'s HarmonicBondForce bonds and CG-prior angles), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
     ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a FlashMDModel, or a shipped name or
     file for modelfile.loadModel) fine-tunes that model instead of a new one (its stride and species must match the
     data; the network-size arguments are then ignored); its provenance is kept under ``initialProvenance``.
@@ -401,7 +442,7 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
                       batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
                       device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight,
-                      energyTarget=energyTarget, bondWeight=bondWeight)
+                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight)
     state_path = output + ".state"
     if resume and os.path.exists(state_path):
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
@@ -434,7 +475,7 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     model.validation = trainer.validate()
     model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
                         "energyWeight": energyWeight, "energyTarget": energyTarget,
-                        "bondWeight": bondWeight, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
+                        "bondWeight": bondWeight, "angleWeight": angleWeight, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
                         "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
                         "lossHistory": trainer.history[-200:]}
     if initialModel is not None:

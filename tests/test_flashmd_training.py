@@ -267,7 +267,8 @@ def test_bond_term_matches_an_independent_recomputation(dataset):
         a, _ = model.normalized(trainer.type_idx.repeat(B), (trainer.p0[idx] / trainer.sqrt_m / model.momentumScale)
                                 .reshape(B * N, 3), src, dst, ev)
     dq_pred = (a.reshape(B, N, 3) * model.stride * model.momentumScale / trainer.sqrt_m).double().cpu().numpy()
-    i, j, k = (t.cpu().numpy() for t in harmonicBonds(system))
+    atoms, k = (t.cpu().numpy() for t in harmonicBonds(system))
+    i, j = atoms[:, 0], atoms[:, 1]
     assert len(i) == 2 * (N // 3)  # two O-H bonds per water molecule
     true, pred = q0 + dq, q0 + dq_pred
     dr = np.linalg.norm(pred[:, j] - pred[:, i], axis=-1) - np.linalg.norm(true[:, j] - true[:, i], axis=-1)
@@ -284,3 +285,34 @@ def test_bond_term_matches_an_independent_recomputation(dataset):
         Trainer(path, system=bare, bondWeight=1.0, **common)
     with pytest.raises(ValueError, match="bondWeight > 0 needs the System"):
         Trainer(path, bondWeight=1.0, **common)
+
+
+def test_angle_term_matches_numpy():
+    """angleWeight's L_A = mean k (cos theta(q1 + err) - cos theta(q1))^2 / kT over CustomAngleForce angles with the
+    CG priors' energy k*(cos(theta)-cos0)^2 (found by parameter name, in any order); other angle forces are ignored."""
+    from openmmflash.integrators.training import cosineAngles, stiff_coordinate_loss
+    system = mm.System()
+    for _ in range(5):
+        system.addParticle(12.0)
+    f = mm.CustomAngleForce("k*(cos(theta)-cos0)^2")
+    f.addPerAngleParameter("cos0")
+    f.addPerAngleParameter("k")
+    f.addAngle(0, 1, 2, [-0.3, 40.0])
+    f.addAngle(2, 3, 4, [0.1, 75.0])
+    system.addForce(f)
+    other = mm.HarmonicAngleForce()
+    other.addAngle(1, 2, 3, 2.0, 100.0)
+    system.addForce(other)
+    atoms, k = cosineAngles(system)
+    assert atoms.tolist() == [[0, 1, 2], [2, 3, 4]] and k.tolist() == [40.0, 75.0]
+    rng = np.random.default_rng(0)
+    q1 = rng.normal(size=(3, 5, 3)) * 0.2
+    err = rng.normal(size=(3, 5, 3)) * 0.01
+    kT = np.array([2.4, 2.5, 2.9])
+
+    def cosines(x):
+        a, b = x[:, atoms[:, 0]] - x[:, atoms[:, 1]], x[:, atoms[:, 2]] - x[:, atoms[:, 1]]
+        return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    want = (k.numpy() * (cosines(q1 + err) - cosines(q1)) ** 2 / kT[:, None]).mean()
+    got = stiff_coordinate_loss(torch.tensor(q1), torch.tensor(err), (atoms, k.double()), "angles", torch.tensor(kT))
+    assert float(got) == pytest.approx(want, rel=1e-10)
