@@ -50,10 +50,11 @@ def test_few_steps_reduce_force_matching_loss(data):
     trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=5)
     frames = trainer.train_idx
     before = trainer.evaluate(frames)["forceRMSE"]
-    trainer.train(epochs=4, batchSize=5, learningRate=5e-3, maxSteps=20, progress=False)
+    # 40 steps: with 20 the decrease (about 3 %) sat at the threshold and depended on the data's OpenMM run
+    trainer.train(epochs=8, batchSize=5, learningRate=5e-3, maxSteps=40, progress=False)
     after = trainer.evaluate(frames)["forceRMSE"]
     assert after < 0.97 * before, (before, after)
-    assert trainer.metrics["steps"] == 20
+    assert trainer.metrics["steps"] == 40
     assert trainer.metrics["validation"]["priorOnlyForceRMSE"] > 0
 
 

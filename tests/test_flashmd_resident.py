@@ -239,3 +239,28 @@ def test_cuda_graph_resident_strides_equal_eager_ones():
     assert integ.getNumLearnedSteps() + integ.getNumFallbacks() == 50
     q, v = _state(ctx)
     assert np.isfinite(q).all() and np.isfinite(v).all()
+
+
+def test_dense_pair_energy_equals_the_neighbor_list_energy(cg):
+    """pairs="dense" (every ordered pair in each replica, plain CFConv) gives the neighbor-list energy and forces, also
+    when pairs lie beyond the cutoff (structure stretched 1.6x: their filter is exactly 0); "auto" takes the
+    neighbor list on a CPU; unknown values are refused."""
+    full, system, pos, net = cg
+    n = len(pos) // 2
+    x = np.array(pos, dtype=np.float64)
+    for b in range(2):  # stretch each replica about its centre
+        c = x[b * n:(b + 1) * n].mean(0)
+        x[b * n:(b + 1) * n] = c + 1.6 * (x[b * n:(b + 1) * n] - c)
+    d = np.linalg.norm(x[:n, None] - x[None, :n], axis=-1)
+    assert (d > net.cutoff / 10).any()  # some pairs are beyond the model's cutoff (Angstrom -> nm)
+    out = {}
+    for pairs in ("auto", "dense"):
+        _, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch", pairs=pairs)
+        q = torch.tensor(x, requires_grad=True)
+        e = energy.fn(q)
+        (g,) = torch.autograd.grad(e, q)
+        out[pairs] = (float(e), g.numpy())
+    assert out["dense"][0] == pytest.approx(out["auto"][0], rel=1e-10, abs=1e-8)
+    np.testing.assert_allclose(out["dense"][1], out["auto"][1], rtol=1e-9, atol=1e-8)
+    with pytest.raises(ValueError, match="pairs must be"):
+        flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch", pairs="all")

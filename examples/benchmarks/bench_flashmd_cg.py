@@ -116,6 +116,18 @@ def record(context, integrator, steps_per_frame, frames, max_wall, label, veloci
     return np.array(pos), np.array(temps), time.time() - t0, (np.array(vel) if velocities else None)
 
 
+def meanSpeciesTemperatures(integ, v):
+    """{species label: kinetic temperature K over all frames} of velocities v [F, B n, 3] nm/ps, with the species
+    (and masses) of the FlashMD integrator ``integ`` for one copy, tiled over the B copies."""
+    from openmmflash.integrators.species import speciesTemperatures
+    n = len(integ._masses) // integ.replicas
+    reps = v.shape[1] // n
+    one = slice(0, n)
+    masses = np.tile(np.asarray(integ._masses)[one], reps * v.shape[0])
+    types = np.tile(np.asarray(integ._types)[one], reps * v.shape[0])
+    return speciesTemperatures(v.reshape(-1, 3).astype(np.float64), masses, types, integ._model.speciesLabel)
+
+
 def saveFrames(args, name, x, n, frame_ps, v=None):
     """With --frames-out: the run's frames as ``<dir>/frames_<name>.npz`` (positions [F, n, 3] nm, one row per
     replica and frame; velocities nm/ps when ``v`` is given, FlashMD runs), e.g. starts for training data from the
@@ -147,7 +159,8 @@ def validate(args, info):
     ctx = makeContext(system, lang, args.platform)
     start(ctx, positions, args.temperature, args.seed)
     lang.step(int(round(args.burn / 0.002)))
-    x, temps, wall, _ = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs")
+    x, temps, wall, v_lang = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs",
+                                    velocities=True)
     del ctx, lang
     saveFrames(args, "langevin", x, len(native), frame_ps)
     obs = {"langevin": observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)}
@@ -173,8 +186,7 @@ def validate(args, info):
         integ.step(int(round(args.burn * 1000 / stride_fs)))
         fb0, n0 = integ.getNumFallbacks(), integ.getNumLearnedSteps()
         spf = int(round(frame_ps * 1000 / stride_fs))
-        x, temps, wall, v = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}",
-                                   velocities=bool(args.frames_out))
+        x, temps, wall, v = record(ctx, integ, spf, frames, args.max_wall, f"FlashMD {name}", velocities=True)
         fb, learned = integ.getNumFallbacks() - fb0, integ.getNumLearnedSteps() - n0
         saveFrames(args, name, x, len(native), frame_ps, v)
         a = integ.getRescaleFactors()
@@ -183,7 +195,9 @@ def validate(args, info):
             "integrator": "FlashMDLangevinIntegrator", "model": str(model), "modelDescription": flash.describe(),
             "timestep_fs": stride_fs, "replicas": Bf, "timePerReplica_ps": x.shape[0] * frame_ps,
             "frames": int(x.shape[0]), "wallSeconds": wall, "meanTemperature_K": float(temps.mean()),
-            "temperatureStd_K": float(temps.std()), "speciesTemperature_K": integ.computeSpeciesTemperatures(ctx),
+            "temperatureStd_K": float(temps.std()),
+            # equipartition: kinetic temperature of each species over all frames (Langevin: same species, its run)
+            "speciesTemperature_K": meanSpeciesTemperatures(integ, v),
             "fallbacks": int(fb), "learnedStrides": int(learned), "fallbackRate": fb / max(1, fb + learned),
             "rejectionsByKind": integ.getRejectionCounts(),
             "fallbackSubsteps": fallbackSubsteps(args, model), "lastRejection": integ.lastRejection,
@@ -193,6 +207,8 @@ def validate(args, info):
             "stable": bool(np.all(np.isfinite(x))),
             "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs[name].items()},
             "histogramOverlapWithLangevin": {k: overlap(obs[name][k], obs["langevin"][k]) for k in obs[name]}}
+        if "speciesTemperature_K" not in rep["runs"]["langevin"]:
+            rep["runs"]["langevin"]["speciesTemperature_K"] = meanSpeciesTemperatures(integ, v_lang)
         r = rep["runs"][name]
         print(f"{name}: overlap {r['histogramOverlapWithLangevin']}, fallbacks {fb}/{fb + learned}, "
               f"T {r['meanTemperature_K']:.1f} K, {r['timePerReplica_ps']:.1f} ps")
