@@ -6,10 +6,12 @@ FlashMD-specific lines are the integrator, the bead types for models trained wit
 chignolin-cg-40fs), and the energy evaluation for the rescale: the priors and a FlashSchNet forward pass in PyTorch
 instead of OpenMM's forces. With it, on CUDA, the integrator runs each step() call's strides device-resident
 (integrators/residentloop.py: learned step, guard, rescale, thermostat and fallback substeps as compiled CUDA
-graphs; checked against OpenMM's energy and forces first). Friction 10/ps gave the fewest fallbacks on an H100
-(16.9 % over 873 ps, 7.49x the ns/day of LangevinMiddleIntegrator at 2 fs with the same friction); chignolin-cg-40fs
-falls back to ordinary substeps in 17-75 % of the strides depending on where its trajectory goes
-(integrators/models/README.md).
+graphs; checked against OpenMM's energy and forces first). Friction 10/ps. Two models, measured on an H100 against
+LangevinMiddleIntegrator at 2 fs with the same friction (integrators/models/README.md):
+- chignolin-cg-40fs (the default): distributions closer to Langevin's, but 17-92 % of its strides fall back to
+  ordinary substeps, so 2.8-7.5x;
+- ``--model chignolin-cg-40fs-stiff``: 21.7x with 1-2 % fallbacks, but its ensemble is more compact than Langevin's
+  (CA Rg 7.0 against 7.7 A).
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
 """

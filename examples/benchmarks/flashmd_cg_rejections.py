@@ -6,7 +6,10 @@ the FlashMD model is compared with the true stride (NVE velocity Verlet at ``--t
 For every stride the guard's rescale factor alpha = sqrt((H - V') / K') is computed as the integrator would, and
 the potential energy of the predicted end point minus that of the true end point is split over the System's force
 terms (each force in its own group): which terms make the model's V' too high, the cause of nearly all rejections.
-Also the per-species RMSE of the predicted positions. With ``--chain K``, from every state the FlashMD integrator
+Also the per-species RMSE of the predicted positions, the per-species kinetic energy of the prediction over the
+true one (a species the network keeps too cold shows here before a long run shows it), and the mean change of the
+CA radius of gyration that the learned stride makes beyond the true stride, Rg(q_pred) - Rg(q_true) (a systematic
+sign means the learned dynamics drift compact or expanded, which long runs then show as a shifted ensemble). With ``--chain K``, from every state the FlashMD integrator
 itself (NVE, energy rescale, guard) runs up to K strides and the stride of its first rejection is recorded: how fast
 the learned dynamics leave the states where single strides are fine (survival curve in the report and plot).
 
@@ -134,6 +137,12 @@ def main(argv=None):
     vctx = mm.Context(system, nve, mm.Platform.getPlatformByName(args.platform))
     starts = startStates(args, system, native)
     rng = np.random.default_rng(args.seed)
+    from openmmflash.demo import caIndices
+    ca = caIndices(topology)
+
+    def rg(x):  # CA radius of gyration, Angstrom
+        c = x[ca]
+        return 10.0 * float(np.sqrt(((c - c.mean(0)) ** 2).sum(-1).mean()))
     rows = []
     t0 = time.time()
     for q in tqdm(starts, desc="strides", unit="stride"):
@@ -154,6 +163,8 @@ def main(argv=None):
         rows.append({"alpha": alpha, "V0": e0, "accepted": bool(1 / args.max_rescale <= alpha <= args.max_rescale),
                      "dV": {k: e_pred[k] - e_true[k] for k in names.values()},
                      "K_pred_over_true": K1 / (0.5 * float((masses[:, None] * v_true * v_true).sum())),
+                     "k_pred": (masses[:, None] * v1 * v1).sum(-1), "k_true": (masses[:, None] * v_true * v_true).sum(-1),
+                     "dRg": rg(q1) - rg(q_true),
                      "dq2": ((q1 - q_true) ** 2).sum(-1).tolist()})
     survival = firstRejections(args, model, system, net, full, starts, masses, rng) if args.chain else None
     acc = [r for r in rows if r["accepted"]]
@@ -164,6 +175,10 @@ def main(argv=None):
         return {k: float(np.mean([r["dV"][k] for r in rs])) if rs else None for k in term_names}
     dq2 = np.array([r["dq2"] for r in rows])
     by_species = {model.speciesLabel(t): float(np.sqrt(dq2[:, np.array(types) == t].mean())) for t in sorted(set(types))}
+    kp, kt = (np.array([r[k] for r in rows]) for k in ("k_pred", "k_true"))  # [starts, n]
+    kinetic_by_species = {model.speciesLabel(t): float(kp[:, np.array(types) == t].sum() / kt[:, np.array(types) == t].sum())
+                          for t in sorted(set(types))}
+    drg = np.array([r["dRg"] for r in rows])
     rep = {"info": {"model": str(args.model), "platform": args.platform, "torch": torch.__version__,
                     "openmm": mm.__version__, "command": " ".join(os.sys.argv)},
            "starts": len(rows), "frames": args.frames, "temperature_K": args.temperature,
@@ -174,6 +189,8 @@ def main(argv=None):
            "kineticPredOverTrue": {"accepted": float(np.mean([r["K_pred_over_true"] for r in acc])) if acc else None,
                                    "rejected": float(np.mean([r["K_pred_over_true"] for r in rej])) if rej else None},
            "positionRmseBySpecies_nm": by_species,
+           "kineticPredOverTrueBySpecies": kinetic_by_species,
+           "rgPredMinusTrue_A": {"mean": float(np.mean(drg)), "standardError": float(np.std(drg) / np.sqrt(len(drg)))},
            "startStateEnergyByTerm_kJmol": {k: float(np.mean([r["V0"][k] for r in rows])) for k in term_names},
            "chainSurvival": survival}
     print(f"{args.model}: {len(rej)}/{len(rows)} strides rejected (alpha outside [{1 / args.max_rescale:.2f}, "
@@ -181,6 +198,9 @@ def main(argv=None):
     if survival:
         print("runs without a rejection after k strides: "
               + ", ".join(f"k={k}: {survival[k]:.2f}" for k in sorted({1, 2, 5, 10, args.chain}) if k <= args.chain))
+    print(f"Rg(pred) - Rg(true): {rep['rgPredMinusTrue_A']['mean']:+.4f} +- {rep['rgPredMinusTrue_A']['standardError']:.4f} A;"
+          f" predicted / true kinetic energy by species {min(kinetic_by_species.values()):.2f}-"
+          f"{max(kinetic_by_species.values()):.2f}")
     print(f"{'term':44s} {'V(pred) - V(true), accepted':>28s} {'rejected':>10s}")
     for k in term_names:
         a, b = rep["meanExcessEnergyByTerm_kJmol"]["accepted"][k], rep["meanExcessEnergyByTerm_kJmol"]["rejected"][k]
