@@ -10,7 +10,8 @@ from openmm import unit
 
 from openmmflash.integrators.densestep import DenseReplicaStep, denseEdges
 from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import FlashMDModel
+from openmmflash.integrators.modelfile import FlashMDModel, availableModels
+from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
 from openmmflash.integrators.replicadata import generateReplicaPairs
 from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
 
@@ -281,3 +282,31 @@ def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):
                      "8", "--layers", "1", "--device", "cpu", "--quiet"]) == 0
     from openmmflash.integrators.modelfile import loadModel
     assert loadModel(model_path).provenance["dataset"]["periodic"] is False
+
+
+@pytest.mark.parametrize("name", [m for m in availableModels() if m.startswith("chignolin-cg-40fs")])
+def test_shipped_cg_models_run_the_bundled_protein(name):
+    """The shipped 40 fs CG models drive the bundled chignolin under FlashMDLangevinIntegrator (bead-type species,
+    PyTorch energy for the rescale, 10/ps): 50 strides stay finite, mostly learned, near 300 K, with the step count
+    and time of 50 strides."""
+    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
+    full, system, pos, _, _, net = buildCGSystem(1)
+    integ = FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=name, randomSeed=3,
+                                      device="cpu")
+    useCGBeadTypes(integ, net, full)
+    integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 1, device="cpu", priors="torch"))
+    ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
+    ctx.setPositions(pos)
+    mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
+    ctx.setVelocitiesToTemperature(300 * unit.kelvin, 3)
+    temps = []
+    for _ in range(10):
+        integ.step(5)
+        st = ctx.getState(getPositions=True, getEnergy=True)
+        assert np.all(np.isfinite(st.getPositions(asNumpy=True)._value))
+        temps.append(2 * st.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
+                     / ((3 * system.getNumParticles() - 3) * 0.00831446261815324))
+    assert ctx.getStepCount() == 50
+    assert ctx.getState().getTime().value_in_unit(unit.picosecond) == pytest.approx(50 * 0.04)
+    assert integ.getNumFallbacks() <= 15, integ.getRejectionCounts()
+    assert 200 < np.mean(temps) < 400
