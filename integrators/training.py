@@ -139,6 +139,7 @@ def cosineAngles(system, device=None):
 
 
 def _coordinates(rows, width: int, device):
+    """Rows ((atom indices), force constant) -> (atoms [K, width] int64, k [K] float32) on ``device``."""
     atoms = torch.tensor([r[0] for r in rows], dtype=torch.int64, device=device).reshape(-1, width)
     return atoms, torch.tensor([r[1] for r in rows], dtype=torch.float32, device=device)
 
@@ -222,10 +223,10 @@ class Trainer:
         self.lastKinetic = None
         # stiff-coordinate terms: {kind: (weight, coordinates)}
         self.stiff = {}
-        for kind, weight, find, what in (("bonds", bondWeight, harmonicBonds, "HarmonicBondForce bonds"),
-                                         ("angles", angleWeight, cosineAngles,
-                                          f"CustomAngleForce angles with energy {ANGLE_EXPRESSION}")):
-            name = "bondWeight" if kind == "bonds" else "angleWeight"
+        for kind, name, weight, find, what in (
+                ("bonds", "bondWeight", bondWeight, harmonicBonds, "HarmonicBondForce bonds"),
+                ("angles", "angleWeight", angleWeight, cosineAngles,
+                 f"CustomAngleForce angles with energy {ANGLE_EXPRESSION}")):
             if weight <= 0:
                 continue
             if system is None:
