@@ -86,28 +86,29 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         groups = set()
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if neighborCapacity is None:
-        neighborCapacity = 0
-        if torch.device(device).type == "cuda" and positions is not None:
-            from openmmflash.demo import neighborCapacity as capacityFor
-            n = system.getNumParticles() // replicas
-            neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
-    module = createFlashSchNetModule(net, topology, replicas=replicas,
-                                     neighborCapacity=int(neighborCapacity)).to(device)
-    module.requires_grad_(False)  # an evaluator: gradients (forces) with respect to positions only
     n = system.getNumParticles() // replicas
     if pairs == "auto":
         pairs = "dense" if torch.device(device).type == "cuda" and replicas * n * (n - 1) <= DENSE_PAIRS_MAX \
             else "list"
     if pairs not in ("list", "dense"):
         raise ValueError(f"pairs must be 'auto', 'list' or 'dense', got {pairs!r}")
+    if pairs == "dense":
+        neighborCapacity = 0  # no neighbor list
+    elif neighborCapacity is None:
+        neighborCapacity = 0
+        if torch.device(device).type == "cuda" and positions is not None:
+            from openmmflash.demo import neighborCapacity as capacityFor
+            neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
+    module = createFlashSchNetModule(net, topology, replicas=replicas,
+                                     neighborCapacity=int(neighborCapacity)).to(device)
+    module.requires_grad_(False)  # an evaluator: gradients (forces) with respect to positions only
     if priors == "torch":
         prior_energy = priorEnergyFunction(system, device)
     if module.periodic or module.use_subset:
         raise ValueError("the FlashSchNet energy evaluator supports non-periodic Systems without atomSubset only")
 
     flash_energy = module.model
-    if pairs == "dense":
+    if pairs == "dense":  # the module's own copy of the model, switched to the plain CFConv
         flash_energy = _DenseFlashSchNet(module.model, replicas, n, module.dtype, device)
 
     def energy(pos):  # [N, 3] nm float64 on the device -> kJ/mol
@@ -115,8 +116,7 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         e = flash_energy(x, module.types, module.num_replicas, None, module.capacity).sum() * module.energy_scale
         return e if prior_energy is None else e.to(torch.float64) + prior_energy(pos)
 
-    # fixed shapes: capturable
-    graph = torch.device(device).type == "cuda" and (module.capacity > 0 or pairs == "dense")
+    graph = torch.device(device).type == "cuda" and (module.capacity > 0 or pairs == "dense")  # fixed shapes
     return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)
 
 
@@ -125,14 +125,13 @@ DENSE_PAIRS_MAX = 65536  # "auto" pairs: all ordered pairs up to this many (chig
 
 class _DenseFlashSchNet:
     """A FlashSchNet model (FlashSchNet's call signature) over every ordered pair inside each of B replicas of n
-    beads, with the plain PyTorch CFConv (``use_ops`` off): fixed shapes, differentiable, compilable."""
+    beads, with the plain PyTorch CFConv: fixed shapes, differentiable, compilable. Turns ``model.use_ops`` off
+    (pass a copy that nothing else calls, as the force module's)."""
 
     def __init__(self, model, replicas: int, n: int, dtype, device):
-        import copy
-
         from .densestep import denseEdges
 
-        self.model = copy.deepcopy(model)
+        self.model = model
         self.model.use_ops = False
         self.src, self.dst = denseEdges(replicas, n, device)
         self.shifts = torch.zeros(self.src.shape[0], 3, dtype=dtype, device=device)

@@ -38,6 +38,8 @@ from typing import Optional
 import numpy as np
 import torch
 
+from openmmflash.cg.torchpriors import ANGLE_EXPRESSION, angleCosines, bondLengths
+
 from .data import readDatasets
 from .modelfile import FlashMDModel, saveModel
 from .stepper import batch_edges, random_rotation
@@ -106,9 +108,6 @@ def species_kinetic_loss(b, tb, type_idx, numFrames: int):
     return torch.stack(terms).mean()
 
 
-ANGLE_EXPRESSION = "k*(cos(theta)-cos0)^2"
-
-
 def _plain(x) -> float:
     return float(x.value_in_unit(x.unit)) if hasattr(x, "unit") else float(x)
 
@@ -144,22 +143,13 @@ def _coordinates(rows, width: int, device):
     return atoms, torch.tensor([r[1] for r in rows], dtype=torch.float32, device=device)
 
 
-def _bond_lengths(x: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.vector_norm(x[:, atoms[:, 1]] - x[:, atoms[:, 0]], dim=-1)
-
-
-def _angle_cosines(x: torch.Tensor, atoms: torch.Tensor) -> torch.Tensor:
-    a, b = x[:, atoms[:, 0]] - x[:, atoms[:, 1]], x[:, atoms[:, 2]] - x[:, atoms[:, 1]]
-    return (a * b).sum(-1) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1))
-
-
 def stiff_coordinate_loss(q1: torch.Tensor, err: torch.Tensor, coords, kind: str, kT: torch.Tensor) -> torch.Tensor:
     """L_B (``kind`` "bonds", coords from :func:`harmonicBonds`) or L_A ("angles", :func:`cosineAngles`) of the module
     docstring: q1 = q + dq [B, N, 3] nm (true end point), err = dq_pred - dq [B, N, 3] nm, kT [B] kJ/mol; 0-d."""
     atoms, k = coords
     if kind == "bonds":
-        return (0.5 * k * (_bond_lengths(q1 + err, atoms) - _bond_lengths(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
-    return (k * (_angle_cosines(q1 + err, atoms) - _angle_cosines(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
+        return (0.5 * k * (bondLengths(q1 + err, atoms) - bondLengths(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
+    return (k * (angleCosines(q1 + err, atoms) - angleCosines(q1, atoms)) ** 2 / kT.view(-1, 1)).mean()
 
 
 class Trainer:

@@ -121,10 +121,9 @@ def meanSpeciesTemperatures(integ, v):
     (and masses) of the FlashMD integrator ``integ`` for one copy, tiled over the B copies."""
     from openmmflash.integrators.species import speciesTemperatures
     n = len(integ._masses) // integ.replicas
-    reps = v.shape[1] // n
-    one = slice(0, n)
-    masses = np.tile(np.asarray(integ._masses)[one], reps * v.shape[0])
-    types = np.tile(np.asarray(integ._types)[one], reps * v.shape[0])
+    copies = v.shape[0] * v.shape[1] // n  # frames x replicas
+    masses = np.tile(np.asarray(integ._masses)[:n], copies)
+    types = np.tile(np.asarray(integ._types)[:n], copies)
     return speciesTemperatures(v.reshape(-1, 3).astype(np.float64), masses, types, integ._model.speciesLabel)
 
 

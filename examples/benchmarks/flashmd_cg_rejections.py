@@ -137,12 +137,12 @@ def main(argv=None):
     vctx = mm.Context(system, nve, mm.Platform.getPlatformByName(args.platform))
     starts = startStates(args, system, native)
     rng = np.random.default_rng(args.seed)
+    from openmmflash.cg.observables import radiusOfGyration
     from openmmflash.demo import caIndices
     ca = caIndices(topology)
 
-    def rg(x):  # CA radius of gyration, Angstrom
-        c = x[ca]
-        return 10.0 * float(np.sqrt(((c - c.mean(0)) ** 2).sum(-1).mean()))
+    def rg(x):  # CA radius of gyration of positions [n, 3] nm, Angstrom
+        return 10.0 * float(radiusOfGyration(x[None, ca])[0])
     rows = []
     t0 = time.time()
     for q in tqdm(starts, desc="strides", unit="stride"):

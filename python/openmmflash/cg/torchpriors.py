@@ -22,10 +22,18 @@ import torch
 from torch import Tensor
 
 PRIOR_PREFIX = "FlashSchNet prior"
+ANGLE_EXPRESSION = "k*(cos(theta)-cos0)^2"  # the priors' angle energy (CustomAngleForce, spaces removed)
 
 
-def _distance(x: Tensor, i: Tensor, j: Tensor) -> Tensor:
-    return torch.linalg.vector_norm(x[j] - x[i], dim=-1)
+def bondLengths(x: Tensor, ij: Tensor) -> Tensor:
+    """|x_j - x_i| [..., K] of the pairs ij [K, 2] in positions x [..., N, 3]."""
+    return torch.linalg.vector_norm(x[..., ij[:, 1], :] - x[..., ij[:, 0], :], dim=-1)
+
+
+def angleCosines(x: Tensor, t: Tensor) -> Tensor:
+    """cos theta [..., K] of the angles t [K, 3] (vertex t[:, 1]) in positions x [..., N, 3]."""
+    a, b = x[..., t[:, 0], :] - x[..., t[:, 1], :], x[..., t[:, 2], :] - x[..., t[:, 1], :]
+    return (a * b).sum(-1) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1))
 
 
 def _torsion(x: Tensor, t: Tensor) -> Tensor:
@@ -48,28 +56,23 @@ def _terms(force, device, dtype) -> Callable[[Tensor], Tensor]:
         ij = as_t([r[:2] for r in rows], torch.long)
         x0 = as_t([r[2].value_in_unit(mm.unit.nanometer) for r in rows])
         k = as_t([r[3].value_in_unit(mm.unit.kilojoule_per_mole / mm.unit.nanometer ** 2) for r in rows])
-        return lambda x: (0.5 * k * (_distance(x, ij[:, 0], ij[:, 1]) - x0) ** 2).sum()
+        return lambda x: (0.5 * k * (bondLengths(x, ij) - x0) ** 2).sum()
     expr = force.getEnergyFunction().replace(" ", "") if hasattr(force, "getEnergyFunction") else ""
     if isinstance(force, mm.CustomBondForce):
         rows = [force.getBondParameters(b) for b in range(force.getNumBonds())]
         ij = as_t([r[:2] for r in rows], torch.long)
         p = as_t([list(r[2]) for r in rows])
         if expr == "k*(r-x0)^2+v0":
-            return lambda x: (p[:, 0] * (_distance(x, ij[:, 0], ij[:, 1]) - p[:, 1]) ** 2 + p[:, 2]).sum()
+            return lambda x: (p[:, 0] * (bondLengths(x, ij) - p[:, 1]) ** 2 + p[:, 2]).sum()
         m = re.fullmatch(r"([0-9.eE+-]+)\*\(sigma/r\)\^6", expr)
         if m:
             c = float(m.group(1))
-            return lambda x: (c * (p[:, 0] / _distance(x, ij[:, 0], ij[:, 1])) ** 6).sum()
-    if isinstance(force, mm.CustomAngleForce) and expr == "k*(cos(theta)-cos0)^2":
+            return lambda x: (c * (p[:, 0] / bondLengths(x, ij)) ** 6).sum()
+    if isinstance(force, mm.CustomAngleForce) and expr == ANGLE_EXPRESSION:
         rows = [force.getAngleParameters(a) for a in range(force.getNumAngles())]
         t = as_t([r[:3] for r in rows], torch.long)
         p = as_t([list(r[3]) for r in rows])
-
-        def angles(x):
-            a, b = x[t[:, 0]] - x[t[:, 1]], x[t[:, 2]] - x[t[:, 1]]
-            cos = (a * b).sum(-1) / (torch.linalg.vector_norm(a, dim=-1) * torch.linalg.vector_norm(b, dim=-1))
-            return (p[:, 0] * (cos - p[:, 1]) ** 2).sum()
-        return angles
+        return lambda x: (p[:, 0] * (angleCosines(x, t) - p[:, 1]) ** 2).sum()
     if isinstance(force, mm.CustomTorsionForce):
         rows = [force.getTorsionParameters(a) for a in range(force.getNumTorsions())]
         t = as_t([r[:4] for r in rows], torch.long)
