@@ -104,7 +104,7 @@ def _train(args):
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff, maxMinutes=args.max_minutes,
                   seed=args.seed, progress=not args.quiet, initialModel=args.init, energyWeight=args.energy_weight,
                   energyTarget=args.energy_target, bondWeight=args.bond_weight,
-                  angleWeight=args.angle_weight,
+                  angleWeight=args.angle_weight, kineticWeight=args.kinetic_weight, restride=args.restride,
                   system=system, energyPlatform=platform)
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
     from openmmflash.integrators.modelfile import saveModel
@@ -156,6 +156,10 @@ def main(argv=None):
                         "k/2 dr^2 / kT (bonds from the CG System's HarmonicBondForce)")
     p.add_argument("--angle-weight", type=float, default=0.0,
                    help="weight of the angle term: the prior angles' error k (dcos theta)^2 / kT")
+    p.add_argument("--kinetic-weight", type=float, default=0.0,
+                   help="weight of the per-species kinetic-energy term (training.species_kinetic_loss)")
+    p.add_argument("--restride", action="store_true",
+                   help="--init names a model of another stride: warm-start from it at the data's stride")
     p.add_argument("--energy-platform", default=None, help="OpenMM platform of the energy term (default: CUDA if present)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

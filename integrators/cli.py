@@ -80,7 +80,8 @@ def _train(args):
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
                   seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
-                  initialModel=args.init, bondWeight=args.bond_weight, angleWeight=args.angle_weight)
+                  initialModel=args.init, bondWeight=args.bond_weight, angleWeight=args.angle_weight,
+                  kineticWeight=args.kinetic_weight, restride=args.restride)
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
@@ -145,6 +146,10 @@ def register(subparsers) -> None:
     p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune this FlashMD model (shipped name or file) instead of training a new one")
+    p.add_argument("--restride", action="store_true",
+                   help="--init is a model of another stride: warm-start from it at the dataset's stride")
+    p.add_argument("--kinetic-weight", type=float, default=0.0,
+                   help="weight of the per-species kinetic-energy term (predicted vs true K of each species)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)

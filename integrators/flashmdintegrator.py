@@ -22,6 +22,7 @@ and one write-back per call). Constraints and virtual sites are refused; velocit
 positions (not leap-frog).
 """
 
+import logging
 import time
 from typing import Optional
 
@@ -30,7 +31,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from .modelfile import loadModel
+from .modelfile import ensembleNote, loadModel
 from .densestep import DenseReplicaStep
 from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
@@ -46,6 +47,17 @@ MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescal
 
 def _value(x, u):
     return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
+
+
+_warned_models = set()
+
+
+def _warnEnsemble(model) -> None:
+    """Log, once per process and model, what a shipped model's closed-loop validation found wrong with its ensemble."""
+    note = ensembleNote(model)
+    if note and str(model) not in _warned_models:
+        _warned_models.add(str(model))
+        logging.getLogger("openmmflash.flashmd").warning("FlashMD model %s: %s", model, note)
 
 
 class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator):
@@ -100,6 +112,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                  useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None,
                  deviceResident: Optional[bool] = None):
         flashmd = loadModel(model)
+        _warnEnsemble(model)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
         super().__init__(stride)

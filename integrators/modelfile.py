@@ -138,6 +138,23 @@ def saveModel(model: FlashMDModel, path: str) -> None:
     os.replace(tmp, path)
 
 
+def ensembleNote(model) -> Optional[str]:
+    """What the closed-loop validation of a shipped model found wrong with the ensemble it samples (measured against
+    ordinary MD with the same force; models/ensemble_notes.json), or None. ``model``: a shipped name, or the path of
+    a shipped file."""
+    if not isinstance(model, (str, os.PathLike)):
+        return None
+    path = os.path.abspath(modelPath(model)) if os.path.exists(str(model)) else None
+    name = os.path.basename(str(model))[:-3] if str(model).endswith(".pt") else str(model)
+    if path is not None and os.path.dirname(path) != MODEL_DIR:
+        return None  # a file elsewhere that merely shares a shipped model's name
+    notes_path = os.path.join(MODEL_DIR, "ensemble_notes.json")
+    if not os.path.exists(notes_path):
+        return None
+    with open(notes_path) as f:
+        return json.load(f).get(name)
+
+
 def availableModels() -> List[str]:
     """Names of the models shipped in ``openmmflash/integrators/models``."""
     if not os.path.isdir(MODEL_DIR):

@@ -159,7 +159,8 @@ class Trainer:
                  numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
                  validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
                  device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0,
-                 energyTarget: str = "total", bondWeight: float = 0.0, angleWeight: float = 0.0):
+                 energyTarget: str = "total", bondWeight: float = 0.0, angleWeight: float = 0.0,
+                 restride: bool = False):
         data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -188,9 +189,16 @@ class Trainer:
             model = FlashMDModel(species, species_masses, stride, momentum_scale,
                                  dict(channels=channels, num_layers=numLayers, num_rbf=numRBF, cutoff=cutoff,
                                       neighbor_norm=neighbor_norm), speciesKind=kind, speciesLabels=labels)
-        elif abs(model.stride - stride) > 1e-9 or model.species != species or model.speciesKind != kind:
+        elif model.species != species or model.speciesKind != kind or (abs(model.stride - stride) > 1e-9
+                                                                         and not restride):
             raise ValueError(f"the model (stride {model.stride} ps, {model.speciesKind} species {model.species}) does "
-                             f"not match the dataset (stride {stride} ps, {kind} species {species})")
+                             f"not match the dataset (stride {stride} ps, {kind} species {species})"
+                             + ("; to warm-start from a model of another stride, pass restride=True (CLI --restride)"
+                                if model.species == species and model.speciesKind == kind else ""))
+        elif abs(model.stride - stride) > 1e-9:
+            # warm start from another stride: the network predicts mean velocities dq/stride and momenta, which
+            # change smoothly with the stride, so only the recorded stride changes
+            model.stride = stride
         self.model = model.to(self.device).float()
         self.type_idx = model.typeIndices(types).to(self.device)
         P = data["q0"].shape[0]
@@ -404,7 +412,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
-        self.generator.set_state(state["generator"])
+        # a state loaded with map_location=cuda carries the (CPU) generator's state as a CUDA tensor
+        self.generator.set_state(state["generator"].to("cpu", torch.uint8))
 
 
 def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: float = 1e-3, channels: int = 64,
@@ -412,7 +421,7 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
           kineticWeight: float = 0.0, initialModel=None, energyTarget: str = "total",
-          bondWeight: float = 0.0, angleWeight: float = 0.0) -> FlashMDModel:
+          bondWeight: float = 0.0, angleWeight: float = 0.0, restride: bool = False) -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
     particles, merged) and write it to ``output``.
 
@@ -421,8 +430,9 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     ``system``; energyTarget "total" or "potential", see the module docstring), the stiff-coordinate terms
     (bondWeight, angleWeight: the ``system``'s HarmonicBondForce bonds and CG-prior angles), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
     ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a FlashMDModel, or a shipped name or
-    file for modelfile.loadModel) fine-tunes that model instead of a new one (its stride and species must match the
-    data; the network-size arguments are then ignored); its provenance is kept under ``initialProvenance``.
+    file for modelfile.loadModel) fine-tunes that model instead of a new one (its species must match the data, and its
+    stride too unless ``restride``, which warm-starts a model of the data's stride; the network-size arguments are then
+    ignored); its provenance is kept under ``initialProvenance``.
     """
     data = readDatasets(dataset)
     init_name = None
@@ -430,10 +440,11 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
         from .modelfile import loadModel
         init_name, initialModel = str(initialModel), loadModel(initialModel)
     init_provenance = dict(initialModel.provenance) if initialModel is not None else None
+    init_stride = initialModel.stride if initialModel is not None else None
     trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
                       batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
                       device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight,
-                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight)
+                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight, restride=restride)
     state_path = output + ".state"
     if resume and os.path.exists(state_path):
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
@@ -472,5 +483,6 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     if initialModel is not None:
         model.provenance["initialModel"] = init_name or "FlashMDModel object"
         model.provenance["initialProvenance"] = init_provenance
+        model.provenance["initialStride"] = init_stride
     saveModel(model.cpu(), output)
     return model

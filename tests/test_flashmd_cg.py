@@ -310,3 +310,52 @@ def test_shipped_cg_models_run_the_bundled_protein(name):
     assert ctx.getState().getTime().value_in_unit(unit.picosecond) == pytest.approx(50 * 0.04)
     assert integ.getNumFallbacks() <= 15, integ.getRejectionCounts()
     assert 200 < np.mean(temps) < 400
+
+
+def test_biased_shipped_models_warn_once(caplog):
+    """A shipped model whose closed-loop validation found a biased ensemble says so (with the measured figures) when
+    an integrator loads it, once per process; a model without such findings stays quiet."""
+    import logging
+    from openmmflash.integrators import flashmdintegrator
+    from openmmflash.integrators.modelfile import ensembleNote, modelPath
+
+    flashmdintegrator._warned_models.clear()
+    with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
+        FlashMDLangevinIntegrator(300, 10, None, "chignolin-cg-40fs-stiff", device="cpu", randomSeed=1)
+        FlashMDLangevinIntegrator(300, 10, None, "chignolin-cg-40fs-stiff", device="cpu", randomSeed=2)
+        FlashMDLangevinIntegrator(300, 10, None, "water-tip3pfb-8fs-npt", device="cpu", randomSeed=1)
+    warned = [r.getMessage() for r in caplog.records if "chignolin-cg-40fs-stiff" in r.getMessage()]
+    assert len(warned) == 1 and "Rg 7.02 vs 7.74" in warned[0] and "ordinary MD" in warned[0]
+    assert not any("water" in r.getMessage() for r in caplog.records)
+    assert ensembleNote(modelPath("chignolin-cg-20fs")) is not None  # by path of the shipped file, too
+    assert ensembleNote("water-tip3pfb-8fs-npt") is None
+
+
+def test_validation_reuses_a_saved_langevin_reference(tmp_path):
+    """bench_flashmd_cg.py --validate --reference-only --save-reference writes the Langevin run's observables per
+    frame; a later --reference run compares a FlashMD model with them instead of running Langevin again, and refuses a
+    reference made at another temperature."""
+    import json
+    import os
+    import subprocess
+    import sys
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "benchmarks", "bench_flashmd_cg.py")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    common = [sys.executable, script, "--validate", "--time", "0.8", "--burn", "0.08", "--frame-interval", "0.08",
+              "--platform", "CPU", "--results", str(tmp_path)]
+    ref = str(tmp_path / "ref.npz")
+    subprocess.run(common + ["--reference-only", "--replicas", "1", "--save-reference", ref, "--tag", "_ref"],
+                   check=True, env=env, capture_output=True)
+    saved = np.load(ref)
+    assert set(saved.files) == {"run", "caRmsd", "Rg", "Q"} and saved["Rg"].shape == (10,)
+    subprocess.run(common + ["--reference", ref, "--model", "chignolin-cg-40fs-stiff", "--energy", "torch",
+                             "--tag", "_flash"], check=True, env=env, capture_output=True)
+    rep = json.load(open(tmp_path / "flashmd_cg_validation_flash.json"))
+    lang = rep["runs"]["langevin"]
+    assert lang["loadedFrom"] == "ref.npz" and lang["frames"] == 10 and len(lang["speciesTemperature_K"]) == 16
+    assert lang["observables"]["Rg"]["mean"] == pytest.approx(float(saved["Rg"].mean()))
+    flash = rep["runs"]["chignolin-cg-40fs-stiff"]
+    assert flash["frames"] == 10 and 0 <= flash["histogramOverlapWithLangevin"]["Rg"] <= 1
+    bad = subprocess.run(common + ["--reference", ref, "--temperature", "310", "--tag", "_bad"], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "is a 300 K run" in bad.stderr

@@ -134,9 +134,22 @@ def test_cli_train_resume_and_model_file(dataset, tmp_path):
         loadModel("no-such-model")
 
 
+@pytest.mark.cuda
+def test_resume_on_cuda(dataset, tmp_path):
+    """Training on the GPU resumes from its .state (loaded onto the GPU; the CPU generator's state comes back)."""
+    path, system, top, pos = dataset
+    out = str(tmp_path / "m.pt")
+    args = ["flashmd-train", path, "-o", out, "--iterations", "4", "--channels", "8", "--layers", "1",
+            "--cutoff", "0.4", "--batch-size", "2", "--device", "cuda", "--quiet"]
+    assert cli_main(args) == 0
+    assert cli_main(args[:5] + ["8"] + args[6:]) == 0
+    assert torch.load(out + ".state", weights_only=False, map_location="cpu")["iteration"] == 8
+
+
 def test_cli_fine_tunes_an_existing_model(dataset, tmp_path):
     """flashmd-train --init continues from a model's weights (not from scratch) and records where it started;
-    a model of another stride is refused with a clear error."""
+    a model of another stride is refused with a clear error unless --restride, which warm-starts it at the data's
+    stride."""
     path, system, top, pos = dataset
     first, tuned = str(tmp_path / "first.pt"), str(tmp_path / "tuned.pt")
     base = ["--iterations", "4", "--channels", "8", "--layers", "1", "--cutoff", "0.4", "--batch-size", "2", "--quiet"]
@@ -150,8 +163,16 @@ def test_cli_fine_tunes_an_existing_model(dataset, tmp_path):
     assert 0 < drift < 1e-3  # tiny lr: moved, but stayed at the start (a fresh model would differ at O(1))
     other = FlashMDModel(start.species, start.speciesMasses, 2 * start.stride, start.momentumScale, start.config)
     saveModel(other, str(tmp_path / "other.pt"))
-    with pytest.raises(ValueError, match="does not match the dataset"):
+    with pytest.raises(ValueError, match="does not match the dataset.*restride"):
         train(path, str(tmp_path / "x.pt"), iterations=1, initialModel=str(tmp_path / "other.pt"), progress=False)
+    restrided = str(tmp_path / "restrided.pt")
+    assert cli_main(["flashmd-train", path, "-o", restrided, "--init", str(tmp_path / "other.pt"), "--restride",
+                     "--lr", "1e-6"] + base[:2] + base[-3:]) == 0
+    model = loadModel(restrided)
+    assert model.stride == pytest.approx(start.stride)
+    assert model.provenance["initialStride"] == pytest.approx(2 * start.stride)
+    drift = max(float((a - b).abs().max()) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    assert drift < 1e-3  # the other model's weights, now at the data's stride
 
 
 def test_cli_data(tmp_path):

@@ -139,41 +139,90 @@ def saveFrames(args, name, x, n, frame_ps, v=None):
                         positions=np.asarray(x, dtype=np.float32).reshape(-1, n, 3), frame_ps=frame_ps, **extra)
 
 
-def validate(args, info):
-    """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
-    ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
-    from openmmflash.cg.observables import observables, overlap
+def langevinReference(args, frames, frame_ps):
+    """LangevinMiddle 2 fs on ``--replicas`` copies: ({observable: values per frame}, run record with the kinetic
+    temperature of each FlashSchNet bead type over all frames)."""
+    from openmmflash.cg.observables import observables
     from openmmflash.demo import caIndices
+    from openmmflash.integrators.cgprotein import cgBeadLabels, cgBeadTypes
+    from openmmflash.integrators.species import speciesTemperatures
 
-    models = args.validate_models or [args.model]
-    frame_ps = args.frame_interval
-    frames = int(round(args.time / frame_ps))
     B = args.replicas
     full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform,
                                                                    removeCMMotion=not args.no_cmm_remover)
-    ca = caIndices(topology)
     lang = mm.LangevinMiddleIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond,
                                        2.0 * unit.femtosecond)
     lang.setRandomNumberSeed(args.seed)
     ctx = makeContext(system, lang, args.platform)
     start(ctx, positions, args.temperature, args.seed)
     lang.step(int(round(args.burn / 0.002)))
-    x, temps, wall, v_lang = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs",
-                                    velocities=True)
+    x, temps, wall, v = record(ctx, lang, int(round(frame_ps / 0.002)), frames, args.max_wall, "Langevin 2 fs",
+                               velocities=True)
     del ctx, lang
     saveFrames(args, "langevin", x, len(native), frame_ps)
-    obs = {"langevin": observables(x.reshape(-1, len(native), 3).astype(np.float64), native, ca)}
+    obs = observables(x.reshape(-1, len(native), 3).astype(np.float64), native, caIndices(topology))
+    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    labels = cgBeadLabels(net)
+    frames_done = x.shape[0]
+    species_t = speciesTemperatures(v.reshape(-1, 3).astype(np.float64), np.tile(masses, frames_done),
+                                    np.tile(np.asarray(cgBeadTypes(net, full)), frames_done), labels.get)
+    run = {"integrator": "LangevinMiddleIntegrator", "timestep_fs": 2.0, "replicas": B,
+           "temperature_K": args.temperature, "friction_per_ps": args.friction, "frameInterval_ps": frame_ps,
+           "timePerReplica_ps": frames_done * frame_ps, "frames": int(frames_done), "wallSeconds": wall,
+           "meanTemperature_K": float(temps.mean()), "temperatureStd_K": float(temps.std()),
+           "speciesTemperature_K": species_t,
+           "observables": {k: {"mean": float(o.mean()), "std": float(o.std())} for k, o in obs.items()}}
+    return obs, run
+
+
+def saveReference(path, obs, run, info):
+    """The Langevin reference (observables per frame and the run record) as an npz for later --reference runs."""
+    run = dict(run, savedBy=info.get("command"), gpu=info.get("gpu"))
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, run=json.dumps(run), **{k: np.asarray(o) for k, o in obs.items()})
+    os.replace(tmp, path)
+
+
+def loadReference(path):
+    """({observable: values per frame}, run record) from :func:`saveReference`'s file; the record says where it
+    came from."""
+    if not os.path.exists(path):
+        raise SystemExit(f"--reference {path}: no such file; make one with --validate --save-reference {path}")
+    with np.load(path) as d:
+        run = json.loads(str(d["run"]))
+        obs = {k: d[k] for k in d.files if k != "run"}
+    run["loadedFrom"] = os.path.basename(path)
+    return obs, run
+
+
+def validate(args, info):
+    """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
+    ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
+    from openmmflash.cg.observables import observables, overlap
+    from openmmflash.demo import caIndices
+
+    models = [] if args.reference_only else (args.validate_models or [args.model])
+    frame_ps = args.frame_interval
+    frames = int(round(args.time / frame_ps))
     rep = {"info": info, "temperature_K": args.temperature, "friction_per_ps": args.friction, "burn_ps": args.burn,
            "frameInterval_ps": frame_ps, "maxRescale": args.max_rescale, "speciesRescale": args.species_rescale,
            "energyEvaluation": args.energy, "runs": {}}
-    rep["runs"]["langevin"] = {
-        "integrator": "LangevinMiddleIntegrator", "timestep_fs": 2.0, "replicas": B,
-        "timePerReplica_ps": x.shape[0] * frame_ps, "frames": int(x.shape[0]), "wallSeconds": wall,
-        "meanTemperature_K": float(temps.mean()), "temperatureStd_K": float(temps.std()),
-        "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs["langevin"].items()}}
+    obs = {}
+    if args.reference:
+        obs["langevin"], rep["runs"]["langevin"] = loadReference(args.reference)
+        t_ref = rep["runs"]["langevin"]["temperature_K"]
+        if abs(t_ref - args.temperature) > 1e-6:
+            raise SystemExit(f"--reference {args.reference} is a {t_ref:g} K run, this validation is at "
+                             f"{args.temperature:g} K: give --temperature {t_ref:g} or make a reference at "
+                             f"{args.temperature:g} K (--save-reference)")
+    else:
+        obs["langevin"], rep["runs"]["langevin"] = langevinReference(args, frames, frame_ps)
+        if args.save_reference:
+            saveReference(args.save_reference, obs["langevin"], rep["runs"]["langevin"], info)
     Bf = args.flashmd_replicas
     full, system, positions, topology, native, net = buildCGSystem(Bf, platformName=args.platform,
                                                                    removeCMMotion=not args.no_cmm_remover)
+    ca = caIndices(topology)
     for model in models:
         flash = loadModel(model)
         stride_fs = flash.stride * 1000
@@ -206,8 +255,6 @@ def validate(args, info):
             "stable": bool(np.all(np.isfinite(x))),
             "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs[name].items()},
             "histogramOverlapWithLangevin": {k: overlap(obs[name][k], obs["langevin"][k]) for k in obs[name]}}
-        if "speciesTemperature_K" not in rep["runs"]["langevin"]:
-            rep["runs"]["langevin"]["speciesTemperature_K"] = meanSpeciesTemperatures(integ, v_lang)
         r = rep["runs"][name]
         print(f"{name}: overlap {r['histogramOverlapWithLangevin']}, fallbacks {fb}/{fb + learned}, "
               f"T {r['meanTemperature_K']:.1f} K, {r['timePerReplica_ps']:.1f} ps")
@@ -240,8 +287,10 @@ def plot(obs, rep, path):
             ax.hist(o[k], bins=bins, density=True, alpha=0.45, label=label)
         ax.set_xlabel(labels[k])
         ax.legend(fontsize=6)
-    fig.suptitle(f"CG chignolin (FlashSchNet + priors), {rep['temperature_K']:g} K: FlashMDLangevinIntegrator vs "
-                 "LangevinMiddleIntegrator", fontsize=9)
+    ref_friction = rep["runs"]["langevin"].get("friction_per_ps", rep["friction_per_ps"])
+    fig.suptitle(f"CG chignolin (FlashSchNet + priors), {rep['temperature_K']:g} K: FlashMDLangevinIntegrator "
+                 f"(friction {rep['friction_per_ps']:g}/ps) vs LangevinMiddleIntegrator ({ref_friction:g}/ps)",
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -354,6 +403,12 @@ def main(argv=None):
     ap.add_argument("--time", type=float, default=40.0, help="ps per replica and integrator (validation)")
     ap.add_argument("--burn", type=float, default=2.0, help="ps before recording")
     ap.add_argument("--frame-interval", type=float, default=0.2, help="ps between frames")
+    ap.add_argument("--save-reference", default=None, metavar="NPZ",
+                    help="save the Langevin run's observables per frame and its record (for --reference)")
+    ap.add_argument("--reference", default=None, metavar="NPZ",
+                    help="compare with this saved Langevin run (--save-reference) instead of running one")
+    ap.add_argument("--reference-only", action="store_true",
+                    help="run (and with --save-reference, save) only the Langevin reference")
     ap.add_argument("--frames-out", default=None, help="folder for the validation runs' frames (frames_<run>.npz)")
     ap.add_argument("--max-wall", type=float, default=None, help="stop each validation run after this many s")
     ap.add_argument("--speed-replicas", type=int, nargs="+", default=[1, 32])
