@@ -26,6 +26,9 @@ model file then records speciesKind "cgBead" and integrators need ``cgprotein.us
    DIR/frames_<model>.npz --decorrelation 0.1: the first cycle's pairs start from exactly the saved states), and
    fine-tune on those pairs together with pairs from the Langevin frames
    (train a.npz b.npz ...). One round: examples/benchmarks/bench_flashmd_cg_gpu.sh dagger.
+6. Another stride from a trained model: ``train chignolin_20fs_bead.npz --init chignolin-cg-40fs-stiff --restride``
+   keeps the network and records the data's stride. Training resumes from ``<out>.state`` when it exists, so one
+   run can span several GPU jobs (fresh data each time, the same --out and --iterations).
 """
 
 import argparse
