@@ -108,6 +108,7 @@ def _train(args):
                   seed=args.seed, progress=not args.quiet, initialModel=args.init, energyWeight=args.energy_weight,
                   energyTarget=args.energy_target, bondWeight=args.bond_weight,
                   angleWeight=args.angle_weight, kineticWeight=args.kinetic_weight, restride=args.restride,
+                  symplecticWeight=args.symplectic_weight,
                   system=system, energyPlatform=platform)
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
     from openmmflash.integrators.modelfile import saveModel
@@ -161,6 +162,9 @@ def main(argv=None):
                    help="weight of the angle term: the prior angles' error k (dcos theta)^2 / kT")
     p.add_argument("--kinetic-weight", type=float, default=0.0,
                    help="weight of the per-species kinetic-energy term (training.species_kinetic_loss)")
+    p.add_argument("--symplectic-weight", type=float, default=0.0,
+                   help="weight of the symplectic term (training.symplectic_defect: the stride should keep "
+                        "phase-space volume, as the true dynamics does; flashmd_cg_jacobian.py measures it)")
     p.add_argument("--restride", action="store_true",
                    help="--init names a model of another stride: warm-start from it at the data's stride")
     p.add_argument("--energy-platform", default=None, help="OpenMM platform of the energy term (default: CUDA if present)")

@@ -81,7 +81,8 @@ def _train(args):
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
                   seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
                   initialModel=args.init, bondWeight=args.bond_weight, angleWeight=args.angle_weight,
-                  kineticWeight=args.kinetic_weight, restride=args.restride)
+                  kineticWeight=args.kinetic_weight, restride=args.restride,
+                  symplecticWeight=args.symplectic_weight)
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
@@ -148,6 +149,9 @@ def register(subparsers) -> None:
                    help="fine-tune this FlashMD model (shipped name or file) instead of training a new one")
     p.add_argument("--restride", action="store_true",
                    help="--init is a model of another stride: warm-start from it at the dataset's stride")
+    p.add_argument("--symplectic-weight", type=float, default=0.0,
+                   help="weight of the symplectic term: the stride's defect of the symplectic form (0 for the true "
+                        "dynamics, which keeps phase-space volume)")
     p.add_argument("--kinetic-weight", type=float, default=0.0,
                    help="weight of the per-species kinetic-energy term (predicted vs true K of each species)")
     p.add_argument("--seed", type=int, default=0)

@@ -16,7 +16,10 @@ as energies (their second-order energy cost),
 priors' form; bonded atoms are not wrapped apart, as OpenMM's states keep molecules whole). A position error along
 a stiff coordinate costs potential energy that the integrator's rescale then takes from the momenta (or, when the
 prediction is too relaxed, gives to them: the configurations cool), while the position MSE treats all directions
-alike. Optionally also kineticWeight * L_K (see :func:`species_kinetic_loss`), which penalizes a
+alike. Optionally symplecticWeight * L_S, the mean squared defect of the symplectic form under the stride
+(:func:`symplectic_defect`, per 6N phase-space dimensions): an H-conserving stride keeps the canonical distribution
+only if it also keeps phase-space volume, and the learned CG strides contract it (examples/benchmarks/
+flashmd_cg_jacobian.py). Optionally also kineticWeight * L_K (see :func:`species_kinetic_loss`), which penalizes a
 wrong kinetic energy per species in the predicted state (off by default; an option against equipartition errors, not
 validated: for the shipped water model the held-out one-stride ratio is already 0.995 for H and 1.003 for O). V comes from the System through an OpenMM Context (forward: energy, backward: -forces), so
 the energy term uses exactly the potential the integrator's rescaling will use. It is switched on after 20 % of
@@ -92,6 +95,36 @@ def makeEnergyContext(system, platform: Optional[str] = None):
     return mm.Context(system, integ)
 
 
+def symplectic_defect(f, Q: torch.Tensor, P: torch.Tensor, numFrames: int, generator=None) -> torch.Tensor:
+    """Per-frame defect of the symplectic form under a map f: (Q, P) -> (Q', P') ([B N, 3] each, canonical
+    coordinates up to constant factors, e.g. q sqrt(m) and p / sqrt(m)): [B] tensor of
+
+        omega(J u, J w) - omega(u, w),    omega(a, b) = sum_i (a_Q,i . b_P,i - a_P,i . b_Q,i) over a frame,
+
+    for random normal tangent vectors u, w. It is 0 for a symplectic map (the true dynamics), which preserves
+    phase-space volume; a map that contracts volume (log |det J| < 0) cannot keep it 0. J u is computed by the
+    double-vjp trick (J u = d/dv (u . J^T v)), so the result is differentiable in f's parameters."""
+    Q = Q.detach().requires_grad_(True)
+    P = P.detach().requires_grad_(True)
+    Q1, P1 = f(Q, P)
+    out = torch.cat([Q1, P1], 0)
+    v = torch.zeros_like(out, requires_grad=True)
+    gQ, gP = torch.autograd.grad(out, (Q, P), grad_outputs=v, create_graph=True)
+
+    def tangent():
+        return torch.randn(Q.shape, generator=generator, dtype=Q.dtype).to(Q.device)
+
+    def push(uQ, uP):  # J (uQ, uP), split back into (Q', P') parts
+        (Ju,) = torch.autograd.grad((gQ * uQ).sum() + (gP * uP).sum(), v, create_graph=True)
+        return Ju[:Q.shape[0]], Ju[Q.shape[0]:]
+
+    def omega(aQ, aP, bQ, bP):
+        return ((aQ * bP).sum(-1) - (aP * bQ).sum(-1)).view(numFrames, -1).sum(1)
+
+    uQ, uP, wQ, wP = tangent(), tangent(), tangent(), tangent()
+    return omega(*push(uQ, uP), *push(wQ, wP)) - omega(uQ, uP, wQ, wP)
+
+
 def species_kinetic_loss(b, tb, type_idx, numFrames: int):
     """Per-species kinetic-energy ratio loss, mean over frames and species of (K_s(pred) / K_s(target) - 1)^2.
 
@@ -160,7 +193,7 @@ class Trainer:
                  validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
                  device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0,
                  energyTarget: str = "total", bondWeight: float = 0.0, angleWeight: float = 0.0,
-                 restride: bool = False):
+                 restride: bool = False, symplecticWeight: float = 0.0):
         data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -219,6 +252,7 @@ class Trainer:
         self.energyTarget = energyTarget
         self.kineticWeight = float(kineticWeight)
         self.lastKinetic = None
+        self.symplecticWeight = float(symplecticWeight)
         # stiff-coordinate terms: {kind: (weight, coordinates)}
         self.stiff = {}
         for kind, name, weight, find, what in (
@@ -289,6 +323,9 @@ class Trainer:
             lk = species_kinetic_loss(b, tb, self.type_idx.repeat(B), B)
             self.lastKinetic = float(lk.detach())
             total = total + self.kineticWeight * lk
+        if self.symplecticWeight > 0 and torch.is_grad_enabled():  # validation reports symplecticDefect instead
+            ls = (self._symplecticDefect(x, src, dst, edge_vec, B) ** 2).mean() / (6 * N)
+            total = total + self.symplecticWeight * ls
         if self.stiff:
             # in the (rotated) frame of the targets: lengths and angles do not depend on it
             q1 = (q0 @ R.T if augment else q0) + dq
@@ -319,6 +356,21 @@ class Trainer:
             # log1p keeps early, wildly wrong predictions (overlapping atoms, V ~ 1e10) from dominating.
             le = torch.log1p((excess / (math.sqrt(N) * kT)) ** 2).mean().float()
         return total + weight * le, lq, lp, le
+
+    def _symplecticDefect(self, x, src, dst, edge_vec, B: int) -> torch.Tensor:
+        """symplectic_defect of the network's stride in the coordinates the network sees: P = p / (sqrt(m) s) = x
+        and Q = q sqrt(m) / (stride s), so that Q' - Q = a and P' = b (edges follow Q; [B])."""
+        model = self.model
+        n = x.shape[0]
+        to_q = (model.stride * model.momentumScale / self.sqrt_m).reshape(1, -1, 1).expand(B, -1, -1).reshape(n, 1)
+        types = self.type_idx.repeat(B)
+
+        def stride(Q, P):
+            dq = Q * to_q  # displacement from the start, nm (Q measured from the start)
+            a, b = model.normalized(types, P, src, dst, edge_vec + dq[src] - dq[dst])
+            return Q + a, b
+
+        return symplectic_defect(stride, torch.zeros_like(x), x, B, self.generator)
 
     def _progress(self) -> float:
         t = self.iteration / max(1, self.iterations)
@@ -376,6 +428,8 @@ class Trainer:
                                  * coords[0].shape[0] * B)
         n = max(1, len(self.val_idx))
         out = {"numValidationPairs": int(len(self.val_idx)), "lossPosition": lq / n, "lossMomentum": lp / n}
+        if len(self.val_idx):
+            out["symplecticDefect"] = self._validationDefect()
         cat = {k: torch.cat(v).numpy() for k, v in err.items() if v}
         for kind, key in (("bonds", "bondLengthErrorEnergy_kJmol"), ("angles", "angleErrorEnergy_kJmol")):
             if kind in cat:
@@ -395,6 +449,17 @@ class Trainer:
             # predicted / true kinetic energy of the species after the stride (< 1: regression shrinkage)
             out[f"kinetic_ratio_{key}"] = float(cat["k"][:, sel].sum() / cat["k1"][:, sel].sum())
         return out
+
+    def _validationDefect(self) -> float:
+        """RMS of symplectic_defect / sqrt(6 N) over the first held-out batch (0: volume-preserving stride)."""
+        idx = self.val_idx[:self.batchSize]
+        q0, p0, _, _ = self._batch(idx, False)
+        B, N, _ = q0.shape
+        src, dst, ev = batch_edges(q0, self._box(idx), self.model.cutoff)
+        x = (p0 / self.sqrt_m / self.model.momentumScale).reshape(B * N, 3)
+        with torch.enable_grad():
+            d = self._symplecticDefect(x, src, dst, ev, B).detach()
+        return float(torch.sqrt((d ** 2).mean() / (6 * N)))
 
     def _noenergy(self, idx):
         ctx, self.context = self.context, None
@@ -421,7 +486,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
           energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
           progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
           kineticWeight: float = 0.0, initialModel=None, energyTarget: str = "total",
-          bondWeight: float = 0.0, angleWeight: float = 0.0, restride: bool = False) -> FlashMDModel:
+          bondWeight: float = 0.0, angleWeight: float = 0.0, restride: bool = False,
+          symplecticWeight: float = 0.0) -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
     particles, merged) and write it to ``output``.
 
@@ -444,7 +510,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
                       batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
                       device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight,
-                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight, restride=restride)
+                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight, restride=restride,
+                      symplecticWeight=symplecticWeight)
     state_path = output + ".state"
     if resume and os.path.exists(state_path):
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
@@ -477,7 +544,8 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     model.validation = trainer.validate()
     model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
                         "energyWeight": energyWeight, "energyTarget": energyTarget,
-                        "bondWeight": bondWeight, "angleWeight": angleWeight, "kineticWeight": kineticWeight, "seed": seed, "device": str(trainer.device),
+                        "bondWeight": bondWeight, "angleWeight": angleWeight, "kineticWeight": kineticWeight,
+                        "symplecticWeight": symplecticWeight, "seed": seed, "device": str(trainer.device),
                         "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
                         "lossHistory": trainer.history[-200:]}
     if initialModel is not None:
