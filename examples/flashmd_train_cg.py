@@ -38,6 +38,7 @@ import numpy as np
 import torch  # noqa: F401  (before openmm)
 
 from openmmflash.integrators.cgprotein import buildCGSystem
+from openmmflash.integrators.cli import add_loss_term_args, loss_term_kwargs
 
 
 def _data(args):
@@ -106,10 +107,8 @@ def _train(args):
     model = train(args.dataset, args.out, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff, maxMinutes=args.max_minutes,
                   seed=args.seed, progress=not args.quiet, initialModel=args.init, energyWeight=args.energy_weight,
-                  energyTarget=args.energy_target, bondWeight=args.bond_weight,
-                  angleWeight=args.angle_weight, kineticWeight=args.kinetic_weight, restride=args.restride,
-                  symplecticWeight=args.symplectic_weight,
-                  system=system, energyPlatform=platform)
+                  energyTarget=args.energy_target, system=system, energyPlatform=platform,
+                  **loss_term_kwargs(args))
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
     from openmmflash.integrators.modelfile import saveModel
     saveModel(model, args.out)
@@ -155,18 +154,7 @@ def main(argv=None):
                    help="the energy term asks for the conserved H (total) or the true end point's V (potential)")
     p.add_argument("--energy-weight", type=float, default=0.0,
                    help="weight of the energy-conservation term (one OpenMM energy + forces per frame)")
-    p.add_argument("--bond-weight", type=float, default=0.0,
-                   help="weight of the bond term: the stiff bonds' length error of the predicted state as an energy "
-                        "k/2 dr^2 / kT (bonds from the CG System's HarmonicBondForce)")
-    p.add_argument("--angle-weight", type=float, default=0.0,
-                   help="weight of the angle term: the prior angles' error k (dcos theta)^2 / kT")
-    p.add_argument("--kinetic-weight", type=float, default=0.0,
-                   help="weight of the per-species kinetic-energy term (training.species_kinetic_loss)")
-    p.add_argument("--symplectic-weight", type=float, default=0.0,
-                   help="weight of the symplectic term (training.symplectic_defect: the stride should keep "
-                        "phase-space volume, as the true dynamics does; flashmd_cg_jacobian.py measures it)")
-    p.add_argument("--restride", action="store_true",
-                   help="--init names a model of another stride: warm-start from it at the data's stride")
+    add_loss_term_args(p)  # bonds and angles of the CG System's priors
     p.add_argument("--energy-platform", default=None, help="OpenMM platform of the energy term (default: CUDA if present)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_train)

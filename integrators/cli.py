@@ -80,11 +80,34 @@ def _train(args):
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
                   energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
                   seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
-                  initialModel=args.init, bondWeight=args.bond_weight, angleWeight=args.angle_weight,
-                  kineticWeight=args.kinetic_weight, restride=args.restride,
-                  symplecticWeight=args.symplectic_weight)
+                  initialModel=args.init, **loss_term_kwargs(args))
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
+
+
+def add_loss_term_args(p) -> None:
+    """The optional training terms and --restride, shared by ``openmmflash flashmd-train`` and
+    examples/flashmd_train_cg.py; :func:`loss_term_kwargs` turns them into ``training.train`` arguments."""
+    p.add_argument("--bond-weight", type=float, default=0.0,
+                   help="weight of the bond term, the predicted state's bond-length error as an energy k/2 dr^2 / kT "
+                        "(bonds from the System's HarmonicBondForce)")
+    p.add_argument("--angle-weight", type=float, default=0.0,
+                   help="weight of the angle term, k (dcos theta)^2 / kT over CustomAngleForce angles with energy "
+                        "k*(cos(theta)-cos0)^2 (the CG priors' form)")
+    p.add_argument("--kinetic-weight", type=float, default=0.0,
+                   help="weight of the per-species kinetic-energy term (predicted vs true K of each species)")
+    p.add_argument("--symplectic-weight", type=float, default=0.0,
+                   help="weight of the symplectic term: the stride's defect of the symplectic form (0 for the true "
+                        "dynamics, which keeps phase-space volume; examples/benchmarks/flashmd_cg_jacobian.py "
+                        "measures the volume)")
+    p.add_argument("--restride", action="store_true",
+                   help="--init is a model of another stride: warm-start from it at the dataset's stride")
+
+
+def loss_term_kwargs(args) -> dict:
+    """``training.train`` keyword arguments of :func:`add_loss_term_args`' options."""
+    return dict(bondWeight=args.bond_weight, angleWeight=args.angle_weight, kineticWeight=args.kinetic_weight,
+                symplecticWeight=args.symplectic_weight, restride=args.restride)
 
 
 def _add_system_args(p):
@@ -136,24 +159,12 @@ def register(subparsers) -> None:
     p.add_argument("--cutoff", type=float, default=0.5, help="network cutoff (nm)")
     p.add_argument("--energy-weight", type=float, default=0.0,
                    help="weight of the energy-conservation term (needs --water-box or --system)")
-    p.add_argument("--bond-weight", type=float, default=0.0,
-                   help="weight of the bond term, the predicted state's bond-length error as an energy (bonds from "
-                        "the System's HarmonicBondForce; needs --water-box or --system)")
-    p.add_argument("--angle-weight", type=float, default=0.0,
-                   help="weight of the angle term, k (dcos theta)^2 / kT over CustomAngleForce angles with energy "
-                        "k*(cos(theta)-cos0)^2 (CG priors; needs --system)")
+    add_loss_term_args(p)  # bond and angle terms need --water-box or --system
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this many minutes")
     p.add_argument("--restart", action="store_true", help="ignore an existing <output>.state")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="fine-tune this FlashMD model (shipped name or file) instead of training a new one")
-    p.add_argument("--restride", action="store_true",
-                   help="--init is a model of another stride: warm-start from it at the dataset's stride")
-    p.add_argument("--symplectic-weight", type=float, default=0.0,
-                   help="weight of the symplectic term: the stride's defect of the symplectic form (0 for the true "
-                        "dynamics, which keeps phase-space volume)")
-    p.add_argument("--kinetic-weight", type=float, default=0.0,
-                   help="weight of the per-species kinetic-energy term (predicted vs true K of each species)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_train)

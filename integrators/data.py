@@ -63,7 +63,7 @@ def flexibleWaterBox(boxSize: float = 1.6, cutoff: float = 0.7, forcefield: Sequ
     if density is not None:
         if not density > 0:
             raise ValueError(f"density must be > 0 g/cm^3, got {density}")
-        grams = _masses(system).sum() / 6.02214076e23
+        grams = particleMasses(system).sum() / 6.02214076e23
         edge = (grams / density / 1e-21) ** (1.0 / 3.0)  # nm
         if cutoff > 0.5 * edge:
             raise ValueError(f"at {density} g/cm^3 the box edge is {edge:.3f} nm, less than twice the cutoff "
@@ -85,7 +85,8 @@ def speciesOf(topology) -> np.ndarray:
                     dtype=np.int64)
 
 
-def _masses(system) -> np.ndarray:
+def particleMasses(system) -> np.ndarray:
+    """Masses [N] amu of a System's particles."""
     from openmm import unit
     return np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
 
@@ -136,7 +137,7 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
     if nspace < nsub:
         raise ValueError(f"pairSpacing {pairSpacing} ps must be at least the stride {stride} ps")
     plat = mm.Platform.getPlatformByName(platform) if platform else None
-    masses = _masses(system)
+    masses = particleMasses(system)
     out = {k: [] for k in ("q0", "p0", "dq", "p1", "box", "temperature")}
     total = len(temperatures) * startsPerTemperature * pairsPerStart
     bar = None

@@ -20,7 +20,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .data import _masses, import_openmm
+from .data import import_openmm, particleMasses
 from .modelfile import SPECIES_KINDS
 
 KB = 0.00831446261815324  # kJ/mol/K
@@ -113,7 +113,7 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
         nsubs.append(k)
     if speciesKind not in SPECIES_KINDS:
         raise ValueError(f"speciesKind must be one of {SPECIES_KINDS}, got {speciesKind!r}")
-    masses = _masses(system)
+    masses = particleMasses(system)
     if not np.allclose(masses.reshape(replicas, n), masses[:n]):
         raise ValueError("the replicas differ in their masses; build the System with replicas of one molecule")
     for z in np.unique(types):

@@ -116,15 +116,19 @@ def record(context, integrator, steps_per_frame, frames, max_wall, label, veloci
     return np.array(pos), np.array(temps), time.time() - t0, (np.array(vel) if velocities else None)
 
 
-def meanSpeciesTemperatures(integ, v):
-    """{species label: kinetic temperature K over all frames} of velocities v [F, B n, 3] nm/ps, with the species
-    (and masses) of the FlashMD integrator ``integ`` for one copy, tiled over the B copies."""
+def tiledSpeciesTemperatures(v, masses, types, label):
+    """{species label: kinetic temperature K over all frames} of velocities v [F, M, 3] nm/ps, with ``masses`` and
+    ``types`` given for a block of particles that tiles the frames' particles (one copy, or all replicas)."""
     from openmmflash.integrators.species import speciesTemperatures
+    copies = v.shape[0] * v.shape[1] // len(masses)
+    return speciesTemperatures(v.reshape(-1, 3).astype(np.float64), np.tile(np.asarray(masses), copies),
+                               np.tile(np.asarray(types), copies), label)
+
+
+def meanSpeciesTemperatures(integ, v):
+    """tiledSpeciesTemperatures with the species (and masses) of the FlashMD integrator ``integ`` for one copy."""
     n = len(integ._masses) // integ.replicas
-    copies = v.shape[0] * v.shape[1] // n  # frames x replicas
-    masses = np.tile(np.asarray(integ._masses)[:n], copies)
-    types = np.tile(np.asarray(integ._types)[:n], copies)
-    return speciesTemperatures(v.reshape(-1, 3).astype(np.float64), masses, types, integ._model.speciesLabel)
+    return tiledSpeciesTemperatures(v, integ._masses[:n], integ._types[:n], integ._model.speciesLabel)
 
 
 def saveFrames(args, name, x, n, frame_ps, v=None):
@@ -145,7 +149,7 @@ def langevinReference(args, frames, frame_ps):
     from openmmflash.cg.observables import observables
     from openmmflash.demo import caIndices
     from openmmflash.integrators.cgprotein import cgBeadLabels, cgBeadTypes
-    from openmmflash.integrators.species import speciesTemperatures
+    from openmmflash.integrators.data import particleMasses
 
     B = args.replicas
     full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform,
@@ -161,11 +165,8 @@ def langevinReference(args, frames, frame_ps):
     del ctx, lang
     saveFrames(args, "langevin", x, len(native), frame_ps)
     obs = observables(x.reshape(-1, len(native), 3).astype(np.float64), native, caIndices(topology))
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
-    labels = cgBeadLabels(net)
     frames_done = x.shape[0]
-    species_t = speciesTemperatures(v.reshape(-1, 3).astype(np.float64), np.tile(masses, frames_done),
-                                    np.tile(np.asarray(cgBeadTypes(net, full)), frames_done), labels.get)
+    species_t = tiledSpeciesTemperatures(v, particleMasses(system), cgBeadTypes(net, full), cgBeadLabels(net).get)
     run = {"integrator": "LangevinMiddleIntegrator", "timestep_fs": 2.0, "replicas": B,
            "temperature_K": args.temperature, "friction_per_ps": args.friction, "frameInterval_ps": frame_ps,
            "timePerReplica_ps": frames_done * frame_ps, "frames": int(frames_done), "wallSeconds": wall,
@@ -183,14 +184,18 @@ def saveReference(path, obs, run, info):
     os.replace(tmp, path)
 
 
-def loadReference(path):
-    """({observable: values per frame}, run record) from :func:`saveReference`'s file; the record says where it
-    came from."""
+def loadReference(path, temperature):
+    """({observable: values per frame}, run record) from :func:`saveReference`'s file, refused unless it was made
+    at ``temperature`` K; the record says where it came from."""
     if not os.path.exists(path):
         raise SystemExit(f"--reference {path}: no such file; make one with --validate --save-reference {path}")
     with np.load(path) as d:
         run = json.loads(str(d["run"]))
         obs = {k: d[k] for k in d.files if k != "run"}
+    if abs(run["temperature_K"] - temperature) > 1e-6:
+        raise SystemExit(f"--reference {path} is a {run['temperature_K']:g} K run, this validation is at "
+                         f"{temperature:g} K: give --temperature {run['temperature_K']:g} or make a reference at "
+                         f"{temperature:g} K (--save-reference)")
     run["loadedFrom"] = os.path.basename(path)
     return obs, run
 
@@ -209,12 +214,7 @@ def validate(args, info):
            "energyEvaluation": args.energy, "runs": {}}
     obs = {}
     if args.reference:
-        obs["langevin"], rep["runs"]["langevin"] = loadReference(args.reference)
-        t_ref = rep["runs"]["langevin"]["temperature_K"]
-        if abs(t_ref - args.temperature) > 1e-6:
-            raise SystemExit(f"--reference {args.reference} is a {t_ref:g} K run, this validation is at "
-                             f"{args.temperature:g} K: give --temperature {t_ref:g} or make a reference at "
-                             f"{args.temperature:g} K (--save-reference)")
+        obs["langevin"], rep["runs"]["langevin"] = loadReference(args.reference, args.temperature)
     else:
         obs["langevin"], rep["runs"]["langevin"] = langevinReference(args, frames, frame_ps)
         if args.save_reference:

@@ -29,12 +29,13 @@ import time
 
 import numpy as np
 import torch  # noqa: F401  (before openmm)
-from openmm import unit
 from tqdm import tqdm
 
+from bench_flashschnet_nve import drift_fit
 from openmmflash.cg.observables import radiusOfGyration
 from openmmflash.demo import caIndices
 from openmmflash.integrators.cgprotein import buildCGSystem, flashMDSpecies, flashSchNetEnergyEvaluator
+from openmmflash.integrators.data import particleMasses
 from openmmflash.integrators.modelfile import loadModel
 from openmmflash.integrators.stepper import FlashMDStepper
 
@@ -47,9 +48,8 @@ class PhaseSpaceMaps:
     then p amu nm/ps, float64) for one copy of the CG System."""
 
     def __init__(self, model, system, net, topology):
-        n = system.getNumParticles()
-        self.n = n
-        masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(n)])
+        masses = particleMasses(system)
+        n = self.n = len(masses)
         self.m = torch.tensor(masses, dtype=torch.float64).view(n, 1)
         _, evaluator = flashSchNetEnergyEvaluator(system, net, topology, 1, device="cpu", priors="torch",
                                                   pairs="dense")
@@ -133,17 +133,6 @@ def logDet(fn, x):
     return float(logabs), float(sign)
 
 
-def slope(xs, ys):
-    """Least-squares slope of ys on xs and its standard error."""
-    xs, ys = np.asarray(xs), np.asarray(ys)
-    A = np.vstack([xs, np.ones_like(xs)]).T
-    coef, res, *_ = np.linalg.lstsq(A, ys, rcond=None)
-    dof = max(1, len(xs) - 2)
-    sigma2 = float(((ys - A @ coef) ** 2).sum()) / dof
-    se = np.sqrt(sigma2 / max(1e-30, ((xs - xs.mean()) ** 2).sum()))
-    return float(coef[0]), float(se)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["chignolin-cg-40fs-stiff"])
@@ -165,7 +154,7 @@ def main(argv=None):
     picks = np.sort(rng.choice(len(frames), size=min(args.states, len(frames)), replace=False))
     ca = caIndices(topology)
     rg = radiusOfGyration(frames[picks][:, ca] * 10.0)
-    masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system.getNumParticles())])
+    masses = particleMasses(system)
     p0 = rng.standard_normal((len(picks), len(masses), 3)) * np.sqrt(KB * args.temperature * masses)[None, :, None]
     p0 -= p0.sum(1, keepdims=True) / len(masses)  # total momentum 0
     states = [torch.tensor(np.concatenate([frames[k].reshape(-1), p0[i].reshape(-1)]), dtype=torch.float64)
@@ -187,7 +176,7 @@ def main(argv=None):
                 rows.setdefault("logDetRescaledDirect", []).append(logDet(maps.rescaled, x)[0])
         g = np.array(rows["logDetRescaled"])
         ok = np.isfinite(g)  # NaN: H - V' <= 0, a stride the guard rejects (no rescale exists)
-        b, se = slope(rg[ok], g[ok])
+        b, se, _ = drift_fit(rg[ok], g[ok])  # least-squares slope along Rg and its standard error
         lo, hi = np.quantile(rg, [1 / 3, 2 / 3])
         report["models"][name] = dict(
             rows, stride_fs=maps.stride * 1000, seconds=round(time.time() - t0, 1),
