@@ -10,8 +10,9 @@ graphs; checked against OpenMM's energy and forces first). Friction 10/ps. Two m
 LangevinMiddleIntegrator at 2 fs with the same friction (integrators/models/README.md):
 - chignolin-cg-40fs (the default): distributions closer to Langevin's, but 17-92 % of its strides fall back to
   ordinary substeps, so 2.8-7.5x;
-- ``--model chignolin-cg-40fs-stiff``: 21.7x with 1-2 % fallbacks, but its ensemble is more compact than Langevin's
-  (CA Rg 7.0 against 7.7 A).
+- ``--model chignolin-cg-40fs-stiff``: 21.7-24.0x with 1-2 % fallbacks, but its ensemble is more compact than
+  Langevin's (CA Rg 7.0 against 7.7 A).
+Both are for fast exploration: take equilibrium distributions from ordinary MD (README, "Known limitation").
 
     python examples/flashmd_cg.py --steps 100 --platform CUDA --output flashmd_cg_out
 """

@@ -31,7 +31,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from .modelfile import ensembleNote, loadModel
+from .modelfile import ensembleNote, loadModel, shippedName
 from .densestep import DenseReplicaStep
 from .energyeval import EnergyEvaluator
 from .paddedstep import PaddedReplicaStep
@@ -54,10 +54,10 @@ _warned_models = set()
 
 def _warnEnsemble(model) -> None:
     """Log, once per process and model, what a shipped model's closed-loop validation found wrong with its ensemble."""
-    note = ensembleNote(model)
-    if note and str(model) not in _warned_models:
-        _warned_models.add(str(model))
-        logging.getLogger("openmmflash.flashmd").warning("FlashMD model %s: %s", model, note)
+    name, note = shippedName(model), ensembleNote(model)
+    if note and name not in _warned_models:
+        _warned_models.add(name)
+        logging.getLogger("openmmflash.flashmd").warning("FlashMD model %s: %s", name, note)
 
 
 class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator):
@@ -112,7 +112,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                  useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None,
                  deviceResident: Optional[bool] = None):
         flashmd = loadModel(model)
-        _warnEnsemble(model)
+        _warnEnsemble(flashmd)
         stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
         super().__init__(stride)

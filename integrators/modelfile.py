@@ -138,18 +138,25 @@ def saveModel(model: FlashMDModel, path: str) -> None:
     os.replace(tmp, path)
 
 
-def ensembleNote(model) -> Optional[str]:
-    """What the closed-loop validation of a shipped model found wrong with the ensemble it samples (measured against
-    ordinary MD with the same force; models/ensemble_notes.json), or None. ``model``: a shipped name, or the path of
-    a shipped file."""
+def shippedName(model) -> Optional[str]:
+    """The shipped model's name for ``model`` (a shipped name, the path of a shipped file, or a model that
+    :func:`loadModel` read from one), or None for anything else."""
+    model = getattr(model, "sourcePath", model)
     if not isinstance(model, (str, os.PathLike)):
         return None
-    path = os.path.abspath(modelPath(model)) if os.path.exists(str(model)) else None
     name = os.path.basename(str(model))[:-3] if str(model).endswith(".pt") else str(model)
-    if path is not None and os.path.dirname(path) != MODEL_DIR:
-        return None  # a file elsewhere that merely shares a shipped model's name
+    if os.path.exists(str(model)):
+        path = os.path.abspath(str(model))
+        return name if os.path.dirname(path) == MODEL_DIR else None  # elsewhere: merely shares a shipped name
+    return name if os.path.exists(os.path.join(MODEL_DIR, name + ".pt")) else None
+
+
+def ensembleNote(model) -> Optional[str]:
+    """What the closed-loop validation of a shipped model found wrong with the ensemble it samples (measured against
+    ordinary MD with the same force; models/ensemble_notes.json), or None. ``model``: as for :func:`shippedName`."""
+    name = shippedName(model)
     notes_path = os.path.join(MODEL_DIR, "ensemble_notes.json")
-    if not os.path.exists(notes_path):
+    if name is None or not os.path.exists(notes_path):
         return None
     with open(notes_path) as f:
         return json.load(f).get(name)
@@ -183,6 +190,7 @@ def loadModel(model, device=None) -> FlashMDModel:
     if isinstance(blob, dict) and blob.get("format") == "openmmflash-flashmd-gaq":  # quantized (openmmflash.gaq)
         from openmmflash.gaq.export import modelFromBlob
         m = modelFromBlob(blob, path)
+        m.sourcePath = os.path.abspath(path)
         return m.to(device) if device is not None else m
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a FlashMD model file (expected format {FORMAT!r})")
@@ -195,5 +203,6 @@ def loadModel(model, device=None) -> FlashMDModel:
     m.provenance = blob.get("provenance", {})
     m.validation = blob.get("validation", {})
     m.integratorDefaults = blob.get("integratorDefaults", {})
+    m.sourcePath = os.path.abspath(path)  # the file it came from (ensembleNote); not saved
     m.eval()
     return m.to(device) if device is not None else m

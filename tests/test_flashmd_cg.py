@@ -312,7 +312,7 @@ def test_shipped_cg_models_run_the_bundled_protein(name):
     assert 200 < np.mean(temps) < 400
 
 
-def test_biased_shipped_models_warn_once(caplog):
+def test_biased_shipped_models_warn_once(caplog, tmp_path):
     """A shipped model whose closed-loop validation found a biased ensemble says so (with the measured figures) when
     an integrator loads it, once per process; a model without such findings stays quiet."""
     import logging
@@ -329,6 +329,17 @@ def test_biased_shipped_models_warn_once(caplog):
     assert not any("water" in r.getMessage() for r in caplog.records)
     assert ensembleNote(modelPath("chignolin-cg-20fs")) is not None  # by path of the shipped file, too
     assert ensembleNote("water-tip3pfb-8fs-npt") is None
+    # a model loaded first (as run scripts do) and handed over as an object is still recognised, once
+    from openmmflash.integrators.modelfile import loadModel, saveModel
+    flashmdintegrator._warned_models.clear()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
+        FlashMDLangevinIntegrator(300, 10, None, loadModel("chignolin-cg-40fs"), device="cpu", randomSeed=1)
+    assert sum("chignolin-cg-40fs:" in r.getMessage() for r in caplog.records) == 1
+    # a copy outside the package is somebody's own model: no shipped note
+    copy = str(tmp_path / "chignolin-cg-40fs.pt")
+    saveModel(loadModel("chignolin-cg-40fs"), copy)
+    assert ensembleNote(copy) is None and ensembleNote(loadModel(copy)) is None
 
 
 def test_validation_reuses_a_saved_langevin_reference(tmp_path):
@@ -379,3 +390,7 @@ def test_phase_space_volume_diagnostic():
     ld_m, ld_g, alpha = maps.logDets(x)
     assert ld_g == pytest.approx(logDet(maps.rescaled, x)[0], abs=1e-6)
     assert np.isfinite(ld_m) and 0.5 < alpha < 2
+    # what the stride misses before the rescale is what the rescale gives back: H(M x) - H(x) = K' (1 - alpha^2)
+    with torch.no_grad():
+        k1 = maps.kinetic(maps.split(maps.learned(x))[1])
+        assert float(maps.energyError(x)) == pytest.approx(float(k1) * (1 - alpha ** 2), rel=1e-6, abs=1e-8)
