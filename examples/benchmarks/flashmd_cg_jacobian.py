@@ -84,6 +84,12 @@ class PhaseSpaceMaps:
         q1, p1 = self.split(self.learned(x))
         return torch.sqrt((self.V(q) + self.kinetic(p) - self.V(q1)) / self.kinetic(p1))
 
+    def energyError(self, x):
+        """H(M(x)) - H(x), kJ/mol: what the learned stride misses before the rescale."""
+        q, p = self.split(x)
+        q1, p1 = self.split(self.learned(x))
+        return self.V(q1) + self.kinetic(p1) - self.V(q) - self.kinetic(p)
+
     def rescaled(self, x):
         """G(x): M(x) with p' scaled so that V(q') + K(p') = V(q) + K(p)."""
         q1, p1 = self.split(self.learned(x))
@@ -165,13 +171,15 @@ def main(argv=None):
               "Rg_A": rg.tolist(), "models": {}}
     for name in args.models:
         maps = PhaseSpaceMaps(name, system, net, topology)
-        rows = {"logDetLearned": [], "logDetRescaled": [], "alpha": []}
+        rows = {"logDetLearned": [], "logDetRescaled": [], "alpha": [], "energyErrorBeforeRescale_kT": []}
         t0 = time.time()
         for i, x in enumerate(tqdm(states, desc=f"log det J {os.path.basename(name)}", unit="state")):
             ld_m, ld_g, a = maps.logDets(x)
             rows["logDetLearned"].append(ld_m)
             rows["logDetRescaled"].append(ld_g)
             rows["alpha"].append(a)
+            with torch.no_grad():
+                rows["energyErrorBeforeRescale_kT"].append(float(maps.energyError(x)) / (KB * args.temperature))
             if i < args.direct_check:  # the determinant lemma against the rescaled map's own Jacobian
                 rows.setdefault("logDetRescaledDirect", []).append(logDet(maps.rescaled, x)[0])
         g = np.array(rows["logDetRescaled"])
@@ -182,13 +190,16 @@ def main(argv=None):
             rows, stride_fs=maps.stride * 1000, seconds=round(time.time() - t0, 1),
             meanLogDetLearned=float(np.mean(rows["logDetLearned"])), meanLogDetRescaled=float(g[ok].mean()),
             stdLogDetRescaled=float(g[ok].std()), statesWithoutRescale=int((~ok).sum()),
+            meanEnergyErrorBeforeRescale_kT=float(np.mean(rows["energyErrorBeforeRescale_kT"])),
+            meanAbsEnergyErrorBeforeRescale_kT=float(np.mean(np.abs(rows["energyErrorBeforeRescale_kT"]))),
             slopeLogDetRescaledPerA=b, slopeStdErr=se,
             meanLogDetRescaledByRgTercile=[float(g[sel & ok].mean()) for sel in (rg <= lo, (rg > lo) & (rg <= hi),
                                                                                   rg > hi)])
         r = report["models"][name]
         print(f"{name}: mean log|det J| learned {r['meanLogDetLearned']:+.3f}, rescaled {r['meanLogDetRescaled']:+.3f} "
               f"+- {r['stdLogDetRescaled']:.3f}; slope along Rg {b:+.3f} +- {se:.3f} per A; by Rg tercile "
-              f"{', '.join(f'{v:+.3f}' for v in r['meanLogDetRescaledByRgTercile'])}")
+              f"{', '.join(f'{v:+.3f}' for v in r['meanLogDetRescaledByRgTercile'])}; H(M(x)) - H(x) before the rescale "
+              f"{r['meanEnergyErrorBeforeRescale_kT']:+.2f} kT (mean |.| {r['meanAbsEnergyErrorBeforeRescale_kT']:.2f} kT)")
     if args.verlet:
         maps = PhaseSpaceMaps(None, system, net, topology)
         stride = max(loadModel(m).stride for m in args.models)
