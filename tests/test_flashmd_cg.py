@@ -367,6 +367,10 @@ def test_validation_reuses_a_saved_langevin_reference(tmp_path):
     assert lang["observables"]["Rg"]["mean"] == pytest.approx(float(saved["Rg"].mean()))
     flash = rep["runs"]["chignolin-cg-40fs-stiff"]
     assert flash["frames"] == 10 and 0 <= flash["histogramOverlapWithLangevin"]["Rg"] <= 1
+    # block standard errors (8 blocks of one frame here) from the saved frames
+    from openmmflash.blockstats import blockStandardError
+    assert lang["observables"]["Rg"]["standardError"] == pytest.approx(blockStandardError(saved["Rg"], blocks=8))
+    assert flash["observables"]["Rg"]["standardError"] > 0
     bad = subprocess.run(common + ["--reference", ref, "--temperature", "310", "--tag", "_bad"], env=env,
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "is a 300 K run" in bad.stderr

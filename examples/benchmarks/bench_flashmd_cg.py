@@ -34,6 +34,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
+from openmmflash.blockstats import blockStandardError
 from openmmflash.integrators.cgprotein import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
                                                useCGBeadTypes)
 from openmmflash.integrators.modelfile import loadModel
@@ -219,6 +220,11 @@ def validate(args, info):
         obs["langevin"], rep["runs"]["langevin"] = langevinReference(args, frames, frame_ps)
         if args.save_reference:
             saveReference(args.save_reference, obs["langevin"], rep["runs"]["langevin"], info)
+    # block standard errors of the means: 8 time blocks per replica (each tens of ps or more, against correlation
+    # times of a few ps)
+    lang = rep["runs"]["langevin"]
+    for k, o in obs["langevin"].items():
+        lang["observables"][k]["standardError"] = blockStandardError(o, blocks=8, runs=lang["replicas"])
     Bf = args.flashmd_replicas
     full, system, positions, topology, native, net = buildCGSystem(Bf, platformName=args.platform,
                                                                    removeCMMotion=not args.no_cmm_remover)
@@ -253,11 +259,14 @@ def validate(args, info):
             "rescaleFactor": {"mean": float(a.mean()), "std": float(a.std()), "min": float(a.min()),
                               "max": float(a.max())} if a.size else None,
             "stable": bool(np.all(np.isfinite(x))),
-            "observables": {k: {"mean": float(v.mean()), "std": float(v.std())} for k, v in obs[name].items()},
+            "observables": {k: {"mean": float(v.mean()), "std": float(v.std()),
+                                "standardError": blockStandardError(v, blocks=8, runs=Bf)}
+                            for k, v in obs[name].items()},
             "histogramOverlapWithLangevin": {k: overlap(obs[name][k], obs["langevin"][k]) for k in obs[name]}}
         r = rep["runs"][name]
         print(f"{name}: overlap {r['histogramOverlapWithLangevin']}, fallbacks {fb}/{fb + learned}, "
-              f"T {r['meanTemperature_K']:.1f} K, {r['timePerReplica_ps']:.1f} ps")
+              f"T {r['meanTemperature_K']:.1f} K, {r['timePerReplica_ps']:.1f} ps, Rg {meanSem(r, 'Rg')} "
+              f"(Langevin {meanSem(lang, 'Rg')}) A")
         del ctx, integ
     print("langevin", json.dumps(rep["runs"]["langevin"]["observables"]),
           f"T {rep['runs']['langevin']['meanTemperature_K']:.1f} K")
@@ -265,6 +274,13 @@ def validate(args, info):
     with open(os.path.join(args.results, f"flashmd_cg_validation{args.tag}.json"), "w") as f:
         json.dump(rep, f, indent=1)
     return rep
+
+
+def meanSem(run, key):
+    """'mean +- standard error' of an observable of a validation run record."""
+    o = run["observables"][key]
+    sem = o.get("standardError")
+    return f"{o['mean']:.3f} +- {sem:.3f}" if sem is not None else f"{o['mean']:.3f}"
 
 
 def plot(obs, rep, path):

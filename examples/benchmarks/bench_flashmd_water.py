@@ -26,6 +26,7 @@ import torch
 import openmm as mm
 from openmm import app, unit
 
+from openmmflash.blockstats import blockStandardError
 from openmmflash.integrators.data import flexibleWaterBox
 from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
 from openmmflash.integrators.modelfile import loadModel
@@ -178,9 +179,7 @@ def main():
         return float(np.mean([t[species] for t in run_["temps"][5:]]))
 
     def sem_t(run_, species, block=10):
-        x = np.array([t[species] for t in run_["temps"][5:]])
-        nb = len(x) // block
-        return float(np.std(x[:nb * block].reshape(nb, block).mean(1), ddof=1) / np.sqrt(nb)) if nb > 1 else None
+        return blockStandardError([t[species] for t in run_["temps"][5:]], blockLength=block)
 
     e = nve["energies"]
     tt = np.arange(len(e)) * sample
@@ -247,9 +246,7 @@ def main():
         dens = lambda v: float(np.mean(mass_g / (v[len(v) // 4:] * 1e-21)))  # noqa: E731  g/cm^3
 
         def dens_sem(v, block=20):  # block standard error of the density, g/cm^3
-            x = mass_g / (v[len(v) // 4:] * 1e-21)
-            nb = len(x) // block
-            return float(np.std(x[:nb * block].reshape(nb, block).mean(1), ddof=1) / np.sqrt(nb)) if nb > 1 else None
+            return blockStandardError(mass_g / (v[len(v) // 4:] * 1e-21), blockLength=block)
         results["npt"] = {"time_ps": {"langevin": ref_p["time_ps"], "flashmd": fm_p["time_ps"]},
                           "density_langevin": dens(ref_p["volumes"]), "density_flashmd": dens(fm_p["volumes"]),
                           "density_sem_langevin": dens_sem(ref_p["volumes"]),

@@ -49,6 +49,8 @@ import time
 
 import numpy as np
 
+from openmmflash.blockstats import blockStandardError
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 KB = 0.00831446261815324
@@ -326,14 +328,6 @@ def launch(args):
 
 
 # ------------------------------------------------------------------------------------------------------ report
-def block_sem(x, blocks):
-    """Standard error of the mean of x from the scatter of ``blocks`` block means (nan with < 2 blocks)."""
-    parts = [b for b in np.array_split(np.asarray(x, dtype=float), blocks) if len(b)]
-    if len(parts) < 2:
-        return float("nan")
-    return float(np.std([b.mean() for b in parts], ddof=1) / np.sqrt(len(parts)))
-
-
 def reference_rdf(path=None):
     """Intermolecular g(r) of a LangevinMiddleIntegrator run in a bench_flashmd_water report (default: the 150 ps run
     of results/flashmd_water_gpu.json)."""
@@ -374,7 +368,7 @@ def summarize_variant(work, variant, settings, discard_ps, blocks, ref):
         x = s[key][keep]
         tk = t[keep]
         out[f"T_{name}_K"] = float(x.mean()) if len(x) else float("nan")
-        out[f"T_{name}_sem_K"] = block_sem(x, blocks)
+        out[f"T_{name}_sem_K"] = blockStandardError(x, blocks=blocks)
         out[f"absDeltaT_{name}_K"] = abs(out[f"T_{name}_K"] - T0)
         out[f"Tdrift_{name}_K_per_ns"] = float(np.polyfit(tk, x, 1)[0] * 1000) if len(x) > 2 else float("nan")
     if rdf_samples and ref is not None:
