@@ -54,9 +54,12 @@ _warned_models = set()
 
 def _warnEnsemble(model) -> None:
     """Log, once per process and model, what a shipped model's closed-loop validation found wrong with its ensemble."""
-    name, note = shippedName(model), ensembleNote(model)
-    if note and name not in _warned_models:
-        _warned_models.add(name)
+    name = shippedName(model)
+    if name is None or name in _warned_models:
+        return
+    _warned_models.add(name)
+    note = ensembleNote(name)
+    if note:
         logging.getLogger("openmmflash.flashmd").warning("FlashMD model %s: %s", name, note)
 
 

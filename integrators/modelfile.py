@@ -141,14 +141,15 @@ def saveModel(model: FlashMDModel, path: str) -> None:
 def shippedName(model) -> Optional[str]:
     """The shipped model's name for ``model`` (a shipped name, the path of a shipped file, or a model that
     :func:`loadModel` read from one), or None for anything else."""
-    model = getattr(model, "sourcePath", model)
-    if not isinstance(model, (str, os.PathLike)):
+    source = getattr(model, "sourcePath", model)
+    if not isinstance(source, (str, os.PathLike)):
         return None
-    name = os.path.basename(str(model))[:-3] if str(model).endswith(".pt") else str(model)
-    if os.path.exists(str(model)):
-        path = os.path.abspath(str(model))
-        return name if os.path.dirname(path) == MODEL_DIR else None  # elsewhere: merely shares a shipped name
-    return name if os.path.exists(os.path.join(MODEL_DIR, name + ".pt")) else None
+    try:
+        path = os.path.abspath(modelPath(source))
+    except ValueError:  # neither a file nor a shipped name
+        return None
+    # a file elsewhere that merely shares a shipped model's name is not that model
+    return os.path.basename(path)[:-3] if os.path.dirname(path) == MODEL_DIR else None
 
 
 def ensembleNote(model) -> Optional[str]:
@@ -186,12 +187,16 @@ def loadModel(model, device=None) -> FlashMDModel:
     if isinstance(model, FlashMDModel):
         return model.to(device) if device is not None else model
     path = modelPath(model)
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    m = _modelFromBlob(torch.load(path, map_location="cpu", weights_only=True), path)
+    m.sourcePath = os.path.abspath(path)  # the file it came from (shippedName, ensembleNote); not saved
+    return m.to(device) if device is not None else m
+
+
+def _modelFromBlob(blob, path: str):
+    """The model in a loaded model file's contents (plain or GAQ-quantized); ``path`` for messages."""
     if isinstance(blob, dict) and blob.get("format") == "openmmflash-flashmd-gaq":  # quantized (openmmflash.gaq)
         from openmmflash.gaq.export import modelFromBlob
-        m = modelFromBlob(blob, path)
-        m.sourcePath = os.path.abspath(path)
-        return m.to(device) if device is not None else m
+        return modelFromBlob(blob, path)
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a FlashMD model file (expected format {FORMAT!r})")
     if blob["version"] > VERSION:
@@ -203,6 +208,5 @@ def loadModel(model, device=None) -> FlashMDModel:
     m.provenance = blob.get("provenance", {})
     m.validation = blob.get("validation", {})
     m.integratorDefaults = blob.get("integratorDefaults", {})
-    m.sourcePath = os.path.abspath(path)  # the file it came from (ensembleNote); not saved
     m.eval()
-    return m.to(device) if device is not None else m
+    return m
