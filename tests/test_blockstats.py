@@ -49,7 +49,11 @@ def test_replicas_are_separate_runs():
 
 def test_too_few_blocks_and_bad_arguments():
     assert blockStandardError(np.arange(5.0), blockLength=5) is None
-    assert blockStandardError(np.arange(10.0), blocks=20) is None
+    assert blockStandardError(np.arange(10.0), blocks=1) is None
+    # more blocks than frames: one frame per block, none empty
+    assert blockStandardError(np.arange(10.0), blocks=20) == pytest.approx(np.std(np.arange(10.0), ddof=1) / np.sqrt(10))
+    with pytest.raises(ValueError, match=">= 1"):
+        blockStandardError(np.arange(10.0), blockLength=0)
     with pytest.raises(ValueError, match="exactly one"):
         blockStandardError(np.arange(10.0))
     with pytest.raises(ValueError, match="exactly one"):

@@ -368,7 +368,8 @@ def summarize_variant(work, variant, settings, discard_ps, blocks, ref):
         x = s[key][keep]
         tk = t[keep]
         out[f"T_{name}_K"] = float(x.mean()) if len(x) else float("nan")
-        out[f"T_{name}_sem_K"] = blockStandardError(x, blocks=blocks)
+        sem = blockStandardError(x, blocks=blocks)
+        out[f"T_{name}_sem_K"] = float("nan") if sem is None else sem
         out[f"absDeltaT_{name}_K"] = abs(out[f"T_{name}_K"] - T0)
         out[f"Tdrift_{name}_K_per_ns"] = float(np.polyfit(tk, x, 1)[0] * 1000) if len(x) > 2 else float("nan")
     if rdf_samples and ref is not None:
