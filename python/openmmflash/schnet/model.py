@@ -26,7 +26,8 @@ from torch import Tensor, nn
 from openmmflash.neighbors import build_neighbor_list
 from openmmflash.plugin import ops as _ops  # noqa: F401  (registers torch.ops.openmmflash.*)
 from openmmflash.schnet.config import FlashSchNetConfig
-from openmmflash.schnet.reference import cfconv_reference, pair_distances
+from openmmflash.schnet.filtertable import cfconv_table_reference
+from openmmflash.schnet.reference import cfconv_reference, filter_mlp, pair_distances
 
 
 class InteractionBlock(nn.Module):
@@ -53,6 +54,11 @@ class FlashSchNet(nn.Module):
         self.use_ops = False
         self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
         self.precision = str(c.precision)  # "fp32" | "w16a16" (flash filter MLP)
+        # "exact" (filter MLP per pair) or "table" (Hermite tables of every block's filter, [T, nodes, 2, F'] with
+        # values and spacing * dW/dd at nodes spacing apart; built by openmmflash.schnet.filtertable, not saved).
+        self.filter_mode = "exact"
+        self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
+        self.table_spacing = 1.0
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
@@ -112,6 +118,15 @@ class FlashSchNet(nn.Module):
             shifts = shifts.masked_fill(num > capacity, float("nan"))
         return [src, dst, shifts, num]
 
+    def filter_weights(self, distances: Tensor) -> Tensor:
+        """Filters of every block, W_t(d) = C(d) MLP_t(rbf(d)) (what multiplies lin1(x_j) in CFConv): distances [P]
+        in the model length unit -> [T, P, F']."""
+        out = []
+        for block in self.blocks:
+            out.append(filter_mlp(distances, self.mu, self.gamma, self.cutoff, self.rbf_cutoff, block.filter1.weight,
+                                  block.filter1.bias, block.filter2.weight))
+        return torch.stack(out)
+
     def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         """CFConv m [N, F'] of x [N, F'] with ``block``'s filter over pairs (dist, src, dst [P]); see ``filter_conv``."""
         return self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight)
@@ -139,13 +154,25 @@ class FlashSchNet(nn.Module):
         """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
         h = self.embedding(types)
         # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
-        flash = self.use_ops and self.backend == "flash" and h.is_cuda and dist.dtype == torch.float32
+        table = self.filter_mode == "table"
+        flash = self.use_ops and self.backend == "flash" and h.is_cuda and dist.dtype == torch.float32 and not table
         rowptr, perm, rowptr_src = src, src, src
         if flash:
             rowptr, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
+        if table and self.use_ops:
+            rowptr = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
+        t = 0
         for block in self.blocks:
             x = block.lin1(h)
-            if flash and x.dtype == torch.float32:
+            if table:
+                # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
+                if self.use_ops:
+                    m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, rowptr, self.filter_table[t],
+                                                           self.table_spacing, self.cutoff, x.is_cuda)
+                else:
+                    m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
+                                               self.cutoff)
+            elif flash and x.dtype == torch.float32:
                 m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, self.mu,
                                                      block.filter1.weight, block.filter1.bias, block.filter2.weight,
                                                      self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
@@ -153,6 +180,7 @@ class FlashSchNet(nn.Module):
                 m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias,
                                      block.filter2.weight)
             h = h + block.lin(torch.tanh(block.lin2(m)))
+            t += 1
         for k, layer in enumerate(self.readout):
             h = layer(h)
             if k + 1 < len(self.readout):
