@@ -14,8 +14,8 @@ over its incoming pairs; both gradients come from the destination rows, without 
 
 The positions gradient then follows from dL/dd through ``pair_distances``. Only ``rowptr`` (destination offsets of
 the dst-sorted list) is needed. Per pair the kernel reads 4 F table numbers (contiguous) and gathers one (forward)
-or two (backward) feature rows; the limit is L1/L2 load throughput, not FLOPs. ``x16``: fp16 copies of x and G with
-one per-tensor scale (half the gather bytes); table storage fp32 or fp16.
+or two (backward) feature rows; the limit is L1/L2 load throughput, not FLOPs. Table storage fp32 or fp16; with an
+fp16 table the kernels also gather fp16 copies of x and G (one per-tensor scale each, half the gather bytes).
 
 Caution: the backward is correct only for symmetric pair lists (``cfconv_table`` documents it); tested on CPU
 (Triton interpreter) and on NVIDIA Hopper. Gradients with respect to the table are not provided (inference only).
@@ -32,9 +32,9 @@ from torch import Tensor
 from openmmflash.plugin.kernels.cfconv import _half
 from openmmflash.schnet.filtertable import cfconv_table_reference
 
-# (pairs per tile BLOCK_E, warps) per kernel (benchmarks may overwrite); X16: fp16 feature gathers.
+# (pairs per tile BLOCK_E, warps) per kernel (benchmarks may overwrite). Feature gathers are fp16 (per-tensor scale)
+# with fp16 tables, the fast and less accurate mode; fp32 with fp32 tables.
 TABLE_TILES = {"fwd": (32, 4), "bwd": (32, 4)}
-X16 = os.environ.get("OPENMMFLASH_TABLE_X16", "0") == "1"
 
 
 @triton.jit
@@ -172,9 +172,10 @@ def cfconv_table_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, t
     if n == 0 or dist.shape[0] == 0:
         return out
     block_e, warps = TABLE_TILES["fwd"]
-    xk, xscale = _features(x, X16)
+    x16 = table.dtype == torch.float16
+    xk, xscale = _features(x, x16)
     _table_fwd_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(), out,
-                            xscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff), X16=X16,
+                            xscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff), X16=x16,
                             BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)), num_warps=warps)
     return out
 
@@ -189,11 +190,12 @@ def cfconv_table_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
     if n == 0 or dist.shape[0] == 0:
         return grad_x, grad_dist
     block_e, warps = TABLE_TILES["bwd"]
-    xk, xscale = _features(x, X16)
-    gk, gscale = _features(grad_out.to(torch.float32), X16)
+    x16 = table.dtype == torch.float16
+    xk, xscale = _features(x, x16)
+    gk, gscale = _features(grad_out.to(torch.float32), x16)
     _table_bwd_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(),
                             grad_x, grad_dist, xscale, gscale, f, table.shape[0], 1.0 / float(spacing),
-                            float(cutoff), X16=X16, BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)),
+                            float(cutoff), X16=x16, BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)),
                             num_warps=warps)
     return grad_x, grad_dist
 
