@@ -43,7 +43,8 @@ VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact"), "refere
 DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
 # Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
 OPENMM_MAX_REPLICAS = {"reference": 64, "flash_fp32": 128, "flash_w16a16": 256}
-TABLE_TUNE = {"fwd": [(16, 4), (32, 4), (32, 8), (64, 8)], "bwd": [(16, 4), (32, 4), (32, 8), (64, 8)]}
+TABLE_TUNE = {"fwd": [(8, 4), (16, 4), (16, 8), (32, 4), (32, 8), (64, 8)],
+              "bwd": [(8, 4), (16, 4), (16, 8), (32, 4), (32, 8), (64, 8)]}
 
 
 def filter_options(variant):
@@ -255,17 +256,17 @@ def tune_table(replicas, candidates):
         ft = buildFilterTable(model, FilterTableOptions(storage=storage))
         tab = ft.table[0].cuda()
         for kind, tiles in candidates.items():
+            runs = log.setdefault(f"{kind}/{storage}", [])
             for tile in tiles:
-                tk.TABLE_TILES[kind] = tuple(tile)
+                tk.TABLE_TILES[(kind, storage)] = tuple(tile)
                 if kind == "fwd":
                     ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing, 15.0))
                 else:
                     ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab, ft.spacing, 15.0))
-                log.setdefault(f"{kind}/{storage}", []).append({"tile": list(tile), "ms": ms})
-    for kind in candidates:
-        runs = log[f"{kind}/fp32"]
-        tk.TABLE_TILES[kind] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
-    out = {"replicas": replicas, "log": log, "chosen": {k: list(v) for k, v in tk.TABLE_TILES.items()},
+                runs.append({"tile": list(tile), "ms": ms})
+            tk.TABLE_TILES[(kind, storage)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
+    out = {"replicas": replicas, "nodes": ft.nodes, "log": log,
+           "chosen": {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()},
            "rowptr_ms": median_ms(lambda: tk.build_rowptr(dst, n))}
     print(json.dumps(out), flush=True)
     return out
@@ -377,8 +378,9 @@ def openmm_runs(replicas_list, variants, quick):
         cmd = [sys.executable, os.path.abspath(__file__), "--openmm-worker", variant, "1",
                ",".join(str(b) for b in reps)] + (["--quick"] if quick else [])
         tiles = json.dumps([[k, p, list(v)] for (k, p), v in kernels.TILES.items()])
+        table_tiles = json.dumps([[k, p, list(v)] for (k, p), v in tk.TABLE_TILES.items()])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                              env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=json.dumps(tk.TABLE_TILES)))
+                              env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=table_tiles))
         got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         for row in got:
             print(json.dumps(row), flush=True)
@@ -431,8 +433,8 @@ def openmm_worker(variant, graphs, replicas_list, quick):
 
     for kind, precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
         kernels.TILES[(kind, precision)] = tuple(tile)
-    for kind, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "{}")).items():
-        tk.TABLE_TILES[kind] = tuple(tile)
+    for kind, storage, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "[]")):
+        tk.TABLE_TILES[(kind, storage)] = tuple(tile)
     openmm = import_openmm()
     unit = openmm.unit
     pos0, types, masses, table = load_workload("folded")
@@ -680,7 +682,7 @@ def main():
     if args.tune:
         results["table_tuning"] = tune_table(128, TABLE_TUNE)
         save()
-    results["table_tiles"] = {k: list(v) for k, v in tk.TABLE_TILES.items()}
+    results["table_tiles"] = {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()}
     results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
     if args.profile:
         for variant in ("table", "flash_w16a16"):

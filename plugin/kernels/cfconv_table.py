@@ -34,7 +34,8 @@ from openmmflash.schnet.filtertable import cfconv_table_reference
 
 # (pairs per tile BLOCK_E, warps) per kernel (benchmarks may overwrite). Feature gathers are fp16 (per-tensor scale)
 # with fp16 tables, the fast and less accurate mode; fp32 with fp32 tables.
-TABLE_TILES = {"fwd": (32, 4), "bwd": (32, 4)}
+TABLE_TILES = {("fwd", "fp32"): (32, 4), ("bwd", "fp32"): (32, 4),
+               ("fwd", "fp16"): (32, 4), ("bwd", "fp16"): (32, 4)}
 
 
 @triton.jit
@@ -171,8 +172,8 @@ def cfconv_table_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, t
     out = torch.zeros_like(x)
     if n == 0 or dist.shape[0] == 0:
         return out
-    block_e, warps = TABLE_TILES["fwd"]
     x16 = table.dtype == torch.float16
+    block_e, warps = TABLE_TILES[("fwd", "fp16" if x16 else "fp32")]
     xk, xscale = _features(x, x16)
     _table_fwd_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(), out,
                             xscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff), X16=x16,
@@ -189,8 +190,8 @@ def cfconv_table_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
     grad_dist = torch.zeros_like(dist)
     if n == 0 or dist.shape[0] == 0:
         return grad_x, grad_dist
-    block_e, warps = TABLE_TILES["bwd"]
     x16 = table.dtype == torch.float16
+    block_e, warps = TABLE_TILES[("bwd", "fp16" if x16 else "fp32")]
     xk, xscale = _features(x, x16)
     gk, gscale = _features(grad_out.to(torch.float32), x16)
     _table_bwd_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(),
