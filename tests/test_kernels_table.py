@@ -290,3 +290,20 @@ def test_exact_and_table_reference_agree_with_cfconv_reference():
                            model.gamma, 3.0, True)
     got = cfconv_table_reference(x, dist, src, dst, table.table[0], table.spacing, 3.0)
     assert _rel(got, ref) < 1e-6
+
+
+@pytest.mark.parametrize("name", ["chignolin", "3a4r"])
+def test_bundled_models_table_forces_within_1e4(cg_fragment, name):
+    """Bundled (trained) models: forces with filterMode "table" in single precision within 1e-4 (RMSE / RMS) of
+    the exact model in float64; the doctor's one-line report names the table's nodes and error."""
+    from openmmflash.doctor import filter_table_report
+    from openmmflash.plugin.torchforce import createFlashSchNetModule
+
+    top, pos = cg_fragment
+    p64 = torch.tensor(pos, dtype=torch.float64)
+    _, f_exact = createFlashSchNetModule(name, top, precision="double", filterMode="exact")(p64)
+    table = createFlashSchNetModule(name, top, filterMode="table")
+    _, f_table = table(p64.float())
+    assert _rel(f_table.double(), f_exact) < 1e-4
+    assert table.filter_table_info["errorDerivative"] <= 1e-5
+    assert f"filter tables of {name}: {int(table.filter_table_info['nodes'])} nodes" in filter_table_report(name)
