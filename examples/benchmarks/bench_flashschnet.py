@@ -222,11 +222,11 @@ def bare(workloads, replicas_list, variants, quick, error_max_replicas=128):
                     if forces_ref is not None:
                         diff = forces.double() - forces_ref
                         row["force_rel_error"] = float(diff.norm() / forces_ref.norm())
-                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.3 if quick else 1.0)
+                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.3 if quick else 0.5)
                     row["timestep_mol_per_s"] = replicas * 1000.0 / row["ms"]
                     if variant != "reference_autograd":
                         replay, _ = graphed(module, pos)
-                        row["graph_ms"] = median_ms(replay, min_reps=10, budget_s=0.3 if quick else 1.0)
+                        row["graph_ms"] = median_ms(replay, min_reps=10, budget_s=0.3 if quick else 0.5)
                         row["graph_timestep_mol_per_s"] = replicas * 1000.0 / row["graph_ms"]
                     del module, model
                 except torch.cuda.OutOfMemoryError as err:

@@ -12,7 +12,7 @@ python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash 
 mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
 export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv | tee $OUT/gpu.txt
-TESTS=${TESTS:-tests/test_kernels_table.py tests/test_kernels_cfconv.py tests/test_kernels_csr.py tests/test_kernels_model.py}
+TESTS=${TESTS:-tests/test_kernels_table.py tests/test_kernels_pairdist.py tests/test_kernels_cfconv.py tests/test_kernels_csr.py tests/test_kernels_model.py}
 [ -n "$SKIP_TESTS" ] || OPENMMFLASH_TEST_CUDA=1 timeout ${TEST_TIMEOUT:-150} python -m pytest $TESTS -q -p no:warnings \
     -rs --durations=5 2>&1 | tee $OUT/tests.log | tail -25
 timeout ${BENCH_TIMEOUT:-420} python examples/benchmarks/bench_flashschnet.py --out $OUT/flashschnet_kernels.json "$@" \

@@ -150,30 +150,34 @@ class FlashSchNet(nn.Module):
                                                 self.rbf_cutoff)
         return cfconv_reference(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff)
 
-    def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
+    def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor,
+                      rowptr: Optional[Tensor] = None) -> Tensor:
+        """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P]; destination
+        offsets ``rowptr`` [N + 1] if already built)."""
         h = self.embedding(types)
         # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
         table = self.filter_mode == "table"
         flash = self.use_ops and self.backend == "flash" and h.is_cuda and dist.dtype == torch.float32 and not table
-        rowptr, perm, rowptr_src = src, src, src
+        offsets, perm, rowptr_src = src, src, src
+        if rowptr is not None:
+            offsets = rowptr
+        elif table and self.use_ops:
+            offsets = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
         if flash:
-            rowptr, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
-        if table and self.use_ops:
-            rowptr = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
+            offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
         t = 0
         for block in self.blocks:
             x = block.lin1(h)
             if table:
                 # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
                 if self.use_ops:
-                    m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, rowptr, self.filter_table[t],
+                    m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
                                                            self.table_spacing, self.cutoff, x.is_cuda)
                 else:
                     m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
                                                self.cutoff)
             elif flash and x.dtype == torch.float32:
-                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, self.mu,
+                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, offsets, perm, rowptr_src, self.mu,
                                                      block.filter1.weight, block.filter1.bias, block.filter2.weight,
                                                      self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
             else:
@@ -193,8 +197,15 @@ class FlashSchNet(nn.Module):
         if types.shape[0] != positions.shape[0]:
             raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
-        dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
-        eps = self.atom_energies(types, dist, pairs[0], pairs[1])
+        if self.filter_mode == "table" and self.use_ops:
+            # Inference path: distances with a row-owned gradient (no scatter atomics), CSR built once.
+            rowptr = torch.ops.openmmflash.pair_rowptr(pairs[1], positions.shape[0])
+            dist = torch.ops.openmmflash.pair_distances_rows(positions, pairs[0], pairs[1], pairs[2], rowptr,
+                                                             self.cutoff, positions.is_cuda)
+            eps = self.atom_energies(types, dist, pairs[0], pairs[1], rowptr)
+        else:
+            dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+            eps = self.atom_energies(types, dist, pairs[0], pairs[1])
         return eps.reshape(num_replicas, -1).sum(1)
 
     def energy_and_forces(self, positions: Tensor, types: Tensor, num_replicas: int = 1,
