@@ -37,12 +37,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
 # variant -> (CFConv backend, flash precision, use the custom ops, filter: "exact" or the table storage)
-VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact"), "reference": ("reference", "fp32", True, "exact"),
+VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact"),
+            "reference": ("reference", "fp32", True, "exact"),
             "flash_fp32": ("flash", "fp32", True, "exact"), "flash_w16a16": ("flash", "w16a16", True, "exact"),
             "table": ("flash", "fp32", True, "fp32"), "table_fp16": ("flash", "fp32", True, "fp16")}
 DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
 # Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
-OPENMM_REPLICAS = {"reference": [1], "flash_fp32": [1, 128], "flash_w16a16": [1, 128], "zero_model": [1]}
+OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1],
+                   "flash_fp32": [int(b) for b in os.environ.get("BENCH_FP32_REPLICAS", "1,128").split(",")]}
 TABLE_TUNE = {"fwd": [(8, 4), (16, 4), (32, 4), (32, 8)], "bwd": [(8, 4), (16, 4), (32, 4), (32, 8)]}
 
 
@@ -538,8 +540,13 @@ def headline(results, replicas=128):
     omm = {r["variant"]: r for r in results.get("openmm", []) if r["replicas"] == replicas and "error" not in r}
     bare_rows = {r["variant"]: r for r in results.get("bare", []) if r["replicas"] == replicas
                  and r["workload"] == "folded" and "error" not in r}
+    # Variants not run end to end at this B: the bare force call in a CUDA graph (named in throughputBasis).
+    bare_only = {v: r["graph_timestep_mol_per_s"] for v, r in bare_rows.items()
+                 if v not in omm and "graph_timestep_mol_per_s" in r}
     out = {"gpu": results.get("gpu"), "replicas": replicas,
-           "timestepMolPerS": {v: r["timestep_mol_per_s"] for v, r in omm.items() if v != "zero_model"},
+           "timestepMolPerS": dict({v: r["timestep_mol_per_s"] for v, r in omm.items() if v != "zero_model"},
+                                   **bare_only),
+           "throughputBasis": {v: "bare force call, CUDA graph" for v in bare_only},
            "speedupVsReference": {}, "forceRelError": {v: r["force_rel_error"] for v, r in bare_rows.items()
                                                        if "force_rel_error" in r}}
     ref = omm.get("reference")
