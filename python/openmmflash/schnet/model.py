@@ -18,6 +18,7 @@ runs, where optimized kernels slot in); with ``use_ops`` False the plain differe
 """
 
 import math
+import os
 from typing import List, Optional
 
 import torch
@@ -59,6 +60,9 @@ class FlashSchNet(nn.Module):
         self.filter_mode = "exact"
         self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
         self.table_spacing = 1.0
+        # Table path: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py) instead of the
+        # autograd scatter-adds of pair_distances.
+        self.row_distances = os.environ.get("OPENMMFLASH_ROW_DISTANCES", "1") == "1"
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
@@ -197,7 +201,7 @@ class FlashSchNet(nn.Module):
         if types.shape[0] != positions.shape[0]:
             raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
-        if self.filter_mode == "table" and self.use_ops:
+        if self.filter_mode == "table" and self.use_ops and self.row_distances:
             # Inference path: distances with a row-owned gradient (no scatter atomics), CSR built once.
             rowptr = torch.ops.openmmflash.pair_rowptr(pairs[1], positions.shape[0])
             dist = torch.ops.openmmflash.pair_distances_rows(positions, pairs[0], pairs[1], pairs[2], rowptr,
