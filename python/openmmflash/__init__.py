@@ -18,6 +18,8 @@ _EXPORTS = {
     "saveModel": "openmmflash.schnet.modelfile",
     "CGMapping": "openmmflash.cg.mapping",
     "createCGSystem": "openmmflash.cg.cgsystem",
+    "loadProtein": "openmmflash.cg.structure",
+    "addFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetPythonForce": "openmmflash.plugin.pythonforce",
     "replicateSystem": "openmmflash.plugin.replicas",
