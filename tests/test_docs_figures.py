@@ -36,7 +36,7 @@ def documents():
 
 def tables(text):
     """(preceding paragraph, [body rows as lists of cells], first line number) for every Markdown table."""
-    lines = text.splitlines()
+    lines = [line.strip() for line in text.splitlines()]
     found, i = [], 0
     while i < len(lines):
         if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|[\s:|-]+\|\s*$", lines[i + 1]):
