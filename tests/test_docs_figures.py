@@ -6,7 +6,8 @@ right above it (`results/NAME.json`, any prefix), or row by row in a cell of the
 checked against those alone). A table without measured figures says so with ``<!-- not measured -->`` in that
 paragraph. Every number in a body cell, outside `code spans`, must equal a number stored in a cited file after
 rounding to the digits shown; a fraction stored as 0.0086 may be shown as a percentage (0.9 %), and a value may be
-shown in a unit 1,000 times larger or smaller (s and ms).
+shown in a unit 1,000 times larger or smaller (s and ms). A row that names a run of a file that gathers several runs
+(`flashmd_cg_speed_gpu_s11`) is checked against that run's numbers alone.
 """
 
 import bisect
@@ -99,13 +100,24 @@ def _numbers(obj, acc):
 _cache = {}
 
 
-def stored_numbers(name):
-    if name not in _cache:
+def stored_numbers(name, run=None):
+    """The numbers stored in a results file, sorted; with ``run``, only those of that entry of its ``runs`` list."""
+    if (name, run) not in _cache:
         with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
-            acc = []
-            _numbers(json.load(f), acc)
-        _cache[name] = sorted(acc)
-    return _cache[name]
+            data = json.load(f)
+        if run is not None:
+            data = [r for r in data["runs"] if r.get("run") == run]
+        acc = []
+        _numbers(data, acc)
+        _cache[(name, run)] = sorted(acc)
+    return _cache[(name, run)]
+
+
+def run_names(name):
+    """Names of the runs gathered in a results file (files with a ``runs`` list of ``{"run": ...}`` entries)."""
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        runs = json.load(f).get("runs")
+    return {r["run"] for r in runs if isinstance(r, dict) and "run" in r} if isinstance(runs, list) else set()
 
 
 def appears(value, decimals, numbers):
@@ -141,7 +153,13 @@ def check_document(text, name="document", results_exist=None):
             if missing:
                 problems.append(f"{name}:{line}: cites missing results file(s) {missing}")
                 continue
-            numbers = sorted(v for f in files for v in stored_numbers(f))
+            spans = set(re.findall(r"`([^`]+)`", " ".join(row)))
+            numbers = []
+            for f in files:
+                named = sorted(spans & run_names(f))
+                for run in named or [None]:
+                    numbers += stored_numbers(f, run)
+            numbers.sort()
             for cell in row:
                 for value, decimals, text_ in shown_numbers(cell):
                     if not appears(value, decimals, numbers):
@@ -177,6 +195,9 @@ def test_a_wrong_figure_fails(tmp_path):
     assert any("is not in" in p for p in check_document(too_precise))
     as_percent = f"Fallbacks (`results/{name}`):\n\n| run | fallbacks |\n|---|---|\n| s11 | 0.9 % |\n"
     assert check_document(as_percent) == []
+    other_run = f"Speed (`results/{name}`):\n\n| run | ratio |\n|---|---|\n| `flashmd_cg_speed_gpu_s9_e` | {ratio:.2f} |\n"
+    assert any("is not in" in p for p in check_document(other_run))
+    assert check_document(other_run.replace("s9_e", "s11")) == []
     uncited = "Speed:\n\n| model | ratio |\n|---|---|\n| stiff | 24.0× |\n"
     assert any("cites no results file" in p for p in check_document(uncited))
     missing = right.replace(name, "no_such_result.json")
