@@ -236,3 +236,15 @@ def test_linked_pngs_exist_and_every_png_is_linked():
     pngs = {f for f in results_files() if f.endswith(".png")}
     assert linked <= pngs, sorted(linked - pngs)
     assert pngs <= linked, f"results PNGs no document links: {sorted(pngs - linked)}"
+
+
+def test_benchmark_scripts_record_full_provenance(monkeypatch):
+    """The helper benchmark scripts call gives every key the results files need, and says which it could not find."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "benchmarks"))
+    from benchprovenance import provenance
+
+    record = provenance(["examples/benchmarks/bench_cpu_threads.py", "--steps", "3"])
+    assert all(k in record for k in PROVENANCE_KEYS)
+    assert record["command"] == "python examples/benchmarks/bench_cpu_threads.py --steps 3"
+    assert record["torch"] and record["date"]
+    assert record["notRecorded"] == [k for k in PROVENANCE_KEYS if record[k] is None]
