@@ -18,8 +18,6 @@ _EXPORTS = {
     "saveModel": "openmmflash.schnet.modelfile",
     "CGMapping": "openmmflash.cg.mapping",
     "createCGSystem": "openmmflash.cg.cgsystem",
-    "loadProtein": "openmmflash.cg.structure",
-    "addFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetPythonForce": "openmmflash.plugin.pythonforce",
     "replicateSystem": "openmmflash.plugin.replicas",
@@ -30,6 +28,8 @@ _EXPORTS = {
     "FlashMDModel": "openmmflash.integrators.modelfile",
     "CompactReporter": "openmmflash.compactmd.compactreporter",
     "CompactTrajectory": "openmmflash.compactmd.compacttrajectory",
+    "loadProtein": "openmmflash.cg.structure",
+    "addFlashSchNetForce": "openmmflash.plugin.torchforce",
 }
 
 
