@@ -89,7 +89,7 @@ WATER_STRIDE = 0.002  # ps
 @pytest.fixture(scope="session")
 def water_pairs(tmp_path_factory):
     """(pairs .npz path, System, Topology, positions): 2 starts x 5 pairs at a 2 fs stride, 300 K, 1.2 nm box."""
-    from openmmflash.integrators.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
+    from openmmflash.integrators.training.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
 
     top, system, pos = flexibleWaterBox(1.2, 0.5)
     data = generatePairs(system, pos, speciesOf(top), [300.0], WATER_STRIDE, startsPerTemperature=2,
@@ -109,7 +109,7 @@ def relaxed_water_box(iterations):
     import openmm as mm
     from openmm import unit
 
-    from openmmflash.integrators.data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
 
     top, system, pos = flexibleWaterBox(1.2, 0.5)
     ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))

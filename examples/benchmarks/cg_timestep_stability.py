@@ -22,7 +22,7 @@ import openmm as mm
 from openmm import unit
 from tqdm import tqdm
 
-from openmmflash.integrators.cgprotein import buildCGSystem
+from openmmflash.workflows.flashmdcg import buildCGSystem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_flashmd_cg as bench  # noqa: E402
 
-from openmmflash.integrators.cgprotein import buildCGSystem  # noqa: E402
+from openmmflash.workflows.flashmdcg import buildCGSystem  # noqa: E402
 
 
 def timeCall(fn, repeats: int) -> float:

@@ -10,8 +10,8 @@ from typing import Dict
 import numpy as np
 from openmm import unit
 
-from .modes import moleculeGroups, modeTemperatures
-from .species import speciesTemperatures
+from openmmflash.integrators.rescale.modes import moleculeGroups, modeTemperatures
+from openmmflash.integrators.rescale.species import speciesTemperatures
 
 logger = logging.getLogger("openmmflash.flashmd")
 MAX_RESCALE_FACTORS = 10000  # getRescaleFactors keeps the latest 5,000 to 10,000

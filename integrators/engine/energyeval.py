@@ -41,7 +41,7 @@ class TorchEnergy:
             useCUDAGraph = self.device.type == "cuda"
         self.capturable = bool(useCUDAGraph and self.device.type == "cuda")  # fn may run inside a CUDA graph
         if self.capturable:
-            from .densestep import captureGraph
+            from openmmflash.integrators.engine.densestep import captureGraph
             self._graph, self._out = captureGraph(lambda: self.tensor(self._q), warmup=3)
 
     @torch.no_grad()

@@ -31,22 +31,19 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from .modelfile import ensembleNote, loadModel, shippedName
-from .densestep import DenseReplicaStep
-from .energyeval import EnergyEvaluator
-from .paddedstep import PaddedReplicaStep
-from .residentstrides import FlashMDResident
-from .diagnostics import FlashMDDiagnostics
-from .guard import checkPrediction, energyRescale, rejectionKind
-from .modes import modeShareRescale
-from .species import checkSystem, speciesShareRescale
-from .stepper import FlashMDStepper, check_stride
+from openmmflash.integrators.network.modelfile import ensembleNote, loadModel, shippedName
+from openmmflash.integrators.engine.densestep import DenseReplicaStep
+from openmmflash.integrators.engine.energyeval import EnergyEvaluator
+from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
+from openmmflash.integrators.engine.residentstrides import FlashMDResident
+from openmmflash.integrators.engine.diagnostics import FlashMDDiagnostics
+from openmmflash.integrators.rescale.guard import checkPrediction, energyRescale, rejectionKind
+from openmmflash.integrators.rescale.modes import modeShareRescale
+from openmmflash.integrators.rescale.species import checkSystem, speciesShareRescale
+from openmmflash.integrators.engine.stepper import FlashMDStepper, check_stride
+from openmmflash.units import valueIn
 
 MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
-
-
-def _value(x, u):
-    return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
 
 
 _warned_models = set()
@@ -68,7 +65,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
 
     Parameters
     ----------
-    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.modelfile``)
+    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.network.modelfile``)
     stepSize : ps or Quantity, optional
         Must equal the model's stride; default the model's stride.
     rescaleEnergy : bool
@@ -116,7 +113,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                  deviceResident: Optional[bool] = None):
         flashmd = loadModel(model)
         _warnEnsemble(flashmd)
-        stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
+        stride = flashmd.stride if stepSize is None else valueIn(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
         super().__init__(stride)
         self._model = flashmd
@@ -143,7 +140,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         if self.modeRescale and not self.rescaleEnergy:
             raise ValueError("modeRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
         self.randomRotation = bool(randomRotation)
-        self.maxDisplacement = 12.5 * stride if maxDisplacement is None else _value(maxDisplacement, unit.nanometer)
+        self.maxDisplacement = 12.5 * stride if maxDisplacement is None else valueIn(maxDisplacement, unit.nanometer)
         if maxRescale <= 1.0:
             raise ValueError(f"maxRescale must be > 1, got {maxRescale}")
         self.maxRescale = float(maxRescale)
@@ -295,7 +292,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
             self.setContext(self._context)
 
     def _randomRotation(self):
-        from .stepper import random_rotation
+        from openmmflash.integrators.engine.stepper import random_rotation
         return random_rotation(torch.Generator().manual_seed(int(self._rng().integers(2 ** 62))))
 
     def _predict(self, q, v, box, rotation):

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .densestep import DenseReplicaStep, captureGraph
-from .guard import REJECTION_KINDS, displacementReason, energyAboveReason, rescaleReason
-from .species import KB
+from openmmflash.integrators.engine.densestep import DenseReplicaStep, captureGraph
+from openmmflash.integrators.rescale.guard import REJECTION_KINDS, displacementReason, energyAboveReason, rescaleReason
+from openmmflash.integrators.rescale.species import KB
 
 M32 = 0xFFFFFFFF
 # status codes of the learned graph: 0 accepted, else 1 + index in this tuple

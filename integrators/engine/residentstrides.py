@@ -12,8 +12,8 @@ from typing import List, Optional
 import openmm as mm
 from openmm import unit
 
-from .densestep import DenseReplicaStep
-from .residentloop import CODES, ResidentLoop, rejectionReason
+from openmmflash.integrators.engine.densestep import DenseReplicaStep
+from openmmflash.integrators.engine.residentloop import CODES, ResidentLoop, rejectionReason
 
 class FlashMDResident:
     """Methods of the FlashMD integrators for device-resident strides (option ``deviceResident``)."""

@@ -109,9 +109,9 @@ def quantizationAwareTraining(model, dataset, scheme: str = "w4a8", method: str 
     records the settings, the loss of the fp32 model, after calibration and after QAT on held-out pairs, the loss
     history and the time taken.
     """
-    from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.modelfile import loadModel
-    from openmmflash.integrators.training import Trainer
+    from openmmflash.integrators.training.data import loadDataset
+    from openmmflash.integrators.network.modelfile import loadModel
+    from openmmflash.integrators.training.trainer import Trainer
 
     weight_bits, act_bits = parseScheme(scheme)
     if steps < 0 or batchSize < 1 or calibrationBatches < 1:

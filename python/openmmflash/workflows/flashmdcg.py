@@ -1,6 +1,6 @@
 """The bundled CG protein as FlashMD sees it: one helper that builds its OpenMM System with B replicas.
 
-Same System as the demo (openmmflash.demo.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
+Same System as the demo (openmmflash.workflows.cgsimulation.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
 TorchForce (createCGSystem), B identical copies of the molecule placed on a grid (plugin/replicas.py), the native
 structure stored in the model file as the start. Bead masses are element masses (N, C, O). FlashMD's species are
 the bead elements (``species="element"``, the shipped models) or the FlashSchNet model's bead types
@@ -20,11 +20,12 @@ def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: b
     """Returns (topology of all replicas, System, positions [B n, 3] nm, CG topology of one copy, native [n, 3] nm,
     FlashSchNet model). ``forceOptions`` go to addFlashSchNetForce (precision, useCUDAGraphs, ...). With
     ``platformName="CUDA"`` the force takes the demo's fast path (fused kernels, padded list, CUDA graphs;
-    ``openmmflash.demo.fastPathOptions``) and the returned model is its fused-kernel copy, as ordinary CG MD runs."""
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import fastPathOptions, nativeStructure
+    ``openmmflash.plugin.fastpath.fastPathOptions``) and the returned model is its fused-kernel copy, as ordinary CG MD runs."""
+    from openmmflash.plugin.cgsystem import createCGSystem
+    from openmmflash.cg.structure import nativeStructure
+    from openmmflash.plugin.fastpath import fastPathOptions
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     if int(replicas) != replicas or replicas < 1:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas}")
@@ -45,7 +46,7 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
 
     system : the System built by :func:`buildCGSystem`; net : its FlashSchNet model; topology : of all replicas.
     positions : [B n, 3] nm (e.g. the native structure buildCGSystem returns): on a CUDA device they size a padded
-    neighbor list (``openmmflash.demo.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
+    neighbor list (``openmmflash.plugin.fastpath.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
     shapes and runs as a CUDA graph inside the learned step's graph (energyeval.TorchEnergy).
     neighborCapacity : the padded list's length, instead of sizing it from ``positions`` (0: exact list, no graph).
     priors : "openmm" (OpenMM evaluates every other force group) or "torch": the prior terms in PyTorch too
@@ -59,7 +60,7 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     """
     from openmmflash.plugin.torchforce import createFlashSchNetModule
 
-    from .energyeval import TorchEnergy
+    from openmmflash.integrators.engine.energyeval import TorchEnergy
 
     forces = list(system.getForces())
     ml = [f for f in forces if f.getName() == "FlashSchNet"]
@@ -97,7 +98,7 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     elif neighborCapacity is None:
         neighborCapacity = 0
         if torch.device(device).type == "cuda" and positions is not None:
-            from openmmflash.demo import neighborCapacity as capacityFor
+            from openmmflash.plugin.fastpath import neighborCapacity as capacityFor
             neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
     module = createFlashSchNetModule(net, topology, replicas=replicas,
                                      neighborCapacity=int(neighborCapacity)).to(device)
@@ -129,7 +130,7 @@ class _DenseFlashSchNet:
     (pass a copy that nothing else calls, as the force module's)."""
 
     def __init__(self, model, replicas: int, n: int, dtype, device):
-        from .densestep import denseEdges
+        from openmmflash.integrators.engine.densestep import denseEdges
 
         self.model = model
         self.model.use_ops = False
@@ -163,7 +164,7 @@ def flashMDSpecies(net, topology, species: str = "element"):
 
     species : "element" (atomic numbers of the bead elements, as the shipped models) or "bead" (the FlashSchNet bead
     types, so the network can tell CA, CB and C apart)."""
-    from .data import speciesOf
+    from openmmflash.integrators.training.data import speciesOf
     if species == "element":
         return speciesOf(topology), "element", None
     if species == "bead":
