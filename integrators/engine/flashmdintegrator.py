@@ -42,6 +42,7 @@ from openmmflash.integrators.rescale.modes import modeShareRescale
 from openmmflash.integrators.rescale.species import checkSystem, speciesShareRescale
 from openmmflash.integrators.engine.stepper import FlashMDStepper, check_stride
 from openmmflash.units import valueIn
+from openmmflash.integrators.engine.stepper import random_rotation
 
 MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
 
@@ -292,7 +293,6 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
             self.setContext(self._context)
 
     def _randomRotation(self):
-        from openmmflash.integrators.engine.stepper import random_rotation
         return random_rotation(torch.Generator().manual_seed(int(self._rng().integers(2 ** 62))))
 
     def _predict(self, q, v, box, rotation):

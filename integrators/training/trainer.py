@@ -47,6 +47,7 @@ from openmmflash.integrators.training.data import readDatasets
 from openmmflash.integrators.network.modelfile import FlashMDModel, saveModel
 from openmmflash.integrators.engine.stepper import batch_edges, random_rotation
 from openmmflash.units import BOLTZMANN_KJ as KB
+from openmmflash.integrators.network.modelfile import loadModel
 
 
 
@@ -503,7 +504,6 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     data = readDatasets(dataset)
     init_name = None
     if initialModel is not None and not isinstance(initialModel, FlashMDModel):
-        from openmmflash.integrators.network.modelfile import loadModel
         init_name, initialModel = str(initialModel), loadModel(initialModel)
     init_provenance = dict(initialModel.provenance) if initialModel is not None else None
     init_stride = initialModel.stride if initialModel is not None else None

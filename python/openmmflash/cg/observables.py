@@ -11,6 +11,8 @@
 import numpy as np
 
 from openmmflash.cg.structure import caIndices
+from openmmflash.cg.mapping import CGMapping
+from openmmflash.cg.priors import enumerateTerms
 
 CONTACT_BETA = 5.0      # 1/A
 CONTACT_LAMBDA = 1.2
@@ -82,9 +84,6 @@ def overlap(a: np.ndarray, b: np.ndarray, bins: int = 30) -> float:
 
 def bondedTerms(model, topology):
     """(bonds (m, 2), angles (k, 3)) bead indices of a CG topology under the model's mapping."""
-    from openmmflash.cg.mapping import CGMapping
-    from openmmflash.cg.priors import enumerateTerms
-
     bonds = CGMapping(model.metadata.get("mapping") or "5bead").bondedPairs(topology)
     angles = enumerateTerms(topology, bonds)["angles"]
     return np.array(bonds, dtype=int).reshape(-1, 2), np.array(angles, dtype=int).reshape(-1, 3)

@@ -26,6 +26,8 @@ import os
 import torch
 from torch import Tensor
 
+from openmmflash.gaq.codebookindex import codebookIndex
+
 try:
     import triton
     import triton.language as tl
@@ -194,7 +196,6 @@ def nearest_codeword(u: Tensor, codebook: Tensor) -> Tensor:
 
 def nearest_codeword_indexed(u: Tensor, codebook: Tensor) -> Tensor:
     """As :func:`nearest_codeword` through the codebook's cube-map index (codebookindex.codebookIndex)."""
-    from openmmflash.gaq.codebookindex import codebookIndex
     u = u.reshape(-1, 3).contiguous()
     index = codebookIndex(codebook)
     c = index.codebookOn(u.device)

@@ -26,6 +26,10 @@ from openmmflash.cg.observables import (CONTACT_BETA, CONTACT_CUTOFF, CONTACT_LA
 from openmmflash.cg.refdata import writeJsonAtomically
 from openmmflash.cg.structure import caIndices, nativeStructure
 from openmmflash.workflows.cgsimulation import simulateCG
+from openmmflash.cg.refdata import loadReferenceData
+from openmmflash.cg.training import checkMapping
+from openmmflash.schnet.model import loadModel
+from openmmflash.stack import import_openmm
 
 WORK_FORMAT = "openmmflash.cgvalidation"
 BOND_TOLERANCE = 0.5    # A beyond the reference range
@@ -37,7 +41,6 @@ def _machine() -> dict:
 
     import torch
 
-    from openmmflash.stack import import_openmm
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"host": host.node(), "cpu": host.processor() or host.machine(), "gpu": gpu, "torch": torch.__version__,
@@ -75,8 +78,6 @@ def openWork(work: str, model=None, timeNs: Optional[float] = None, replicas: Op
              fastPath=None):
     """(settings, model) of a validation work folder: the stored settings of an existing one (arguments that are not
     None must match them, else ValueError), or new ones written into a new or empty folder."""
-    from openmmflash.schnet.model import loadModel
-
     given = {"timeNsPerReplica": timeNs, "replicas": replicas, "timestep_fs": timestep,
              "reportInterval": reportInterval, "seed": seed, "fastPath": fastPath}
     if os.path.isfile(os.path.join(work, "settings.json")):
@@ -210,8 +211,6 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
     import matplotlib
 
     matplotlib.use("Agg")
-    from openmmflash.cg.refdata import loadReferenceData
-    from openmmflash.cg.training import checkMapping
 
     if model is None and _storedSettings(work).get("model") == "in-memory":
         raise ValueError(f"{work!r} was started with an in-memory model: pass the same model to finalize it")
