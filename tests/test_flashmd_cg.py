@@ -316,7 +316,7 @@ def test_biased_shipped_models_warn_once(caplog, tmp_path):
     """A shipped model whose closed-loop validation found a biased ensemble says so (with the measured figures) when
     an integrator loads it, once per process; a model without such findings stays quiet."""
     import logging
-    from openmmflash.integrators import flashmdintegrator
+    from openmmflash.integrators.engine import flashmdintegrator
     from openmmflash.integrators.network.modelfile import ensembleNote, modelPath
 
     flashmdintegrator._warned_models.clear()
