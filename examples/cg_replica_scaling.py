@@ -6,7 +6,8 @@ For each model and replica count B: one System of B copies (priors as native for
 LangevinMiddleIntegrator 2 fs, started from the native structure; ``--warmup`` steps (Triton compilation, CUDA-graph
 capture), then ``--steps`` timed steps (ended by a getState, which waits for the GPU). The fast path (CUDA: fused
 kernels, float32, padded neighbor list; ``--fast-path '{"useCUDAGraphs": true}'`` adds CUDA graphs, see
-``openmmflash.plugin.fastpath.fastPathOptions`` for why they are off by default) is compared, in the same run, with the plain
+``openmmflash.plugin.fastpath.fastPathOptions`` for why they are off by default) is compared, in the same run, with
+the plain
 path (reference CFConv, exact neighbor list, no graphs) at ``--baseline-replicas``. The timing is of the per-step
 work only: the energies are checked to be finite, not the physics.
 Prints a table and writes examples/benchmarks/results/cg_replica_scaling.json (or ``--output``).

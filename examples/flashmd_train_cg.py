@@ -4,7 +4,7 @@ The System is the bundled CG chignolin exactly as the demo builds it (47 beads, 
 native forces + the FlashSchNet TorchForce), with B replicas in one System so that one force call serves them all
 (the TorchForce runs on the CUDA platform). Masses are the bead masses (N 14.007, C 12.011, O 15.999 amu), so the
 FlashMD species are the bead elements; with ``data --species bead`` they are the FlashSchNet bead types instead (the
-model file then records speciesKind "cgBead" and integrators need ``cgprotein.useCGBeadTypes``).
+model file then records speciesKind "cgBead" and integrators need ``flashmdcg.useCGBeadTypes``).
 
 1. Data (one GPU): B replicas at 280, 300, 320 and 350 K (round robin), minimized and 2 ps Langevin; then cycles of
    NVE velocity Verlet at 0.5 fs recording (q, p) at 0, 20 and 40 fs, followed by Langevin (friction 5/ps, 2 fs) to

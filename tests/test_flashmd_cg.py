@@ -163,7 +163,8 @@ def test_torch_priors_equal_openmm_energy_and_forces():
         x = torch.tensor(q, requires_grad=True)
         e = fn(x)
         e.backward()
-        assert float(e) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-10)
+        assert float(e.detach()) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                                  rel=1e-10)
         f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         np.testing.assert_allclose(-x.grad.numpy(), f, rtol=1e-7, atol=1e-6 * np.abs(f).max())
 

@@ -179,7 +179,8 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
     context.setPositions(np.asarray(pos))
     st = context.getState(getEnergy=True, getForces=True)
     F = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-    assert float(V[0]) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-6)
+    assert float(V[0].detach()) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                                 rel=1e-6)
     assert np.allclose(q.grad[0].numpy(), -np.asarray(F), rtol=1e-5, atol=1e-3)
     data_path, model_path = bead_files
     trainer = Trainer(data_path, model=loadModel(model_path), batchSize=2, energyWeight=1.0, system=system,

@@ -9,7 +9,8 @@ Both parts compare, in one process on one GPU, the same System (B replicas of ch
   (integrators/residentloop.py: learned step, guard, rescale and fallback substeps as CUDA graphs, OpenMM touched
   once per ``step`` call); ``--device-resident both`` times the host and the resident strides side by side.
 
-``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration (openmmflash.workflows.cgvalidation
+``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration
+(openmmflash.workflows.cgvalidation
 observables), histogram overlaps, kinetic temperatures, fallback rate and the rescale-factor distribution;
 writes results/flashmd_cg_validation<tag>.json and .png.
 
@@ -54,7 +55,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, p
                       compile=True, pairs=None):
     """resident: deviceResident of the integrator (default from --device-resident: None for auto, False for off);
     compile: torch.compile the resident strides (residentCompile); pairs: of the PyTorch FlashSchNet energy
-    (cgprotein.flashSchNetEnergyEvaluator; default the first of --pairs)."""
+    (flashmdcg.flashSchNetEnergyEvaluator; default the first of --pairs)."""
     model = model or args.model
     if resident is None:
         resident = {"auto": None, "off": False}.get(args.device_resident)
@@ -451,7 +452,7 @@ def main(argv=None):
     ap.add_argument("--pairs", nargs="+", choices=["auto", "list", "dense"], default=["auto"],
                     help="pairs of the PyTorch FlashSchNet energy (--energy split/torch; speed: one row each): the "
                          "TorchForce's neighbor list and fused kernels, all ordered pairs with the plain CFConv "
-                         "(compilable), or auto (dense on CUDA for small Systems); cgprotein.flashSchNetEnergyEvaluator")
+                         "(compilable), or auto (dense on CUDA for small Systems); flashmdcg.flashSchNetEnergyEvaluator")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")

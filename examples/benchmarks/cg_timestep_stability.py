@@ -1,6 +1,6 @@
 """Which time step does ordinary MD of the bundled CG chignolin tolerate? The baseline of the FlashMD CG speed target.
 
-The System is the one the FlashMD CG benchmark uses (``cgprotein.buildCGSystem``: FlashSchNet force + priors, one
+The System is the one the FlashMD CG benchmark uses (``flashmdcg.buildCGSystem``: FlashSchNet force + priors, one
 chignolin, 47 beads). From one Langevin-equilibrated state, for each time step: NVE with VerletIntegrator (total
 energy fluctuation and drift; the usual criterion is std(E_total) / std(E_kinetic) well below 1, say <= 0.05) and
 LangevinMiddleIntegrator at 300 K, 1/ps (mean kinetic temperature and whether it stays finite).

@@ -1,6 +1,6 @@
 """Where the time of a device-resident FlashMD stride goes, on the bundled CG chignolin (one GPU).
 
-For each variant of the PyTorch energy (``--pairs list dense``: cgprotein.flashSchNetEnergyEvaluator) it builds
+For each variant of the PyTorch energy (``--pairs list dense``: flashmdcg.flashSchNetEnergyEvaluator) it builds
 ``FlashMDLangevinIntegrator`` with the resident strides (integrators/residentloop.py), runs a few strides, then
 
 - times replays of the two CUDA graphs (learned stride; fallback = the rejected stride's velocity-Verlet substeps)

@@ -13,7 +13,8 @@ File format (``torch.save`` of plain types, ``weights_only=True`` loadable), wri
     list, QAT settings and results) and ``state_dict`` (uint8 packed int4 / int8 codes, float32 scales, float32
     biases and embeddings, activation scales ``amax``, frame weights).
 
-``openmmflash.integrators.network.modelfile.loadModel`` recognizes the format, so FlashMD integrators take a quantized file
+``openmmflash.integrators.network.modelfile.loadModel`` recognizes the format, so FlashMD integrators take a quantized
+file
 by path (or by name, when shipped in ``integrators/models``).
 """
 

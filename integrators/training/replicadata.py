@@ -1,6 +1,7 @@
 """FlashMD training pairs from many replicas of one molecule in one OpenMM System (GPU-efficient data generation).
 
-Same recipe as :func:`openmmflash.integrators.training.data.generatePairs` (Langevin-equilibrated starts at the temperatures of
+Same recipe as :func:`openmmflash.integrators.training.data.generatePairs` (Langevin-equilibrated starts at the
+temperatures of
 interest, then NVE velocity Verlet at a small time step with the System's own forces), but B independent copies of
 the molecule run side by side in one Context (one force call per step serves them all, e.g. a FlashSchNet
 TorchForce built with ``replicas=B``). Each replica has its own bath temperature (a per-particle ``kT`` in one

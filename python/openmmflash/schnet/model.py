@@ -13,8 +13,8 @@ Positions and the cutoff are in the model's length unit (``config.lengthUnit``, 
 its energy unit (kcal/mol by default); ``openmmflash.plugin`` converts at the OpenMM boundary (nm, kJ/mol).
 
 The CFConv and the neighbor list go through ``torch.ops.openmmflash.*`` when ``use_ops`` is True (the path OpenMM
-runs, where optimized kernels slot in; ``openmmflash.plugin`` registers the ops and switches it on); with ``use_ops`` False the plain differentiable reference is called directly
-(training needs gradients of forces).
+runs, where optimized kernels slot in; ``openmmflash.plugin`` registers the ops and switches it on); with
+``use_ops`` False the plain differentiable reference is called directly (training needs gradients of forces).
 """
 
 import math
@@ -80,7 +80,7 @@ class FlashSchNet(nn.Module):
 
     @classmethod
     def load(cls, pathOrName: str, device: str = "cpu") -> "FlashSchNet":
-        """Load a model file, or a bundled model by name (see ``openmmflash.schnet.modelfile.loadModel``)."""
+        """Load a model file, or a bundled model by name (see :func:`loadModel`)."""
         return loadModel(pathOrName, device)
 
     def save(self, path: str, **metadata) -> None:

@@ -13,11 +13,11 @@ from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.plugin.fastpath import fastPathOptions
 from openmmflash.plugin.replicas import replicatePositions, replicateTopology
 from openmmflash.stack import import_openmm
-from openmmflash.units import BOLTZMANN_KJ
+from openmmflash.units import BOLTZMANN_KJ, valueIn
 
 
 def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000, reportInterval: int = 100,
-               timestep: float = 2.0, temperature: Optional[float] = None, friction: float = 1.0,
+               timestep=2.0, temperature=None, friction=1.0,
                platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
                minimize: bool = True, fastPath: bool = True, initialState=None, stopAt: Optional[float] = None,
                onReport=None, stopOnBlowUp: bool = False) -> dict:
@@ -26,9 +26,12 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32, a padded neighbor list and CUDA
     graphs (``fastPathOptions``). Returns a dict: positions (frames, replicas, n, 3) nm, time (frames,) ps,
     potentialEnergy and temperature (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of
-    the MD loop (s), the steps, and ``forceOptions`` (what the fast path chose).
+    the MD loop (s), the steps, and ``forceOptions`` (what the fast path chose). ``timestep`` (fs), ``temperature``
+    (K; default the model's reference temperature) and ``friction`` (1/ps) are numbers in these units or OpenMM
+    Quantities.
 
-    Chunked runs (``openmmflash.workflows.cgvalidation.runValidationChunk``): ``initialState`` (an OpenMM State or its XML)
+    Chunked runs (``openmmflash.workflows.cgvalidation.runValidationChunk``): ``initialState`` (an OpenMM State or its
+    XML)
     continues a run instead of minimizing and drawing velocities (``positions`` still sizes the fast path's
     neighbor list); ``stopAt`` (a ``time.time()`` value) ends the run at the last frame boundary predicted to come
     before it (at least one frame); ``onReport(steps)`` is called after each frame with the steps since the last
@@ -38,13 +41,15 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     """
     openmm = import_openmm()
     app, unit = openmm.app, openmm.unit
-
     if replicas < 1 or steps < 1 or reportInterval < 1:
         raise ValueError(f"replicas, steps and reportInterval must be >= 1 (got {replicas}, {steps}, "
                          f"{reportInterval})")
+    timestep = valueIn(timestep, unit.femtosecond)  # a Quantity, or a number in fs
+    friction = valueIn(friction, unit.picosecond ** -1)
     if temperature is None:
         temperature = float(model.metadata.get("provenance", {}).get("referenceSettings", {})
                             .get("temperature", 300.0))
+    temperature = valueIn(temperature, unit.kelvin)
     n = topology.getNumAtoms()
     full_topology = replicateTopology(topology, replicas)
     start = replicatePositions(positions, replicas)

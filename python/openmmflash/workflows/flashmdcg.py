@@ -1,6 +1,7 @@
 """The bundled CG protein as FlashMD sees it: one helper that builds its OpenMM System with B replicas.
 
-Same System as the demo (openmmflash.workflows.cgsimulation.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
+Same System as the demo (openmmflash.workflows.cgsimulation.simulateCG): CGSchNet priors as native forces plus the
+FlashSchNet
 TorchForce (createCGSystem), B identical copies of the molecule placed on a grid (plugin/replicas.py), the native
 structure stored in the model file as the start. Bead masses are element masses (N, C, O). FlashMD's species are
 the bead elements (``species="element"``, the shipped models) or the FlashSchNet model's bead types
@@ -53,7 +54,8 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
 
     system : the System built by :func:`buildCGSystem`; net : its FlashSchNet model; topology : of all replicas.
     positions : [B n, 3] nm (e.g. the native structure buildCGSystem returns): on a CUDA device they size a padded
-    neighbor list (``openmmflash.plugin.fastpath.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
+    neighbor list (``openmmflash.plugin.fastpath.neighborCapacity``, as the TorchForce's fast path), so the energy has
+    fixed
     shapes and runs as a CUDA graph inside the learned step's graph (energyeval.TorchEnergy).
     neighborCapacity : the padded list's length, instead of sizing it from ``positions`` (0: exact list, no graph).
     priors : "openmm" (OpenMM evaluates every other force group) or "torch": the prior terms in PyTorch too
