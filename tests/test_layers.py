@@ -159,7 +159,8 @@ def _cycles(graph):
 
 def _describe(component, graph_edges):
     members = set(component)
-    lines = [f"  {a} -> {b}" + (f"  (line {n})" if n else "") for a, b, n in graph_edges if a in members and b in members]
+    lines = [f"  {a} -> {b}" + (f"  (line {n})" if n else "")
+             for a, b, n in graph_edges if a in members and b in members]
     return "cycle among " + ", ".join(component) + ":\n" + "\n".join(sorted(set(lines)))
 
 
