@@ -9,6 +9,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOTTED = re.compile(r"`(openmmflash(?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+FROM_IMPORT = re.compile(r"^\s*from (openmmflash[\w.]*) import ([\w, ]+)", re.M)
+IMPORT = re.compile(r"^\s*import (openmmflash[\w.]*)", re.M)
 SOURCE_FILE = re.compile(r"`((?:[A-Za-z0-9_\-]+/)+[A-Za-z0-9_\-]+\.(?:py|sh|pdb|json|yml|yaml|toml))`")
 # Where a path written relative to a package folder lives in the repository.
 SOURCE_ROOTS = ["", "python/", "python/openmmflash/", "examples/", "examples/benchmarks/"]
@@ -39,7 +41,10 @@ def resolves(dotted):
 @pytest.mark.parametrize("path", documents(), ids=lambda p: os.path.relpath(p, ROOT))
 def test_named_python_objects_exist(path):
     text = open(path, encoding="utf-8").read()
-    missing = sorted({name for name in DOTTED.findall(text) if not resolves(name)})
+    names = set(DOTTED.findall(text)) | set(IMPORT.findall(text))
+    for module, imported in FROM_IMPORT.findall(text):
+        names |= {f"{module}.{n.strip()}" for n in imported.split(",") if n.strip()}
+    missing = sorted(name for name in names if not resolves(name))
     assert not missing, f"{os.path.relpath(path, ROOT)} names what does not exist: {missing}"
 
 
