@@ -33,6 +33,9 @@ import time
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchprovenance import provenance  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
@@ -574,35 +577,6 @@ def floor_b1(results):
             "ratio": {v: r["ms_per_step"] / zero["ms_per_step"] for v, r in rows.items() if v != "zero_model"}}
 
 
-def provenance(argv):
-    import datetime
-    import subprocess
-
-    out = {"command": "python " + " ".join(argv), "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-           "commit": os.environ.get("BENCH_COMMIT")}
-    if not out["commit"]:
-        try:
-            out["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                           cwd=HERE).stdout.strip() or None
-        except OSError:
-            pass
-    try:
-        out["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                       capture_output=True, text=True).stdout.strip()
-    except OSError:
-        out["driver"] = None
-    try:
-        from openmmflash.stack import import_openmm
-
-        out["openmm"] = import_openmm().__version__
-        import openmmtorch
-
-        out["openmmtorch"] = getattr(openmmtorch, "__version__", None)
-    except Exception as err:
-        out["openmm"] = f"unavailable: {err}"
-    return out
-
-
 def plot(results, path):
     import matplotlib
 
@@ -669,14 +643,14 @@ def main():
     variants = args.variants.split(",")
     results = {"gpu": torch.cuda.get_device_name(), "versions": {
         "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda}, "provenance": provenance(sys.argv), "settings": {
+        "cuda": torch.version.cuda}, "provenance": provenance(), "settings": {
         "F": 128, "T": 4, "R": 64, "cutoff_A": 15.0, "readoutHidden": [128], "replicas": replicas,
         "variants": variants, "fp32_dot": kernels.FP32_DOT, "w16a16_fp16_gathers": kernels.GATHER16,
         "table_fp16_gathers": "with fp16 tables (table_fp16)", "openmm_replicas": OPENMM_REPLICAS,
         "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, CUDA platform mixed precision, TorchForce "
               "setOutputsForces + useCUDAGraphs, restraint k=500 kJ/mol/nm^2, readout x0.01, >= 200 timed steps",
         "force_error": "||F - F_exact64|| / ||F_exact64|| against the exact model in float64 (reference CFConv)"}}
-    results["versions"].update({k: results["provenance"].get(k) for k in ("openmm", "openmmtorch", "driver")})
+    results["versions"].update({k: results["provenance"].get(k) for k in ("openmm", "driver")})
     print(json.dumps(results["provenance"]), flush=True)
 
     def save():
