@@ -42,7 +42,7 @@ def filter_table_report(model: str) -> str:
     """One line on the tabulated filters (filterMode "table") of a model file or bundled model: nodes, spacing
     and the measured error against the exact float64 filter."""
     from openmmflash.schnet.filtertable import buildFilterTable
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     net = loadModel(model)
     table = buildFilterTable(net)
