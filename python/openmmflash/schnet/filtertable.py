@@ -80,7 +80,10 @@ def hermite_filter(table: Tensor, spacing: float, cutoff: float, dist: Tensor) -
     """Interpolated filter W(d) [P, F'] of one block's table [nodes, 2, F'] at distances ``dist`` [P] (torch, any
     device and dtype; differentiable in ``dist``, dW/dd follows by autograd)."""
     nodes = table.shape[0]
-    u = dist.to(table.dtype if table.dtype == torch.float64 else torch.float32) / spacing
+    # float64 arithmetic on the CPU: the interpolant then depends on d alone, not on how TorchScript's optimizing
+    # executor reorders float32 operations between calls (first and later calls agreed only to ~1e-5 otherwise).
+    work = torch.float64 if table.dtype == torch.float64 or not dist.is_cuda else torch.float32
+    u = dist.to(work) / spacing
     safe = torch.nan_to_num(u, nan=0.0).clamp(0.0, nodes - 2.0)
     k = safe.detach().floor()
     s = (u - k).unsqueeze(-1)
