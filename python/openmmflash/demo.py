@@ -98,7 +98,7 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                timestep: float = 2.0, temperature: Optional[float] = None, friction: float = 1.0,
                platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
                minimize: bool = True, fastPath: bool = True, initialState=None, stopAt: Optional[float] = None,
-               onReport=None, stopOnBlowUp: bool = False) -> dict:
+               onReport=None, stopOnBlowUp: bool = False, platformProperties: Optional[dict] = None) -> dict:
     """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
 
     With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32, a padded neighbor list and CUDA
@@ -112,7 +112,9 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     before it (at least one frame); ``onReport(steps)`` is called after each frame with the steps since the last
     call; ``stopOnBlowUp`` ends the run at NaN positions instead of raising (``blewUp`` then holds the message).
     The result also holds ``stepCount`` (the Context's step count at the end) and ``state``, the final State's XML
-    (positions, velocities, parameters, step count; portable between platforms).
+    (positions, velocities, parameters, step count; portable between platforms). ``platformProperties`` (e.g.
+    ``{"DeviceIndex": "1"}`` from ``openmmflash.distributed.Ensemble.platformProperties``) are passed to the
+    Context where the chosen platform knows them.
     """
     from tqdm import tqdm
 
@@ -137,8 +139,9 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     plat = fastestPlatform(platform)
     net, options = fastPathOptions(model, positions, replicas, plat.getName(), fastPath)
     system = createCGSystem(full_topology, net, replicas=replicas, **options)
+    properties = {k: v for k, v in (platformProperties or {}).items() if k in plat.getPropertyNames()}
     try:
-        context = openmm.Context(system, integrator, plat)
+        context = openmm.Context(system, integrator, plat, properties)
     except openmm.OpenMMException as err:
         if platform or plat.getName() == "CPU":
             raise
@@ -252,6 +255,42 @@ def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
     plt.close(fig)
 
 
+def runDemoPart(net, topology, native, replicas: int, steps: int, platform: Optional[str], output: str,
+                timestep: float, reportInterval: int, seed: int, progress: bool = True, fastPath=True, tag: str = "",
+                platformProperties: Optional[dict] = None) -> tuple:
+    """Simulate ``replicas`` copies of the native structure, writing trajectory{tag}.dcd and topology{tag}.pdb into
+    ``output``; returns (simulateCG's result, CA-RMSD to native (frames, replicas) in A)."""
+    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+
+    with open(os.path.join(output, f"topology{tag}.pdb"), "w") as f:  # the DCD's topology (all replicas)
+        openmm = import_openmm()
+        openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
+                                     replicatePositions(native, replicas) * openmm.unit.nanometer, f)
+    result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
+                        seed=seed, dcdPath=os.path.join(output, f"trajectory{tag}.dcd"), progress=progress,
+                        fastPath=fastPath, platformProperties=platformProperties)
+    ca = caIndices(topology)
+    frames = result["positions"]
+    rmsd = np.stack([kabschRMSD(frames[:, b][:, ca] * 10.0, native[ca] * 10.0) for b in range(replicas)], 1)
+    return result, rmsd
+
+
+def demoSummary(model: str, topology, result: dict, rmsd: np.ndarray, timestep: float) -> dict:
+    """The summary.json values of a demo run (result: simulateCG's keys; rmsd (frames, replicas) A)."""
+    replicas = rmsd.shape[1]
+    simulated_ps = result["steps"] * timestep * 1e-3
+    ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
+    return {"model": model, "platform": result["platform"], "replicas": replicas, "beads": topology.getNumAtoms(),
+            "steps": result["steps"], "timestep_fs": timestep, "simulatedTimePerReplica_ps": simulated_ps,
+            "wallSeconds": result["wallSeconds"], "nsPerDayPerReplica": ns_day,
+            "nsPerDayAggregate": ns_day * replicas,
+            "finalPotentialEnergy_kJmol": float(result["potentialEnergy"][-1]),
+            "meanTemperature_K": float(result["temperature"][len(result["temperature"]) // 2:].mean()),
+            "targetTemperature_K": result["targetTemperature"],
+            "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean()),
+            "forceOptions": result["forceOptions"]}
+
+
 def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, platform: Optional[str] = None,
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
             progress: bool = True, fastPath=True) -> dict:
@@ -261,31 +300,9 @@ def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, plat
     os.makedirs(output, exist_ok=True)
     net = loadModel(model)
     topology, native, _ = nativeStructure(net, output)
-    from openmmflash.plugin.replicas import replicateTopology
-
-    with open(os.path.join(output, "topology.pdb"), "w") as f:  # the DCD's topology (all replicas)
-        openmm = import_openmm()
-        from openmmflash.plugin.replicas import replicatePositions
-
-        openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
-                                     replicatePositions(native, replicas) * openmm.unit.nanometer, f)
-    result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
-                        seed=seed, dcdPath=os.path.join(output, "trajectory.dcd"), progress=progress,
-                        fastPath=fastPath)
-    ca = caIndices(topology)
-    frames = result["positions"]
-    rmsd = np.stack([kabschRMSD(frames[:, b][:, ca] * 10.0, native[ca] * 10.0) for b in range(replicas)], 1)
-    simulated_ps = result["steps"] * timestep * 1e-3
-    ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
-    summary = {"model": model, "platform": result["platform"], "replicas": replicas, "beads": topology.getNumAtoms(),
-               "steps": result["steps"], "timestep_fs": timestep, "simulatedTimePerReplica_ps": simulated_ps,
-               "wallSeconds": result["wallSeconds"], "nsPerDayPerReplica": ns_day,
-               "nsPerDayAggregate": ns_day * replicas,
-               "finalPotentialEnergy_kJmol": float(result["potentialEnergy"][-1]),
-               "meanTemperature_K": float(result["temperature"][len(result["temperature"]) // 2:].mean()),
-               "targetTemperature_K": result["targetTemperature"],
-               "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean()),
-               "forceOptions": result["forceOptions"]}
+    result, rmsd = runDemoPart(net, topology, native, replicas, steps, platform, output, timestep, reportInterval,
+                               seed, progress, fastPath)
+    summary = dict(demoSummary(model, topology, result, rmsd, timestep), worldSize=1)
     plotRun(result, rmsd, os.path.join(output, "demo.png"),
             f"openmmflash demo: {model}, {replicas} replicas, {result['platform']}")
     with open(os.path.join(output, "summary.json"), "w") as f:
@@ -304,8 +321,9 @@ def printSummary(s: dict, output: str) -> None:
     print(f"  temperature          {s['meanTemperature_K']:.1f} K (second half; target "
           f"{s['targetTemperature_K']:.0f} K)")
     print(f"  CA-RMSD to native    {', '.join(f'{v:.2f}' for v in s['caRmsdFinal_A'])} A (last frame per replica)")
-    print(f"  wrote                {output}/trajectory.dcd (topology.pdb), {output}/demo.png, "
-          f"{output}/summary.json")
+    trajectories = ("trajectory.dcd (topology.pdb)" if s.get("worldSize", 1) == 1 else
+                    f"trajectory.rank<k>.dcd (topology.rank<k>.pdb), k < {s['worldSize']}")
+    print(f"  wrote                {output}/{trajectories}, {output}/demo.png, {output}/summary.json")
 
 
 def register(subparsers):
@@ -335,6 +353,17 @@ def _demo(args):
         steps = 200 if args.quick else 3000
     replicas = args.replicas or (2 if args.quick else 4)
     interval = min(args.report_interval, steps) if not args.quick else 20
-    summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed,
-                      fastPath=not args.no_fast_path)
+    from openmmflash.distributed import Ensemble, launchInfo
+
+    if launchInfo()["worldSize"] == 1:
+        summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval,
+                          args.seed, fastPath=not args.no_fast_path)
+    else:  # torchrun / srun: each rank its share of the replicas, rank 0 the summary
+        from openmmflash.rankedjobs import runDemoRanks
+
+        with Ensemble() as ens:
+            summary = runDemoRanks(ens, args.model, steps, replicas, args.platform, args.output, args.timestep,
+                                   interval, args.seed, fastPath=not args.no_fast_path)
+        if summary is None:
+            return
     printSummary(summary, args.output)
