@@ -61,10 +61,23 @@ def _data(args):
     if made is None:
         raise ValueError("give either --water-box SIZE or both --system system.xml and --pdb structure.pdb")
     topology, system, positions = made
-    data = generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
-                         timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
-                         pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
-                         platform=args.platform, seed=args.seed, progress=not args.quiet)
+    from openmmflash.distributed import Ensemble
+
+    def generate(starts=None):
+        return generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
+                             timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
+                             pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
+                             platform=args.platform, seed=args.seed, progress=not args.quiet, starts=starts)
+
+    with Ensemble() as ens:
+        if ens.distributed:  # torchrun / srun: each rank its share of the starts, rank 0 writes the dataset
+            from openmmflash.rankedjobs import generatePairsRanks
+
+            data = generatePairsRanks(ens, args.output, generate, len(args.temperatures), args.starts)
+            if data is None:
+                return
+        else:
+            data = generate()
     if args.water_box:
         data["meta"]["waterBox"] = {"boxSize_nm": args.water_box, "cutoff_nm": args.water_cutoff,
                                     "density_g_cm3": args.water_density}
@@ -73,14 +86,25 @@ def _data(args):
 
 
 def _train(args):
+    import torch
+
+    from openmmflash.distributed import Ensemble
+
     from .training import train
+    # torchrun / srun: DistributedDataParallel, one rank per GPU (or CPU process), rank 0 writes the model
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ens = Ensemble(device="cuda" if device.startswith("cuda") else "cpu").start()
     made = _system_from_args(args)
     system = made[1] if made is not None else None
     model = train(args.dataset, args.output, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
-                  energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
-                  seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
+                  energyWeight=args.energy_weight, system=system, energyPlatform=args.platform,
+                  device=str(ens.device) if ens.distributed else args.device, seed=args.seed,
+                  resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
                   initialModel=args.init, **loss_term_kwargs(args))
+    ens.close()
+    if not ens.isMain:
+        return
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 

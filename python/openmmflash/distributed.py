@@ -154,7 +154,23 @@ class Ensemble:
         dist.init_process_group(self.backend, rank=self.rank, world_size=self.worldSize, timeout=self.timeout,
                                 device_id=self.device if self.device.type == "cuda" else None)
         self._owns_group = True
+        self.setPlatformDefaults()
         return self
+
+    def setPlatformDefaults(self) -> None:
+        """Make this rank's GPU the default ``DeviceIndex`` of OpenMM's CUDA, OpenCL and HIP platforms in this
+        process (``start`` does so on GPUs), so that Contexts created without properties, also inside library
+        code, run on it."""
+        if self.deviceIndex is None:
+            return
+        import openmm
+
+        for name in PLATFORMS_WITH_DEVICE_INDEX:
+            try:
+                platform = openmm.Platform.getPlatformByName(name)
+            except Exception:  # not installed here
+                continue
+            platform.setPropertyDefaultValue("DeviceIndex", str(self.deviceIndex))
 
     def close(self) -> None:
         """Leave the process group if ``start`` joined it."""
@@ -191,13 +207,13 @@ class Ensemble:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         return {"DeviceIndex": str(self.localRank % count if count else self.localRank)}
 
-    def partPath(self, path: str) -> str:
-        """``path`` with this rank's part tag before the extension (``traj.dcd`` -> ``traj.rank1.dcd``) when there
-        are several processes; ``path`` itself for a single process."""
+    def partPath(self, path: str, rank: Optional[int] = None) -> str:
+        """``path`` with the part tag of this rank (or ``rank``) before the extension (``traj.dcd`` ->
+        ``traj.rank1.dcd``) when there are several processes; ``path`` itself for a single process."""
         if not self.distributed:
             return path
         root, ext = os.path.splitext(path)
-        return f"{root}.rank{self.rank}{ext}"
+        return f"{root}.rank{self.rank if rank is None else rank}{ext}"
 
     # -- collectives -------------------------------------------------------------------------------------------
     def barrier(self) -> None:

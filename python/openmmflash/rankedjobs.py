@@ -19,21 +19,20 @@ from openmmflash.distributed import Ensemble
 PARTS_FILE = "parts.json"
 
 
-def checkParts(ens: Ensemble, directory: str, job: str) -> None:
-    """Record (rank 0) or check the world size of the parts in ``directory``; every rank raises the same error for
-    a directory made by another number of processes."""
-    path = os.path.join(directory, PARTS_FILE)
+def checkParts(ens: Ensemble, path: str, job: str) -> None:
+    """Record (rank 0) or check the world size of a job's parts in the JSON file ``path``; every rank raises the same
+    error for parts made by another number of processes."""
     stored = None
     if os.path.isfile(path):
         with open(path) as f:
             stored = json.load(f)
     if stored is not None and (stored.get("job") != job or stored.get("worldSize") != ens.worldSize):
-        raise ValueError(f"{directory!r} holds the parts of a {stored.get('job')} job of {stored.get('worldSize')} "
+        raise ValueError(f"{path!r} describes the parts of a {stored.get('job')} job of {stored.get('worldSize')} "
                          f"processes; resume it with the same command and `--nproc-per-node` / `-n "
                          f"{stored.get('worldSize')}`, or use another output")
-    ens.barrier()  # every rank has read it before rank 0 (re)writes it
+    ens.barrier()  # every rank has read it before rank 0 writes it
     if ens.isMain and stored is None:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "w") as f:
             json.dump({"job": job, "worldSize": ens.worldSize, "launcher": ens.launcher}, f, indent=1)
@@ -93,3 +92,68 @@ def runDemoRanks(ens: Ensemble, model: str = "chignolin", steps: int = 3000, rep
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+# -- cg-data ---------------------------------------------------------------------------------------------------------
+def referenceRunPart(ens: Ensemble, output: str, steps: int, settings: dict) -> tuple:
+    """(directory, steps, ReferenceRun settings) of this rank's part of ``openmmflash cg-data``: one process records
+    all ``steps`` into ``output``; under a launcher rank k records its share of the frames (``steps`` /
+    reportInterval, balanced) in an independent run ``output/run.rank<k>`` with seed ``ens.seed(seed)``, each
+    resumable on its own (rerun the same command with the same number of processes)."""
+    if not ens.distributed:
+        return output, steps, settings
+    interval = int(settings.get("reportInterval", 100))
+    if steps % interval:
+        raise ValueError(f"steps ({steps}) must be a multiple of reportInterval ({interval})")
+    frames = _shareOrRefuse(ens, steps // interval, "frames", "--steps / --report-interval")
+    checkParts(ens, os.path.join(output, PARTS_FILE), "cg-data")
+    part = dict(settings, seed=ens.seed(settings.get("seed", 1)))
+    return os.path.join(output, f"run.rank{ens.rank}"), len(frames) * interval, part
+
+
+def referenceParts(directories) -> list:
+    """Reference-data directories with each ``cg-data`` job of several processes (``parts.json``) replaced by its
+    per-rank runs ``run.rank<k>`` (train on them together: ``refdata.mergeReferenceData``)."""
+    out = []
+    for directory in directories:
+        path = os.path.join(directory, PARTS_FILE)
+        if os.path.isfile(path) and not os.path.isfile(os.path.join(directory, "metadata.json")):
+            with open(path) as f:
+                world = int(json.load(f)["worldSize"])
+            out += [os.path.join(directory, f"run.rank{k}") for k in range(world)]
+        else:
+            out.append(directory)
+    return out
+
+
+# -- flashmd-data ----------------------------------------------------------------------------------------------------
+def generatePairsRanks(ens: Ensemble, output: str, generate, numTemperatures: int, startsPerTemperature: int):
+    """``openmmflash flashmd-data`` over the ranks of ``ens``: the (temperature, start) runs are shared out in
+    order, rank k calls ``generate(starts)`` (``integrators.data.generatePairs`` with ``starts=``) and saves its
+    part as ``<output>.rank<k>.npz`` (kept; a rerun reuses parts that exist), and rank 0 concatenates the parts in
+    rank order into ``output``: the same pairs, in the same order, as one process with the same seed. Returns the
+    dataset on rank 0, None elsewhere."""
+    from openmmflash.integrators.data import loadDataset, saveDataset
+
+    combos = [(t, s) for t in range(numTemperatures) for s in range(startsPerTemperature)]
+    mine = [list(c) for c in (combos[k] for k in _shareOrRefuse(ens, len(combos), "starts (temperatures x "
+                                                                  "starts per temperature)", "--starts"))]
+    checkParts(ens, f"{output}.parts.json", "flashmd-data")
+    part = ens.partPath(output)
+    if os.path.isfile(part) and loadDataset(part)["meta"].get("starts") == mine:
+        print(f"rank {ens.rank}: reusing {part}")
+    else:
+        data = generate(mine)
+        data["meta"]["starts"] = mine
+        saveDataset(part, data)
+    ens.barrier()
+    if not ens.isMain:
+        return None
+    parts = [loadDataset(ens.partPath(output, k)) for k in range(ens.worldSize)]
+    keys = ("q0", "p0", "dq", "p1", "box", "temperature")
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    merged["masses"], merged["types"] = parts[0]["masses"], parts[0]["types"]
+    merged["meta"] = dict(parts[0]["meta"], starts=[c for p in parts for c in p["meta"]["starts"]],
+                          seconds=max(p["meta"]["seconds"] for p in parts), worldSize=ens.worldSize)
+    saveDataset(output, merged)
+    return merged
