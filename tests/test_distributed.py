@@ -211,3 +211,65 @@ def test_demo_under_torchrun(tmp_path):
         assert (out / f"trajectory.rank{k}.dcd").stat().st_size > 0 and (out / f"topology.rank{k}.pdb").exists()
     assert (out / "demo.png").exists() and not (out / "trajectory.dcd").exists()
     assert run.stdout.count("openmmflash demo: chignolin") == 1  # rank 0 alone prints the summary
+
+
+def _torchrun(args, nproc=2, timeout=600):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in LAUNCH_VARIABLES:
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc)] + args
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_example_ensemble_run_under_torchrun(tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "ensemble_run.py")
+    run = _torchrun([example, "--replicas", "3", "--steps", "40", "--report-interval", "20", "--platform", "CPU",
+                     "--output", str(tmp_path / "rg")])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with np.load(tmp_path / "rg.npz") as z:
+        assert z["rg"].shape == (2, 3) and np.all((z["rg"] > 2) & (z["rg"] < 20)) and int(z["worldSize"]) == 2
+    assert "rank 0/2: replicas 0-1" in run.stdout and "rank 1/2: replicas 2-2" in run.stdout
+    assert (tmp_path / "rg.png").exists()
+
+
+@pytest.mark.slow
+def test_cg_data_under_torchrun_resumes_each_rank_part(tmp_path):
+    from openmmflash.cg.refdata import loadReferenceData
+    from openmmflash.rankedjobs import referenceParts
+
+    out = tmp_path / "ref"
+    args = ["-m", "openmmflash", "cg-data", "--sequence", "GAY", "-o", str(out), "--report-interval", "10",
+            "--equilibration", "10", "--shard-frames", "2", "--platform", "Reference", "--timestep", "2"]
+    run = _torchrun(args + ["--steps", "50"])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    parts = referenceParts([str(out)])
+    assert parts == [str(out / "run.rank0"), str(out / "run.rank1")]
+    assert [loadReferenceData(p)["positions"].shape[0] for p in parts] == [3, 2]  # 5 frames shared out
+    seeds = [loadReferenceData(p)["metadata"]["settings"]["seed"] for p in parts]
+    assert seeds[0] == 1 and seeds[1] != 1
+    run = _torchrun(args + ["--steps", "90"])  # resumed: each rank continues its own run
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = [loadReferenceData(p) for p in parts]
+    assert [d["positions"].shape[0] for d in data] == [5, 4] and [d["metadata"]["stepsDone"] for d in data] == [50, 40]
+    run = _torchrun(args + ["--steps", "90"], nproc=3)
+    assert run.returncode != 0 and "job of 2 processes" in run.stderr + run.stdout
+
+
+@pytest.mark.slow
+def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
+    from openmmflash.integrators.data import loadDataset
+
+    args = ["-m", "openmmflash", "flashmd-data", "--water-box", "1.2", "--water-cutoff", "0.5", "--stride", "2",
+            "--temperatures", "300", "330", "--starts", "2", "--pairs", "2", "--spacing", "0.004",
+            "--equilibration", "0.004", "--platform", "Reference", "--quiet"]
+    run = _torchrun(args + ["-o", str(tmp_path / "two.npz")], nproc=3)  # 4 starts over 3 ranks: 2, 1, 1
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    single = subprocess.run([sys.executable] + args + ["-o", str(tmp_path / "one.npz")], capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = loadDataset(str(tmp_path / "one.npz")), loadDataset(str(tmp_path / "two.npz"))
+    assert b["meta"]["worldSize"] == 3 and b["meta"]["starts"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    for key in ("q0", "p0", "dq", "p1", "box", "temperature"):  # the Reference platform is deterministic
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert [loadDataset(str(tmp_path / f"two.rank{k}.npz"))["q0"].shape[0] for k in range(3)] == [4, 2, 2]
