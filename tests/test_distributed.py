@@ -252,8 +252,26 @@ def test_cg_data_under_torchrun_resumes_each_rank_part(tmp_path):
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     data = [loadReferenceData(p) for p in parts]
     assert [d["positions"].shape[0] for d in data] == [5, 4] and [d["metadata"]["stepsDone"] for d in data] == [50, 40]
-    run = _torchrun(args + ["--steps", "90"], nproc=3)
-    assert run.returncode != 0 and "job of 2 processes" in run.stderr + run.stdout
+
+
+def test_parts_of_another_world_size_are_refused(tmp_path, clean_env):
+    from openmmflash.rankedjobs import checkParts
+
+    ens = Ensemble(device="cpu")
+    path = str(tmp_path / "out" / "parts.json")
+    checkParts(ens, path, "cg-data")  # a new job records its world size
+    assert json.loads(open(path).read()) == {"job": "cg-data", "worldSize": 1, "launcher": None}
+    checkParts(ens, path, "cg-data")  # the same world size resumes
+    with open(path, "w") as f:
+        json.dump({"job": "cg-data", "worldSize": 2}, f)
+    with pytest.raises(ValueError, match="job of 2 processes; resume it with .*--nproc-per-node 2` or `srun -n 2`"):
+        checkParts(ens, path, "cg-data")
+    with pytest.raises(ValueError, match="cg-data job of 2"):
+        checkParts(ens, path, "flashmd-data")
+    clean_env.setenv("SLURM_STEP_NUM_TASKS", "2")  # an srun step of 2 that has not joined its group
+    clean_env.setenv("SLURM_PROCID", "1")
+    with pytest.raises(RuntimeError, match="has not joined the process group"):
+        Ensemble(device="cpu").gather(1)
 
 
 @pytest.mark.slow
@@ -261,15 +279,15 @@ def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
     from openmmflash.integrators.data import loadDataset
 
     args = ["-m", "openmmflash", "flashmd-data", "--water-box", "1.2", "--water-cutoff", "0.5", "--stride", "2",
-            "--temperatures", "300", "330", "--starts", "2", "--pairs", "2", "--spacing", "0.004",
+            "--temperatures", "300", "--starts", "3", "--pairs", "2", "--spacing", "0.004",
             "--equilibration", "0.004", "--platform", "Reference", "--quiet"]
-    run = _torchrun(args + ["-o", str(tmp_path / "two.npz")], nproc=3)  # 4 starts over 3 ranks: 2, 1, 1
+    run = _torchrun(args + ["-o", str(tmp_path / "two.npz")])  # 3 starts over 2 ranks: 2 and 1
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     single = subprocess.run([sys.executable] + args + ["-o", str(tmp_path / "one.npz")], capture_output=True,
                             text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = loadDataset(str(tmp_path / "one.npz")), loadDataset(str(tmp_path / "two.npz"))
-    assert b["meta"]["worldSize"] == 3 and b["meta"]["starts"] == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert b["meta"]["worldSize"] == 2 and b["meta"]["starts"] == [[0, 0], [0, 1], [0, 2]]
     for key in ("q0", "p0", "dq", "p1", "box", "temperature"):  # the Reference platform is deterministic
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert [loadDataset(str(tmp_path / f"two.rank{k}.npz"))["q0"].shape[0] for k in range(3)] == [4, 2, 2]
+    assert [loadDataset(str(tmp_path / f"two.rank{k}.npz"))["q0"].shape[0] for k in range(2)] == [4, 2]

@@ -216,20 +216,26 @@ class Ensemble:
         return f"{root}.rank{self.rank if rank is None else rank}{ext}"
 
     # -- collectives -------------------------------------------------------------------------------------------
+    def _joined(self):
+        """torch.distributed, once the process group is joined (else a RuntimeError saying how to join)."""
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            raise RuntimeError(f"rank {self.rank} of {self.worldSize} has not joined the process group; use "
+                               "`with Ensemble() as ens:` or call ens.start() first")
+        return dist
+
     def barrier(self) -> None:
         """Wait until every rank got here."""
         if self.distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+            self._joined().barrier()
 
     def gather(self, obj: Any) -> Optional[List[Any]]:
         """Every rank's ``obj`` (picklable, sent through the process group) as a list in rank order on rank 0;
         None on the others."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
+        dist = self._joined()
         out = [None] * self.worldSize if self.isMain else None
         dist.gather_object(obj, out, dst=0)
         return out
@@ -238,8 +244,7 @@ class Ensemble:
         """Every rank's ``obj`` as a list in rank order, on every rank."""
         if not self.distributed:
             return [obj]
-        import torch.distributed as dist
-
+        dist = self._joined()
         out = [None] * self.worldSize
         dist.all_gather_object(out, obj)
         return out
@@ -259,8 +264,7 @@ class Ensemble:
         """Rank 0's ``obj`` on every rank."""
         if not self.distributed:
             return obj
-        import torch.distributed as dist
-
+        dist = self._joined()
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -274,8 +278,7 @@ class Ensemble:
         scalar = np.ndim(value) == 0
         if not self.distributed:
             return float(value) if scalar else np.asarray(value, dtype=np.float64)
-        import torch.distributed as dist
-
+        dist = self._joined()
         t = torch.as_tensor(np.asarray(value, dtype=np.float64)).reshape(-1).clone()
         dist.all_reduce(t, op=getattr(dist.ReduceOp, ops[op]))
         return float(t[0]) if scalar else t.numpy().reshape(np.shape(value))

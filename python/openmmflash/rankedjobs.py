@@ -28,8 +28,8 @@ def checkParts(ens: Ensemble, path: str, job: str) -> None:
             stored = json.load(f)
     if stored is not None and (stored.get("job") != job or stored.get("worldSize") != ens.worldSize):
         raise ValueError(f"{path!r} describes the parts of a {stored.get('job')} job of {stored.get('worldSize')} "
-                         f"processes; resume it with the same command and `--nproc-per-node` / `-n "
-                         f"{stored.get('worldSize')}`, or use another output")
+                         f"processes; resume it with the same command under `torchrun --nproc-per-node "
+                         f"{stored.get('worldSize')}` or `srun -n {stored.get('worldSize')}`, or use another output")
     ens.barrier()  # every rank has read it before rank 0 writes it
     if ens.isMain and stored is None:
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
