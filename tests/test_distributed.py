@@ -291,3 +291,29 @@ def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
     for key in ("q0", "p0", "dq", "p1", "box", "temperature"):  # the Reference platform is deterministic
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert [loadDataset(str(tmp_path / f"two.rank{k}.npz"))["q0"].shape[0] for k in range(2)] == [4, 2]
+
+
+@pytest.mark.slow
+def test_cg_validate_under_torchrun_merges_the_ranks_replicas(refdir, tmp_path):
+    from openmmflash.cg.refdata import loadReferenceData
+    from openmmflash.cg.training import ForceMatching
+    from openmmflash.cg.validation import _loadCheckpoint
+    from openmmflash.schnet.config import FlashSchNetConfig
+
+    data = loadReferenceData(refdir)
+    trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=7)
+    trainer.train(epochs=1, batchSize=5, maxSteps=2, progress=False)
+    model = str(tmp_path / "m.pt")
+    trainer.save(model, structure=data["cgPdb"])
+    out, work = tmp_path / "val", tmp_path / "work"
+    run = _torchrun(["-m", "openmmflash", "cg-validate", model, refdir, "-o", str(out), "--work", str(work),
+                     "--time", "0.0002", "--replicas", "3", "--report-interval", "20", "--platform", "CPU"])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((out / "validation.json").read_text())
+    assert report["worldSize"] == 2 and report["replicas"] == 3 and report["frames"] == 5
+    assert [len(c["ranks"]) for c in report["chunks"]] == [2]
+    parts = [_loadCheckpoint(str(work / f"rank{k}")) for k in range(2)]
+    assert [p["caRmsd"].shape for p in parts] == [(5, 2), (5, 1)]
+    final = np.concatenate([p["caRmsd"][-1] for p in parts])
+    assert report["cgFinalMean"]["caRmsd"] == pytest.approx(float(final.mean()), rel=1e-5)
+    assert (out / "validation.png").stat().st_size > 0

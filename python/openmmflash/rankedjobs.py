@@ -157,3 +157,94 @@ def generatePairsRanks(ens: Ensemble, output: str, generate, numTemperatures: in
                           seconds=max(p["meta"]["seconds"] for p in parts), worldSize=ens.worldSize)
     saveDataset(output, merged)
     return merged
+
+
+# -- cg-validate -----------------------------------------------------------------------------------------------------
+REPLICA_ROWS = ("bondMin", "bondMax", "angleMin", "angleMax")  # (replicas, terms); other records (frames, replicas)
+
+
+def mergeValidationParts(parts: list, target: str, beads: int) -> dict:
+    """Write into ``target`` a CG validation work folder holding the replicas of every rank's work folder in
+    ``parts`` (rank order), for ``cg.validation.finalizeValidation``: per-replica records side by side over the
+    frames all parts have, the System's potential energy summed and its temperature averaged over the degrees of
+    freedom (``beads`` per replica), and chunk wall times the slowest rank's. The folder is for reporting only (its
+    saved State is rank 0's). Returns the merged settings."""
+    from openmmflash.cg.refdata import writeJsonAtomically
+    from openmmflash.cg.validation import _loadCheckpoint, _storedSettings
+
+    settings = [_storedSettings(p) for p in parts]
+    cks = [_loadCheckpoint(p) for p in parts]
+    empty = [p for p, ck in zip(parts, cks) if ck is None or len(ck["time"]) == 0]
+    if empty:
+        raise ValueError(f"the rank parts {empty} hold no simulated frames yet; run the simulation first")
+    frames = min(len(ck["time"]) for ck in cks)
+    replicas = np.array([s["replicas"] for s in settings])
+    dof = 3.0 * beads * replicas - 3.0
+    arrays = {}
+    for key in cks[0]:
+        if key in ("stateXml", "chunks", "stepCount"):
+            continue
+        if key in REPLICA_ROWS:
+            arrays[key] = np.concatenate([ck[key] for ck in cks], axis=0)
+        elif key == "time":
+            arrays[key] = cks[0][key][:frames]
+        elif key == "potentialEnergy":
+            arrays[key] = sum(ck[key][:frames] for ck in cks)
+        elif key == "temperature":
+            arrays[key] = sum(ck[key][:frames] * d for ck, d in zip(cks, dof)) / dof.sum()
+        else:
+            arrays[key] = np.concatenate([ck[key][:frames] for ck in cks], axis=1)
+    chunks = []
+    for k, info in enumerate(cks[0]["chunks"]):
+        same = [ck["chunks"][k] for ck in cks if len(ck["chunks"]) > k]
+        merged = dict(info, wallSeconds=max(c["wallSeconds"] for c in same), ranks=same)
+        blew = [f"rank {r}: {c['blewUp']}" for r, c in enumerate(same) if "blewUp" in c]
+        if blew:
+            merged["blewUp"] = "; ".join(blew)
+        chunks.append(merged)
+    merged_settings = dict(settings[0], replicas=int(replicas.sum()), rankReplicas=replicas.tolist(),
+                           rankSeeds=[s["seed"] for s in settings])
+    os.makedirs(target, exist_ok=True)
+    writeJsonAtomically(os.path.join(target, "settings.json"), merged_settings)
+    np.savez_compressed(os.path.join(target, "checkpoint.npz"),
+                        stateXml=np.frombuffer(cks[0]["stateXml"].encode(), np.uint8),
+                        stepCount=min(ck["stepCount"] for ck in cks), chunks=json.dumps(chunks), **arrays)
+    return merged_settings
+
+
+def validateRanks(ens: Ensemble, model: str, data: Optional[str], output: str, work: Optional[str], timeNs: float,
+                  replicas: int, timestep: float, reportInterval: int, seed: int, fastPath=None,
+                  maxWallSeconds: Optional[float] = None, platform: Optional[str] = None) -> Optional[dict]:
+    """``openmmflash cg-validate`` over the ranks of ``ens``: rank k simulates its share of the replicas (seed
+    ``ens.seed(seed)``) in its own resumable work folder ``<work>/rank<k>`` (``work`` default ``<output>/work``);
+    once every part reached the target (or blew up) and ``data`` is given, rank 0 merges the parts and writes one
+    validation.json (with ``worldSize``) and validation.png into ``output``. Returns the report on rank 0 when
+    written, else None."""
+    from openmmflash.cg.validation import finalizeValidation, runValidationChunk
+    from openmmflash.demo import nativeStructure
+    from openmmflash.schnet.modelfile import loadModel
+
+    work = work or os.path.join(output, "work")
+    checkParts(ens, os.path.join(work, PARTS_FILE), "cg-validate")
+    mine = _shareOrRefuse(ens, replicas, "replicas", "--replicas")
+    part = os.path.join(work, f"rank{ens.rank}")
+    status = runValidationChunk(part, model, timeNs, len(mine), timestep, reportInterval, ens.seed(seed), fastPath,
+                                maxWallSeconds=maxWallSeconds, platform=platform, progress=ens.isMain)
+    statuses = ens.gather(status)
+    if not ens.isMain or not data or not all(s["complete"] or s["blewUp"] for s in statuses):
+        if ens.isMain:
+            print(f"{work}: parts of {ens.worldSize} ranks; " + ("run the same command again to continue" if data
+                  else "give the reference data to write the report once every part is done"))
+        return None
+    net = loadModel(model)
+    with tempfile.TemporaryDirectory(prefix="cgval-merged-") as tmp:
+        topology, _, _ = nativeStructure(net, tmp)
+        mergeValidationParts([os.path.join(work, f"rank{k}") for k in range(ens.worldSize)],
+                             os.path.join(tmp, "merged"), topology.getNumAtoms())
+        report = finalizeValidation(os.path.join(tmp, "merged"), data, output)
+    from openmmflash.cg.refdata import writeJsonAtomically
+
+    report.update(worldSize=ens.worldSize, launcher=ens.launcher, work=os.path.abspath(work),
+                  parts=[os.path.join(work, f"rank{k}") for k in range(ens.worldSize)])
+    writeJsonAtomically(report["files"][0], report)
+    return report

@@ -132,8 +132,22 @@ def _validate(args):
     import os
 
     from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
+    from openmmflash.distributed import Ensemble, launchInfo
 
     defaults = {"time": 1.0, "replicas": 4, "timestep": 2.0, "report_interval": 100, "seed": 1}
+    if launchInfo()["worldSize"] > 1:  # torchrun / srun: each rank its replicas in WORK/rank<k>, rank 0 the report
+        from openmmflash.rankedjobs import validateRanks
+
+        for key, value in defaults.items():
+            setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+        with Ensemble() as ens:
+            report = validateRanks(ens, args.model, args.data, args.output, args.work, args.time, args.replicas,
+                                   args.timestep, args.report_interval, args.seed,
+                                   False if args.no_fast_path else None, args.max_wall, args.platform)
+        if report is not None:
+            print(f"{report['cgTime']} on {report['worldSize']} ranks; stable {report['stable']}; wrote "
+                  f"{report['files']}")
+        return
     if args.work is None or not os.path.isfile(os.path.join(args.work, "settings.json")):
         for key, value in defaults.items():  # a continued work folder keeps its own settings
             setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
