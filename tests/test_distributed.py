@@ -234,24 +234,34 @@ def test_example_ensemble_run_under_torchrun(tmp_path):
 
 
 @pytest.mark.slow
-def test_cg_data_under_torchrun_resumes_each_rank_part(tmp_path):
+def test_cg_data_under_torchrun_resumes_each_rank_part_and_cg_train_uses_them(tmp_path):
     from openmmflash.cg.refdata import loadReferenceData
     from openmmflash.rankedjobs import referenceParts
 
     out = tmp_path / "ref"
     args = ["-m", "openmmflash", "cg-data", "--sequence", "GAY", "-o", str(out), "--report-interval", "10",
             "--equilibration", "10", "--shard-frames", "2", "--platform", "Reference", "--timestep", "2"]
-    run = _torchrun(args + ["--steps", "50"])
+    run = _torchrun(args + ["--steps", "410"])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     parts = referenceParts([str(out)])
     assert parts == [str(out / "run.rank0"), str(out / "run.rank1")]
-    assert [loadReferenceData(p)["positions"].shape[0] for p in parts] == [3, 2]  # 5 frames shared out
+    assert [loadReferenceData(p)["positions"].shape[0] for p in parts] == [21, 20]  # 41 frames shared out
     seeds = [loadReferenceData(p)["metadata"]["settings"]["seed"] for p in parts]
     assert seeds[0] == 1 and seeds[1] != 1
-    run = _torchrun(args + ["--steps", "90"])  # resumed: each rank continues its own run
+    run = _torchrun(args + ["--steps", "810"])  # resumed: each rank continues its own run
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     data = [loadReferenceData(p) for p in parts]
-    assert [d["positions"].shape[0] for d in data] == [5, 4] and [d["metadata"]["stepsDone"] for d in data] == [50, 40]
+    assert [d["positions"].shape[0] for d in data] == [41, 40]
+    assert [d["metadata"]["stepsDone"] for d in data] == [410, 400]
+    model = tmp_path / "m.pt"  # cg-train under torchrun on both ranks' runs; rank 0 writes the model
+    run = _torchrun(["-m", "openmmflash", "cg-train", str(out), "-o", str(model), "--hidden", "8", "--filters", "8",
+                     "--rbf", "8", "--readout", "8", "--epochs", "1", "--batch-size", "5", "--blocks", "4"])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    from openmmflash.schnet.modelfile import loadModel
+
+    meta = loadModel(str(model)).metadata
+    assert meta["validation"]["trainFrames"] + meta["validation"]["validationFrames"] == 81
+    assert len(meta["provenance"]["referenceRuns"]) == 2 and run.stdout.count("wrote ") == 1
 
 
 def test_parts_of_another_world_size_are_refused(tmp_path, clean_env):
