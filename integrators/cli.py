@@ -35,17 +35,38 @@ def _system_from_args(args):
 
 def _cg_data(args):
     """Pairs for a bundled CG protein: B replicas in one System (replicadata.py)."""
+    from openmmflash.distributed import Ensemble
+
     from .cgprotein import buildCGSystem, flashMDSpecies
     from .data import saveDataset
     from .replicadata import generateReplicaPairs
-    _, system, positions, topology, _, net = buildCGSystem(args.replicas, args.cg_model, removeCMMotion=False)
-    types, kind, labels = flashMDSpecies(net, topology, args.species)
+
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     stride = args.stride / 1000.0
-    data = generateReplicaPairs(system, positions, types, args.replicas, args.temperatures, [stride],
-                                timestep=args.timestep / 1000.0, cycles=args.pairs, decorrelation=args.spacing,
-                                equilibration=args.equilibration, platform=args.platform, platformProperties=props,
-                                seed=args.seed, progress=not args.quiet, speciesKind=kind, speciesLabels=labels)[stride]
+
+    def generate(indices=None, seed=args.seed):  # replicas ``indices`` (all by default) in one System
+        b = args.replicas if indices is None else len(indices)
+        first = 0 if indices is None else indices[0]  # replica j runs at temperatures[j % T], as in one System
+        temperatures = [args.temperatures[(first + j) % len(args.temperatures)]
+                        for j in range(len(args.temperatures))]
+        _, system, positions, topology, _, net = buildCGSystem(b, args.cg_model, removeCMMotion=False)
+        types, kind, labels = flashMDSpecies(net, topology, args.species)
+        return generateReplicaPairs(system, positions, types, b, temperatures, [stride],
+                                    timestep=args.timestep / 1000.0, cycles=args.pairs, decorrelation=args.spacing,
+                                    equilibration=args.equilibration, platform=args.platform,
+                                    platformProperties=props, seed=seed, progress=not args.quiet,
+                                    speciesKind=kind, speciesLabels=labels)[stride]
+
+    with Ensemble() as ens:
+        if ens.distributed:  # torchrun / srun: each rank a System of its share of the replicas (its own seed)
+            from openmmflash.rankedjobs import generatePairsRanks
+
+            data = generatePairsRanks(ens, args.output, lambda indices: generate(indices, ens.seed(args.seed)),
+                                      args.replicas, "replicas", "--replicas")
+            if data is None:
+                return
+        else:
+            data = generate()
     data["meta"]["system"] = f"bundled CG model {args.cg_model!r} (FlashSchNet TorchForce + priors)"
     saveDataset(args.output, data)
     print(f"wrote {data['q0'].shape[0]} pairs of {data['q0'].shape[1]} particles to {args.output}")
@@ -63,17 +84,21 @@ def _data(args):
     topology, system, positions = made
     from openmmflash.distributed import Ensemble
 
-    def generate(starts=None):
+    runs = [(t, s) for t in range(len(args.temperatures)) for s in range(args.starts)]
+
+    def generate(indices=None):  # the (temperature, start) runs ``indices``, all by default
         return generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
                              timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
                              pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
-                             platform=args.platform, seed=args.seed, progress=not args.quiet, starts=starts)
+                             platform=args.platform, seed=args.seed, progress=not args.quiet,
+                             starts=None if indices is None else [runs[i] for i in indices])
 
     with Ensemble() as ens:
         if ens.distributed:  # torchrun / srun: each rank its share of the starts, rank 0 writes the dataset
             from openmmflash.rankedjobs import generatePairsRanks
 
-            data = generatePairsRanks(ens, args.output, generate, len(args.temperatures), args.starts)
+            data = generatePairsRanks(ens, args.output, generate, len(runs), "starts (temperatures x starts)",
+                                      "--starts")
             if data is None:
                 return
         else:

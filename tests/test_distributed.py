@@ -297,7 +297,7 @@ def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
                             text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert single.returncode == 0, single.stderr[-3000:]
     a, b = loadDataset(str(tmp_path / "one.npz")), loadDataset(str(tmp_path / "two.npz"))
-    assert b["meta"]["worldSize"] == 2 and b["meta"]["starts"] == [[0, 0], [0, 1], [0, 2]]
+    assert b["meta"]["worldSize"] == 2 and b["meta"]["rankShares"] == [[0, 1], [2]]
     for key in ("q0", "p0", "dq", "p1", "box", "temperature"):  # the Reference platform is deterministic
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     assert [loadDataset(str(tmp_path / f"two.rank{k}.npz"))["q0"].shape[0] for k in range(2)] == [4, 2]
@@ -327,3 +327,19 @@ def test_cg_validate_under_torchrun_merges_the_ranks_replicas(refdir, tmp_path):
     final = np.concatenate([p["caRmsd"][-1] for p in parts])
     assert report["cgFinalMean"]["caRmsd"] == pytest.approx(float(final.mean()), rel=1e-5)
     assert (out / "validation.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_flashmd_cg_replica_data_under_torchrun_keeps_each_replicas_temperature(tmp_path):
+    from openmmflash.integrators.data import loadDataset
+
+    run = _torchrun(["-m", "openmmflash", "flashmd-data", "--cg-model", "chignolin", "--replicas", "3", "--stride",
+                     "20", "--pairs", "2", "--spacing", "0.02", "--equilibration", "0.02", "--platform", "CPU",
+                     "--temperatures", "280", "300", "--species", "bead", "--quiet", "-o", str(tmp_path / "c.npz")])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    data = loadDataset(str(tmp_path / "c.npz"))
+    assert data["q0"].shape == (6, 47, 3) and data["meta"]["rankShares"] == [[0, 1], [2]]
+    # replicas 0, 1, 2 run at 280, 300, 280 K as in one System of 3: rank 1's replica 2 at 280 K
+    assert sorted(data["temperature"].tolist()) == [280.0] * 4 + [300.0] * 2
+    np.testing.assert_array_equal(loadDataset(str(tmp_path / "c.rank1.npz"))["temperature"], [280.0, 280.0])
+    assert data["meta"]["rankSeeds"][0] != data["meta"]["rankSeeds"][1] and data["meta"]["speciesKind"] == "cgBead"

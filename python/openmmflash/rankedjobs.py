@@ -127,24 +127,22 @@ def referenceParts(directories) -> list:
 
 
 # -- flashmd-data ----------------------------------------------------------------------------------------------------
-def generatePairsRanks(ens: Ensemble, output: str, generate, numTemperatures: int, startsPerTemperature: int):
-    """``openmmflash flashmd-data`` over the ranks of ``ens``: the (temperature, start) runs are shared out in
-    order, rank k calls ``generate(starts)`` (``integrators.data.generatePairs`` with ``starts=``) and saves its
-    part as ``<output>.rank<k>.npz`` (kept; a rerun reuses parts that exist), and rank 0 concatenates the parts in
-    rank order into ``output``: the same pairs, in the same order, as one process with the same seed. Returns the
-    dataset on rank 0, None elsewhere."""
+def generatePairsRanks(ens: Ensemble, output: str, generate, count: int, what: str, option: str):
+    """``openmmflash flashmd-data`` over the ranks of ``ens``: ``count`` units of work (the (temperature, start)
+    runs, or the replicas of a CG System) are shared out in order, rank k calls ``generate(indices)`` for its share
+    and saves the dataset as ``<output>.rank<k>.npz`` (kept; a rerun reuses a part made for the same share), and
+    rank 0 concatenates the parts in rank order into ``output`` (``meta["rankShares"]``: each rank's indices).
+    Returns the dataset on rank 0, None elsewhere."""
     from openmmflash.integrators.data import loadDataset, saveDataset
 
-    combos = [(t, s) for t in range(numTemperatures) for s in range(startsPerTemperature)]
-    mine = [list(c) for c in (combos[k] for k in _shareOrRefuse(ens, len(combos), "starts (temperatures x "
-                                                                  "starts per temperature)", "--starts"))]
+    mine = list(_shareOrRefuse(ens, count, what, option))
     checkParts(ens, f"{output}.parts.json", "flashmd-data")
     part = ens.partPath(output)
-    if os.path.isfile(part) and loadDataset(part)["meta"].get("starts") == mine:
+    if os.path.isfile(part) and loadDataset(part)["meta"].get("rankShare") == mine:
         print(f"rank {ens.rank}: reusing {part}")
     else:
         data = generate(mine)
-        data["meta"]["starts"] = mine
+        data["meta"]["rankShare"] = mine
         saveDataset(part, data)
     ens.barrier()
     if not ens.isMain:
@@ -153,8 +151,10 @@ def generatePairsRanks(ens: Ensemble, output: str, generate, numTemperatures: in
     keys = ("q0", "p0", "dq", "p1", "box", "temperature")
     merged = {k: np.concatenate([p[k] for p in parts]) for k in keys}
     merged["masses"], merged["types"] = parts[0]["masses"], parts[0]["types"]
-    merged["meta"] = dict(parts[0]["meta"], starts=[c for p in parts for c in p["meta"]["starts"]],
-                          seconds=max(p["meta"]["seconds"] for p in parts), worldSize=ens.worldSize)
+    merged["meta"] = dict(parts[0]["meta"], rankShares=[p["meta"]["rankShare"] for p in parts],
+                          rankSeeds=[p["meta"].get("seed") for p in parts],
+                          seconds=max(p["meta"].get("seconds", 0.0) for p in parts), worldSize=ens.worldSize)
+    merged["meta"].pop("rankShare")
     saveDataset(output, merged)
     return merged
 
