@@ -23,11 +23,11 @@ import torch  # noqa: F401  (before openmm)
 import openmm
 from openmm import unit
 
-from openmmflash.cg.cgsystem import createCGSystem
+from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.cg.structure import loadProtein
 from openmmflash.distributed import Ensemble
 from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-from openmmflash.schnet.modelfile import loadModel
+from openmmflash.schnet.model import loadModel
 
 
 def nativeOf(model):

@@ -94,8 +94,8 @@ def _cg_training(refdir):
 
 
 def _flashmd_training(pairs):
-    from openmmflash.integrators.data import flexibleWaterBox
-    from openmmflash.integrators.training import Trainer
+    from openmmflash.integrators.training.data import flexibleWaterBox
+    from openmmflash.integrators.training.trainer import Trainer
 
     torch.manual_seed(1234)  # the network's initialization draws from the global stream
     _, system, _ = flexibleWaterBox(1.2, 0.5)
@@ -236,7 +236,7 @@ def test_example_ensemble_run_under_torchrun(tmp_path):
 @pytest.mark.slow
 def test_cg_data_under_torchrun_resumes_each_rank_part_and_cg_train_uses_them(tmp_path):
     from openmmflash.cg.refdata import loadReferenceData
-    from openmmflash.rankedjobs import referenceParts
+    from openmmflash.workflows.rankedjobs import referenceParts
 
     out = tmp_path / "ref"
     args = ["-m", "openmmflash", "cg-data", "--sequence", "GAY", "-o", str(out), "--report-interval", "10",
@@ -257,7 +257,7 @@ def test_cg_data_under_torchrun_resumes_each_rank_part_and_cg_train_uses_them(tm
     run = _torchrun(["-m", "openmmflash", "cg-train", str(out), "-o", str(model), "--hidden", "8", "--filters", "8",
                      "--rbf", "8", "--readout", "8", "--epochs", "1", "--batch-size", "5", "--blocks", "4"])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     meta = loadModel(str(model)).metadata
     assert meta["validation"]["trainFrames"] + meta["validation"]["validationFrames"] == 81
@@ -265,7 +265,7 @@ def test_cg_data_under_torchrun_resumes_each_rank_part_and_cg_train_uses_them(tm
 
 
 def test_parts_of_another_world_size_are_refused(tmp_path, clean_env):
-    from openmmflash.rankedjobs import checkParts
+    from openmmflash.workflows.rankedjobs import checkParts
 
     ens = Ensemble(device="cpu")
     path = str(tmp_path / "out" / "parts.json")
@@ -286,7 +286,7 @@ def test_parts_of_another_world_size_are_refused(tmp_path, clean_env):
 
 @pytest.mark.slow
 def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
-    from openmmflash.integrators.data import loadDataset
+    from openmmflash.integrators.training.data import loadDataset
 
     args = ["-m", "openmmflash", "flashmd-data", "--water-box", "1.2", "--water-cutoff", "0.5", "--stride", "2",
             "--temperatures", "300", "--starts", "3", "--pairs", "2", "--spacing", "0.004",
@@ -307,7 +307,7 @@ def test_flashmd_data_under_torchrun_equals_one_process(tmp_path):
 def test_cg_validate_under_torchrun_merges_the_ranks_replicas(refdir, tmp_path):
     from openmmflash.cg.refdata import loadReferenceData
     from openmmflash.cg.training import ForceMatching
-    from openmmflash.cg.validation import _loadCheckpoint
+    from openmmflash.workflows.cgvalidation import _loadCheckpoint
     from openmmflash.schnet.config import FlashSchNetConfig
 
     data = loadReferenceData(refdir)
@@ -331,7 +331,7 @@ def test_cg_validate_under_torchrun_merges_the_ranks_replicas(refdir, tmp_path):
 
 @pytest.mark.slow
 def test_flashmd_cg_replica_data_under_torchrun_keeps_each_replicas_temperature(tmp_path):
-    from openmmflash.integrators.data import loadDataset
+    from openmmflash.integrators.training.data import loadDataset
 
     run = _torchrun(["-m", "openmmflash", "flashmd-data", "--cg-model", "chignolin", "--replicas", "3", "--stride",
                      "20", "--pairs", "2", "--spacing", "0.02", "--equilibration", "0.02", "--platform", "CPU",

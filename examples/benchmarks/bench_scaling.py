@@ -41,8 +41,9 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 # -- worker (one per rank, under torchrun) -----------------------------------------------------------------------
 def _cg_ensemble(ens, args, replicasOnRank: int) -> dict:
-    from openmmflash.demo import nativeStructure, simulateCG
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.cg.structure import nativeStructure
+    from openmmflash.workflows.cgsimulation import simulateCG
+    from openmmflash.schnet.model import loadModel
 
     net = loadModel(args.model)
     with tempfile.TemporaryDirectory() as tmp:

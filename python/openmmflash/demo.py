@@ -7,228 +7,20 @@ of the CA-RMSD.
 
 import json
 import os
+import tempfile
 import time
 from typing import Optional
 
 import numpy as np
 
+from openmmflash.cg.observables import kabschRMSD
+from openmmflash.distributed import Ensemble, launchInfo
+from openmmflash.cg.structure import caIndices, nativeStructure
+from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
-from openmmflash.schnet.config import PRECISIONS
-
-BOLTZMANN_KJ = 0.00831446261815324  # kJ/mol/K
-
-
-def kabschRMSD(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """RMSD after optimal superposition of frames x (frames, n, 3) on ref (n, 3); same units as the input."""
-    x = x - x.mean(axis=1, keepdims=True)
-    ref = ref - ref.mean(axis=0)
-    out = np.empty(x.shape[0])
-    for k in range(x.shape[0]):
-        h = x[k].T @ ref
-        u, s, vt = np.linalg.svd(h)
-        d = np.sign(np.linalg.det(u @ vt))
-        s[-1] *= d
-        e = (np.sum(x[k] ** 2) + np.sum(ref ** 2) - 2 * s.sum()) / x.shape[1]
-        out[k] = np.sqrt(max(e, 0.0))
-    return out
-
-
-def nativeStructure(model, directory: str):
-    """(CG topology, positions (n, 3) nm, path) of the native structure stored in the model file."""
-    from openmmflash.cg.structure import loadProtein
-
-    pdb = model.metadata.get("structure")
-    if not pdb:
-        raise ValueError("the model file holds no native structure (metadata['structure']); the demo needs a model "
-                         "made by `openmmflash cg-train`")
-    path = os.path.join(directory, "native.pdb")
-    with open(path, "w") as f:
-        f.write(pdb)
-    topology, positions = loadProtein(path, model.metadata.get("mapping") or "5bead")
-    return topology, positions, path
-
-
-NEIGHBOR_HEADROOM = 1.6  # padded neighbor-list capacity / pairs of the native structure (CUDA fast path)
-
-
-def neighborCapacity(model, positions, replicas: int, headroom: float = NEIGHBOR_HEADROOM) -> int:
-    """Padded neighbor-list length for ``replicas`` copies of a CG protein: ``headroom`` times the directed pairs
-    within the model's cutoff in ``positions`` (n, 3) nm (a compact native structure has about the most)."""
-    import torch
-
-    from openmmflash.neighbors import build_neighbor_list
-
-    x = torch.as_tensor(np.asarray(positions, dtype=np.float64) * model.config.lengthScale)
-    pairs = int(build_neighbor_list(x, 1, float(model.config.cutoff), None, 0)[3])
-    return int(np.ceil(headroom * max(pairs, 1) * replicas)) + 64
-
-
-# CUDA graphs are on: openmm-torch 1.5 keeps the outputs of the graph captured last (one graph per includeForces),
-# which ran CG MD on stale forces after any energy-only evaluation (2 140-2 910 K in a 300 K bath on an H100,
-# examples/benchmarks/results/cg_fastpath_temperature.json) until the force module returned the same output buffers
-# from every graph (plugin/forcemodule.py, outputBuffers; 293 K in results/torchforce_graphs_check.json).
-FAST_PATH = {"backend": "flash", "padded": True, "useCUDAGraphs": True, "filterPrecision": "fp32"}
-
-
-def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath=True) -> tuple:
-    """(model, force options) of the fast path on CUDA: by default (``fastPath=True``, ``FAST_PATH``) the fused
-    Triton kernels (backend "flash", float32), a padded fixed-capacity neighbor list and CUDA graphs; a dict with
-    the keys of ``FAST_PATH`` picks parts (``{"useCUDAGraphs": False}`` drops the graphs, ``{"filterPrecision":
-    "w16a16"}`` runs the filter MLPs with fp16 per-channel-scaled weights and activations). Elsewhere, or with
-    ``fastPath=False``, the model as it is with an exact neighbor list and no graphs."""
-    if platformName != "CUDA" or not fastPath:
-        return model, {}
-    import copy
-
-    choice = dict(FAST_PATH, **(fastPath if isinstance(fastPath, dict) else {}))
-    unknown = sorted(set(choice) - set(FAST_PATH))
-    if unknown:
-        raise ValueError(f"unknown fast-path keys {unknown}; known: {sorted(FAST_PATH)}")
-    fast = copy.deepcopy(model)
-    fast.backend = choice["backend"]
-    if choice["filterPrecision"] not in PRECISIONS:
-        raise ValueError(f"unknown filterPrecision {choice['filterPrecision']!r}; choose one of {list(PRECISIONS)}")
-    fast.precision = choice["filterPrecision"]
-    padded = choice["padded"] or choice["useCUDAGraphs"]  # CUDA graphs need static shapes
-    return fast, {"precision": "single", "useCUDAGraphs": bool(choice["useCUDAGraphs"]),
-                  "neighborCapacity": neighborCapacity(model, positions, replicas) if padded else 0}
-
-
-def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000, reportInterval: int = 100,
-               timestep: float = 2.0, temperature: Optional[float] = None, friction: float = 1.0,
-               platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
-               minimize: bool = True, fastPath: bool = True, initialState=None, stopAt: Optional[float] = None,
-               onReport=None, stopOnBlowUp: bool = False, platformProperties: Optional[dict] = None) -> dict:
-    """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
-
-    With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32, a padded neighbor list and CUDA
-    graphs (``fastPathOptions``). Returns a dict: positions (frames, replicas, n, 3) nm, time (frames,) ps,
-    potentialEnergy and temperature (frames,) for the whole System (kJ/mol, K), the platform name, the wall time of
-    the MD loop (s), the steps, and ``forceOptions`` (what the fast path chose).
-
-    Chunked runs (``openmmflash.cg.validation.runValidationChunk``): ``initialState`` (an OpenMM State or its XML)
-    continues a run instead of minimizing and drawing velocities (``positions`` still sizes the fast path's
-    neighbor list); ``stopAt`` (a ``time.time()`` value) ends the run at the last frame boundary predicted to come
-    before it (at least one frame); ``onReport(steps)`` is called after each frame with the steps since the last
-    call; ``stopOnBlowUp`` ends the run at NaN positions instead of raising (``blewUp`` then holds the message).
-    The result also holds ``stepCount`` (the Context's step count at the end) and ``state``, the final State's XML
-    (positions, velocities, parameters, step count; portable between platforms). ``platformProperties`` (e.g.
-    ``{"DeviceIndex": "1"}`` from ``openmmflash.distributed.Ensemble.platformProperties``) are passed to the
-    Context where the chosen platform knows them.
-    """
-    from tqdm import tqdm
-
-    openmm = import_openmm()
-    app, unit = openmm.app, openmm.unit
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.cg.refdata import fastestPlatform
-    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-
-    if replicas < 1 or steps < 1 or reportInterval < 1:
-        raise ValueError(f"replicas, steps and reportInterval must be >= 1 (got {replicas}, {steps}, "
-                         f"{reportInterval})")
-    if temperature is None:
-        temperature = float(model.metadata.get("provenance", {}).get("referenceSettings", {})
-                            .get("temperature", 300.0))
-    n = topology.getNumAtoms()
-    full_topology = replicateTopology(topology, replicas)
-    start = replicatePositions(positions, replicas)
-    integrator = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
-                                                 timestep * unit.femtosecond)
-    integrator.setRandomNumberSeed(seed)
-    plat = fastestPlatform(platform)
-    net, options = fastPathOptions(model, positions, replicas, plat.getName(), fastPath)
-    system = createCGSystem(full_topology, net, replicas=replicas, **options)
-    properties = {k: v for k, v in (platformProperties or {}).items() if k in plat.getPropertyNames()}
-    try:
-        context = openmm.Context(system, integrator, plat, properties)
-    except openmm.OpenMMException as err:
-        if platform or plat.getName() == "CPU":
-            raise
-        # CUDA is installed but cannot start (no GPU, driver mismatch): fall back to the CPU platform.
-        print(f"platform {plat.getName()} failed ({str(err).splitlines()[0]}); using CPU")
-        plat = openmm.Platform.getPlatformByName("CPU")
-        options = {}
-        system = createCGSystem(full_topology, model, replicas=replicas)
-        integrator = integrator.__copy__()
-        context = openmm.Context(system, integrator, plat)
-    if plat.getName() in ("CPU", "Reference"):
-        # libtorch's OpenMP threads spin against OpenMM's own CPU threads: one torch thread is ~10x faster here.
-        import torch
-
-        torch.set_num_threads(1)
-    if initialState is not None:
-        if isinstance(initialState, str):
-            initialState = openmm.XmlSerializer.deserialize(initialState)
-        if len(initialState.getPositions()) != system.getNumParticles():
-            raise ValueError(f"the initial state has {len(initialState.getPositions())} particles but {replicas} "
-                             f"replicas of this protein have {system.getNumParticles()}")
-        context.setState(initialState)
-    else:
-        context.setPositions(start)
-        if minimize:
-            openmm.LocalEnergyMinimizer.minimize(context, 10.0, 50)
-        context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)
-    first_step = context.getStepCount()
-    dof = 3 * system.getNumParticles() - 3
-    dcd, dcd_file = None, None
-    if dcdPath:
-        dcd_file = open(dcdPath, "wb")
-        dcd = app.DCDFile(dcd_file, full_topology, timestep * unit.femtosecond, 0, reportInterval)
-    frames, times, energies, temps = [], [], [], []
-    done, blew_up, durations = 0, None, []
-    t0 = time.time()
-    try:
-        with tqdm(total=steps, desc=f"CG MD ({replicas} replicas, {plat.getName()})", unit="step",
-                  disable=not progress) as bar:
-            while done < steps:
-                # The next frame would end after stopAt (the first frame may hold compilation and graph capture).
-                if done and stopAt is not None and time.time() + max(durations[1:] or durations) > stopAt:
-                    break
-                t_frame = time.time()
-                chunk = min(reportInterval, steps - done)
-                integrator.step(chunk)
-                done += chunk
-                state = context.getState(getPositions=True, getEnergy=True)
-                xyz = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-                if not np.all(np.isfinite(xyz)):
-                    hint = (f", or the padded neighbor list ({options['neighborCapacity']} pairs) overflowed"
-                            if options.get("neighborCapacity") else "")
-                    blew_up = (f"the CG simulation blew up (NaN positions) after {first_step + done} steps; try a "
-                               f"smaller --timestep{hint}")
-                    if stopOnBlowUp:
-                        break
-                    raise RuntimeError(blew_up)
-                frames.append(xyz.reshape(replicas, n, 3).astype(np.float32))  # float32: long runs, many replicas
-                times.append((first_step + done) * timestep * 1e-3)
-                energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-                kinetic = state.getKineticEnergy().value_in_unit(unit.kilojoule_per_mole)
-                temps.append(2 * kinetic / (dof * BOLTZMANN_KJ))
-                if dcd is not None:
-                    dcd.writeModel(xyz * 10.0 * unit.angstrom)
-                bar.update(chunk)
-                if onReport is not None:
-                    onReport(chunk)
-                durations.append(time.time() - t_frame)
-    finally:
-        if dcd_file is not None:
-            dcd_file.close()
-    wall = time.time() - t0
-    final = None
-    if blew_up is None:
-        final = openmm.XmlSerializer.serialize(context.getState(getPositions=True, getVelocities=True,
-                                                                getParameters=True))
-    return {"positions": np.array(frames).reshape(-1, replicas, n, 3), "time": np.array(times),
-            "potentialEnergy": np.array(energies), "temperature": np.array(temps), "platform": plat.getName(),
-            "wallSeconds": wall, "steps": done if blew_up is None else done - chunk, "stepCount": first_step + done,
-            "state": final, "blewUp": blew_up, "frameSeconds": np.array(durations),
-            "timestep": timestep, "replicas": replicas, "targetTemperature": temperature,
-            "forceOptions": dict(options, backend=getattr(net if options else model, "backend", None))}
-
-
-def caIndices(topology) -> np.ndarray:
-    return np.array([a.index for a in topology.atoms() if a.name == "CA"])
-
+from openmmflash.workflows.cgsimulation import simulateCG
+from openmmflash.workflows.rankedjobs import shareOrRefuse
 
 def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
     import matplotlib
@@ -260,8 +52,6 @@ def runDemoPart(net, topology, native, replicas: int, steps: int, platform: Opti
                 platformProperties: Optional[dict] = None) -> tuple:
     """Simulate ``replicas`` copies of the native structure, writing trajectory{tag}.dcd and topology{tag}.pdb into
     ``output``; returns (simulateCG's result, CA-RMSD to native (frames, replicas) in A)."""
-    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-
     with open(os.path.join(output, f"topology{tag}.pdb"), "w") as f:  # the DCD's topology (all replicas)
         openmm = import_openmm()
         openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
@@ -295,8 +85,6 @@ def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, plat
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
             progress: bool = True, fastPath=True) -> dict:
     """Run the demo and write trajectory.dcd, native.pdb, demo.png and summary.json into ``output``."""
-    from openmmflash.schnet.modelfile import loadModel
-
     os.makedirs(output, exist_ok=True)
     net = loadModel(model)
     topology, native, _ = nativeStructure(net, output)
@@ -305,6 +93,48 @@ def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, plat
     summary = dict(demoSummary(model, topology, result, rmsd, timestep), worldSize=1)
     plotRun(result, rmsd, os.path.join(output, "demo.png"),
             f"openmmflash demo: {model}, {replicas} replicas, {result['platform']}")
+    with open(os.path.join(output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def runDemoRanks(ens, model: str = "chignolin", steps: int = 3000, replicas: int = 4, platform: Optional[str] = None,
+                 output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
+                 fastPath=True) -> Optional[dict]:
+    """``runDemo`` over the ranks of ``ens`` (an ``openmmflash.distributed.Ensemble``): rank k simulates its share
+    of the replicas (seed ``ens.seed(seed)``, its own GPU) into trajectory.rank<k>.dcd / topology.rank<k>.pdb; rank
+    0 writes native.pdb, demo.png and one summary.json over all replicas (``worldSize``, ``ranks``). Returns the
+    summary on rank 0, None elsewhere."""
+    mine = shareOrRefuse(ens, replicas, "replicas", "--replicas")
+    os.makedirs(output, exist_ok=True)
+    net = loadModel(model)
+    with tempfile.TemporaryDirectory(prefix="demo-native-") as tmp:  # only rank 0 writes into the output
+        topology, native, _ = nativeStructure(net, output if ens.isMain else tmp)
+    result, rmsd = runDemoPart(net, topology, native, len(mine), steps, platform, output, timestep, reportInterval,
+                               ens.seed(seed), ens.isMain, fastPath, tag=f".rank{ens.rank}",
+                               platformProperties=ens.platformProperties(platform or "CUDA"))
+    light = {k: result[k] for k in ("time", "potentialEnergy", "temperature", "wallSeconds", "steps", "platform",
+                                    "targetTemperature", "forceOptions")}
+    parts = ens.gather({"rank": ens.rank, "replicas": list(mine), "result": light, "rmsd": rmsd,
+                        "device": str(ens.device), "dof": 3 * topology.getNumAtoms() * len(mine) - 3})
+    if not ens.isMain:
+        return None
+    frames = min(len(p["result"]["time"]) for p in parts)
+    dof = np.array([p["dof"] for p in parts], dtype=np.float64)
+    merged = dict(parts[0]["result"])
+    merged["potentialEnergy"] = sum(p["result"]["potentialEnergy"][:frames] for p in parts)  # all replicas
+    merged["temperature"] = sum(p["result"]["temperature"][:frames] * d for p, d in zip(parts, dof)) / dof.sum()
+    merged["time"] = merged["time"][:frames]
+    merged["wallSeconds"] = max(p["result"]["wallSeconds"] for p in parts)  # the job ends with its slowest rank
+    rmsd_all = np.concatenate([p["rmsd"][:frames] for p in parts], axis=1)
+    summary = demoSummary(model, topology, merged, rmsd_all, timestep)
+    summary.update(worldSize=ens.worldSize, launcher=ens.launcher)
+    summary["ranks"] = [{"rank": p["rank"], "replicas": p["replicas"], "device": p["device"],
+                         "platform": p["result"]["platform"], "wallSeconds": p["result"]["wallSeconds"],
+                         "trajectory": f"trajectory.rank{p['rank']}.dcd", "topology": f"topology.rank{p['rank']}.pdb"}
+                        for p in parts]
+    plotRun(merged, rmsd_all, os.path.join(output, "demo.png"),
+            f"openmmflash demo: {model}, {replicas} replicas on {ens.worldSize} processes, {merged['platform']}")
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
@@ -353,14 +183,10 @@ def _demo(args):
         steps = 200 if args.quick else 3000
     replicas = args.replicas or (2 if args.quick else 4)
     interval = min(args.report_interval, steps) if not args.quick else 20
-    from openmmflash.distributed import Ensemble, launchInfo
-
     if launchInfo()["worldSize"] == 1:
         summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval,
                           args.seed, fastPath=not args.no_fast_path)
     else:  # torchrun / srun: each rank its share of the replicas, rank 0 the summary
-        from openmmflash.rankedjobs import runDemoRanks
-
         with Ensemble() as ens:
             summary = runDemoRanks(ens, args.model, steps, replicas, args.platform, args.output, args.timestep,
                                    interval, args.seed, fastPath=not args.no_fast_path)

@@ -16,7 +16,7 @@ import json
 def _system_from_args(args):
     """(topology, system, positions nm) from --water-box or --system/--pdb."""
     import numpy as np
-    from .data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
     if getattr(args, "water_box", None):
         return flexibleWaterBox(args.water_box, args.water_cutoff, density=getattr(args, "water_density", None))
     if getattr(args, "system", None) and getattr(args, "pdb", None):
@@ -36,10 +36,9 @@ def _system_from_args(args):
 def _cg_data(args):
     """Pairs for a bundled CG protein: B replicas in one System (replicadata.py)."""
     from openmmflash.distributed import Ensemble
-
-    from .cgprotein import buildCGSystem, flashMDSpecies
-    from .data import saveDataset
-    from .replicadata import generateReplicaPairs
+    from openmmflash.integrators.training.data import saveDataset
+    from openmmflash.integrators.training.replicadata import generateReplicaPairs
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
 
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     stride = args.stride / 1000.0
@@ -59,7 +58,7 @@ def _cg_data(args):
 
     with Ensemble() as ens:
         if ens.distributed:  # torchrun / srun: each rank a System of its share of the replicas (its own seed)
-            from openmmflash.rankedjobs import generatePairsRanks
+            from openmmflash.workflows.rankedjobs import generatePairsRanks
 
             data = generatePairsRanks(ens, args.output, lambda indices: generate(indices, ens.seed(args.seed)),
                                       args.replicas, "replicas", "--replicas")
@@ -73,7 +72,7 @@ def _cg_data(args):
 
 
 def _data(args):
-    from .data import generatePairs, saveDataset, speciesOf
+    from openmmflash.integrators.training.data import generatePairs, saveDataset, speciesOf
     if args.cg_model:
         return _cg_data(args)
     if args.species != "element":
@@ -95,7 +94,7 @@ def _data(args):
 
     with Ensemble() as ens:
         if ens.distributed:  # torchrun / srun: each rank its share of the starts, rank 0 writes the dataset
-            from openmmflash.rankedjobs import generatePairsRanks
+            from openmmflash.workflows.rankedjobs import generatePairsRanks
 
             data = generatePairsRanks(ens, args.output, generate, len(runs), "starts (temperatures x starts)",
                                       "--starts")
@@ -114,8 +113,8 @@ def _train(args):
     import torch
 
     from openmmflash.distributed import Ensemble
+    from openmmflash.integrators.training.trainer import train
 
-    from .training import train
     # torchrun / srun: DistributedDataParallel, one rank per GPU (or CPU process), rank 0 writes the model
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     ens = Ensemble(device="cuda" if device.startswith("cuda") else "cpu").start()

@@ -77,7 +77,7 @@ def register(subparsers):
 def _data(args):
     from openmmflash.cg.refdata import HAIRPIN_PHI_PSI, ReferenceRun
     from openmmflash.distributed import Ensemble
-    from openmmflash.rankedjobs import referenceRunPart
+    from openmmflash.workflows.rankedjobs import referenceRunPart
 
     settings = dict(sequence=args.sequence, pdb=args.pdb, mapping=args.mapping, temperature=args.temperature,
                     timestep=args.timestep, friction=args.friction, reportInterval=args.report_interval,
@@ -98,7 +98,7 @@ def _train(args):
     from openmmflash.cg.refdata import loadReferenceData, mergeReferenceData
     from openmmflash.cg.training import ForceMatching
     from openmmflash.distributed import Ensemble
-    from openmmflash.rankedjobs import referenceParts
+    from openmmflash.workflows.rankedjobs import referenceParts
     from openmmflash.schnet.config import FlashSchNetConfig
 
     # torchrun / srun: DistributedDataParallel, one rank per GPU (or CPU process), rank 0 writes the model
@@ -107,7 +107,7 @@ def _train(args):
     data = runs[0] if len(runs) == 1 else mergeReferenceData(runs)
     model = None
     if args.init:
-        from openmmflash.schnet.modelfile import loadModel
+        from openmmflash.schnet.model import loadModel
 
         model = loadModel(args.init)
     config = FlashSchNetConfig(hiddenChannels=args.hidden, numFilters=args.filters, numRbf=args.rbf,
@@ -131,12 +131,12 @@ def _train(args):
 def _validate(args):
     import os
 
-    from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
     from openmmflash.distributed import Ensemble, launchInfo
+    from openmmflash.workflows.cgvalidation import finalizeValidation, runValidationChunk, validateModel
 
     defaults = {"time": 1.0, "replicas": 4, "timestep": 2.0, "report_interval": 100, "seed": 1}
     if launchInfo()["worldSize"] > 1:  # torchrun / srun: each rank its replicas in WORK/rank<k>, rank 0 the report
-        from openmmflash.rankedjobs import validateRanks
+        from openmmflash.workflows.rankedjobs import validateRanks
 
         for key, value in defaults.items():
             setattr(args, key, value if getattr(args, key) is None else getattr(args, key))

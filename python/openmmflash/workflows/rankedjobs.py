@@ -1,5 +1,6 @@
 """The ``openmmflash`` jobs under ``torchrun --nproc-per-node N`` or ``srun -n N``: each process (rank) runs its share
-of the replicas or reference runs on its own device and writes its own part; rank 0 gathers the summary.
+of the replicas or reference runs on its own device and writes its own part; rank 0 gathers the summary (the demo's
+own wrapper is ``openmmflash.demo.runDemoRanks``).
 
 Parts carry the rank in their names: ``trajectory.rank1.dcd`` + ``topology.rank1.pdb`` (demo), ``run.rank1/``
 (cg-data: one resumable reference run per rank), ``work/rank1/`` (cg-validate work folders), ``pairs.rank1.npz``
@@ -14,7 +15,13 @@ from typing import Optional
 
 import numpy as np
 
+from openmmflash.cg.refdata import writeJsonAtomically
+from openmmflash.cg.structure import nativeStructure
 from openmmflash.distributed import Ensemble
+from openmmflash.integrators.training.data import loadDataset, saveDataset
+from openmmflash.schnet.model import loadModel
+from openmmflash.workflows.cgvalidation import (_loadCheckpoint, _storedSettings, finalizeValidation,
+                                                runValidationChunk)
 
 PARTS_FILE = "parts.json"
 
@@ -39,59 +46,13 @@ def checkParts(ens: Ensemble, path: str, job: str) -> None:
         os.replace(tmp, path)
 
 
-def _shareOrRefuse(ens: Ensemble, count: int, what: str, option: str) -> range:
+def shareOrRefuse(ens: Ensemble, count: int, what: str, option: str) -> range:
+    """``ens.share(count)``, refusing fewer items (``what``, set by the command-line ``option``) than ranks."""
     mine = ens.share(count)
     if count < ens.worldSize:
         raise ValueError(f"{count} {what} cannot be shared over {ens.worldSize} processes; give {option} >= "
                          f"{ens.worldSize} or start fewer processes")
     return mine
-
-
-# -- demo ------------------------------------------------------------------------------------------------------------
-def runDemoRanks(ens: Ensemble, model: str = "chignolin", steps: int = 3000, replicas: int = 4,
-                 platform: Optional[str] = None, output: str = "openmmflash-demo", timestep: float = 2.0,
-                 reportInterval: int = 100, seed: int = 1, fastPath=True) -> Optional[dict]:
-    """``openmmflash.demo.runDemo`` over the ranks of ``ens``: rank k simulates its share of the replicas (seed
-    ``ens.seed(seed)``, its own GPU) into trajectory.rank<k>.dcd / topology.rank<k>.pdb; rank 0 writes native.pdb,
-    demo.png and one summary.json over all replicas (``worldSize``, ``ranks``). Returns the summary on rank 0,
-    None elsewhere."""
-    from openmmflash.demo import demoSummary, nativeStructure, plotRun, runDemoPart
-    from openmmflash.schnet.modelfile import loadModel
-
-    mine = _shareOrRefuse(ens, replicas, "replicas", "--replicas")
-    os.makedirs(output, exist_ok=True)
-    net = loadModel(model)
-    with tempfile.TemporaryDirectory(prefix="demo-native-") as tmp:  # only rank 0 writes into the output
-        topology, native, _ = nativeStructure(net, output if ens.isMain else tmp)
-    result, rmsd = runDemoPart(net, topology, native, len(mine), steps, platform, output, timestep, reportInterval,
-                               ens.seed(seed), ens.isMain, fastPath, tag=f".rank{ens.rank}",
-                               platformProperties=ens.platformProperties(platform or "CUDA"))
-    light = {k: result[k] for k in ("time", "potentialEnergy", "temperature", "wallSeconds", "steps", "platform",
-                                    "targetTemperature", "forceOptions")}
-    parts = ens.gather({"rank": ens.rank, "replicas": list(mine), "result": light, "rmsd": rmsd,
-                        "device": str(ens.device), "dof": 3 * topology.getNumAtoms() * len(mine) - 3})
-    if not ens.isMain:
-        return None
-    frames = min(len(p["result"]["time"]) for p in parts)
-    dof = np.array([p["dof"] for p in parts], dtype=np.float64)
-    merged = dict(parts[0]["result"])
-    merged["potentialEnergy"] = sum(p["result"]["potentialEnergy"][:frames] for p in parts)  # all replicas
-    merged["temperature"] = sum(p["result"]["temperature"][:frames] * d for p, d in zip(parts, dof)) / dof.sum()
-    merged["time"] = merged["time"][:frames]
-    merged["wallSeconds"] = max(p["result"]["wallSeconds"] for p in parts)  # the job ends with its slowest rank
-    rmsd_all = np.concatenate([p["rmsd"][:frames] for p in parts], axis=1)
-    summary = demoSummary(model, topology, merged, rmsd_all, timestep)
-    summary["worldSize"] = ens.worldSize
-    summary["launcher"] = ens.launcher
-    summary["ranks"] = [{"rank": p["rank"], "replicas": p["replicas"], "device": p["device"],
-                         "platform": p["result"]["platform"], "wallSeconds": p["result"]["wallSeconds"],
-                         "trajectory": f"trajectory.rank{p['rank']}.dcd", "topology": f"topology.rank{p['rank']}.pdb"}
-                        for p in parts]
-    plotRun(merged, rmsd_all, os.path.join(output, "demo.png"),
-            f"openmmflash demo: {model}, {replicas} replicas on {ens.worldSize} processes, {merged['platform']}")
-    with open(os.path.join(output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    return summary
 
 
 # -- cg-data ---------------------------------------------------------------------------------------------------------
@@ -105,7 +66,7 @@ def referenceRunPart(ens: Ensemble, output: str, steps: int, settings: dict) -> 
     interval = int(settings.get("reportInterval", 100))
     if steps % interval:
         raise ValueError(f"steps ({steps}) must be a multiple of reportInterval ({interval})")
-    frames = _shareOrRefuse(ens, steps // interval, "frames", "--steps / --report-interval")
+    frames = shareOrRefuse(ens, steps // interval, "frames", "--steps / --report-interval")
     checkParts(ens, os.path.join(output, PARTS_FILE), "cg-data")
     part = dict(settings, seed=ens.seed(settings.get("seed", 1)))
     return os.path.join(output, f"run.rank{ens.rank}"), len(frames) * interval, part
@@ -133,9 +94,7 @@ def generatePairsRanks(ens: Ensemble, output: str, generate, count: int, what: s
     and saves the dataset as ``<output>.rank<k>.npz`` (kept; a rerun reuses a part made for the same share), and
     rank 0 concatenates the parts in rank order into ``output`` (``meta["rankShares"]``: each rank's indices).
     Returns the dataset on rank 0, None elsewhere."""
-    from openmmflash.integrators.data import loadDataset, saveDataset
-
-    mine = list(_shareOrRefuse(ens, count, what, option))
+    mine = list(shareOrRefuse(ens, count, what, option))
     checkParts(ens, f"{output}.parts.json", "flashmd-data")
     part = ens.partPath(output)
     if os.path.isfile(part) and loadDataset(part)["meta"].get("rankShare") == mine:
@@ -169,9 +128,6 @@ def mergeValidationParts(parts: list, target: str, beads: int) -> dict:
     frames all parts have, the System's potential energy summed and its temperature averaged over the degrees of
     freedom (``beads`` per replica), and chunk wall times the slowest rank's. The folder is for reporting only (its
     saved State is rank 0's). Returns the merged settings."""
-    from openmmflash.cg.refdata import writeJsonAtomically
-    from openmmflash.cg.validation import _loadCheckpoint, _storedSettings
-
     settings = [_storedSettings(p) for p in parts]
     cks = [_loadCheckpoint(p) for p in parts]
     empty = [p for p, ck in zip(parts, cks) if ck is None or len(ck["time"]) == 0]
@@ -220,13 +176,9 @@ def validateRanks(ens: Ensemble, model: str, data: Optional[str], output: str, w
     once every part reached the target (or blew up) and ``data`` is given, rank 0 merges the parts and writes one
     validation.json (with ``worldSize``) and validation.png into ``output``. Returns the report on rank 0 when
     written, else None."""
-    from openmmflash.cg.validation import finalizeValidation, runValidationChunk
-    from openmmflash.demo import nativeStructure
-    from openmmflash.schnet.modelfile import loadModel
-
     work = work or os.path.join(output, "work")
     checkParts(ens, os.path.join(work, PARTS_FILE), "cg-validate")
-    mine = _shareOrRefuse(ens, replicas, "replicas", "--replicas")
+    mine = shareOrRefuse(ens, replicas, "replicas", "--replicas")
     part = os.path.join(work, f"rank{ens.rank}")
     status = runValidationChunk(part, model, timeNs, len(mine), timestep, reportInterval, ens.seed(seed), fastPath,
                                 maxWallSeconds=maxWallSeconds, platform=platform, progress=ens.isMain)
@@ -242,8 +194,6 @@ def validateRanks(ens: Ensemble, model: str, data: Optional[str], output: str, w
         mergeValidationParts([os.path.join(work, f"rank{k}") for k in range(ens.worldSize)],
                              os.path.join(tmp, "merged"), topology.getNumAtoms())
         report = finalizeValidation(os.path.join(tmp, "merged"), data, output)
-    from openmmflash.cg.refdata import writeJsonAtomically
-
     report.update(worldSize=ens.worldSize, launcher=ens.launcher, work=os.path.abspath(work),
                   parts=[os.path.join(work, f"rank{k}") for k in range(ens.worldSize)])
     writeJsonAtomically(report["files"][0], report)
