@@ -124,7 +124,7 @@ REPLICA_ROWS = ("bondMin", "bondMax", "angleMin", "angleMax")  # (replicas, term
 
 def mergeValidationParts(parts: list, target: str, beads: int) -> dict:
     """Write into ``target`` a CG validation work folder holding the replicas of every rank's work folder in
-    ``parts`` (rank order), for ``cg.validation.finalizeValidation``: per-replica records side by side over the
+    ``parts`` (rank order), for ``workflows.cgvalidation.finalizeValidation``: per-replica records side by side over the
     frames all parts have, the System's potential energy summed and its temperature averaged over the degrees of
     freedom (``beads`` per replica), and chunk wall times the slowest rank's. The folder is for reporting only (its
     saved State is rank 0's). Returns the merged settings."""
