@@ -156,7 +156,7 @@ class ForceMatching:
 
     def evaluate(self, index: np.ndarray, batchSize: int = 32) -> dict:
         """Force-matching metrics on frames ``index`` (kcal/mol/A); in a process group each rank evaluates its
-        share of the frames and the sums are added over the ranks."""
+        share of the frames and the sums are added over the ranks (so every rank must call it)."""
         whole, index = index, index[rankPart(len(index))]
         sq, base = 0.0, 0.0
         with torch.enable_grad():
