@@ -35,6 +35,8 @@ import time
 import numpy as np
 import torch
 
+from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 
@@ -118,34 +120,10 @@ def worker(args) -> None:
 
 
 # -- driver ------------------------------------------------------------------------------------------------------
-def provenance(args) -> dict:
-    import openmm
-
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    gpu = driver = None
-    if torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name(0)
-        try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True).stdout.split("\n")[0].strip()
-        except OSError:
-            driver = None
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = None
-    return {"command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]), "gitCommit": commit,
-            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "host": host.node(),
-            "cpu": host.processor() or host.machine(), "cpuCount": os.cpu_count(), "gpu": gpu,
-            "gpuCount": torch.cuda.device_count() if torch.cuda.is_available() else 0, "driver": driver,
-            "torch": torch.__version__, "triton": triton_version, "openmm": openmm.__version__,
-            "python": host.python_version()}
+def machine() -> dict:
+    """What the provenance leaves out: cores and GPUs of this machine."""
+    return {"host": host.node(), "cpuCount": os.cpu_count(),
+            "gpuCount": torch.cuda.device_count() if torch.cuda.is_available() else 0}
 
 
 def makeData(args, directory: str) -> str:
@@ -257,7 +235,8 @@ def main():
               f"{r['trainStrong']['secondsPerStep']:>20.4f} {r['trainStrong']['efficiency']:>6.2f}")
     settings = {k: v for k, v in vars(args).items() if k not in ("worker", "result", "output")}
     report = {"benchmark": "strong and weak scaling over torchrun processes: CG replica ensemble and DDP force "
-                           "matching", "provenance": provenance(args), "settings": settings, "runs": runs}
+                           "matching", "provenance": provenance(), "machine": machine(), "settings": settings,
+              "runs": runs}
     if args.platform == "CPU":
         report["caution"] = ("CPU smoke check: the processes share the machine's cores (and, on a shared machine, "
                              "other users' work); these figures show that the machinery runs, not how it scales "
