@@ -17,7 +17,8 @@ For each process count N the script starts itself under ``torchrun --standalone 
   The reference data are a short all-atom run (``--cg-data``, or GAY for ``--data-steps`` steps made first).
 
 Efficiency: weak E_N = throughput_N / (N throughput_1); strong E_N = time_1 / (N time_N), both in the same run.
-Writes examples/benchmarks/results/scaling_<platform>.json (provenance, every measurement) and a PNG beside it.
+Writes examples/benchmarks/results/scaling_<platform>.json (provenance, every measurement) and, on GPUs, a PNG beside
+it.
 
 Caution: on a CPU machine the processes share its cores with each other (and, on a shared machine, with other
 users): CPU figures only show that the machinery runs; they are not the GPU scaling and must not be quoted as such.
@@ -244,12 +245,12 @@ def main():
     os.makedirs(os.path.dirname(output), exist_ok=True)
     with open(output, "w") as f:
         json.dump(report, f, indent=1)
+    if args.platform == "CPU":  # a smoke check is not a figure to look at
+        print(f"wrote {output} (no PNG for the CPU smoke check)")
+        return
     png = os.path.splitext(output)[0] + ".png"
-    plot(runs, png, f"{args.platform}: {report['provenance']['gpu'] or report['provenance']['cpu']}, "
-                    f"{args.model} ensemble and force matching" + (" (CPU smoke check)" if args.platform == "CPU"
-                                                                    else ""))
+    plot(runs, png, f"{args.platform}: {report['provenance']['gpu']}, {args.model} ensemble and force matching")
     print(f"wrote {output} and {png}")
-
 
 if __name__ == "__main__":
     main()
