@@ -7,6 +7,7 @@ imported ``openmmflash`` (this module does); the force returns energy and forces
 (``setOutputsForces(True)``).
 """
 
+import os
 from typing import List, Optional, Sequence
 
 import torch
@@ -19,7 +20,7 @@ from openmmflash.stack import import_openmm
 def _model(model):
     from openmmflash.schnet.modelfile import loadModel
 
-    return loadModel(model) if isinstance(model, str) else model
+    return loadModel(model) if isinstance(model, (str, os.PathLike)) else model
 
 
 def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = None,

@@ -1,6 +1,8 @@
 """Build an OpenMM System for a CG protein: bead masses, CGSchNet priors as native forces and, optionally, the
 FlashSchNet force."""
 
+import os
+
 from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.priors import addPriorForces
 from openmmflash.stack import import_openmm
@@ -27,7 +29,7 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
         Passed to ``addFlashSchNetForce`` (backend, precision, neighborCapacity, useCUDAGraphs, ...).
     """
     openmm = import_openmm()
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         from openmmflash.schnet.modelfile import loadModel
 
         model = loadModel(model)
