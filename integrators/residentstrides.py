@@ -14,6 +14,7 @@ from openmm import unit
 
 from .densestep import DenseReplicaStep
 from .residentloop import CODES, ResidentLoop, rejectionReason
+from .statecheck import checkFiniteState
 
 class FlashMDResident:
     """Methods of the FlashMD integrators for device-resident strides (option ``deviceResident``)."""
@@ -81,9 +82,12 @@ class FlashMDResident:
         if prof:
             self._last = time.perf_counter()
         check = not loop.checked
-        st = context.getState(getPositions=True, getVelocities=True, getEnergy=check, getForces=check)
+        st = context.getState(getPositions=True, getVelocities=True)
         q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        checkFiniteState(q, v, st.getStepCount())  # before any energy is asked for
+        if check:
+            st = context.getState(getEnergy=True, getForces=True)
         loop.setThermostat(*(self._thermostatParameters() or (None, None)))
         draws = int(self.getGlobalVariableByName("flashmdDraws"))
         loop.load(q, v, draws, int(self.getGlobalVariableByName("flashmdSeed")))

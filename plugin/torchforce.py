@@ -12,7 +12,8 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from openmmflash.cg.mapping import beadTypesFromTopology
+from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
+from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.plugin.forcemodule import FlashSchNetForceModule
 from openmmflash.stack import import_openmm
 
@@ -32,6 +33,8 @@ def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = 
         table = model.metadata.get("beadTypes")
         if not table:
             raise ValueError("the model has no bead-type table (metadata['beadTypes']); pass beadTypes explicitly")
+        requireCGTopology(topology, CGMapping(model.metadata.get("mapping") or "5bead"), "the FlashSchNet force")
+        warnUnseenResidues(model, topology)
         types = beadTypesFromTopology(topology, table)
         if atomSubset is not None:
             types = [types[i] for i in atomSubset]
@@ -64,8 +67,10 @@ def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int 
         if len(atomSubset) != len(types) or not all(0 <= i < numParticles for i in atomSubset):
             raise ValueError("atomSubset must list one valid particle index per modelled bead")
     elif numParticles != len(types):
+        allAtom = (" If the System is all-atom, build a CG System for the CG topology instead: "
+                   "openmmflash.createCGSystem(cgTopology, model)." if numParticles > len(types) else "")
         raise ValueError(f"the System has {numParticles} particles but {len(types)} bead types were given; pass "
-                         "atomSubset to model only some particles")
+                         f"atomSubset to model only some particles.{allAtom}")
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,

@@ -3,6 +3,7 @@ FlashSchNet force."""
 
 import os
 
+from openmmflash.cg.inputchecks import requireCGTopology
 from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.priors import addPriorForces
 from openmmflash.stack import import_openmm
@@ -36,6 +37,7 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
     meta = getattr(model, "metadata", {}) if model is not None else {}
     mapping = mapping or meta.get("mapping") or "5bead"
     mapping = mapping if isinstance(mapping, CGMapping) else CGMapping(mapping)
+    requireCGTopology(topology, mapping, "createCGSystem")
     system = openmm.System()
     if topology.getPeriodicBoxVectors() is not None:
         system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
