@@ -187,7 +187,8 @@ def _unknownModelMessage(name: str) -> str:
     from openmmflash.schnet.modelfile import bundledModels
 
     names = availableModels()
-    message = f"no FlashMD model file or shipped FlashMD model named {name!r}; shipped: {', '.join(names) or 'none'}"
+    message = (f"no FlashMD model file or shipped model named {name!r}; shipped FlashMD models: "
+               f"{', '.join(names) or 'none'}")
     if name in bundledModels():
         related = [n for n in names if n.startswith(name)]
         return (f"{message}. {name!r} is a bundled FlashSchNet model, a force field: use it with createCGSystem or "

@@ -50,7 +50,7 @@ def test_bundled_names_load_everywhere():
 
 
 def test_mistyped_flashschnet_name_suggests_the_bundled_one():
-    with pytest.raises(FileNotFoundError, match=r"bundled: 3a4r, chignolin\); did you mean 'chignolin'\?"):
+    with pytest.raises(FileNotFoundError, match=r"bundled FlashSchNet models: 3a4r, chignolin\); did you mean 'chignolin'\?"):
         openmmflash.loadModel("chignolni")
 
 

@@ -40,7 +40,7 @@ def resolveModelPath(pathOrName: str) -> str:
     close = difflib.get_close_matches(os.path.basename(path), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise FileNotFoundError(f"no FlashSchNet model file at {path!r} and no bundled FlashSchNet model of that name "
-                            f"(bundled: {', '.join(names) or 'none'}){hint} openmmflash.bundledModels() lists all "
+                            f"(bundled FlashSchNet models: {', '.join(names) or 'none'}){hint} openmmflash.bundledModels() lists all "
                             "bundled models, FlashSchNet and FlashMD")
 
 
