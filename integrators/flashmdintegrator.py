@@ -90,6 +90,10 @@ def _warnEnsemble(model) -> None:
 class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
+    ``FlashMDIntegrator(stepSize=None, *, model, **options)``, as ``VerletIntegrator(stepSize)`` plus the model:
+
+    >>> integrator = FlashMDIntegrator(model="water-tip3pfb-8fs")            # doctest: +SKIP
+
     Parameters
     ----------
     stepSize : ps or Quantity, optional
