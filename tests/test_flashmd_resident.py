@@ -60,7 +60,7 @@ def _run(cg, resident, steps=6, maxRescale=10.0, integrator=FlashMDIntegrator, m
         integ = FlashMDIntegrator(model=model or chain_model(), stepSize=0.004, replicas=2, device="cpu", randomSeed=4,
                                   maxRescale=maxRescale, deviceResident=resident, **kw)
     else:
-        integ = integrator(300, 5.0, 0.004, model or chain_model(), replicas=2, device="cpu", randomSeed=4,
+        integ = integrator(300, 5.0, 0.004, model=model or chain_model(), replicas=2, device="cpu", randomSeed=4,
                            maxRescale=maxRescale, deviceResident=resident, **kw)
     integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch"))
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
