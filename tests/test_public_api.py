@@ -96,3 +96,14 @@ def test_new_order_does_not_warn():
         openmmflash.FlashMDLangevinIntegrator(300 * unit.kelvin, 1 / unit.picosecond, None, model=WATER, device="cpu")
         openmmflash.FlashMDBussiIntegrator(300, 0.1, model=WATER, device="cpu")
         openmmflash.FlashMDIntegrator(model=WATER, device="cpu")
+
+
+def test_models_command_lists_every_bundled_model(capsys):
+    from openmmflash.cli import main
+
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line.split()[1] for line in lines if line and not line.startswith("Use a name")}
+    assert rows == openmmflash.bundledModels()
+    assert any("chignolin " in line and "10-residue protein" in line for line in lines)
+    assert any(line.startswith("water-tip3pfb-8fs-gaq-w4a8") and "8 fs stride, GAQ w4a8" in line for line in lines)

@@ -10,7 +10,7 @@ A FlashSchNet name works wherever a FlashSchNet model file does (``loadModel``, 
 its thermostatted versions, ``loadFlashMDModel``, ``openmmflash quantize``, ``flashmd-train --init``).
 """
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 KINDS = ("FlashSchNet", "FlashMD")
 
@@ -35,3 +35,39 @@ def bundledModels(kind: Optional[str] = None) -> Dict[str, str]:
     if kind in (None, "FlashMD"):
         names.update({name: "FlashMD" for name in availableModels()})
     return dict(sorted(names.items()))
+
+
+def describeBundledModels() -> List[Tuple[str, str, str]]:
+    """(name, kind, one-line description) of every bundled model; reads each model file (no code runs)."""
+    import torch
+
+    from openmmflash.integrators.modelfile import modelPath
+    from openmmflash.schnet.modelfile import readModelFile, resolveModelPath
+
+    rows = []
+    for name, kind in bundledModels().items():
+        if kind == "FlashSchNet":
+            meta = readModelFile(resolveModelPath(name)).get("metadata", {})
+            residues = sum(1 for line in meta.get("structure", "").splitlines()
+                           if line.startswith("ATOM") and line[12:16].strip() == "CA")
+            text = f"CG force field ({meta.get('mapping')} mapping), trained on a {residues}-residue protein"
+        else:
+            blob = torch.load(modelPath(name), map_location="cpu", weights_only=True)
+            dataset = blob.get("provenance", {}).get("dataset", {})
+            system = (dataset.get("system") or "").split(" (")[0] or f"a System of {dataset.get('numParticles')} particles"
+            quantized = f", GAQ {blob['gaq']['scheme']}" if "gaq" in blob else ""
+            text = f"learned integrator, {blob['stride'] * 1000:g} fs stride{quantized}, trained on {system}"
+        rows.append((name, kind, text))
+    return rows
+
+
+def printBundledModels(args=None) -> int:
+    """``openmmflash models``: the bundled models as a table."""
+    rows = describeBundledModels()
+    width = max(len(name) for name, _, _ in rows)
+    for name, kind, text in rows:
+        print(f"{name:{width}s}  {kind:11s}  {text}")
+    print("\nUse a name wherever a model file goes: FlashSchNet models in createCGSystem(topology, name), "
+          "addFlashSchNetForce, loadModel, `openmmflash demo --model`; FlashMD models as "
+          "FlashMDLangevinIntegrator(temperature, friction, model=name).")
+    return 0

@@ -45,6 +45,11 @@ def _doctor(subparsers):
     parser.set_defaults(run="openmmflash.doctor:run")
 
 
+def _models(subparsers):
+    p = subparsers.add_parser("models", help="list the bundled models (names usable wherever a model file is)")
+    p.set_defaults(run="openmmflash.bundledmodels:printBundledModels")
+
+
 def _demo(subparsers):
     p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
@@ -233,7 +238,7 @@ def _gaq(subparsers):
 
 
 # Command groups in the order they appear in --help.
-GROUPS = [_doctor, _demo, _cg, _flashmd, _compactmd, _gaq]
+GROUPS = [_doctor, _models, _demo, _cg, _flashmd, _compactmd, _gaq]
 
 
 def addCommands(subparsers) -> None:
