@@ -9,7 +9,8 @@ import pytest
 import torch  # noqa: F401  (before openmm)
 
 import openmmflash
-from openmmflash.cg.inputchecks import DroppedResiduesWarning, UnseenResiduesWarning, trainingResidues
+from openmmflash.cg.inputchecks import UnseenResiduesWarning, trainingResidues
+from openmmflash.cg.residuemessages import DroppedResiduesWarning
 from openmmflash.stack import import_openmm
 
 openmm = import_openmm()

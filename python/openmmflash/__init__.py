@@ -54,6 +54,10 @@ _EXPORTS = {
     "loadQuantizedModel": "openmmflash.gaq.export",
     # bundled models
     "bundledModels": "openmmflash.bundledmodels",
+    # what input checks raise or warn, to catch or filter
+    "DroppedResiduesWarning": "openmmflash.cg.residuemessages",
+    "UnseenResiduesWarning": "openmmflash.cg.inputchecks",
+    "NonFiniteStateError": "openmmflash.integrators.statecheck",
 }
 
 

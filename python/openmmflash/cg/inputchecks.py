@@ -1,21 +1,17 @@
-"""Checks of what a user hands to the CG layer, with messages that say what to do.
+"""Checks of what a user hands to the CG layer, with messages that say what to do (the messages about water, ions
+and ligands left out by ``CGMapping.mapTopology`` are in residuemessages.py).
 
-- :func:`warnDroppedResidues`: coarse-graining drops water, ions and terminal caps (the CG models have beads for
-  protein residues only); a :class:`DroppedResiduesWarning` says what was dropped and how to strip it beforehand.
-- :func:`nonProteinResidueMessage`: a ligand or other non-protein residue cannot be mapped; how to remove it.
 - :func:`requireCGTopology`: an all-atom Topology where a CG one is needed gets "coarse-grain first" and the call.
 - :func:`warnUnseenResidues`: an :class:`UnseenResiduesWarning` naming residue types the model was never trained on.
 """
 
-import sys
 import warnings
 from collections import Counter
 from typing import Optional, Set
 
 from openmmflash.cg.mapping import IGNORED, CGMapping, canonicalResidue
+from openmmflash.cg.residuemessages import userStacklevel
 
-WATER = {"HOH", "WAT", "SOL", "TIP3"}
-CAPS = {"ACE", "NME", "NH2"}
 
 COARSE_GRAIN_FIRST = ("Coarse-grain first: topology, positions = openmmflash.loadProtein('protein.pdb') (from a "
                       "PDB/mmCIF file), or from an all-atom Topology: mapping = openmmflash.CGMapping('5bead'); "
@@ -24,47 +20,8 @@ COARSE_GRAIN_FIRST = ("Coarse-grain first: topology, positions = openmmflash.loa
                       "model).")
 
 
-def _userStacklevel() -> int:
-    """The ``stacklevel`` of the first caller outside openmmflash (so a warning names the user's line)."""
-    level, frame = 1, sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("openmmflash"):
-        level, frame = level + 1, frame.f_back
-    return level
-
-
-class DroppedResiduesWarning(UserWarning):
-    """Water, ions or caps were left out when a structure was coarse-grained."""
-
-
 class UnseenResiduesWarning(UserWarning):
     """A CG model is applied to residue types it was never trained on."""
-
-
-def warnDroppedResidues(names: Counter) -> None:
-    """Warn about the residues (name -> count) that coarse-graining left out, with the Modeller calls that strip them."""
-    if not names:
-        return
-    groups = {"water molecules": sorted(n for n in names if n.upper() in WATER),
-              "capping groups": sorted(n for n in names if n.upper() in CAPS)}
-    groups["ions"] = sorted(n for n in names if n not in groups["water molecules"] + groups["capping groups"])
-    parts = [f"{sum(names[n] for n in group)} {label} ({', '.join(group)})" for label, group in groups.items() if group]
-    others = [n for n in names if n.upper() not in WATER]
-    strip = "modeller = app.Modeller(topology, positions); modeller.deleteWater()"
-    if others:
-        strip += f"; modeller.delete([r for r in modeller.topology.residues() if r.name in {tuple(sorted(others))}])"
-    warnings.warn(f"coarse-graining left out {', '.join(parts)}: the CG models have beads for protein residues only "
-                  "(their solvent is implicit). To remove them yourself and silence this warning: " + strip,
-                  DroppedResiduesWarning, stacklevel=_userStacklevel())
-
-
-def nonProteinResidueMessage(residue, mapping: CGMapping) -> str:
-    """Why ``residue`` (neither amino acid nor water/ion/cap) cannot be coarse-grained, and how to remove it."""
-    return (f"residue {residue.name} {residue.id} (chain {residue.chain.id}) is not a standard amino acid, water or "
-            f"ion (a ligand, cofactor or nucleotide?); the {mapping.name} mapping has beads for "
-            "the 20 standard amino acids only. Remove it before coarse-graining: modeller = app.Modeller(topology, "
-            f"positions); modeller.delete([r for r in modeller.topology.residues() if r.name == {residue.name!r}]), "
-            "or PDBFixer's removeHeterogens(keepWater=False) for every ligand; modified amino acids (MSE, ...) are "
-            "replaced by openmmflash.loadProtein, which runs pdbfixer.")
 
 
 def requireCGTopology(topology, mapping: CGMapping, what: str) -> None:
@@ -111,7 +68,7 @@ def warnUnseenResidues(model, topology) -> None:
         warnings.warn(f"the model was never trained on residue types {counts}: it was trained on a protein with "
                       f"{', '.join(sorted(seen))} only, so its forces on the other residues are untested "
                       "extrapolation. Use a model trained on proteins that contain them (openmmflash cg-data, "
-                      f"cg-train).{hint}", UnseenResiduesWarning, stacklevel=_userStacklevel())
+                      f"cg-train).{hint}", UnseenResiduesWarning, stacklevel=userStacklevel())
 
 
 def _bundledTrainingResidues() -> dict:

@@ -11,6 +11,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from openmmflash.cg.residuemessages import nonProteinResidueMessage, warnDroppedResidues
 from openmmflash.stack import import_openmm
 
 AMINO_ACIDS = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
@@ -67,8 +68,6 @@ class CGMapping:
 
         Water, ions and caps are left out with a DroppedResiduesWarning; other non-protein residues are refused.
         """
-        from openmmflash.cg.inputchecks import nonProteinResidueMessage, warnDroppedResidues
-
         app = import_openmm().app
         cg = app.Topology()
         indices: List[int] = []
@@ -81,7 +80,7 @@ class CGMapping:
                     dropped[residue.name] += 1
                     continue
                 if res not in AMINO_ACIDS:
-                    raise ValueError(nonProteinResidueMessage(residue, self))
+                    raise ValueError(nonProteinResidueMessage(residue, self.name))
                 atoms = {a.name: a for a in residue.atoms()}
                 missing = [b for b in self.residueBeads(res) if b not in atoms]
                 if missing:
