@@ -14,8 +14,8 @@ import pytest
 import torch  # noqa: F401  (before openmm)
 
 from openmmflash import FlashMDIntegrator, FlashMDLangevinIntegrator
-from openmmflash.integrators.data import flexibleWaterBox
-from openmmflash.integrators.statecheck import NonFiniteStateError
+from openmmflash.integrators.training.data import flexibleWaterBox
+from openmmflash.integrators.engine.statecheck import NonFiniteStateError
 from openmmflash.stack import import_openmm
 
 openmm = import_openmm()
@@ -76,7 +76,7 @@ def test_nonfinite_state_is_refused(water, platform, method, what):
 
 def test_nonfinite_positions_with_pme_on_reference_do_not_crash():
     code = ("import sys; sys.path.insert(0, {tests!r}); import test_flashmd_nonfinite as t\n"
-            "from openmmflash.integrators.data import flexibleWaterBox\n"
+            "from openmmflash.integrators.training.data import flexibleWaterBox\n"
             "t._refused(flexibleWaterBox(1.6, 0.7), 'pme', 'Reference', 'positions')\n"
             "t._refused(flexibleWaterBox(1.6, 0.7), 'pme', 'Reference', 'positions', langevin=True)\n"
             "print('refused')").format(tests=os.path.dirname(os.path.abspath(__file__)))

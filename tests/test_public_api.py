@@ -25,7 +25,7 @@ def test_quickstart_names_are_exported():
                              FlashMDIntegrator, FlashMDLangevinIntegrator, addFlashSchNetForce, bundledModels,
                              createCGSystem, createFlashSchNetForce, loadFlashMDModel, loadModel, loadProtein,
                              quantizationAwareTraining, replicate)
-    from openmmflash.integrators.modelfile import loadModel as flashmdLoad
+    from openmmflash.integrators.network.modelfile import loadModel as flashmdLoad
     from openmmflash.plugin.torchforce import addFlashSchNetForce as original
 
     assert addFlashSchNetForce is original and loadFlashMDModel is flashmdLoad

@@ -2,7 +2,7 @@
 
 Each command runs as a fresh ``python -m openmmflash ...`` process (``--repeats`` times, median and min reported).
 Baseline in the same run: a process that imports what building the parser used to import (torch and every command
-module: doctor, demo, cg.cli, integrators.cli, compactmd.cli, gaq.cli), i.e. the floor of ``--help`` before the
+module: doctor, demo, workflows.cgcli, workflows.flashmdcli, compactmd.cli, workflows.gaqcli), i.e. the floor of ``--help`` before the
 argument declarations moved to ``openmmflash.commands``. Also ``import torch`` alone. CPU-only figures: wall seconds
 on this machine (its load average is recorded), to compare with each other, not across machines.
 
@@ -10,10 +10,8 @@ on this machine (its load average is recorded), to compare with each other, not 
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -21,8 +19,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RESULTS = os.path.join(ROOT, "examples", "benchmarks", "results")
-OLD_PARSER_IMPORTS = ("import torch, openmmflash.doctor, openmmflash.demo, openmmflash.cg.cli, "
-                      "openmmflash.integrators.cli, openmmflash.compactmd.cli, openmmflash.gaq.cli")
+OLD_PARSER_IMPORTS = ("import torch, openmmflash.doctor, openmmflash.demo, openmmflash.workflows.cgcli, "
+                      "openmmflash.workflows.flashmdcli, openmmflash.compactmd.cli, openmmflash.workflows.gaqcli")
 
 
 def timed(argv, repeats):
@@ -61,19 +59,11 @@ def main():
     help_ratio = base / rows["openmmflash --help"]["median_s"]
     print(f"--help is {help_ratio:.0f}x faster than the former parser's imports alone")
 
-    from openmmflash.stack import versions
+    from benchprovenance import provenance
 
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                text=True, cwd=ROOT).stdout.strip())
     out = {"benchmark": "openmmflash command start-up (fresh process per run)",
-           "command": " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:]),
-           "commit": commit + ("-dirty" if dirty else ""), "date": datetime.datetime.now(datetime.timezone.utc)
-           .isoformat(timespec="seconds"),
-           "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": None,
-                       "loadavg": os.getloadavg(), "python": platform.python_version()},
-           "versions": versions(), "repeats": args.repeats, "results": rows,
-           "helpSpeedupOverFormerParserImports": help_ratio}
+           "provenance": provenance(), "machine": {"cores": os.cpu_count(), "loadavg": os.getloadavg()},
+           "repeats": args.repeats, "results": rows, "helpSpeedupOverFormerParserImports": help_ratio}
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(out, f, indent=1)

@@ -112,10 +112,11 @@ def trivialCases(n: int, steps: int) -> list:
 
 
 def chignolinCases(replicas: int, steps: int) -> list:
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import fastPathOptions, nativeStructure
+    from openmmflash.plugin.cgsystem import createCGSystem
+    from openmmflash.cg.structure import nativeStructure
+    from openmmflash.plugin.fastpath import fastPathOptions
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     model = loadModel("chignolin")
     folder = os.path.join("/tmp", f"boundary_native_{os.getpid()}")
@@ -205,6 +206,9 @@ def main(argv=None):
               "settings": {"steps": args.steps, "integrator": "LangevinMiddleIntegrator 2 fs 300 K 1/ps",
                            "Precision": "mixed", "warmupSteps": 100},
               "rows": rows, "summary": summary}
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    result["provenance"] = provenance()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)

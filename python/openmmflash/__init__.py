@@ -24,7 +24,7 @@ _EXPORTS = {
     "FlashSchNet": "openmmflash.schnet.model",
     "FlashSchNetConfig": "openmmflash.schnet.config",
     "NeighborList": "openmmflash.neighbors",
-    "loadModel": "openmmflash.schnet.modelfile",
+    "loadModel": "openmmflash.schnet.model",
     "saveModel": "openmmflash.schnet.modelfile",
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "addFlashSchNetForce": "openmmflash.plugin.torchforce",
@@ -32,32 +32,32 @@ _EXPORTS = {
     # CG proteins
     "CGMapping": "openmmflash.cg.mapping",
     "loadProtein": "openmmflash.cg.structure",
-    "createCGSystem": "openmmflash.cg.cgsystem",
+    "createCGSystem": "openmmflash.plugin.cgsystem",
     "replicate": "openmmflash.plugin.replicas",
     "replicateSystem": "openmmflash.plugin.replicas",
     "replicateTopology": "openmmflash.plugin.replicas",
     "replicatePositions": "openmmflash.plugin.replicas",
     # FlashMD integrators and models
-    "FlashMDIntegrator": "openmmflash.integrators.flashmdintegrator",
-    "FlashMDLangevinIntegrator": "openmmflash.integrators.thermostats",
-    "FlashMDBussiIntegrator": "openmmflash.integrators.thermostats",
-    "FlashMDStepper": "openmmflash.integrators.stepper",
-    "FlashMDModel": "openmmflash.integrators.modelfile",
-    "loadFlashMDModel": "openmmflash.integrators.modelfile:loadModel",
+    "FlashMDIntegrator": "openmmflash.integrators.engine.flashmdintegrator",
+    "FlashMDLangevinIntegrator": "openmmflash.integrators.engine.thermostats",
+    "FlashMDBussiIntegrator": "openmmflash.integrators.engine.thermostats",
+    "FlashMDStepper": "openmmflash.integrators.engine.stepper",
+    "FlashMDModel": "openmmflash.integrators.network.flashmdmodel",
+    "loadFlashMDModel": "openmmflash.integrators.network.modelfile:loadModel",
     # CompactMD trajectories
     "CompactReporter": "openmmflash.compactmd.compactreporter",
     "CompactTrajectory": "openmmflash.compactmd.compacttrajectory",
     # GAQ quantization of FlashMD models
-    "quantizationAwareTraining": "openmmflash.gaq.qat",
+    "quantizationAwareTraining": "openmmflash.integrators.training.qat",
     "quantizeModel": "openmmflash.gaq.quantize",
-    "saveQuantizedModel": "openmmflash.gaq.export",
-    "loadQuantizedModel": "openmmflash.gaq.export",
+    "saveQuantizedModel": "openmmflash.integrators.network.gaqfile",
+    "loadQuantizedModel": "openmmflash.integrators.network.gaqfile",
     # bundled models
-    "bundledModels": "openmmflash.bundledmodels",
+    "bundledModels": "openmmflash.workflows.bundledmodels",
     # what input checks raise or warn, to catch or filter
     "DroppedResiduesWarning": "openmmflash.cg.residuemessages",
     "UnseenResiduesWarning": "openmmflash.cg.inputchecks",
-    "NonFiniteStateError": "openmmflash.integrators.statecheck",
+    "NonFiniteStateError": "openmmflash.integrators.engine.statecheck",
 }
 
 

@@ -22,7 +22,7 @@ def _add_system_args(p):
 
 def add_loss_term_args(p) -> None:
     """The optional training terms and --restride, shared by ``openmmflash flashmd-train`` and
-    examples/flashmd_train_cg.py; ``openmmflash.integrators.cli.loss_term_kwargs`` turns them into
+    examples/flashmd_train_cg.py; ``openmmflash.workflows.flashmdcli.loss_term_kwargs`` turns them into
     ``training.train`` arguments."""
     p.add_argument("--bond-weight", type=float, default=0.0,
                    help="weight of the bond term, the predicted state's bond-length error as an energy k/2 dr^2 / kT "
@@ -47,7 +47,7 @@ def _doctor(subparsers):
 
 def _models(subparsers):
     p = subparsers.add_parser("models", help="list the bundled models (names usable wherever a model file is)")
-    p.set_defaults(run="openmmflash.bundledmodels:printBundledModels")
+    p.set_defaults(run="openmmflash.workflows.bundledmodels:printBundledModels")
 
 
 def _demo(subparsers):
@@ -90,7 +90,7 @@ def _cg(subparsers):
     p.add_argument("--equilibration", type=int, default=5000, help="unrecorded steps first (default 5000)")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--seed", type=int, default=1)
-    p.set_defaults(run="openmmflash.cg.cli:_data")
+    p.set_defaults(run="openmmflash.workflows.cgcli:_data")
 
     p = subparsers.add_parser("cg-train", help="fit priors and train a FlashSchNet model by force matching",
                               description="Boltzmann-inverted priors + force matching of FlashSchNet on reference "
@@ -118,7 +118,7 @@ def _cg(subparsers):
     p.add_argument("--max-frames", type=int, help="use at most this many frames")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu", help="torch device for training: cpu (default) or cuda")
-    p.set_defaults(run="openmmflash.cg.cli:_train")
+    p.set_defaults(run="openmmflash.workflows.cgcli:_train")
 
     p = subparsers.add_parser("cg-validate", help="simulate a CG model and compare with its all-atom reference")
     p.add_argument("model", help="model file or bundled name")
@@ -138,7 +138,7 @@ def _cg(subparsers):
                    "run the same command again to continue")
     p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
                    "exact neighbor list, no CUDA graphs) instead of the fused kernels with CUDA graphs")
-    p.set_defaults(run="openmmflash.cg.cli:_validate")
+    p.set_defaults(run="openmmflash.workflows.cgcli:_validate")
 
 
 def _flashmd(subparsers):
@@ -162,7 +162,7 @@ def _flashmd(subparsers):
     p.add_argument("--equilibration", type=float, default=2.0, help="Langevin equilibration per start (ps)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run="openmmflash.integrators.cli:_data")
+    p.set_defaults(run="openmmflash.workflows.flashmdcli:_data")
 
     p = subparsers.add_parser("flashmd-train", help="train a FlashMD model on pairs from flashmd-data (resumable)",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -186,7 +186,7 @@ def _flashmd(subparsers):
                    help="fine-tune this FlashMD model (shipped name or file) instead of training a new one")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run="openmmflash.integrators.cli:_train")
+    p.set_defaults(run="openmmflash.workflows.flashmdcli:_train")
 
 
 def _compactmd(subparsers):
@@ -234,7 +234,7 @@ def _gaq(subparsers):
     p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run="openmmflash.gaq.cli:_quantize")
+    p.set_defaults(run="openmmflash.workflows.gaqcli:_quantize")
 
 
 # Command groups in the order they appear in --help.
