@@ -17,8 +17,8 @@ For each process count N the script starts itself under ``torchrun --standalone 
   The reference data are a short all-atom run (``--cg-data``, or GAY for ``--data-steps`` steps made first).
 
 Efficiency: weak E_N = throughput_N / (N throughput_1); strong E_N = time_1 / (N time_N), both in the same run.
-Writes examples/benchmarks/results/scaling_<platform>.json (provenance, every measurement) and, on GPUs, a PNG beside
-it.
+Writes examples/benchmarks/results/scaling_cuda.json (provenance, every measurement) and a PNG beside it; the CPU
+smoke check writes scaling_cpu.json into the working directory (not a results file).
 
 Caution: on a CPU machine the processes share its cores with each other (and, on a shared machine, with other
 users): CPU figures only show that the machinery runs; they are not the GPU scaling and must not be quoted as such.
@@ -198,7 +198,8 @@ def main():
     parser.add_argument("--cg-data", help="reference-data directory from `openmmflash cg-data` (default: made)")
     parser.add_argument("--data-steps", type=int, default=2000, help="all-atom steps of the made reference data")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (CPU smoke check)")
-    parser.add_argument("--output", help="results JSON (default examples/benchmarks/results/scaling_<platform>.json)")
+    parser.add_argument("--output", help="results JSON (default examples/benchmarks/results/scaling_cuda.json; on CPU "
+                        "scaling_cpu.json in the working directory)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -208,7 +209,8 @@ def main():
         args.data_steps = min(args.data_steps, 400)
     if args.worker:
         return worker(args)
-    output = args.output or os.path.join(HERE, "results", f"scaling_{args.platform.lower()}.json")
+    output = args.output or (os.path.join(HERE, "results", "scaling_cuda.json") if args.platform == "CUDA"
+                             else "scaling_cpu.json")
     runs = []
     with tempfile.TemporaryDirectory(prefix="scaling-") as tmp:
         if not args.cg_data:
