@@ -244,7 +244,7 @@ def main():
         report["caution"] = ("CPU smoke check: the processes share the machine's cores (and, on a shared machine, "
                              "other users' work); these figures show that the machinery runs, not how it scales "
                              "on GPUs")
-    os.makedirs(os.path.dirname(output), exist_ok=True)
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
     with open(output, "w") as f:
         json.dump(report, f, indent=1)
     if args.platform == "CPU":  # a smoke check is not a figure to look at
