@@ -10,6 +10,7 @@ COMMAND_MODULES = [
     "openmmflash.doctor",
     "openmmflash.demo",
     "openmmflash.cg.cli",
+    "openmmflash.mlcg.cli",
     "openmmflash.integrators.cli",
     "openmmflash.compactmd.cli",
     "openmmflash.gaq.cli",

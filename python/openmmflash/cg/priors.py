@@ -96,9 +96,32 @@ def parameterized(terms, params: Dict[str, dict], atoms, kind: str) -> list:
     return [(t, p) for t, p in found if p is not None]
 
 
+def fourierTorsionForce(found, kj: float):
+    """CustomTorsionForce v0 + sum_n k1_n sin(n theta) + k2_n cos(n theta) of (indices, {"v0", "k1", "k2"}) terms,
+    energies times ``kj``."""
+    openmm = import_openmm()
+    degree = max(max(len(p.get("k1", [])), len(p.get("k2", []))) for _, p in found)
+    series = " + ".join(f"s{n}*sin({n}*theta) + c{n}*cos({n}*theta)" for n in range(1, degree + 1))
+    force = openmm.CustomTorsionForce(f"v0 + {series}" if degree else "v0")
+    names = ["v0"] + [f"{x}{n}" for n in range(1, degree + 1) for x in ("s", "c")]
+    for name in names:
+        force.addPerTorsionParameter(name)
+    for t, p in found:
+        k1 = list(p.get("k1", [])) + [0.0] * degree
+        k2 = list(p.get("k2", [])) + [0.0] * degree
+        values = [float(p.get("v0", 0.0))] + [v for n in range(degree) for v in (k1[n], k2[n])]
+        force.addTorsion(*t, [v * kj for v in values])
+    return force
+
+
 def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict, lengthUnit: str = "angstrom",
                    energyUnit: str = "kcal/mol", forceGroup: int = 1) -> list:
     """Add the prior terms to ``system``; returns the forces added. Bonds are the mapping's bonded pairs."""
+    if priors.get("typed"):
+        # Bead-type-keyed tables (imported mlcg priors).
+        from openmmflash.cg.typedpriors import addTypedPriorForces
+
+        return addTypedPriorForces(system, topology, bonds, priors, lengthUnit, energyUnit, forceGroup)
     openmm = import_openmm()
     nm = LENGTH_UNITS[lengthUnit]   # nm per model length unit
     kj = ENERGY_UNITS[energyUnit]   # kJ/mol per model energy unit
@@ -131,18 +154,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
 
     found = parameterized(terms["dihedrals"], priors.get("dihedrals", {}), atoms, "dihedrals")
     if found:
-        degree = max(max(len(p.get("k1", [])), len(p.get("k2", []))) for _, p in found)
-        series = " + ".join(f"s{n}*sin({n}*theta) + c{n}*cos({n}*theta)" for n in range(1, degree + 1))
-        force = openmm.CustomTorsionForce(f"v0 + {series}" if degree else "v0")
-        names = ["v0"] + [f"{x}{n}" for n in range(1, degree + 1) for x in ("s", "c")]
-        for name in names:
-            force.addPerTorsionParameter(name)
-        for t, p in found:
-            k1 = list(p.get("k1", [])) + [0.0] * degree
-            k2 = list(p.get("k2", [])) + [0.0] * degree
-            values = [float(p.get("v0", 0.0))] + [v for n in range(degree) for v in (k1[n], k2[n])]
-            force.addTorsion(*t, [v * kj for v in values])
-        forces.append(force)
+        forces.append(fourierTorsionForce(found, kj))
 
     found = parameterized(terms["impropers"], priors.get("impropers", {}), atoms, "impropers")
     if found:

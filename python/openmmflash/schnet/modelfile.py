@@ -71,11 +71,20 @@ def readModelFile(path: str) -> dict:
 
 
 def loadModel(pathOrName: str, device: Optional[str] = "cpu"):
-    """Load a FlashSchNet model from a file path or a bundled model name. Returns a FlashSchNet in eval mode."""
+    """Load a FlashSchNet model from a file path, a bundled model name or an mlcg file (simulation file, pickled
+    model or Lightning checkpoint; see ``openmmflash.mlcg.importer``). Returns a FlashSchNet in eval mode."""
     from openmmflash.schnet.model import FlashSchNet
 
     path = resolveModelPath(pathOrName)
-    payload = readModelFile(path)
+    try:
+        payload = readModelFile(path)
+    except ValueError:
+        # An mlcg (CGSchNet) file: converted on the fly (read without executing code from it).
+        from openmmflash.mlcg.importer import importMlcg, isMlcgFile
+
+        if not isMlcgFile(path):
+            raise
+        return importMlcg(path).to(device).eval()
     model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
     model.load_state_dict(payload["stateDict"])
     model.metadata = dict(payload.get("metadata", {}))
