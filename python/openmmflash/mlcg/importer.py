@@ -249,3 +249,15 @@ def writeCGPdb(path: str, output: str, frame: int = 0, mapping: Optional[str] = 
         handle.write(text)
     os.replace(tmp, output)
     return output
+
+
+def beadMasses(model, topology) -> List[float]:
+    """Bead masses (amu) of a CG topology from an imported model's stored mlcg masses (per bead type)."""
+    from openmmflash.cg.mapping import beadTypesFromTopology
+
+    table = model.metadata.get("mlcg", {}).get("massesByType") or {}
+    types = beadTypesFromTopology(topology, model.metadata["beadTypes"])
+    missing = sorted({t for t in types if str(t) not in table})
+    if missing:
+        raise ValueError(f"the model stores no mlcg mass for bead types {missing}; set the masses yourself")
+    return [table[str(t)] for t in types]
