@@ -13,6 +13,7 @@ class) is refused with ``UnsafePickleError`` naming it, before anything is calle
 'mlcg.nn.gradients.SumOut'
 """
 
+import _compat_pickle
 import collections
 import io
 import pickle
@@ -142,11 +143,9 @@ ALLOWED = {
     ("torch", "device"): torch.device,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("collections", "defaultdict"): collections.defaultdict,
-    ("builtins", "set"): set, ("__builtin__", "set"): set,
-    ("builtins", "frozenset"): frozenset, ("__builtin__", "frozenset"): frozenset,
-    ("builtins", "long"): int, ("__builtin__", "long"): int, ("builtins", "int"): int,
+    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "int"): int,
     ("builtins", "float"): float, ("builtins", "complex"): complex, ("builtins", "slice"): slice,
-    ("builtins", "type"): _type_of, ("__builtin__", "type"): _type_of,
+    ("builtins", "type"): _type_of,
     ("_operator", "getitem"): _getitem, ("operator", "getitem"): _getitem,
 }
 for _dtype_name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"):
@@ -162,6 +161,11 @@ class RestrictedUnpickler(pickle.Unpickler):
         self._loaded = {}
 
     def find_class(self, module: str, name: str):
+        # Python 2 names that protocol-2 pickles (torch.save) use, as Python 3 names (__builtin__ -> builtins).
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        elif module in _compat_pickle.IMPORT_MAPPING:
+            module = _compat_pickle.IMPORT_MAPPING[module]
         if (module, name) in ALLOWED:
             return ALLOWED[(module, name)]
         if name in STORAGE_DTYPES and module == "torch":
@@ -169,7 +173,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         dotted = f"{module}.{name}"
         if dotted in PLACEHOLDER_NAMES or dotted.startswith(PLACEHOLDER_PREFIXES) or module in ("typing", "inspect"):
             return _placeholder(dotted)
-        raise UnsafePickleError(f"refusing to load {dotted}: it is not on the allow-list of classes an mlcg or "
+        raise UnsafePickleError(f"refusing to load {dotted}: it is not on the allow-list of globals an mlcg or "
                                 "PyTorch Lightning file may name (mlcg, torch_geometric and torch.nn classes, "
                                 "tensors, plain containers); the file may be corrupted or malicious")
 
