@@ -217,7 +217,7 @@ class FlashSchNet(nn.Module):
         if self.max_num_neighbors > 0:
             # mlcg keeps at most max_num_neighbors per bead (an arbitrary subset): where that would bind, the
             # energy is NaN rather than silently different (no host sync, so CUDA graphs keep working).
-            counts = torch.zeros_like(dist[:1].expand(positions.shape[0])).index_add(
+            counts = torch.zeros(positions.shape[0], dtype=dist.dtype, device=dist.device).index_add(
                 0, torch.where(valid, pairs[1], torch.zeros_like(pairs[1])), valid.to(dist.dtype))
             too_many = (counts > float(self.max_num_neighbors)).any()
             dist = torch.where(too_many, torch.full_like(dist, float("nan")), dist)
