@@ -198,3 +198,48 @@ def test_cuda_default_path_matches_float64(ref, imported):
     assert diff < 1e-5, diff
     e_err = np.max(np.abs(np.asarray(energies) - ref["energies_schnet"]) / np.abs(ref["energies_schnet"]))
     assert e_err < 1e-5, e_err
+
+
+def test_explicit_term_priors_bound_to_stored_structure(ref, imported, tmp_path):
+    """Per-term priors from the stored neighbour lists (the form 5-bead prior sets take) give mlcg's total too."""
+    from openmm import app
+    from openmmml import MLPotential
+
+    from openmmflash.mlcg.importer import readMlcgFile
+    from openmmflash.mlcg.priorconvert import convertPriorTerms
+
+    source = readMlcgFile(SIMULATION)
+    model = importMlcg(SIMULATION)
+    terms = convertPriorTerms(source.priors, source.configurations[0])
+    assert {k: len(v) for k, v in terms.items()} == {"bonds": 9, "angles": 8, "dihedrals": 7, "repulsion": 28}
+    model.metadata["priors"] = {"typed": True, "beadTypes": model.metadata["beadTypes"], "numBeads": 10,
+                                "terms": terms}
+    path = str(tmp_path / "explicit.pt")
+    model.save(path)
+    topology = app.PDBFile(imported[1]).topology
+    system = MLPotential("flashschnet", modelPath=path).createSystem(topology, precision="double")
+    energies, forces = _openmm_eval(system, ref["positions"], "Reference")
+    e_err, f_err = relative_errors(energies, forces, ref["energies"], ref["forces"])
+    assert e_err < 1e-8 and f_err < 1e-8, (e_err, f_err)
+    # Bound to the 10-bead structure: a longer chain is refused.
+    longer = app.Topology()
+    chain = longer.addChain()
+    for k in range(12):
+        longer.addAtom("CA", app.Element.getBySymbol("C"), longer.addResidue("ALA", chain, str(k + 1)))
+    with pytest.raises(ValueError, match="bound to the stored 10-bead structure"):
+        MLPotential("flashschnet", modelPath=path).createSystem(longer)
+
+
+def test_five_bead_topology_from_mlcg_types():
+    """mlcg's 5-bead types (N 21, CA 22, C 23, O 24, CB = residue type, glycine CA = 6) -> CG topology."""
+    from openmmflash.cg.mapping import beadTypesFromTopology
+    from openmmflash.mlcg.importer import beadTypeTable, configurationTopology
+
+    # CLN025 (YYDPETGTWY) as stored in mlcg's 5-bead test structures.
+    types = [21, 22, 20, 23, 24, 21, 22, 20, 23, 24, 21, 22, 3, 23, 24, 21, 22, 13, 23, 24, 21, 22, 4, 23, 24,
+             21, 22, 17, 23, 24, 21, 6, 23, 24, 21, 22, 17, 23, 24, 21, 22, 19, 23, 24, 21, 22, 20, 23, 24]
+    topology = configurationTopology(types, "5bead")
+    assert [r.name for r in topology.residues()] == ["TYR", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP",
+                                                     "TYR"]
+    assert beadTypesFromTopology(topology, beadTypeTable("5bead")) == types
+    assert topology.getNumBonds() == 48   # mlcg's stored 5-bead bond list has 48 bonds

@@ -18,6 +18,9 @@ Terms come from the CG topology by mlcg's data-tools rule (``typedTerms``): bond
 every bonded triple, dihedrals every bonded quadruple (path i-j-k-l), repulsion every same-chain pair more than
 ``repulsionExclusion`` (2) bonds apart and not in the same residue. A term whose type key (or its reverse) has no
 entry gets no force, as a zero entry of mlcg's table gives no energy.
+
+With ``"terms": {"bonds": [{"atoms": [i, j], "x0", "k", "v0"}, ...], ...}`` and ``"numBeads"`` the priors are explicit
+per-term lists bound to one structure (mlcg's stored neighbour lists, e.g. 5-bead phi/psi/omega/gamma terms).
 """
 
 from typing import Dict, List, Tuple
@@ -56,7 +59,14 @@ def addTypedPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: 
     types = beadTypesFromTopology(topology, priors["beadTypes"])
     terms = typedTerms(topology, bonds, int(priors.get("repulsionExclusion", 2)))
 
+    explicit = priors.get("terms")
+    if explicit is not None and int(priors.get("numBeads", -1)) != len(types):
+        raise ValueError(f"these priors are bound to the stored {priors.get('numBeads')}-bead structure they were "
+                         f"imported with; the topology has {len(types)} beads")
+
     def found(kind):
+        if explicit is not None:
+            return [(tuple(p["atoms"]), p) for p in explicit.get(kind, [])]
         table = priors.get(kind, {})
         pairs = [(t, lookupTyped(table, [types[i] for i in t])) for t in terms[kind]]
         return [(t, p) for t, p in pairs if p is not None]

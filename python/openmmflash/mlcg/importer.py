@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import torch
 
 from openmmflash.cg.mapping import AMINO_ACIDS
-from openmmflash.mlcg.priorconvert import PRIOR_KINDS, convertPriors
+from openmmflash.mlcg.priorconvert import PRIOR_KINDS, convertPriorTerms, convertPriors
 from openmmflash.mlcg.safeunpickler import PickledObject, loadPickled
 from openmmflash.mlcg.schnetconvert import SCHNET_CLASSES, children, className, convertSchNet, findSchNet
 
@@ -146,7 +146,7 @@ def _sha256(path: str) -> str:
 
 
 def importMlcg(checkpoint: str, priorFile: Optional[str] = None, mapping: Optional[str] = None,
-               includePriors: bool = True):
+               includePriors: bool = True, structures: Optional[str] = None):
     """FlashSchNet model (eval mode, float32 weights) of an mlcg file, with metadata for OpenMM.
 
     Parameters
@@ -159,6 +159,13 @@ def importMlcg(checkpoint: str, priorFile: Optional[str] = None, mapping: Option
         CG mapping; default: from the stored configurations' or the priors' bead types, else "ca".
     includePriors : bool
         Convert the priors (``metadata["priors"]``) too.
+    structures : str, optional
+        mlcg structures file whose first configuration replaces the checkpoint's stored one (start structure,
+        masses, and the term lists of priors that bead types alone cannot assign).
+
+    CA priors become bead-type-keyed tables (any sequence); priors that bead types cannot assign (5-bead prior
+    sets, or static priors whose values differ between terms of equal types) become explicit term lists bound to
+    the stored structure.
     """
     source = readMlcgFile(checkpoint)
     if source.schnet is None:
@@ -173,14 +180,36 @@ def importMlcg(checkpoint: str, priorFile: Optional[str] = None, mapping: Option
         if not prior_file.priors:
             raise ValueError(f"{priorFile!r} holds no mlcg priors")
         priors_src, prior_path = prior_file.priors, priorFile
+    if structures is not None:
+        stored = readMlcgFile(structures).configurations
+        if not stored:
+            raise ValueError(f"{structures!r} stores no configurations")
+        config0 = stored[0]
     types = config0._store._mapping["atom_types"].tolist() if config0 is not None else []
-    tables = convertPriors(priors_src, config0) if includePriors and priors_src else {}
+    tables, terms = {}, {}
+    if includePriors and priors_src:
+        try:
+            tables = convertPriors(priors_src, config0)
+        except ValueError as err:
+            if config0 is None:
+                raise
+            terms, reason = convertPriorTerms(priors_src, config0), str(err)
     if mapping is None:
         keys = [int(t) for table in tables.values() for key in table for t in key.split("-")]
         mapping = detectMapping(types or keys)
+    if tables and mapping != "ca":
+        # mlcg's 5-bead prior sets split terms by role (per-residue phi/psi, omega, gamma, termini), which bead
+        # types alone do not tell apart: use the stored structure's own term lists.
+        if config0 is None:
+            raise ValueError(f"the {mapping} priors need the term lists of a stored structure (mlcg neighbour lists); "
+                             "pass a structures file with --structures")
+        tables, terms, reason = {}, convertPriorTerms(priors_src, config0), f"{mapping} mapping"
     meta = {"mapping": mapping, "beadTypes": beadTypeTable(mapping)}
     if tables:
         meta["priors"] = {"typed": True, "beadTypes": meta["beadTypes"], "repulsionExclusion": 2, **tables}
+    elif terms:
+        meta["priors"] = {"typed": True, "beadTypes": meta["beadTypes"], "numBeads": len(types), "terms": terms,
+                          "boundToStoredStructure": reason}
     masses = {}
     if config0 is not None and config0._store._mapping.get("masses") is not None:
         for t, m in zip(types, config0._store._mapping["masses"].tolist()):
@@ -190,31 +219,47 @@ def importMlcg(checkpoint: str, priorFile: Optional[str] = None, mapping: Option
                     "priorNames": sorted(priors_src) if tables else [], "massesByType": masses}
     meta["provenance"] = {"importedFrom": "mlcg", "torch": str(torch.__version__),
                           "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
-    if config0 is not None and mapping == "ca":
+    if config0 is not None:
         meta["structure"] = configurationPdb(config0, mapping)   # start structure (openmmflash demo --model)
     model.metadata = meta
     return model
 
 
 def configurationTopology(types, mapping: str = "ca"):
-    """CG Topology (one chain, CA beads named "CA" in residues named from mlcg's types) of a stored structure."""
-    from openmmflash.cg.mapping import CGMapping
+    """CG Topology of a stored structure from its mlcg bead types: CA beads ("ca"), or N, CA, CB, C, O beads
+    ("5bead": a residue starts at each N bead, type 21; a residue-type bead right after N is glycine's CA)."""
+    from openmmflash.cg.mapping import CGMapping, ELEMENTS
     from openmmflash.stack import import_openmm
 
-    if mapping != "ca":
-        raise ValueError("writing a CG PDB is supported for the CA mapping only; build 5-bead topologies with "
-                         "openmmflash.cg.mapping.CGMapping('5bead').mapTopology from an all-atom structure")
     app = import_openmm().app
+    by_type = {t: res for res, t in RESIDUE_TYPES.items()}
+    shared = {t: name for name, t in FIVE_BEAD_SHARED.items()}
+    residues = []                      # [residue name, [bead names]]
+    for k, t in enumerate(int(t) for t in types):
+        if mapping == "ca":
+            if t not in by_type:
+                raise ValueError(f"bead {k} has type {t}, not a CA residue type (1-20)")
+            residues.append([by_type[t], ["CA"]])
+        elif t == FIVE_BEAD_SHARED["N"]:
+            residues.append(["GLY", ["N"]])
+        elif not residues:
+            raise ValueError("a 5-bead structure must start with an N bead (type 21)")
+        elif t in shared:
+            residues[-1][1].append(shared[t])
+        elif t in by_type:
+            first = residues[-1][1] == ["N"]
+            residues[-1][1].append("CA" if first else "CB")
+            residues[-1][0] = by_type[t]
+        else:
+            raise ValueError(f"bead {k} has type {t}, unknown to mlcg's 5-bead mapping")
     topology = app.Topology()
     chain = topology.addChain("A")
-    by_type = {t: res for res, t in RESIDUE_TYPES.items()}
-    for k, t in enumerate(types):
-        if int(t) not in by_type:
-            raise ValueError(f"bead {k} has type {int(t)}, not a CA residue type (1-20)")
-        residue = topology.addResidue(by_type[int(t)], chain, str(k + 1))
-        topology.addAtom("CA", app.Element.getBySymbol("C"), residue)
+    for k, (name, beads) in enumerate(residues):
+        residue = topology.addResidue(name, chain, str(k + 1))
+        for bead in beads:
+            topology.addAtom(bead, app.Element.getBySymbol(ELEMENTS[bead]), residue)
     atoms = list(topology.atoms())
-    for i, j in CGMapping("ca").bondedPairs(topology):
+    for i, j in CGMapping(mapping).bondedPairs(topology):
         topology.addBond(atoms[i], atoms[j])
     return topology
 

@@ -110,3 +110,29 @@ def convertPriors(priors: Dict[str, object], configuration=None) -> Dict[str, Di
                     raise ValueError(f"prior {name!r}: type key {key} does not have {ORDERS[kind]} entries")
                 _add(table, typeKey(key), _entry(kind, module, key, False), f"prior {name!r}")
     return out
+
+
+def convertPriorTerms(priors: Dict[str, object], configuration) -> Dict[str, List[dict]]:
+    """Per-term priors bound to one stored configuration: {"bonds": [{"atoms": [i, j], "x0", "k", "v0"}], ...}.
+
+    Each prior's terms are the configuration's ``neighbor_list[name]["index_mapping"]`` (what mlcg simulates);
+    static priors take the first configuration's share of their buffers, table priors look the terms' bead types
+    up. Exact for every mlcg prior set (e.g. the 5-bead per-residue phi/psi, omega and gamma terms), but only for
+    that structure's topology.
+    """
+    store = configuration._store._mapping
+    lists = store.get("neighbor_list") or {}
+    types = store["atom_types"]
+    out: Dict[str, List[dict]] = {}
+    for name, module in priors.items():
+        kind = priorKind(module)
+        if name not in lists:
+            raise ValueError(f"the stored configuration has no neighbour list {name!r} for prior {name!r}; pass a "
+                             "structures file made with this prior set (--structures)")
+        index = lists[name]["index_mapping"]
+        static = className(module).startswith("mlcg.simulation.specialize_prior.")
+        for term in range(index.shape[1]):
+            atoms = [int(a) for a in index[:, term]]
+            key = term if static else tuple(int(t) for t in types[atoms])
+            out.setdefault(kind, []).append({"atoms": atoms, **_entry(kind, module, key, static)})
+    return out
