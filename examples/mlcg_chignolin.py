@@ -33,11 +33,6 @@ def radiusOfGyration(x: np.ndarray) -> np.ndarray:
     return np.sqrt((centred ** 2).sum(-1).mean(-1))
 
 
-def blockError(values: np.ndarray, blocks: int = 10) -> float:
-    means = [b.mean() for b in np.array_split(values, blocks)]
-    return float(np.std(means, ddof=1) / np.sqrt(blocks))
-
-
 def cpuName() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
@@ -75,6 +70,7 @@ def main():
     from openmmml import MLPotential
     from tqdm import tqdm
 
+    from openmmflash.blockstats import blockStandardError
     from openmmflash.mlcg.importer import beadMasses, importMlcg, writeCGPdb
 
     work = tempfile.mkdtemp(prefix="mlcg-chignolin-")
@@ -120,7 +116,7 @@ def main():
     ref = np.array(pdb.getPositions(asNumpy=True).value_in_unit(unit.angstrom))[None]
     skip = len(rg) // 10    # first 10 % as equilibration
     stats = lambda v: {"mean": float(v[skip:].mean()), "std": float(v[skip:].std()),  # noqa: E731
-                       "blockStandardError": blockError(v[skip:]), "min": float(v[skip:].min()),
+                       "blockStandardError": blockStandardError(v[skip:], blocks=10), "min": float(v[skip:].min()),
                        "max": float(v[skip:].max())}
     result = {
         "what": "mlcg chignolin CA SchNet test model (mlcg tests/continuity), imported with openmmflash.mlcg, run "

@@ -180,6 +180,15 @@ def test_imported_model_runs_langevin(imported):
     assert np.all(np.isfinite(pos))
 
 
+def test_demo_runs_imported_model(imported, tmp_path):
+    """The imported file stores its start structure, so `openmmflash demo --model FILE` runs it."""
+    from openmmflash.cli import main
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--model", imported[0], "--quick", "--platform", "CPU", "--output", str(out)]) == 0
+    assert (out / "summary.json").is_file()
+
+
 @pytest.mark.cuda
 def test_cuda_default_path_matches_float64(ref, imported):
     """On CUDA the force's default (fast) path for the imported model: forces within 1e-5 of float64 mlcg."""
