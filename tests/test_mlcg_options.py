@@ -267,3 +267,23 @@ def test_unsupported_options_are_named(mlcg, tmp_path, change, message):
     torch.save(schnet, path)
     with pytest.raises(UnsupportedModelError, match=message):
         importMlcg(path, includePriors=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cuda_default_path_matches_float64(mlcg, tmp_path, case):
+    """On CUDA, the force module's default float32 path (fused kernels for the Gaussian/cosine form) vs float64."""
+    schnet = mlcg.StandardSchNet(**CASES[case](mlcg), hidden_channels=24, embedding_size=7, num_filters=16,
+                                 num_interactions=2)
+    _randomize(schnet, 5)
+    path = str(tmp_path / "model.pt")
+    torch.save(schnet, path)
+    model = importMlcg(path, includePriors=False)
+    pos = torch.rand(40, 3, dtype=torch.float64) * 12.0
+    z = torch.randint(0, 7, (40,))
+    e64, f64 = FlashSchNetForceModule(model, z, 40, precision="double")(pos / 10.0)
+    fast = FlashSchNetForceModule(model, z, 40, precision="single").cuda()
+    with torch.enable_grad():
+        e32, f32 = fast(pos.float().cuda() / 10.0)
+    assert abs(e32.item() - e64.item()) <= 1e-5 * abs(e64.item())
+    assert (f32.double().cpu() - f64).norm() <= 1e-5 * f64.norm()
