@@ -99,3 +99,21 @@ def test_tensors_match_torch_load(tmp_path):
         assert torch.equal(ours[key], theirs[key]) and ours[key].dtype == theirs[key].dtype
     assert torch.equal(ours["sparse"].to_dense(), theirs["sparse"].to_dense())
     assert ours["shape"] == torch.Size([2, 3])
+
+
+def test_numpy_values(tmp_path):
+    """Numeric numpy scalars and arrays (mlcg keeps numpy scalars in allowed_interaction_keys) load; object arrays
+    are refused."""
+    import numpy as np
+
+    obj = {"keys": [(np.int64(3), np.int64(13))], "x": np.float32(1.5), "a": np.arange(6.0).reshape(2, 3),
+           "b": b"raw"}
+    path = str(tmp_path / "np.pt")
+    torch.save(obj, path)
+    ours = loadPickled(path)
+    assert ours["keys"] == [(3, 13)] and isinstance(ours["keys"][0][0], np.int64)
+    assert ours["x"] == np.float32(1.5) and ours["b"] == b"raw"
+    assert np.array_equal(ours["a"], obj["a"])
+    torch.save({"o": np.array([{"k": 1}], dtype=object)}, path)
+    with pytest.raises(UnsafePickleError, match="numpy dtype"):
+        loadPickled(path)

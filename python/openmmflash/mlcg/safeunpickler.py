@@ -2,9 +2,9 @@
 
 torch's zip format (``<archive>/data.pkl`` + ``<archive>/data/<key>`` storages) is read with a restricted
 ``pickle.Unpickler``: ``find_class`` resolves only an allow-list. torch's tensor rebuilders (dense, parameter,
-sparse COO), storage types, ``torch.Size``/layouts and a few harmless builtins resolve to real objects; the classes
-of mlcg, PyG and ``torch.nn`` resolve to inert placeholders (``PickledObject``) that only record their constructor
-arguments and pickled state. Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, an unknown
+sparse COO), storage types, ``torch.Size``/layouts, numeric numpy scalars and arrays and a few harmless builtins
+resolve to real objects; the classes of mlcg, PyG and ``torch.nn`` resolve to inert placeholders
+(``PickledObject``) that only record their constructor arguments and pickled state. Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``, an unknown
 class) is refused with ``UnsafePickleError`` naming it, before anything is called.
 
 >>> obj = loadPickled("schnet_cln_ca_specialized_model_and_config.pt")   # doctest: +SKIP
@@ -20,12 +20,13 @@ import pickle
 import zipfile
 from typing import Any, Dict
 
+import numpy as np
 import torch
 
 # Module prefixes whose classes become placeholders (never imported).
 PLACEHOLDER_PREFIXES = ("mlcg.", "torch_geometric.", "torch.nn.modules.", "pytorch_lightning.", "lightning.",
                         "lightning_fabric.", "typing.", "inspect.")
-PLACEHOLDER_NAMES = {"torch.Tensor", "torch.nn.parameter.Parameter", "numpy.dtype",
+PLACEHOLDER_NAMES = {"torch.Tensor", "torch.nn.parameter.Parameter",
                      "argparse.Namespace", "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig"}
 STORAGE_DTYPES = {"FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
                   "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
@@ -128,6 +129,38 @@ def _get_layout(name: str):
     return layouts[name]
 
 
+NUMPY_DTYPES = {"b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"}
+
+
+def _numpy_dtype(name, align=False, copy=True):
+    """``numpy.dtype`` of a numeric type only (object arrays would carry arbitrary objects)."""
+    if str(name) not in NUMPY_DTYPES:
+        raise UnsafePickleError(f"numpy dtype {name!r} is not allowed (numeric dtypes only)")
+    return np.dtype(str(name))
+
+
+def _numpy_scalar(dtype, data=None):
+    """A numpy scalar (e.g. in mlcg's ``allowed_interaction_keys``) from its dtype and raw bytes."""
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc" or not isinstance(data, bytes) \
+            or len(data) != dtype.itemsize:
+        raise UnsafePickleError("malformed numpy scalar in the pickle")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _numpy_reconstruct(cls, shape, code):
+    """An empty numpy array that the following BUILD fills (its dtype came through ``_numpy_dtype``)."""
+    if cls is not np.ndarray:
+        raise UnsafePickleError("numpy array subclasses are not allowed")
+    return np.ndarray((0,), dtype=np.uint8)
+
+
+def _codecs_encode(text, encoding="utf-8"):
+    """``_codecs.encode`` as protocol-2 pickles of bytes use it: a str to latin-1 bytes, nothing else."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise UnsafePickleError("_codecs.encode is allowed only for latin-1 byte strings")
+    return text.encode("latin-1")
+
+
 class _StorageType:
     def __init__(self, dtype):
         self.dtype = dtype
@@ -147,7 +180,12 @@ ALLOWED = {
     ("builtins", "float"): float, ("builtins", "complex"): complex, ("builtins", "slice"): slice,
     ("builtins", "type"): _type_of,
     ("_operator", "getitem"): _getitem, ("operator", "getitem"): _getitem,
+    ("_codecs", "encode"): _codecs_encode,
+    ("numpy", "dtype"): _numpy_dtype, ("numpy", "ndarray"): np.ndarray,
 }
+for _numpy_core in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    ALLOWED[(_numpy_core, "scalar")] = _numpy_scalar
+    ALLOWED[(_numpy_core, "_reconstruct")] = _numpy_reconstruct
 for _dtype_name in ("float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"):
     ALLOWED[("torch", _dtype_name)] = getattr(torch, _dtype_name)
 
