@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from openmmflash.mlcg.importer import beadMasses, importMlcg, isMlcgFile, writeCGPdb
-from openmmflash.schnet.modelfile import loadModel
+from openmmflash.schnet.model import loadModel
 
 MLCG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mlcg")
 SIMULATION = os.path.join(MLCG, "schnet_cln_ca_specialized_model_and_config.pt")
@@ -118,7 +118,7 @@ def test_prior_terms_separately(ref, imported):
     import openmm
     from openmm import app
 
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
 
     model = loadModel(imported[0])
     topology = app.PDBFile(imported[1]).topology

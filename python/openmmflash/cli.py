@@ -9,11 +9,11 @@ import sys
 COMMAND_MODULES = [
     "openmmflash.doctor",
     "openmmflash.demo",
-    "openmmflash.cg.cli",
-    "openmmflash.mlcg.cli",
-    "openmmflash.integrators.cli",
+    "openmmflash.workflows.cgcli",
+    "openmmflash.workflows.mlcgcli",
+    "openmmflash.workflows.flashmdcli",
     "openmmflash.compactmd.cli",
-    "openmmflash.gaq.cli",
+    "openmmflash.workflows.gaqcli",
 ]
 
 

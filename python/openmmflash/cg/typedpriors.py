@@ -26,7 +26,7 @@ per-term lists bound to one structure (mlcg's stored neighbour lists, e.g. 5-bea
 from typing import Dict, List, Tuple
 
 from openmmflash.cg.mapping import beadTypesFromTopology
-from openmmflash.cg.priors import enumerateTerms, fourierTorsionForce
+from openmmflash.cg.priorterms import enumerateTerms, fourierTorsionForce
 from openmmflash.schnet.config import ENERGY_UNITS, LENGTH_UNITS
 from openmmflash.stack import import_openmm
 

@@ -7,7 +7,7 @@ import numpy as np
 import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a read)
 
 from openmmflash.compactmd import compactfile as cf
-from openmmflash.compactmd.codec import codec_from_header
+from openmmflash.compactmd.codecregistry import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
 Frame = namedtuple("Frame", "positions step time box")

@@ -16,6 +16,7 @@ Recognised files (all read by ``safeunpickler``, so no code from them runs):
 import datetime
 import hashlib
 import os
+import pickletools
 import zipfile
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
@@ -63,13 +64,30 @@ class MlcgFile:
 
 
 def isMlcgFile(path: str) -> bool:
-    """Whether ``path`` is a torch zip archive whose pickle names mlcg classes (cheap; nothing is unpickled)."""
+    """Whether ``path`` is a torch zip archive whose pickle names an mlcg class (its opcodes are scanned; nothing
+    is unpickled)."""
     try:
         with zipfile.ZipFile(path) as archive:
             pkl = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-            return len(pkl) == 1 and b"mlcg." in archive.read(pkl[0])
+            if len(pkl) != 1:
+                return False
+            data = archive.read(pkl[0])
     except (OSError, zipfile.BadZipFile):
         return False
+    if b"mlcg." not in data:
+        return False
+    strings = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL" and str(arg).startswith("mlcg."):
+                return True
+            if op.name == "STACK_GLOBAL" and strings and strings[-1 if len(strings) < 2 else -2].startswith("mlcg."):
+                return True
+            if isinstance(arg, str):
+                strings = (strings + [arg])[-2:]
+    except Exception:   # a malformed pickle is not an mlcg file (loading it would fail with its own error)
+        return False
+    return False
 
 
 def _priorsOf(module) -> Dict[str, PickledObject]:

@@ -1,4 +1,4 @@
-"""FlashSchNet model files: configuration, weights, units, CG mapping, bead types, priors and provenance in one file.
+"""FlashSchNet model files (read back by ``openmmflash.schnet.model.loadModel``): configuration, weights, units, CG mapping, bead types, priors and provenance in one file.
 
 The file is a ``torch.save`` archive of plain containers (loaded with ``weights_only=True``, so opening a model file
 runs no code)::
@@ -9,11 +9,9 @@ runs no code)::
 """
 
 import os
-from typing import Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
-
-from openmmflash.schnet.config import FlashSchNetConfig
 
 FORMAT = "openmmflash.flashschnet"
 FORMAT_VERSION = 1
@@ -70,22 +68,19 @@ def readModelFile(path: str) -> dict:
     return payload
 
 
-def loadModel(pathOrName: str, device: Optional[str] = "cpu"):
-    """Load a FlashSchNet model from a file path, a bundled model name or an mlcg file (simulation file, pickled
-    model or Lightning checkpoint; see ``openmmflash.mlcg.importer``). Returns a FlashSchNet in eval mode."""
-    from openmmflash.schnet.model import FlashSchNet
+# Readers of other model formats: (name, recognise(path) -> bool, load(path) -> FlashSchNet). openmmflash.mlcg
+# registers mlcg (CGSchNet) files here when imported; loadModel tries them before the FlashSchNet format.
+MODEL_READERS: List[Tuple[str, Callable[[str], bool], Callable[[str], object]]] = []
 
-    path = resolveModelPath(pathOrName)
-    try:
-        payload = readModelFile(path)
-    except ValueError:
-        # An mlcg (CGSchNet) file: converted on the fly (read without executing code from it).
-        from openmmflash.mlcg.importer import importMlcg, isMlcgFile
 
-        if not isMlcgFile(path):
-            raise
-        return importMlcg(path).to(device).eval()
-    model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
-    model.load_state_dict(payload["stateDict"])
-    model.metadata = dict(payload.get("metadata", {}))
-    return model.to(device).eval()
+def registerModelReader(name: str, recognise: Callable[[str], bool], load: Callable[[str], object]) -> None:
+    """Let ``loadModel`` read another model format (replaces a reader of the same name)."""
+    MODEL_READERS[:] = [r for r in MODEL_READERS if r[0] != name] + [(name, recognise, load)]
+
+
+def foreignReader(path: str) -> Optional[Callable[[str], object]]:
+    """The registered reader that recognises ``path``, or None for a FlashSchNet model file."""
+    for _, recognise, load in MODEL_READERS:
+        if recognise(path):
+            return load
+    return None
