@@ -1,20 +1,21 @@
 """Run mlcg's chignolin CA SchNet test model (imported, with its priors as native forces) in OpenMM for 1 ns.
 
-    python examples/mlcg_chignolin.py                      # about 5 min on one CPU core
+    python examples/mlcg_chignolin.py                      # about 20 min on one busy CPU core
 
 Imports ``tests/data/mlcg/schnet_cln_ca_specialized_model_and_config.pt`` (mlcg's own test checkpoint) with
-``openmmflash.mlcg``, builds the System with ``MLPotential("flashschnet")``, sets mlcg's bead masses and runs
-Langevin dynamics (LangevinMiddleIntegrator) on the CPU platform from the first stored configuration. Writes
-``examples/benchmarks/results/mlcg_chignolin_1ns.json`` (ns/day, radius of gyration and end-to-end distance:
-mean, standard deviation, block standard error; provenance) and a PNG of both observables.
+``openmmflash.mlcg``, first checks the import against mlcg's own energies and forces (16 frames of
+``tests/data/mlcg/reference_cln_ca.npz``: relative errors |dE|/|E| and ||dF||/||F|| per frame, maximum over the
+frames, for the SchNet term alone (model; TorchForce on the Reference and CPU platforms) and for the total through
+``MLPotential("flashschnet")``, in float64 and float32, float32 against mlcg's float32 run), then builds the System
+with ``MLPotential``, sets mlcg's bead masses and runs Langevin dynamics (LangevinMiddleIntegrator) on the CPU
+platform from the first stored configuration. Writes ``examples/benchmarks/results/mlcg_chignolin_1ns.json``
+(accuracy table; ns/day, radius of gyration and end-to-end distance: mean, standard deviation, block standard
+error; provenance) and ``docs/figures/mlcg_chignolin_1ns.png``.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +24,12 @@ import numpy as np
 import torch  # noqa: F401  (before openmm)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CHECKPOINT = os.path.join(HERE, "..", "tests", "data", "mlcg", "schnet_cln_ca_specialized_model_and_config.pt")
+DATA = os.path.join(HERE, "..", "tests", "data", "mlcg")
+DEFAULT_CHECKPOINT = os.path.join(DATA, "schnet_cln_ca_specialized_model_and_config.pt")
 RESULTS = os.path.join(HERE, "benchmarks", "results")
+FIGURES = os.path.join(HERE, "..", "docs", "figures")
+sys.path.insert(0, os.path.join(HERE, "benchmarks"))
+from benchprovenance import provenance  # noqa: E402
 
 
 def radiusOfGyration(x: np.ndarray) -> np.ndarray:
@@ -33,22 +38,62 @@ def radiusOfGyration(x: np.ndarray) -> np.ndarray:
     return np.sqrt((centred ** 2).sum(-1).mean(-1))
 
 
-def cpuName() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def relativeErrors(energies, forces, ref_e, ref_f):
+    """(max |dE|/|E|, max ||dF||/||F||) over frames."""
+    e = float(np.max(np.abs(np.asarray(energies) - ref_e) / np.abs(ref_e)))
+    f = float(max(np.linalg.norm(a - b) / np.linalg.norm(b) for a, b in zip(np.asarray(forces), ref_f)))
+    return e, f
 
 
-def gitCommit() -> str:
-    try:
-        return subprocess.check_output(["git", "-C", HERE, "rev-parse", "HEAD"], text=True).strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+def openmmEnergiesForces(system, positions, platformName):
+    """Energies (kcal/mol) and forces (kcal/mol/A) of a System at positions [T, n, 3] in Angstrom."""
+    import openmm
+    from openmm import unit
+
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platformName))
+    energies, forces = [], []
+    for pos in positions:
+        context.setPositions(pos * 0.1)
+        state = context.getState(getEnergy=True, getForces=True)
+        energies.append(state.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole) / 4.184)
+        forces.append(state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer) / 41.84)
+    return energies, forces
+
+
+def accuracyTable(checkpoint, reference, modelPath, topology):
+    """Rows (target, path, precision, max rel. dE, max rel. dF) against mlcg's reference arrays."""
+    import openmm
+    from openmmml import MLPotential
+
+    from openmmflash.mlcg.importer import importMlcg
+    from openmmflash.plugin.torchforce import addFlashSchNetForce
+
+    ref = np.load(reference)
+    rows = []
+    for dtype, suffix, precision in ((torch.float64, "", "double"), (torch.float32, "_f32", "single")):
+        schnet = importMlcg(checkpoint, includePriors=False).to(dtype)
+        types = torch.tensor(ref["atom_types"])
+        out = [schnet.energy_and_forces(torch.tensor(p, dtype=dtype), types) for p in ref["positions"]]
+        rows.append(("SchNet alone", "model (torch)", precision,
+                     *relativeErrors([o[0].item() for o in out], [o[1].double().numpy() for o in out],
+                                     ref[f"energies_schnet{suffix}"], ref[f"forces_schnet{suffix}"])))
+        for name in ("Reference", "CPU"):
+            system = openmm.System()
+            for _ in range(topology.getNumAtoms()):
+                system.addParticle(12.0)
+            addFlashSchNetForce(system, modelPath, topology, precision=precision)
+            rows.append(("SchNet alone", f"TorchForce, {name}", precision,
+                         *relativeErrors(*openmmEnergiesForces(system, ref["positions"], name),
+                                         ref[f"energies_schnet{suffix}"], ref[f"forces_schnet{suffix}"])))
+        system = MLPotential("flashschnet", modelPath=modelPath).createSystem(topology, precision=precision)
+        rows.append(("SchNet + priors", "MLPotential, Reference", precision,
+                     *relativeErrors(*openmmEnergiesForces(system, ref["positions"], "Reference"),
+                                     ref[f"energies{suffix}"], ref[f"forces{suffix}"])))
+    print(f"{'target':<17}{'path':<26}{'precision':<11}{'max rel. dE':>13}{'max rel. dF':>13}")
+    for target, path, precision, e, f in rows:
+        print(f"{target:<17}{path:<26}{precision:<11}{e:>13.2e}{f:>13.2e}")
+    return [{"target": t, "path": p, "precision": pr, "energyRelError": e, "forceRelError": f}
+            for t, p, pr, e, f in rows]
 
 
 def main():
@@ -61,8 +106,10 @@ def main():
     parser.add_argument("--report", type=float, default=1.0, help="ps between recorded frames (default 1)")
     parser.add_argument("--threads", type=int, default=1, help="OpenMM CPU threads (default 1)")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--output", default=os.path.join(RESULTS, "mlcg_chignolin_1ns"),
-                        help="results path without extension (.json and .png are written)")
+    parser.add_argument("--reference", default=os.path.join(DATA, "reference_cln_ca.npz"),
+                        help="mlcg reference energies and forces for the accuracy table ('' to skip it)")
+    parser.add_argument("--output", default=os.path.join(RESULTS, "mlcg_chignolin_1ns.json"), help="results JSON")
+    parser.add_argument("--png", default=os.path.join(FIGURES, "mlcg_chignolin_1ns.png"), help="figure")
     args = parser.parse_args()
 
     import openmm
@@ -79,6 +126,7 @@ def main():
     model.save(model_path)
     writeCGPdb(args.checkpoint, pdb_path)
     pdb = app.PDBFile(pdb_path)
+    accuracy = accuracyTable(args.checkpoint, args.reference, model_path, pdb.topology) if args.reference else None
 
     system = MLPotential("flashschnet", modelPath=model_path).createSystem(pdb.topology)
     for i, mass in enumerate(beadMasses(model, pdb.topology)):
@@ -133,13 +181,12 @@ def main():
         "radiusOfGyrationAngstrom": stats(rg), "endToEndAngstrom": stats(e2e),
         "startStructure": {"radiusOfGyrationAngstrom": float(radiusOfGyration(ref)[0]),
                            "endToEndAngstrom": float(np.linalg.norm(ref[0, -1] - ref[0, 0]))},
-        "provenance": {"torch": str(torch.__version__), "openmm": openmm.__version__, "python": sys.version.split()[0],
-                       "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
-                       "commit": gitCommit(), "cpu": cpuName(), "gpu": None,
-                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "accuracy": {"metric": "max over 16 frames of |dE|/|E| and ||dF||/||F|| against mlcg's own energies and "
+                                "forces; float32 against mlcg's float32 run", "rows": accuracy},
+        "provenance": provenance(),
     }
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output + ".json", "w") as handle:
+    with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2)
 
     import matplotlib
@@ -161,11 +208,12 @@ def main():
     axes[1].set_xlabel("Angstrom")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.output + ".png", dpi=120)
+    os.makedirs(os.path.dirname(args.png) or ".", exist_ok=True)
+    fig.savefig(args.png, dpi=120)
     print(f"{result['simulatedNs']:.3f} ns in {seconds:.0f} s: {ns_per_day:.1f} ns/day; "
           f"Rg {result['radiusOfGyrationAngstrom']['mean']:.2f} +- {result['radiusOfGyrationAngstrom']['std']:.2f} A, "
           f"end-to-end {result['endToEndAngstrom']['mean']:.2f} +- {result['endToEndAngstrom']['std']:.2f} A; "
-          f"wrote {args.output}.json/.png")
+          f"wrote {args.output} and {args.png}")
 
 
 if __name__ == "__main__":
