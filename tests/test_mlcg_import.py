@@ -191,17 +191,21 @@ def test_demo_runs_imported_model(imported, tmp_path):
 
 @pytest.mark.cuda
 def test_cuda_default_path_matches_float64(ref, imported):
-    """On CUDA the force's default (fast) path for the imported model: forces within 1e-5 of float64 mlcg."""
+    """On CUDA the force's fast path (plugin.fastpath: float32, flash backend, padded list, CUDA graphs) for the
+    imported model: energies and forces within 1e-5 of mlcg's float64 values."""
     import openmm
     from openmm import app
 
+    from openmmflash.plugin.fastpath import fastPathOptions
     from openmmflash.plugin.torchforce import addFlashSchNetForce
 
-    topology = app.PDBFile(imported[1]).topology
+    pdb = app.PDBFile(imported[1])
+    topology = pdb.topology
     system = openmm.System()
     for _ in range(topology.getNumAtoms()):
         system.addParticle(12.0)
-    addFlashSchNetForce(system, imported[0], topology)   # defaults: single precision, the flash backend
+    fast, options = fastPathOptions(loadModel(imported[0]), ref["positions"][0] * 0.1, 1, "CUDA")
+    addFlashSchNetForce(system, fast, topology, **options)
     energies, forces = _openmm_eval(system, ref["positions"], "CUDA")
     diff = np.linalg.norm(np.asarray(forces) - ref["forces_schnet"]) / np.linalg.norm(ref["forces_schnet"])
     assert diff < 1e-5, diff
