@@ -1,12 +1,14 @@
 """``CompactTrajectory``: read a CompactMD (``.cmdx``) file with random access."""
 
 import bisect
+import os
 from collections import namedtuple
 
 import numpy as np
 import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a read)
 
 from openmmflash.compactmd import compactfile as cf
+from openmmflash.compactmd import limits
 from openmmflash.compactmd.codec import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
@@ -24,6 +26,10 @@ class CompactTrajectory:
     recover : bool
         Ignore a corrupt index and rebuild the chunk list from the chunk heads.
 
+    A file that was not closed (a crash, kill -9, a script that ended early) opens with every frame that reached
+    it and an :class:`~openmmflash.compactmd.compactfile.IncompleteFileWarning`; damaged data raises
+    :class:`~openmmflash.compactmd.compactfile.CorruptChunkError` (a ``ValueError``) and is never returned.
+
     ``len(traj)`` frames; ``traj[i]`` is a :class:`Frame`; ``traj[a:b:c]`` or ``traj[[i, j]]`` gives positions
     of shape (F, N, 3) float32 in nm via :meth:`read`. ``steps``, ``times`` (ps) and ``boxes`` (F, 3, 3) nm (NaN
     where a frame has no box) cover all frames. A frame lookup reads one chunk (the last one is cached).
@@ -34,6 +40,8 @@ class CompactTrajectory:
 
     def __init__(self, path, recover=False):
         self.path = str(path)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"{self.path} is a directory, not a CompactMD (.cmdx) trajectory file")
         self._f = open(self.path, "rb")
         try:
             self._open(recover)
@@ -47,23 +55,29 @@ class CompactTrajectory:
         size = cf.file_size(f)
         chunks = None if recover else cf.read_index(f, self._dataStart, size)
         self.recovered = chunks is None
+        self._fold = None
         if chunks is None:
-            chunks, self._dataEnd = cf.scan_chunks(f, self._dataStart, size, warn=True)
+            chunks, self._dataEnd, self._fold = cf.scan_chunks(f, self._dataStart, size, warn=True)
         else:
             self._dataEnd = chunks[-1].offset + cf._CHUNK_HEAD.size + self._payload_len(chunks[-1]) if chunks \
                 else self._dataStart
         self.chunks = chunks
         self._starts = np.cumsum([0] + [c.nFrames for c in chunks]).tolist()
         self.nAtoms = int(self.header["nAtoms"])
-        self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
-        top = self.header.get("topology")
-        self.topology = CompactTopology.from_dict(top) if top else None
+        try:
+            self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
+            top = self.header.get("topology")
+            self.topology = CompactTopology.from_dict(top) if top else None
+            if self.topology is not None and self.topology.nAtoms != self.nAtoms:
+                raise ValueError(f"the embedded topology has {self.topology.nAtoms} atoms, the file {self.nAtoms}")
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
+            if "newer" in str(err) or "does not know" in str(err):
+                raise
+            raise cf.CorruptChunkError(f"{self.path}: the file header is unreadable: {err}", offset=16) from None
         seq = self.header.get("sequenceMask")
         seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
         water = self.header.get("waterMask")
         water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
-        if len(seq) != self.nAtoms or (water is not None and len(water) != self.nAtoms):
-            raise cf.CorruptChunkError("the header's atom masks do not match its atom count", offset=16)
         self._layout = self.codec.layout(seq, water)
         self._cache = (None, None)
         self._meta = None
@@ -114,6 +128,7 @@ class CompactTrajectory:
         info = self.chunks[k]
         payload = cf.read_payload(self._f, info, k, self._starts[k])
         try:
+            limits.check_chunk_size(info.nFrames, self.nAtoms, len(payload), f"chunk {k}")
             steps, times, boxes, blob = cf.unpack_payload(payload, info.nFrames)
             q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout)
         except Exception as err:  # noqa: BLE001  (checksum passed but content unreadable: report the location)
@@ -127,7 +142,10 @@ class CompactTrajectory:
             parts = []
             for k, info in enumerate(self.chunks):
                 payload = cf.read_payload(self._f, info, k, self._starts[k])
-                parts.append(cf.unpack_payload(payload, info.nFrames)[:3])
+                try:
+                    parts.append(cf.unpack_payload(payload, info.nFrames)[:3])
+                except ValueError as err:
+                    raise cf.CorruptChunkError(f"chunk {k} (byte {info.offset}): {err}", info.offset, k) from None
             if parts:
                 self._meta = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
             else:

@@ -49,6 +49,7 @@ from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _z
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
 _VERSION = 3
+_PLAIN_VERSION = 4  # tail chunks: every atom against the previous one (frame 0), then in time; no water transform
 _SAMPLE_FRAMES = 8
 
 
@@ -339,9 +340,35 @@ def encode(q, layout, level=1):
     return b"".join(out)
 
 
+def _plain_masks(n):
+    full = np.ones(n, bool)
+    full[0] = False
+    return full, np.zeros(n, bool), np.ones(1, np.uint8)
+
+
+def encode_plain(q, level=1):
+    """Fast coding of a few frames (the tail of a file being written): blob version 4, ``u8 version`` then one
+    value stream of the residuals of mode ``time1`` over all atoms as one block (frame 0: previous atom)."""
+    q = np.ascontiguousarray(q, dtype=np.int32)
+    nf, n, _ = q.shape
+    full, seq, modes = _plain_masks(n)
+    r = _assemble(q, modes, [0], max(n, 1), full, seq)
+    return bytes([_PLAIN_VERSION]) + _encode_values(r.reshape(-1), zstandard.ZstdCompressor(level=level))
+
+
+def _decode_plain(blob, nFrames, nAtoms):
+    full, seq, modes = _plain_masks(nAtoms)
+    r, pos = _decode_values(blob, 1, nFrames * nAtoms * 3, None)
+    if pos != len(blob):
+        raise ValueError("plain residual stream has trailing bytes")
+    return _disassemble(r.reshape(nFrames, nAtoms, 3), modes, max(nAtoms, 1), full, seq)
+
+
 def decode(blob, nFrames, nAtoms, layout):
-    """Inverse of :func:`encode`: int32 array of shape (nFrames, nAtoms, 3)."""
+    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3)."""
     blob = memoryview(blob)
+    if len(blob) and blob[0] == _PLAIN_VERSION:
+        return _decode_plain(blob, nFrames, nAtoms)
     version, ngroups = struct.unpack_from("<BI", blob, 0)
     if version != _VERSION:
         raise ValueError(f"unsupported residual stream version {version}")
