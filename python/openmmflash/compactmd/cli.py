@@ -24,19 +24,24 @@ def register(subparsers):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=compress)
 
+    recover = dict(action="store_true", help="ignore a damaged index and rebuild it from the chunk heads "
+                                                 "(reads every intact chunk of a damaged or unclosed file)")
     p = subparsers.add_parser("decompress", help="convert a .cmdx file to DCD or XTC")
     p.add_argument("input", help=".cmdx file")
+    p.add_argument("--recover", **recover)
     p.add_argument("-o", "--output", required=True, help="output file; format from the extension (.dcd, .xtc)")
     p.set_defaults(func=decompress)
 
     p = subparsers.add_parser("info", help="describe a .cmdx file")
     p.add_argument("input", help=".cmdx file")
+    p.add_argument("--recover", **recover)
     p.set_defaults(func=info)
 
     p = subparsers.add_parser("verify", help="check every chunk of a .cmdx file (and the error against a source)")
     p.add_argument("input", help=".cmdx file")
     p.add_argument("--source", help="original trajectory: report the true max error and RMSD against it")
     p.add_argument("--top", help="topology for --source when MDAnalysis needs one (DCD, TRR, ...)")
+    p.add_argument("--recover", **recover)
     p.set_defaults(func=verify)
 
 
@@ -84,6 +89,16 @@ class _Source:
         for ts in self._reader:
             box = None if ts.dimensions is None else ts.triclinic_dimensions / 10.0
             yield ts.positions.astype(np.float64) / 10.0, int(ts.data.get("step", ts.frame)), float(ts.time), box
+
+
+def _open(path, recover):
+    """CompactTrajectory of ``path``; OS errors (a directory, no permission) become a one-line ValueError."""
+    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
+
+    try:
+        return CompactTrajectory(path, recover=recover)
+    except (IsADirectoryError, PermissionError) as err:
+        raise ValueError(str(err)) from None
 
 
 def _pick_xtc_precision(x):
@@ -145,14 +160,13 @@ def _chain(first, rest):
 def decompress(args):
     from tqdm import tqdm
 
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".dcd", ".xtc"):
         raise ValueError(f"cannot write {ext!r}; decompress writes .dcd or .xtc")
     from mdtraj.formats import DCDTrajectoryFile, XTCTrajectoryFile
 
-    with CompactTrajectory(args.input) as traj:
+    with _open(args.input, args.recover) as traj:
         if os.path.exists(args.output):
             raise ValueError(f"{args.output} exists; remove it first")
         out = XTCTrajectoryFile(args.output, "w") if ext == ".xtc" else DCDTrajectoryFile(args.output, "w")
@@ -178,11 +192,10 @@ def decompress(args):
 
 
 def info(args):
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = CompactTrajectory(args.input)
+        traj = _open(args.input, args.recover)
     with traj:
         h = traj.header
         size = os.path.getsize(args.input)
@@ -207,12 +220,12 @@ def info(args):
 
 def verify(args):
     from openmmflash.compactmd.compactfile import CorruptChunkError
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     try:
-        traj = CompactTrajectory(args.input)
+        traj = _open(args.input, args.recover)
     except CorruptChunkError as err:
-        print(f"{args.input}: CORRUPT: {err}", file=sys.stderr)
+        hint = "" if args.recover else " (try --recover to read the intact chunks)"
+        print(f"{args.input}: CORRUPT: {err}{hint}", file=sys.stderr)
         return 1
     with traj:
         bad = []
