@@ -7,7 +7,7 @@ Layout (all integers little-endian; the full specification is docs/compactmd-for
              payload = u32 infoLen zstd(steps i64[n], times f64[n], hasBox u8[n], boxes f64[n,3,3]) codec-blob
     index    "CMXI" u32 nChunks  (u64 offset u32 nFrames i64 firstStep i64 lastStep)*nChunks  u32 crc32
     footer   u64 indexOffset u32 crc32(indexOffset) "CMXE"
-    journal  u64 tailStart u64 chunkStart u32 crc32(both) "CMXJ"   (only at the end of a file cut during a fold)
+    fold     "CMXJ" chunk  u64 tailStart u64 chunkStart u32 crc32(both) "CMXJ"   (only in a file cut during a fold)
 
 The index and footer are written by ``close()``. A file without them (a crash, a copy cut short) is read by
 walking the chunk headers from the start up to the last complete chunk. Writers keep the frames of the chunk
@@ -266,7 +266,7 @@ def _walk(f, pos, limit):
     while True:
         if pos + 4 <= limit:
             f.seek(pos)
-            if f.read(4) == INDEX_MAGIC:
+            if f.read(4) in (INDEX_MAGIC, JOURNAL_MAGIC):  # the index, or a fold cut short before its journal
                 break
         got = read_chunk_head(f, pos, limit)
         if got is None:
@@ -310,14 +310,15 @@ def scan_chunks(f, dataStart, fileSize, warn=True):
 
 def fold_chunk(f, tailStart, chunk):
     """Replace everything from ``tailStart`` to the end of ``f`` by the chunk bytes ``chunk``, so that a crash at
-    any moment leaves either the old tail or the new chunk readable: append chunk + journal, flush, copy the
-    chunk over the tail, flush, cut the file after it. Needs ``tailStart + len(chunk) <= end of file``. The
+    any moment leaves either the old tail or the new chunk readable: append "CMXJ" + chunk + journal, flush,
+    copy the chunk over the tail, flush, cut the file after it. Needs ``tailStart + len(chunk) <= end of file``. The
     file position ends after the chunk."""
     f.seek(0, os.SEEK_END)
-    chunkStart = f.tell()
-    if tailStart + len(chunk) > chunkStart:
+    end = f.tell()
+    if tailStart + len(chunk) > end:
         raise ValueError("the folded chunk is larger than the tail it replaces")
-    f.write(chunk + pack_journal(tailStart, chunkStart))
+    # the marker stops readers at the copy until the journal after it is complete
+    f.write(JOURNAL_MAGIC + chunk + pack_journal(tailStart, end + 4))
     f.flush()
     f.seek(tailStart)
     f.write(chunk)
