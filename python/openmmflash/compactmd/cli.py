@@ -202,7 +202,7 @@ def info(args):
         raw = len(traj) * traj.nAtoms * 12
         steps = traj.steps
         print(f"file        {args.input} ({size} bytes)")
-        print(f"format      CompactMD v{h['version']} by {h.get('creator', '?')}")
+        print(f"format      CompactMD v{h.get('version', '?')} by {h.get('creator', '?')}")
         print(f"atoms       {traj.nAtoms}" + (f" ({len(set(traj.topology.resindices.tolist()))} residues, "
                                               f"{len(traj.topology.bonds)} bonds embedded)" if traj.topology else
                                               " (no topology embedded)"))

@@ -74,13 +74,26 @@ class CompactTrajectory:
             if "newer" in str(err) or "does not know" in str(err):
                 raise
             raise cf.CorruptChunkError(f"{self.path}: the file header is unreadable: {err}", offset=16) from None
-        seq = self.header.get("sequenceMask")
-        seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
-        water = self.header.get("waterMask")
-        water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
-        self._layout = self.codec.layout(seq, water)
+        for k, c in enumerate(chunks):  # every chunk must be plausible before anything is sized by nAtoms
+            end = chunks[k + 1].offset if k + 1 < len(chunks) else self._dataEnd
+            try:
+                limits.check_chunk_size(c.nFrames, self.nAtoms, max(end - c.offset, 0), f"chunk {k}")
+            except ValueError as err:
+                raise cf.CorruptChunkError(f"{self.path}: {err}", c.offset, k) from None
+        self._layoutCache = None
         self._cache = (None, None)
         self._meta = None
+
+    @property
+    def _layout(self):
+        """Atom classes of the codec, built on first use (from the header's masks)."""
+        if self._layoutCache is None:
+            seq = self.header.get("sequenceMask")
+            seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
+            water = self.header.get("waterMask")
+            water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
+            self._layoutCache = self.codec.layout(seq, water)
+        return self._layoutCache
 
     def _payload_len(self, info):
         self._f.seek(info.offset + 8)

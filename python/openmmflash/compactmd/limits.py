@@ -9,7 +9,7 @@ exhausts memory. The limits are far above any real trajectory (a chunk may decod
 
 import zstandard
 
-MAX_ATOMS = 2**28                 # atoms per file
+MAX_ATOMS = 2**26                 # atoms per file (67 million)
 MAX_CHUNK_FRAMES = 2**24          # frames per chunk
 MAX_META_BYTES = 2**28            # decompressed header (JSON with the topology)
 MIN_DECODE_BYTES = 2**28          # 256 MiB: a chunk may always decode to this much
