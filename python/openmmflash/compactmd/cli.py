@@ -140,8 +140,9 @@ def compress(args):
         params["maxError"] = args.max_error
     if os.path.exists(output) and os.path.getsize(output) and not args.overwrite:
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
+    # a conversion is rerun after a crash: whole chunks only, no per-frame tail (flushInterval=None)
     writer = CompactWriter(output, src.nAtoms, topology=topology, codec=codec, chunkFrames=args.chunk_frames,
-                           overwrite=args.overwrite, level=args.level, dt=None, **params)
+                           overwrite=args.overwrite, level=args.level, dt=None, flushInterval=None, **params)
     with writer:
         for x, step, time, box in tqdm(_chain(first, frames), total=src.nFrames, desc="compress", unit="frame"):
             writer.write(x, step=step, time=time, box=box)

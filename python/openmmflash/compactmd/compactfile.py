@@ -69,7 +69,7 @@ class ChunkInfo:
 
 def pack_header(meta):
     """Bytes of the file header for the metadata dict ``meta``."""
-    body = zstandard.ZstdCompressor(level=9).compress(json.dumps(meta, sort_keys=True).encode())
+    body = zstandard.ZstdCompressor(level=6).compress(json.dumps(meta, sort_keys=True).encode())
     return MAGIC + struct.pack("<II", VERSION, len(body)) + body + struct.pack("<I", crc(body))
 
 

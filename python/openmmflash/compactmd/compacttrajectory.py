@@ -66,14 +66,11 @@ class CompactTrajectory:
         self.nAtoms = int(self.header["nAtoms"])
         try:
             self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
-            top = self.header.get("topology")
-            self.topology = CompactTopology.from_dict(top) if top else None
-            if self.topology is not None and self.topology.nAtoms != self.nAtoms:
-                raise ValueError(f"the embedded topology has {self.topology.nAtoms} atoms, the file {self.nAtoms}")
         except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
             if "newer" in str(err) or "does not know" in str(err):
                 raise
             raise cf.CorruptChunkError(f"{self.path}: the file header is unreadable: {err}", offset=16) from None
+        self._topology = False  # parsed on first use: reading positions does not need it
         for k, c in enumerate(chunks):  # every chunk must be plausible before anything is sized by nAtoms
             end = chunks[k + 1].offset if k + 1 < len(chunks) else self._dataEnd
             try:
@@ -83,6 +80,21 @@ class CompactTrajectory:
         self._layoutCache = None
         self._cache = (None, None)
         self._meta = None
+
+    @property
+    def topology(self):
+        """The embedded :class:`CompactTopology`, or None (parsed on first access)."""
+        if self._topology is False:
+            top = self.header.get("topology")
+            try:
+                topology = CompactTopology.from_dict(top) if top else None
+                if topology is not None and topology.nAtoms != self.nAtoms:
+                    raise ValueError(f"it has {topology.nAtoms} atoms, the file {self.nAtoms}")
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
+                raise cf.CorruptChunkError(f"{self.path}: the embedded topology is unreadable: {err}",
+                                           offset=16) from None
+            self._topology = topology
+        return self._topology
 
     @property
     def _layout(self):
