@@ -229,10 +229,10 @@ class CompactTrajectory:
         if not len(idx):
             return
         ks = np.searchsorted(self._starts, idx, side="right") - 1
-        cut = np.flatnonzero(np.diff(ks)) + 1
-        for run in np.split(np.arange(len(idx)), cut):
-            k = int(ks[run[0]])
-            yield run, k, idx[run] - self._starts[k]
+        bounds = [0] + (np.flatnonzero(np.diff(ks)) + 1).tolist() + [len(idx)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            k = int(ks[a])
+            yield slice(a, b), k, idx[a:b] - self._starts[k]
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
