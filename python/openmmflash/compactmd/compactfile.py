@@ -24,7 +24,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import zstandard
 
 from openmmflash.compactmd import limits
 
@@ -69,7 +68,7 @@ class ChunkInfo:
 
 def pack_header(meta):
     """Bytes of the file header for the metadata dict ``meta``."""
-    body = zstandard.ZstdCompressor(level=6).compress(json.dumps(meta, sort_keys=True).encode())
+    body = limits.compressor(6).compress(json.dumps(meta, sort_keys=True).encode())
     return MAGIC + struct.pack("<II", VERSION, len(body)) + body + struct.pack("<I", crc(body))
 
 
@@ -129,7 +128,7 @@ def pack_chunk(nFrames, steps, times, boxes, blob):
     has = np.isfinite(boxes).all(axis=(1, 2))
     info = b"".join([np.asarray(steps, "<i8").tobytes(), np.asarray(times, "<f8").tobytes(),
                      has.astype(np.uint8).tobytes(), np.where(has[:, None, None], boxes, 0.0).astype("<f8").tobytes()])
-    info = zstandard.ZstdCompressor(level=3).compress(info)
+    info = limits.compressor(3).compress(info)
     payload = struct.pack("<I", len(info)) + info + blob
     head = _CHUNK_HEAD.pack(CHUNK_MAGIC, nFrames, len(payload), int(steps[0]), int(steps[-1]), crc(payload), 0)
     head = head[:-4] + struct.pack("<I", crc(head[:-4]))

@@ -7,7 +7,29 @@ exhausts memory. The limits are far above any real trajectory (a chunk may decod
 ``max(MIN_DECODE_BYTES, DECODE_RATIO * its stored size)`` bytes of int32 grid coordinates).
 """
 
+import threading
+
 import zstandard
+
+_local = threading.local()  # zstd contexts are reused per thread (creating one costs tens of microseconds)
+
+
+def compressor(level):
+    """A ``zstandard.ZstdCompressor`` at ``level`` for this thread (content size written, as
+    :func:`decompress` requires)."""
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+def _decompressor():
+    dz = getattr(_local, "decompressor", None)
+    if dz is None:
+        dz = _local.decompressor = zstandard.ZstdDecompressor()
+    return dz
 
 MAX_ATOMS = 2**26                 # atoms per file (67 million)
 MAX_CHUNK_FRAMES = 2**24          # frames per chunk
@@ -48,7 +70,7 @@ def decompress(data, size=None, limit=None, what="compressed block"):
         raise ValueError(f"{what} declares {declared} bytes, expected {'exactly ' if size is not None else 'at most '}"
                          f"{cap}")
     try:
-        out = zstandard.ZstdDecompressor().decompress(data, max_output_size=max(int(cap), 1))
+        out = _decompressor().decompress(data, max_output_size=max(int(cap), 1))
     except zstandard.ZstdError as err:
         raise ValueError(f"{what} could not be decompressed ({err})") from None
     if (size is not None and len(out) != size) or len(out) > cap:

@@ -42,9 +42,8 @@ Blob layout (version 3; value streams: :mod:`~openmmflash.compactmd.valuestream`
 import struct
 
 import numpy as np
-import zstandard
 
-from openmmflash.compactmd import kernels, watertransform
+from openmmflash.compactmd import kernels, limits, watertransform
 from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
@@ -320,7 +319,7 @@ def encode(q, layout, level=1):
         kind = 2 if params == "raw" else int(params is not None)
         out.append(struct.pack("<BB", size, kind) + np.asarray(params if kind == 1 else [], "<f8").tobytes()
                    + np.concatenate(coefs).astype("<f8").tobytes())
-    zc = zstandard.ZstdCompressor(level=level)
+    zc = limits.compressor(level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
         a = kernels.take_atoms(t, idx)
         if not spatial and extra.shape[1]:
@@ -353,7 +352,7 @@ def encode_plain(q, level=1):
     nf, n, _ = q.shape
     full, seq, modes = _plain_masks(n)
     r = _assemble(q, modes, [0], max(n, 1), full, seq)
-    return bytes([_PLAIN_VERSION]) + _encode_values(r.reshape(-1), zstandard.ZstdCompressor(level=level))
+    return bytes([_PLAIN_VERSION]) + _encode_values(r.reshape(-1), limits.compressor(level))
 
 
 def _decode_plain(blob, nFrames, nAtoms):
@@ -390,7 +389,7 @@ def decode(blob, nFrames, nAtoms, layout):
         pos += 8 * nc
     if ngroups and [g[0] for g in groups] != [g[0] for g in layout.groups]:
         raise ValueError("water groups of the chunk do not match the file's layout")
-    dz = zstandard.ZstdDecompressor()
+    dz = None  # value streams decompress through limits.decompress
     t = np.empty((nFrames, nAtoms, 3), np.int32)
     extra = np.zeros((nFrames, 0, 3), np.int32)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
