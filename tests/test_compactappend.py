@@ -77,14 +77,6 @@ def test_gap_of_steps_is_reported(tmp_path):
             w.write(x[0], step=1400)
 
 
-def test_reporter_accepts_overwrite(tmp_path):
-    from openmmflash.compactmd import CompactReporter
-
-    path, _ = _file(tmp_path)
-    rep = CompactReporter(path, 10, overwrite=True)
-    assert rep._overwrite
-
-
 def test_version2_file_still_reads():
     """bala (2,661 atoms, solvated, water groups) written by format version 2, 6 frames of the MDAnalysisTests
     NetCDF trajectory."""
