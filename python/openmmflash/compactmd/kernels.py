@@ -205,16 +205,11 @@ if HAVE_NUMBA:
     @_jit
     def from_planes_unzigzag(p, count, nbytes, zigzag):
         """uint8 byte planes -> uint32 (count,) or, with ``zigzag``, their unzigzagged int32."""
-        u = np.empty(count, np.uint32)
-        for j in range(count):
-            u[j] = p[j]
-        for k in range(1, nbytes):
-            sh = np.uint32(8 * k)
-            for j in range(count):
-                u[j] |= np.uint32(p[k * count + j]) << sh
         out = np.empty(count, np.int32)
-        for j in range(count):
-            v = np.int64(u[j])
+        for j in range(count):  # one pass: gather the planes and unzigzag
+            v = np.int64(p[j])
+            for k in range(1, nbytes):
+                v |= np.int64(p[k * count + j]) << (8 * k)
             out[j] = np.int32(((v >> 1) ^ -(v & 1)) if zigzag else (v - (v >> 31 << 32)))
         return out
 
