@@ -12,7 +12,7 @@ import torch  # noqa: F401  (before openmm)
 
 from openmmflash.cg.refdata import HAIRPIN_PHI_PSI, ReferenceRun, loadReferenceData
 from openmmflash.cg.training import ForceMatching
-from openmmflash.cg.validation import validateModel
+from openmmflash.workflows.cgvalidation import validateModel
 from openmmflash.schnet.config import FlashSchNetConfig
 
 

@@ -1,6 +1,6 @@
 """The GPU half of the bundled-model checks in one run: `openmmflash demo` with default arguments, then a
 ``cg-validate`` of each bundled model with many replicas in one System (CUDA fast path, see
-``openmmflash.demo.fastPathOptions``).
+``openmmflash.plugin.fastpath.fastPathOptions``).
 
     python examples/cg_gpu_validation.py --output results --chignolin 128 0.08 --3a4r 64 0.16
 
@@ -32,7 +32,7 @@ import time
 
 import torch  # noqa: F401  (before openmm)
 
-from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
+from openmmflash.workflows.cgvalidation import finalizeValidation, runValidationChunk, validateModel
 from openmmflash.demo import printSummary, runDemo
 
 

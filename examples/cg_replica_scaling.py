@@ -6,7 +6,8 @@ For each model and replica count B: one System of B copies (priors as native for
 LangevinMiddleIntegrator 2 fs, started from the native structure; ``--warmup`` steps (Triton compilation, CUDA-graph
 capture), then ``--steps`` timed steps (ended by a getState, which waits for the GPU). The fast path (CUDA: fused
 kernels, float32, padded neighbor list; ``--fast-path '{"useCUDAGraphs": true}'`` adds CUDA graphs, see
-``openmmflash.demo.fastPathOptions`` for why they are off by default) is compared, in the same run, with the plain
+``openmmflash.plugin.fastpath.fastPathOptions`` for why they are off by default) is compared, in the same run, with
+the plain
 path (reference CFConv, exact neighbor list, no graphs) at ``--baseline-replicas``. The timing is of the per-step
 work only: the energies are checked to be finite, not the physics.
 Prints a table and writes examples/benchmarks/results/cg_replica_scaling.json (or ``--output``).
@@ -22,8 +23,10 @@ import time
 import numpy as np
 import torch  # noqa: F401  (before openmm)
 
-from openmmflash.demo import fastPathOptions, nativeStructure
-from openmmflash.schnet.modelfile import loadModel
+from openmmflash.cg.structure import nativeStructure
+
+from openmmflash.plugin.fastpath import fastPathOptions
+from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
 
 
@@ -31,7 +34,7 @@ def timeSteps(model, topology, native, replicas, platformName, fast, steps, warm
     """(ms per step, force options) of B replicas of ``model``."""
     openmm = import_openmm()
     unit = openmm.unit
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
 
     full = replicateTopology(topology, replicas)
@@ -60,7 +63,7 @@ def main():
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--platform", default="CUDA")
-    parser.add_argument("--fast-path", default="{}", help="JSON dict of openmmflash.demo.FAST_PATH keys to change")
+    parser.add_argument("--fast-path", default="{}", help="JSON dict of openmmflash.plugin.fastpath.FAST_PATH keys to change")
     parser.add_argument("--output", default="examples/benchmarks/results/cg_replica_scaling.json")
     args = parser.parse_args()
     openmm = import_openmm()

@@ -24,10 +24,10 @@ import sys
 import torch  # noqa: F401  (import torch before openmm)
 from openmm import Platform, app, unit
 
-from openmmflash.integrators.cgprotein import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
+from openmmflash.workflows.flashmdcg import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
                                                useCGBeadTypes)
-from openmmflash.integrators.modelfile import loadModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 
 def main(argv=None):

@@ -14,8 +14,8 @@ import sys
 import torch  # noqa: F401  (import torch before openmm)
 from openmm import MonteCarloBarostat, Platform, app, unit
 
-from openmmflash.integrators.data import flexibleWaterBox
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.data import flexibleWaterBox
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 
 def main(argv=None):

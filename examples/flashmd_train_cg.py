@@ -4,7 +4,7 @@ The System is the bundled CG chignolin exactly as the demo builds it (47 beads, 
 native forces + the FlashSchNet TorchForce), with B replicas in one System so that one force call serves them all
 (the TorchForce runs on the CUDA platform). Masses are the bead masses (N 14.007, C 12.011, O 15.999 amu), so the
 FlashMD species are the bead elements; with ``data --species bead`` they are the FlashSchNet bead types instead (the
-model file then records speciesKind "cgBead" and integrators need ``cgprotein.useCGBeadTypes``).
+model file then records speciesKind "cgBead" and integrators need ``flashmdcg.useCGBeadTypes``).
 
 1. Data (one GPU): B replicas at 280, 300, 320 and 350 K (round robin), minimized and 2 ps Langevin; then cycles of
    NVE velocity Verlet at 0.5 fs recording (q, p) at 0, 20 and 40 fs, followed by Langevin (friction 5/ps, 2 fs) to
@@ -37,14 +37,14 @@ import os
 import numpy as np
 import torch  # noqa: F401  (before openmm)
 
-from openmmflash.integrators.cgprotein import buildCGSystem
-from openmmflash.integrators.cli import add_loss_term_args, loss_term_kwargs
+from openmmflash.workflows.flashmdcg import buildCGSystem
+from openmmflash.workflows.flashmdcli import add_loss_term_args, loss_term_kwargs
 
 
 def _data(args):
-    from openmmflash.integrators.cgprotein import flashMDSpecies
-    from openmmflash.integrators.data import saveDataset
-    from openmmflash.integrators.replicadata import generateReplicaPairs
+    from openmmflash.workflows.flashmdcg import flashMDSpecies
+    from openmmflash.integrators.training.data import saveDataset
+    from openmmflash.integrators.training.replicadata import generateReplicaPairs
 
     # On CUDA the FlashSchNet force takes the fast path (fused kernels, padded list, CUDA graphs), as CG MD does.
     full, system, positions, topology, _, net = buildCGSystem(args.replicas, removeCMMotion=False,
@@ -97,7 +97,7 @@ def startStates(paths, replicas: int, n: int, seed: int):
 
 
 def _train(args):
-    from openmmflash.integrators.training import train
+    from openmmflash.integrators.training.trainer import train
 
     system, platform = None, None
     if args.energy_weight > 0 or args.bond_weight > 0 or args.angle_weight > 0:
@@ -110,7 +110,7 @@ def _train(args):
                   energyTarget=args.energy_target, system=system, energyPlatform=platform,
                   **loss_term_kwargs(args))
     model.provenance["recipe"] = "examples/flashmd_train_cg.py"
-    from openmmflash.integrators.modelfile import saveModel
+    from openmmflash.integrators.network.modelfile import saveModel
     saveModel(model, args.out)
     print(model.describe())
     for key, value in model.validation.items():

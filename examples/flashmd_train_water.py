@@ -16,8 +16,8 @@ import argparse
 
 import torch  # noqa: F401  (before openmm)
 
-from openmmflash.integrators.data import flexibleWaterBox
-from openmmflash.integrators.training import train
+from openmmflash.integrators.training.data import flexibleWaterBox
+from openmmflash.integrators.training.trainer import train
 
 
 def main(argv=None):

@@ -17,16 +17,16 @@ import tempfile
 import torch  # noqa: F401  (import torch before openmm)
 from openmm import Platform, app, unit
 
-from openmmflash.integrators.data import flexibleWaterBox, generatePairs, speciesOf
-from openmmflash.integrators.modelfile import availableModels, loadModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.data import flexibleWaterBox, generatePairs, speciesOf
+from openmmflash.integrators.network.modelfile import availableModels, loadModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 SHIPPED = "water-tip3pfb-8fs-gaq-w4a8"
 
 
 def quantize_here(system, topology, positions, scheme, qat_steps, platform, output):
-    from openmmflash.gaq.export import saveQuantizedModel
-    from openmmflash.gaq.qat import quantizationAwareTraining
+    from openmmflash.integrators.network.gaqfile import saveQuantizedModel
+    from openmmflash.integrators.training.qat import quantizationAwareTraining
     fp32 = loadModel("water-tip3pfb-8fs")
     pairs = generatePairs(system, positions, speciesOf(topology), [300.0], fp32.stride, startsPerTemperature=1,
                           pairsPerStart=8, pairSpacing=0.02, equilibration=0.2, platform=platform)

@@ -15,7 +15,7 @@ import sys
 import openmmflash  # noqa: F401  (imports torch before openmm)
 import torch
 from openmm import CustomExternalForce, LangevinMiddleIntegrator, Platform, app, unit
-from openmmflash.cg.cgsystem import createCGSystem
+from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.structure import loadProtein
 from openmmflash.plugin.replicas import replicate

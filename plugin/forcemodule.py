@@ -12,10 +12,14 @@ forces of that evaluation again (stale forces: the runs heat up). Returning the 
 whichever graph ran last the one that is read.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from openmmflash.cg.mapping import beadTypesFromTopology
+from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
+from openmmflash.schnet.model import loadModel
 
 PRECISIONS = {"single": torch.float32, "double": torch.float64}
 
@@ -109,3 +113,56 @@ class FlashSchNetForceModule(nn.Module):
         self.energy_out.copy_(energy)
         self.forces_out.copy_(forces)
         return self.energy_out, self.forces_out
+
+
+def _model(model):
+    return loadModel(model) if isinstance(model, str) else model
+
+
+def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = None,
+                     atomSubset: Optional[Sequence[int]] = None) -> List[int]:
+    """Bead types of the modelled particles, from an explicit list or the topology and the model's type table."""
+    if (topology is None) == (beadTypes is None):
+        raise ValueError("give exactly one of topology (types from the model's bead-type table) or beadTypes")
+    if beadTypes is None:
+        table = model.metadata.get("beadTypes")
+        if not table:
+            raise ValueError("the model has no bead-type table (metadata['beadTypes']); pass beadTypes explicitly")
+        types = beadTypesFromTopology(topology, table)
+        if atomSubset is not None:
+            types = [types[i] for i in atomSubset]
+    else:
+        types = [int(t) for t in beadTypes]
+    bad = sorted({t for t in types if not 0 <= t < model.config.numBeadTypes})
+    if bad:
+        raise ValueError(f"bead types {bad[:10]} are unknown to the model, which has types 0 .. "
+                         f"{model.config.numBeadTypes - 1}")
+    return types
+
+
+def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
+                            numParticles: Optional[int] = None, periodic: Optional[bool] = None,
+                            precision: str = "single", neighborCapacity: int = 0,
+                            outputBuffers: bool = False) -> FlashSchNetForceModule:
+    """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce."""
+    model = _model(model)
+    types = resolveBeadTypes(model, topology, beadTypes, atomSubset)
+    if replicas < 1 or len(types) % replicas != 0:
+        raise ValueError(f"{len(types)} modelled particles cannot form {replicas} equal replicas")
+    n = len(types) // replicas
+    if any(types[k] != types[k % n] for k in range(len(types))):
+        raise ValueError("replicas must be identical copies (same bead types in the same order); build the "
+                         "System with openmmflash.plugin.replicas.replicate")
+    if numParticles is None:
+        numParticles = topology.getNumAtoms() if topology is not None and atomSubset is None else len(types)
+    if atomSubset is not None:
+        atomSubset = [int(i) for i in atomSubset]
+        if len(atomSubset) != len(types) or not all(0 <= i < numParticles for i in atomSubset):
+            raise ValueError("atomSubset must list one valid particle index per modelled bead")
+    elif numParticles != len(types):
+        raise ValueError(f"the System has {numParticles} particles but {len(types)} bead types were given; pass "
+                         "atomSubset to model only some particles")
+    if periodic is None:
+        periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
+    return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,
+                                  periodic, neighborCapacity, precision, outputBuffers)

@@ -37,7 +37,7 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
         from openmmflash.cg.mapping import CGMapping
         from openmmflash.cg.priors import addPriorForces
         from openmmflash.plugin.torchforce import addFlashSchNetForce
-        from openmmflash.schnet.modelfile import loadModel
+        from openmmflash.schnet.model import loadModel
 
         model = loadModel(self.modelPath)
         subset = None if atoms is None else sorted(int(i) for i in atoms)

@@ -13,21 +13,22 @@ from typing import Optional
 import numpy as np
 import torch
 
+from openmmflash.plugin.forcemodule import _model, createFlashSchNetModule
+from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.schnet.model import FlashSchNet
 from openmmflash.stack import import_openmm
 
 
 class FlashSchNetCompute:
     """Picklable PythonForce computation: ``compute(state) -> (energy kJ/mol, forces (N, 3) kJ/mol/nm)``.
 
-    Parameters are those of ``openmmflash.plugin.torchforce.createFlashSchNetModule`` plus ``device`` and
+    Parameters are those of ``openmmflash.plugin.forcemodule.createFlashSchNetModule`` plus ``device`` and
     ``useCUDAGraphs`` / ``CUDAGraphWarmupSteps`` (CUDA devices only; needs a fixed ``neighborCapacity``, because the
     exact neighbor list reads its length on the host, which a graph cannot do).
     """
 
     def __init__(self, model, device: Optional[str] = None, useCUDAGraphs: bool = False,
                  CUDAGraphWarmupSteps: int = 10, **moduleOptions):
-        from openmmflash.plugin.torchforce import _model, createFlashSchNetModule
-
         model = _model(model)
         self._model_bytes = self._serialize(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -41,7 +42,7 @@ class FlashSchNetCompute:
     def _init_graph(self, useCUDAGraphs: bool, warmupSteps: int) -> None:
         if useCUDAGraphs and self.module.capacity <= 0:
             raise ValueError("useCUDAGraphs needs a fixed neighbor-list length: pass neighborCapacity > 0 (e.g. "
-                             "1.5x the directed pairs within the cutoff; openmmflash.demo.neighborCapacity)")
+                             "1.5x the directed pairs within the cutoff; openmmflash.plugin.fastpath.neighborCapacity)")
         if warmupSteps < 1:
             raise ValueError(f"CUDAGraphWarmupSteps must be >= 1, got {warmupSteps}")
         self.use_graphs = bool(useCUDAGraphs)
@@ -61,10 +62,6 @@ class FlashSchNetCompute:
                 "graphs": (self.use_graphs, self.warmup_steps)}
 
     def __setstate__(self, state):
-        from openmmflash.plugin.torchforce import createFlashSchNetModule
-        from openmmflash.schnet.config import FlashSchNetConfig
-        from openmmflash.schnet.model import FlashSchNet
-
         payload = torch.load(io.BytesIO(state["model_bytes"]), map_location="cpu", weights_only=True)
         model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
         model.load_state_dict(payload["stateDict"])

@@ -1,15 +1,19 @@
 """Shared test configuration: seeds, platforms and the ``cuda`` marker.
 
-Triton kernels run on the CPU through the interpreter: TRITON_INTERPRET must be set before triton is imported.
+Triton kernels run compiled on a machine with a CUDA GPU and through the interpreter (TRITON_INTERPRET=1) where
+there is none; the variable must be set before triton is imported. An explicit TRITON_INTERPRET in the environment
+is kept as it is, and OPENMMFLASH_TEST_CUDA=1 asks for the compiled kernels (never the interpreter).
 """
 
 import os
 
-if not os.environ.get("OPENMMFLASH_TEST_CUDA"):
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # (before openmm; importing torch does not import triton)
+
+if "TRITON_INTERPRET" not in os.environ and not os.environ.get("OPENMMFLASH_TEST_CUDA") \
+        and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
-import torch  # noqa: E402  (before openmm)
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 SHARED_DATA = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
@@ -89,7 +93,7 @@ WATER_STRIDE = 0.002  # ps
 @pytest.fixture(scope="session")
 def water_pairs(tmp_path_factory):
     """(pairs .npz path, System, Topology, positions): 2 starts x 5 pairs at a 2 fs stride, 300 K, 1.2 nm box."""
-    from openmmflash.integrators.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
+    from openmmflash.integrators.training.data import flexibleWaterBox, generatePairs, saveDataset, speciesOf
 
     top, system, pos = flexibleWaterBox(1.2, 0.5)
     data = generatePairs(system, pos, speciesOf(top), [300.0], WATER_STRIDE, startsPerTemperature=2,
@@ -109,7 +113,7 @@ def relaxed_water_box(iterations):
     import openmm as mm
     from openmm import unit
 
-    from openmmflash.integrators.data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
 
     top, system, pos = flexibleWaterBox(1.2, 0.5)
     ctx = mm.Context(system, mm.VerletIntegrator(0.0005), mm.Platform.getPlatformByName("CPU"))

@@ -19,9 +19,9 @@ def test_the_two_issue_models_are_bundled():
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_bundled_model_loads_by_name_and_runs_in_openmm(name, tmp_path):
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
     from openmmflash.cg.mapping import beadTypesFromTopology
-    from openmmflash.demo import nativeStructure
+    from openmmflash.cg.structure import nativeStructure
     from openmmflash.schnet.model import FlashSchNet
 
     openmm = import_openmm()

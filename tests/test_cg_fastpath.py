@@ -31,7 +31,7 @@ def test_gzipped_pdb_loads_like_the_plain_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def chignolin():
-    from openmmflash.demo import nativeStructure
+    from openmmflash.cg.structure import nativeStructure
     from openmmflash.schnet.model import FlashSchNet
 
     model = FlashSchNet.load("chignolin")
@@ -41,7 +41,7 @@ def chignolin():
 
 
 def test_fast_path_options(chignolin):
-    from openmmflash.demo import FAST_PATH, fastPathOptions, neighborCapacity
+    from openmmflash.plugin.fastpath import FAST_PATH, fastPathOptions, neighborCapacity
     from openmmflash.neighbors import build_neighbor_list
 
     model, _, native = chignolin
@@ -93,7 +93,7 @@ def test_training_reports_why_it_stopped():
 @pytest.mark.parametrize("fastPath", [True, {"useCUDAGraphs": False}])
 def test_cuda_fast_path_keeps_the_bath_temperature(chignolin, fastPath):
     """Regression test of the heating seen with CUDA graphs on an H100 (2 140-2 910 K at a 300 K bath)."""
-    from openmmflash.demo import simulateCG
+    from openmmflash.workflows.cgsimulation import simulateCG
 
     model, topology, native = chignolin
     result = simulateCG(model, topology, native, 4, 1500, 100, 2.0, platform="CUDA", seed=1, progress=False,

@@ -96,7 +96,7 @@ def test_dihedral_and_angle_conventions_match_openmm():
 
 
 def test_fit_priors_on_a_cg_trajectory_builds_openmm_forces(cg_fragment):
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
 
     openmm = import_openmm()
     topology, positions = cg_fragment

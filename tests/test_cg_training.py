@@ -59,7 +59,7 @@ def test_few_steps_reduce_force_matching_loss(data):
 
 
 def test_trained_model_file_loads_and_runs_in_openmm(data, tmp_path):
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
     from openmmflash.cg.mapping import beadTypesFromTopology
     from openmmflash.schnet.model import FlashSchNet
 
@@ -102,7 +102,7 @@ def test_mapping_mismatch_refused(data):
 
 def test_cli_cg_train(refdir, tmp_path):
     from openmmflash.cli import main
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     out = str(tmp_path / "cli.pt")
     rc = main(["cg-train", refdir, "-o", out, "--hidden", "8", "--filters", "8", "--rbf", "8", "--readout", "4",
@@ -114,7 +114,8 @@ def test_cli_cg_train(refdir, tmp_path):
 
 def test_observables_of_the_native_structure():
     from openmmflash.cg.observables import fractionNativeContacts, nativeContacts, observables
-    from openmmflash.demo import caIndices, kabschRMSD
+    from openmmflash.cg.observables import kabschRMSD
+    from openmmflash.cg.structure import caIndices
 
     rng = np.random.default_rng(0)
     native = rng.normal(0.0, 0.4, (12, 3))  # nm
@@ -146,7 +147,7 @@ def test_cg_validate_short(data, refdir, tmp_path):
     import json
     import os
 
-    from openmmflash.cg.validation import validateModel
+    from openmmflash.workflows.cgvalidation import validateModel
 
     trainer = ForceMatching(data, config=FlashSchNetConfig(**SMALL), numBlocks=4, validationFraction=0.25, seed=7)
     trainer.train(epochs=1, batchSize=5, maxSteps=2, progress=False)

@@ -10,7 +10,7 @@ import torch
 
 from openmmflash.cg.refdata import ReferenceRun, loadReferenceData
 from openmmflash.cg.training import ForceMatching
-from openmmflash.cg.validation import finalizeValidation, runValidationChunk
+from openmmflash.workflows.cgvalidation import finalizeValidation, runValidationChunk
 from openmmflash.schnet.config import FlashSchNetConfig
 
 TINY = dict(hiddenChannels=8, numFilters=8, numRbf=6, numInteractions=1, cutoff=6.0, readoutHidden=[4],

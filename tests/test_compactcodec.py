@@ -6,7 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from openmmflash.compactmd import residualcoder, valuestream, watertransform
-from openmmflash.compactmd.codec import BoundedCodec, XTCCodec, make_codec
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
+from openmmflash.compactmd.codecregistry import make_codec
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -16,10 +16,10 @@ from conftest import H_MASS, O_MASS, relaxed_water_box
 import openmm as mm
 from openmm import app, unit
 
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import FlashMDModel
-from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
-from openmmflash.integrators.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.network.modelfile import FlashMDModel
+from openmmflash.integrators.engine.stepper import FlashMDStepper, random_rotation
+from openmmflash.integrators.engine.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
 
 STRIDE = 0.0005  # ps; short enough that free flight is accepted by the guard (maxRescale=2) for flexible water
 

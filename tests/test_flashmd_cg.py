@@ -8,12 +8,12 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.densestep import DenseReplicaStep, denseEdges
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import FlashMDModel, availableModels
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-from openmmflash.integrators.replicadata import generateReplicaPairs
-from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
+from openmmflash.integrators.engine.densestep import DenseReplicaStep, denseEdges
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.network.modelfile import FlashMDModel, availableModels
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.replicadata import generateReplicaPairs
+from openmmflash.integrators.engine.stepper import FlashMDStepper, random_rotation
 
 MASS = {6: 12.011, 7: 14.007, 8: 15.999}
 TYPES = [7, 6, 6, 8, 7, 6, 6]
@@ -130,7 +130,7 @@ def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
 
 
 def test_flashschnet_energy_evaluator_matches_the_system_energy():
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
     full, system, pos, _, _, net = buildCGSystem(2)
     integ = FlashMDIntegrator(chain_model(), stepSize=0.004, rescaleEnergy=True, replicas=2, device="cpu")
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
@@ -149,7 +149,7 @@ def test_torch_priors_equal_openmm_energy_and_forces():
     """Every prior term of the CG System in PyTorch: energy and -gradient equal OpenMM's (Reference platform), also
     far from the native structure, where the sign of the torsion and the improper wrap matter."""
     from openmmflash.cg.torchpriors import priorEnergyFunction
-    from openmmflash.integrators.cgprotein import buildCGSystem
+    from openmmflash.workflows.flashmdcg import buildCGSystem
     _, system, pos, _, _, _ = buildCGSystem(2)
     kinds = {type(f).__name__ for f in system.getForces() if f.getName().startswith("FlashSchNet prior")}
     assert kinds == {"HarmonicBondForce", "CustomAngleForce", "CustomTorsionForce", "CustomBondForce"}
@@ -163,13 +163,14 @@ def test_torch_priors_equal_openmm_energy_and_forces():
         x = torch.tensor(q, requires_grad=True)
         e = fn(x)
         e.backward()
-        assert float(e) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-10)
+        assert float(e.detach()) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                                  rel=1e-10)
         f = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         np.testing.assert_allclose(-x.grad.numpy(), f, rtol=1e-7, atol=1e-6 * np.abs(f).max())
 
 
 def test_torch_priors_evaluator_needs_no_openmm_energy_and_refuses_other_forces():
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
     full, system, pos, _, _, net = buildCGSystem(2)
     groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch")
     assert groups == set()
@@ -189,8 +190,8 @@ def test_torch_priors_evaluator_needs_no_openmm_energy_and_refuses_other_forces(
 def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
     """With a TorchEnergy the fixed-shape step computes the FlashSchNet part of V(q') with the network (one graph on
     CUDA, eager here); the run equals the one that evaluates it separately on the positions OpenMM holds."""
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     full, system, pos, _, _, net = buildCGSystem(2)
     runs = []
     for fused in (True, False):
@@ -214,8 +215,8 @@ def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
 
 
 def test_torch_priors_give_the_same_run_as_openmm_priors():
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     full, system, pos, _, _, net = buildCGSystem(2)
     runs = []
     for priors in ("torch", "openmm"):
@@ -239,7 +240,7 @@ def test_torch_priors_give_the_same_run_as_openmm_priors():
 def test_cuda_graph_energy_equals_openmm_energy():
     """On CUDA the FlashSchNet energy is sized by a padded list and replayed as a graph; with the priors from
     OpenMM it equals the System's energy."""
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
     full, system, pos, _, _, net = buildCGSystem(2, platformName="CUDA")
     groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cuda", positions=pos)
     assert energy.capturable and energy._graph is not None
@@ -255,7 +256,7 @@ def test_cuda_graph_energy_equals_openmm_energy():
 
 @pytest.mark.cuda
 def test_cuda_graph_energy_with_torch_priors_equals_openmm_energy():
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
     full, system, pos, _, _, net = buildCGSystem(2, platformName="CUDA")
     groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cuda", positions=pos, priors="torch")
     assert groups == set() and energy.capturable and energy._graph is not None
@@ -269,7 +270,7 @@ def test_cuda_graph_energy_with_torch_priors_equals_openmm_energy():
 
 def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):
     from openmmflash.cli import main as cli_main
-    from openmmflash.integrators.data import loadDataset
+    from openmmflash.integrators.training.data import loadDataset
     out = str(tmp_path / "cg.npz")
     assert cli_main(["flashmd-data", "--cg-model", "chignolin", "--replicas", "2", "--stride", "4", "--timestep",
                      "1", "--pairs", "2", "--spacing", "0.004", "--equilibration", "0.004", "--platform", "CPU",
@@ -280,7 +281,7 @@ def test_cli_makes_cg_protein_pairs_and_trains_on_them(tmp_path):
     model_path = str(tmp_path / "cg.pt")
     assert cli_main(["flashmd-train", out, "-o", model_path, "--iterations", "3", "--batch-size", "2", "--channels",
                      "8", "--layers", "1", "--device", "cpu", "--quiet"]) == 0
-    from openmmflash.integrators.modelfile import loadModel
+    from openmmflash.integrators.network.modelfile import loadModel
     assert loadModel(model_path).provenance["dataset"]["periodic"] is False
 
 
@@ -289,7 +290,7 @@ def test_shipped_cg_models_run_the_bundled_protein(name):
     """The shipped 40 fs CG models drive the bundled chignolin under FlashMDLangevinIntegrator (bead-type species,
     PyTorch energy for the rescale, 10/ps): 50 strides stay finite, mostly learned, near 300 K, with the step count
     and time of 50 strides."""
-    from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator, useCGBeadTypes
     full, system, pos, _, _, net = buildCGSystem(1)
     integ = FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=name, randomSeed=3,
                                       device="cpu")
@@ -316,8 +317,8 @@ def test_biased_shipped_models_warn_once(caplog, tmp_path):
     """A shipped model whose closed-loop validation found a biased ensemble says so (with the measured figures) when
     an integrator loads it, once per process; a model without such findings stays quiet."""
     import logging
-    from openmmflash.integrators import flashmdintegrator
-    from openmmflash.integrators.modelfile import ensembleNote, modelPath
+    from openmmflash.integrators.engine import flashmdintegrator
+    from openmmflash.integrators.network.modelfile import ensembleNote, modelPath
 
     flashmdintegrator._warned_models.clear()
     with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
@@ -330,7 +331,7 @@ def test_biased_shipped_models_warn_once(caplog, tmp_path):
     assert ensembleNote(modelPath("chignolin-cg-20fs")) is not None  # by path of the shipped file, too
     assert ensembleNote("water-tip3pfb-8fs-npt") is None
     # a model loaded first (as run scripts do) and handed over as an object is still recognised, once
-    from openmmflash.integrators.modelfile import loadModel, saveModel
+    from openmmflash.integrators.network.modelfile import loadModel, saveModel
     flashmdintegrator._warned_models.clear()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
@@ -383,7 +384,7 @@ def test_phase_space_volume_diagnostic():
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "benchmarks"))
     from flashmd_cg_jacobian import PhaseSpaceMaps, logDet
-    from openmmflash.integrators.cgprotein import buildCGSystem
+    from openmmflash.workflows.flashmdcg import buildCGSystem
 
     full, system, positions, topology, native, net = buildCGSystem(1, platformName="CPU", removeCMMotion=False)
     maps = PhaseSpaceMaps("chignolin-cg-40fs-stiff", system, net, topology)

@@ -12,12 +12,12 @@ sys.path.insert(0, EXAMPLES)
 
 import flashmd_train_cg  # noqa: E402
 
-from openmmflash.integrators.data import loadDataset  # noqa: E402
+from openmmflash.integrators.training.data import loadDataset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory):
-    from openmmflash.integrators.cgprotein import buildCGSystem
+    from openmmflash.workflows.flashmdcg import buildCGSystem
     native = buildCGSystem(1, platformName="CPU")[4]
     rng = np.random.default_rng(0)
     # five distinct "visited" states: shifted copies (0.1 nm apart) with a little noise
@@ -61,7 +61,7 @@ def test_start_frames_of_the_wrong_shape_are_refused(frames, tmp_path):
 def test_pairs_start_from_exactly_the_saved_states(frames, tmp_path):
     """Frames with velocities (a FlashMD run's): the first cycle's pairs start from exactly those (q, p), not from
     a thermalized copy, so training sees the states the learned dynamics produce."""
-    from openmmflash.integrators.cgprotein import buildCGSystem
+    from openmmflash.workflows.flashmdcg import buildCGSystem
     path, x = frames
     _, system, _, _, _, _ = buildCGSystem(1, platformName="CPU")
     m = np.array([system.getParticleMass(i)._value for i in range(system.getNumParticles())])

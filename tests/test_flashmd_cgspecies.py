@@ -11,12 +11,12 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, cgBeadTypes, useCGBeadTypes
-from openmmflash.integrators.data import loadDataset
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import MODEL_DIR, FlashMDModel, loadModel
-from openmmflash.integrators.replicadata import generateReplicaPairs
-from openmmflash.integrators.training import Trainer, train
+from openmmflash.workflows.flashmdcg import buildCGSystem, cgBeadTypes, useCGBeadTypes
+from openmmflash.integrators.training.data import loadDataset
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.network.modelfile import MODEL_DIR, FlashMDModel, loadModel
+from openmmflash.integrators.training.replicadata import generateReplicaPairs
+from openmmflash.integrators.training.trainer import Trainer, train
 
 MASS = {"N": 14.007, "CA": 12.011, "CB": 12.011, "C": 12.011, "O": 15.999}
 
@@ -83,7 +83,7 @@ def test_bead_model_file_records_species_kind(bead_files, tmp_path):
     assert {"rmse_p_m12.011", "rmse_p_m14.007", "rmse_p_m15.999"} <= set(model.validation)
     assert model.validation["rmse_dq_nm_m14.007"] == pytest.approx(model.validation["rmse_dq_nm_bead0"])
     # a second save / load keeps everything
-    from openmmflash.integrators.modelfile import saveModel
+    from openmmflash.integrators.network.modelfile import saveModel
     saveModel(model, str(tmp_path / "again.pt"))
     again = loadModel(str(tmp_path / "again.pt"))
     assert (again.speciesKind, again.speciesLabels, again.species) == (model.speciesKind, model.speciesLabels,
@@ -170,7 +170,7 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
     """The training energy term takes V and -F of the predicted state from an OpenMM Context. With a TorchForce in
     the System, OpenMM runs it inside autograd.Function.forward (grad mode off), where it used to fail; its gradient
     must be -F and a training step with the term on must change the model."""
-    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    from openmmflash.integrators.training.trainer import _OpenMMPotential, makeEnergyContext
     full, system, pos, net = cg
     context = makeEnergyContext(system, "CPU")
     q = torch.as_tensor(np.asarray(pos), dtype=torch.float64).view(1, -1, 3).requires_grad_(True)
@@ -179,7 +179,8 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
     context.setPositions(np.asarray(pos))
     st = context.getState(getEnergy=True, getForces=True)
     F = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-    assert float(V[0]) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole), rel=1e-6)
+    assert float(V[0].detach()) == pytest.approx(st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole),
+                                                 rel=1e-6)
     assert np.allclose(q.grad[0].numpy(), -np.asarray(F), rtol=1e-5, atol=1e-3)
     data_path, model_path = bead_files
     trainer = Trainer(data_path, model=loadModel(model_path), batchSize=2, energyWeight=1.0, system=system,
@@ -195,7 +196,7 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
 def test_langevin_species_rescale_auto_is_off_for_bead_species(bead_files, cg):
     """FlashMDLangevinIntegrator's default speciesRescale="auto" shares the rescale per species only when every
     species is large; CG bead types (1-6 beads each) get the global rescale, as the shipped CG models need."""
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     full, system, pos, net = cg
     integ = FlashMDLangevinIntegrator(300, 1.0, None, bead_files[1], device="cpu", randomSeed=5)
     assert useCGBeadTypes(integ, net, full)

@@ -14,10 +14,10 @@ from conftest import H_MASS, O_MASS, relaxed_water_box
 import openmm as mm
 from openmm import app, unit
 
-from openmmflash.integrators.modelfile import FlashMDModel
-from openmmflash.integrators.paddedstep import PaddedReplicaStep
-from openmmflash.integrators.stepper import FlashMDStepper, random_rotation
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.network.modelfile import FlashMDModel
+from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
+from openmmflash.integrators.engine.stepper import FlashMDStepper, random_rotation
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 STRIDE = 0.0005  # ps
 

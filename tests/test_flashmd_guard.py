@@ -4,7 +4,7 @@ kind comes with its reason."""
 import numpy as np
 import pytest
 
-from openmmflash.integrators.guard import REJECTION_KINDS, checkPrediction, energyRescale, rejectionKind
+from openmmflash.integrators.rescale.guard import REJECTION_KINDS, checkPrediction, energyRescale, rejectionKind
 
 
 def state(n=7, seed=0):

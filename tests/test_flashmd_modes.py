@@ -11,9 +11,9 @@ from conftest import H_MASS, O_MASS, relaxed_water_box
 from openmm import app, unit
 import openmm as mm
 
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import FlashMDModel
-from openmmflash.integrators.modes import (modeKinetic, modeShareRescale, modeTemperatures, moleculeGroups,
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.network.modelfile import FlashMDModel
+from openmmflash.integrators.rescale.modes import (modeKinetic, modeShareRescale, modeTemperatures, moleculeGroups,
                                            splitModes)
 
 
@@ -105,8 +105,8 @@ def test_integrator_mode_rescale_on_water(modes):
 
 
 def test_model_file_recommends_mode_rescale(tmp_path):
-    from openmmflash.integrators.modelfile import loadModel, saveModel
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.integrators.network.modelfile import loadModel, saveModel
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     model = FlashMDModel([1, 8], [H_MASS, O_MASS], 0.0005, 1.6, dict(channels=8, num_layers=1, num_rbf=8, cutoff=0.4))
     plain = str(tmp_path / "plain.pt")
     saveModel(model, plain)

@@ -9,11 +9,11 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashSchNetEnergyEvaluator
-from openmmflash.integrators.energyeval import TorchEnergy
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.residentloop import counterNormal, lowbias32
-from openmmflash.integrators.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
+from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
+from openmmflash.integrators.engine.energyeval import TorchEnergy
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.engine.residentloop import counterNormal, lowbias32
+from openmmflash.integrators.engine.thermostats import FlashMDBussiIntegrator, FlashMDLangevinIntegrator
 
 from test_flashmd_cg import chain_model
 

@@ -8,10 +8,10 @@ import openmm as mm
 from openmm import app, unit
 
 from openmmflash.cli import main as cli_main
-from openmmflash.integrators.data import loadDataset
-from openmmflash.integrators.modelfile import FlashMDModel, availableModels, loadModel, saveModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-from openmmflash.integrators.training import Trainer, train
+from openmmflash.integrators.training.data import loadDataset
+from openmmflash.integrators.network.modelfile import FlashMDModel, availableModels, loadModel, saveModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.trainer import Trainer, train
 
 from conftest import WATER_STRIDE as STRIDE  # ps
 
@@ -55,8 +55,8 @@ def test_potential_energy_target_compares_with_the_true_end_point(dataset, monke
     """energyTarget="potential": the energy term is log1p(((V(q + dq_pred) - V(q + dq)) / (sqrt(N) kT))^2), here
     recomputed with another Context (augmentation made the identity, so the prediction is the plain one); "total"
     gives another value; a bad name is refused."""
-    import openmmflash.integrators.training as training
-    from openmmflash.integrators.stepper import batch_edges
+    import openmmflash.integrators.training.trainer as training
+    from openmmflash.integrators.engine.stepper import batch_edges
     path, system, top, pos = dataset
     common = dict(channels=8, numLayers=1, numRBF=4, cutoff=0.4, batchSize=2, energyWeight=0.1, system=system,
                   energyPlatform="Reference", seed=1)
@@ -96,7 +96,7 @@ def test_potential_energy_target_compares_with_the_true_end_point(dataset, monke
 
 
 def test_energy_term_gradient_is_minus_force(dataset):
-    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    from openmmflash.integrators.training.trainer import _OpenMMPotential, makeEnergyContext
     path, system, top, pos = dataset
     ctx = makeEnergyContext(system, "Reference")
     q = torch.tensor(pos[None], dtype=torch.float64, requires_grad=True)
@@ -199,8 +199,8 @@ def test_cli_data(tmp_path):
 
 
 def test_energy_term_uses_each_frames_box():
-    from openmmflash.integrators.data import flexibleWaterBox
-    from openmmflash.integrators.training import _OpenMMPotential, makeEnergyContext
+    from openmmflash.integrators.training.data import flexibleWaterBox
+    from openmmflash.integrators.training.trainer import _OpenMMPotential, makeEnergyContext
     _, system, pos = flexibleWaterBox(1.2, 0.5)
     _, dense_system, dense_pos = flexibleWaterBox(1.2, 0.5, density=1.05)
     boxes = [np.array([v.value_in_unit(unit.nanometer) for v in s.getDefaultPeriodicBoxVectors()])
@@ -218,7 +218,7 @@ def test_energy_term_uses_each_frames_box():
 
 
 def test_water_box_at_a_density():
-    from openmmflash.integrators.data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
     top, system, pos = flexibleWaterBox(1.6, 0.7)
     top2, system2, pos2 = flexibleWaterBox(1.6, 0.7, density=1.02)
     masses = np.array([system2.getParticleMass(i).value_in_unit(unit.dalton) for i in range(system2.getNumParticles())])
@@ -240,8 +240,8 @@ def test_shipped_models_load(name):
 
 
 def test_species_kinetic_loss():
-    from openmmflash.integrators.stepper import random_rotation
-    from openmmflash.integrators.training import species_kinetic_loss
+    from openmmflash.integrators.engine.stepper import random_rotation
+    from openmmflash.integrators.training.trainer import species_kinetic_loss
     torch.manual_seed(0)
     B, N = 3, 6
     type_idx = torch.tensor([1, 0, 0] * 2).repeat(B)
@@ -272,7 +272,7 @@ def test_bond_term_matches_an_independent_recomputation(dataset):
     """bondWeight: L_B = mean k/2 (|r_ij(q + dq_pred)| - |r_ij(q + dq)|)^2 / kT over frames and HarmonicBondForce
     bonds, recomputed here in numpy; training with it lowers the held-out bond-length error energy; a System
     without bonds is refused."""
-    from openmmflash.integrators.training import harmonicBonds
+    from openmmflash.integrators.training.trainer import harmonicBonds
     path, system, top, pos = dataset
     common = dict(channels=16, numLayers=2, numRBF=8, cutoff=0.4, batchSize=2, iterations=40, seed=3)
     trainer = Trainer(path, system=system, bondWeight=1.0, lr=3e-3, **common)
@@ -281,7 +281,7 @@ def test_bond_term_matches_an_independent_recomputation(dataset):
     lb = float((total - lq - lp).detach())
     model = trainer.model
     q0, p0, dq, p1 = (t.double().cpu().numpy() for t in trainer._batch(idx, False))
-    from openmmflash.integrators.stepper import batch_edges
+    from openmmflash.integrators.engine.stepper import batch_edges
     B, N, _ = q0.shape
     with torch.no_grad():
         src, dst, ev = batch_edges(trainer.q0[idx], trainer._box(idx), model.cutoff)
@@ -311,7 +311,7 @@ def test_bond_term_matches_an_independent_recomputation(dataset):
 def test_angle_term_matches_numpy():
     """angleWeight's L_A = mean k (cos theta(q1 + err) - cos theta(q1))^2 / kT over CustomAngleForce angles with the
     CG priors' energy k*(cos(theta)-cos0)^2 (found by parameter name, in any order); other angle forces are ignored."""
-    from openmmflash.integrators.training import cosineAngles, stiff_coordinate_loss
+    from openmmflash.integrators.training.trainer import cosineAngles, stiff_coordinate_loss
     system = mm.System()
     for _ in range(5):
         system.addParticle(12.0)
@@ -343,7 +343,7 @@ def test_symplectic_defect_of_known_maps():
     """0 for symplectic maps (free flight, a harmonic oscillator's exact flow, a nonlinear kick); for p' = 0.9 p it is
     exactly -0.1 omega(u, w) with the same tangent vectors."""
     import math
-    from openmmflash.integrators.training import symplectic_defect
+    from openmmflash.integrators.training.trainer import symplectic_defect
     Q, P = torch.randn(12, 3, dtype=torch.float64), torch.randn(12, 3, dtype=torch.float64)
     c, s = math.cos(0.7), math.sin(0.7)
     for f in (lambda Q, P: (Q + 0.3 * P, P), lambda Q, P: (c * Q + s * P, -s * Q + c * P),
@@ -361,7 +361,7 @@ def test_symplectic_term_matches_finite_differences_and_trains(dataset):
     finite-difference one of the network's map in physical units (q, p) -> (q', p') with the edges rebuilt from the
     perturbed positions, omega scaled by stride s^2; training
     with symplecticWeight runs and reports the held-out defect."""
-    from openmmflash.integrators.stepper import batch_edges
+    from openmmflash.integrators.engine.stepper import batch_edges
     path, system, top, pos = dataset
     trainer = Trainer(path, channels=8, numLayers=1, cutoff=0.4, batchSize=2, device="cpu", symplecticWeight=1.0)
     model = trainer.model.double()

@@ -226,7 +226,7 @@ def test_serialization_and_deepcopy(model, cg_fragment, backend, platform):
 
 
 def test_simulation_runs_with_priors(model, cg_fragment):
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
 
     top, pos = cg_fragment
     system = createCGSystem(top, model)
@@ -317,7 +317,7 @@ def test_pythonforce_graphs_need_fixed_capacity(model, cg_fragment):
 def test_replicated_system_with_priors(model, cg_fragment):
     """replicate() copies the priors of a one-molecule System; with the force added for B replicas the energy is
     B times the single molecule's."""
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
 
     top, pos = cg_fragment
     single = createCGSystem(top, model, removeCMMotion=False, precision="double")

@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from openmmflash.gaq.export import freezeModel, loadQuantizedModel, saveQuantizedModel
+from openmmflash.integrators.network.gaqfile import freezeModel, loadQuantizedModel, saveQuantizedModel
 from openmmflash.gaq.quantize import quantizeModel, setObserving
 from openmmflash.gaq.weights import QuantizedLinear, QuantizedVectorLinear
-from openmmflash.integrators.modelfile import FlashMDModel, loadModel, saveModel
+from openmmflash.integrators.network.modelfile import FlashMDModel, loadModel, saveModel
 from openmmflash.neighbors import build_neighbor_list
 
 
@@ -102,7 +102,7 @@ def test_bad_quantized_files(tmp_path):
 
 
 def test_shipped_quantized_model_is_small_and_exactly_o3_equivariant_in_float64():
-    from openmmflash.integrators.modelfile import MODEL_DIR, availableModels
+    from openmmflash.integrators.network.modelfile import MODEL_DIR, availableModels
     name = "water-tip3pfb-8fs-gaq-w4a8"
     assert name in availableModels()
     fp_size = os.path.getsize(os.path.join(MODEL_DIR, "water-tip3pfb-8fs.pt"))

@@ -70,7 +70,7 @@ def test_mismatched_work_folder_refused(runs, tmp_path):
     # The same settings but another model file for a variant.
     models = tmp_path / "models"
     models.mkdir()
-    from openmmflash.integrators.modelfile import MODEL_DIR
+    from openmmflash.integrators.network.modelfile import MODEL_DIR
     shutil.copy(os.path.join(MODEL_DIR, "water-tip3pfb-8fs-gaq-w4a8.pt"), models / "water-gaq-frame-w4a8.pt")
     work = tmp_path / "w"
     bl.prepare_work(_args(work, "--variants", "frame-w4a8", "--models-dir", str(models)))

@@ -11,11 +11,11 @@ import openmm as mm
 from openmm import app, unit
 
 from openmmflash.cli import main as cli_main
-from openmmflash.gaq.qat import BranchSchedule, QATSchedule, quantizationAwareTraining
-from openmmflash.integrators.data import loadDataset
-from openmmflash.integrators.modelfile import FlashMDModel, loadModel, saveModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-from openmmflash.integrators.training import Trainer
+from openmmflash.integrators.training.qat import BranchSchedule, QATSchedule, quantizationAwareTraining
+from openmmflash.integrators.training.data import loadDataset
+from openmmflash.integrators.network.modelfile import FlashMDModel, loadModel, saveModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.trainer import Trainer
 
 from conftest import WATER_STRIDE as STRIDE  # ps
 

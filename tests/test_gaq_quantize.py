@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from openmmflash.gaq.quantize import branchParameters, parseScheme, quantizeModel, setObserving
-from openmmflash.integrators.modelfile import FlashMDModel
+from openmmflash.integrators.network.modelfile import FlashMDModel
 from openmmflash.neighbors import build_neighbor_list
 
 

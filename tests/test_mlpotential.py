@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import make_model
-from openmmflash.cg.cgsystem import createCGSystem
+from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.stack import import_openmm
 
 openmm = import_openmm()

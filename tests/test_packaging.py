@@ -11,6 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow
+@pytest.mark.network  # pip builds the wheel in an isolated environment, fetching setuptools
 def test_wheel_holds_one_namespace(tmp_path):
     # As `pip install .` does it: an isolated build with the setuptools that pyproject.toml asks for.
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), ROOT],

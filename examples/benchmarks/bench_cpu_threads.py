@@ -16,10 +16,10 @@ import time
 import torch
 
 import openmmflash
-from openmmflash.demo import nativeStructure
+from openmmflash.cg.structure import nativeStructure
 from openmmflash.plugin.replicas import replicatePositions, replicateTopology
 from openmmflash.schnet.model import FlashSchNet
-from openmmflash.cg.cgsystem import createCGSystem
+from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.stack import import_openmm, versions
 
 openmm = import_openmm()

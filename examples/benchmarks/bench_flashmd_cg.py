@@ -9,7 +9,8 @@ Both parts compare, in one process on one GPU, the same System (B replicas of ch
   (integrators/residentloop.py: learned step, guard, rescale and fallback substeps as CUDA graphs, OpenMM touched
   once per ``step`` call); ``--device-resident both`` times the host and the resident strides side by side.
 
-``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration (openmmflash.cg.validation
+``--validate``: CA-RMSD to native, fraction of native contacts Q and CA radius of gyration
+(openmmflash.workflows.cgvalidation
 observables), histogram overlaps, kinetic temperatures, fallback rate and the rescale-factor distribution;
 writes results/flashmd_cg_validation<tag>.json and .png.
 
@@ -35,10 +36,10 @@ import openmm as mm
 from openmm import unit
 
 from openmmflash.blockstats import blockStandardError
-from openmmflash.integrators.cgprotein import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
+from openmmflash.workflows.flashmdcg import (buildCGSystem, cgFallbackSubsteps, flashSchNetEnergyEvaluator,
                                                useCGBeadTypes)
-from openmmflash.integrators.modelfile import loadModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = 0.00831446261815324
@@ -54,7 +55,7 @@ def flashmdIntegrator(args, replicas, seed, system, net, topology, model=None, p
                       compile=True, pairs=None):
     """resident: deviceResident of the integrator (default from --device-resident: None for auto, False for off);
     compile: torch.compile the resident strides (residentCompile); pairs: of the PyTorch FlashSchNet energy
-    (cgprotein.flashSchNetEnergyEvaluator; default the first of --pairs)."""
+    (flashmdcg.flashSchNetEnergyEvaluator; default the first of --pairs)."""
     model = model or args.model
     if resident is None:
         resident = {"auto": None, "off": False}.get(args.device_resident)
@@ -120,7 +121,7 @@ def record(context, integrator, steps_per_frame, frames, max_wall, label, veloci
 def tiledSpeciesTemperatures(v, masses, types, label):
     """{species label: kinetic temperature K over all frames} of velocities v [F, M, 3] nm/ps, with ``masses`` and
     ``types`` given for a block of particles that tiles the frames' particles (one copy, or all replicas)."""
-    from openmmflash.integrators.species import speciesTemperatures
+    from openmmflash.integrators.rescale.species import speciesTemperatures
     copies = v.shape[0] * v.shape[1] // len(masses)
     return speciesTemperatures(v.reshape(-1, 3).astype(np.float64), np.tile(np.asarray(masses), copies),
                                np.tile(np.asarray(types), copies), label)
@@ -148,9 +149,9 @@ def langevinReference(args, frames, frame_ps):
     """LangevinMiddle 2 fs on ``--replicas`` copies: ({observable: values per frame}, run record with the kinetic
     temperature of each FlashSchNet bead type over all frames)."""
     from openmmflash.cg.observables import observables
-    from openmmflash.demo import caIndices
-    from openmmflash.integrators.cgprotein import cgBeadLabels, cgBeadTypes
-    from openmmflash.integrators.data import particleMasses
+    from openmmflash.cg.structure import caIndices
+    from openmmflash.workflows.flashmdcg import cgBeadLabels, cgBeadTypes
+    from openmmflash.integrators.training.data import particleMasses
 
     B = args.replicas
     full, system, positions, topology, native, net = buildCGSystem(B, platformName=args.platform,
@@ -205,7 +206,7 @@ def validate(args, info):
     """LangevinMiddle on ``--replicas`` copies vs FlashMDLangevin (each of ``--validate-models``) on
     ``--flashmd-replicas`` copies, same force, temperature and friction; observables pooled over replicas."""
     from openmmflash.cg.observables import observables, overlap
-    from openmmflash.demo import caIndices
+    from openmmflash.cg.structure import caIndices
 
     models = [] if args.reference_only else (args.validate_models or [args.model])
     frame_ps = args.frame_interval
@@ -451,7 +452,7 @@ def main(argv=None):
     ap.add_argument("--pairs", nargs="+", choices=["auto", "list", "dense"], default=["auto"],
                     help="pairs of the PyTorch FlashSchNet energy (--energy split/torch; speed: one row each): the "
                          "TorchForce's neighbor list and fused kernels, all ordered pairs with the plain CFConv "
-                         "(compilable), or auto (dense on CUDA for small Systems); cgprotein.flashSchNetEnergyEvaluator")
+                         "(compilable), or auto (dense on CUDA for small Systems); flashmdcg.flashSchNetEnergyEvaluator")
     ap.add_argument("--no-cmm-remover", action="store_true",
                     help="build the System without a CMMotionRemover (FlashMD keeps the centre of mass itself), so "
                          "the FlashMD integrator can skip reading the state back after accepted strides")

@@ -27,10 +27,10 @@ import openmm as mm
 from openmm import app, unit
 
 from openmmflash.blockstats import blockStandardError
-from openmmflash.integrators.data import flexibleWaterBox
-from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-from openmmflash.integrators.modelfile import loadModel
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.data import flexibleWaterBox
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KB = 0.00831446261815324

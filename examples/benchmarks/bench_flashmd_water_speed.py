@@ -24,10 +24,10 @@ import torch
 import openmm as mm
 from openmm import app, unit
 
-from openmmflash.integrators.data import flexibleWaterBox
-from openmmflash.integrators.paddedstep import PaddedReplicaStep
-from openmmflash.integrators.stepper import FlashMDStepper
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+from openmmflash.integrators.training.data import flexibleWaterBox
+from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
+from openmmflash.integrators.engine.stepper import FlashMDStepper
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 from bench_flashmd_water import equilibrated_state  # noqa: E402  (same folder)
 

@@ -55,7 +55,7 @@ def held_out(data, seed=0, fraction=0.1):
 
 def frame_inputs(model, data, idx, device, dtype):
     """Network inputs of frames idx as one batch: (types, x, src, dst, edge_vec float64)."""
-    from openmmflash.integrators.stepper import batch_edges
+    from openmmflash.integrators.engine.stepper import batch_edges
     q = torch.as_tensor(data["q0"][idx], dtype=torch.float64, device=device)
     p = torch.as_tensor(data["p0"][idx], dtype=torch.float64, device=device)
     box = torch.as_tensor(data["box"][idx[0]], dtype=torch.float64, device=device)
@@ -70,7 +70,7 @@ def frame_inputs(model, data, idx, device, dtype):
 @torch.no_grad()
 def equivariance(model, data, frames, device, dtype, rotations, seed=3):
     """Relative equivariance errors (mean, max over frames and rotations) for Haar and small rotations."""
-    from openmmflash.integrators.stepper import random_rotation
+    from openmmflash.integrators.engine.stepper import random_rotation
     net = copy.deepcopy(model).to(device, dtype).eval().network
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -92,7 +92,7 @@ def equivariance(model, data, frames, device, dtype, rotations, seed=3):
 
 def prediction(model, data, device):
     """Held-out one-stride errors (Trainer.validate on the fp32 training's split) and the normalized losses."""
-    from openmmflash.integrators.training import Trainer
+    from openmmflash.integrators.training.trainer import Trainer
     trainer = Trainer(data, model=copy.deepcopy(model), device=device, seed=0, batchSize=8)
     return trainer.validate()
 
@@ -130,8 +130,8 @@ def md_tests(model_ref, start, args, system, top, masses, types):
     """NVE without rescale and NVT Langevin with the model given by file path or name."""
     import openmm as mm
     from openmm import app, unit
-    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     plat = mm.Platform.getPlatformByName(args.platform)
     q0, v0 = start
 
@@ -179,7 +179,7 @@ def md_tests(model_ref, start, args, system, top, masses, types):
 def synthetic_frames(model, frames=16, temperature=300.0, seed=0):
     """Stand-in for the training pairs when only timing: the flexible-water box (1.6 nm, as the water model's data)
     with positions jittered by 0.005 nm and Maxwell-Boltzmann momenta; the keys frame_inputs/held_out read."""
-    from openmmflash.integrators.data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
     from openmm import unit
     top, system, pos = flexibleWaterBox(1.6, 0.7)
     masses = np.array([system.getParticleMass(i).value_in_unit(unit.dalton) for i in range(len(pos))])
@@ -441,10 +441,10 @@ def main(argv=None):
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args(argv)
 
-    from openmmflash.gaq.export import saveQuantizedModel
-    from openmmflash.gaq.qat import quantizationAwareTraining
-    from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.modelfile import MODEL_DIR, loadModel
+    from openmmflash.integrators.network.gaqfile import saveQuantizedModel
+    from openmmflash.integrators.training.qat import quantizationAwareTraining
+    from openmmflash.integrators.training.data import loadDataset
+    from openmmflash.integrators.network.modelfile import MODEL_DIR, loadModel
 
     logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # fallbacks are counted, not logged each
     t_start = time.time()
@@ -460,7 +460,7 @@ def main(argv=None):
     types = np.asarray(data["types"])
     system = top = start = None
     if not args.no_md:
-        from openmmflash.integrators.data import flexibleWaterBox
+        from openmmflash.integrators.training.data import flexibleWaterBox
         top, system, _ = flexibleWaterBox(float(data["box"][0][0, 0]), 0.7)
         # start: the held-out frame closest to the bath temperature
         f = int(val[np.argmin(np.abs(np.asarray(data["temperature"])[val] - args.temperature))])
@@ -497,9 +497,9 @@ def main(argv=None):
 
 
 def run_variant(name, args, base, base_path, data, val, workdir, start, system, top, masses, types, report, t_start):
-    from openmmflash.gaq.export import saveQuantizedModel
-    from openmmflash.gaq.qat import quantizationAwareTraining
-    from openmmflash.integrators.modelfile import loadModel
+    from openmmflash.integrators.network.gaqfile import saveQuantizedModel
+    from openmmflash.integrators.training.qat import quantizationAwareTraining
+    from openmmflash.integrators.network.modelfile import loadModel
     t0 = time.time()
     print(f"== {name}", flush=True)
     if name == "fp32":

@@ -58,8 +58,8 @@ def search_rows(device: str, directions: int, reps: int) -> list:
 
 def model_rows(device: str, data_path: str, frames: int, reps: int) -> list:
     import openmmflash.gaq.codebook as codebook
-    from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.modelfile import loadModel
+    from openmmflash.integrators.training.data import loadDataset
+    from openmmflash.integrators.network.modelfile import loadModel
 
     sys.path.insert(0, HERE)
     from bench_gaq import frame_inputs

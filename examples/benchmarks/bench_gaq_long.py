@@ -66,7 +66,7 @@ SERIES = ("t_ps", "T_H", "T_O", "Epot", "Etot", "learned", "fallbacks", "alpha",
 
 def model_path(variant, models_dir, fp32_model=FP32_MODEL):
     """The model file of a variant (fp32: the shipped model ``fp32_model``, a name or a file)."""
-    from openmmflash.integrators.modelfile import modelPath
+    from openmmflash.integrators.network.modelfile import modelPath
     if variant == "fp32":
         return modelPath(fp32_model)
     path = os.path.join(models_dir or "", f"water-gaq-{variant}.pt")
@@ -98,7 +98,7 @@ def _write_json(path, obj):
 
 def prepare_work(args):
     """Create or check <work>/settings.json; returns the settings. A folder with other settings is refused."""
-    from openmmflash.integrators.modelfile import loadModel
+    from openmmflash.integrators.network.modelfile import loadModel
     models = {v: sha256(model_path(v, args.models_dir, args.fp32_model)) for v in args.variants}
     new = {"ns": args.ns, "temperature": args.temperature, "friction": args.friction, "sample": args.sample,
            "seed": args.seed, "blowup_factor": args.blowup_factor, "models": models,
@@ -140,8 +140,8 @@ class LongRun:
     def __init__(self, work, variant, settings, platform, device):
         import openmm as mm
         from openmm import app, unit
-        from openmmflash.integrators.data import flexibleWaterBox
-        from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
+        from openmmflash.integrators.training.data import flexibleWaterBox
+        from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
         self.dir = os.path.join(work, variant)
         os.makedirs(self.dir, exist_ok=True)
         self.variant, self.settings = variant, settings

@@ -112,10 +112,11 @@ def trivialCases(n: int, steps: int) -> list:
 
 
 def chignolinCases(replicas: int, steps: int) -> list:
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import fastPathOptions, nativeStructure
+    from openmmflash.plugin.cgsystem import createCGSystem
+    from openmmflash.cg.structure import nativeStructure
+    from openmmflash.plugin.fastpath import fastPathOptions
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     model = loadModel("chignolin")
     folder = os.path.join("/tmp", f"boundary_native_{os.getpid()}")

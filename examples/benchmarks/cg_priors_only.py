@@ -33,11 +33,11 @@ def main(argv=None):
     unit = openmm.unit
     from tqdm import tqdm
 
-    from openmmflash.cg.cgsystem import createCGSystem
+    from openmmflash.plugin.cgsystem import createCGSystem
     from openmmflash.cg.observables import observables
-    from openmmflash.demo import caIndices, nativeStructure
+    from openmmflash.cg.structure import caIndices, nativeStructure
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.schnet.model import loadModel
 
     model = loadModel(args.model)
     topology, native, _ = nativeStructure(model, tempfile.mkdtemp())

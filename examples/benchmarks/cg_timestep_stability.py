@@ -1,6 +1,6 @@
 """Which time step does ordinary MD of the bundled CG chignolin tolerate? The baseline of the FlashMD CG speed target.
 
-The System is the one the FlashMD CG benchmark uses (``cgprotein.buildCGSystem``: FlashSchNet force + priors, one
+The System is the one the FlashMD CG benchmark uses (``flashmdcg.buildCGSystem``: FlashSchNet force + priors, one
 chignolin, 47 beads). From one Langevin-equilibrated state, for each time step: NVE with VerletIntegrator (total
 energy fluctuation and drift; the usual criterion is std(E_total) / std(E_kinetic) well below 1, say <= 0.05) and
 LangevinMiddleIntegrator at 300 K, 1/ps (mean kinetic temperature and whether it stays finite).
@@ -22,7 +22,7 @@ import openmm as mm
 from openmm import unit
 from tqdm import tqdm
 
-from openmmflash.integrators.cgprotein import buildCGSystem
+from openmmflash.workflows.flashmdcg import buildCGSystem
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)

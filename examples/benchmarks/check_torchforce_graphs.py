@@ -32,8 +32,8 @@ def build(model, topology, native, replicas: int, outputBuffers: bool, graphs: b
     openmm = import_openmm()
     import openmmtorch
 
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import fastPathOptions
+    from openmmflash.plugin.cgsystem import createCGSystem
+    from openmmflash.plugin.fastpath import fastPathOptions
     from openmmflash.plugin.replicas import replicatePositions, replicateTopology
     from openmmflash.plugin.torchforce import createFlashSchNetModule
 
@@ -108,8 +108,8 @@ def main(argv=None):
         raise SystemExit("this check needs a CUDA GPU")
     import tempfile
 
-    from openmmflash.demo import nativeStructure
-    from openmmflash.schnet.modelfile import loadModel
+    from openmmflash.cg.structure import nativeStructure
+    from openmmflash.schnet.model import loadModel
 
     model = loadModel("chignolin")
     topology, native, _ = nativeStructure(model, tempfile.mkdtemp())

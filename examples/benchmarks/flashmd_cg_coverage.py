@@ -23,7 +23,7 @@ import torch
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, cgFallbackSubsteps, flashMDSpecies, useCGBeadTypes
+from openmmflash.workflows.flashmdcg import buildCGSystem, cgFallbackSubsteps, flashMDSpecies, useCGBeadTypes
 
 
 def starts(args):
@@ -45,8 +45,8 @@ def starts(args):
 
 
 def data(args):
-    from openmmflash.integrators.data import saveDataset
-    from openmmflash.integrators.replicadata import generateReplicaPairs
+    from openmmflash.integrators.training.data import saveDataset
+    from openmmflash.integrators.training.replicadata import generateReplicaPairs
 
     torch.set_num_threads(args.threads)
     x = np.concatenate([np.load(p) for p in args.starts])  # [B, n, 3] nm
@@ -65,8 +65,8 @@ def data(args):
 
 
 def finetune(args):
-    from openmmflash.integrators.modelfile import saveModel
-    from openmmflash.integrators.training import train
+    from openmmflash.integrators.network.modelfile import saveModel
+    from openmmflash.integrators.training.trainer import train
 
     torch.set_num_threads(args.threads)
     system = buildCGSystem(1, removeCMMotion=False)[1]
@@ -86,8 +86,8 @@ def guardAcceptance(model, dataPath, maxRescale=1.25, heldOutOnly=True, platform
     """Fraction of (held-out) pairs whose predicted state the integrator's guard would accept in NVE: the energy
     rescale factor alpha = sqrt((H - V(q')) / K(p')) within [1/maxRescale, maxRescale], H = V(q) + K(p); plus the
     energy error V(q') + K(p') - H in kT (mean |.|, 90th percentile). The same held-out split as training (seed 0)."""
-    from openmmflash.integrators.stepper import batch_edges
-    from openmmflash.integrators.training import KB, Trainer, makeEnergyContext
+    from openmmflash.integrators.engine.stepper import batch_edges
+    from openmmflash.integrators.training.trainer import KB, Trainer, makeEnergyContext
 
     tr = Trainer(dataPath, model=model, device="cpu", batchSize=16, seed=0)
     ctx = makeEnergyContext(buildCGSystem(1, removeCMMotion=False)[1], platform)
@@ -119,8 +119,8 @@ def guardAcceptance(model, dataPath, maxRescale=1.25, heldOutOnly=True, platform
 def _heldOutStarts(model, dataPath, starts):
     """(dataset, first ``starts`` held-out pair indices of training's split (seed 0), topology, System, FlashSchNet
     model) of one CG chignolin: the true states the rollouts start from."""
-    from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.training import Trainer
+    from openmmflash.integrators.training.data import loadDataset
+    from openmmflash.integrators.training.trainer import Trainer
 
     d = loadDataset(dataPath)
     val = Trainer(d, model=model, device="cpu", seed=0).val_idx[:starts]
@@ -132,7 +132,7 @@ def rollout(model, dataPath, strides=10, starts=30, platform="CPU"):
     """Guard rejections by stride index k = 1..strides of FlashMDIntegrator (NVE, energy rescale, maxRescale 1.25)
     started from true states (q, p) of held-out pairs: does the model fail on true states, or on the states its own
     earlier strides made? Returns the rejection fraction per k (over ``starts`` starts)."""
-    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+    from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
 
     d, val, topology, system, net = _heldOutStarts(model, dataPath, starts)
     rejected = np.zeros(strides)
@@ -154,8 +154,8 @@ def energyTrace(model, dataPath, strides=150, starts=8, friction=1.0, platform="
     """Potential energy V (kJ/mol) and kinetic temperature after each 40 fs of FlashMDLangevinIntegrator and of
     LangevinMiddleIntegrator (2 fs), both from the same true held-out states at 300 K: does the learned map heat the
     configurational degrees of freedom (V rising above the reference while the rescale takes kinetic energy)?"""
-    from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator
-    from openmmflash.integrators.training import KB
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
+    from openmmflash.integrators.training.trainer import KB
 
     d, val, topology, system, net = _heldOutStarts(model, dataPath, starts)
     n_sub = cgFallbackSubsteps(model)
@@ -194,7 +194,7 @@ def energyTrace(model, dataPath, strides=150, starts=8, friction=1.0, platform="
 def guard(args):
     import json
 
-    from openmmflash.integrators.modelfile import loadModel
+    from openmmflash.integrators.network.modelfile import loadModel
     torch.set_num_threads(args.threads)
     report = {}
     for name in args.models:

@@ -19,7 +19,7 @@ from openmm import unit
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flashmd_cg import HERE, flashmdIntegrator, makeContext, start  # noqa: E402
 
-from openmmflash.integrators.cgprotein import buildCGSystem  # noqa: E402
+from openmmflash.workflows.flashmdcg import buildCGSystem  # noqa: E402
 
 
 def main(argv=None):
@@ -39,7 +39,7 @@ def main(argv=None):
     from tqdm import tqdm
 
     from openmmflash.cg.observables import observables
-    from openmmflash.demo import caIndices
+    from openmmflash.cg.structure import caIndices
 
     topology, system, positions, _, native, net = buildCGSystem(1, platformName=args.platform)
     integ = flashmdIntegrator(args, 1, args.seed, system, net, topology, positions=positions)

@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from bench_flashschnet_nve import drift_fit
 from openmmflash.cg.observables import radiusOfGyration
-from openmmflash.demo import caIndices
-from openmmflash.integrators.cgprotein import buildCGSystem, flashMDSpecies, flashSchNetEnergyEvaluator
-from openmmflash.integrators.data import particleMasses
-from openmmflash.integrators.modelfile import loadModel
-from openmmflash.integrators.stepper import FlashMDStepper
+from openmmflash.cg.structure import caIndices
+from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies, flashSchNetEnergyEvaluator
+from openmmflash.integrators.training.data import particleMasses
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.engine.stepper import FlashMDStepper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = 0.00831446261815324

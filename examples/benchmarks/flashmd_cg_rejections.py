@@ -29,9 +29,9 @@ import torch  # noqa: F401  (before openmm)
 import openmm as mm
 from openmm import unit
 
-from openmmflash.integrators.cgprotein import buildCGSystem, flashMDSpecies
-from openmmflash.integrators.modelfile import loadModel
-from openmmflash.integrators.stepper import FlashMDStepper
+from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.engine.stepper import FlashMDStepper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = 0.00831446261815324
@@ -83,8 +83,8 @@ def startStates(args, system, native):
 def firstRejections(args, model, system, net, topology, starts, masses, rng):
     """Survival [K + 1]: fraction of the states from which FlashMDIntegrator (NVE) ran k strides without a rejection."""
     from tqdm import tqdm
-    from openmmflash.integrators.cgprotein import cgFallbackSubsteps, flashSchNetEnergyEvaluator, useCGBeadTypes
-    from openmmflash.integrators.flashmdintegrator import FlashMDIntegrator
+    from openmmflash.workflows.flashmdcg import cgFallbackSubsteps, flashSchNetEnergyEvaluator, useCGBeadTypes
+    from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
     import logging
     logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # the rejections are counted here
     evaluator = flashSchNetEnergyEvaluator(system, net, topology, 1, device="cpu", priors="torch")  # shared by all
@@ -138,7 +138,7 @@ def main(argv=None):
     starts = startStates(args, system, native)
     rng = np.random.default_rng(args.seed)
     from openmmflash.cg.observables import radiusOfGyration
-    from openmmflash.demo import caIndices
+    from openmmflash.cg.structure import caIndices
     ca = caIndices(topology)
 
     def rg(x):  # CA radius of gyration of positions [n, 3] nm, Angstrom

@@ -40,9 +40,9 @@ from openmm import app, unit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flashmd_water import equilibrated_state  # noqa: E402
-from openmmflash.integrators.data import flexibleWaterBox  # noqa: E402
-from openmmflash.integrators.modelfile import loadModel  # noqa: E402
-from openmmflash.integrators.thermostats import FlashMDLangevinIntegrator  # noqa: E402
+from openmmflash.integrators.training.data import flexibleWaterBox  # noqa: E402
+from openmmflash.integrators.network.modelfile import loadModel  # noqa: E402
+from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KB = 0.00831446261815324  # kJ/mol/K

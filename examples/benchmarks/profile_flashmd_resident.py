@@ -1,6 +1,6 @@
 """Where the time of a device-resident FlashMD stride goes, on the bundled CG chignolin (one GPU).
 
-For each variant of the PyTorch energy (``--pairs list dense``: cgprotein.flashSchNetEnergyEvaluator) it builds
+For each variant of the PyTorch energy (``--pairs list dense``: flashmdcg.flashSchNetEnergyEvaluator) it builds
 ``FlashMDLangevinIntegrator`` with the resident strides (integrators/residentloop.py), runs a few strides, then
 
 - times replays of the two CUDA graphs (learned stride; fallback = the rejected stride's velocity-Verlet substeps)
@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_flashmd_cg as bench  # noqa: E402
 
-from openmmflash.integrators.cgprotein import buildCGSystem  # noqa: E402
+from openmmflash.workflows.flashmdcg import buildCGSystem  # noqa: E402
 
 
 def timeCall(fn, repeats: int) -> float:

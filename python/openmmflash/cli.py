@@ -9,10 +9,10 @@ import sys
 COMMAND_MODULES = [
     "openmmflash.doctor",
     "openmmflash.demo",
-    "openmmflash.cg.cli",
-    "openmmflash.integrators.cli",
+    "openmmflash.workflows.cgcli",
+    "openmmflash.workflows.flashmdcli",
     "openmmflash.compactmd.cli",
-    "openmmflash.gaq.cli",
+    "openmmflash.workflows.gaqcli",
 ]
 
 

@@ -10,12 +10,29 @@
 
 import numpy as np
 
-from openmmflash.demo import caIndices, kabschRMSD
+from openmmflash.cg.structure import caIndices
+from openmmflash.cg.mapping import CGMapping
+from openmmflash.cg.priors import enumerateTerms
 
 CONTACT_BETA = 5.0      # 1/A
 CONTACT_LAMBDA = 1.2
 CONTACT_CUTOFF = 8.0    # A
 CONTACT_SEPARATION = 3  # residues
+
+
+def kabschRMSD(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """RMSD after optimal superposition of frames x (frames, n, 3) on ref (n, 3); same units as the input."""
+    x = x - x.mean(axis=1, keepdims=True)
+    ref = ref - ref.mean(axis=0)
+    out = np.empty(x.shape[0])
+    for k in range(x.shape[0]):
+        h = x[k].T @ ref
+        u, s, vt = np.linalg.svd(h)
+        d = np.sign(np.linalg.det(u @ vt))
+        s[-1] *= d
+        e = (np.sum(x[k] ** 2) + np.sum(ref ** 2) - 2 * s.sum()) / x.shape[1]
+        out[k] = np.sqrt(max(e, 0.0))
+    return out
 
 
 def nativeContacts(native_ca: np.ndarray):
@@ -67,9 +84,6 @@ def overlap(a: np.ndarray, b: np.ndarray, bins: int = 30) -> float:
 
 def bondedTerms(model, topology):
     """(bonds (m, 2), angles (k, 3)) bead indices of a CG topology under the model's mapping."""
-    from openmmflash.cg.mapping import CGMapping
-    from openmmflash.cg.priors import enumerateTerms
-
     bonds = CGMapping(model.metadata.get("mapping") or "5bead").bondedPairs(topology)
     angles = enumerateTerms(topology, bonds)["angles"]
     return np.array(bonds, dtype=int).reshape(-1, 2), np.array(angles, dtype=int).reshape(-1, 3)

@@ -23,8 +23,8 @@ import numpy as np
 
 from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.priors import enumerateTerms, termKeys
+from openmmflash.units import BOLTZMANN_KCAL
 
-BOLTZMANN_KCAL = 0.0019872043  # kcal/mol/K
 
 
 def kT(temperature: float) -> float:

@@ -4,6 +4,8 @@ missing) or CG PDB files whose atoms already are beads."""
 import os
 from typing import Tuple
 
+import numpy as np
+
 from openmmflash.cg.mapping import CGMapping, IGNORED, canonicalResidue
 from openmmflash.stack import import_openmm
 
@@ -50,3 +52,21 @@ def loadProtein(path: str, mapping="5bead", repair: bool = True) -> Tuple[object
         topology, positions = fixer.topology, fixer.positions
     cg, indices = mapping.mapTopology(topology)
     return cg, mapping.mapPositions(positions, indices)
+
+
+def nativeStructure(model, directory: str):
+    """(CG topology, positions (n, 3) nm, path) of the native structure stored in the model file."""
+    pdb = model.metadata.get("structure")
+    if not pdb:
+        raise ValueError("the model file holds no native structure (metadata['structure']); the demo needs a model "
+                         "made by `openmmflash cg-train`")
+    path = os.path.join(directory, "native.pdb")
+    with open(path, "w") as f:
+        f.write(pdb)
+    topology, positions = loadProtein(path, model.metadata.get("mapping") or "5bead")
+    return topology, positions, path
+
+
+def caIndices(topology) -> np.ndarray:
+    """Indices (n_CA,) of the CA beads of a CG topology."""
+    return np.array([a.index for a in topology.atoms() if a.name == "CA"])

@@ -20,6 +20,7 @@ import torch
 
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.cg.priorfit import checkPriors, fitPriors
+from openmmflash.cg.priorsystem import createPriorSystem
 from openmmflash.schnet.config import FlashSchNetConfig
 from openmmflash.schnet.model import FlashSchNet
 from openmmflash.stack import import_openmm
@@ -31,9 +32,8 @@ def priorForces(cgTopology, positions: np.ndarray, priors: dict, mapping) -> np.
     """Prior forces (frames, n, 3) in kcal/mol/A at positions (frames, n, 3) in nm, evaluated by OpenMM (the same
     native forces a CG simulation uses)."""
     openmm = import_openmm()
-    from openmmflash.cg.cgsystem import createCGSystem
 
-    system = createCGSystem(cgTopology, priors=priors, mapping=mapping, removeCMMotion=False)
+    system = createPriorSystem(cgTopology, priors, mapping, removeCMMotion=False)
     context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
     out = np.empty(positions.shape, dtype=np.float64)
     for k in range(positions.shape[0]):

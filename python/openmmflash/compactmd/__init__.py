@@ -8,7 +8,8 @@ Importing this package registers the ``CMDX`` reader with MDAnalysis and the ``.
 those packages are installed.
 """
 
-from openmmflash.compactmd.codec import BoundedCodec, XTCCodec, make_codec  # noqa: F401
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec  # noqa: F401
+from openmmflash.compactmd.codecregistry import make_codec  # noqa: F401
 from openmmflash.compactmd.compactfile import EXTENSION, CorruptChunkError, IncompleteFileWarning  # noqa: F401
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory, Frame  # noqa: F401
 from openmmflash.compactmd.compactwriter import CompactWriter  # noqa: F401

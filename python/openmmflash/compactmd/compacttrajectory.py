@@ -9,7 +9,7 @@ import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a 
 
 from openmmflash.compactmd import compactfile as cf
 from openmmflash.compactmd import limits
-from openmmflash.compactmd.codec import codec_from_header
+from openmmflash.compactmd.codecregistry import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
 Frame = namedtuple("Frame", "positions step time box")

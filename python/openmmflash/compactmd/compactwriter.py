@@ -10,7 +10,7 @@ import numpy as np
 
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
-from openmmflash.compactmd.codec import make_codec
+from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
 

@@ -14,6 +14,9 @@ import math
 
 import torch
 
+from openmmflash.gaq.codebookindex import codebookIndex
+from openmmflash.gaq.kernels import nearest_codeword, nearest_codeword_indexed, triton_usable
+
 MAX_BITS = 14
 INDEX_MIN_CODEWORDS = 64  # below this a full search is as cheap as the index
 # Nearest-codeword search for float32 on CUDA: "kernel" (Triton, all K codewords per direction), "index-kernel" (Triton,
@@ -63,8 +66,6 @@ def nearestCodeword(directions: torch.Tensor, codebook: torch.Tensor) -> torch.T
     no [M, K] score matrix either way); codebooks of 64 or more entries elsewhere the exact cube-map index in PyTorch
     (``codebookindex``: ~5 candidate dots per direction instead of K); small codebooks chunked matmuls.
     """
-    from openmmflash.gaq.codebookindex import codebookIndex
-    from openmmflash.gaq.kernels import nearest_codeword, nearest_codeword_indexed, triton_usable
     if CUDA_SEARCH not in CUDA_SEARCHES:
         raise ValueError(f"codebook.CUDA_SEARCH must be one of {CUDA_SEARCHES}, got {CUDA_SEARCH!r}")
     if (directions.is_cuda and CUDA_SEARCH != "index" and triton_usable(directions)

@@ -26,6 +26,8 @@ import os
 import torch
 from torch import Tensor
 
+from openmmflash.gaq.codebookindex import codebookIndex
+
 try:
     import triton
     import triton.language as tl
@@ -134,9 +136,25 @@ if HAVE_TRITON:
         tl.store(out_ptr + rm, best_idx.to(tl.int64), mask=mm)
 
 
+def pack_int4(codes: Tensor) -> Tensor:
+    """int8 codes in [-8, 7], shape [out, in] -> uint8 [out, ceil(in / 2)] (low nibble first)."""
+    out, width = codes.shape
+    if width % 2:
+        codes = torch.cat([codes, torch.zeros(out, 1, dtype=codes.dtype, device=codes.device)], dim=1)
+    nibbles = (codes.to(torch.int16) & 0xF).to(torch.uint8)
+    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+
+
+def unpack_int4(packed: Tensor, width: int) -> Tensor:
+    """Inverse of pack_int4: uint8 [out, ceil(in / 2)] -> int8 [out, width]."""
+    low = (packed & 0xF).to(torch.int16)
+    high = (packed >> 4).to(torch.int16)
+    both = torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1)[:, :width]
+    return torch.where(both > 7, both - 16, both).to(torch.int8)
+
+
 def quantized_linear_reference(x: Tensor, codes: Tensor, scales: Tensor, bias, in_features: int, bits: int):
     """Plain PyTorch: unpack, dequantize, F.linear. x [..., in] -> [..., out]."""
-    from openmmflash.gaq.weights import unpack_int4
     c = unpack_int4(codes, in_features) if bits == 4 else codes
     w = c.to(x.dtype) * scales.to(x.dtype)[:, None]
     return torch.nn.functional.linear(x, w, None if bias is None else bias.to(x.dtype))
@@ -178,7 +196,6 @@ def nearest_codeword(u: Tensor, codebook: Tensor) -> Tensor:
 
 def nearest_codeword_indexed(u: Tensor, codebook: Tensor) -> Tensor:
     """As :func:`nearest_codeword` through the codebook's cube-map index (codebookindex.codebookIndex)."""
-    from openmmflash.gaq.codebookindex import codebookIndex
     u = u.reshape(-1, 3).contiguous()
     index = codebookIndex(codebook)
     c = index.codebookOn(u.device)

@@ -8,7 +8,7 @@ Cartesian component alike), commutes with rotations for any W, so quantizing W k
 import torch
 from torch import Tensor, nn
 
-from openmmflash.gaq.kernels import quantized_linear, triton_usable
+from openmmflash.gaq.kernels import pack_int4, quantized_linear, triton_usable, unpack_int4  # noqa: F401
 
 SUPPORTED_BITS = (4, 8)
 
@@ -21,23 +21,6 @@ def quantize_per_channel(weight: Tensor, bits: int):
     scales = weight.detach().abs().amax(dim=1).clamp(min=1e-12).float() / qmax
     codes = torch.clamp(torch.round(weight.detach().float() / scales[:, None]), -qmax, qmax).to(torch.int8)
     return codes, scales
-
-
-def pack_int4(codes: Tensor) -> Tensor:
-    """int8 codes in [-8, 7], shape [out, in] -> uint8 [out, ceil(in / 2)] (low nibble first)."""
-    out, width = codes.shape
-    if width % 2:
-        codes = torch.cat([codes, torch.zeros(out, 1, dtype=codes.dtype, device=codes.device)], dim=1)
-    nibbles = (codes.to(torch.int16) & 0xF).to(torch.uint8)
-    return nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
-
-
-def unpack_int4(packed: Tensor, width: int) -> Tensor:
-    """Inverse of pack_int4: uint8 [out, ceil(in / 2)] -> int8 [out, width]."""
-    low = (packed & 0xF).to(torch.int16)
-    high = (packed >> 4).to(torch.int16)
-    both = torch.stack([low, high], dim=-1).reshape(packed.shape[0], -1)[:, :width]
-    return torch.where(both > 7, both - 16, both).to(torch.int8)
 
 
 class QuantizedLinear(nn.Module):

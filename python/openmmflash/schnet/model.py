@@ -13,8 +13,8 @@ Positions and the cutoff are in the model's length unit (``config.lengthUnit``, 
 its energy unit (kcal/mol by default); ``openmmflash.plugin`` converts at the OpenMM boundary (nm, kJ/mol).
 
 The CFConv and the neighbor list go through ``torch.ops.openmmflash.*`` when ``use_ops`` is True (the path OpenMM
-runs, where optimized kernels slot in); with ``use_ops`` False the plain differentiable reference is called directly
-(training needs gradients of forces).
+runs, where optimized kernels slot in; ``openmmflash.plugin`` registers the ops and switches it on); with
+``use_ops`` False the plain differentiable reference is called directly (training needs gradients of forces).
 """
 
 import math
@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from openmmflash.neighbors import build_neighbor_list
-from openmmflash.plugin import ops as _ops  # noqa: F401  (registers torch.ops.openmmflash.*)
 from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.schnet.modelfile import readModelFile, resolveModelPath, saveModel
 from openmmflash.schnet.reference import cfconv_reference, pair_distances
 
 
@@ -80,15 +80,11 @@ class FlashSchNet(nn.Module):
 
     @classmethod
     def load(cls, pathOrName: str, device: str = "cpu") -> "FlashSchNet":
-        """Load a model file, or a bundled model by name (see ``openmmflash.schnet.modelfile.loadModel``)."""
-        from openmmflash.schnet.modelfile import loadModel
-
+        """Load a model file, or a bundled model by name (see :func:`loadModel`)."""
         return loadModel(pathOrName, device)
 
     def save(self, path: str, **metadata) -> None:
         """Write this model and its metadata to one file (see ``openmmflash.schnet.modelfile.saveModel``)."""
-        from openmmflash.schnet.modelfile import saveModel
-
         saveModel(self, path, **metadata)
 
     def extra_repr(self) -> str:
@@ -176,3 +172,13 @@ class FlashSchNet(nn.Module):
         energy = self.forward(positions, types, num_replicas, box)
         (grad,) = torch.autograd.grad(energy.sum(), positions, create_graph=create_graph)
         return energy, -grad
+
+
+def loadModel(pathOrName: str, device: Optional[str] = "cpu"):
+    """Load a FlashSchNet model from a file path or a bundled model name. Returns a FlashSchNet in eval mode."""
+    path = resolveModelPath(pathOrName)
+    payload = readModelFile(path)
+    model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
+    model.load_state_dict(payload["stateDict"])
+    model.metadata = dict(payload.get("metadata", {}))
+    return model.to(device).eval()

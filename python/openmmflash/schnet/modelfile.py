@@ -1,4 +1,4 @@
-"""FlashSchNet model files: configuration, weights, units, CG mapping, bead types, priors and provenance in one file.
+"""FlashSchNet model files (read back by ``openmmflash.schnet.model.loadModel``): configuration, weights, units, CG mapping, bead types, priors and provenance in one file.
 
 The file is a ``torch.save`` archive of plain containers (loaded with ``weights_only=True``, so opening a model file
 runs no code)::
@@ -9,11 +9,8 @@ runs no code)::
 """
 
 import os
-from typing import Optional
 
 import torch
-
-from openmmflash.schnet.config import FlashSchNetConfig
 
 FORMAT = "openmmflash.flashschnet"
 FORMAT_VERSION = 1
@@ -68,15 +65,3 @@ def readModelFile(path: str) -> dict:
     if version < 1:
         raise ValueError(f"{path!r} has an invalid model-file format version {version}")
     return payload
-
-
-def loadModel(pathOrName: str, device: Optional[str] = "cpu"):
-    """Load a FlashSchNet model from a file path or a bundled model name. Returns a FlashSchNet in eval mode."""
-    from openmmflash.schnet.model import FlashSchNet
-
-    path = resolveModelPath(pathOrName)
-    payload = readModelFile(path)
-    model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
-    model.load_state_dict(payload["stateDict"])
-    model.metadata = dict(payload.get("metadata", {}))
-    return model.to(device).eval()

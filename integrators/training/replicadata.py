@@ -1,6 +1,7 @@
 """FlashMD training pairs from many replicas of one molecule in one OpenMM System (GPU-efficient data generation).
 
-Same recipe as :func:`openmmflash.integrators.data.generatePairs` (Langevin-equilibrated starts at the temperatures of
+Same recipe as :func:`openmmflash.integrators.training.data.generatePairs` (Langevin-equilibrated starts at the
+temperatures of
 interest, then NVE velocity Verlet at a small time step with the System's own forces), but B independent copies of
 the molecule run side by side in one Context (one force call per step serves them all, e.g. a FlashSchNet
 TorchForce built with ``replicas=B``). Each replica has its own bath temperature (a per-particle ``kT`` in one
@@ -20,10 +21,10 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .data import import_openmm, particleMasses
-from .modelfile import SPECIES_KINDS
+from openmmflash.integrators.training.data import import_openmm, particleMasses
+from openmmflash.integrators.network.modelfile import SPECIES_KINDS
+from openmmflash.units import BOLTZMANN_KJ as KB
 
-KB = 0.00831446261815324  # kJ/mol/K
 
 
 def createReplicaIntegrator(langevinTimestep: float, friction: float):
@@ -86,7 +87,7 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
         from exactly these states (no minimization, no equilibration; e.g. the states of a FlashMD run, whose
         momenta need not be thermal), later cycles as usual
 
-    Returns {stride: dataset dict} in the layout of :mod:`openmmflash.integrators.data`.
+    Returns {stride: dataset dict} in the layout of :mod:`openmmflash.integrators.training.data`.
     """
     mm = import_openmm()
     from openmm import unit
@@ -194,7 +195,7 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
                         "equilibration": equilibration, "langevinTimestep": langevinTimestep, "friction": friction,
                         "seed": seed, "numParticles": n, "periodic": False, "openmm": mm.__version__,
                         "platform": context.getPlatform().getName(), "seconds": seconds, "speciesKind": speciesKind,
-                        "generator": "openmmflash.integrators.replicadata.generateReplicaPairs"}
+                        "generator": "openmmflash.integrators.training.replicadata.generateReplicaPairs"}
         if speciesLabels:
             data["meta"]["speciesLabels"] = {str(int(k)): str(v) for k, v in speciesLabels.items()}
         result[stride] = data

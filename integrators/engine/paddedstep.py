@@ -44,8 +44,8 @@ from torch import Tensor
 
 from openmmflash.neighbors import build_neighbor_list, check_box
 
-from .densestep import captureGraph
-from .stepper import FlashMDStepper
+from openmmflash.integrators.engine.densestep import captureGraph
+from openmmflash.integrators.engine.stepper import FlashMDStepper
 
 logger = logging.getLogger("openmmflash.flashmd")
 

@@ -43,11 +43,12 @@ import torch
 
 from openmmflash.cg.torchpriors import ANGLE_EXPRESSION, angleCosines, bondLengths
 
-from .data import readDatasets
-from .modelfile import FlashMDModel, saveModel
-from .stepper import batch_edges, random_rotation
+from openmmflash.integrators.training.data import readDatasets
+from openmmflash.integrators.network.modelfile import FlashMDModel, saveModel
+from openmmflash.integrators.engine.stepper import batch_edges, random_rotation
+from openmmflash.units import BOLTZMANN_KJ as KB
+from openmmflash.integrators.network.modelfile import loadModel
 
-KB = 0.00831446261815324  # kJ/mol/K
 
 
 class _OpenMMPotential(torch.autograd.Function):
@@ -503,7 +504,6 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     data = readDatasets(dataset)
     init_name = None
     if initialModel is not None and not isinstance(initialModel, FlashMDModel):
-        from .modelfile import loadModel
         init_name, initialModel = str(initialModel), loadModel(initialModel)
     init_provenance = dict(initialModel.provenance) if initialModel is not None else None
     init_stride = initialModel.stride if initialModel is not None else None

@@ -99,7 +99,7 @@ def _train(args):
     data = runs[0] if len(runs) == 1 else mergeReferenceData(runs)
     model = None
     if args.init:
-        from openmmflash.schnet.modelfile import loadModel
+        from openmmflash.schnet.model import loadModel
 
         model = loadModel(args.init)
     config = FlashSchNetConfig(hiddenChannels=args.hidden, numFilters=args.filters, numRbf=args.rbf,
@@ -120,7 +120,7 @@ def _train(args):
 def _validate(args):
     import os
 
-    from openmmflash.cg.validation import finalizeValidation, runValidationChunk, validateModel
+    from openmmflash.workflows.cgvalidation import finalizeValidation, runValidationChunk, validateModel
 
     defaults = {"time": 1.0, "replicas": 4, "timestep": 2.0, "report_interval": 100, "seed": 1}
     if args.work is None or not os.path.isfile(os.path.join(args.work, "settings.json")):

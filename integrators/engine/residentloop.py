@@ -2,7 +2,7 @@
 included, and OpenMM is touched once per call instead of several times per stride.
 
 Needs the whole System's potential energy V(q) as a PyTorch function (``setEnergyEvaluator(set(), TorchEnergy)``,
-e.g. ``cgprotein.flashSchNetEnergyEvaluator(..., priors="torch")``); the fallback's forces are -dV/dq. Before its
+e.g. ``flashmdcg.flashSchNetEnergyEvaluator(..., priors="torch")``); the fallback's forces are -dV/dq. Before its
 first stride the loop checks V and -dV/dq against OpenMM's energy and forces at the Context's state and refuses to
 run if they differ. Per stride, one replay of the learned graph and, only for a rejected stride, one of the fallback
 graph (eager on a CPU):
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .densestep import DenseReplicaStep, captureGraph
-from .guard import REJECTION_KINDS, displacementReason, energyAboveReason, rescaleReason
-from .species import KB
+from openmmflash.integrators.engine.densestep import DenseReplicaStep, captureGraph
+from openmmflash.integrators.rescale.guard import REJECTION_KINDS, displacementReason, energyAboveReason, rescaleReason
+from openmmflash.integrators.rescale.species import KB
 
 M32 = 0xFFFFFFFF
 # status codes of the learned graph: 0 accepted, else 1 + index in this tuple
@@ -258,7 +258,7 @@ class ResidentLoop:
             raise ValueError(f"the PyTorch energy of the resident FlashMD strides does not match the System: V "
                              f"{V:.6g} vs OpenMM {V_openmm:.6g} kJ/mol, largest force difference {df:.3g} kJ/mol/nm "
                              f"(force RMS {scale:.3g}). It must cover every force of the System "
-                             "(cgprotein.flashSchNetEnergyEvaluator(..., priors='torch')); pass deviceResident=False "
+                             "(flashmdcg.flashSchNetEnergyEvaluator(..., priors='torch')); pass deviceResident=False "
                              "to use OpenMM's forces instead")
         self.checked = True
 

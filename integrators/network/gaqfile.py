@@ -13,7 +13,8 @@ File format (``torch.save`` of plain types, ``weights_only=True`` loadable), wri
     list, QAT settings and results) and ``state_dict`` (uint8 packed int4 / int8 codes, float32 scales, float32
     biases and embeddings, activation scales ``amax``, frame weights).
 
-``openmmflash.integrators.modelfile.loadModel`` recognizes the format, so FlashMD integrators take a quantized file
+``openmmflash.integrators.network.modelfile.loadModel`` recognizes the format, so FlashMD integrators take a quantized
+file
 by path (or by name, when shipped in ``integrators/models``).
 """
 
@@ -26,6 +27,7 @@ from torch.nn.utils import parametrize
 
 from openmmflash.gaq.quantize import _is_vector_mix, quantizeModel, setObserving
 from openmmflash.gaq.weights import QuantizedLinear, QuantizedVectorLinear
+from openmmflash.integrators.network.flashmdmodel import FlashMDModel, _plain
 
 FORMAT = "openmmflash-flashmd-gaq"
 VERSION = 1
@@ -70,11 +72,6 @@ def freezeModel(model: nn.Module) -> nn.Module:
     return model
 
 
-def _plain(obj):
-    from openmmflash.integrators.modelfile import _plain as plain
-    return plain(obj)
-
-
 def saveQuantizedModel(model: nn.Module, path: str) -> int:
     """Freeze (if needed) and write ``model`` to ``path`` at its bit width. Returns the file size in bytes."""
     freezeModel(model)
@@ -94,7 +91,6 @@ def saveQuantizedModel(model: nn.Module, path: str) -> int:
 
 def modelFromBlob(blob: Dict, path: str = "<blob>"):
     """Rebuild the deployed quantized FlashMDModel from a loaded file dict (used by modelfile.loadModel)."""
-    from openmmflash.integrators.modelfile import FlashMDModel
     if blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a quantized FlashMD model file (expected format {FORMAT!r})")
     if blob["version"] > VERSION:

@@ -16,7 +16,7 @@ import json
 def _system_from_args(args):
     """(topology, system, positions nm) from --water-box or --system/--pdb."""
     import numpy as np
-    from .data import flexibleWaterBox
+    from openmmflash.integrators.training.data import flexibleWaterBox
     if getattr(args, "water_box", None):
         return flexibleWaterBox(args.water_box, args.water_cutoff, density=getattr(args, "water_density", None))
     if getattr(args, "system", None) and getattr(args, "pdb", None):
@@ -35,9 +35,9 @@ def _system_from_args(args):
 
 def _cg_data(args):
     """Pairs for a bundled CG protein: B replicas in one System (replicadata.py)."""
-    from .cgprotein import buildCGSystem, flashMDSpecies
-    from .data import saveDataset
-    from .replicadata import generateReplicaPairs
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
+    from openmmflash.integrators.training.data import saveDataset
+    from openmmflash.integrators.training.replicadata import generateReplicaPairs
     _, system, positions, topology, _, net = buildCGSystem(args.replicas, args.cg_model, removeCMMotion=False)
     types, kind, labels = flashMDSpecies(net, topology, args.species)
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
@@ -52,7 +52,7 @@ def _cg_data(args):
 
 
 def _data(args):
-    from .data import generatePairs, saveDataset, speciesOf
+    from openmmflash.integrators.training.data import generatePairs, saveDataset, speciesOf
     if args.cg_model:
         return _cg_data(args)
     if args.species != "element":
@@ -73,7 +73,7 @@ def _data(args):
 
 
 def _train(args):
-    from .training import train
+    from openmmflash.integrators.training.trainer import train
     made = _system_from_args(args)
     system = made[1] if made is not None else None
     model = train(args.dataset, args.output, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,

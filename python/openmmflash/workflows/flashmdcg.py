@@ -1,6 +1,7 @@
 """The bundled CG protein as FlashMD sees it: one helper that builds its OpenMM System with B replicas.
 
-Same System as the demo (openmmflash.demo.simulateCG): CGSchNet priors as native forces plus the FlashSchNet
+Same System as the demo (openmmflash.workflows.cgsimulation.simulateCG): CGSchNet priors as native forces plus the
+FlashSchNet
 TorchForce (createCGSystem), B identical copies of the molecule placed on a grid (plugin/replicas.py), the native
 structure stored in the model file as the start. Bead masses are element masses (N, C, O). FlashMD's species are
 the bead elements (``species="element"``, the shipped models) or the FlashSchNet model's bead types
@@ -14,18 +15,26 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch  # noqa: F401  (before openmm)
 
+from openmmflash.cg.structure import nativeStructure
+from openmmflash.cg.torchpriors import PRIOR_PREFIX, priorEnergyFunction
+from openmmflash.integrators.engine.densestep import denseEdges
+from openmmflash.integrators.engine.energyeval import TorchEnergy
+from openmmflash.integrators.training.data import speciesOf
+from openmmflash.plugin.cgsystem import createCGSystem
+from openmmflash.plugin.fastpath import fastPathOptions
+from openmmflash.plugin.fastpath import neighborCapacity as capacityFor
+from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+from openmmflash.plugin.torchforce import createFlashSchNetModule, resolveBeadTypes
+from openmmflash.schnet.model import loadModel
+from openmmflash.schnet.reference import pair_distances
+
 
 def buildCGSystem(replicas: int = 1, model: str = "chignolin", removeCMMotion: bool = True,
                   platformName: Optional[str] = None, **forceOptions):
     """Returns (topology of all replicas, System, positions [B n, 3] nm, CG topology of one copy, native [n, 3] nm,
     FlashSchNet model). ``forceOptions`` go to addFlashSchNetForce (precision, useCUDAGraphs, ...). With
     ``platformName="CUDA"`` the force takes the demo's fast path (fused kernels, padded list, CUDA graphs;
-    ``openmmflash.demo.fastPathOptions``) and the returned model is its fused-kernel copy, as ordinary CG MD runs."""
-    from openmmflash.cg.cgsystem import createCGSystem
-    from openmmflash.demo import fastPathOptions, nativeStructure
-    from openmmflash.plugin.replicas import replicatePositions, replicateTopology
-    from openmmflash.schnet.modelfile import loadModel
-
+    ``openmmflash.plugin.fastpath.fastPathOptions``) and the returned model is its fused-kernel copy, as ordinary CG MD runs."""
     if int(replicas) != replicas or replicas < 1:
         raise ValueError(f"replicas must be a whole number >= 1, got {replicas}")
     net = loadModel(model)
@@ -45,7 +54,8 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
 
     system : the System built by :func:`buildCGSystem`; net : its FlashSchNet model; topology : of all replicas.
     positions : [B n, 3] nm (e.g. the native structure buildCGSystem returns): on a CUDA device they size a padded
-    neighbor list (``openmmflash.demo.neighborCapacity``, as the TorchForce's fast path), so the energy has fixed
+    neighbor list (``openmmflash.plugin.fastpath.neighborCapacity``, as the TorchForce's fast path), so the energy has
+    fixed
     shapes and runs as a CUDA graph inside the learned step's graph (energyeval.TorchEnergy).
     neighborCapacity : the padded list's length, instead of sizing it from ``positions`` (0: exact list, no graph).
     priors : "openmm" (OpenMM evaluates every other force group) or "torch": the prior terms in PyTorch too
@@ -57,9 +67,6 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         cutoff have a filter of exactly 0, so the energy is the same) or "auto": "dense" on a CUDA device when
         B n (n - 1) <= DENSE_PAIRS_MAX, else "list".
     """
-    from openmmflash.plugin.torchforce import createFlashSchNetModule
-
-    from .energyeval import TorchEnergy
 
     forces = list(system.getForces())
     ml = [f for f in forces if f.getName() == "FlashSchNet"]
@@ -77,7 +84,6 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
         raise ValueError(f"priors must be 'openmm' or 'torch', got {priors!r}")
     prior_energy = None
     if priors == "torch":
-        from openmmflash.cg.torchpriors import PRIOR_PREFIX, priorEnergyFunction
         unknown = [f"{f.getName()} ({type(f).__name__})" for f in others
                    if not f.getName().startswith(PRIOR_PREFIX) and type(f).__name__ != "CMMotionRemover"]
         if unknown:
@@ -97,7 +103,6 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
     elif neighborCapacity is None:
         neighborCapacity = 0
         if torch.device(device).type == "cuda" and positions is not None:
-            from openmmflash.demo import neighborCapacity as capacityFor
             neighborCapacity = capacityFor(net, np.asarray(positions)[:n], replicas)
     module = createFlashSchNetModule(net, topology, replicas=replicas,
                                      neighborCapacity=int(neighborCapacity)).to(device)
@@ -129,16 +134,12 @@ class _DenseFlashSchNet:
     (pass a copy that nothing else calls, as the force module's)."""
 
     def __init__(self, model, replicas: int, n: int, dtype, device):
-        from .densestep import denseEdges
-
         self.model = model
         self.model.use_ops = False
         self.src, self.dst = denseEdges(replicas, n, device)
         self.shifts = torch.zeros(self.src.shape[0], 3, dtype=dtype, device=device)
 
     def __call__(self, x, types, num_replicas: int, box, capacity: int):
-        from openmmflash.schnet.reference import pair_distances
-
         dist, _ = pair_distances(x, self.src, self.dst, self.shifts, self.model.cutoff)
         return self.model.atom_energies(types, dist, self.src, self.dst).reshape(num_replicas, -1).sum(1)
 
@@ -146,7 +147,6 @@ class _DenseFlashSchNet:
 def cgBeadTypes(net, topology) -> List[int]:
     """FlashSchNet bead type of every bead of ``topology`` (all replicas), from the model's bead-type table: the
     species ids of a FlashMD model with ``speciesKind == "cgBead"``."""
-    from openmmflash.plugin.torchforce import resolveBeadTypes
     return [int(t) for t in resolveBeadTypes(net, topology)]
 
 
@@ -163,7 +163,6 @@ def flashMDSpecies(net, topology, species: str = "element"):
 
     species : "element" (atomic numbers of the bead elements, as the shipped models) or "bead" (the FlashSchNet bead
     types, so the network can tell CA, CB and C apart)."""
-    from .data import speciesOf
     if species == "element":
         return speciesOf(topology), "element", None
     if species == "bead":

@@ -24,7 +24,12 @@ import numpy as np
 from openmmflash.cg.observables import (CONTACT_BETA, CONTACT_CUTOFF, CONTACT_LAMBDA, CONTACT_SEPARATION, bondAngles,
                                         bondLengths, bondedTerms, frameRecords, observables, overlap, stats)
 from openmmflash.cg.refdata import writeJsonAtomically
-from openmmflash.demo import caIndices, nativeStructure, simulateCG
+from openmmflash.cg.structure import caIndices, nativeStructure
+from openmmflash.workflows.cgsimulation import simulateCG
+from openmmflash.cg.refdata import loadReferenceData
+from openmmflash.cg.training import checkMapping
+from openmmflash.schnet.model import loadModel
+from openmmflash.stack import import_openmm
 
 WORK_FORMAT = "openmmflash.cgvalidation"
 BOND_TOLERANCE = 0.5    # A beyond the reference range
@@ -36,7 +41,6 @@ def _machine() -> dict:
 
     import torch
 
-    from openmmflash.stack import import_openmm
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"host": host.node(), "cpu": host.processor() or host.machine(), "gpu": gpu, "torch": torch.__version__,
@@ -74,8 +78,6 @@ def openWork(work: str, model=None, timeNs: Optional[float] = None, replicas: Op
              fastPath=None):
     """(settings, model) of a validation work folder: the stored settings of an existing one (arguments that are not
     None must match them, else ValueError), or new ones written into a new or empty folder."""
-    from openmmflash.schnet.modelfile import loadModel
-
     given = {"timeNsPerReplica": timeNs, "replicas": replicas, "timestep_fs": timestep,
              "reportInterval": reportInterval, "seed": seed, "fastPath": fastPath}
     if os.path.isfile(os.path.join(work, "settings.json")):
@@ -209,8 +211,6 @@ def finalizeValidation(work: str, dataDir: str, output: Optional[str] = None, mo
     import matplotlib
 
     matplotlib.use("Agg")
-    from openmmflash.cg.refdata import loadReferenceData
-    from openmmflash.cg.training import checkMapping
 
     if model is None and _storedSettings(work).get("model") == "in-memory":
         raise ValueError(f"{work!r} was started with an in-memory model: pass the same model to finalize it")
@@ -343,7 +343,7 @@ def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replica
     """Simulate ``model`` (path, bundled name or FlashSchNet) and compare with the reference run in ``dataDir``
     in one call (``runValidationChunk`` without a time limit, then ``finalizeValidation``); also writes the
     trajectory as ``validation.dcd``. ``timeNs`` is the CG time per replica; ``fastPath`` as in
-    ``openmmflash.demo.simulateCG``."""
+    ``openmmflash.workflows.cgsimulation.simulateCG``."""
     os.makedirs(output, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cgval-") as work:
         runValidationChunk(work, model, timeNs, replicas, timestep, reportInterval, seed, fastPath,

@@ -23,30 +23,27 @@ positions (not leap-frog).
 """
 
 import logging
-import time
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 import torch
 import openmm as mm
 from openmm import unit
 
-from .modelfile import ensembleNote, loadModel, shippedName
-from .densestep import DenseReplicaStep
-from .energyeval import EnergyEvaluator
-from .paddedstep import PaddedReplicaStep
-from .residentstrides import FlashMDResident
-from .diagnostics import FlashMDDiagnostics
-from .guard import checkPrediction, energyRescale, rejectionKind
-from .modes import modeShareRescale
-from .species import checkSystem, speciesShareRescale
-from .stepper import FlashMDStepper, check_stride
+from openmmflash.integrators.engine.densestep import DenseReplicaStep
+from openmmflash.integrators.engine.diagnostics import StrideLog
+from openmmflash.integrators.engine.energyeval import EnergyEvaluator
+from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
+from openmmflash.integrators.engine.residentloop import ResidentLoop
+from openmmflash.integrators.engine.residentstrides import buildResidentLoop, residentObstacles, runResidentStrides
+from openmmflash.integrators.engine.stepper import FlashMDStepper, check_stride, random_rotation
+from openmmflash.integrators.network.modelfile import ensembleNote, loadModel, shippedName
+from openmmflash.integrators.rescale.guard import checkPrediction, energyRescale, rejectionKind
+from openmmflash.integrators.rescale.modes import modeShareRescale, moleculeGroups, modeTemperatures
+from openmmflash.integrators.rescale.species import checkSystem, speciesShareRescale, speciesTemperatures
+from openmmflash.units import valueIn
 
 MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
-
-
-def _value(x, u):
-    return x.value_in_unit(u) if unit.is_quantity(x) else float(x)
 
 
 _warned_models = set()
@@ -63,12 +60,12 @@ def _warnEnsemble(model) -> None:
         logging.getLogger("openmmflash.flashmd").warning("FlashMD model %s: %s", name, note)
 
 
-class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator):
+class FlashMDIntegrator(mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
     Parameters
     ----------
-    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.modelfile``)
+    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.network.modelfile``)
     stepSize : ps or Quantity, optional
         Must equal the model's stride; default the model's stride.
     rescaleEnergy : bool
@@ -101,7 +98,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
     deviceResident : bool, optional
         Run all strides of a ``step(n)`` call on the network's device, fallback substeps included, touching the
         Context once per call (residentloop.py). Needs the whole potential energy in PyTorch (setEnergyEvaluator with
-        no OpenMM groups, e.g. cgprotein.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
+        no OpenMM groups, e.g. flashmdcg.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
         OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
         rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds; True: required.
         On CUDA both strides are compiled with torch.compile at the first step, which then takes longer; set
@@ -116,7 +113,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                  deviceResident: Optional[bool] = None):
         flashmd = loadModel(model)
         _warnEnsemble(flashmd)
-        stride = flashmd.stride if stepSize is None else _value(stepSize, unit.picosecond)
+        stride = flashmd.stride if stepSize is None else valueIn(stepSize, unit.picosecond)
         check_stride(flashmd, stride)
         super().__init__(stride)
         self._model = flashmd
@@ -143,7 +140,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         if self.modeRescale and not self.rescaleEnergy:
             raise ValueError("modeRescale=True needs rescaleEnergy=True (it is a way of doing the energy rescale)")
         self.randomRotation = bool(randomRotation)
-        self.maxDisplacement = 12.5 * stride if maxDisplacement is None else _value(maxDisplacement, unit.nanometer)
+        self.maxDisplacement = 12.5 * stride if maxDisplacement is None else valueIn(maxDisplacement, unit.nanometer)
         if maxRescale <= 1.0:
             raise ValueError(f"maxRescale must be > 1, got {maxRescale}")
         self.maxRescale = float(maxRescale)
@@ -176,11 +173,8 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         self._stepper = None
         self._cache = None
         self._carry = None  # (q, v, box, V, params) set by an accepted stride for the next one in the same step()
-        self._alphas = []
-        self.lastRejection = None  # reason of the latest fallback, for diagnostics
-        self._rejections = {}  # rejected learned steps by kind, see getRejectionCounts
+        self._log = StrideLog()  # rescale factors, rejections, per-phase wall times (diagnostics.py)
         self._moleculeGroups = None
-        self.timings = None  # per-phase wall times when profiling (enableProfiling)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _findContext(self):
@@ -241,7 +235,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         if hasattr(types, "atoms"):
             if self._model.speciesKind == "cgBead":
                 raise ValueError("this FlashMD model uses CG bead types as species: pass the bead types (a list of "
-                                 "int, e.g. cgprotein.cgBeadTypes(net, topology)), not a Topology (its elements)")
+                                 "int, e.g. flashmdcg.cgBeadTypes(net, topology)), not a Topology (its elements)")
             types = [a.element.atomic_number for a in types.atoms()]
         self._atomTypes = [int(t) for t in types]
         if self._context is not None:
@@ -263,6 +257,43 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
     def _hasThermostat(self) -> bool:
         return False
 
+    # ----------------------------------------------------------------------------------------------- resident
+    residentCompile = True  # compile the resident strides with torch.compile on CUDA (set False before the first step)
+
+    def _thermostatParameters(self):
+        """(friction 1/ps, temperature K) of Ornstein-Uhlenbeck half steps, None for none (NVE); NotImplemented for a
+        thermostat without a resident form."""
+        return None
+
+    def _residentLoop(self) -> Optional[ResidentLoop]:
+        """The bound Context's loop, built on first use; None when the strides run on the host. deviceResident
+        None: resident on a CUDA device when nothing stands in the way; True: required (ValueError says why not)."""
+        if self._residentDecided:
+            return self._resident
+        self._residentDecided = True
+        self._resident = None
+        want = self.deviceResident
+        if want is False or (want is None and self._stepper.device.type != "cuda"):
+            return None
+        obstacles = residentObstacles(self._energy, self._stepper.device, self._periodic, self._passive,
+                                      self.rescaleEnergy, self.speciesRescale, self.modeRescale, self.randomRotation,
+                                      self._thermostatParameters(), type(self).__name__)
+        if obstacles:
+            if want:
+                raise ValueError("deviceResident=True, but the strides cannot run on the device: "
+                                 + "; ".join(obstacles))
+            return None
+        self._resident = buildResidentLoop(self._stepper, self.replicas, self._energy, self._masses,
+                                           int(self.getGlobalVariableByName("flashmdSubsteps")),
+                                           self.maxDisplacement, self.maxRescale, self._removeCOM,
+                                           self.useCUDAGraph is not False, self.residentCompile)
+        return self._resident
+
+    def isDeviceResident(self) -> bool:
+        """Whether the strides run device-resident on the bound Context (decided at the first step)."""
+        self._findContext()
+        return self._residentLoop() is not None
+
     # ----------------------------------------------------------------------------------------------- stepping
     def step(self, steps: int) -> None:
         """Advance ``steps`` strides: the step count grows by exactly ``steps``, the time by steps * stride."""
@@ -270,7 +301,8 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
             raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
         context = self._findContext()
         if steps and self._residentLoop() is not None:
-            self._residentStrides(context, self._resident, int(steps))
+            runResidentStrides(self, context, self._resident, int(steps), self._thermostatParameters(), self._log,
+                               self.maxDisplacement, self.maxRescale)
             return
         self._carry = None  # the state is read from the Context at the first stride of every call
         try:
@@ -285,7 +317,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         an ``energyeval.TorchEnergy``, which the fixed-shape learned step on a CUDA device runs inside its own graph.
 
         Use it when the rest is cheaper without OpenMM: a TorchForce always runs its backward pass for forces,
-        while the rescale needs only the energy (see cgprotein.flashSchNetEnergyEvaluator). The two parts must add
+        while the rescale needs only the energy (see flashmdcg.flashSchNetEnergyEvaluator). The two parts must add
         up to the System's potential energy. ``setEnergyEvaluator(None, None)`` restores the plain OpenMM energy.
         """
         self._energy = EnergyEvaluator(groups, extraEnergy)
@@ -294,8 +326,86 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         if self._context is not None:
             self.setContext(self._context)
 
+    # ----------------------------------------------------------------------------------------------- diagnostics
+    @property
+    def timings(self) -> Optional[Dict[str, float]]:
+        """Wall time per stride phase (s) while profiling (enableProfiling), else None."""
+        return self._log.timings
+
+    @property
+    def lastRejection(self) -> Optional[str]:
+        """Reason of the latest rejected learned step (None before the first)."""
+        return self._log.lastRejection
+
+    def enableProfiling(self, on: bool = True) -> None:
+        """Accumulate the wall time per stride phase in ``timings`` (s): readState (getState of q, v), thermostat,
+        network (learned step incl. host <-> device copies), energy (setPositions + V'), rescale (energy rescale and the
+        second thermostat half step), writeAndStep (setVelocities, counters, CustomIntegrator.step), fallback (the
+        substeps of rejected strides)."""
+        self._log.enableProfiling(on)
+
+    def getRejectionCounts(self) -> Dict[str, int]:
+        """Rejected learned steps since the integrator was created, by kind: "nonFinite",
+        "displacement", "energyAbove" (H - V' <= 0), "rescaleLow" / "rescaleHigh" (alpha below / above the bounds:
+        the network's V' too high / too low), "species" (per-species shares). Not stored in checkpoints."""
+        return dict(self._log.rejections)
+
+    def getRescaleFactors(self) -> np.ndarray:
+        """Recent energy rescale factors alpha of accepted steps (diagnostic of the model's energy error)."""
+        return np.asarray(self._log.alphas)
+
+    def getNumFallbacks(self) -> int:
+        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
+        return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
+
+    def getNumLearnedSteps(self) -> int:
+        """Number of accepted learned strides."""
+        return int(self.getGlobalVariableByName("flashmdNumLearned"))
+
+    def getModel(self):
+        return self._model
+
+    def computeRescaleEnergy(self, context=None) -> float:
+        """The potential energy at the Context's positions as the rescale evaluates it (see setEnergyEvaluator),
+        kJ/mol."""
+        return self._energy(context or self._findContext())[0]
+
+    @property
+    def _modeGroups(self):
+        """OpenMM's molecules of the bound Context grouped by size (modes.moleculeGroups), built on first use."""
+        if self._moleculeGroups is None:
+            self._moleculeGroups = moleculeGroups(self._findContext().getMolecules())
+        return self._moleculeGroups
+
+    def computeSpeciesTemperatures(self, context=None) -> Dict[str, float]:
+        """Kinetic temperature of each species, K: sum(m v^2) / (3 N_s k_B) (for equipartition checks), keyed by the
+        species' label (element symbol, or the bead name such as "TYR:CA" for a bead-species model)."""
+        context = context or self._findContext()
+        v = context.getState(getVelocities=True).getVelocities(asNumpy=True).value_in_unit(
+            unit.nanometer / unit.picosecond)
+        return speciesTemperatures(v, self._masses, self._types, self._model.speciesLabel)
+
+    def computeModeTemperatures(self, context=None) -> Dict[str, float]:
+        """Kinetic temperature of the molecules' translation, rotation and vibration, K (see modes.py)."""
+        context = context or self._findContext()
+        st = context.getState(getPositions=True, getVelocities=True)
+        q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+        box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
+        return modeTemperatures(np.asarray(q), np.asarray(v), self._masses, self._modeGroups,
+                                box if self._periodic else None)
+
+    def getCheckpointState(self) -> dict:
+        """The Python-side state (also held in global variables, so Simulation.saveCheckpoint carries it)."""
+        return {name: self.getGlobalVariableByName(name) for name in
+                ("flashmdSeed", "flashmdDraws", "flashmdNumLearned", "flashmdNumFallbacks")}
+
+    def setCheckpointState(self, state: dict) -> None:
+        """Restore what :meth:`getCheckpointState` returned (only needed with XML states, not checkpoints)."""
+        for name, value in state.items():
+            self.setGlobalVariableByName(name, value)
+
     def _randomRotation(self):
-        from .stepper import random_rotation
         return random_rotation(torch.Generator().manual_seed(int(self._rng().integers(2 ** 62))))
 
     def _predict(self, q, v, box, rotation):
@@ -314,8 +424,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                                         torch.from_numpy(box) if self._periodic else None, rotation=rotation)
             q1, p1 = q1.cpu().numpy(), p1.cpu().numpy()  # the stepper returns tensors on its device
         q1, p1 = q1.reshape(-1, 3), p1.reshape(-1, 3)
-        if self.timings is not None:
-            self._tick("network")
+        self._log.tick("network")
         return q1, p1 / m, e1
 
     def _share(self, q, q1, box):
@@ -339,18 +448,16 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
         if not self.rescaleEnergy:
             return None, v1, None
         held = self._energy(context, e1)
-        if self.timings is not None:
-            self._tick("energy")
+        self._log.tick("energy")
         reason, v1, alpha = energyRescale(v, v1, self._masses, V, held[0], self.maxRescale, self._share(q, q1, box))
         if reason is not None:
             return reason, v1, None
-        self._noteRescale(alpha)
+        self._log.noteRescale(alpha)
         return None, v1, held
 
     def _stride(self, context) -> None:
-        prof = self.timings is not None
-        if prof:
-            self._last = time.perf_counter()
+        prof = self._log.profiling
+        self._log.start()
         carry, self._carry = self._carry, None
         if carry is not None:  # the previous accepted stride of this step() call left (q, v, box, V, params) as set
             q, v, box, V, params = carry
@@ -369,10 +476,10 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                 V = self._energy(context)[0]
         self._cache = None
         if prof:
-            self._tick("readState")
+            self._log.tick("readState")
         v = self._thermostatHalfStep(v)
         if prof:
-            self._tick("thermostat")
+            self._log.tick("thermostat")
         rotation = self._randomRotation() if self.randomRotation else None
         q1, v1, e1 = self._predict(q, v, box, rotation)
         reason, v1, held = self._guard(context, q, v, V, q1, v1, e1, box)
@@ -382,7 +489,7 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                 m = self._masses[:, None]
                 v1 = v1 - (m * v1).sum(0) / m.sum()
             if prof:
-                self._tick("rescale")
+                self._log.tick("rescale")
             context.setVelocities(v1)
             self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
             mm.CustomIntegrator.step(self, 1)
@@ -394,12 +501,13 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                     # starts from what was just set, without a getState.
                     self._carry = (held[1], v1, box, held[0], params)
             if prof:
-                self._tick("writeAndStep")
+                self._log.tick("writeAndStep")
             return
         # Rejected: restore the state and run the stride with velocity-Verlet substeps inside the C++ program.
         nfb = int(self.getGlobalVariableByName("flashmdNumFallbacks")) + 1
         self.setGlobalVariableByName("flashmdNumFallbacks", nfb)
-        self._noteRejection(reason, rejectionKind(reason), context.getStepCount(), nfb)
+        self._log.noteRejection(reason, rejectionKind(reason), context.getStepCount(), nfb,
+                                int(self.getGlobalVariableByName("flashmdSubsteps")))
         context.setPositions(q)
         context.setVelocities(v)
         self.setGlobalVariableByName("flashmdFallback", 1)
@@ -412,4 +520,4 @@ class FlashMDIntegrator(FlashMDResident, FlashMDDiagnostics, mm.CustomIntegrator
                 unit.nanometer / unit.picosecond)
             context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
         if prof:
-            self._tick("fallback")
+            self._log.tick("fallback")

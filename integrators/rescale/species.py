@@ -6,7 +6,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-KB = 0.00831446261815324  # kJ/mol/K
+from openmmflash.units import BOLTZMANN_KJ as KB
+
 
 
 def particleTypes(model, masses: Sequence[float], atomTypes: Optional[Sequence[int]], replicas: int) -> list:
@@ -23,7 +24,7 @@ def particleTypes(model, masses: Sequence[float], atomTypes: Optional[Sequence[i
         raise ValueError("this FlashMD model uses CG bead types as species (speciesKind 'cgBead'), which share "
                          "masses, so particles cannot be matched by mass: call integrator.setAtomTypes(beadTypes) "
                          "before the first step, with the FlashSchNet bead type of every particle, e.g. "
-                         "openmmflash.integrators.cgprotein.useCGBeadTypes(integrator, net, topology) or "
+                         "openmmflash.workflows.flashmdcg.useCGBeadTypes(integrator, net, topology) or "
                          "setAtomTypes(cgBeadTypes(net, topology))")
     types = []
     for i, m in enumerate(masses):

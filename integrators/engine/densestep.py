@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .stepper import FlashMDStepper
+from openmmflash.integrators.engine.stepper import FlashMDStepper
 
 
 def captureGraph(compute, warmup: int):

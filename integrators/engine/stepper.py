@@ -23,7 +23,7 @@ from torch import Tensor
 
 from openmmflash.neighbors import build_neighbor_list, check_box
 
-from .modelfile import FlashMDModel, loadModel
+from openmmflash.integrators.network.modelfile import FlashMDModel, loadModel
 
 
 def random_rotation(generator: Optional[torch.Generator] = None, dtype=torch.float64, improper: bool = True) -> Tensor:

@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from openmm import unit
 
+from openmmflash.integrators.engine.densestep import captureGraph
+
 
 class TorchEnergy:
     """Energy of some of a System's forces as a PyTorch function of the positions.
@@ -41,7 +43,6 @@ class TorchEnergy:
             useCUDAGraph = self.device.type == "cuda"
         self.capturable = bool(useCUDAGraph and self.device.type == "cuda")  # fn may run inside a CUDA graph
         if self.capturable:
-            from .densestep import captureGraph
             self._graph, self._out = captureGraph(lambda: self.tensor(self._q), warmup=3)
 
     @torch.no_grad()

@@ -1,9 +1,9 @@
 """Build an OpenMM System for a CG protein: bead masses, CGSchNet priors as native forces and, optionally, the
 FlashSchNet force."""
 
-from openmmflash.cg.mapping import CGMapping
-from openmmflash.cg.priors import addPriorForces
-from openmmflash.stack import import_openmm
+from openmmflash.cg.priorsystem import createPriorSystem
+from openmmflash.plugin.torchforce import addFlashSchNetForce
+from openmmflash.schnet.model import loadModel
 
 
 def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForce: bool = True,
@@ -26,29 +26,14 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
     forceOptions
         Passed to ``addFlashSchNetForce`` (backend, precision, neighborCapacity, useCUDAGraphs, ...).
     """
-    openmm = import_openmm()
     if isinstance(model, str):
-        from openmmflash.schnet.modelfile import loadModel
-
         model = loadModel(model)
     meta = getattr(model, "metadata", {}) if model is not None else {}
     mapping = mapping or meta.get("mapping") or "5bead"
-    mapping = mapping if isinstance(mapping, CGMapping) else CGMapping(mapping)
-    system = openmm.System()
-    if topology.getPeriodicBoxVectors() is not None:
-        system.setDefaultPeriodicBoxVectors(*topology.getPeriodicBoxVectors())
-    for mass in mapping.masses(topology):
-        system.addParticle(mass)
     priors = priors if priors is not None else meta.get("priors", {})
-    if priors:
-        units = model.config if model is not None else None
-        addPriorForces(system, topology, mapping.bondedPairs(topology), priors,
-                       units.lengthUnit if units else "angstrom", units.energyUnit if units else "kcal/mol",
-                       priorForceGroup)
-    if removeCMMotion:
-        system.addForce(openmm.CMMotionRemover())
+    units = model.config if model is not None else None
+    system = createPriorSystem(topology, priors, mapping, units.lengthUnit if units else "angstrom",
+                               units.energyUnit if units else "kcal/mol", removeCMMotion, priorForceGroup)
     if model is not None and addModelForce:
-        from openmmflash.plugin.torchforce import addFlashSchNetForce
-
         addFlashSchNetForce(system, model, topology, replicas=replicas, **forceOptions)
     return system

@@ -17,8 +17,9 @@ import math
 import numpy as np
 from openmm import unit
 
-from .flashmdintegrator import FlashMDIntegrator, _value
-from .species import KB
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.rescale.species import KB
+from openmmflash.units import valueIn
 
 
 class _ThermostattedFlashMD(FlashMDIntegrator):
@@ -26,7 +27,7 @@ class _ThermostattedFlashMD(FlashMDIntegrator):
 
     def __init__(self, temperature, model, stepSize, **kwargs):
         super().__init__(model, stepSize, **kwargs)
-        self.addGlobalVariable("flashmdTemperature", _value(temperature, unit.kelvin))
+        self.addGlobalVariable("flashmdTemperature", valueIn(temperature, unit.kelvin))
 
     @property
     def _hasThermostat(self) -> bool:
@@ -37,7 +38,7 @@ class _ThermostattedFlashMD(FlashMDIntegrator):
         return self.getGlobalVariableByName("flashmdTemperature")
 
     def setTemperature(self, temperature) -> None:
-        self.setGlobalVariableByName("flashmdTemperature", _value(temperature, unit.kelvin))
+        self.setGlobalVariableByName("flashmdTemperature", valueIn(temperature, unit.kelvin))
 
 
 class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
@@ -65,7 +66,7 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     def __init__(self, temperature, frictionCoeff, stepSize, model, **kwargs):
         kwargs.setdefault("speciesRescale", "auto" if kwargs.get("rescaleEnergy", True) else False)
         super().__init__(temperature, model, stepSize, **kwargs)
-        self.addGlobalVariable("flashmdFriction", _value(frictionCoeff, unit.picosecond ** -1))
+        self.addGlobalVariable("flashmdFriction", valueIn(frictionCoeff, unit.picosecond ** -1))
         if self.getFriction() < 0 or self.getTemperature() <= 0:
             raise ValueError("temperature must be > 0 K and frictionCoeff >= 0 /ps")
 
@@ -74,7 +75,7 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
         return self.getGlobalVariableByName("flashmdFriction")
 
     def setFriction(self, friction) -> None:
-        self.setGlobalVariableByName("flashmdFriction", _value(friction, unit.picosecond ** -1))
+        self.setGlobalVariableByName("flashmdFriction", valueIn(friction, unit.picosecond ** -1))
 
     def _thermostatParameters(self):
         return self.getFriction(), self.getTemperature()
@@ -98,7 +99,7 @@ class FlashMDBussiIntegrator(_ThermostattedFlashMD):
 
     def __init__(self, temperature, tau, stepSize, model, **kwargs):
         super().__init__(temperature, model, stepSize, **kwargs)
-        self.addGlobalVariable("flashmdTau", _value(tau, unit.picosecond))
+        self.addGlobalVariable("flashmdTau", valueIn(tau, unit.picosecond))
         if self.getTemperature() <= 0 or self.getGlobalVariableByName("flashmdTau") <= 0:
             raise ValueError("temperature must be > 0 K and tau > 0 ps")
 

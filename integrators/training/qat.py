@@ -34,6 +34,9 @@ import torch
 
 from openmmflash.gaq.quantize import PerChannelWeight, branchParameters, parseScheme, quantizeModel, setObserving
 from openmmflash.gaq.quantizers import ScalarQuantizer, _Observed
+from openmmflash.integrators.network.modelfile import loadModel
+from openmmflash.integrators.training.data import loadDataset
+from openmmflash.integrators.training.trainer import Trainer
 
 
 @dataclass
@@ -109,10 +112,6 @@ def quantizationAwareTraining(model, dataset, scheme: str = "w4a8", method: str 
     records the settings, the loss of the fp32 model, after calibration and after QAT on held-out pairs, the loss
     history and the time taken.
     """
-    from openmmflash.integrators.data import loadDataset
-    from openmmflash.integrators.modelfile import loadModel
-    from openmmflash.integrators.training import Trainer
-
     weight_bits, act_bits = parseScheme(scheme)
     if steps < 0 or batchSize < 1 or calibrationBatches < 1:
         raise ValueError(f"steps must be >= 0, batchSize and calibrationBatches >= 1 (got {steps}, {batchSize}, "

@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .species import KB
+from openmmflash.integrators.rescale.species import KB
 
 MODES = ("translation", "rotation", "vibration")
 

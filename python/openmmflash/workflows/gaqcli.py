@@ -17,8 +17,8 @@ import os
 
 
 def _quantize(args):
-    from openmmflash.gaq.export import saveQuantizedModel
-    from openmmflash.gaq.qat import quantizationAwareTraining
+    from openmmflash.integrators.network.gaqfile import saveQuantizedModel
+    from openmmflash.integrators.training.qat import quantizationAwareTraining
     from openmmflash.gaq.quantize import METHODS, parseScheme
     parseScheme(args.scheme)  # clear error before any loading
     if args.method not in METHODS:

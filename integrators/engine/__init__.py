@@ -1,0 +1,1 @@
+"""openmmflash.integrators.engine: see openmmflash.integrators."""

@@ -1,0 +1,1 @@
+"""openmmflash.integrators.network: see openmmflash.integrators."""

@@ -1,0 +1,1 @@
+"""openmmflash.integrators.rescale: see openmmflash.integrators."""

@@ -1,0 +1,1 @@
+"""openmmflash.integrators.training: see openmmflash.integrators."""
