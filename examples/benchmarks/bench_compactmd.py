@@ -441,6 +441,13 @@ def main(argv=None):
     parser.add_argument("--learned-gpu", metavar="NPY", help="only time the learned codec on this trajectory "
                         "(F, N, 3 nm .npy) on the GPU; writes --out")
     args = parser.parse_args(argv)
+    import subprocess
+    import sys
+
+    try:  # the commit the run starts from
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        commit = None
     if args.learned_gpu:
         return learned_gpu_timing(args.learned_gpu, args.out)
     data = mdatests_dir()
@@ -487,13 +494,6 @@ def main(argv=None):
                   f"speed vs XTC enc {r['encode_vs_xtc']:.2f} dec {r['decode_vs_xtc']:.2f}")
     from openmmflash.compactmd.codec import GridCodec
 
-    import subprocess
-    import sys
-
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
     result = {"benchmark": "compactmd", "machine": machine(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": " ".join(["python"] + sys.argv), "commit": commit,
               "settings": {"repeats": args.repeats, "chunkFrames": 100, "zstd_level": GridCodec().level,
