@@ -206,12 +206,16 @@ class CompactTrajectory:
         idx = self._indices(frames)
         out = np.empty((len(idx), self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         for pos, k, rows in self._group(idx):
-            out[pos] = self.readChunk(k)[0][rows]
+            out[pos] = _rows(self.readChunk(k)[0], rows)
         return out
 
     def read(self, frames=None, dtype=np.float32):
         """Positions (F, N, 3) in nm of ``frames`` (an int sequence or slice; all by default)."""
-        return self.codec.dequantize(self.readGrid(frames), dtype)
+        idx = self._indices(frames)
+        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in self._group(idx)]
+        if not parts:
+            return np.empty((0, self.nAtoms, 3), dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _indices(self, frames):
         if frames is None:
@@ -263,3 +267,10 @@ class CompactTrajectory:
         if ok and len(idx):
             traj.unitcell_vectors = boxes.astype(np.float32)
         return traj
+
+
+def _rows(a, rows):
+    """``a[rows]``, as a view when ``rows`` is a run of consecutive indices (no copy of the chunk)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 2 or (np.diff(rows) == 1).all()):
+        return a[rows[0]:rows[-1] + 1]
+    return a[rows]
