@@ -178,6 +178,7 @@ def test_fold_cut_at_every_byte_loses_nothing(tmp_path, monkeypatch):
                 w2.write(x[len(traj):], step=np.arange(len(traj), 7))
         with CompactTrajectory(p) as traj:
             np.testing.assert_array_equal(traj.read(), expected)
+            assert [c.nFrames for c in traj.chunks] == [4, 3], k  # tail frames were taken back and folded
 
 
 def test_flush_interval_and_explicit_flush(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
+from openmmflash.compactmd import residualcoder
 from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
@@ -81,6 +82,7 @@ class CompactWriter:
         if self.topology is not None and self.topology.nAtoms != self.nAtoms:
             raise ValueError(f"the topology has {self.topology.nAtoms} atoms but nAtoms is {self.nAtoms}")
         self._pendingTruncate = None
+        self._adoptPending = False
         self._lastStep = None
         self.dt = dt
         self._f = None
@@ -118,6 +120,8 @@ class CompactWriter:
         self._durable = self.flushInterval is not None and getattr(self.codec, "encode_tail", None) is not None
         self._pid = os.getpid()
         _OPEN.add(self)
+        if self._adoptPending:
+            self._adopt_tail()
 
     # ------------------------------------------------------------------ append / truncate
     def _open_append(self, truncateAfterStep, codec, maxError):
@@ -163,6 +167,7 @@ class CompactWriter:
             raise
         old.close()
         self._lastStep = self.chunks[-1].lastStep if self.chunks else None
+        self._adoptPending = True
 
     def _truncate(self, reader, starts, drop):
         """Remove every frame whose step satisfies ``drop``; frames after the first dropped one go too.
@@ -225,6 +230,33 @@ class CompactWriter:
         finally:
             reader.close()
         self._lastStep = self.chunks[-1].lastStep if self.chunks else None
+        self._adopt_tail()
+
+    def _adopt_tail(self):
+        """Take the tail chunks at the end of an appended file (left by a writer that was killed) back into the
+        buffer, so that the next fold compresses them with the new frames."""
+        self._adoptPending = False
+        if not self._durable or not self.chunks:
+            return
+        k, total, parts = len(self.chunks), 0, []
+        while k > 0:
+            info = self.chunks[k - 1]
+            steps, times, boxes, blob = cf.unpack_payload(cf.read_payload(self._f, info, k - 1), info.nFrames)
+            if not residualcoder.is_plain(blob) or total + info.nFrames >= self.chunkFrames:
+                break
+            parts.append((self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout), steps, times, boxes))
+            k, total = k - 1, total + info.nFrames
+        if not parts:
+            return
+        n = 0
+        for q, steps, times, boxes in reversed(parts):
+            self._buf[n:n + len(steps)] = q
+            n += len(steps)
+            self._steps += steps.tolist()
+            self._times += times.tolist()
+            self._boxes += list(boxes)
+        self._written, self._tailStart, self._nTail = n, self.chunks[k].offset, len(self.chunks) - k
+        self._f.seek(0, os.SEEK_END)
 
     # ------------------------------------------------------------------ writing
     def write(self, positions, step=None, time=None, box=None):

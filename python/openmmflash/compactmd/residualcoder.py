@@ -355,6 +355,11 @@ def encode_plain(q, level=1):
     return bytes([_PLAIN_VERSION]) + _encode_values(r.reshape(-1), limits.compressor(level))
 
 
+def is_plain(blob):
+    """True for a blob of :func:`encode_plain` (a tail chunk)."""
+    return len(blob) > 0 and blob[0] == _PLAIN_VERSION
+
+
 def _decode_plain(blob, nFrames, nAtoms):
     full, seq, modes = _plain_masks(nAtoms)
     r, pos = _decode_values(blob, 1, nFrames * nAtoms * 3, None)
