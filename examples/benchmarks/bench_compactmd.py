@@ -128,15 +128,6 @@ def openmm_trajectory(kind, cache, nFrames=1000, interval=50):
 
 
 # ----------------------------------------------------------------------------------------------- measurements
-def best_time(fn, repeats):
-    best, out = np.inf, None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
-
-
 def _xtc_funcs(x, path):
     from mdtraj.formats import XTCTrajectoryFile
 
