@@ -411,7 +411,13 @@ def decode(blob, nFrames, nAtoms, layout):
     modes, r, pos = _get_stream(blob, pos, nFrames, layout.nI * 3, dz)
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
-    if layout.nI:
+    if layout.nI and kernels.HAVE_NUMBA:
+        rpos = np.full(len(layout.Iidx), -1, np.int64)
+        rpos[layout.innerIdx] = np.arange(len(layout.innerIdx))
+        kernels.unresidual_inner(t, np.ascontiguousarray(r.reshape(nFrames, layout.nI, 3)), layout.Iidx,
+                                 layout.innerC, rpos, np.ascontiguousarray(modes, np.uint8), layout.blockAtoms,
+                                 layout.fullI, layout.seqI)
+    elif layout.nI:
         known = t if len(layout.Iidx) == nAtoms else kernels.take_atoms(t, layout.Iidx)
         full = np.empty_like(known)
         kernels.put_atoms(full, layout.innerIdx, r.reshape(nFrames, layout.nI, 3))
