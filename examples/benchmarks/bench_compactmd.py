@@ -229,7 +229,8 @@ def bench_per_frame(x, topology, tmp, repeats, frames=60):
 
     (td, tn, tx), _ = interleaved([cmdx(0.0), cmdx(None), xtc], repeats)
     return {"frames": nf, "durable_s_per_frame": td / nf, "chunks_only_s_per_frame": tn / nf,
-            "xtc_s_per_frame": tx / nf, "tail_cost_s_per_frame": (td - tn) / nf, "durable_vs_xtc": td / tx}
+            "xtc_s_per_frame": tx / nf, "tail_cost_s_per_frame": (td - tn) / nf, "durable_vs_xtc": td / tx,
+            "tail_cost_us_per_frame": 1e6 * (td - tn) / nf, "tail_vs_xtc_frame": (td - tn) / tx}
 
 
 def errors(x, y):
