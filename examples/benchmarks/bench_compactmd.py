@@ -434,13 +434,12 @@ def main(argv=None):
     parser.add_argument("--learned-gpu", metavar="NPY", help="only time the learned codec on this trajectory "
                         "(F, N, 3 nm .npy) on the GPU; writes --out")
     args = parser.parse_args(argv)
-    import subprocess
     import sys
 
-    try:  # the commit the run starts from
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = None
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    record = provenance()  # at the start: the commit the run starts from
+    commit = record["commit"]
     if args.learned_gpu:
         return learned_gpu_timing(args.learned_gpu, args.out)
     data = mdatests_dir()
@@ -497,7 +496,7 @@ def main(argv=None):
                                         "ratios are the figures to quote (the CPU is shared)",
                            "encode_mode": "bulk write of all frames, whole chunks only (flushInterval=None); "
                                           "per_frame: one write per frame, durable tail (flushInterval=0)"},
-              "float_trajectories": rows, "xtc_reencoding": xrows, "learned": lrows}
+              "float_trajectories": rows, "xtc_reencoding": xrows, "learned": lrows, "provenance": record}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
