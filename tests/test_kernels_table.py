@@ -307,3 +307,19 @@ def test_bundled_models_table_forces_within_1e4(cg_fragment, name):
     assert _rel(f_table.double(), f_exact) < 1e-4
     assert table.filter_table_info["errorDerivative"] <= 1e-5
     assert f"filter tables of {name}: {int(table.filter_table_info['nodes'])} nodes" in filter_table_report(name)
+
+
+@pytest.mark.parametrize("basis", [dict(rbfType="expnormal"), dict(rbfLower=1.0, filterCutoffType="cosine")])
+def test_other_bases_table_forces(cg_fragment, basis):
+    """Models with an ExpNormal basis or a lower basis bound (mlcg options): the tables come from the model's own
+    filter_weights and the table forces stay within 1e-4 of float64 exact."""
+    from openmmflash.plugin.forcemodule import createFlashSchNetModule
+
+    top, pos = cg_fragment
+    model = make_model(numRbf=9, numFilters=11, **basis)
+    p64 = torch.tensor(pos, dtype=torch.float64)
+    _, f_exact = createFlashSchNetModule(model, top, precision="double", filterMode="exact")(p64)
+    table = createFlashSchNetModule(model, top, filterMode="table")
+    _, f_table = table(p64.float())
+    assert table.filter_table_info["meetsTolerance"] == 1.0
+    assert _rel(f_table.double(), f_exact) < 1e-4 and _rel(f_table.double(), f_exact) > 0
