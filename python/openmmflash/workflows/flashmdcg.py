@@ -19,6 +19,7 @@ from openmmflash.cg.structure import nativeStructure
 from openmmflash.cg.torchpriors import PRIOR_PREFIX, priorEnergyFunction
 from openmmflash.integrators.engine.densestep import denseEdges
 from openmmflash.integrators.engine.energyeval import TorchEnergy
+from openmmflash.integrators.engine.replicaenergy import ReplicaEnergy
 from openmmflash.integrators.training.data import speciesOf
 from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.plugin.fastpath import fastPathOptions
@@ -123,6 +124,36 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
 
     graph = torch.device(device).type == "cuda" and (module.capacity > 0 or pairs == "dense")  # fixed shapes
     return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)
+
+
+def flashSchNetReplicaEnergy(system, net, topology, replicas: int, device=None) -> ReplicaEnergy:
+    """The energy of each replica of the CG System (FlashSchNet plus its priors, all in PyTorch) for
+    :meth:`FlashMDIntegrator.setReplicaEnergy`: the guard and the fallback then act per replica.
+
+    system, net, topology : as :func:`flashSchNetEnergyEvaluator` (topology of all replicas). Refuses Systems with
+    forces other than the priors, the FlashSchNet force and a CMMotionRemover. The FlashSchNet part is one batched
+    forward pass over the k replicas asked for; the priors of replica b are those of the System evaluated on B copies
+    of replica b, divided by B (the replicas are identical copies), so they cost k times the System's priors."""
+    groups, _ = flashSchNetEnergyEvaluator(system, net, topology, replicas, device="cpu", priors="torch",
+                                           pairs="list")  # checks the forces; evaluator itself unused
+    del groups
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    B = int(replicas)
+    n = system.getNumParticles() // B
+    module = createFlashSchNetModule(net, topology, replicas=B, neighborCapacity=0).to(device)
+    module.requires_grad_(False)
+    prior = priorEnergyFunction(system, device)
+    prior_copies = torch.func.vmap(prior)
+
+    def energy(x):  # [k, n, 3] nm float64 -> [k] kJ/mol
+        k = x.shape[0]
+        e = module.model((x.reshape(k * n, 3) * module.length_scale).to(module.dtype), module.types[:k * n], k,
+                         None, 0) * module.energy_scale
+        tiled = x.unsqueeze(1).expand(k, B, n, 3).reshape(k, B * n, 3)
+        return e.to(torch.float64) + prior_copies(tiled) / B
+
+    return ReplicaEnergy(energy, B, n, device)
 
 
 DENSE_PAIRS_MAX = 65536  # "auto" pairs: all ordered pairs up to this many (chignolin: 47 x 46 = 2,162)
