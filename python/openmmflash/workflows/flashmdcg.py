@@ -24,7 +24,7 @@ from openmmflash.integrators.training.data import speciesOf
 from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.plugin.fastpath import fastPathOptions
 from openmmflash.plugin.fastpath import neighborCapacity as capacityFor
-from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+from openmmflash.plugin.replicas import replicatePositions, replicateTopology, singleReplicaSystem
 from openmmflash.plugin.torchforce import createFlashSchNetModule, resolveBeadTypes
 from openmmflash.schnet.model import loadModel
 from openmmflash.schnet.reference import pair_distances
@@ -132,8 +132,8 @@ def flashSchNetReplicaEnergy(system, net, topology, replicas: int, device=None) 
 
     system, net, topology : as :func:`flashSchNetEnergyEvaluator` (topology of all replicas). Refuses Systems with
     forces other than the priors, the FlashSchNet force and a CMMotionRemover. The FlashSchNet part is one batched
-    forward pass over the k replicas asked for; the priors of replica b are those of the System evaluated on B copies
-    of replica b, divided by B (the replicas are identical copies), so they cost k times the System's priors."""
+    forward pass over the k replicas asked for, the priors those of the first replica (plugin.replicas.
+    singleReplicaSystem) on each; the integrator checks that the sum over replicas is the System's energy."""
     groups, _ = flashSchNetEnergyEvaluator(system, net, topology, replicas, device="cpu", priors="torch",
                                            pairs="list")  # checks the forces; evaluator itself unused
     del groups
@@ -143,15 +143,13 @@ def flashSchNetReplicaEnergy(system, net, topology, replicas: int, device=None) 
     n = system.getNumParticles() // B
     module = createFlashSchNetModule(net, topology, replicas=B, neighborCapacity=0).to(device)
     module.requires_grad_(False)
-    prior = priorEnergyFunction(system, device)
-    prior_copies = torch.func.vmap(prior)
+    prior_each = torch.func.vmap(priorEnergyFunction(singleReplicaSystem(system, B), device))
 
     def energy(x):  # [k, n, 3] nm float64 -> [k] kJ/mol
         k = x.shape[0]
         e = module.model((x.reshape(k * n, 3) * module.length_scale).to(module.dtype), module.types[:k * n], k,
                          None, 0) * module.energy_scale
-        tiled = x.unsqueeze(1).expand(k, B, n, 3).reshape(k, B * n, 3)
-        return e.to(torch.float64) + prior_copies(tiled) / B
+        return e.to(torch.float64) + prior_each(x)
 
     return ReplicaEnergy(energy, B, n, device)
 
