@@ -168,3 +168,30 @@ def test_replica_energy_must_match_the_system_and_the_integrator():
         integ.step(1)
     with pytest.raises(ValueError, match="for 2 replicas"):
         _integrator(B).setReplicaEnergy(ReplicaEnergy(wrong.fn, 2, 10, "cpu"))
+
+
+def test_langevin_without_friction_is_the_nve_per_replica_run(replicated):
+    from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
+    q, v, _, _, n = replicated
+    top, system, pos, vel, net = _start(B)
+    integ = FlashMDLangevinIntegrator(300.0, 0.0, None, model=MODEL, replicas=B, device="cpu", randomSeed=7,
+                                      fallbackSubsteps=cgFallbackSubsteps(loadModel(MODEL)))
+    integ.setReplicaEnergy(flashSchNetReplicaEnergy(system, net, top, B, device="cpu"))
+    ql, vl, _ = _run(system, integ, pos, vel)
+    assert integ.getReplicaFallbackCounts().tolist() == [1 if b == HOT else 0 for b in range(B)]
+    np.testing.assert_array_equal(ql, q)
+    np.testing.assert_array_equal(vl, v)
+
+
+def test_per_species_rescale_accepts_and_rejects_each_replica_as_alone():
+    top, system, pos, vel, net = _start(B)
+    integ = _integrator(B, speciesRescale=True)
+    integ.setReplicaEnergy(flashSchNetReplicaEnergy(system, net, top, B, device="cpu"))
+    _run(system, integ, pos, vel)
+    _, system1, _, _, _ = _start(1)
+    n = len(pos) // B
+    for b in range(B):
+        alone = _integrator(1, speciesRescale=True)
+        _run(system1, alone, pos[b * n:(b + 1) * n], vel[b * n:(b + 1) * n])
+        assert alone.getNumFallbacks() == integ.getReplicaFallbackCounts()[b]
+    assert integ.getReplicaFallbackCounts()[HOT] == 1

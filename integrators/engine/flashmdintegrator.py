@@ -18,8 +18,9 @@ Per stride: getState (q, v) (skipped after an accepted stride unless a barostat 
 steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), setPositions + one energy evaluation
 (energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. With the whole
 energy in PyTorch on a CUDA device the strides of a call run device-resident instead (residentstrides.py: one getState
-and one write-back per call). Constraints and virtual sites are refused; velocities are at the same time as
-positions (not leap-frog).
+and one write-back per call). With B replicas and setReplicaEnergy, each replica is guarded and falls back alone
+(host strides; rescale.replicaguard, replicaenergy.py). Constraints and virtual sites are refused; velocities are
+at the same time as positions (not leap-frog).
 """
 
 import logging
@@ -105,7 +106,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         Context once per call (residentloop.py). Needs the whole potential energy in PyTorch (setEnergyEvaluator with
         no OpenMM groups, e.g. flashmdcg.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
         OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
-        rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds; True: required.
+        rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds and no replica energy
+        is set (setReplicaEnergy: the per-replica guard runs on the host strides; resident strides guard and fall
+        back on the whole System); True: required.
         On CUDA both strides are compiled with torch.compile at the first step, which then takes longer; set
         ``integrator.residentCompile = False`` before it to capture them uncompiled (2.4x slower per accepted
         stride on an H100, results/flashmd_cg_speed_gpu_s8_compiled.json).
