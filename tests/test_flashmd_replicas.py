@@ -195,3 +195,25 @@ def test_per_species_rescale_accepts_and_rejects_each_replica_as_alone():
         _run(system1, alone, pos[b * n:(b + 1) * n], vel[b * n:(b + 1) * n])
         assert alone.getNumFallbacks() == integ.getReplicaFallbackCounts()[b]
     assert integ.getReplicaFallbackCounts()[HOT] == 1
+
+
+def test_resident_strides_guard_per_replica(replicated):
+    """deviceResident=True on the CPU (eager): the per-replica resident loop gives the host path's outcome."""
+    from openmmflash.workflows.flashmdcg import flashSchNetEnergyEvaluator
+    q, v, _, _, n = replicated
+    top, system, pos, vel, net = _start(B)
+    integ = _integrator(B, deviceResident=True)
+    integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, top, B, device="cpu", priors="torch",
+                                                         pairs="list"))
+    integ.setReplicaEnergy(flashSchNetReplicaEnergy(system, net, top, B, device="cpu"))
+    qr, vr, steps = _run(system, integ, pos, vel)
+    assert integ.isDeviceResident() and steps == 1
+    assert integ.getReplicaFallbackCounts().tolist() == [1 if b == HOT else 0 for b in range(B)]
+    assert integ.getNumFallbacks() == 1
+    np.testing.assert_allclose(qr, q, atol=1e-5)
+    np.testing.assert_allclose(vr, v, rtol=1e-4, atol=1e-3)
+    whole = _integrator(B, deviceResident=True)
+    whole.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, top, B, device="cpu", priors="torch",
+                                                         pairs="list"))
+    _run(system, whole, pos, vel)
+    assert whole.getReplicaFallbackCounts().tolist() == [1] * B

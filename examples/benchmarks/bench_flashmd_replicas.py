@@ -227,7 +227,8 @@ def main(argv=None):
     print("B    FlashMD/Langevin (whole-System)  FlashMD/Langevin (per-replica)  per-replica/whole  fallback frac "
           "(whole, per-replica mean)")
     for r in rep["rows"]:
-        print(f"{r['replicas']:<4d} {r['ratioVsLangevin']['wholeSystem']:>31.2f} {r['ratioVsLangevin']['perReplica']:>31.2f}"
+        ratio = r["ratioVsLangevin"]
+        print(f"{r['replicas']:<4d} {ratio['wholeSystem']:>31.2f} {ratio['perReplica']:>31.2f}"
               f" {r['ratioPerReplicaOverWholeSystem']:>18.2f}  {r['wholeSystem']['meanFallbackFraction']:.2f}, "
               f"{r['perReplica']['meanFallbackFraction']:.2f}")
 

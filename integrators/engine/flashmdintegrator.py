@@ -19,7 +19,7 @@ steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), s
 (energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. With the whole
 energy in PyTorch on a CUDA device the strides of a call run device-resident instead (residentstrides.py: one getState
 and one write-back per call). With B replicas and setReplicaEnergy, each replica is guarded and falls back alone
-(host strides; rescale.replicaguard, replicaenergy.py). Constraints and virtual sites are refused; velocities are
+(rescale.replicaguard, replicaenergy.py; resident: replicaresident.py). Constraints and virtual sites are refused; velocities are
 at the same time as positions (not leap-frog).
 """
 
@@ -94,8 +94,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         The System holds this many identical, contiguous, non-interacting copies of one molecule
         (``openmmflash.plugin.replicas``); COM is kept per copy. The rescale and fallback act on the whole System
         (one rejected replica sends all to the fallback substeps) unless :meth:`setReplicaEnergy` gives the energy
-        of each replica: then every replica is guarded alone and only rejected ones run the fallback substeps
-        (host strides; the device-resident strides keep the whole-System fallback).
+        of each replica: then every replica is guarded alone and only rejected ones run the fallback substeps.
     useCUDAGraph : bool, optional
         Fixed-shape learned step replayed as one CUDA graph (all pairs per replica without a box, densestep.py; a
         padded neighbor list with one, paddedstep.py). None: on for a CUDA device (eager if capture fails).
@@ -107,8 +106,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         no OpenMM groups, e.g. flashmdcg.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
         OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
         rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds and no replica energy
-        is set (setReplicaEnergy: the per-replica guard runs on the host strides; resident strides guard and fall
-        back on the whole System); True: required.
+        is set (setReplicaEnergy: host strides); True: required (with a replica energy the resident strides guard
+        per replica too, replicaresident.py).
         On CUDA both strides are compiled with torch.compile at the first step, which then takes longer; set
         ``integrator.residentCompile = False`` before it to capture them uncompiled (2.4x slower per accepted
         stride on an H100, results/flashmd_cg_speed_gpu_s8_compiled.json).
@@ -299,7 +298,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._resident = buildResidentLoop(self._stepper, self.replicas, self._energy, self._masses,
                                            int(self.getGlobalVariableByName("flashmdSubsteps")),
                                            self.maxDisplacement, self.maxRescale, self._removeCOM,
-                                           self.useCUDAGraph is not False, self.residentCompile)
+                                           self.useCUDAGraph is not False, self.residentCompile,
+                                           self._replicaEnergy if self._perReplica() else None)
         return self._resident
 
     def isDeviceResident(self) -> bool:
@@ -314,8 +314,10 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
         context = self._findContext()
         if steps and self._residentLoop() is not None:
-            runResidentStrides(self, context, self._resident, int(steps), self._thermostatParameters(), self._log,
-                               self.maxDisplacement, self.maxRescale)
+            nfb = runResidentStrides(self, context, self._resident, int(steps), self._thermostatParameters(),
+                                     self._log, self.maxDisplacement, self.maxRescale, self._replicaFallbacks)
+            if self._perReplica():
+                self._replicaFallbackStrides += nfb
             return
         self._carry = None  # the state is read from the Context at the first stride of every call
         stride = self._replicaStride if self._perReplica() else self._stride
@@ -349,8 +351,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         V_b' and alpha_b); accepted replicas keep their learned positions and momenta, and only the rejected ones are
         advanced by the fallback's velocity-Verlet substeps, with the forces -dV_b/dq of those replicas alone
         (PyTorch, float64 integration), so a fallback costs k / B of a whole-System one. The thermostat half steps
-        act on all particles as before. Host strides only: with deviceResident=True the resident strides keep the
-        whole-System guard and fallback. Not with modeRescale. ``None`` restores the whole-System guard; with one
+        act on all particles as before. With deviceResident=True the resident strides guard per replica too, but
+        their fallback integrates every replica and keeps the rejected ones' results (fixed shapes for CUDA graphs;
+        the cost of a whole-System fallback). Not with modeRescale. ``None`` restores the whole-System guard; with one
         replica nothing changes."""
         if energy is not None:
             if energy.replicas != self.replicas:
