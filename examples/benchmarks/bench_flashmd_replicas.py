@@ -14,7 +14,8 @@ from other processes on a shared machine hits them alike; only ratios of through
 are reported. Fallback fractions are per replica (strides a replica advanced by substeps / strides).
 
     python examples/benchmarks/bench_flashmd_replicas.py                     # CPU, B = 1, 8, 32
-    python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA     # on a GPU
+    python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA     # on a GPU (host strides)
+    python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA --device-resident on --tag _gpu_resident
 
 Writes results/flashmd_replicas<tag>.json and .png.
 """
@@ -58,8 +59,10 @@ def provenance(args) -> dict:
     root = os.path.abspath(os.path.join(HERE, "..", ".."))
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True).stdout.strip())
     except OSError:
-        commit = None
+        commit, dirty = None, None
     try:
         import triton
         triton_version = triton.__version__
@@ -70,7 +73,7 @@ def provenance(args) -> dict:
             "driver": torch.version.cuda if args.platform == "CUDA" else None, "platform": args.platform,
             "python": pyplatform.python_version(), "torch": torch.__version__, "triton": triton_version,
             "openmm": mm.__version__, "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-            "commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+            "commit": commit, "uncommittedChanges": dirty, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def makeContext(system, integrator, platform):
@@ -83,7 +86,8 @@ def flashmd(args, B, system, net, topology, perReplica):
     device = args.device or ("cuda" if args.platform == "CUDA" else "cpu")
     integ = FlashMDLangevinIntegrator(args.temperature * unit.kelvin, args.friction / unit.picosecond, None,
                                       model=model, replicas=B, randomSeed=args.seed, device=device,
-                                      fallbackSubsteps=cgFallbackSubsteps(model), speciesRescale=False)
+                                      fallbackSubsteps=cgFallbackSubsteps(model), speciesRescale=False,
+                                      deviceResident={"off": False, "on": True, "auto": None}[args.device_resident])
     useCGBeadTypes(integ, net, topology)
     integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, topology, B, device=device, priors="torch",
                                                          pairs="list"))
@@ -199,6 +203,10 @@ def main(argv=None):
     ap.add_argument("--replicas", type=int, nargs="+", default=[1, 8, 32])
     ap.add_argument("--platform", default="CPU", help="OpenMM platform (CPU, CUDA)")
     ap.add_argument("--device", default=None, help="torch device of the network (default cuda for CUDA, else cpu)")
+    ap.add_argument("--device-resident", choices=["off", "on", "auto"], default="off",
+                    help="FlashMD strides device-resident (needs a CUDA device for speed; 'on' on a CPU runs them "
+                         "eagerly): off (host strides for both guards, the like-for-like comparison), on, or auto "
+                         "(resident for the whole-System guard on CUDA, host strides for the per-replica guard)")
     ap.add_argument("--chunk-fs", type=float, default=200.0, help="simulated fs per integrator and round")
     ap.add_argument("--seconds", type=float, default=60.0, help="wall time per replica count (all modes)")
     ap.add_argument("--min-rounds", type=int, default=3)
@@ -211,7 +219,7 @@ def main(argv=None):
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     os.makedirs(args.results, exist_ok=True)
-    rep = {"info": provenance(args), "model": args.model, "temperature_K": args.temperature,
+    rep = {"info": provenance(args), "model": args.model, "deviceResident": args.device_resident, "temperature_K": args.temperature,
            "friction_per_ps": args.friction,
            "note": "throughput = simulated time per wall second of the whole System (all replicas); the three "
                    "integrators run interleaved chunks on the same machine, so only ratios are meaningful. FlashMD "
