@@ -34,7 +34,7 @@ def _start(replicas, seed=5):
 
 
 def _integrator(replicas, **kw):
-    return FlashMDIntegrator(MODEL, replicas=replicas, device="cpu", randomSeed=7,
+    return FlashMDIntegrator(model=MODEL, replicas=replicas, device="cpu", randomSeed=7,
                              fallbackSubsteps=cgFallbackSubsteps(loadModel(MODEL)), **kw)
 
 
