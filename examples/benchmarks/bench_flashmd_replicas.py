@@ -59,7 +59,8 @@ def provenance(args) -> dict:
     root = os.path.abspath(os.path.join(HERE, "..", ".."))
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                     ":!examples/benchmarks/results"], cwd=root,
                                     capture_output=True, text=True).stdout.strip())
     except OSError:
         commit, dirty = None, None
