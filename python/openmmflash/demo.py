@@ -97,25 +97,6 @@ def printSummary(s: dict, output: str) -> None:
           f"{output}/summary.json")
 
 
-def register(subparsers):
-    p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
-                              description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
-                              "several replicas on the fastest platform; writes a DCD, a PNG plot and a summary.")
-    p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
-    p.add_argument("--steps", type=int, default=None, help="MD steps (default 3000 = 6 ps at 2 fs)")
-    p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
-    p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
-    p.add_argument("--replicas", type=int, default=None, help="replicas (default 4)")
-    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
-    p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
-    p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
-                   "exact neighbor list) instead of the fused kernels with a padded neighbor list")
-    p.set_defaults(func=_demo)
-
-
 def _demo(args):
     steps = args.steps
     if args.time is not None:
