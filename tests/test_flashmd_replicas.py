@@ -217,3 +217,20 @@ def test_resident_strides_guard_per_replica(replicated):
                                                          pairs="list"))
     _run(system, whole, pos, vel)
     assert whole.getReplicaFallbackCounts().tolist() == [1] * B
+
+
+def test_per_replica_strides_refuse_a_non_finite_state_before_any_energy():
+    from openmmflash.integrators.engine.statecheck import NonFiniteStateError
+    top, system, pos, vel, net = _start(B)
+    integ = _integrator(B)
+    calls = []
+    real = flashSchNetReplicaEnergy(system, net, top, B, device="cpu")
+    integ.setReplicaEnergy(ReplicaEnergy(lambda x: calls.append(1) or real.fn(x), B, real.n, "cpu"))
+    ctx = mm.Context(system, integ, mm.Platform.getPlatform("CPU"))
+    bad = pos.copy()
+    bad[len(pos) // B + 2] = np.nan  # one particle of replica 1
+    ctx.setPositions(bad)
+    ctx.setVelocities(vel)
+    with pytest.raises(NonFiniteStateError, match="positions are not finite"):
+        integ.step(1)
+    assert not calls

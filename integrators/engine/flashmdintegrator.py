@@ -647,11 +647,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         prof = self._log.profiling
         self._log.start()
         energy, B = self._replicaEnergy, self.replicas
-        if not self._replicaChecked:
-            self._checkReplicaEnergy(context)
         st = context.getState(getPositions=True, getVelocities=True)
         q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
         v = np.asarray(st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        checkFiniteState(q, v, st.getStepCount())  # before any energy
+        if not self._replicaChecked:
+            self._checkReplicaEnergy(context)
         box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
         V = None
         if self.rescaleEnergy:
