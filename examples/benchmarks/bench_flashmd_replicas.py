@@ -21,12 +21,9 @@ Writes results/flashmd_replicas<tag>.json and .png.
 """
 
 import argparse
-import datetime
 import json
 import os
 import platform as pyplatform
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -41,6 +38,7 @@ from openmmflash.workflows.flashmdcg import (buildCGSystem, cgFallbackSubsteps, 
                                                flashSchNetReplicaEnergy, useCGBeadTypes)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
 MODES = ("langevin", "wholeSystem", "perReplica")
 
 
@@ -55,26 +53,13 @@ def cpuName() -> str:
     return pyplatform.processor() or pyplatform.machine()
 
 
-def provenance(args) -> dict:
-    root = os.path.abspath(os.path.join(HERE, "..", ".."))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                     ":!examples/benchmarks/results"], cwd=root,
-                                    capture_output=True, text=True).stdout.strip())
-    except OSError:
-        commit, dirty = None, None
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
-    return {"cpu": cpuName(), "cpuCount": os.cpu_count(), "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.platform == "CUDA" else None,
-            "driver": torch.version.cuda if args.platform == "CUDA" else None, "platform": args.platform,
-            "python": pyplatform.python_version(), "torch": torch.__version__, "triton": triton_version,
-            "openmm": mm.__version__, "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-            "commit": commit, "uncommittedChanges": dirty, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+def runProvenance(args) -> dict:
+    """benchprovenance's object (docs/benchmarks.md) plus the CPU model, thread setting and OpenMM platform."""
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+    out = provenance()
+    out.update({"cpuModel": cpuName(), "cpuCount": os.cpu_count(), "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
+                "openmmPlatform": args.platform})
+    return out
 
 
 def makeContext(system, integrator, platform):
@@ -187,7 +172,7 @@ def plot(rep, path):
     a.set_xticks(x, [str(B) for B in Bs])
     a.set_xlabel("replicas in one System")
     a.set_ylabel("throughput / LangevinMiddle 2 fs")
-    a.set_title(f"{rep['model']} on {rep['info']['platform']}")
+    a.set_title(f"{rep['model']} on {rep['provenance']['openmmPlatform']}")
     a.legend(fontsize=8)
     b.set_xticks(x, [str(B) for B in Bs])
     b.set_xlabel("replicas in one System")
@@ -220,7 +205,7 @@ def main(argv=None):
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
     args = ap.parse_args(argv)
     os.makedirs(args.results, exist_ok=True)
-    rep = {"info": provenance(args), "model": args.model, "deviceResident": args.device_resident, "temperature_K": args.temperature,
+    rep = {"provenance": runProvenance(args), "model": args.model, "deviceResident": args.device_resident, "temperature_K": args.temperature,
            "friction_per_ps": args.friction,
            "note": "throughput = simulated time per wall second of the whole System (all replicas); the three "
                    "integrators run interleaved chunks on the same machine, so only ratios are meaningful. FlashMD "
