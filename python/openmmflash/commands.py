@@ -202,19 +202,24 @@ def _compactmd(subparsers):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run="openmmflash.compactmd.cli:compress")
 
+    recover = dict(action="store_true", help="ignore a damaged index and rebuild it from the chunk heads "
+                                             "(reads every intact chunk of a damaged or unclosed file)")
     p = subparsers.add_parser("decompress", help="convert a .cmdx file to DCD or XTC")
     p.add_argument("input", help=".cmdx file")
     p.add_argument("-o", "--output", required=True, help="output file; format from the extension (.dcd, .xtc)")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:decompress")
 
     p = subparsers.add_parser("info", help="describe a .cmdx file")
     p.add_argument("input", help=".cmdx file")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:info")
 
     p = subparsers.add_parser("verify", help="check every chunk of a .cmdx file (and the error against a source)")
     p.add_argument("input", help=".cmdx file")
     p.add_argument("--source", help="original trajectory: report the true max error and RMSD against it")
     p.add_argument("--top", help="topology for --source when MDAnalysis needs one (DCD, TRR, ...)")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:verify")
 
 
