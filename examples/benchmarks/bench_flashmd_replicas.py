@@ -17,7 +17,8 @@ are reported. Fallback fractions are per replica (strides a replica advanced by 
     python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA     # on a GPU (host strides)
     python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA --device-resident on --tag _gpu_resident
 
-Writes results/flashmd_replicas<tag>.json and .png.
+Writes results/flashmd_replicas<tag>.json and docs/figures/flashmd_replicas<tag>.png (the results folder keeps at
+most 40 files, docs/benchmarks.md).
 """
 
 import argparse
@@ -203,6 +204,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--tag", default="")
     ap.add_argument("--results", default=os.path.join(HERE, "results"))
+    ap.add_argument("--figures", default=os.path.join(HERE, "..", "..", "docs", "figures"), help="folder of the PNG")
     args = ap.parse_args(argv)
     os.makedirs(args.results, exist_ok=True)
     rep = {"provenance": runProvenance(args), "model": args.model, "deviceResident": args.device_resident, "temperature_K": args.temperature,
@@ -217,7 +219,8 @@ def main(argv=None):
         rep["rows"].append(measure(args, B))
         with open(os.path.join(args.results, f"flashmd_replicas{args.tag}.json"), "w") as f:
             json.dump(rep, f, indent=1)
-    plot(rep, os.path.join(args.results, f"flashmd_replicas{args.tag}.png"))
+    os.makedirs(args.figures, exist_ok=True)
+    plot(rep, os.path.join(args.figures, f"flashmd_replicas{args.tag}.png"))
     print("B    FlashMD/Langevin (whole-System)  FlashMD/Langevin (per-replica)  per-replica/whole  fallback frac "
           "(whole, per-replica mean)")
     for r in rep["rows"]:
