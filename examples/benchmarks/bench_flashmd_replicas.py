@@ -207,7 +207,8 @@ def main(argv=None):
     ap.add_argument("--figures", default=os.path.join(HERE, "..", "..", "docs", "figures"), help="folder of the PNG")
     args = ap.parse_args(argv)
     os.makedirs(args.results, exist_ok=True)
-    rep = {"provenance": runProvenance(args), "model": args.model, "deviceResident": args.device_resident, "temperature_K": args.temperature,
+    rep = {"provenance": runProvenance(args), "model": args.model, "deviceResident": args.device_resident,
+           "temperature_K": args.temperature,
            "friction_per_ps": args.friction,
            "note": "throughput = simulated time per wall second of the whole System (all replicas); the three "
                    "integrators run interleaved chunks on the same machine, so only ratios are meaningful. FlashMD "

@@ -19,8 +19,8 @@ steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), s
 (energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. With the whole
 energy in PyTorch on a CUDA device the strides of a call run device-resident instead (residentstrides.py: one getState
 and one write-back per call). With B replicas and setReplicaEnergy, each replica is guarded and falls back alone
-(rescale.replicaguard, replicaenergy.py; resident: replicaresident.py). Constraints and virtual sites are refused; velocities are
-at the same time as positions (not leap-frog).
+(rescale.replicaguard, replicaenergy.py; resident: replicaresident.py). Constraints and virtual sites are refused;
+velocities are at the same time as positions (not leap-frog).
 """
 
 import logging
@@ -403,6 +403,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._replicaEnergy = energy
         self._replicaChecked = False
         self._replicaCache = None
+        self._resident, self._residentDecided = None, False  # decided again at the next step (_residentLoop)
 
     def _perReplica(self) -> bool:
         """Whether the host strides guard and fall back per replica (a replica energy is set and B > 1)."""

@@ -8,7 +8,8 @@ own outcome:
               ok_b:  (q_b, v_b, V_b) <- (q_b', O(alpha_b v_b', xi1), V_b')     else: (q_b, O(v_b, xi0), V_b)
               all ok: v <- v - v_com
     fallback: n_sub velocity-Verlet substeps of every replica (fixed shapes: a CUDA graph), f = -dV_b/dq_b; the
-              rejected replicas take the result and O(v, xi1), the accepted ones keep their learned state; v <- v - v_com
+              rejected replicas take the result and O(v, xi1), the accepted ones keep their learned state;
+              v <- v - v_com
 
 The fallback integrates all B replicas and keeps the rejected ones' results: it costs as much as a whole-System
 fallback (one batched force call per substep), while the accepted replicas keep their learned stride. Units: nm,
