@@ -328,6 +328,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         obstacles = residentObstacles(self._energy, self._stepper.device, self._periodic, self._passive,
                                       self.rescaleEnergy, self.speciesRescale, self.modeRescale, self.randomRotation,
                                       self._thermostatParameters(), type(self).__name__)
+        if self._perReplica() and self._replicaEnergy.device != self._stepper.device:
+            obstacles.append(f"the replica energy is on {self._replicaEnergy.device}, the network on "
+                             f"{self._stepper.device}")
         if obstacles:
             if want:
                 raise ValueError("deviceResident=True, but the strides cannot run on the device: "
