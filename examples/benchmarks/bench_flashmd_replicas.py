@@ -18,7 +18,7 @@ are reported. Fallback fractions are per replica (strides a replica advanced by 
     python examples/benchmarks/bench_flashmd_replicas.py --platform CUDA --device-resident on --tag _gpu_resident
 
 Writes results/flashmd_replicas<tag>.json and docs/figures/flashmd_replicas<tag>.png (the results folder keeps at
-most 40 files, docs/benchmarks.md).
+most 41 files, docs/benchmarks.md).
 """
 
 import argparse
