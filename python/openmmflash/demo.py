@@ -1,8 +1,11 @@
 """``openmmflash demo``: a CG protein simulation with a bundled FlashSchNet model, the main job in one command.
 
 The model's priors run as native OpenMM forces and the network as a TorchForce; B replicas of the protein share one
-System (and one model call per step). The native structure stored in the model file is the start and the reference
-of the CA-RMSD.
+System (and one model call per step). The trajectory is written by ``CompactReporter`` (.cmdx) and its size compared
+with DCD and XTC files of the same frames. ``integrator="flashmd"`` runs the shipped FlashMD model trained on the
+bundled CG System instead of LangevinMiddleIntegrator. The native structure stored in the model file (or the user's
+protein, ``pdb``) is the start and the reference of CA-RMSD, Rg and Q. The summary says whether the run equilibrated
+(``openmmflash.workflows.equilibration``).
 """
 
 import json
@@ -12,33 +15,56 @@ from typing import Optional
 
 import numpy as np
 
-from openmmflash.cg.observables import kabschRMSD
+from openmmflash.cg.observables import observables, stats
 from openmmflash.cg.structure import caIndices, nativeStructure
-from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+from openmmflash.compactmd.compacttrajectory import CompactTrajectory
+from openmmflash.compactmd.formatsizes import formatSizes
+from openmmflash.integrators.network.modelfile import ensembleNote
+from openmmflash.plugin.replicas import replicatePositions
 from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
-from openmmflash.workflows.cgsimulation import simulateCG
+from openmmflash.workflows.demosimulation import flashMDModelFor, runDemoSimulation
+from openmmflash.workflows.equilibration import equilibrationVerdict
+from openmmflash.workflows.modelchoice import modelForProtein
 
-def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
+OBSERVABLES = (("caRmsd", "CA-RMSD to native (A)"), ("Rg", "CA radius of gyration (A)"),
+               ("Q", "fraction of native contacts Q"))
+
+
+def plotRun(result: dict, obs: dict, native: dict, path: str, title: str) -> None:
+    """Energy, per-replica temperature and CA-RMSD against time; CA-RMSD, Rg and Q distributions of the last half
+    with the native structure's values marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
-    for b in range(rmsd.shape[1]):
-        ax[0].plot(result["time"], rmsd[:, b], lw=1, label=f"replica {b}")
-    ax[0].set_xlabel("time (ps)")
-    ax[0].set_ylabel("CA-RMSD to native (A)")
-    ax[0].legend(fontsize=7)
-    ax[1].plot(result["time"], result["potentialEnergy"], lw=1)
-    ax[1].set_xlabel("time (ps)")
-    ax[1].set_ylabel("potential energy, all replicas (kJ/mol)")
-    ax[2].plot(result["time"], result["temperature"], lw=1)
-    ax[2].axhline(result["targetTemperature"], color="k", ls="--", lw=0.8)
-    ax[2].set_xlabel("time (ps)")
-    ax[2].set_ylabel("temperature (K)")
-    fig.suptitle(title)
+    t = result["time"]
+    half = len(t) // 2
+    fig, ax = plt.subplots(2, 3, figsize=(13, 7))
+    ax[0, 0].plot(t, result["potentialEnergy"], lw=1)
+    ax[0, 0].set_ylabel("potential energy, all replicas (kJ/mol)")
+    for b in range(result["temperature"].shape[1]):
+        ax[0, 1].plot(t, result["temperature"][:, b], lw=0.8, label=f"replica {b}")
+        ax[0, 2].plot(t, obs["caRmsd"][:, b], lw=0.8)
+    ax[0, 1].axhline(result["targetTemperature"], color="k", ls="--", lw=0.8, label="bath")
+    ax[0, 1].set_ylabel("temperature (K)")
+    ax[0, 1].legend(fontsize=6, ncol=2)
+    ax[0, 2].set_ylabel("CA-RMSD to native (A)")
+    for a in ax[0]:
+        a.set_xlabel("time (ps)")
+        if len(t):
+            a.axvspan(t[half], t[-1], color="0.9", zorder=0)  # the half the statistics use
+    for a, (key, label) in zip(ax[1], OBSERVABLES):
+        if key not in obs:
+            a.set_axis_off()
+            continue
+        a.hist(obs[key][half:].ravel(), bins=25, density=True, alpha=0.7, label="this run, last half")
+        a.axvline(native[key], color="k", ls="--", lw=1, label="native structure")
+        a.set_xlabel(label)
+        a.set_ylabel("density")
+        a.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -46,68 +72,156 @@ def plotRun(result: dict, rmsd: np.ndarray, path: str, title: str) -> None:
 
 def runDemo(model: str = "chignolin", steps: int = 3000, replicas: int = 4, platform: Optional[str] = None,
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 100, seed: int = 1,
-            progress: bool = True, fastPath=True) -> dict:
-    """Run the demo and write trajectory.dcd, native.pdb, demo.png and summary.json into ``output``."""
+            progress: bool = True, fastPath=True, integrator: str = "langevin", quantized: bool = False,
+            pdb: Optional[str] = None, friction: float = 10.0, flashmdModel: Optional[str] = None) -> dict:
+    """Run the demo and write trajectory.cmdx, topology.pdb, native.pdb, demo.png and summary.json into ``output``.
 
+    ``steps`` MD steps of ``timestep`` fs per replica (FlashMD runs the same simulated time in strides), a frame
+    every ``reportInterval`` steps; ``friction`` 1/ps; ``pdb`` a protein file to run instead of the model's own;
+    ``quantized`` the GAQ-quantized FlashMD model (ValueError when none is shipped for the model)."""
+    t_start = time.time()
+    if integrator == "flashmd" or quantized:
+        if integrator != "flashmd":
+            raise ValueError("--quantized: quantized models are FlashMD models; no quantized FlashSchNet model is "
+                             "shipped. Add --integrator flashmd, or run without --quantized")
+        flashmdModel = flashMDModelFor(model, flashmdModel, quantized)
     os.makedirs(output, exist_ok=True)
-    net = loadModel(model)
-    topology, native, _ = nativeStructure(net, output)
-
-    with open(os.path.join(output, "topology.pdb"), "w") as f:  # the DCD's topology (all replicas)
-        openmm = import_openmm()
-
-        openmm.app.PDBFile.writeFile(replicateTopology(topology, replicas),
-                                     replicatePositions(native, replicas) * openmm.unit.nanometer, f)
-    result = simulateCG(net, topology, native, replicas, steps, reportInterval, timestep, platform=platform,
-                        seed=seed, dcdPath=os.path.join(output, "trajectory.dcd"), progress=progress,
-                        fastPath=fastPath)
+    openmm = import_openmm()
+    if pdb:
+        net, model, topology, native = modelForProtein(pdb, model if model != "chignolin" else None)
+        with open(os.path.join(output, "native.pdb"), "w") as f:
+            openmm.app.PDBFile.writeFile(topology, native * openmm.unit.nanometer, f)
+    else:
+        net = loadModel(model)
+        topology, native, _ = nativeStructure(net, output)
+    temperature = float(net.metadata.get("provenance", {}).get("referenceSettings", {}).get("temperature", 300.0))
+    cmdx = os.path.join(output, "trajectory.cmdx")
+    if os.path.exists(cmdx):
+        os.remove(cmdx)  # a fresh trajectory each run
+    result = runDemoSimulation(net, topology, native, replicas, steps * timestep * 1e-3,
+                               reportInterval * timestep * 1e-3, timestep, friction, temperature, platform, seed,
+                               integrator, flashmdModel, cmdx, progress, fastPath)
+    with open(os.path.join(output, "topology.pdb"), "w") as f:  # the trajectory's topology (all replicas)
+        openmm.app.PDBFile.writeFile(result["topology"], replicatePositions(native, replicas) * openmm.unit.nanometer,
+                                     f)
+    frames = result["positions"]  # (F, B, n, 3) nm
+    f_count, n = frames.shape[0], frames.shape[2]
     ca = caIndices(topology)
-    frames = result["positions"]
-    rmsd = np.stack([kabschRMSD(frames[:, b][:, ca] * 10.0, native[ca] * 10.0) for b in range(replicas)], 1)
-    simulated_ps = result["steps"] * timestep * 1e-3
+    obs = {k: v.reshape(f_count, replicas) for k, v in
+           observables(frames.reshape(-1, n, 3).astype(np.float64), native, ca).items()}
+    native_obs = {k: float(v[0]) for k, v in observables(native[None].astype(np.float64), native, ca).items()}
+    verdict = equilibrationVerdict(result["temperature"], result["targetTemperature"],
+                                   {k: obs[k] for k in ("caRmsd", "Rg")})
+    sizes = formatSizes(frames.reshape(f_count, -1, 3), result["time"], result["topology"],
+                        result["stepSize_fs"] * 1e-3, result["reportInterval"])
+    sizes["cmdx"] = os.path.getsize(cmdx)
+    simulated_ps = result["steps"] * result["stepSize_fs"] * 1e-3
     ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
-    summary = {"model": model, "platform": result["platform"], "replicas": replicas, "beads": topology.getNumAtoms(),
-               "steps": result["steps"], "timestep_fs": timestep, "simulatedTimePerReplica_ps": simulated_ps,
-               "wallSeconds": result["wallSeconds"], "nsPerDayPerReplica": ns_day,
-               "nsPerDayAggregate": ns_day * replicas,
+    half = f_count // 2
+    summary = {"model": str(model), "protein": pdb or f"the native structure in the {model} model file",
+               "integrator": integrator, "platform": result["platform"], "replicas": replicas,
+               "beads": topology.getNumAtoms(), "steps": result["steps"], "timestep_fs": result["stepSize_fs"],
+               "friction_per_ps": friction, "frames": f_count,
+               "simulatedTimePerReplica_ps": simulated_ps, "wallSeconds": result["wallSeconds"],
+               "totalWallSeconds": time.time() - t_start,
+               "nsPerDayPerReplica": ns_day, "nsPerDayAggregate": ns_day * replicas,
                "finalPotentialEnergy_kJmol": float(result["potentialEnergy"][-1]),
-               "meanTemperature_K": float(result["temperature"][len(result["temperature"]) // 2:].mean()),
+               "meanTemperature_K": float(result["temperature"][half:].mean()),
+               "temperaturePerReplica_K": [float(v) for v in result["temperature"][half:].mean(0)],
                "targetTemperature_K": result["targetTemperature"],
-               "caRmsdFinal_A": [float(v) for v in rmsd[-1]], "caRmsdMean_A": float(rmsd.mean()),
-               "forceOptions": result["forceOptions"]}
-    plotRun(result, rmsd, os.path.join(output, "demo.png"),
-            f"openmmflash demo: {model}, {replicas} replicas, {result['platform']}")
+               "caRmsdFinal_A": [float(v) for v in obs["caRmsd"][-1]], "caRmsdMean_A": float(obs["caRmsd"].mean()),
+               "observablesLastHalf": {k: stats(v[half:]) for k, v in obs.items()},
+               "observablesNative": native_obs,
+               "reference": {"ensemble": None, "note": "the model file carries no reference ensemble (it holds the "
+                             "native structure, the force-matching validation and the reference MD settings); "
+                             "distributions are shown against the native structure",
+                             "forceMatching": net.metadata.get("validation", {}).get("validation")},
+               "trajectory": {"path": cmdx, "bytes": sizes, "maxError_nm": 0.0005,
+                              "dcdOverCmdx": sizes["dcd"] / sizes["cmdx"],
+                              "xtcOverCmdx": sizes["xtc"] / sizes["cmdx"] if sizes["xtc"] else None},
+               "equilibration": verdict, "forceOptions": result["forceOptions"]}
+    if integrator == "flashmd":
+        strides = result["learnedSteps"] + result["fallbacks"]
+        summary["flashmd"] = {"model": flashmdModel, "quantized": bool(quantized), "stride_fs": result["stepSize_fs"],
+                              "learnedStrides": result["learnedSteps"], "fallbacks": result["fallbacks"],
+                              "fallbackRate": result["fallbacks"] / max(strides, 1),
+                              "deviceResident": result["deviceResident"], "ensembleNote": ensembleNote(flashmdModel)}
+    verdict_text = "equilibrated" if verdict["equilibrated"] else "NOT equilibrated"
+    plotRun(result, obs, native_obs, os.path.join(output, "demo.png"),
+            f"openmmflash demo: {model}, {integrator}, {replicas} replicas, {result['platform']}, "
+            f"{simulated_ps:.1f} ps per replica: {verdict_text}")
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
 
 
 def printSummary(s: dict, output: str) -> None:
+    """The one-page summary of a demo run."""
+    kb = {k: (v / 1024 if v else None) for k, v in s["trajectory"]["bytes"].items()}
     print(f"\nopenmmflash demo: {s['model']} ({s['beads']} beads) x {s['replicas']} replicas on {s['platform']}")
-    print(f"  steps                {s['steps']} x {s['timestep_fs']} fs")
-    print(f"  simulated time       {s['simulatedTimePerReplica_ps']:.1f} ps per replica "
-          f"({s['simulatedTimePerReplica_ps'] * s['replicas']:.1f} ps in total)")
+    print(f"  protein              {s['protein']}")
+    integ = ("LangevinMiddleIntegrator" if s["integrator"] == "langevin"
+             else f"FlashMDLangevinIntegrator, model {s['flashmd']['model']}")
+    print(f"  integrator           {integ}, {s['timestep_fs']:g} fs steps, friction {s['friction_per_ps']:g}/ps")
+    print(f"  steps                {s['steps']} ({s['simulatedTimePerReplica_ps']:.1f} ps per replica, "
+          f"{s['simulatedTimePerReplica_ps'] * s['replicas']:.1f} ps in total, {s['frames']} frames)")
     print(f"  speed                {s['nsPerDayPerReplica']:.2f} ns/day per replica, "
-          f"{s['nsPerDayAggregate']:.2f} ns/day aggregate ({s['wallSeconds']:.1f} s wall)")
+          f"{s['nsPerDayAggregate']:.2f} ns/day aggregate ({s['wallSeconds']:.1f} s of MD, "
+          f"{s['totalWallSeconds']:.1f} s in all)")
+    if "flashmd" in s:
+        fm = s["flashmd"]
+        print(f"  FlashMD              {fm['learnedStrides']} learned strides, {fm['fallbacks']} fell back to "
+              f"ordinary substeps ({100 * fm['fallbackRate']:.0f} %)")
+        if fm.get("ensembleNote"):
+            print(f"  note                 {fm['ensembleNote']}")
     print(f"  potential energy     {s['finalPotentialEnergy_kJmol']:.1f} kJ/mol (all replicas, last frame)")
-    print(f"  temperature          {s['meanTemperature_K']:.1f} K (second half; target "
-          f"{s['targetTemperature_K']:.0f} K)")
-    print(f"  CA-RMSD to native    {', '.join(f'{v:.2f}' for v in s['caRmsdFinal_A'])} A (last frame per replica)")
-    print(f"  wrote                {output}/trajectory.dcd (topology.pdb), {output}/demo.png, "
-          f"{output}/summary.json")
+    print(f"  temperature          {s['meanTemperature_K']:.1f} K over the last half (bath "
+          f"{s['targetTemperature_K']:.0f} K); per replica "
+          f"{', '.join(f'{v:.0f}' for v in s['temperaturePerReplica_K'])} K")
+    for key, label, unit in (("caRmsd", "CA-RMSD to native", "A"), ("Rg", "CA Rg", "A"), ("Q", "Q (native)", "")):
+        if key in s["observablesLastHalf"]:
+            st = s["observablesLastHalf"][key]
+            print(f"  {label:<20} {st['mean']:.2f} +- {st['std']:.2f} {unit} over the last half "
+                  f"(native {s['observablesNative'][key]:.2f})")
+    print("  reference ensemble   none in the model file; compared with the native structure")
+    xtc = f"{kb['xtc']:.1f} KiB" if kb["xtc"] else "n/a (mdtraj not installed)"
+    ratio = f", {s['trajectory']['xtcOverCmdx']:.1f}x smaller than XTC" if s["trajectory"]["xtcOverCmdx"] else ""
+    print(f"  trajectory           {kb['cmdx']:.1f} KiB .cmdx (error <= 0.0005 nm) against DCD {kb['dcd']:.1f} KiB, "
+          f"XTC {xtc}: {s['trajectory']['dcdOverCmdx']:.1f}x smaller than DCD{ratio}")
+    eq = s["equilibration"]
+    if eq["equilibrated"]:
+        print("  equilibration        temperature at the bath and no drift in CA-RMSD or Rg over the last half")
+    else:
+        print("  equilibration        NOT equilibrated -- statistics above describe a relaxing system:")
+        for reason in eq["reasons"]:
+            print(f"                       - {reason}")
+        print("                       run longer (--time PS) or with more replicas for converged distributions")
+    print(f"  wrote                {output}/trajectory.cmdx (topology.pdb), {output}/demo.png, {output}/summary.json")
+    print("  read back            CompactTrajectory('trajectory.cmdx').read() or openmmflash compact-convert")
 
 
 def register(subparsers):
     p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
-                              "several replicas on the fastest platform; writes a DCD, a PNG plot and a summary.")
+                              "several replicas on the fastest platform; writes a compressed .cmdx trajectory "
+                              "(CompactReporter), a PNG plot and a summary.")
     p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
-    p.add_argument("--steps", type=int, default=None, help="MD steps (default 3000 = 6 ps at 2 fs)")
+    p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) with a model trained on all its "
+                   "residue types (default: the first bundled one that is)")
+    p.add_argument("--integrator", choices=("langevin", "flashmd"), default="langevin",
+                   help="langevin: LangevinMiddleIntegrator (default); flashmd: FlashMDLangevinIntegrator with the "
+                   "shipped FlashMD model trained on this CG System")
+    p.add_argument("--flashmd-model", help="FlashMD model name or file (default: the one shipped for --model)")
+    p.add_argument("--quantized", action="store_true", help="use the GAQ-quantized FlashMD model if one is shipped")
+    p.add_argument("--steps", type=int, default=None, help=f"MD steps (default {DEFAULT_STEPS} = "
+                   f"{DEFAULT_STEPS * 2e-3:g} ps at 2 fs)")
     p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
     p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
-    p.add_argument("--replicas", type=int, default=None, help="replicas (default 4)")
+    p.add_argument("--replicas", type=int, default=None, help=f"replicas (default {DEFAULT_REPLICAS})")
     p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
+    p.add_argument("--friction", type=float, default=10.0, help="Langevin friction, 1/ps (default 10)")
+    p.add_argument("--report-interval", type=int, default=None,
+                   help=f"steps between frames (default {DEFAULT_INTERVAL})")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
     p.add_argument("--seed", type=int, default=1)
@@ -116,14 +230,19 @@ def register(subparsers):
     p.set_defaults(func=_demo)
 
 
+DEFAULT_STEPS, DEFAULT_REPLICAS, DEFAULT_INTERVAL = 3000, 4, 50
+
+
 def _demo(args):
     steps = args.steps
     if args.time is not None:
         steps = int(round(args.time / (args.timestep * 1e-3)))
     if steps is None:
-        steps = 200 if args.quick else 3000
-    replicas = args.replicas or (2 if args.quick else 4)
-    interval = min(args.report_interval, steps) if not args.quick else 20
+        steps = 200 if args.quick else DEFAULT_STEPS
+    replicas = args.replicas or (2 if args.quick else DEFAULT_REPLICAS)
+    interval = args.report_interval or (20 if args.quick else DEFAULT_INTERVAL)
+    interval = min(interval, steps)
     summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed,
-                      fastPath=not args.no_fast_path)
+                      fastPath=not args.no_fast_path, integrator=args.integrator, quantized=args.quantized,
+                      pdb=args.pdb, friction=args.friction, flashmdModel=args.flashmd_model)
     printSummary(summary, args.output)
