@@ -15,6 +15,7 @@ from typing import Optional
 
 import numpy as np
 
+from openmmflash.cg.mapping import canonicalResidue
 from openmmflash.cg.observables import observables, stats
 from openmmflash.cg.structure import caIndices, nativeStructure
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
@@ -25,7 +26,7 @@ from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
 from openmmflash.workflows.demosimulation import flashMDModelFor, runDemoSimulation
 from openmmflash.workflows.equilibration import equilibrationVerdict
-from openmmflash.workflows.modelchoice import modelForProtein
+from openmmflash.workflows.modelchoice import modelForProtein, trainedSequence
 
 OBSERVABLES = (("caRmsd", "CA-RMSD to native (A)"), ("Rg", "CA radius of gyration (A)"),
                ("Q", "fraction of native contacts Q"))
@@ -70,25 +71,28 @@ def plotRun(result: dict, obs: dict, native: dict, path: str, title: str) -> Non
     plt.close(fig)
 
 
-def runDemo(model: str = "chignolin", steps: int = 2000, replicas: int = 4, platform: Optional[str] = None,
+def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int = 4, platform: Optional[str] = None,
             output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 50, seed: int = 1,
             progress: bool = True, fastPath=True, integrator: str = "langevin", quantized: bool = False,
             pdb: Optional[str] = None, friction: float = 10.0, flashmdModel: Optional[str] = None) -> dict:
     """Run the demo and write trajectory.cmdx, topology.pdb, native.pdb, demo.png and summary.json into ``output``.
 
     ``steps`` MD steps of ``timestep`` fs per replica (FlashMD runs the same simulated time in strides), a frame
-    every ``reportInterval`` steps; ``friction`` 1/ps; ``pdb`` a protein file to run instead of the model's own;
+    every ``reportInterval`` steps; ``friction`` 1/ps; ``pdb`` a protein file to run instead of the model's own
+    (``model=None``: the bundled model trained on its sequence, or on all its residue types);
     ``quantized`` the GAQ-quantized FlashMD model (ValueError when none is shipped for the model)."""
     t_start = time.time()
+    if model is None and not pdb:
+        model = "chignolin"
     if integrator == "flashmd" or quantized:
         if integrator != "flashmd":
             raise ValueError("--quantized: quantized models are FlashMD models; no quantized FlashSchNet model is "
                              "shipped. Add --integrator flashmd, or run without --quantized")
-        flashmdModel = flashMDModelFor(model, flashmdModel, quantized)
+        flashmdModel = flashMDModelFor(model or "chignolin", flashmdModel, quantized)
     os.makedirs(output, exist_ok=True)
     openmm = import_openmm()
     if pdb:
-        net, model, topology, native = modelForProtein(pdb, model if model != "chignolin" else None)
+        net, model, topology, native = modelForProtein(pdb, model)
         with open(os.path.join(output, "native.pdb"), "w") as f:
             openmm.app.PDBFile.writeFile(topology, native * openmm.unit.nanometer, f)
     else:
@@ -118,7 +122,12 @@ def runDemo(model: str = "chignolin", steps: int = 2000, replicas: int = 4, plat
     simulated_ps = result["steps"] * result["stepSize_fs"] * 1e-3
     ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
     half = f_count // 2
-    summary = {"model": str(model), "protein": pdb or f"the native structure in the {model} model file",
+    protein = f"the native structure in the {model} model file"
+    if pdb:
+        same = [canonicalResidue(r.name) for r in topology.residues()] == trainedSequence(net)
+        protein = pdb + ("" if same else f" (the model was trained on another protein, "
+                         f"{'-'.join(trainedSequence(net))[:60]}: a transferability test)")
+    summary = {"model": str(model), "protein": protein,
                "integrator": integrator, "platform": result["platform"], "replicas": replicas,
                "beads": topology.getNumAtoms(), "steps": result["steps"], "timestep_fs": result["stepSize_fs"],
                "friction_per_ps": friction, "frames": f_count,
@@ -204,7 +213,8 @@ def register(subparsers):
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
                               "several replicas on the fastest platform; writes a compressed .cmdx trajectory "
                               "(CompactReporter), a PNG plot and a summary.")
-    p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
+    p.add_argument("--model", default=None, help="bundled model name or model file (default chignolin; with --pdb "
+                   "the bundled model trained on that protein or on all its residue types)")
     p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) with a model trained on all its "
                    "residue types (default: the first bundled one that is)")
     p.add_argument("--integrator", choices=("langevin", "flashmd"), default="langevin",
