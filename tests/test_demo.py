@@ -191,3 +191,29 @@ def test_format_sizes_write_readable_files(tmp_path):
     np.testing.assert_allclose(dcd.xyz, frames, atol=1e-5)
     xtc = mdtraj.load_xtc(str(tmp_path / "trajectory.xtc"), top=mdtraj.Topology.from_openmm(top))
     np.testing.assert_allclose(xtc.xyz, frames, atol=0.0006)
+
+
+@needs_chignolin
+def test_demo_pdb_run_against_a_reference_ensemble(tmp_path):
+    """--pdb end to end, with a model file that carries a reference ensemble (a copy of chignolin with samples
+    added): the summary compares the run with it and the model is used for its own sequence."""
+    from openmmflash.demo import runDemo
+    from openmmflash.schnet.model import loadModel
+    from openmmflash.schnet.modelfile import saveModel
+
+    net = loadModel("chignolin")
+    rng = np.random.default_rng(0)
+    reference = {"caRmsd": rng.normal(3.4, 0.4, 500).tolist(), "Rg": rng.normal(6.1, 0.4, 500).tolist(),
+                 "Q": rng.uniform(0.1, 0.5, 500).tolist()}
+    model_path = str(tmp_path / "chignolin-with-reference.pt")
+    saveModel(net, model_path, referenceObservables=reference)
+    pdb = tmp_path / "chignolin.pdb"
+    pdb.write_text(net.metadata["structure"])
+    s = runDemo(model_path, steps=100, replicas=1, platform="CPU", output=str(tmp_path / "out"), reportInterval=10,
+                progress=False, pdb=str(pdb))
+    assert s["model"] == model_path and s["protein"] == str(pdb)  # same sequence: no transferability note
+    ens = s["reference"]["ensemble"]
+    assert ens["Rg"]["mean"] == pytest.approx(np.mean(reference["Rg"]))
+    assert set(s["reference"]["overlap"]) == {"caRmsd", "Rg", "Q"}
+    assert all(0.0 <= v <= 1.0 for v in s["reference"]["overlap"].values())
+    assert s["frames"] == 10 and os.path.getsize(tmp_path / "out" / "demo.png") > 0

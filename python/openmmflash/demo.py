@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from openmmflash.cg.mapping import canonicalResidue
-from openmmflash.cg.observables import observables, stats
+from openmmflash.cg.observables import observables, overlap, stats
 from openmmflash.cg.structure import caIndices, nativeStructure
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.formatsizes import formatSizes
@@ -32,9 +32,19 @@ OBSERVABLES = (("caRmsd", "CA-RMSD to native (A)"), ("Rg", "CA radius of gyratio
                ("Q", "fraction of native contacts Q"))
 
 
-def plotRun(result: dict, obs: dict, native: dict, path: str, title: str) -> None:
+def referenceObservables(net) -> Optional[dict]:
+    """{name: samples} of the model's reference ensemble (CA-RMSD and Rg in A, Q) when its file carries one
+    (``metadata["referenceObservables"]``, e.g. from the all-atom reference run it was trained on), else None."""
+    ref = net.metadata.get("referenceObservables")
+    if not isinstance(ref, dict):
+        return None
+    out = {k: np.asarray(v, np.float64).ravel() for k, v in ref.items() if k in dict(OBSERVABLES) and len(v)}
+    return out or None
+
+
+def plotRun(result: dict, obs: dict, native: dict, path: str, title: str, reference: Optional[dict] = None) -> None:
     """Energy, per-replica temperature and CA-RMSD against time; CA-RMSD, Rg and Q distributions of the last half
-    with the native structure's values marked."""
+    with the native structure's values marked and the model's reference ensemble where it has one."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +70,12 @@ def plotRun(result: dict, obs: dict, native: dict, path: str, title: str) -> Non
         if key not in obs:
             a.set_axis_off()
             continue
-        a.hist(obs[key][half:].ravel(), bins=25, density=True, alpha=0.7, label="this run, last half")
+        sample = obs[key][half:].ravel()
+        a.hist(sample, bins=int(np.clip(sample.size // 4, 5, 40)), density=True, alpha=0.7,
+               label="this run, last half")
+        if reference and key in reference:
+            a.hist(reference[key], bins=40, density=True, histtype="step", color="k", lw=1.2,
+                   label="model's reference ensemble")
         a.axvline(native[key], color="k", ls="--", lw=1, label="native structure")
         a.set_xlabel(label)
         a.set_ylabel("density")
@@ -114,6 +129,7 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
     obs = {k: v.reshape(f_count, replicas) for k, v in
            observables(frames.reshape(-1, n, 3).astype(np.float64), native, ca).items()}
     native_obs = {k: float(v[0]) for k, v in observables(native[None].astype(np.float64), native, ca).items()}
+    ref = referenceObservables(net)
     verdict = equilibrationVerdict(result["temperature"], result["targetTemperature"],
                                    {k: obs[k] for k in ("caRmsd", "Rg")})
     sizes = formatSizes(frames.reshape(f_count, -1, 3), result["time"], result["topology"],
@@ -149,6 +165,10 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
                               "dcdOverCmdx": sizes["dcd"] / sizes["cmdx"],
                               "xtcOverCmdx": sizes["xtc"] / sizes["cmdx"] if sizes["xtc"] else None},
                "equilibration": verdict, "forceOptions": result["forceOptions"]}
+    if ref is not None:
+        summary["reference"].update(ensemble={k: stats(v) for k, v in ref.items()},
+                                    overlap={k: overlap(obs[k][half:].ravel(), v) for k, v in ref.items() if k in obs},
+                                    note="the model file's reference ensemble")
     if integrator == "flashmd":
         strides = result["learnedSteps"] + result["fallbacks"]
         summary["flashmd"] = {"model": flashmdModel, "quantized": bool(quantized), "stride_fs": result["stepSize_fs"],
@@ -158,7 +178,7 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
     verdict_text = "equilibrated" if verdict["equilibrated"] else "NOT equilibrated"
     plotRun(result, obs, native_obs, os.path.join(output, "demo.png"),
             f"openmmflash demo: {model}, {integrator}, {replicas} replicas, {result['platform']}, "
-            f"{simulated_ps:.1f} ps per replica: {verdict_text}")
+            f"{simulated_ps:.1f} ps per replica: {verdict_text}", ref)
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
@@ -186,12 +206,17 @@ def printSummary(s: dict, output: str) -> None:
     print(f"  temperature          {s['meanTemperature_K']:.1f} K over the last half (bath "
           f"{s['targetTemperature_K']:.0f} K); per replica "
           f"{', '.join(f'{v:.0f}' for v in s['temperaturePerReplica_K'])} K")
+    ref = s["reference"]
     for key, label, unit in (("caRmsd", "CA-RMSD to native", "A"), ("Rg", "CA Rg", "A"), ("Q", "Q (native)", "")):
         if key in s["observablesLastHalf"]:
             st = s["observablesLastHalf"][key]
-            print(f"  {label:<20} {st['mean']:.2f} +- {st['std']:.2f} {unit} over the last half "
-                  f"(native {s['observablesNative'][key]:.2f})")
-    print("  reference ensemble   none in the model file; compared with the native structure")
+            versus = f"native {s['observablesNative'][key]:.2f}"
+            if ref["ensemble"] and key in ref["ensemble"]:
+                r = ref["ensemble"][key]
+                versus += f"; reference {r['mean']:.2f} +- {r['std']:.2f}, overlap {ref['overlap'][key]:.2f}"
+            print(f"  {label:<20} {st['mean']:.2f} +- {st['std']:.2f} {unit} over the last half ({versus})")
+    if not ref["ensemble"]:
+        print("  reference ensemble   none in the model file; compared with the native structure")
     xtc = f"{kb['xtc']:.1f} KiB" if kb["xtc"] else "n/a (mdtraj not installed)"
     ratio = f", {s['trajectory']['xtcOverCmdx']:.1f}x smaller than XTC" if s["trajectory"]["xtcOverCmdx"] else ""
     print(f"  trajectory           {kb['cmdx']:.1f} KiB .cmdx (error <= 0.0005 nm) against DCD {kb['dcd']:.1f} KiB, "
