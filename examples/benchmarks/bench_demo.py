@@ -52,51 +52,66 @@ def _versions() -> dict:
             "driver": driver}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--platform", default="CPU")
-    ap.add_argument("--tag", default="", help="suffix of the results file name")
-    ap.add_argument("demo_args", nargs="*", help="extra arguments for openmmflash demo (after --)")
-    args = ap.parse_args(argv)
+def runDemo(platform: str, extra: list) -> dict:
+    """Run ``openmmflash demo`` once in a subprocess; its summary plus the wall and CPU time the user sees."""
     out = tempfile.mkdtemp(prefix="bench-demo-")
-    command = [sys.executable, "-m", "openmmflash.cli", "demo", "--platform", args.platform, "--output", out]
-    command += args.demo_args
+    command = [sys.executable, "-m", "openmmflash.cli", "demo", "--platform", platform, "--output", out] + extra
     load_before = os.getloadavg()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     wall = time.perf_counter() - t0
-    load_after = os.getloadavg()
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time of the demo process: its wall time on an idle
-    cpu_seconds = usage.ru_utime + usage.ru_stime          # machine is about this (one busy core) or less
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"openmmflash demo failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
     print(proc.stdout)
     s = json.load(open(os.path.join(out, "summary.json")))
-    sizes = s["trajectory"]["bytes"]
+    # CPU time of the demo process: on an idle machine its wall time is about this or less (two cores)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"command": " ".join(["openmmflash"] + command[3:]).replace(out, "OUT"), "wallSeconds": wall,
+            "cpuSeconds": cpu, "demoTotalWallSeconds": s["totalWallSeconds"], "mdWallSeconds": s["wallSeconds"],
+            "nsPerDayPerReplica": s["nsPerDayPerReplica"], "nsPerDayAggregate": s["nsPerDayAggregate"],
+            "replicas": s["replicas"], "steps": s["steps"], "stepSize_fs": s["timestep_fs"], "frames": s["frames"],
+            "simulatedTimePerReplica_ps": s["simulatedTimePerReplica_ps"], "integrator": s["integrator"],
+            "flashmd": s.get("flashmd"), "platform": s["platform"], "model": s["model"],
+            "bytes": s["trajectory"]["bytes"], "dcdOverCmdx": s["trajectory"]["dcdOverCmdx"],
+            "xtcOverCmdx": s["trajectory"]["xtcOverCmdx"], "meanTemperature_K": s["meanTemperature_K"],
+            "equilibrated": s["equilibration"]["equilibrated"], "equilibrationReasons": s["equilibration"]["reasons"],
+            "loadAverage1min": [load_before[0], os.getloadavg()[0]]}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--platform", default="CPU")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    ap.add_argument("--no-flashmd", action="store_true", help="skip the second run with --integrator flashmd")
+    ap.add_argument("demo_args", nargs="*", help="extra arguments for openmmflash demo (after --)")
+    args = ap.parse_args(argv)
+    default = runDemo(args.platform, args.demo_args)
+    result = dict(default, benchmark="openmmflash demo, default settings; then the same with --integrator flashmd")
+    rows = [("demo (LangevinMiddleIntegrator)", default)]
+    if not args.no_flashmd:
+        flash = runDemo(args.platform, args.demo_args + ["--integrator", "flashmd"])
+        result["flashmdRun"] = flash
+        result["flashmdOverLangevinNsPerDay"] = flash["nsPerDayPerReplica"] / default["nsPerDayPerReplica"]
+        rows.append(("demo --integrator flashmd", flash))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    result = {"benchmark": "openmmflash demo, default settings", "command": " ".join(["openmmflash"] + command[3:]),
-              "wallSeconds": wall, "cpuSeconds": cpu_seconds, "demoTotalWallSeconds": s["totalWallSeconds"], "mdWallSeconds": s["wallSeconds"],
-              "nsPerDayPerReplica": s["nsPerDayPerReplica"], "nsPerDayAggregate": s["nsPerDayAggregate"],
-              "replicas": s["replicas"], "steps": s["steps"], "timestep_fs": s["timestep_fs"],
-              "frames": s["frames"], "simulatedTimePerReplica_ps": s["simulatedTimePerReplica_ps"],
-              "integrator": s["integrator"], "platform": s["platform"], "model": s["model"],
-              "bytes": sizes, "dcdOverCmdx": s["trajectory"]["dcdOverCmdx"], "xtcOverCmdx": s["trajectory"]["xtcOverCmdx"],
-              "equilibrated": s["equilibration"]["equilibrated"], "equilibrationReasons": s["equilibration"]["reasons"],
-              "machine": dict(_versions(), cpu=_cpuName(), cpuCount=os.cpu_count(),
-                              loadAverage1minBefore=load_before[0], loadAverage1minAfter=load_after[0],
-                              ompNumThreads=os.environ.get("OMP_NUM_THREADS")),
-              "commit": commit, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-    print(f"{'wall time (s, as the user sees it)':<40}{wall:10.1f}")
-    print(f"{'CPU time of the demo process (s)':<40}{cpu_seconds:10.1f}")
-    print(f"{'demo MD loop (s)':<40}{s['wallSeconds']:10.1f}")
-    print(f"{'ns/day per replica / aggregate':<40}{s['nsPerDayPerReplica']:10.2f} / {s['nsPerDayAggregate']:.2f}")
-    for key in ("cmdx", "dcd", "xtc"):
-        print(f"{key + ' (bytes)':<40}{sizes[key] if sizes[key] is not None else 'n/a':>10}")
-    print(f"{'DCD / cmdx, XTC / cmdx':<40}{s['trajectory']['dcdOverCmdx']:10.2f} / "
-          f"{s['trajectory']['xtcOverCmdx'] or float('nan'):.2f}")
-    print(f"{'load average (1 min) before / after':<40}{load_before[0]:10.2f} / {load_after[0]:.2f}")
+    result.update(machine=dict(_versions(), cpu=_cpuName(), cpuCount=os.cpu_count(),
+                               ompNumThreads=os.environ.get("OMP_NUM_THREADS")),
+                  commit=commit, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    print(f"{'run':<34}{'wall s':>8}{'CPU s':>8}{'MD s':>8}{'ns/day/rep':>11}{'cmdx B':>8}{'DCD B':>8}{'XTC B':>8}"
+          f"{'load':>11}")
+    for name, r in rows:
+        b = r["bytes"]
+        print(f"{name:<34}{r['wallSeconds']:8.1f}{r['cpuSeconds']:8.1f}{r['mdWallSeconds']:8.1f}"
+              f"{r['nsPerDayPerReplica']:11.2f}{b['cmdx']:8d}{b['dcd']:8d}{b['xtc'] or 0:8d}"
+              f"{r['loadAverage1min'][0]:6.1f}-{r['loadAverage1min'][1]:.1f}")
+    print(f"DCD / cmdx {default['dcdOverCmdx']:.2f}, XTC / cmdx {default['xtcOverCmdx'] or float('nan'):.2f}")
+    if "flashmdOverLangevinNsPerDay" in result:
+        print(f"FlashMD / Langevin ns/day per replica (same machine, one after the other): "
+              f"{result['flashmdOverLangevinNsPerDay']:.2f}")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", f"demo_{s['platform'].lower()}{args.tag}.json")
+    path = os.path.join(HERE, "results", f"demo_{default['platform'].lower()}{args.tag}.json")
     with open(path, "w") as f:
         json.dump(result, f, indent=1)
     print(f"wrote {path}")

@@ -87,7 +87,7 @@ def plotRun(result: dict, obs: dict, native: dict, path: str, title: str, refere
 
 
 def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int = 4, platform: Optional[str] = None,
-            output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 50, seed: int = 1,
+            output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 40, seed: int = 1,
             progress: bool = True, fastPath=True, integrator: str = "langevin", quantized: bool = False,
             pdb: Optional[str] = None, friction: float = 10.0, flashmdModel: Optional[str] = None) -> dict:
     """Run the demo and write trajectory.cmdx, topology.pdb, native.pdb, demo.png and summary.json into ``output``.
@@ -264,7 +264,7 @@ def register(subparsers):
     p.set_defaults(func=_demo)
 
 
-DEFAULT_STEPS, DEFAULT_REPLICAS, DEFAULT_INTERVAL = 2000, 4, 50  # about 2 minutes on a 2-core CPU
+DEFAULT_STEPS, DEFAULT_REPLICAS, DEFAULT_INTERVAL = 2000, 4, 40  # about 2 minutes on a 2-core CPU
 
 
 def _demo(args):
