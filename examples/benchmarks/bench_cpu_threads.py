@@ -84,6 +84,9 @@ def main(steps=40, replicas=4, rounds=2):
     }
     for c in conditions.values():
         c["speedupOneThread"] = c["msPerStep"]["default"] / c["msPerStep"]["one"]
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    result["provenance"] = provenance()
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "cpu_threads.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -206,6 +206,9 @@ def main(argv=None):
               "settings": {"steps": args.steps, "integrator": "LangevinMiddleIntegrator 2 fs 300 K 1/ps",
                            "Precision": "mixed", "warmupSteps": 100},
               "rows": rows, "summary": summary}
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    result["provenance"] = provenance()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)

@@ -176,6 +176,9 @@ def main(argv=None):
     ok = [float(dt) for dt, r in rows.items() if r["nve"].get("fluctuationRatio", 1) <= 0.05
           and r["langevin"].get("stable")]
     report["largestTimestepMeetingCriterion_fs"] = max(ok) if ok else None
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    report["provenance"] = provenance()
     os.makedirs(args.results, exist_ok=True)
     base = os.path.join(args.results, f"cg_timestep_stability_{args.platform.lower()}")
     with open(base + ".json", "w") as f:

@@ -122,6 +122,9 @@ def main(argv=None):
     openmm = import_openmm()
     result = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "openmm": openmm.__version__,
               "what": " ".join(__doc__.split("\n\n")[1:3]).replace("\n", " "), "rows": rows}
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
+    result["provenance"] = provenance()
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)

@@ -28,6 +28,8 @@ _EXPORTS = {
     "FlashMDModel": "openmmflash.integrators.network.flashmdmodel",
     "CompactReporter": "openmmflash.compactmd.compactreporter",
     "CompactTrajectory": "openmmflash.compactmd.compacttrajectory",
+    "loadProtein": "openmmflash.cg.structure",
+    "addFlashSchNetForce": "openmmflash.plugin.torchforce",
 }
 
 

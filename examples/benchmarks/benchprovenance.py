@@ -1,0 +1,68 @@
+"""The ``provenance`` object every benchmark results file carries (see docs/benchmarks.md).
+
+    from benchprovenance import provenance
+    result["provenance"] = provenance()
+
+Keys: gpu, driver, torch, triton, openmm, command, commit, date (UTC, ISO 8601), plus platform, cpu, python and
+``notRecorded`` (the keys that could not be determined here, set to None). ``commit`` is ``git rev-parse HEAD`` of
+the checkout the script runs from (``BENCH_COMMIT`` overrides it, for copies without git); ``dirty`` says whether
+tracked files differed from that commit.
+"""
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+
+import torch  # noqa: F401  (import torch before openmm)
+
+KEYS = ("gpu", "driver", "torch", "triton", "openmm", "command", "commit", "date")
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _run(args):
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, cwd=HERE, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _version(dist):
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def provenance(argv=None):
+    """Provenance of the running benchmark; the command is ``argv`` (default ``sys.argv``) as run."""
+    argv = sys.argv if argv is None else argv
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]) if gpu else None
+    try:
+        import openmm
+
+        openmm_version = openmm.__version__
+    except ImportError:
+        openmm_version = None
+    commit = os.environ.get("BENCH_COMMIT") or _run(["git", "rev-parse", "HEAD"])
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    out = {
+        "gpu": gpu,
+        "driver": driver.splitlines()[0] if driver else None,
+        "torch": torch.__version__,
+        "triton": _version("triton"),
+        "openmm": openmm_version,
+        "command": " ".join(["python"] + [os.path.relpath(argv[0]) if argv else ""] + list(argv[1:])),
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "dirty": None if status is None else bool(status),
+        "platform": platform.platform(),
+        "cpu": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+    out["notRecorded"] = [k for k in KEYS if out[k] is None]
+    return out

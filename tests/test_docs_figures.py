@@ -1,0 +1,250 @@
+"""Every figure in the README's and the docs' tables is in the results file the table cites, and every results file
+carries its provenance.
+
+Convention (docs/benchmarks.md, "How the figures are checked"): a table cites its results files in the paragraph
+right above it (`results/NAME.json`, any prefix), or row by row in a cell of the row (a row that cites files is
+checked against those alone). A table without measured figures says so with ``<!-- not measured -->`` in that
+paragraph. Every number in a body cell, outside `code spans`, must equal a number stored in a cited file after
+rounding to the digits shown; a fraction stored as 0.0086 may be shown as a percentage (0.9 %), and a value may be
+shown in a unit 1,000 times larger or smaller (s and ms). A row that names a run of a file that gathers several runs
+(`flashmd_cg_speed_gpu_s11`) is checked against that run's numbers alone.
+"""
+
+import bisect
+import glob
+import json
+import math
+import os
+import re
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "examples", "benchmarks", "results")
+PROVENANCE_KEYS = ("gpu", "driver", "torch", "triton", "openmm", "command", "commit", "date")
+SCALES = (1.0, 100.0, 1000.0, 0.001)
+MAX_RESULTS_FILES = 40
+
+CITATION = re.compile(r"results/([A-Za-z0-9_.\-]+\.json)")
+NUMBER = re.compile(r"(?<![\w.\-/^])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w/])")
+
+
+def documents():
+    paths = [os.path.join(ROOT, "README.md"), os.path.join(ROOT, "integrators", "models", "README.md")]
+    paths += sorted(glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True))
+    return [p for p in paths if os.path.exists(p)]
+
+
+def tables(text):
+    """(preceding paragraph, [body rows as lists of cells], first line number) for every Markdown table."""
+    lines = [line.strip() for line in text.splitlines()]
+    found, i = [], 0
+    while i < len(lines):
+        if lines[i].startswith("|") and i + 1 < len(lines) and re.match(r"^\|[\s:|-]+\|\s*$", lines[i + 1]):
+            start = i
+            j = i + 2
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            k = start - 1
+            while k >= 0 and not lines[k].strip():
+                k -= 1
+            para = []
+            while k >= 0 and lines[k].strip() and not lines[k].startswith("|"):
+                para.insert(0, lines[k])
+                k -= 1
+            rows = [[c.strip() for c in re.split(r"(?<!\\)\|", row.strip())[1:-1]] for row in lines[start + 2:j]]
+            found.append(("\n".join(para), rows, start + 1))
+            i = j
+        else:
+            i += 1
+    return found
+
+
+def shown_numbers(cell):
+    """The numbers a cell shows, with their decimals: [(value, decimals, text)]."""
+    cell = re.sub(r"`[^`]*`", " ", cell)
+    cell = re.sub(r"\]\([^)]*\)", "]", cell)
+    cell = cell.replace("\u2212", "-").replace("\u2013", " ").replace("\u00d7", " ").replace("*", "")
+    out = []
+    for m in NUMBER.finditer(cell):
+        text = m.group(0)
+        mantissa = re.split(r"[eE]", text)[0]
+        decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        if re.search(r"[eE]", text):
+            exponent = int(re.split(r"[eE]", text)[1])
+            decimals = decimals - exponent
+        out.append((float(text.replace(",", "")), decimals, text))
+    return out
+
+
+def _numbers(obj, acc):
+    if isinstance(obj, bool) or obj is None:
+        return
+    if isinstance(obj, (int, float)):
+        if math.isfinite(obj):
+            acc.append(float(obj))
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            try:
+                number = float(key)
+            except ValueError:
+                number = math.nan
+            if math.isfinite(number):
+                acc.append(number)
+            _numbers(value, acc)
+    elif isinstance(obj, list):
+        for value in obj:
+            _numbers(value, acc)
+
+
+_cache = {}
+
+
+def stored_numbers(name, run=None):
+    """The numbers stored in a results file, sorted; with ``run``, only those of that entry of its ``runs`` list."""
+    if (name, run) not in _cache:
+        with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+            data = json.load(f)
+        if run is not None:
+            data = [r for r in data["runs"] if r.get("run") == run]
+        acc = []
+        _numbers(data, acc)
+        _cache[(name, run)] = sorted(acc)
+    return _cache[(name, run)]
+
+
+def run_names(name):
+    """Names of the runs gathered in a results file (files with a ``runs`` list of ``{"run": ...}`` entries)."""
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        runs = json.load(f).get("runs")
+    return {r["run"] for r in runs if isinstance(r, dict) and "run" in r} if isinstance(runs, list) else set()
+
+
+def appears(value, decimals, numbers):
+    tolerance = 0.5 * 10.0 ** (-decimals) * (1 + 1e-9) + 1e-12
+    for scale in SCALES:
+        lo = bisect.bisect_left(numbers, (value - tolerance) / scale)
+        hi = bisect.bisect_right(numbers, (value + tolerance) / scale)
+        if hi > lo:
+            return True
+    return False
+
+
+def check_document(text, name="document", results_exist=None):
+    """Problems (strings) with the tables of one Markdown text; [] when every figure is found."""
+    results_exist = results_exist or (lambda f: os.path.exists(os.path.join(RESULTS, f)))
+    problems = []
+    for para, rows, line in tables(text):
+        cited = CITATION.findall(para)
+        if not cited and "<!-- not measured -->" not in para:
+            if any(CITATION.search(" ".join(r)) for r in rows):
+                cited = []
+            else:
+                problems.append(f"{name}:{line}: table cites no results file and is not marked <!-- not measured -->")
+                continue
+        if "<!-- not measured -->" in para and not cited:
+            continue
+        for row in rows:
+            files = CITATION.findall(" ".join(row)) or cited
+            if not files:
+                problems.append(f"{name}:{line}: row '{row[0]}' cites no results file")
+                continue
+            missing = [f for f in files if not results_exist(f)]
+            if missing:
+                problems.append(f"{name}:{line}: cites missing results file(s) {missing}")
+                continue
+            spans = set(re.findall(r"`([^`]+)`", " ".join(row)))
+            numbers = []
+            for f in files:
+                named = sorted(spans & run_names(f))
+                for run in named or [None]:
+                    numbers += stored_numbers(f, run)
+            numbers.sort()
+            for cell in row:
+                for value, decimals, text_ in shown_numbers(cell):
+                    if not appears(value, decimals, numbers):
+                        problems.append(f"{name}:{line}: '{text_}' (row '{row[0][:40]}') is not in {files}")
+    return problems
+
+
+@pytest.mark.parametrize("path", documents(), ids=lambda p: os.path.relpath(p, ROOT))
+def test_every_table_figure_is_in_its_results_file(path):
+    text = open(path, encoding="utf-8").read()
+    problems = check_document(text, os.path.relpath(path, ROOT))
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_cover_the_headline_tables():
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    benchmarks = open(os.path.join(ROOT, "docs", "benchmarks.md"), encoding="utf-8").read()
+    assert any(CITATION.search(" ".join(" ".join(r) for r in rows)) for _, rows, _ in tables(readme))
+    cited_tables = [t for t in tables(benchmarks) if CITATION.search(t[0]) or
+                    any(CITATION.search(" ".join(r)) for r in t[1])]
+    assert len(cited_tables) >= 8 and len(cited_tables) == len(tables(benchmarks))
+
+
+def test_a_wrong_figure_fails(tmp_path):
+    name = "flashmd_cg_speed_gpu.json"
+    numbers = stored_numbers(name)
+    ratio = next(v for v in numbers if 23.9 < v < 24.1)  # chignolin-cg-40fs-stiff, one run
+    right = f"Speed (`results/{name}`):\n\n| model | ratio |\n|---|---|\n| stiff | {ratio:.2f}× |\n"
+    assert check_document(right) == []
+    wrong = right.replace(f"{ratio:.2f}", f"{ratio + 1:.2f}")
+    assert any("is not in" in p for p in check_document(wrong))
+    too_precise = right.replace(f"{ratio:.2f}", f"{ratio + 0.004:.3f}")
+    assert any("is not in" in p for p in check_document(too_precise))
+    as_percent = f"Fallbacks (`results/{name}`):\n\n| run | fallbacks |\n|---|---|\n| s11 | 0.9 % |\n"
+    assert check_document(as_percent) == []
+    other_run = f"Speed (`results/{name}`):\n\n| run | ratio |\n|---|---|\n| `flashmd_cg_speed_gpu_s9_e` | {ratio:.2f} |\n"
+    assert any("is not in" in p for p in check_document(other_run))
+    assert check_document(other_run.replace("s9_e", "s11")) == []
+    uncited = "Speed:\n\n| model | ratio |\n|---|---|\n| stiff | 24.0× |\n"
+    assert any("cites no results file" in p for p in check_document(uncited))
+    missing = right.replace(name, "no_such_result.json")
+    assert any("missing" in p for p in check_document(missing))
+
+
+def test_number_parsing():
+    values = [(v, d) for v, d, _ in shown_numbers("1,847 (5.81×), −0.025 ± 0.055, 7.5e-4, `chignolin-cg-40fs`, W4A8")]
+    assert values == [(1847.0, 0), (5.81, 2), (-0.025, 3), (0.055, 3), (7.5e-4, 5)]
+
+
+def results_files():
+    return sorted(os.listdir(RESULTS))
+
+
+def test_results_are_few():
+    assert len(results_files()) <= MAX_RESULTS_FILES, results_files()
+
+
+@pytest.mark.parametrize("name", [f for f in results_files() if f.endswith(".json")])
+def test_results_carry_provenance(name):
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        data = json.load(f)
+    provenance = data.get("provenance")
+    assert isinstance(provenance, dict), f"{name} has no provenance object"
+    missing = [k for k in PROVENANCE_KEYS if k not in provenance]
+    assert not missing, f"{name}: provenance lacks {missing}"
+    unexplained = [k for k in PROVENANCE_KEYS if provenance[k] is None and k not in provenance.get("notRecorded", [])]
+    assert not unexplained, f"{name}: {unexplained} are null but not listed in provenance.notRecorded"
+    assert provenance["commit"], f"{name}: no commit"
+
+
+def test_linked_pngs_exist_and_every_png_is_linked():
+    text = "\n".join(open(p, encoding="utf-8").read() for p in documents())
+    linked = set(re.findall(r"results/([A-Za-z0-9_.\-]+\.png)", text))
+    pngs = {f for f in results_files() if f.endswith(".png")}
+    assert linked <= pngs, sorted(linked - pngs)
+    assert pngs <= linked, f"results PNGs no document links: {sorted(pngs - linked)}"
+
+
+def test_benchmark_scripts_record_full_provenance(monkeypatch):
+    """The helper benchmark scripts call gives every key the results files need, and says which it could not find."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "benchmarks"))
+    from benchprovenance import provenance
+
+    record = provenance(["examples/benchmarks/bench_cpu_threads.py", "--steps", "3"])
+    assert all(k in record for k in PROVENANCE_KEYS)
+    assert record["command"] == "python examples/benchmarks/bench_cpu_threads.py --steps 3"
+    assert record["torch"] and record["date"]
+    assert record["notRecorded"] == [k for k in PROVENANCE_KEYS if record[k] is None]
