@@ -2,15 +2,15 @@
 
 Runs the CLI in a subprocess (the wall time a user sees, start-up and imports included) and writes
 examples/benchmarks/results/demo_<platform>.json with the demo's own figures (MD wall time, ns/day, .cmdx / DCD / XTC
-sizes, the equilibration verdict) and provenance (CPU, GPU, torch / Triton / OpenMM versions, command, commit, date,
-the load average before and after: on a shared machine the wall time depends on it).
+sizes, the equilibration verdict), then the same with ``--integrator flashmd``, and the provenance object
+(benchprovenance.py) plus the CPU model and the load average before and after each run (on a shared machine the
+wall time depends on it; the demo's CPU time is recorded too).
 
     OMP_NUM_THREADS=1 python examples/benchmarks/bench_demo.py --platform CPU
     python examples/benchmarks/bench_demo.py --platform CUDA
 """
 
 import argparse
-import datetime
 import json
 import os
 import platform as pyplatform
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from benchprovenance import provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -33,23 +35,6 @@ def _cpuName() -> str:
     except OSError:
         pass
     return pyplatform.processor() or pyplatform.machine()
-
-
-def _versions() -> dict:
-    import torch  # noqa: F401  (before openmm)
-    import openmm
-    import triton
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    driver = None
-    if gpu:
-        try:
-            driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                    capture_output=True, text=True).stdout.strip()
-        except OSError:
-            pass
-    return {"torch": torch.__version__, "triton": triton.__version__, "openmm": openmm.__version__, "gpu": gpu,
-            "driver": driver}
 
 
 def runDemo(platform: str, extra: list) -> dict:
@@ -95,10 +80,8 @@ def main(argv=None):
         result["flashmdRun"] = flash
         result["flashmdOverLangevinNsPerDay"] = flash["nsPerDayPerReplica"] / default["nsPerDayPerReplica"]
         rows.append(("demo --integrator flashmd", flash))
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    result.update(machine=dict(_versions(), cpu=_cpuName(), cpuCount=os.cpu_count(),
-                               ompNumThreads=os.environ.get("OMP_NUM_THREADS")),
-                  commit=commit, date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    result.update(provenance=provenance(), machine={"cpuModel": _cpuName(), "cpuCount": os.cpu_count(),
+                                                    "ompNumThreads": os.environ.get("OMP_NUM_THREADS")})
     print(f"{'run':<34}{'wall s':>8}{'CPU s':>8}{'MD s':>8}{'ns/day/rep':>11}{'cmdx B':>8}{'DCD B':>8}{'XTC B':>8}"
           f"{'load':>11}")
     for name, r in rows:
