@@ -238,10 +238,9 @@ def register(subparsers):
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
                               "several replicas on the fastest platform; writes a compressed .cmdx trajectory "
                               "(CompactReporter), a PNG plot and a summary.")
-    p.add_argument("--model", default=None, help="bundled model name or model file (default chignolin; with --pdb "
-                   "the bundled model trained on that protein or on all its residue types)")
-    p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) with a model trained on all its "
-                   "residue types (default: the first bundled one that is)")
+    p.add_argument("--model", default=None, help="bundled model name or model file (default chignolin)")
+    p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) instead, with --model or the "
+                   "bundled model trained on its sequence, else one trained on all its residue types")
     p.add_argument("--integrator", choices=("langevin", "flashmd"), default="langevin",
                    help="langevin: LangevinMiddleIntegrator (default); flashmd: FlashMDLangevinIntegrator with the "
                    "shipped FlashMD model trained on this CG System")
