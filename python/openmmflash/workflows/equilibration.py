@@ -1,9 +1,10 @@
 """Is a short run equilibrated? A verdict from the recorded data of B independent replicas.
 
 - Temperature: the mean over the last half of the frames (all replicas) must lie within ``temperatureTolerance``
-  (K) of the bath (or 2 standard errors, if larger), and the data must pin it down that well: a standard error
-  above the tolerance is "too few samples to tell". Frames are taken as independent samples of the kinetic
-  temperature (true when frames are further apart than 1 / (2 friction)).
+  (K) of the bath (or 3 standard errors, if larger), and the data must pin it down that well: a standard error
+  above the tolerance is "too few samples to tell". The standard error comes from the means of up to 4 blocks of
+  the last half per replica (at least that of independent frames), so correlated frames (weak friction, frequent
+  reports) do not shrink it.
 - Drift: for each structural observable (CA-RMSD, Rg, ...) the change between the mean of the third and of the
   fourth quarter of the run (averaged over replicas) must stay below ``driftFraction`` times the observable's
   standard deviation over the last half (or ``driftFloor``, A, if larger). A stationary series changes by far less
@@ -21,9 +22,10 @@ import numpy as np
 class EquilibrationCriteria:
     """Tolerances of :func:`equilibrationVerdict`."""
     temperatureTolerance: float = 5.0    # K
-    driftFraction: float = 0.5           # of the observable's standard deviation over the last half
+    driftFraction: float = 0.6           # of the observable's standard deviation over the last half
     driftFloor: float = 0.05             # A: a smaller drift always passes
     minFrames: int = 8
+    temperatureBlocks: int = 4           # blocks per replica for the temperature's standard error
 
 
 def equilibrationVerdict(temperature: np.ndarray, targetTemperature: float, observables: Dict[str, np.ndarray],
@@ -46,8 +48,12 @@ def equilibrationVerdict(temperature: np.ndarray, targetTemperature: float, obse
         return {"equilibrated": False, "reasons": reasons, "checks": checks, "criteria": asdict(c)}
     half = temperature[frames // 2:]
     mean_t = float(half.mean())
-    se_t = float(half.std(ddof=1) / np.sqrt(half.size)) if half.size > 1 else float("inf")
-    tol_t = max(c.temperatureTolerance, 2.0 * se_t)
+    # standard error from block means (up to 4 blocks per replica), so correlated frames do not shrink it
+    blocks = np.stack([b.mean(0) for b in np.array_split(half, min(c.temperatureBlocks, half.shape[0]))]).ravel()
+    se_t = float("inf")
+    if blocks.size > 1:  # at least the error of independent frames: few blocks estimate it poorly
+        se_t = max(float(blocks.std(ddof=1) / np.sqrt(blocks.size)), float(half.std(ddof=1) / np.sqrt(half.size)))
+    tol_t = max(c.temperatureTolerance, 3.0 * se_t)
     ok_t = se_t <= c.temperatureTolerance and abs(mean_t - targetTemperature) <= tol_t
     checks["temperature"] = {"lastHalfMean_K": mean_t, "standardError_K": se_t, "target_K": float(targetTemperature),
                              "tolerance_K": tol_t, "passed": bool(ok_t)}
