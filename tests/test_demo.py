@@ -15,10 +15,10 @@ needs_chignolin = pytest.mark.skipif("chignolin" not in bundledModels(),
                                      reason="the bundled chignolin model is not installed")
 
 
-def _run_demo(out, *extra):
+def _run_demo(out, *extra, platform="CPU"):
     # One OpenMP thread: on a busy CI machine libtorch's spinning threads inside OpenMM slow the run down badly.
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "openmmflash.cli", "demo", "--quick", "--platform", "CPU",
+    proc = subprocess.run([sys.executable, "-m", "openmmflash.cli", "demo", "--quick", "--platform", platform,
                            "--output", out, *extra], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.load(open(os.path.join(out, "summary.json")))
@@ -81,6 +81,21 @@ def test_demo_flashmd_quick(tmp_path):
     assert 0.0 <= fm["fallbackRate"] <= 1.0 and fm["quantized"] is False
     assert summary["frames"] == 10 and summary["trajectory"]["bytes"]["cmdx"] > 0
     assert np.isfinite(summary["finalPotentialEnergy_kJmol"])
+
+
+@pytest.mark.cuda
+@needs_chignolin
+@pytest.mark.parametrize("integrator", ["langevin", "flashmd"])
+def test_demo_quick_cuda(tmp_path, integrator):
+    """The quick demo on the CUDA platform: the fast path (fused kernels, padded list, CUDA graphs) for the force,
+    the FlashMD network on the GPU."""
+    _, s = _run_demo(str(tmp_path / integrator), "--integrator", integrator, platform="CUDA")
+    assert s["platform"] == "CUDA" and s["forceOptions"]["backend"] == "flash"
+    assert s["frames"] == 10 and s["trajectory"]["bytes"]["cmdx"] > 0
+    assert np.isfinite(s["finalPotentialEnergy_kJmol"]) and 150.0 < s["meanTemperature_K"] < 450.0
+    assert all(0.0 <= v < 6.0 for v in s["caRmsdFinal_A"])
+    if integrator == "flashmd":
+        assert s["flashmd"]["learnedStrides"] + s["flashmd"]["fallbacks"] == s["steps"] == 10
 
 
 @needs_chignolin
