@@ -249,7 +249,8 @@ def register(subparsers):
     p.add_argument("--steps", type=int, default=None, help=f"MD steps (default {DEFAULT_STEPS} = "
                    f"{DEFAULT_STEPS * 2e-3:g} ps at 2 fs)")
     p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
-    p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
+    p.add_argument("--quick", action="store_true", help="a short check run (200 steps, 2 replicas), too short to "
+                   "equilibrate")
     p.add_argument("--replicas", type=int, default=None, help=f"replicas (default {DEFAULT_REPLICAS})")
     p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
     p.add_argument("--friction", type=float, default=10.0, help="Langevin friction, 1/ps (default 10)")
