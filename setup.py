@@ -37,7 +37,7 @@ EXTRAS = {
     "ml": ["openmmml==1.7"],
     "analysis": ["MDAnalysis>=2.7", "mdtraj>=1.10"],
     "test": ["pytest>=8", "pytest-timeout", "hypothesis", "openmmml==1.7", "MDAnalysis>=2.7", "mdtraj>=1.10",
-             "MDAnalysisTests>=2.7", "PeptideBuilder", "h5py"],
+             "MDAnalysisTests>=2.7", "PeptideBuilder", "h5py", "pyyaml"],
 }
 
 setup(

@@ -37,8 +37,9 @@ import os
 import numpy as np
 import torch  # noqa: F401  (before openmm)
 
+from openmmflash.commands import add_loss_term_args
 from openmmflash.workflows.flashmdcg import buildCGSystem
-from openmmflash.workflows.flashmdcli import add_loss_term_args, loss_term_kwargs
+from openmmflash.workflows.flashmdcli import loss_term_kwargs
 
 
 def _data(args):

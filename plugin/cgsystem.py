@@ -1,6 +1,10 @@
 """Build an OpenMM System for a CG protein: bead masses, CGSchNet priors as native forces and, optionally, the
 FlashSchNet force."""
 
+import os
+
+from openmmflash.cg.inputchecks import requireCGTopology
+from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.priorsystem import createPriorSystem
 from openmmflash.plugin.torchforce import addFlashSchNetForce
 from openmmflash.schnet.model import loadModel
@@ -26,10 +30,11 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
     forceOptions
         Passed to ``addFlashSchNetForce`` (backend, precision, neighborCapacity, useCUDAGraphs, ...).
     """
-    if isinstance(model, str):
+    if isinstance(model, (str, os.PathLike)):
         model = loadModel(model)
     meta = getattr(model, "metadata", {}) if model is not None else {}
     mapping = mapping or meta.get("mapping") or "5bead"
+    requireCGTopology(topology, mapping if isinstance(mapping, CGMapping) else CGMapping(mapping), "createCGSystem")
     priors = priors if priors is not None else meta.get("priors", {})
     units = model.config if model is not None else None
     system = createPriorSystem(topology, priors, mapping, units.lengthUnit if units else "angstrom",

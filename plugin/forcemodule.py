@@ -12,12 +12,14 @@ forces of that evaluation again (stale forces: the runs heat up). Returning the 
 whichever graph ran last the one that is read.
 """
 
+import os
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from openmmflash.cg.mapping import beadTypesFromTopology
+from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
+from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
 from openmmflash.schnet.model import loadModel
 
@@ -116,7 +118,7 @@ class FlashSchNetForceModule(nn.Module):
 
 
 def _model(model):
-    return loadModel(model) if isinstance(model, str) else model
+    return loadModel(model) if isinstance(model, (str, os.PathLike)) else model
 
 
 def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = None,
@@ -128,6 +130,8 @@ def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = 
         table = model.metadata.get("beadTypes")
         if not table:
             raise ValueError("the model has no bead-type table (metadata['beadTypes']); pass beadTypes explicitly")
+        requireCGTopology(topology, CGMapping(model.metadata.get("mapping") or "5bead"), "the FlashSchNet force")
+        warnUnseenResidues(model, topology)
         types = beadTypesFromTopology(topology, table)
         if atomSubset is not None:
             types = [types[i] for i in atomSubset]
@@ -160,8 +164,10 @@ def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int 
         if len(atomSubset) != len(types) or not all(0 <= i < numParticles for i in atomSubset):
             raise ValueError("atomSubset must list one valid particle index per modelled bead")
     elif numParticles != len(types):
+        allAtom = (" If the System is all-atom, build a CG System for the CG topology instead: "
+                   "openmmflash.createCGSystem(cgTopology, model)." if numParticles > len(types) else "")
         raise ValueError(f"the System has {numParticles} particles but {len(types)} bead types were given; pass "
-                         "atomSubset to model only some particles")
+                         f"atomSubset to model only some particles.{allAtom}")
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,

@@ -135,16 +135,17 @@ def test_demo_pdb_with_unseen_residues_is_refused(tmp_path, capsys):
 @needs_chignolin
 def test_model_for_protein_picks_a_model_trained_on_its_residues(tmp_path):
     from openmmflash.schnet.model import loadModel
-    from openmmflash.workflows.modelchoice import modelForProtein, trainedResidues
+    from openmmflash.cg.inputchecks import trainingResidues
+    from openmmflash.workflows.modelchoice import modelForProtein, trainedSequence
 
     net = loadModel("chignolin")
-    assert trainedResidues(net) == {"GLY", "TYR", "ASP", "PRO", "GLU", "THR", "TRP"}
+    assert trainedSequence(net) == ["GLY", "TYR", "ASP", "PRO", "GLU", "THR", "GLY", "THR", "TRP", "GLY"]
     path = tmp_path / "chignolin.pdb"
     path.write_text(net.metadata["structure"])
     chosen, name, topology, positions = modelForProtein(str(path))
     assert name == "chignolin"  # the model trained on this sequence, though 3a4r saw all its residue types too
     assert topology.getNumAtoms() == 47 and positions.shape == (47, 3)
-    assert {r.name for r in topology.residues()} <= trainedResidues(chosen)
+    assert {r.name for r in topology.residues()} <= trainingResidues(chosen.metadata)
 
 
 def _relaxing(frames, replicas, seed):

@@ -55,7 +55,7 @@ def total_energy(context):
 
 
 def test_bookkeeping_with_reporters(water, tmp_path):
-    integ = FlashMDIntegrator(make_model(), randomSeed=3, maxRescale=2.0)
+    integ = FlashMDIntegrator(model=make_model(), randomSeed=3, maxRescale=2.0)
     assert integ.getStepSize().value_in_unit(unit.picosecond) == pytest.approx(STRIDE)
     sim = simulation(water, integ)
     calls = []
@@ -82,7 +82,7 @@ def test_bookkeeping_with_reporters(water, tmp_path):
 
 
 def test_energy_exactly_conserved_after_rescale(water):
-    integ = FlashMDIntegrator(make_model(), randomSeed=3, maxRescale=2.0)
+    integ = FlashMDIntegrator(model=make_model(), randomSeed=3, maxRescale=2.0)
     sim = simulation(water, integ, platform="Reference")
     e0 = total_energy(sim.context)
     energies = []
@@ -94,7 +94,7 @@ def test_energy_exactly_conserved_after_rescale(water):
     assert len(alphas) == 5 and np.all(np.abs(alphas - 1) > 1e-6)  # the rescale really acted
     assert np.allclose(energies, e0, rtol=0, atol=1e-7 * abs(e0))
     # Without the rescale free flight changes the energy: the check above is not trivially true.
-    integ2 = FlashMDIntegrator(make_model(), rescaleEnergy=False, randomSeed=3)
+    integ2 = FlashMDIntegrator(model=make_model(), rescaleEnergy=False, randomSeed=3)
     sim2 = simulation(water, integ2, platform="Reference")
     sim2.step(5)
     assert abs(total_energy(sim2.context) - e0) > 1e-3 * abs(e0) * 1e-2
@@ -139,7 +139,7 @@ def test_guard_falls_back_instead_of_nan(water, kind):
     if kind == "nan":
         with torch.no_grad():
             model.network.head.gate[2].bias.fill_(float("nan"))
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, model, randomSeed=2)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=model, randomSeed=2)
     sim = simulation(water, integ)
     sim.step(6)
     st = sim.context.getState(getPositions=True, getVelocities=True, getEnergy=True)
@@ -152,13 +152,13 @@ def test_guard_falls_back_instead_of_nan(water, kind):
 
 
 def test_rejections_are_counted_by_kind(water):
-    bad = FlashMDLangevinIntegrator(300, 1.0, None, make_model(free_flight=False, scale=1e4), randomSeed=2)
+    bad = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(free_flight=False, scale=1e4), randomSeed=2)
     sim = simulation(water, bad)
     sim.step(4)
     counts = bad.getRejectionCounts()
     assert bad.getNumFallbacks() == 4 and sum(counts.values()) == 4
     assert set(counts) <= {"nonFinite", "displacement", "energyAbove", "rescaleLow", "rescaleHigh", "species"}
-    good = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=2, maxRescale=2.0)
+    good = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=2, maxRescale=2.0)
     sim = simulation(water, good)
     sim.step(4)
     assert good.getNumFallbacks() == 0 and good.getRejectionCounts() == {}
@@ -166,22 +166,22 @@ def test_rejections_are_counted_by_kind(water):
 
 def test_stride_and_mass_mismatch_refused(water):
     with pytest.raises(ValueError, match="does not match the FlashMD model's stride"):
-        FlashMDIntegrator(make_model(), stepSize=2 * STRIDE * unit.picosecond)
+        FlashMDIntegrator(model=make_model(), stepSize=2 * STRIDE * unit.picosecond)
     top, system, pos = water
     hmr = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
     hmr.setParticleMass(1, 2.016)  # a deuterium / repartitioned hydrogen
-    integ = FlashMDIntegrator(make_model())
+    integ = FlashMDIntegrator(model=make_model())
     sim = simulation(water, integ, system=hmr)
     with pytest.raises(ValueError, match="particle 1 has mass 2.016"):
         sim.step(1)
-    integ = FlashMDIntegrator(make_model())
+    integ = FlashMDIntegrator(model=make_model())
     integ.setAtomTypes(top)
     sim = simulation(water, integ, system=hmr)
     with pytest.raises(ValueError, match="do not transfer across masses"):
         sim.step(1)
     constrained = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
     constrained.addConstraint(0, 1, 0.09572)
-    sim = simulation(water, FlashMDIntegrator(make_model()), system=constrained)
+    sim = simulation(water, FlashMDIntegrator(model=make_model()), system=constrained)
     with pytest.raises(ValueError, match="constraints"):
         sim.step(1)
 
@@ -190,7 +190,7 @@ def test_stride_and_mass_mismatch_refused(water):
 def test_checkpoint_round_trip_reproduces_continuation(water, cls):
     def make():
         integ = cls(300 * unit.kelvin, 1.0 / unit.picosecond if cls is FlashMDLangevinIntegrator else 0.05, None,
-                    make_model(free_flight=False, scale=0.05), randomSeed=11, maxRescale=2.0,
+                    model=make_model(free_flight=False, scale=0.05), randomSeed=11, maxRescale=2.0,
                     randomRotation=True)
         return integ, simulation(water, integ, platform="Reference")
 
@@ -225,7 +225,7 @@ def test_barostat_changes_volume(water, anisotropic):
                                                       True, 1))
     else:
         npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
-    integ = FlashMDLangevinIntegrator(300, 5.0, None, make_model(), randomSeed=5)
+    integ = FlashMDLangevinIntegrator(300, 5.0, None, model=make_model(), randomSeed=5)
     sim = simulation(water, integ, system=npt)
     v0 = sim.context.getState().getPeriodicBoxVolume()
     volumes = []
@@ -237,7 +237,7 @@ def test_barostat_changes_volume(water, anisotropic):
 
 
 def test_species_temperatures(water):
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=5)
     sim = simulation(water, integ)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 3)
     temps = integ.computeSpeciesTemperatures()
@@ -248,7 +248,7 @@ def test_species_temperatures(water):
 def test_langevin_half_step_is_exact_ou(water):
     """From v = 0 one O half step gives v ~ N(0, (1 - a^2) kT / m), a = exp(-gamma stride / 2)."""
     gamma, temperature = 50.0, 300.0
-    integ = FlashMDLangevinIntegrator(temperature, gamma, None, make_model(), randomSeed=9)
+    integ = FlashMDLangevinIntegrator(temperature, gamma, None, model=make_model(), randomSeed=9)
     sim = simulation(water, integ)
     sim.step(1)  # binds the Context
     a = math.exp(-0.5 * gamma * STRIDE)
@@ -264,7 +264,7 @@ def test_langevin_half_step_is_exact_ou(water):
 
 def test_bussi_half_step_relaxes_to_target(water):
     """With tau much shorter than the stride, one SVR half step draws K from the canonical distribution."""
-    integ = FlashMDBussiIntegrator(300 * unit.kelvin, 1e-5, None, make_model(), randomSeed=4)
+    integ = FlashMDBussiIntegrator(300 * unit.kelvin, 1e-5, None, model=make_model(), randomSeed=4)
     sim = simulation(water, integ)
     sim.step(1)
     masses = integ._masses[:, None]
@@ -291,7 +291,7 @@ def _species_kinetic(context, integ):
 def test_species_rescale_keeps_shares_and_energy(water, species_rescale):
     """speciesRescale: each species keeps its share of the kinetic energy across a learned step, H stays exact and
     the total momentum is kept; the global rescale (False) lets the network move energy between species."""
-    integ = FlashMDIntegrator(make_model(free_flight=False, scale=3.0, seed=2), randomSeed=3, maxRescale=2.0,
+    integ = FlashMDIntegrator(model=make_model(free_flight=False, scale=3.0, seed=2), randomSeed=3, maxRescale=2.0,
                               speciesRescale=species_rescale)
     sim = simulation(water, integ, platform="Reference")
     integ.setContext(sim.context)
@@ -311,15 +311,15 @@ def test_species_rescale_keeps_shares_and_energy(water, species_rescale):
 
 def test_species_rescale_needs_energy_rescale():
     with pytest.raises(ValueError, match="speciesRescale"):
-        FlashMDIntegrator(make_model(), rescaleEnergy=False, speciesRescale=True)
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model())
+        FlashMDIntegrator(model=make_model(), rescaleEnergy=False, speciesRescale=True)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model())
     assert integ.speciesRescale  # the Langevin variant keeps equipartition by default
-    assert not FlashMDLangevinIntegrator(300, 1.0, None, make_model(), rescaleEnergy=False).speciesRescale
+    assert not FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), rescaleEnergy=False).speciesRescale
 
 
 def test_species_rescale_auto_is_on_for_water(water):
     """The Langevin default "auto" keeps the per-species rescale for water (dozens of O and H per box)."""
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=1)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=1)
     sim = simulation(water, integ)
     integ.setContext(sim.context)
     assert integ.speciesRescale
@@ -347,7 +347,7 @@ def test_state_carried_between_strides_without_state_changing_forces(water, monk
     monkeypatch.setattr(mm.Context, "getState", counting)
     finals = []
     for carry in (True, False):
-        integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=5, maxRescale=2.0)
         sim = simulation(water, integ, system=passive)
         integ.setContext(sim.context)
         assert integ._passive
@@ -368,7 +368,7 @@ def test_state_carried_between_strides_without_state_changing_forces(water, monk
     with_cmm.addForce(mm.CMMotionRemover(1))
     finals = []
     for carry in (True, False):
-        integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=5, maxRescale=2.0)
         sim = simulation(water, integ, system=with_cmm)
         integ.setContext(sim.context)
         assert integ._passive and integ._removeCOM
@@ -388,7 +388,7 @@ def test_state_carried_between_strides_without_state_changing_forces(water, monk
     # With a barostat (it changes the state inside every step) the state is always read back.
     stateful = mm.XmlSerializer.clone(passive)
     stateful.addForce(mm.MonteCarloBarostat(1.0, 300.0, 1))
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, make_model(), randomSeed=5, maxRescale=2.0)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=make_model(), randomSeed=5, maxRescale=2.0)
     sim = simulation(water, integ, system=stateful)
     integ.setContext(sim.context)
     assert not integ._passive

@@ -107,7 +107,7 @@ def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
     B = 2
     system, pos = chain_system(B)
     model = chain_model(stride=0.002)
-    integ = FlashMDIntegrator(model, rescaleEnergy=False, replicas=B, device="cpu")
+    integ = FlashMDIntegrator(model=model, rescaleEnergy=False, replicas=B, device="cpu")
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("Reference"))
     ctx.setPositions(pos)
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 3)
@@ -124,7 +124,7 @@ def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
     np.testing.assert_allclose(P1, P0, atol=1e-5)
     with pytest.raises(ValueError, match="both"):
         integ.setEnergyEvaluator({0}, None)
-    bad = FlashMDIntegrator(model, rescaleEnergy=False, replicas=3, device="cpu")
+    bad = FlashMDIntegrator(model=model, rescaleEnergy=False, replicas=3, device="cpu")
     with pytest.raises(ValueError, match="replicas=3"):
         bad.setContext(mm.Context(system, bad, mm.Platform.getPlatformByName("Reference")))
 
@@ -132,7 +132,7 @@ def test_integrator_replicas_keep_each_replica_momentum_and_refuse_mismatch():
 def test_flashschnet_energy_evaluator_matches_the_system_energy():
     from openmmflash.workflows.flashmdcg import buildCGSystem, flashSchNetEnergyEvaluator
     full, system, pos, _, _, net = buildCGSystem(2)
-    integ = FlashMDIntegrator(chain_model(), stepSize=0.004, rescaleEnergy=True, replicas=2, device="cpu")
+    integ = FlashMDIntegrator(model=chain_model(), stepSize=0.004, rescaleEnergy=True, replicas=2, device="cpu")
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos + 0.01 * np.random.default_rng(1).standard_normal(pos.shape))
     groups, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu")
@@ -195,7 +195,7 @@ def test_energy_inside_the_fixed_shape_step_gives_the_same_run():
     full, system, pos, _, _, net = buildCGSystem(2)
     runs = []
     for fused in (True, False):
-        integ = FlashMDLangevinIntegrator(300, 1.0, None, chain_model(), replicas=2, device="cpu", randomSeed=4,
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, model=chain_model(), replicas=2, device="cpu", randomSeed=4,
                                           maxRescale=10.0, useCUDAGraph=fused)
         integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", positions=pos))
         ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
@@ -220,7 +220,7 @@ def test_torch_priors_give_the_same_run_as_openmm_priors():
     full, system, pos, _, _, net = buildCGSystem(2)
     runs = []
     for priors in ("torch", "openmm"):
-        integ = FlashMDLangevinIntegrator(300, 1.0, None, chain_model(), replicas=2, device="cpu", randomSeed=4,
+        integ = FlashMDLangevinIntegrator(300, 1.0, None, model=chain_model(), replicas=2, device="cpu", randomSeed=4,
                                           maxRescale=10.0)
         integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", positions=pos,
                                                              priors=priors))
@@ -322,9 +322,9 @@ def test_biased_shipped_models_warn_once(caplog, tmp_path):
 
     flashmdintegrator._warned_models.clear()
     with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
-        FlashMDLangevinIntegrator(300, 10, None, "chignolin-cg-40fs-stiff", device="cpu", randomSeed=1)
-        FlashMDLangevinIntegrator(300, 10, None, "chignolin-cg-40fs-stiff", device="cpu", randomSeed=2)
-        FlashMDLangevinIntegrator(300, 10, None, "water-tip3pfb-8fs-npt", device="cpu", randomSeed=1)
+        FlashMDLangevinIntegrator(300, 10, None, model="chignolin-cg-40fs-stiff", device="cpu", randomSeed=1)
+        FlashMDLangevinIntegrator(300, 10, None, model="chignolin-cg-40fs-stiff", device="cpu", randomSeed=2)
+        FlashMDLangevinIntegrator(300, 10, None, model="water-tip3pfb-8fs-npt", device="cpu", randomSeed=1)
     warned = [r.getMessage() for r in caplog.records if "chignolin-cg-40fs-stiff" in r.getMessage()]
     assert len(warned) == 1 and "Rg 7.02 vs 7.74" in warned[0] and "ordinary MD" in warned[0]
     assert not any("water" in r.getMessage() for r in caplog.records)
@@ -335,7 +335,7 @@ def test_biased_shipped_models_warn_once(caplog, tmp_path):
     flashmdintegrator._warned_models.clear()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="openmmflash.flashmd"):
-        FlashMDLangevinIntegrator(300, 10, None, loadModel("chignolin-cg-40fs"), device="cpu", randomSeed=1)
+        FlashMDLangevinIntegrator(300, 10, None, model=loadModel("chignolin-cg-40fs"), device="cpu", randomSeed=1)
     assert sum("chignolin-cg-40fs:" in r.getMessage() for r in caplog.records) == 1
     # a copy outside the package is somebody's own model: no shipped note
     copy = str(tmp_path / "chignolin-cg-40fs.pt")

@@ -94,8 +94,8 @@ def test_bead_model_file_records_species_kind(bead_files, tmp_path):
 
 def test_integrator_needs_bead_types_and_runs_with_them(bead_files, cg):
     full, system, pos, net = cg
-    integ = FlashMDIntegrator(bead_files[1], rescaleEnergy=True, speciesRescale=True, maxRescale=3.0, device="cpu",
-                              randomSeed=5)
+    integ = FlashMDIntegrator(model=bead_files[1], rescaleEnergy=True, speciesRescale=True, maxRescale=3.0,
+                              device="cpu", randomSeed=5)
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 7)
@@ -124,7 +124,7 @@ def test_shipped_element_model_still_loads_and_runs(cg):
     assert "speciesKind" not in blob and blob["version"] == 1
     model = loadModel("chignolin-cg-20fs")
     assert model.speciesKind == "element" and model.species == [6, 7, 8]
-    integ = FlashMDIntegrator(model, device="cpu", randomSeed=2)
+    integ = FlashMDIntegrator(model=model, device="cpu", randomSeed=2)
     assert not useCGBeadTypes(integ, net, full)  # element models keep matching by mass
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
@@ -153,7 +153,7 @@ def test_species_with_several_masses_are_refused(bead_files, cg, tmp_path):
 def test_bead_types_of_one_replica_serve_all_replicas(bead_files):
     full, system, pos, _, _, net = buildCGSystem(2, removeCMMotion=False)
     one = cgBeadTypes(net, full)[:47]
-    integ = FlashMDIntegrator(bead_files[1], rescaleEnergy=False, replicas=2, device="cpu", randomSeed=3)
+    integ = FlashMDIntegrator(model=bead_files[1], rescaleEnergy=False, replicas=2, device="cpu", randomSeed=3)
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
     ctx.setVelocitiesToTemperature(300 * unit.kelvin, 2)
@@ -198,12 +198,12 @@ def test_langevin_species_rescale_auto_is_off_for_bead_species(bead_files, cg):
     species is large; CG bead types (1-6 beads each) get the global rescale, as the shipped CG models need."""
     from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
     full, system, pos, net = cg
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, bead_files[1], device="cpu", randomSeed=5)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=bead_files[1], device="cpu", randomSeed=5)
     assert useCGBeadTypes(integ, net, full)
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     integ.setContext(ctx)
     assert not integ.speciesRescale
-    forced = FlashMDLangevinIntegrator(300, 1.0, None, bead_files[1], device="cpu", speciesRescale=True)
+    forced = FlashMDLangevinIntegrator(300, 1.0, None, model=bead_files[1], device="cpu", speciesRescale=True)
     useCGBeadTypes(forced, net, full)
     forced.setContext(mm.Context(system, forced, mm.Platform.getPlatformByName("CPU")))
     assert forced.speciesRescale

@@ -103,7 +103,7 @@ def test_quantized_model_padded_step(water, monkeypatch):
 
 def run_integrator(water, useCUDAGraph, platform="CPU", device="cpu", steps=3):
     top, system, pos, *_ = water
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, random_model(scale=1.0), randomSeed=11, randomRotation=True,
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=random_model(scale=1.0), randomSeed=11, randomRotation=True,
                                       maxRescale=2.0, useCUDAGraph=useCUDAGraph, device=device)
     sim = app.Simulation(top, system, integ, mm.Platform.getPlatformByName(platform))
     sim.context.setPositions(pos)
@@ -168,7 +168,7 @@ def test_padded_step_follows_the_barostat(water):
     top, system, pos, *_ = water
     npt = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
     npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, random_model(scale=1.0), randomSeed=11, maxRescale=2.0,
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=random_model(scale=1.0), randomSeed=11, maxRescale=2.0,
                                       useCUDAGraph=True, device="cpu")
     sim = app.Simulation(top, npt, integ, mm.Platform.getPlatformByName("CPU"))
     sim.context.setPositions(pos)

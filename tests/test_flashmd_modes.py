@@ -76,7 +76,7 @@ def test_integrator_mode_rescale_on_water(modes):
                                                                       cutoff=0.4))
     with torch.no_grad():
         model.network.head.vec.weight.mul_(3.0)
-    integ = FlashMDIntegrator(model, randomSeed=3, maxRescale=2.0, modeRescale=modes)
+    integ = FlashMDIntegrator(model=model, randomSeed=3, maxRescale=2.0, modeRescale=modes)
     sim = app.Simulation(top, system, integ, mm.Platform.getPlatformByName("Reference"))
     sim.context.setPositions(pos)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
@@ -101,7 +101,7 @@ def test_integrator_mode_rescale_on_water(modes):
     np.testing.assert_allclose(s1, s0, atol=2e-6)
     assert set(integ.computeModeTemperatures()) == {"translation", "rotation", "vibration"}
     with pytest.raises(ValueError, match="modeRescale"):
-        FlashMDIntegrator(model, rescaleEnergy=False, modeRescale=True)
+        FlashMDIntegrator(model=model, rescaleEnergy=False, modeRescale=True)
 
 
 def test_model_file_recommends_mode_rescale(tmp_path):
@@ -115,8 +115,8 @@ def test_model_file_recommends_mode_rescale(tmp_path):
     saveModel(model, path)
     assert loadModel(path).integratorDefaults == {"modeRescale": True}
     assert loadModel(plain).integratorDefaults == {}
-    assert FlashMDIntegrator(path).modeRescale and not FlashMDIntegrator(plain).modeRescale
-    assert not FlashMDIntegrator(path, modeRescale=False).modeRescale  # the user's choice wins
-    assert not FlashMDIntegrator(path, rescaleEnergy=False).modeRescale  # nothing to share without the rescale
+    assert FlashMDIntegrator(model=path).modeRescale and not FlashMDIntegrator(model=plain).modeRescale
+    assert not FlashMDIntegrator(model=path, modeRescale=False).modeRescale  # the user's choice wins
+    assert not FlashMDIntegrator(model=path, rescaleEnergy=False).modeRescale  # nothing to share without the rescale
     assert FlashMDLangevinIntegrator(300 * unit.kelvin, 10 / unit.picosecond, None, model=path).modeRescale
     assert loadModel("water-tip3pfb-8fs-npt").integratorDefaults == {"modeRescale": True}

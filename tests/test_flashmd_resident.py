@@ -57,10 +57,10 @@ def test_counter_normal_is_standard_normal_and_reproducible():
 def _run(cg, resident, steps=6, maxRescale=10.0, integrator=FlashMDIntegrator, model=None, **kw):
     full, system, pos, net = cg
     if integrator is FlashMDIntegrator:
-        integ = FlashMDIntegrator(model or chain_model(), stepSize=0.004, replicas=2, device="cpu", randomSeed=4,
+        integ = FlashMDIntegrator(model=model or chain_model(), stepSize=0.004, replicas=2, device="cpu", randomSeed=4,
                                   maxRescale=maxRescale, deviceResident=resident, **kw)
     else:
-        integ = integrator(300, 5.0, 0.004, model or chain_model(), replicas=2, device="cpu", randomSeed=4,
+        integ = integrator(300, 5.0, 0.004, model=model or chain_model(), replicas=2, device="cpu", randomSeed=4,
                            maxRescale=maxRescale, deviceResident=resident, **kw)
     integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch"))
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
@@ -104,8 +104,8 @@ def test_resident_strides_under_simulation_with_reporters(cg, tmp_path):
     import io
     from openmm import app
     full, system, pos, net = cg
-    integ = FlashMDLangevinIntegrator(300, 10.0, 0.004, chain_model(), replicas=2, device="cpu", deviceResident=True,
-                                      maxRescale=1.5)
+    integ = FlashMDLangevinIntegrator(300, 10.0, 0.004, model=chain_model(), replicas=2, device="cpu",
+                                      deviceResident=True, maxRescale=1.5)
     integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch"))
     sim = app.Simulation(full, system, integ, mm.Platform.getPlatformByName("CPU"))
     sim.context.setPositions(pos)
@@ -175,13 +175,13 @@ def test_resident_guard_falls_back_instead_of_nan(cg):
 
 def test_resident_refuses_what_it_cannot_run(cg):
     full, system, pos, net = cg
-    integ = FlashMDIntegrator(chain_model(), stepSize=0.004, replicas=2, device="cpu", deviceResident=True)
+    integ = FlashMDIntegrator(model=chain_model(), stepSize=0.004, replicas=2, device="cpu", deviceResident=True)
     integ.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu"))  # priors in OpenMM
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
     with pytest.raises(ValueError, match="priors='torch'"):
         integ.step(1)
-    bussi = FlashMDBussiIntegrator(300, 0.1, 0.004, chain_model(), replicas=2, device="cpu", deviceResident=True)
+    bussi = FlashMDBussiIntegrator(300, 0.1, 0.004, model=chain_model(), replicas=2, device="cpu", deviceResident=True)
     bussi.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch"))
     ctx = mm.Context(system, bussi, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
@@ -194,7 +194,7 @@ def test_resident_refuses_an_energy_that_is_not_the_systems(cg):
     full, system, pos, net = cg
     _, energy = flashSchNetEnergyEvaluator(system, net, full, 2, device="cpu", priors="torch")
     wrong = TorchEnergy(lambda x: 1.01 * energy.fn(x), system.getNumParticles(), "cpu")
-    integ = FlashMDIntegrator(chain_model(), stepSize=0.004, replicas=2, device="cpu", deviceResident=True)
+    integ = FlashMDIntegrator(model=chain_model(), stepSize=0.004, replicas=2, device="cpu", deviceResident=True)
     integ.setEnergyEvaluator(set(), wrong)
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName("CPU"))
     ctx.setPositions(pos)
@@ -225,7 +225,7 @@ def test_cuda_graph_resident_strides_equal_eager_ones():
     cuda_cg = (full, system, pos, net)
     runs = []
     for graph in (True, False):
-        integ = FlashMDIntegrator(chain_model(), stepSize=0.004, replicas=2, device="cuda", randomSeed=4,
+        integ = FlashMDIntegrator(model=chain_model(), stepSize=0.004, replicas=2, device="cuda", randomSeed=4,
                                   maxRescale=10.0, deviceResident=True, useCUDAGraph=graph)
         integ.residentCompile = graph
         ctx = _cudaRun(cuda_cg, integ, 6)
@@ -233,7 +233,7 @@ def test_cuda_graph_resident_strides_equal_eager_ones():
         runs.append((integ.getNumLearnedSteps(), integ.getNumFallbacks(), *_state(ctx)))
     assert runs[0][:2] == runs[1][:2] and runs[0][0] >= 1 and runs[0][1] >= 1
     np.testing.assert_allclose(runs[0][2], runs[1][2], atol=1e-4)
-    integ = FlashMDLangevinIntegrator(300, 1.0, 0.004, chain_model(), replicas=2, device="cuda", maxRescale=1.25)
+    integ = FlashMDLangevinIntegrator(300, 1.0, 0.004, model=chain_model(), replicas=2, device="cuda", maxRescale=1.25)
     ctx = _cudaRun(cuda_cg, integ, 50)
     assert integ.isDeviceResident() and ctx.getStepCount() == 50
     assert integ.getNumLearnedSteps() + integ.getNumFallbacks() == 50

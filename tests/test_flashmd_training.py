@@ -124,7 +124,7 @@ def test_cli_train_resume_and_model_file(dataset, tmp_path):
     assert model.provenance["iterations"] == 12 and model.provenance["dataset"]["stride"] == STRIDE
     assert "rmse_dq_nm_Z8" in model.validation
     # The file drives an OpenMM run.
-    integ = FlashMDLangevinIntegrator(300, 1.0, None, out, randomSeed=1)
+    integ = FlashMDLangevinIntegrator(300, 1.0, None, model=out, randomSeed=1)
     sim = app.Simulation(top, system, integ, mm.Platform.getPlatformByName("CPU"))
     sim.context.setPositions(pos)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 1)

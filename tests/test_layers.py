@@ -22,6 +22,7 @@ LAYERS = [
     ("openmmflash.units", 0, "foundation"),
     ("openmmflash.neighbors", 0, "foundation"),
     ("openmmflash.blockstats", 0, "foundation"),
+    ("openmmflash.importorder", 0, "foundation"),
     ("openmmflash.schnet", 1, "domain"),
     ("openmmflash.cg", 1, "domain"),
     ("openmmflash.compactmd", 1, "domain"),
@@ -32,6 +33,7 @@ LAYERS = [
     ("openmmflash.demo", 4, "workflows"),
     ("openmmflash.doctor", 4, "workflows"),
     ("openmmflash.cli", 5, "cli"),
+    ("openmmflash.commands", 5, "cli"),
     ("openmmflash.__main__", 5, "cli"),
 ]
 # Command-line modules live with their workflow but belong to the CLI layer.

@@ -154,15 +154,15 @@ def main():
     species_rescale = not args.global_rescale
     ref = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref)), args.time, sample,
               dt_ref, masses, types, progress=bar, max_wall=cap.get("nvt"))
-    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
+    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model=model, device=args.device,
                                          randomSeed=7, speciesRescale=species_rescale, modeRescale=args.mode_rescale)
     fm = run(sim_with(fm_integ), args.time, sample, stride, masses, types, progress=bar, max_wall=cap.get("nvt"))
     fm_fallbacks, fm_learned = fm_integ.getNumFallbacks(), fm_integ.getNumLearnedSteps()
     fm_alpha = fm_integ.getRescaleFactors()
-    nve_integ = FlashMDIntegrator(model, device=args.device, randomSeed=8)
+    nve_integ = FlashMDIntegrator(model=model, device=args.device, randomSeed=8)
     nve = run(sim_with(nve_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar,
               max_wall=cap.get("nve"))
-    raw_integ = FlashMDIntegrator(model, rescaleEnergy=False, device=args.device, randomSeed=9)
+    raw_integ = FlashMDIntegrator(model=model, rescaleEnergy=False, device=args.device, randomSeed=9)
     try:
         raw = run(sim_with(raw_integ), args.nve_time, sample, stride, masses, types, energy=True, progress=bar,
                   max_wall=cap.get("nve"))
@@ -225,7 +225,7 @@ def main():
     results["flashmdLangevin"]["nan"] = False  # run() raises on a non-finite state
     if cap.get("global", 0) > 0 and species_rescale:
         # Same run with the plain global rescale, as the baseline of the per-species rescale.
-        g_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
+        g_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model=model, device=args.device,
                                             randomSeed=7, speciesRescale=False)
         g = run(sim_with(g_integ), args.time, sample, stride, masses, types, max_wall=cap["global"])
         results["globalRescale"] = {"time_ps": g["time_ps"], "T": {s: mean_t(g, s) for s in ("H", "O")},
@@ -239,8 +239,8 @@ def main():
         mass_g = masses.sum() / 6.02214076e23
         ref_p = run(sim_with(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref), npt),
                     args.npt_time, sample, dt_ref, masses, types, max_wall=cap.get("npt"))
-        fm_p_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
-                                               randomSeed=10, speciesRescale=species_rescale,
+        fm_p_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model=model,
+                                               device=args.device, randomSeed=10, speciesRescale=species_rescale,
                                                modeRescale=args.mode_rescale)
         fm_p = run(sim_with(fm_p_integ, npt), args.npt_time, sample, stride, masses, types, max_wall=cap.get("npt"))
         dens = lambda v: float(np.mean(mass_g / (v[len(v) // 4:] * 1e-21)))  # noqa: E731  g/cm^3

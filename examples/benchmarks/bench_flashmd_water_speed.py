@@ -56,7 +56,7 @@ def time_langevin(top, system, start, plat, T, dt, steps):
 
 def time_flashmd(top, system, start, plat, T, model, device, graph, strides, warmup):
     """ms per stride, ns/day and the per-phase profile of FlashMDLangevinIntegrator."""
-    integ = FlashMDLangevinIntegrator(T, 1 / unit.picosecond, None, model, device=device, randomSeed=17,
+    integ = FlashMDLangevinIntegrator(T, 1 / unit.picosecond, None, model=model, device=device, randomSeed=17,
                                       useCUDAGraph=graph)
     sim = app.Simulation(top, system, integ, plat)
     sim.context.setState(start)

@@ -142,7 +142,7 @@ def md_tests(model_ref, start, args, system, top, masses, types):
         return sim
 
     out = {}
-    integ = FlashMDIntegrator(model_ref, rescaleEnergy=False, device=args.device, randomSeed=9)
+    integ = FlashMDIntegrator(model=model_ref, rescaleEnergy=False, device=args.device, randomSeed=9)
     stride = integ.getStepSize().value_in_unit(unit.picosecond)
     sim = simulation(integ)
     e0 = (sim.context.getState(getEnergy=True).getPotentialEnergy()

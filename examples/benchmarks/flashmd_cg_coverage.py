@@ -137,7 +137,7 @@ def rollout(model, dataPath, strides=10, starts=30, platform="CPU"):
     d, val, topology, system, net = _heldOutStarts(model, dataPath, starts)
     rejected = np.zeros(strides)
     for i in val:
-        integ = FlashMDIntegrator(model, fallbackSubsteps=cgFallbackSubsteps(model), device="cpu")
+        integ = FlashMDIntegrator(model=model, fallbackSubsteps=cgFallbackSubsteps(model), device="cpu")
         useCGBeadTypes(integ, net, topology)
         ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(platform))
         ctx.setPositions(d["q0"][i].astype(np.float64))
@@ -165,8 +165,8 @@ def energyTrace(model, dataPath, strides=150, starts=8, friction=1.0, platform="
         V, T, rej = np.zeros((len(val), strides)), np.zeros((len(val), strides)), np.zeros(strides)
         for j, i in enumerate(val):
             if kind == "flashmd":
-                integ = FlashMDLangevinIntegrator(300, friction, None, model, fallbackSubsteps=n_sub, device="cpu",
-                                                  speciesRescale=False,
+                integ = FlashMDLangevinIntegrator(300, friction, None, model=model, fallbackSubsteps=n_sub,
+                                                  device="cpu", speciesRescale=False,
                                                   randomSeed=j + 1)
                 useCGBeadTypes(integ, net, topology)
             else:

@@ -90,7 +90,7 @@ def firstRejections(args, model, system, net, topology, starts, masses, rng):
     evaluator = flashSchNetEnergyEvaluator(system, net, topology, 1, device="cpu", priors="torch")  # shared by all
     first = []
     for q in tqdm(starts, desc="chains", unit="chain"):
-        integ = FlashMDIntegrator(model, maxRescale=args.max_rescale, device="cpu",
+        integ = FlashMDIntegrator(model=model, maxRescale=args.max_rescale, device="cpu",
                                   fallbackSubsteps=cgFallbackSubsteps(model), randomSeed=args.seed)
         useCGBeadTypes(integ, net, topology)
         integ.setEnergyEvaluator(*evaluator)

@@ -351,7 +351,7 @@ def main():
     sim, baro = simulation(mm.LangevinMiddleIntegrator(T, args.friction / unit.picosecond, dt_ref))
     sim.context.getIntegrator().setRandomNumberSeed(args.seed)
     ref = sampleRun(sim, baro, probe, args.time, args.sample, dt_ref, atoms, progress=bar)
-    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model, device=args.device,
+    fm_integ = FlashMDLangevinIntegrator(T, args.friction / unit.picosecond, None, model=model, device=args.device,
                                          randomSeed=args.seed, **({"modeRescale": True} if args.mode_rescale else {}))
     sim, baro = simulation(fm_integ)
     fm = sampleRun(sim, baro, probe, args.time, args.sample, stride, atoms, flashmd=fm_integ, progress=bar)

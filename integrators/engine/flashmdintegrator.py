@@ -23,6 +23,8 @@ positions (not leap-frog).
 """
 
 import logging
+import os
+import warnings
 from typing import Dict, Optional
 
 import numpy as np
@@ -36,6 +38,7 @@ from openmmflash.integrators.engine.energyeval import EnergyEvaluator
 from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
 from openmmflash.integrators.engine.residentloop import ResidentLoop
 from openmmflash.integrators.engine.residentstrides import buildResidentLoop, residentObstacles, runResidentStrides
+from openmmflash.integrators.engine.statecheck import checkFiniteState
 from openmmflash.integrators.engine.stepper import FlashMDStepper, check_stride, random_rotation
 from openmmflash.integrators.network.modelfile import ensembleNote, loadModel, shippedName
 from openmmflash.integrators.rescale.guard import checkPrediction, energyRescale, rejectionKind
@@ -44,6 +47,27 @@ from openmmflash.integrators.rescale.species import checkSystem, speciesShareRes
 from openmmflash.units import valueIn
 
 MIN_SPECIES_PARTICLES = 20  # speciesRescale="auto" turns the per-species rescale on at this many per species
+
+
+def _isModel(x) -> bool:
+    """True for what can only be a model (a FlashMDModel, a file path, a bundled name), never a step size."""
+    return isinstance(x, (str, os.PathLike, torch.nn.Module))
+
+
+def _warnModelOrder(old: str, new: str, stacklevel: int = 3) -> None:
+    """DeprecationWarning for the positional model; ``stacklevel`` counts from this function to the user's call."""
+    warnings.warn(f"{old} is deprecated: pass the model as a keyword argument, {new}", DeprecationWarning,
+                  stacklevel=stacklevel)
+
+
+def _checkModelArgument(cls: str, model, extra) -> None:
+    """Clear errors for a missing ``model=`` or surplus positional arguments."""
+    if extra:
+        raise TypeError(f"{cls} got {len(extra)} positional argument(s) too many; give the model as model=... and "
+                        "the options (rescaleEnergy, device, ...) as keywords")
+    if model is None:
+        raise TypeError(f"{cls} needs model=: a FlashMDModel, a model file or a bundled FlashMD model name "
+                        "(openmmflash.bundledModels('FlashMD') lists them)")
 
 
 _warned_models = set()
@@ -63,11 +87,17 @@ def _warnEnsemble(model) -> None:
 class FlashMDIntegrator(mm.CustomIntegrator):
     """Learned long-stride NVE integrator (FlashMD) with guarded energy rescaling.
 
+    ``FlashMDIntegrator(stepSize=None, *, model, **options)``, as ``VerletIntegrator(stepSize)`` plus the model:
+
+    >>> integrator = FlashMDIntegrator(model="water-tip3pfb-8fs")            # doctest: +SKIP
+
     Parameters
     ----------
-    model : FlashMDModel, file path or shipped model name (see ``openmmflash.integrators.network.modelfile``)
     stepSize : ps or Quantity, optional
         Must equal the model's stride; default the model's stride.
+    model : FlashMDModel, file path or bundled model name, keyword only
+        ``openmmflash.bundledModels("FlashMD")`` lists the bundled ones. The older call ``FlashMDIntegrator(model,
+        stepSize)`` still works and warns (DeprecationWarning).
     rescaleEnergy : bool
         Rescale momenta after each learned step so that the total energy is unchanged (one energy evaluation).
     randomRotation : bool
@@ -106,11 +136,19 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         stride on an H100, results/flashmd_cg_speed_gpu_s8_compiled.json).
     """
 
-    def __init__(self, model, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
+    def __init__(self, *args, model=None, stepSize=None, rescaleEnergy: bool = True, randomRotation: bool = False,
                  maxDisplacement=None, maxRescale: float = 1.25, fallbackSubsteps: Optional[int] = None,
                  device=None, randomSeed: int = 0, speciesRescale: bool = False, replicas: int = 1,
                  useCUDAGraph: Optional[bool] = None, modeRescale: Optional[bool] = None,
                  deviceResident: Optional[bool] = None):
+        # FlashMDIntegrator(stepSize=None, *, model, ...); deprecated: FlashMDIntegrator(model, stepSize=None, ...)
+        if model is None and args and _isModel(args[0]):
+            _warnModelOrder("FlashMDIntegrator(model, stepSize)", "FlashMDIntegrator(stepSize, model=model)")
+            model, args = args[0], args[1:]
+        if args and stepSize is not None:
+            raise TypeError("FlashMDIntegrator got the step size twice (positional and stepSize=)")
+        stepSize, args = (args[0], args[1:]) if args else (stepSize, args)
+        _checkModelArgument(type(self).__name__, model, args)
         flashmd = loadModel(model)
         _warnEnsemble(flashmd)
         stride = flashmd.stride if stepSize is None else valueIn(stepSize, unit.picosecond)
@@ -465,6 +503,7 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             st = context.getState(getPositions=True, getVelocities=True)
             q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
             v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+            checkFiniteState(q, v, st.getStepCount())  # before any energy: NaN under PME crashes Reference
             box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
             V, params = None, None
         if self.rescaleEnergy and carry is None:

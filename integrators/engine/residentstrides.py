@@ -17,6 +17,7 @@ from openmmflash.integrators.engine.densestep import DenseReplicaStep
 from openmmflash.integrators.engine.diagnostics import StrideLog
 from openmmflash.integrators.engine.energyeval import EnergyEvaluator
 from openmmflash.integrators.engine.residentloop import CODES, ResidentLoop, rejectionReason
+from openmmflash.integrators.engine.statecheck import checkFiniteState
 
 
 def residentObstacles(energy: EnergyEvaluator, stepperDevice, periodic: bool, passive: bool, rescaleEnergy: bool,
@@ -60,9 +61,12 @@ def runResidentStrides(integrator: mm.CustomIntegrator, context, loop: ResidentL
     flashmdSeed, flashmdNumLearned, flashmdNumFallbacks) and step count are updated as the host path does."""
     log.start()
     check = not loop.checked
-    st = context.getState(getPositions=True, getVelocities=True, getEnergy=check, getForces=check)
+    st = context.getState(getPositions=True, getVelocities=True)
     q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
     v = st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond)
+    checkFiniteState(q, v, st.getStepCount())  # before any energy is asked for
+    if check:
+        st = context.getState(getEnergy=True, getForces=True)
     loop.setThermostat(*(thermostat or (None, None)))
     draws = int(integrator.getGlobalVariableByName("flashmdDraws"))
     loop.load(q, v, draws, int(integrator.getGlobalVariableByName("flashmdSeed")))

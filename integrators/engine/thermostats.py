@@ -7,7 +7,7 @@ checkpoint draws the same noise as the uninterrupted run.
 
 - :class:`FlashMDLangevinIntegrator`: exact Ornstein-Uhlenbeck half step per particle and component,
   v <- a v + sqrt((1 - a^2) kT / m) xi, a = exp(-gamma stride / 2). Same arguments as LangevinMiddleIntegrator
-  (temperature, frictionCoeff, stepSize) plus the model.
+  (temperature, frictionCoeff, stepSize) plus the keyword-only ``model``.
 - :class:`FlashMDBussiIntegrator`: stochastic velocity rescaling (Bussi, Donadio, Parrinello, J. Chem. Phys. 126,
   014101 (2007)) half step, one global factor per half step, relaxation time ``tau``.
 """
@@ -17,16 +17,27 @@ import math
 import numpy as np
 from openmm import unit
 
-from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
+from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator, _checkModelArgument, _warnModelOrder
 from openmmflash.integrators.rescale.species import KB
 from openmmflash.units import valueIn
+
+
+def _legacyModel(cls: str, second: str, model, args):
+    """The model of ``cls(temperature, second, stepSize, *args, model=...)``: ``model``, or (deprecated) the fourth
+    positional argument."""
+    if model is None and len(args) == 1:
+        _warnModelOrder(f"{cls}(temperature, {second}, stepSize, model)",
+                        f"{cls}(temperature, {second}, stepSize, model=model)", stacklevel=4)
+        model, args = args[0], ()
+    _checkModelArgument(cls, model, args)
+    return model
 
 
 class _ThermostattedFlashMD(FlashMDIntegrator):
     """A FlashMD integrator with a bath temperature (global variable ``flashmdTemperature``, K)."""
 
-    def __init__(self, temperature, model, stepSize, **kwargs):
-        super().__init__(model, stepSize, **kwargs)
+    def __init__(self, temperature, stepSize, model, **kwargs):
+        super().__init__(stepSize, model=model, **kwargs)
         self.addGlobalVariable("flashmdTemperature", valueIn(temperature, unit.kelvin))
 
     @property
@@ -49,7 +60,9 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     temperature : K or Quantity
     frictionCoeff : 1/ps or Quantity
     stepSize : ps, Quantity or None (the model's stride; must equal it)
-    model : FlashMDModel, path or shipped model name
+    model : FlashMDModel, path or bundled model name, keyword only
+        The older positional call ``FlashMDLangevinIntegrator(temperature, frictionCoeff, stepSize, model)`` still
+        works and warns (DeprecationWarning).
     **kwargs : as :class:`FlashMDIntegrator` (rescaleEnergy, randomRotation, randomSeed, ...); here
         ``speciesRescale`` defaults to "auto": on when every species has at least 20 particles per replica (water),
         then the learned step keeps each species' share of the kinetic energy and the per-atom Ornstein-Uhlenbeck
@@ -63,9 +76,10 @@ class FlashMDLangevinIntegrator(_ThermostattedFlashMD):
     >>> simulation = Simulation(topology, system, integrator)
     """
 
-    def __init__(self, temperature, frictionCoeff, stepSize, model, **kwargs):
+    def __init__(self, temperature, frictionCoeff, stepSize=None, *args, model=None, **kwargs):
+        model = _legacyModel("FlashMDLangevinIntegrator", "frictionCoeff", model, args)
         kwargs.setdefault("speciesRescale", "auto" if kwargs.get("rescaleEnergy", True) else False)
-        super().__init__(temperature, model, stepSize, **kwargs)
+        super().__init__(temperature, stepSize, model, **kwargs)
         self.addGlobalVariable("flashmdFriction", valueIn(frictionCoeff, unit.picosecond ** -1))
         if self.getFriction() < 0 or self.getTemperature() <= 0:
             raise ValueError("temperature must be > 0 K and frictionCoeff >= 0 /ps")
@@ -94,11 +108,12 @@ class FlashMDBussiIntegrator(_ThermostattedFlashMD):
     temperature : K or Quantity
     tau : ps or Quantity
         Relaxation time of the kinetic energy.
-    stepSize, model, **kwargs : as :class:`FlashMDLangevinIntegrator`
+    stepSize, model, **kwargs : as :class:`FlashMDLangevinIntegrator` (``model`` keyword only)
     """
 
-    def __init__(self, temperature, tau, stepSize, model, **kwargs):
-        super().__init__(temperature, model, stepSize, **kwargs)
+    def __init__(self, temperature, tau, stepSize=None, *args, model=None, **kwargs):
+        model = _legacyModel("FlashMDBussiIntegrator", "tau", model, args)
+        super().__init__(temperature, stepSize, model, **kwargs)
         self.addGlobalVariable("flashmdTau", valueIn(tau, unit.picosecond))
         if self.getTemperature() <= 0 or self.getGlobalVariableByName("flashmdTau") <= 0:
             raise ValueError("temperature must be > 0 K and tau > 0 ps")

@@ -14,6 +14,7 @@ Prediction in mass-scaled form (x = p / sqrt(m) / momentumScale, dimensionless, 
     p' / sqrt(m) = momentumScale * (x + out_1)
 """
 
+import difflib
 import json
 import os
 from typing import List, Optional
@@ -80,10 +81,24 @@ def modelPath(model) -> str:
     if not os.path.exists(path):
         named = os.path.join(MODEL_DIR, path + ".pt")
         if not os.path.exists(named):
-            raise ValueError(f"no FlashMD model file or shipped model named {path!r}; shipped models: "
-                             f"{availableModels() or 'none'}")
+            raise ValueError(_unknownModelMessage(path))
         path = named
     return path
+
+
+def _unknownModelMessage(name: str) -> str:
+    """Why ``name`` is no FlashMD model: the shipped names, the closest one, or that it names a FlashSchNet model."""
+    from openmmflash.schnet.modelfile import bundledModels
+
+    names = availableModels()
+    message = (f"no FlashMD model file or shipped model named {name!r}; shipped FlashMD models: "
+               f"{', '.join(names) or 'none'}")
+    if name in bundledModels():
+        related = [n for n in names if n.startswith(name)]
+        return (f"{message}. {name!r} is a bundled FlashSchNet model, a force field: use it with createCGSystem or "
+                "addFlashSchNetForce" + (f"; the FlashMD models of its protein are {related}" if related else ""))
+    close = difflib.get_close_matches(os.path.basename(name), names, n=1)
+    return message + (f"; did you mean {close[0]!r}?" if close else "")
 
 
 def loadModel(model, device=None) -> FlashMDModel:

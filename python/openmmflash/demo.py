@@ -233,38 +233,8 @@ def printSummary(s: dict, output: str) -> None:
     print("  read back            CompactTrajectory('trajectory.cmdx').read() or openmmflash compact-convert")
 
 
-def register(subparsers):
-    p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
-                              description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
-                              "several replicas on the fastest platform; writes a compressed .cmdx trajectory "
-                              "(CompactReporter), a PNG plot and a summary.")
-    p.add_argument("--model", default=None, help="bundled model name or model file (default chignolin)")
-    p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) instead, with --model or the "
-                   "bundled model trained on its sequence, else one trained on all its residue types")
-    p.add_argument("--integrator", choices=("langevin", "flashmd"), default="langevin",
-                   help="langevin: LangevinMiddleIntegrator (default); flashmd: FlashMDLangevinIntegrator with the "
-                   "shipped FlashMD model trained on this CG System")
-    p.add_argument("--flashmd-model", help="FlashMD model name or file (default: the one shipped for --model)")
-    p.add_argument("--quantized", action="store_true", help="use the GAQ-quantized FlashMD model if one is shipped")
-    p.add_argument("--steps", type=int, default=None, help=f"MD steps (default {DEFAULT_STEPS} = "
-                   f"{DEFAULT_STEPS * 2e-3:g} ps at 2 fs)")
-    p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
-    p.add_argument("--quick", action="store_true", help="a short check run (200 steps, 2 replicas), too short to "
-                   "equilibrate")
-    p.add_argument("--replicas", type=int, default=None, help=f"replicas (default {DEFAULT_REPLICAS})")
-    p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    p.add_argument("--friction", type=float, default=10.0, help="Langevin friction, 1/ps (default 10)")
-    p.add_argument("--report-interval", type=int, default=None,
-                   help=f"steps between frames (default {DEFAULT_INTERVAL})")
-    p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
-    p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-fast-path", action="store_true", help="on CUDA, use the plain force (reference CFConv, "
-                   "exact neighbor list) instead of the fused kernels with a padded neighbor list")
-    p.set_defaults(func=_demo)
-
-
-DEFAULT_STEPS, DEFAULT_REPLICAS, DEFAULT_INTERVAL = 2000, 4, 40  # about 2 minutes on a 2-core CPU
+# Defaults of the command line (openmmflash.commands declares the flags): about 2 minutes on a 2-core CPU.
+DEFAULT_STEPS, DEFAULT_REPLICAS, DEFAULT_INTERVAL = 2000, 4, 40
 
 
 def _demo(args):

@@ -72,8 +72,3 @@ def run(args=None) -> int:
         return 1
     print("\nThe stack is a supported combination.")
     return 0
-
-
-def register(subparsers):
-    parser = subparsers.add_parser("doctor", help="print versions, platforms, GPU and known stack problems")
-    parser.set_defaults(func=run)

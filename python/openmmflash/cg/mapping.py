@@ -6,17 +6,19 @@ written and read as PDB files. Bead types are looked up in a table ``{"N": 0, "A
 "RES:NAME" first, then "NAME".
 """
 
+from collections import Counter
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from openmmflash.cg.residuemessages import nonProteinResidueMessage, warnDroppedResidues
 from openmmflash.stack import import_openmm
 
 AMINO_ACIDS = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
                "PRO", "SER", "THR", "TRP", "TYR", "VAL")
 ALIASES = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS", "CYX": "CYS",
            "CYM": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS", "MSE": "MET"}
-# Residues dropped silently when mapping (solvent and ions carry no CG bead).
+# Residues left out when mapping (solvent, ions and caps carry no CG bead), with a DroppedResiduesWarning.
 IGNORED = {"HOH", "WAT", "SOL", "TIP3", "NA", "CL", "K", "MG", "CA2", "ZN", "NA+", "CL-", "ACE", "NME", "NH2"}
 ELEMENTS = {"N": "N", "CA": "C", "CB": "C", "C": "C", "O": "O"}
 MASSES = {"N": 14.007, "CA": 12.011, "CB": 12.011, "C": 12.011, "O": 15.999}  # amu
@@ -62,19 +64,23 @@ class CGMapping:
         return table
 
     def mapTopology(self, topology) -> Tuple[object, List[int]]:
-        """CG Topology of an all-atom (or already CG) Topology, and the index of the atom each bead sits on."""
+        """CG Topology of an all-atom (or already CG) Topology, and the index of the atom each bead sits on.
+
+        Water, ions and caps are left out with a DroppedResiduesWarning; other non-protein residues are refused.
+        """
         app = import_openmm().app
         cg = app.Topology()
         indices: List[int] = []
+        dropped = Counter()
         for chain in topology.chains():
             cg_chain = None
             for residue in chain.residues():
                 res = canonicalResidue(residue.name)
                 if res in IGNORED or residue.name.upper() in IGNORED:
+                    dropped[residue.name] += 1
                     continue
                 if res not in AMINO_ACIDS:
-                    raise ValueError(f"residue {residue.name} {residue.id} (chain {chain.id}) is not a standard "
-                                     f"amino acid; the {self.name} mapping knows {', '.join(AMINO_ACIDS)}")
+                    raise ValueError(nonProteinResidueMessage(residue, self.name))
                 atoms = {a.name: a for a in residue.atoms()}
                 missing = [b for b in self.residueBeads(res) if b not in atoms]
                 if missing:
@@ -89,6 +95,7 @@ class CGMapping:
                     indices.append(atoms[bead].index)
         if cg.getNumAtoms() == 0:
             raise ValueError("the topology contains no protein residue to map")
+        warnDroppedResidues(dropped)
         cg.setPeriodicBoxVectors(topology.getPeriodicBoxVectors())
         beads = list(cg.atoms())
         for i, j in self.bondedPairs(cg):

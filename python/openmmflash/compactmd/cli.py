@@ -11,35 +11,6 @@ import warnings
 import numpy as np
 
 
-def register(subparsers):
-    p = subparsers.add_parser("compress", help="compress a trajectory (DCD, XTC, TRR, NetCDF, ...) to .cmdx")
-    p.add_argument("input", help="trajectory file readable by MDAnalysis")
-    p.add_argument("-o", "--output", help="output .cmdx (default: input name with .cmdx)")
-    p.add_argument("--top", help="topology file (PDB, PSF, GRO, PRMTOP, TPR, ...) to embed and use for prediction")
-    p.add_argument("--max-error", type=float, default=0.0005, help="max |error| per coordinate in nm (0.0005)")
-    p.add_argument("--codec", choices=["auto", "bounded", "xtc"], default="auto",
-                   help="auto: lossless 'xtc' for XTC input, 'bounded' otherwise")
-    p.add_argument("--chunk-frames", type=int, default=100, help="frames per chunk (100)")
-    p.add_argument("--level", type=int, default=1, help="zstd level 1-22 (1; higher is slower and rarely smaller)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=compress)
-
-    p = subparsers.add_parser("decompress", help="convert a .cmdx file to DCD or XTC")
-    p.add_argument("input", help=".cmdx file")
-    p.add_argument("-o", "--output", required=True, help="output file; format from the extension (.dcd, .xtc)")
-    p.set_defaults(func=decompress)
-
-    p = subparsers.add_parser("info", help="describe a .cmdx file")
-    p.add_argument("input", help=".cmdx file")
-    p.set_defaults(func=info)
-
-    p = subparsers.add_parser("verify", help="check every chunk of a .cmdx file (and the error against a source)")
-    p.add_argument("input", help=".cmdx file")
-    p.add_argument("--source", help="original trajectory: report the true max error and RMSD against it")
-    p.add_argument("--top", help="topology for --source when MDAnalysis needs one (DCD, TRR, ...)")
-    p.set_defaults(func=verify)
-
-
 class _Source:
     """A trajectory to read: ``nAtoms``, ``nFrames`` and ``frames()`` yielding (positions (N, 3) nm float64,
     step, time ps, box (3, 3) nm or None). XTC files are read with mdtraj so that their float32 nm values arrive

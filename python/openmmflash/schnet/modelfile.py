@@ -8,6 +8,7 @@ runs no code)::
                   "priors": {...} (see openmmflash.cg.priors), "provenance": {...}, ...}}
 """
 
+import difflib
 import os
 
 import torch
@@ -32,9 +33,12 @@ def resolveModelPath(pathOrName: str) -> str:
     bundled = os.path.join(BUNDLED_DIR, f"{path}.pt")
     if os.path.sep not in path and os.path.isfile(bundled):
         return bundled
-    names = ", ".join(bundledModels()) or "none"
-    raise FileNotFoundError(f"no FlashSchNet model file at {path!r} and no bundled model of that name "
-                            f"(bundled models: {names})")
+    names = bundledModels()
+    close = difflib.get_close_matches(os.path.basename(path), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise FileNotFoundError(f"no FlashSchNet model file at {path!r} and no bundled FlashSchNet model of that name "
+                            f"(bundled FlashSchNet models: {', '.join(names) or 'none'}){hint} openmmflash.bundledModels() lists all "
+                            "bundled models, FlashSchNet and FlashMD")
 
 
 def saveModel(model, path: str, **metadata) -> None:

@@ -11,7 +11,6 @@ calibration, after QAT) and the held-out per-species errors (``model.validation`
 thermostatted versions load it like any FlashMD model file.
 """
 
-import argparse
 import json
 import os
 
@@ -37,22 +36,3 @@ def _quantize(args):
     print(f"wrote {args.output} ({size} bytes): {args.scheme} {args.method}, QAT {args.qat_steps} steps")
     print(json.dumps({"lossFp32": qat["lossFp32"], "lossAfterCalibration": qat["lossAfterCalibration"],
                       "lossAfterQAT": qat["lossAfterQAT"]}, indent=1))
-
-
-def register(subparsers) -> None:
-    p = subparsers.add_parser("quantize", help="quantize a FlashMD model (GAQ: calibration + QAT, low-bit file)",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("model", help="FlashMD model file or shipped model name")
-    p.add_argument("-o", "--output", required=True, help="quantized model file (.pt)")
-    p.add_argument("--scheme", default="w4a8", help="bit widths w<4|8>a<4..16>: weights and activations")
-    p.add_argument("--method", default="frame", help="vector activations: frame (exactly equivariant MDDQ in a "
-                   "local frame), mddq (world-frame MDDQ) or naive (per-component baseline)")
-    p.add_argument("--data", required=True, help="training pairs (.npz from flashmd-data) for calibration and QAT")
-    p.add_argument("--qat-steps", type=int, default=300, help="fine-tuning steps (0: calibration only)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per QAT batch")
-    p.add_argument("--calibration-batches", type=int, default=16)
-    p.add_argument("--dir-bits", type=int, default=10, help="direction codebook size 2^bits (mddq, frame)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_quantize)

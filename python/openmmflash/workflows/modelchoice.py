@@ -5,6 +5,7 @@ seen in the force matching; that protein is the native structure stored in the m
 import io
 from typing import List, Optional, Tuple
 
+from openmmflash.cg.inputchecks import trainingResidues
 from openmmflash.cg.mapping import IGNORED, canonicalResidue
 from openmmflash.cg.structure import loadProtein
 from openmmflash.schnet.model import loadModel
@@ -19,11 +20,6 @@ def trainedSequence(net) -> List[str]:
         return []
     topology = import_openmm().app.PDBFile(io.StringIO(pdb)).topology
     return [canonicalResidue(r.name) for r in topology.residues() if canonicalResidue(r.name) not in IGNORED]
-
-
-def trainedResidues(net) -> set:
-    """Residue names of the protein a FlashSchNet model was trained on."""
-    return set(trainedSequence(net))
 
 
 def modelForProtein(path: str, model: Optional[str] = None) -> Tuple[object, str, object, object]:
@@ -41,7 +37,7 @@ def modelForProtein(path: str, model: Optional[str] = None) -> Tuple[object, str
         residues = {canonicalResidue(r.name) for r in topology.residues()}
         if topology.getNumAtoms() == 0:
             raise ValueError(f"{path!r} holds no protein residues the CG mapping knows")
-        unseen = sorted(residues - trainedResidues(net))
+        unseen = sorted(residues - (trainingResidues(net.metadata) or set()))
         if not unseen:
             sequence = [canonicalResidue(r.name) for r in topology.residues()]
             if sequence == trainedSequence(net):
