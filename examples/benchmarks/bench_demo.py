@@ -1,7 +1,7 @@
 """Time the default ``openmmflash demo`` as a user runs it and record what it reports.
 
-Runs the CLI in a subprocess (the wall time a user sees, start-up and imports included) and writes
-examples/benchmarks/results/demo_<platform>.json with the demo's own figures (MD wall time, ns/day, .cmdx / DCD / XTC
+Runs the CLI in a subprocess (the wall time a user sees, start-up and imports included) and stores, as the run
+named after the platform (plus --tag) in examples/benchmarks/results/demo.json, the demo's own figures (MD wall time, ns/day, .cmdx / DCD / XTC
 sizes, the equilibration verdict), then the same with ``--integrator flashmd``, and the provenance object
 (benchprovenance.py) plus the CPU model and the load average before and after each run (on a shared machine the
 wall time depends on it; the demo's CPU time is recorded too).
@@ -68,7 +68,7 @@ def runDemo(platform: str, extra: list) -> dict:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--platform", default="CPU")
-    ap.add_argument("--tag", default="", help="suffix of the results file name")
+    ap.add_argument("--tag", default="", help="suffix of the run's name in results/demo.json")
     ap.add_argument("--no-flashmd", action="store_true", help="skip the second run with --integrator flashmd")
     ap.add_argument("demo_args", nargs="*", help="extra arguments for openmmflash demo (after --)")
     args = ap.parse_args(argv)
@@ -93,11 +93,19 @@ def main(argv=None):
     if "flashmdOverLangevinNsPerDay" in result:
         print(f"FlashMD / Langevin ns/day per replica (same machine, one after the other): "
               f"{result['flashmdOverLangevinNsPerDay']:.2f}")
+    # One results file for the demo: this run replaces the run of the same platform (and tag), others are kept.
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", f"demo_{default['platform'].lower()}{args.tag}.json")
+    path = os.path.join(HERE, "results", "demo.json")
+    stored = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+    runs = dict(stored.get("runs", {}), **{f"{default['platform'].lower()}{args.tag}": result})
     with open(path, "w") as f:
-        json.dump(result, f, indent=1)
-    print(f"wrote {path}")
+        json.dump({"benchmark": "openmmflash demo (examples/benchmarks/bench_demo.py): the default run as a user "
+                   "starts it, then the same with --integrator flashmd; one run per platform", "runs": runs,
+                   "provenance": result["provenance"]}, f, indent=1)
+    print(f"wrote run {default['platform'].lower()}{args.tag} into {path}")
 
 
 if __name__ == "__main__":
