@@ -23,6 +23,7 @@ LAYERS = [
     ("openmmflash.neighbors", 0, "foundation"),
     ("openmmflash.blockstats", 0, "foundation"),
     ("openmmflash.importorder", 0, "foundation"),
+    ("openmmflash.distributed", 0, "foundation"),
     ("openmmflash.schnet", 1, "domain"),
     ("openmmflash.cg", 1, "domain"),
     ("openmmflash.compactmd", 1, "domain"),

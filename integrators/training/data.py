@@ -102,7 +102,8 @@ def _read(context):
 
 def generatePairs(system, positions, types, temperatures: Sequence[float], stride: float, timestep: float = 0.0005,
                   startsPerTemperature: int = 4, pairsPerStart: int = 50, pairSpacing: float = 0.1,
-                  equilibration: float = 2.0, platform: Optional[str] = None, seed: int = 0, progress: bool = True):
+                  equilibration: float = 2.0, platform: Optional[str] = None, seed: int = 0, progress: bool = True,
+                  starts: Optional[Sequence] = None):
     """Run NVE trajectories and collect phase-space pairs one stride apart.
 
     Parameters
@@ -122,6 +123,8 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
         Time between the starts of consecutive pairs in one trajectory (>= stride).
     equilibration : ps
         Langevin equilibration (friction 5/ps) before each NVE segment.
+    starts : list of (temperature index, start index), optional
+        Run only these starts (one process's share of a job; the pairs are those of the whole run's starts).
 
     Returns a dict of numpy arrays as described in the module docstring (``meta`` as a dict).
     """
@@ -139,7 +142,8 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
     plat = mm.Platform.getPlatformByName(platform) if platform else None
     masses = particleMasses(system)
     out = {k: [] for k in ("q0", "p0", "dq", "p1", "box", "temperature")}
-    total = len(temperatures) * startsPerTemperature * pairsPerStart
+    chosen = None if starts is None else {tuple(int(v) for v in pair) for pair in starts}
+    total = (len(temperatures) * startsPerTemperature if chosen is None else len(chosen)) * pairsPerStart
     bar = None
     if progress:
         from tqdm import tqdm
@@ -147,6 +151,8 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
     t0 = time.time()
     for ti, temperature in enumerate(temperatures):
         for s in range(startsPerTemperature):
+            if chosen is not None and (ti, s) not in chosen:
+                continue
             rseed = seed * 100003 + ti * 1009 + s + 1
             lang = mm.LangevinMiddleIntegrator(temperature * unit.kelvin, 5.0 / unit.picosecond, timestep)
             lang.setRandomNumberSeed(rseed)

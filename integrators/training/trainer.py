@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from openmmflash.cg.torchpriors import ANGLE_EXPRESSION, angleCosines, bondLengths
+from openmmflash.distributed import DataParallelLoss
 
 from openmmflash.integrators.training.data import readDatasets
 from openmmflash.integrators.network.modelfile import FlashMDModel, saveModel
@@ -273,12 +274,20 @@ class Trainer:
         if energyWeight > 0 and system is None:
             raise ValueError("energyWeight > 0 needs the System (system=...) to evaluate the potential energy")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0)
+        # DistributedDataParallel in a torch.distributed process group (torchrun): every rank draws the same batch
+        # and its augmentation and takes its part; one process otherwise.
+        self.parallel = DataParallelLoss(self.model, self.loss)
+        if self.parallel.worldSize > 1 and self.symplecticWeight > 0 and self.batchSize % self.parallel.worldSize:
+            raise ValueError(f"the symplectic term draws random tangents per process: with symplecticWeight > 0 the "
+                             f"batch size ({self.batchSize}) must be a multiple of the {self.parallel.worldSize} "
+                             "processes, so that every process draws as many and their random streams stay equal")
         self.iterations = int(iterations)
         self.lr = float(lr)
         self.iteration = 0
         self.history = []
         self.maxSeconds = None
         self.startTime = time.time()
+        self._clock = None
 
     def _lr(self) -> float:
         """1 % linear warm-up, then cosine decay to 1 % of the peak."""
@@ -287,7 +296,7 @@ class Trainer:
             return self.lr * (self.iteration + 1) / warm
         t = min(1.0, (self.iteration - warm) / max(1, self.iterations - warm))
         if self.maxSeconds:
-            t = max(t, min(1.0, (time.time() - self.startTime) / self.maxSeconds))
+            t = max(t, min(1.0, self._elapsed() / self.maxSeconds))
         return self.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t)))
 
     def _box(self, idx):
@@ -302,10 +311,14 @@ class Trainer:
                               torch.where(rev, -p0, p1))
         return q0, p0, dq, p1
 
-    def loss(self, idx, augment: bool = True):
-        """Loss terms for frames ``idx``: (total, position MSE, momentum MSE, energy term) as tensors."""
+    def loss(self, idx, augment: bool = True, part: Optional[slice] = None):
+        """Loss terms for frames ``idx``: (total, position MSE, momentum MSE, energy term) as tensors; with ``part``
+        those of the frames ``idx[part]`` after the whole batch's augmentation was drawn (data-parallel training;
+        the symplectic term's random tangents are then drawn per part, which changes its value, not its mean)."""
         model = self.model
         q0, p0, dq, p1 = self._batch(idx, augment)
+        if part is not None:
+            idx, q0, p0, dq, p1 = idx[part], q0[part], p0[part], dq[part], p1[part]
         B, N, _ = q0.shape
         src, dst, edge_vec = batch_edges(q0, self._box(idx), model.cutoff)
         pin = p0
@@ -373,10 +386,15 @@ class Trainer:
 
         return symplectic_defect(stride, torch.zeros_like(x), x, B, self.generator)
 
+    def _elapsed(self) -> float:
+        """Seconds since ``startTime``; in a process group the largest over the ranks at the current step's start,
+        so that the time-based schedule and stop are the same on every rank."""
+        return self._clock if self._clock is not None else time.time() - self.startTime
+
     def _progress(self) -> float:
         t = self.iteration / max(1, self.iterations)
         if self.maxSeconds:
-            t = max(t, (time.time() - self.startTime) / self.maxSeconds)
+            t = max(t, self._elapsed() / self.maxSeconds)
         return min(1.0, t)
 
     def _energyWeightNow(self) -> float:
@@ -388,13 +406,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr()
         self.model.train()
-        total, lq, lp, le = self.loss(idx)
+        parallel = self.parallel
+        if self.maxSeconds and parallel.worldSize > 1:
+            self._clock = parallel.total(time.time() - self.startTime, op="max")
+        total = parallel(idx, True, parallel.part(len(idx)))[0] * parallel.weight(len(idx))
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.iteration += 1
-        return float(total.detach())
+        return parallel.total(float(total.detach()) / parallel.worldSize)  # the global batch's loss
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -517,8 +538,9 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
     trainer.maxSeconds = 60 * maxMinutes if maxMinutes else None
     trainer.startTime = time.time()
+    main = trainer.parallel.rank == 0  # in a process group rank 0 alone writes the state and the model
     bar = None
-    if progress:
+    if progress and main:
         from tqdm import tqdm
         bar = tqdm(total=iterations, initial=trainer.iteration, desc="flashmd-train", unit="it")
     t0 = time.time()
@@ -531,16 +553,18 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{running:.4g}")
-        if checkpointInterval and trainer.iteration % checkpointInterval == 0:
+        if checkpointInterval and trainer.iteration % checkpointInterval == 0 and main:
             torch.save(trainer.stateDict(), state_path + ".tmp")
             os.replace(state_path + ".tmp", state_path)
-        if maxMinutes is not None and time.time() - t0 > 60 * maxMinutes:
+        if maxMinutes is not None and trainer._elapsed() > 60 * maxMinutes:
             break
     if bar is not None:
         bar.close()
+    model = trainer.model
+    if not main:
+        return model
     torch.save(trainer.stateDict(), state_path + ".tmp")
     os.replace(state_path + ".tmp", state_path)
-    model = trainer.model
     model.validation = trainer.validate()
     model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
                         "energyWeight": energyWeight, "energyTarget": energyTarget,

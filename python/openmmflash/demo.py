@@ -10,6 +10,7 @@ protein, ``pdb``) is the start and the reference of CA-RMSD, Rg and Q. The summa
 
 import json
 import os
+import tempfile
 import time
 from typing import Optional
 
@@ -18,15 +19,16 @@ import numpy as np
 from openmmflash.cg.mapping import canonicalResidue
 from openmmflash.cg.observables import observables, overlap, stats
 from openmmflash.cg.structure import caIndices, nativeStructure
-from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.formatsizes import formatSizes
+from openmmflash.distributed import Ensemble, launchInfo
 from openmmflash.integrators.network.modelfile import ensembleNote
-from openmmflash.plugin.replicas import replicatePositions
+from openmmflash.plugin.replicas import replicatePositions, replicateTopology
 from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
 from openmmflash.workflows.demosimulation import flashMDModelFor, runDemoSimulation
 from openmmflash.workflows.equilibration import equilibrationVerdict
 from openmmflash.workflows.modelchoice import modelForProtein, trainedSequence
+from openmmflash.workflows.rankedjobs import shareOrRefuse
 
 OBSERVABLES = (("caRmsd", "CA-RMSD to native (A)"), ("Rg", "CA radius of gyration (A)"),
                ("Q", "fraction of native contacts Q"))
@@ -86,17 +88,10 @@ def plotRun(result: dict, obs: dict, native: dict, path: str, title: str, refere
     plt.close(fig)
 
 
-def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int = 4, platform: Optional[str] = None,
-            output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 40, seed: int = 1,
-            progress: bool = True, fastPath=True, integrator: str = "langevin", quantized: bool = False,
-            pdb: Optional[str] = None, friction: float = 10.0, flashmdModel: Optional[str] = None) -> dict:
-    """Run the demo and write trajectory.cmdx, topology.pdb, native.pdb, demo.png and summary.json into ``output``.
-
-    ``steps`` MD steps of ``timestep`` fs per replica (FlashMD runs the same simulated time in strides), a frame
-    every ``reportInterval`` steps; ``friction`` 1/ps; ``pdb`` a protein file to run instead of the model's own
-    (``model=None``: the bundled model trained on its sequence, or on all its residue types);
-    ``quantized`` the GAQ-quantized FlashMD model (ValueError when none is shipped for the model)."""
-    t_start = time.time()
+def prepareDemo(model: Optional[str], pdb: Optional[str], output: str, integrator: str, quantized: bool,
+                flashmdModel: Optional[str], writeNative: bool = True) -> tuple:
+    """(FlashSchNet model, its name, CG topology, native (n, 3) nm, FlashMD model name or None) of a demo run;
+    writes native.pdb into ``output`` (``writeNative``). Refuses --quantized where no quantized model exists."""
     if model is None and not pdb:
         model = "chignolin"
     if integrator == "flashmd" or quantized:
@@ -106,25 +101,46 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
         flashmdModel = flashMDModelFor(model or "chignolin", flashmdModel, quantized)
     os.makedirs(output, exist_ok=True)
     openmm = import_openmm()
-    if pdb:
-        net, model, topology, native = modelForProtein(pdb, model)
-        with open(os.path.join(output, "native.pdb"), "w") as f:
-            openmm.app.PDBFile.writeFile(topology, native * openmm.unit.nanometer, f)
-    else:
-        net = loadModel(model)
-        topology, native, _ = nativeStructure(net, output)
+    with tempfile.TemporaryDirectory(prefix="demo-native-") as tmp:  # native.pdb only where asked
+        where = output if writeNative else tmp
+        if pdb:
+            net, model, topology, native = modelForProtein(pdb, model)
+            with open(os.path.join(where, "native.pdb"), "w") as f:
+                openmm.app.PDBFile.writeFile(topology, native * openmm.unit.nanometer, f)
+        else:
+            net = loadModel(model)
+            topology, native, _ = nativeStructure(net, where)
+    return net, model, topology, native, flashmdModel
+
+
+def runDemoPart(net, topology, native, replicas: int, steps: int, platform: Optional[str], output: str,
+                timestep: float, reportInterval: int, seed: int, progress: bool = True, fastPath=True, tag: str = "",
+                platformProperties: Optional[dict] = None, integrator: str = "langevin", friction: float = 10.0,
+                flashmdModel: Optional[str] = None) -> dict:
+    """Simulate ``replicas`` copies of the protein, writing trajectory{tag}.cmdx and topology{tag}.pdb into
+    ``output``; returns runDemoSimulation's result (plus ``cmdx``, the trajectory's path)."""
+    openmm = import_openmm()
     temperature = float(net.metadata.get("provenance", {}).get("referenceSettings", {}).get("temperature", 300.0))
-    cmdx = os.path.join(output, "trajectory.cmdx")
+    cmdx = os.path.join(output, f"trajectory{tag}.cmdx")
     if os.path.exists(cmdx):
         os.remove(cmdx)  # a fresh trajectory each run
     result = runDemoSimulation(net, topology, native, replicas, steps * timestep * 1e-3,
                                reportInterval * timestep * 1e-3, timestep, friction, temperature, platform, seed,
-                               integrator, flashmdModel, cmdx, progress, fastPath)
-    with open(os.path.join(output, "topology.pdb"), "w") as f:  # the trajectory's topology (all replicas)
+                               integrator, flashmdModel, cmdx, progress, fastPath, platformProperties)
+    with open(os.path.join(output, f"topology{tag}.pdb"), "w") as f:  # the trajectory's topology (all replicas)
         openmm.app.PDBFile.writeFile(result["topology"], replicatePositions(native, replicas) * openmm.unit.nanometer,
                                      f)
+    result["cmdx"] = cmdx
+    return result
+
+
+def finishDemo(net, model: str, topology, native, result: dict, output: str, cmdxBytes: int, t_start: float,
+               pdb: Optional[str] = None, integrator: str = "langevin", quantized: bool = False,
+               friction: float = 10.0, flashmdModel: Optional[str] = None, title: str = "") -> dict:
+    """Observables, equilibration verdict, format sizes, plot and summary.json of a run whose ``result`` holds
+    positions (F, B, n, 3) nm and temperature (F, B) of all B replicas; returns the summary."""
     frames = result["positions"]  # (F, B, n, 3) nm
-    f_count, n = frames.shape[0], frames.shape[2]
+    f_count, replicas, n = frames.shape[0], frames.shape[1], frames.shape[2]
     ca = caIndices(topology)
     obs = {k: v.reshape(f_count, replicas) for k, v in
            observables(frames.reshape(-1, n, 3).astype(np.float64), native, ca).items()}
@@ -134,7 +150,7 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
                                    {k: obs[k] for k in ("caRmsd", "Rg")})
     sizes = formatSizes(frames.reshape(f_count, -1, 3), result["time"], result["topology"],
                         result["stepSize_fs"] * 1e-3, result["reportInterval"])
-    sizes["cmdx"] = os.path.getsize(cmdx)
+    sizes["cmdx"] = cmdxBytes
     simulated_ps = result["steps"] * result["stepSize_fs"] * 1e-3
     ns_day = simulated_ps * 1e-3 / max(result["wallSeconds"], 1e-9) * 86400.0
     half = f_count // 2
@@ -161,10 +177,10 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
                              "native structure, the force-matching validation and the reference MD settings); "
                              "distributions are shown against the native structure",
                              "forceMatching": net.metadata.get("validation", {}).get("validation")},
-               "trajectory": {"path": cmdx, "bytes": sizes, "maxError_nm": 0.0005,
+               "trajectory": {"path": result["cmdx"], "bytes": sizes, "maxError_nm": 0.0005,
                               "dcdOverCmdx": sizes["dcd"] / sizes["cmdx"],
                               "xtcOverCmdx": sizes["xtc"] / sizes["cmdx"] if sizes["xtc"] else None},
-               "equilibration": verdict, "forceOptions": result["forceOptions"]}
+               "equilibration": verdict, "forceOptions": result["forceOptions"], "worldSize": 1}
     if ref is not None:
         summary["reference"].update(ensemble={k: stats(v) for k, v in ref.items()},
                                     overlap={k: overlap(obs[k][half:].ravel(), v) for k, v in ref.items() if k in obs},
@@ -177,8 +193,71 @@ def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int
                               "deviceResident": result["deviceResident"], "ensembleNote": ensembleNote(flashmdModel)}
     verdict_text = "equilibrated" if verdict["equilibrated"] else "NOT equilibrated"
     plotRun(result, obs, native_obs, os.path.join(output, "demo.png"),
-            f"openmmflash demo: {model}, {integrator}, {replicas} replicas, {result['platform']}, "
+            f"openmmflash demo: {model}, {integrator}, {replicas} replicas{title}, {result['platform']}, "
             f"{simulated_ps:.1f} ps per replica: {verdict_text}", ref)
+    with open(os.path.join(output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def runDemo(model: Optional[str] = "chignolin", steps: int = 2000, replicas: int = 4, platform: Optional[str] = None,
+            output: str = "openmmflash-demo", timestep: float = 2.0, reportInterval: int = 40, seed: int = 1,
+            progress: bool = True, fastPath=True, integrator: str = "langevin", quantized: bool = False,
+            pdb: Optional[str] = None, friction: float = 10.0, flashmdModel: Optional[str] = None) -> dict:
+    """Run the demo and write trajectory.cmdx, topology.pdb, native.pdb, demo.png and summary.json into ``output``.
+
+    ``steps`` MD steps of ``timestep`` fs per replica (FlashMD runs the same simulated time in strides), a frame
+    every ``reportInterval`` steps; ``friction`` 1/ps; ``pdb`` a protein file to run instead of the model's own
+    (``model=None``: the bundled model trained on its sequence, or on all its residue types);
+    ``quantized`` the GAQ-quantized FlashMD model (ValueError when none is shipped for the model)."""
+    t_start = time.time()
+    net, model, topology, native, flashmdModel = prepareDemo(model, pdb, output, integrator, quantized, flashmdModel)
+    result = runDemoPart(net, topology, native, replicas, steps, platform, output, timestep, reportInterval, seed,
+                         progress, fastPath, integrator=integrator, friction=friction, flashmdModel=flashmdModel)
+    return finishDemo(net, model, topology, native, result, output, os.path.getsize(result["cmdx"]), t_start, pdb,
+                      integrator, quantized, friction, flashmdModel)
+
+
+def runDemoRanks(ens, model: Optional[str] = "chignolin", steps: int = 2000, replicas: int = 4,
+                 platform: Optional[str] = None, output: str = "openmmflash-demo", timestep: float = 2.0,
+                 reportInterval: int = 40, seed: int = 1, fastPath=True, integrator: str = "langevin",
+                 quantized: bool = False, pdb: Optional[str] = None, friction: float = 10.0,
+                 flashmdModel: Optional[str] = None) -> Optional[dict]:
+    """``runDemo`` over the ranks of ``ens`` (an ``openmmflash.distributed.Ensemble``): rank k simulates its share
+    of the replicas (seed ``ens.seed(seed)``, its own GPU) into trajectory.rank<k>.cmdx / topology.rank<k>.pdb; rank
+    0 writes native.pdb, demo.png and one summary.json over all replicas (``worldSize``, ``ranks``). Returns the
+    summary on rank 0, None elsewhere."""
+    t_start = time.time()
+    mine = shareOrRefuse(ens, replicas, "replicas", "--replicas")
+    net, model, topology, native, flashmdModel = prepareDemo(model, pdb, output, integrator, quantized, flashmdModel,
+                                                             writeNative=ens.isMain)
+    result = runDemoPart(net, topology, native, len(mine), steps, platform, output, timestep, reportInterval,
+                         ens.seed(seed), ens.isMain, fastPath, tag=f".rank{ens.rank}",
+                         platformProperties=ens.platformProperties(platform or "CUDA"), integrator=integrator,
+                         friction=friction, flashmdModel=flashmdModel)
+    light = {k: v for k, v in result.items() if k != "topology"}
+    parts = ens.gather({"rank": ens.rank, "replicas": list(mine), "result": light, "device": str(ens.device),
+                        "cmdxBytes": os.path.getsize(result["cmdx"])})
+    if not ens.isMain:
+        return None
+    frames = min(len(p["result"]["time"]) for p in parts)
+    merged = dict(parts[0]["result"], topology=replicateTopology(topology, replicas))
+    merged["positions"] = np.concatenate([p["result"]["positions"][:frames] for p in parts], axis=1)
+    merged["temperature"] = np.concatenate([p["result"]["temperature"][:frames] for p in parts], axis=1)
+    merged["potentialEnergy"] = sum(p["result"]["potentialEnergy"][:frames] for p in parts)  # all replicas
+    merged["time"] = merged["time"][:frames]
+    merged["wallSeconds"] = max(p["result"]["wallSeconds"] for p in parts)  # the job ends with its slowest rank
+    for key in ("learnedSteps", "fallbacks"):
+        if key in merged:
+            merged[key] = sum(p["result"][key] for p in parts)
+    summary = finishDemo(net, model, topology, native, merged, output, sum(p["cmdxBytes"] for p in parts), t_start,
+                         pdb, integrator, quantized, friction, flashmdModel, f" on {ens.worldSize} processes")
+    summary.update(worldSize=ens.worldSize, launcher=ens.launcher)
+    summary["trajectory"]["path"] = [p["result"]["cmdx"] for p in parts]
+    summary["ranks"] = [{"rank": p["rank"], "replicas": p["replicas"], "device": p["device"],
+                         "platform": p["result"]["platform"], "wallSeconds": p["result"]["wallSeconds"],
+                         "trajectory": f"trajectory.rank{p['rank']}.cmdx", "topology": f"topology.rank{p['rank']}.pdb"}
+                        for p in parts]
     with open(os.path.join(output, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
@@ -229,7 +308,9 @@ def printSummary(s: dict, output: str) -> None:
         for reason in eq["reasons"]:
             print(f"                       - {reason}")
         print("                       run longer (--time PS) or with more replicas for converged distributions")
-    print(f"  wrote                {output}/trajectory.cmdx (topology.pdb), {output}/demo.png, {output}/summary.json")
+    trajectories = ("trajectory.cmdx (topology.pdb)" if s.get("worldSize", 1) == 1 else
+                    f"trajectory.rank<k>.cmdx (topology.rank<k>.pdb), k < {s['worldSize']}")
+    print(f"  wrote                {output}/{trajectories}, {output}/demo.png, {output}/summary.json")
     print("  read back            CompactTrajectory('trajectory.cmdx').read() or openmmflash compact-convert")
 
 
@@ -246,7 +327,15 @@ def _demo(args):
     replicas = args.replicas or (2 if args.quick else DEFAULT_REPLICAS)
     interval = args.report_interval or (20 if args.quick else DEFAULT_INTERVAL)
     interval = min(interval, steps)
-    summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval, args.seed,
-                      fastPath=not args.no_fast_path, integrator=args.integrator, quantized=args.quantized,
-                      pdb=args.pdb, friction=args.friction, flashmdModel=args.flashmd_model)
+    options = dict(fastPath=not args.no_fast_path, integrator=args.integrator, quantized=args.quantized,
+                   pdb=args.pdb, friction=args.friction, flashmdModel=args.flashmd_model)
+    if launchInfo()["worldSize"] == 1:
+        summary = runDemo(args.model, steps, replicas, args.platform, args.output, args.timestep, interval,
+                          args.seed, **options)
+    else:  # torchrun / srun: each rank its share of the replicas, rank 0 the summary
+        with Ensemble() as ens:
+            summary = runDemoRanks(ens, args.model, steps, replicas, args.platform, args.output, args.timestep,
+                                   interval, args.seed, **options)
+        if summary is None:
+            return
     printSummary(summary, args.output)

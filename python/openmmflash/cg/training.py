@@ -21,6 +21,7 @@ import torch
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.cg.priorfit import checkPriors, fitPriors
 from openmmflash.cg.priorsystem import createPriorSystem
+from openmmflash.distributed import DataParallelLoss, rankPart, sumOverRanks
 from openmmflash.schnet.config import FlashSchNetConfig
 from openmmflash.schnet.model import FlashSchNet
 from openmmflash.stack import import_openmm
@@ -148,8 +149,15 @@ class ForceMatching:
         _, forces = self.model.energy_and_forces(pos, self.types.repeat(b), b, None, create_graph=create_graph)
         return forces.reshape(b, -1, 3)
 
+    def batchLoss(self, index: np.ndarray) -> torch.Tensor:
+        """Mean squared force error (0-d, (kcal/mol/A)^2) of frames ``index``, differentiable in the weights."""
+        pred = self.batchForces(index, create_graph=True)
+        return ((pred - self.target[torch.as_tensor(index, device=self.device)]) ** 2).mean()
+
     def evaluate(self, index: np.ndarray, batchSize: int = 32) -> dict:
-        """Force-matching metrics on frames ``index`` (kcal/mol/A)."""
+        """Force-matching metrics on frames ``index`` (kcal/mol/A); in a process group each rank evaluates its
+        share of the frames and the sums are added over the ranks (so every rank must call it)."""
+        whole, index = index, index[rankPart(len(index))]
         sq, base = 0.0, 0.0
         with torch.enable_grad():
             for start in range(0, len(index), batchSize):
@@ -158,6 +166,8 @@ class ForceMatching:
                 target = self.target[torch.as_tensor(chunk, device=self.device)]
                 sq += float(((pred - target) ** 2).sum())
                 base += float((target ** 2).sum())
+        sq, base = sumOverRanks(sq, base)
+        index = whole
         count = len(index) * self.types.shape[0] * 3
         total = float((self.forces[torch.as_tensor(index, device=self.device)] ** 2).sum()) / count
         return {"forceRMSE": math.sqrt(sq / count), "priorOnlyForceRMSE": math.sqrt(base / count),
@@ -168,10 +178,17 @@ class ForceMatching:
         """Train; keeps the weights of the best validation epoch. Returns the final metrics.
 
         ``maxSeconds`` stops training after the epoch that crosses this wall time (``stoppedBy`` in the metrics
-        says why training ended: "earlyStopping", "maxSteps", "maxSeconds" or "epochs")."""
+        says why training ended: "earlyStopping", "maxSteps", "maxSeconds" or "epochs").
+
+        In a torch.distributed process group (torchrun) the model trains under DistributedDataParallel: every rank
+        draws the same batches and takes its part of each (``openmmflash.distributed.DataParallelLoss``), so the
+        steps equal those of one process with the same ``batchSize``. ``maxSeconds`` is judged by each rank's clock
+        and may then end ranks at different epochs: use ``maxSteps`` or ``epochs`` in a process group."""
         from tqdm import tqdm
 
         rng = np.random.default_rng(self.seed)
+        parallel = DataParallelLoss(self.model, self.batchLoss)
+        progress = progress and parallel.rank == 0
         optimizer = torch.optim.Adam(self.model.parameters(), lr=learningRate)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=max(1, patience // 3))
         self.model.train()
@@ -188,13 +205,13 @@ class ForceMatching:
             bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", unit="batch", disable=not progress, leave=False)
             for index in bar:
                 optimizer.zero_grad()
-                pred = self.batchForces(index, create_graph=True)
-                loss = ((pred - self.target[torch.as_tensor(index, device=self.device)]) ** 2).mean()
+                loss = parallel(index[parallel.part(len(index))]) * parallel.weight(len(index))
                 loss.backward()
                 optimizer.step()
-                running += float(loss.detach())
+                value = parallel.total(float(loss.detach()) / parallel.worldSize)  # the global batch's mean
+                running += value
                 steps += 1
-                bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+                bar.set_postfix(loss=f"{value:.3f}")
             val = self.evaluate(self.val_idx)
             val_loss = val["forceRMSE"] ** 2
             scheduler.step(val_loss)

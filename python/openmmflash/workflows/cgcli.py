@@ -4,15 +4,19 @@
 
 def _data(args):
     from openmmflash.cg.refdata import HAIRPIN_PHI_PSI, ReferenceRun
+    from openmmflash.distributed import Ensemble
+    from openmmflash.workflows.rankedjobs import referenceRunPart
 
-    run = ReferenceRun(args.output, sequence=args.sequence, pdb=args.pdb, mapping=args.mapping,
-                       temperature=args.temperature, timestep=args.timestep, friction=args.friction,
-                       reportInterval=args.report_interval, shardFrames=args.shard_frames,
-                       equilibrationSteps=args.equilibration, platform=args.platform, seed=args.seed,
-                       repair=not args.no_repair, phiPsi=HAIRPIN_PHI_PSI if args.hairpin else None,
-                       hydrogenMass=args.hydrogen_mass or None)
-    frames = run.run(args.steps)
-    print(f"{args.output}: {run.stepsDone} steps recorded ({run.stepsDone * args.timestep * 1e-3:.1f} ps), "
+    settings = dict(sequence=args.sequence, pdb=args.pdb, mapping=args.mapping, temperature=args.temperature,
+                    timestep=args.timestep, friction=args.friction, reportInterval=args.report_interval,
+                    shardFrames=args.shard_frames, equilibrationSteps=args.equilibration, platform=args.platform,
+                    seed=args.seed, repair=not args.no_repair, phiPsi=HAIRPIN_PHI_PSI if args.hairpin else None,
+                    hydrogenMass=args.hydrogen_mass or None)
+    with Ensemble() as ens:  # torchrun / srun: rank k records its share in OUTPUT/run.rank<k>
+        output, steps, settings = referenceRunPart(ens, args.output, args.steps, settings)
+        run = ReferenceRun(output, **settings)
+        frames = run.run(steps, progress=ens.isMain)
+    print(f"{output}: {run.stepsDone} steps recorded ({run.stepsDone * args.timestep * 1e-3:.1f} ps), "
           f"{frames} new frames, {run.cgTopology.getNumAtoms()} beads, platform {run.platform.getName()}")
 
 
@@ -21,9 +25,13 @@ def _train(args):
 
     from openmmflash.cg.refdata import loadReferenceData, mergeReferenceData
     from openmmflash.cg.training import ForceMatching
+    from openmmflash.distributed import Ensemble
+    from openmmflash.workflows.rankedjobs import referenceParts
     from openmmflash.schnet.config import FlashSchNetConfig
 
-    runs = [loadReferenceData(d) for d in args.data]
+    # torchrun / srun: DistributedDataParallel, one rank per GPU (or CPU process), rank 0 writes the model
+    ens = Ensemble(device="cuda" if args.device.startswith("cuda") else "cpu").start()
+    runs = [loadReferenceData(d) for d in referenceParts(args.data)]
     data = runs[0] if len(runs) == 1 else mergeReferenceData(runs)
     model = None
     if args.init:
@@ -35,10 +43,13 @@ def _train(args):
                                backend="reference")
     trainer = ForceMatching(data, model=model, config=config, numBlocks=args.blocks,
                             validationFraction=args.validation_fraction, seed=args.seed, stride=args.stride,
-                            maxFrames=args.max_frames, device=args.device)
+                            maxFrames=args.max_frames, device=str(ens.device) if ens.distributed else args.device)
     metrics = trainer.train(epochs=args.epochs, batchSize=args.batch_size, learningRate=args.lr,
                             patience=args.patience, maxSteps=args.max_steps,
                             maxSeconds=args.max_minutes * 60.0 if args.max_minutes else None)
+    ens.close()
+    if not ens.isMain:
+        return
     trainer.save(args.output, structure=data["cgPdb"])
     shown = {k: v for k, v in metrics.items() if k != "history"}
     print(json.dumps(shown, indent=1))
@@ -48,9 +59,23 @@ def _train(args):
 def _validate(args):
     import os
 
+    from openmmflash.distributed import Ensemble, launchInfo
     from openmmflash.workflows.cgvalidation import finalizeValidation, runValidationChunk, validateModel
 
     defaults = {"time": 1.0, "replicas": 4, "timestep": 2.0, "report_interval": 100, "seed": 1}
+    if launchInfo()["worldSize"] > 1:  # torchrun / srun: each rank its replicas in WORK/rank<k>, rank 0 the report
+        from openmmflash.workflows.rankedjobs import validateRanks
+
+        for key, value in defaults.items():
+            setattr(args, key, value if getattr(args, key) is None else getattr(args, key))
+        with Ensemble() as ens:
+            report = validateRanks(ens, args.model, args.data, args.output, args.work, args.time, args.replicas,
+                                   args.timestep, args.report_interval, args.seed,
+                                   False if args.no_fast_path else None, args.max_wall, args.platform)
+        if report is not None:
+            print(f"{report['cgTime']} on {report['worldSize']} ranks; stable {report['stable']}; wrote "
+                  f"{report['files']}")
+        return
     if args.work is None or not os.path.isfile(os.path.join(args.work, "settings.json")):
         for key, value in defaults.items():  # a continued work folder keeps its own settings
             setattr(args, key, value if getattr(args, key) is None else getattr(args, key))

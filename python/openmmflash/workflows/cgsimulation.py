@@ -20,7 +20,7 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
                timestep=2.0, temperature=None, friction=1.0,
                platform: Optional[str] = None, seed: int = 1, dcdPath: Optional[str] = None, progress: bool = True,
                minimize: bool = True, fastPath: bool = True, initialState=None, stopAt: Optional[float] = None,
-               onReport=None, stopOnBlowUp: bool = False) -> dict:
+               onReport=None, stopOnBlowUp: bool = False, platformProperties: Optional[dict] = None) -> dict:
     """Run ``replicas`` copies of a CG protein with the model (TorchForce) + priors; returns the recorded frames.
 
     With ``fastPath`` on the CUDA platform the force uses the fused kernels, float32, a padded neighbor list and CUDA
@@ -37,7 +37,9 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     before it (at least one frame); ``onReport(steps)`` is called after each frame with the steps since the last
     call; ``stopOnBlowUp`` ends the run at NaN positions instead of raising (``blewUp`` then holds the message).
     The result also holds ``stepCount`` (the Context's step count at the end) and ``state``, the final State's XML
-    (positions, velocities, parameters, step count; portable between platforms).
+    (positions, velocities, parameters, step count; portable between platforms). ``platformProperties`` (e.g.
+    ``{"DeviceIndex": "1"}`` from ``openmmflash.distributed.Ensemble.platformProperties``) are passed to the
+    Context where the chosen platform knows them.
     """
     openmm = import_openmm()
     app, unit = openmm.app, openmm.unit
@@ -59,8 +61,9 @@ def simulateCG(model, topology, positions, replicas: int = 4, steps: int = 5000,
     plat = fastestPlatform(platform)
     net, options = fastPathOptions(model, positions, replicas, plat.getName(), fastPath)
     system = createCGSystem(full_topology, net, replicas=replicas, **options)
+    properties = {k: v for k, v in (platformProperties or {}).items() if k in plat.getPropertyNames()}
     try:
-        context = openmm.Context(system, integrator, plat)
+        context = openmm.Context(system, integrator, plat, properties)
     except openmm.OpenMMException as err:
         if platform or plat.getName() == "CPU":
             raise

@@ -81,12 +81,13 @@ def runDemoSimulation(net, topology, positions, replicas: int, time_ps: float, r
                       timestep: float = 2.0, friction: float = 10.0, temperature: float = 300.0,
                       platform: Optional[str] = None, seed: int = 1, integrator: str = "langevin",
                       flashmdModel: Optional[str] = None, trajectory: Optional[str] = None, progress: bool = True,
-                      fastPath=True) -> dict:
+                      fastPath=True, platformProperties: Optional[dict] = None) -> dict:
     """Simulate ``replicas`` copies of the CG protein (``topology``, ``positions`` (n, 3) nm) with the FlashSchNet
     model ``net`` for ``time_ps`` per replica, a frame every ``reportEvery_ps``, writing ``trajectory`` (.cmdx).
 
     integrator : "langevin" (LangevinMiddleIntegrator, ``timestep`` fs) or "flashmd" (FlashMDLangevinIntegrator with
     ``flashmdModel``, one stride per step); both at ``temperature`` (K) with ``friction`` (1/ps).
+    ``platformProperties`` (e.g. ``{"DeviceIndex": "1"}``) go to the Context where the platform knows them.
     Returns positions (F, B, n, 3) nm, time (F,) ps, potentialEnergy (F,) kJ/mol, temperature (F, B) K, the
     platform, steps, stepSize_fs, wallSeconds (the step loop) and, for FlashMD, learnedSteps and fallbacks.
     """
@@ -119,7 +120,8 @@ def runDemoSimulation(net, topology, positions, replicas: int, time_ps: float, r
     if plat.getName() in ("CPU", "Reference"):
         # libtorch's OpenMP threads spin against OpenMM's own CPU threads: one torch thread is ~10x faster here.
         torch.set_num_threads(1)
-    simulation = app.Simulation(full_topology, system, stepper, plat)
+    properties = {k: v for k, v in (platformProperties or {}).items() if k in plat.getPropertyNames()}
+    simulation = app.Simulation(full_topology, system, stepper, plat, properties or None)
     simulation.context.setPositions(start)
     simulation.minimizeEnergy(tolerance=10.0 * unit.kilojoule_per_mole / unit.nanometer, maxIterations=50)
     simulation.context.setVelocitiesToTemperature(temperature * unit.kelvin, seed)

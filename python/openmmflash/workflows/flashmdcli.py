@@ -34,17 +34,37 @@ def _system_from_args(args):
 
 def _cg_data(args):
     """Pairs for a bundled CG protein: B replicas in one System (replicadata.py)."""
-    from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
+    from openmmflash.distributed import Ensemble
     from openmmflash.integrators.training.data import saveDataset
     from openmmflash.integrators.training.replicadata import generateReplicaPairs
-    _, system, positions, topology, _, net = buildCGSystem(args.replicas, args.cg_model, removeCMMotion=False)
-    types, kind, labels = flashMDSpecies(net, topology, args.species)
+    from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
+
     props = {"Precision": "mixed"} if args.platform == "CUDA" else None
     stride = args.stride / 1000.0
-    data = generateReplicaPairs(system, positions, types, args.replicas, args.temperatures, [stride],
-                                timestep=args.timestep / 1000.0, cycles=args.pairs, decorrelation=args.spacing,
-                                equilibration=args.equilibration, platform=args.platform, platformProperties=props,
-                                seed=args.seed, progress=not args.quiet, speciesKind=kind, speciesLabels=labels)[stride]
+
+    def generate(indices=None, seed=args.seed):  # replicas ``indices`` (all by default) in one System
+        b = args.replicas if indices is None else len(indices)
+        first = 0 if indices is None else indices[0]  # replica j runs at temperatures[j % T], as in one System
+        temperatures = [args.temperatures[(first + j) % len(args.temperatures)]
+                        for j in range(len(args.temperatures))]
+        _, system, positions, topology, _, net = buildCGSystem(b, args.cg_model, removeCMMotion=False)
+        types, kind, labels = flashMDSpecies(net, topology, args.species)
+        return generateReplicaPairs(system, positions, types, b, temperatures, [stride],
+                                    timestep=args.timestep / 1000.0, cycles=args.pairs, decorrelation=args.spacing,
+                                    equilibration=args.equilibration, platform=args.platform,
+                                    platformProperties=props, seed=seed, progress=not args.quiet,
+                                    speciesKind=kind, speciesLabels=labels)[stride]
+
+    with Ensemble() as ens:
+        if ens.distributed:  # torchrun / srun: each rank a System of its share of the replicas (its own seed)
+            from openmmflash.workflows.rankedjobs import generatePairsRanks
+
+            data = generatePairsRanks(ens, args.output, lambda indices: generate(indices, ens.seed(args.seed)),
+                                      args.replicas, "replicas", "--replicas")
+            if data is None:
+                return
+        else:
+            data = generate()
     data["meta"]["system"] = f"bundled CG model {args.cg_model!r} (FlashSchNet TorchForce + priors)"
     saveDataset(args.output, data)
     print(f"wrote {data['q0'].shape[0]} pairs of {data['q0'].shape[1]} particles to {args.output}")
@@ -60,10 +80,27 @@ def _data(args):
     if made is None:
         raise ValueError("give either --water-box SIZE or both --system system.xml and --pdb structure.pdb")
     topology, system, positions = made
-    data = generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
-                         timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
-                         pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
-                         platform=args.platform, seed=args.seed, progress=not args.quiet)
+    from openmmflash.distributed import Ensemble
+
+    runs = [(t, s) for t in range(len(args.temperatures)) for s in range(args.starts)]
+
+    def generate(indices=None):  # the (temperature, start) runs ``indices``, all by default
+        return generatePairs(system, positions, speciesOf(topology), args.temperatures, args.stride / 1000.0,
+                             timestep=args.timestep / 1000.0, startsPerTemperature=args.starts,
+                             pairsPerStart=args.pairs, pairSpacing=args.spacing, equilibration=args.equilibration,
+                             platform=args.platform, seed=args.seed, progress=not args.quiet,
+                             starts=None if indices is None else [runs[i] for i in indices])
+
+    with Ensemble() as ens:
+        if ens.distributed:  # torchrun / srun: each rank its share of the starts, rank 0 writes the dataset
+            from openmmflash.workflows.rankedjobs import generatePairsRanks
+
+            data = generatePairsRanks(ens, args.output, generate, len(runs), "starts (temperatures x starts)",
+                                      "--starts")
+            if data is None:
+                return
+        else:
+            data = generate()
     if args.water_box:
         data["meta"]["waterBox"] = {"boxSize_nm": args.water_box, "cutoff_nm": args.water_cutoff,
                                     "density_g_cm3": args.water_density}
@@ -72,14 +109,25 @@ def _data(args):
 
 
 def _train(args):
+    import torch
+
+    from openmmflash.distributed import Ensemble
     from openmmflash.integrators.training.trainer import train
+
+    # torchrun / srun: DistributedDataParallel, one rank per GPU (or CPU process), rank 0 writes the model
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    ens = Ensemble(device="cuda" if device.startswith("cuda") else "cpu").start()
     made = _system_from_args(args)
     system = made[1] if made is not None else None
     model = train(args.dataset, args.output, iterations=args.iterations, batchSize=args.batch_size, lr=args.lr,
                   channels=args.channels, numLayers=args.layers, cutoff=args.cutoff,
-                  energyWeight=args.energy_weight, system=system, energyPlatform=args.platform, device=args.device,
-                  seed=args.seed, resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
+                  energyWeight=args.energy_weight, system=system, energyPlatform=args.platform,
+                  device=str(ens.device) if ens.distributed else args.device, seed=args.seed,
+                  resume=not args.restart, progress=not args.quiet, maxMinutes=args.max_minutes,
                   initialModel=args.init, **loss_term_kwargs(args))
+    ens.close()
+    if not ens.isMain:
+        return
     print(model.describe())
     print(json.dumps(model.validation, indent=1))
 
