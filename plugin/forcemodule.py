@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from openmmflash import mlcg  # noqa: F401  (lets loadModel read mlcg files)
 from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
@@ -84,10 +85,12 @@ class FlashSchNetForceModule(nn.Module):
             raise ValueError(f"FlashSchNet force was created for {self.num_particles} particles but the System "
                              f"has {positions.shape[0]}; create the force for this System (topology/beadTypes, "
                              "replicas and atomSubset must match it)")
-        pos = positions.to(self.dtype)
+        pos = positions
         if self.use_subset:
             pos = pos.index_select(0, self.subset)
-        pos = (pos * self.length_scale).detach()
+        # Scale to model units before rounding to the model's dtype: nm -> Angstrom in float32 would add a rounding
+        # error of the order of the float32 spacing of the coordinates.
+        pos = (pos * self.length_scale).to(self.dtype).detach()
         pos.requires_grad_(True)
         box_model: Optional[Tensor] = None
         if self.periodic:

@@ -172,3 +172,29 @@ def test_water_linear_prediction_matches_numpy(numpy_path):
     for k in (1, 2, 3):
         ref = numpy_path(watertransform.water_pred, q, first, k, coefs)
         assert np.array_equal(watertransform.water_pred(q, first, k, coefs), ref)
+
+
+@pytest.mark.parametrize("nf", [1, 2, 3, 7])
+def test_inner_class_decode_in_place_matches_numpy(nf, numpy_path, monkeypatch):
+    """The fused decoder of the I class (kernels.unresidual_inner) gives the numpy path's integers, for every
+    predictor mode per block, residues of 1-9 atoms, waters and values that wrap modulo 2**32."""
+    rng = np.random.default_rng(nf)
+    sizes = rng.integers(1, 10, 40)
+    resindex = np.repeat(np.arange(len(sizes)), sizes)
+    n = len(resindex)
+    water = np.zeros(n, bool)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    for s in starts[sizes == 3][:4]:
+        water[s:s + 3] = True
+    seqMask = np.r_[False, resindex[1:] == resindex[:-1]]
+    layout = residualcoder.Layout(seqMask, water, blockAtoms=16)
+    base = rng.integers(-2**20, 2**20, (n, 3))
+    q = (base + np.cumsum(rng.integers(-50, 50, (nf, n, 3)), axis=0)).astype(np.int32)
+    q[:, ::11] = rng.integers(-2**28, 2**28, (nf, len(q[0, ::11]), 3))
+    for modes in range(5):  # force each predictor mode for the I blocks
+        monkeypatch.setattr(residualcoder, "_pick_modes",
+                            lambda a, blocks, *rest, m=modes, **kw: np.full(len(blocks), m, np.uint8))
+        blob = residualcoder.encode(q, layout)
+        got = residualcoder.decode(blob, nf, n, layout)
+        ref = numpy_path(residualcoder.decode, blob, nf, n, layout)
+        assert np.array_equal(got, ref) and np.array_equal(got, q)

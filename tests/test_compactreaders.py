@@ -94,3 +94,15 @@ def _small_topology():
     for k in range(22):
         top.addAtom(f"C{k}", app.element.carbon, res)
     return top
+
+
+def test_mdtraj_load_without_top_uses_embedded_topology(adk, tmp_path):
+    path, ref = adk
+    t = mdtraj.load(path)  # mdtraj parses the file itself as the topology
+    assert t.n_frames == len(ref) and t.topology.n_residues == 214
+    np.testing.assert_array_equal(t.xyz, load_cmdx(path).xyz)
+    assert mdtraj.load(path, top=path).n_atoms == ref.shape[1]
+    folder = tmp_path / "folder.cmdx"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match="is a directory, not a CompactMD"):
+        mdtraj.load(str(folder))

@@ -144,3 +144,20 @@ def test_append_with_other_system_refused(water, tmp_path):
     rep2 = CompactReporter(path, 5, append=True)
     with pytest.raises(ValueError, match="cannot append"):
         rep2.report(sim, sim.context.getState(getPositions=True))
+
+
+def test_existing_file_needs_append_or_overwrite(water, tmp_path):
+    path = str(tmp_path / "o.cmdx")
+    sim = _simulation(water)
+    with CompactReporter(path, 5, atomSubset=range(9)) as rep:
+        sim.reporters.append(rep)
+        sim.step(10)
+    sim.reporters.clear()
+    rep2 = CompactReporter(path, 5, atomSubset=range(9))
+    with pytest.raises(FileExistsError, match="append=True to continue it or overwrite=True to replace it"):
+        rep2.report(sim, sim.context.getState(getPositions=True))
+    with CompactReporter(path, 5, atomSubset=range(9), overwrite=True) as rep3:
+        sim.reporters.append(rep3)
+        sim.step(5)
+    with CompactTrajectory(path) as traj:
+        np.testing.assert_array_equal(traj.steps, [15])

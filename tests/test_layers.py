@@ -28,6 +28,7 @@ LAYERS = [
     ("openmmflash.cg", 1, "domain"),
     ("openmmflash.compactmd", 1, "domain"),
     ("openmmflash.gaq", 1, "domain"),
+    ("openmmflash.mlcg", 1, "domain"),
     ("openmmflash.plugin", 2, "adapter (Force)"),
     ("openmmflash.integrators", 3, "adapter (Integrator)"),
     ("openmmflash.workflows", 4, "workflows"),

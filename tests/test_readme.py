@@ -9,7 +9,8 @@ from conftest import make_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-QUICKSTART_TITLES = ["FlashSchNet force", "FlashMD integrator", "CompactReporter", "Quantize"]
+MLCG_FILE = os.path.join(os.path.dirname(__file__), "data", "mlcg", "schnet_cln_ca_specialized_model_and_config.pt")
+QUICKSTART_TITLES = ["FlashSchNet force", "mlcg (CGSchNet) models", "FlashMD integrator", "CompactReporter", "Quantize"]
 
 
 def quickstart(title, language="python"):
@@ -59,6 +60,17 @@ def test_quickstarts_run(tmp_path):
     assert simulation.currentStep == 10
     names = [f.getName() for f in simulation.system.getForces()]
     assert names.count("FlashSchNet") == 1, names
+
+    mlcg_model, cg_pdb = str(tmp_path / "mlcg.pt"), str(tmp_path / "cg.pdb")
+    words = quickstart("mlcg (CGSchNet) models", "bash").split("#")[0].split()
+    assert words[:2] == ["openmmflash", "import-mlcg"]
+    words = [{"model_and_config.pt": MLCG_FILE, "model.pt": mlcg_model, "cg.pdb": cg_pdb}.get(w, w) for w in words]
+    from openmmflash.cli import main
+
+    assert main(words[1:]) == 0
+    code = quickstart("mlcg (CGSchNet) models").replace('"cg.pdb"', repr(cg_pdb))
+    exec(compile(code.replace('"model.pt"', repr(mlcg_model)), "README mlcg quickstart", "exec"), namespace)
+    assert namespace["system"].getNumParticles() == namespace["cg"].topology.getNumAtoms() == 10
 
     code = quickstart("FlashMD integrator").replace("water.step(100)", "water.step(2)")
     exec(compile(code, "README FlashMD quickstart", "exec"), namespace)

@@ -213,19 +213,24 @@ def _compactmd(subparsers):
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(run="openmmflash.compactmd.cli:compress")
 
+    recover = dict(action="store_true", help="ignore a damaged index and rebuild it from the chunk heads "
+                                             "(reads every intact chunk of a damaged or unclosed file)")
     p = subparsers.add_parser("decompress", help="convert a .cmdx file to DCD or XTC")
     p.add_argument("input", help=".cmdx file")
     p.add_argument("-o", "--output", required=True, help="output file; format from the extension (.dcd, .xtc)")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:decompress")
 
     p = subparsers.add_parser("info", help="describe a .cmdx file")
     p.add_argument("input", help=".cmdx file")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:info")
 
     p = subparsers.add_parser("verify", help="check every chunk of a .cmdx file (and the error against a source)")
     p.add_argument("input", help=".cmdx file")
     p.add_argument("--source", help="original trajectory: report the true max error and RMSD against it")
     p.add_argument("--top", help="topology for --source when MDAnalysis needs one (DCD, TRR, ...)")
+    p.add_argument("--recover", **recover)
     p.set_defaults(run="openmmflash.compactmd.cli:verify")
 
 
@@ -248,8 +253,44 @@ def _gaq(subparsers):
     p.set_defaults(run="openmmflash.workflows.gaqcli:_quantize")
 
 
+MLCG_FORMATS = """\
+CHECKPOINT may be any of mlcg's file forms (read without mlcg or PyG; nothing in the file is executed, and a file
+naming a class outside the allow-list of mlcg, torch_geometric and torch.nn classes is refused):
+  simulation file    torch.save((model, configurations)), e.g. *_specialized_model_and_config.pt: SchNet, priors
+                     (static ones are taken from the first stored configuration) and start structures
+  pickled model      an mlcg SumOut (SchNet + priors), GradientsOut or StandardSchNet
+  Lightning .ckpt    a training checkpoint: structure from hyper_parameters['model'], trained weights from state_dict
+--priors PRIOR_FILE  an mlcg prior file (ModuleDict of GeneralBonds/GeneralAngles/Dihedral/Repulsion with bead-type
+                     tables, e.g. sparse_prior_cln_ca.pt); replaces the checkpoint's priors
+--structures FILE    a structures file (list of AtomicData, e.g. structures_cln_ca.pt): start structure, masses
+                     and, for priors bead types cannot assign (5-bead prior sets), the stored term lists
+Priors: CA priors become bead-type-keyed tables that apply to any CA sequence (terms by mlcg's rule: bonds
+CA(i)-CA(i+1), every bonded triple and quadruple, repulsion between beads >= 3 bonds apart); other prior sets
+become explicit term lists bound to the stored structure.
+Units stay mlcg's (Angstrom, kcal/mol); OpenMM sees nm and kJ/mol. Supported SchNet options: GaussianBasis and
+ExpNormalBasis; CosineCutoff, IdentityCutoff, ShiftedCosineCutoff; any widths; tanh activations. Anything else is
+refused with the option named."""
+
+
+def _mlcg(subparsers):
+    p = subparsers.add_parser("import-mlcg", help="convert an mlcg (CGSchNet) checkpoint to a FlashSchNet model file",
+                              description="Convert an mlcg StandardSchNet checkpoint and its priors into a "
+                              "FlashSchNet model file (weights, priors as native OpenMM forces, bead-type table, "
+                              "provenance).", epilog=MLCG_FORMATS,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="mlcg simulation file, pickled model or Lightning .ckpt")
+    p.add_argument("--priors", help="mlcg prior file whose bead-type tables give the priors")
+    p.add_argument("--output", "-o", required=True, help="FlashSchNet model file to write (.pt)")
+    p.add_argument("--pdb", help="also write a CG PDB of a stored configuration")
+    p.add_argument("--frame", type=int, default=0, help="stored configuration for --pdb (default 0)")
+    p.add_argument("--structures", help="mlcg structures file (start structure, masses, prior term lists)")
+    p.add_argument("--mapping", choices=["ca", "5bead"], help="CG mapping (default: from the bead types)")
+    p.add_argument("--no-priors", action="store_true", help="convert the SchNet only")
+    p.set_defaults(run="openmmflash.workflows.mlcgcli:_import")
+
+
 # Command groups in the order they appear in --help.
-GROUPS = [_doctor, _models, _demo, _cg, _flashmd, _compactmd, _gaq]
+GROUPS = [_doctor, _models, _demo, _cg, _mlcg, _flashmd, _compactmd, _gaq]
 
 
 def addCommands(subparsers) -> None:

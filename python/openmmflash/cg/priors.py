@@ -17,55 +17,15 @@ no key is left out. Repulsion keys are the two bead names sorted ("CA-O"), or "*
 """
 
 import math
-from collections import defaultdict
 from typing import Dict, List, Optional, Tuple
 
 from openmmflash.cg.mapping import canonicalResidue
+from openmmflash.cg.priorterms import enumerateTerms, fourierTorsionForce  # noqa: F401  (enumerateTerms re-exported)
+from openmmflash.cg.typedpriors import addTypedPriorForces
 from openmmflash.schnet.config import ENERGY_UNITS, LENGTH_UNITS
 from openmmflash.stack import import_openmm
 
 TERM_KINDS = ("bonds", "angles", "dihedrals", "impropers", "repulsion")
-NAME_ORDER = {"N": 0, "CA": 1, "CB": 2, "C": 3, "O": 4}
-
-
-def enumerateTerms(topology, bonds: List[Tuple[int, int]], repulsionExclusion: int = 2) -> Dict[str, list]:
-    """Index tuples of every prior term of a CG topology with the given bonds.
-
-    Angles are bonded triples, dihedrals bonded quadruples (i-j-k-l paths), impropers one per bead with exactly
-    three bonded neighbours (neighbours in N, CA, CB, C, O order then by index, the centre last), repulsion pairs
-    all same-chain pairs more than ``repulsionExclusion`` bonds apart.
-    """
-    atoms = list(topology.atoms())
-    neighbors = defaultdict(set)
-    for i, j in bonds:
-        neighbors[i].add(j)
-        neighbors[j].add(i)
-    angles, dihedrals, impropers = [], [], []
-    for j in range(len(atoms)):
-        nb = sorted(neighbors[j])
-        for a in range(len(nb)):
-            for b in range(a + 1, len(nb)):
-                angles.append((nb[a], j, nb[b]))
-        if len(nb) == 3:
-            ordered = sorted(nb, key=lambda k: (NAME_ORDER.get(atoms[k].name, 9), k))
-            impropers.append((ordered[0], ordered[1], ordered[2], j))
-    for j, k in bonds:
-        for i in sorted(neighbors[j] - {k}):
-            for m in sorted(neighbors[k] - {j}):
-                if i != m:
-                    dihedrals.append((i, j, k, m))
-    repulsion = []
-    for chain in topology.chains():
-        members = [a.index for a in chain.atoms()]
-        for i in members:
-            # Breadth-first search to find beads within the exclusion distance.
-            near, frontier = {i}, {i}
-            for _ in range(repulsionExclusion):
-                frontier = {n for f in frontier for n in neighbors[f]} - near
-                near |= frontier
-            repulsion += [(i, j) for j in members if j > i and j not in near]
-    return {"bonds": list(bonds), "angles": angles, "dihedrals": dihedrals, "impropers": impropers,
-            "repulsion": repulsion}
 
 
 def termKeys(atoms, indices, kind: str) -> List[str]:
@@ -99,6 +59,9 @@ def parameterized(terms, params: Dict[str, dict], atoms, kind: str) -> list:
 def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict, lengthUnit: str = "angstrom",
                    energyUnit: str = "kcal/mol", forceGroup: int = 1) -> list:
     """Add the prior terms to ``system``; returns the forces added. Bonds are the mapping's bonded pairs."""
+    if priors.get("typed"):
+        # Bead-type-keyed tables (imported mlcg priors).
+        return addTypedPriorForces(system, topology, bonds, priors, lengthUnit, energyUnit, forceGroup)
     openmm = import_openmm()
     nm = LENGTH_UNITS[lengthUnit]   # nm per model length unit
     kj = ENERGY_UNITS[energyUnit]   # kJ/mol per model energy unit
@@ -131,18 +94,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
 
     found = parameterized(terms["dihedrals"], priors.get("dihedrals", {}), atoms, "dihedrals")
     if found:
-        degree = max(max(len(p.get("k1", [])), len(p.get("k2", []))) for _, p in found)
-        series = " + ".join(f"s{n}*sin({n}*theta) + c{n}*cos({n}*theta)" for n in range(1, degree + 1))
-        force = openmm.CustomTorsionForce(f"v0 + {series}" if degree else "v0")
-        names = ["v0"] + [f"{x}{n}" for n in range(1, degree + 1) for x in ("s", "c")]
-        for name in names:
-            force.addPerTorsionParameter(name)
-        for t, p in found:
-            k1 = list(p.get("k1", [])) + [0.0] * degree
-            k2 = list(p.get("k2", [])) + [0.0] * degree
-            values = [float(p.get("v0", 0.0))] + [v for n in range(degree) for v in (k1[n], k2[n])]
-            force.addTorsion(*t, [v * kj for v in values])
-        forces.append(force)
+        forces.append(fourierTorsionForce(found, kj))
 
     found = parameterized(terms["impropers"], priors.get("impropers", {}), atoms, "impropers")
     if found:

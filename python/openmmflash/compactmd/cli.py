@@ -57,6 +57,16 @@ class _Source:
             yield ts.positions.astype(np.float64) / 10.0, int(ts.data.get("step", ts.frame)), float(ts.time), box
 
 
+def _open(path, recover):
+    """CompactTrajectory of ``path``; OS errors (a directory, no permission) become a one-line ValueError."""
+    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
+
+    try:
+        return CompactTrajectory(path, recover=recover)
+    except (IsADirectoryError, PermissionError) as err:
+        raise ValueError(str(err)) from None
+
+
 def _pick_xtc_precision(x):
     from openmmflash.compactmd.codec import XTCCodec
 
@@ -96,8 +106,9 @@ def compress(args):
         params["maxError"] = args.max_error
     if os.path.exists(output) and os.path.getsize(output) and not args.overwrite:
         raise ValueError(f"{output} exists; pass --overwrite to replace it")
+    # a conversion is rerun after a crash: whole chunks only, no per-frame tail (flushInterval=None)
     writer = CompactWriter(output, src.nAtoms, topology=topology, codec=codec, chunkFrames=args.chunk_frames,
-                           overwrite=args.overwrite, level=args.level, dt=None, **params)
+                           overwrite=args.overwrite, level=args.level, dt=None, flushInterval=None, **params)
     with writer:
         for x, step, time, box in tqdm(_chain(first, frames), total=src.nFrames, desc="compress", unit="frame"):
             writer.write(x, step=step, time=time, box=box)
@@ -116,14 +127,13 @@ def _chain(first, rest):
 def decompress(args):
     from tqdm import tqdm
 
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     ext = os.path.splitext(args.output)[1].lower()
     if ext not in (".dcd", ".xtc"):
         raise ValueError(f"cannot write {ext!r}; decompress writes .dcd or .xtc")
     from mdtraj.formats import DCDTrajectoryFile, XTCTrajectoryFile
 
-    with CompactTrajectory(args.input) as traj:
+    with _open(args.input, args.recover) as traj:
         if os.path.exists(args.output):
             raise ValueError(f"{args.output} exists; remove it first")
         out = XTCTrajectoryFile(args.output, "w") if ext == ".xtc" else DCDTrajectoryFile(args.output, "w")
@@ -149,18 +159,17 @@ def decompress(args):
 
 
 def info(args):
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        traj = CompactTrajectory(args.input)
+        traj = _open(args.input, args.recover)
     with traj:
         h = traj.header
         size = os.path.getsize(args.input)
         raw = len(traj) * traj.nAtoms * 12
         steps = traj.steps
         print(f"file        {args.input} ({size} bytes)")
-        print(f"format      CompactMD v{h['version']} by {h.get('creator', '?')}")
+        print(f"format      CompactMD v{h.get('version', '?')} by {h.get('creator', '?')}")
         print(f"atoms       {traj.nAtoms}" + (f" ({len(set(traj.topology.resindices.tolist()))} residues, "
                                               f"{len(traj.topology.bonds)} bonds embedded)" if traj.topology else
                                               " (no topology embedded)"))
@@ -178,12 +187,12 @@ def info(args):
 
 def verify(args):
     from openmmflash.compactmd.compactfile import CorruptChunkError
-    from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 
     try:
-        traj = CompactTrajectory(args.input)
+        traj = _open(args.input, args.recover)
     except CorruptChunkError as err:
-        print(f"{args.input}: CORRUPT: {err}", file=sys.stderr)
+        hint = "" if args.recover else " (try --recover to read the intact chunks)"
+        print(f"{args.input}: CORRUPT: {err}{hint}", file=sys.stderr)
         return 1
     with traj:
         bad = []

@@ -97,6 +97,10 @@ class GridCodec:
         """int32 grid coordinates (F, N, 3) -> bytes (lossless)."""
         return residualcoder.encode(q, layout, level=self.level)
 
+    def encode_tail(self, q):
+        """Fast coding of a few frames (tail chunks of a file being written; no water transform)."""
+        return residualcoder.encode_plain(q, level=1)
+
     def decode(self, blob, nFrames, nAtoms, layout):
         """bytes -> int32 grid coordinates (nFrames, nAtoms, 3)."""
         return residualcoder.decode(blob, nFrames, nAtoms, layout)

@@ -1,12 +1,14 @@
 """``CompactTrajectory``: read a CompactMD (``.cmdx``) file with random access."""
 
 import bisect
+import os
 from collections import namedtuple
 
 import numpy as np
 import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a read)
 
 from openmmflash.compactmd import compactfile as cf
+from openmmflash.compactmd import limits
 from openmmflash.compactmd.codecregistry import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
@@ -24,6 +26,10 @@ class CompactTrajectory:
     recover : bool
         Ignore a corrupt index and rebuild the chunk list from the chunk heads.
 
+    A file that was not closed (a crash, kill -9, a script that ended early) opens with every frame that reached
+    it and an :class:`~openmmflash.compactmd.compactfile.IncompleteFileWarning`; damaged data raises
+    :class:`~openmmflash.compactmd.compactfile.CorruptChunkError` (a ``ValueError``) and is never returned.
+
     ``len(traj)`` frames; ``traj[i]`` is a :class:`Frame`; ``traj[a:b:c]`` or ``traj[[i, j]]`` gives positions
     of shape (F, N, 3) float32 in nm via :meth:`read`. ``steps``, ``times`` (ps) and ``boxes`` (F, 3, 3) nm (NaN
     where a frame has no box) cover all frames. A frame lookup reads one chunk (the last one is cached).
@@ -34,6 +40,8 @@ class CompactTrajectory:
 
     def __init__(self, path, recover=False):
         self.path = str(path)
+        if os.path.isdir(self.path):
+            raise IsADirectoryError(f"{self.path} is a directory, not a CompactMD (.cmdx) trajectory file")
         self._f = open(self.path, "rb")
         try:
             self._open(recover)
@@ -47,26 +55,57 @@ class CompactTrajectory:
         size = cf.file_size(f)
         chunks = None if recover else cf.read_index(f, self._dataStart, size)
         self.recovered = chunks is None
+        self._fold = None
         if chunks is None:
-            chunks, self._dataEnd = cf.scan_chunks(f, self._dataStart, size, warn=True)
+            chunks, self._dataEnd, self._fold = cf.scan_chunks(f, self._dataStart, size, warn=True)
         else:
             self._dataEnd = chunks[-1].offset + cf._CHUNK_HEAD.size + self._payload_len(chunks[-1]) if chunks \
                 else self._dataStart
         self.chunks = chunks
         self._starts = np.cumsum([0] + [c.nFrames for c in chunks]).tolist()
         self.nAtoms = int(self.header["nAtoms"])
-        self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
-        top = self.header.get("topology")
-        self.topology = CompactTopology.from_dict(top) if top else None
-        seq = self.header.get("sequenceMask")
-        seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
-        water = self.header.get("waterMask")
-        water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
-        if len(seq) != self.nAtoms or (water is not None and len(water) != self.nAtoms):
-            raise cf.CorruptChunkError("the header's atom masks do not match its atom count", offset=16)
-        self._layout = self.codec.layout(seq, water)
+        try:
+            self.codec = codec_from_header(self.header["codec"]["name"], self.header["codec"]["params"])
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
+            if "newer" in str(err) or "does not know" in str(err):
+                raise
+            raise cf.CorruptChunkError(f"{self.path}: the file header is unreadable: {err}", offset=16) from None
+        self._topology = False  # parsed on first use: reading positions does not need it
+        for k, c in enumerate(chunks):  # every chunk must be plausible before anything is sized by nAtoms
+            end = chunks[k + 1].offset if k + 1 < len(chunks) else self._dataEnd
+            try:
+                limits.check_chunk_size(c.nFrames, self.nAtoms, max(end - c.offset, 0), f"chunk {k}")
+            except ValueError as err:
+                raise cf.CorruptChunkError(f"{self.path}: {err}", c.offset, k) from None
+        self._layoutCache = None
         self._cache = (None, None)
         self._meta = None
+
+    @property
+    def topology(self):
+        """The embedded :class:`CompactTopology`, or None (parsed on first access)."""
+        if self._topology is False:
+            top = self.header.get("topology")
+            try:
+                topology = CompactTopology.from_dict(top) if top else None
+                if topology is not None and topology.nAtoms != self.nAtoms:
+                    raise ValueError(f"it has {topology.nAtoms} atoms, the file {self.nAtoms}")
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as err:
+                raise cf.CorruptChunkError(f"{self.path}: the embedded topology is unreadable: {err}",
+                                           offset=16) from None
+            self._topology = topology
+        return self._topology
+
+    @property
+    def _layout(self):
+        """Atom classes of the codec, built on first use (from the header's masks)."""
+        if self._layoutCache is None:
+            seq = self.header.get("sequenceMask")
+            seq = np.frombuffer(seq.encode(), np.uint8) == ord("1") if seq else np.ones(self.nAtoms, bool)
+            water = self.header.get("waterMask")
+            water = np.frombuffer(water.encode(), np.uint8) == ord("1") if water else None
+            self._layoutCache = self.codec.layout(seq, water)
+        return self._layoutCache
 
     def _payload_len(self, info):
         self._f.seek(info.offset + 8)
@@ -114,6 +153,7 @@ class CompactTrajectory:
         info = self.chunks[k]
         payload = cf.read_payload(self._f, info, k, self._starts[k])
         try:
+            limits.check_chunk_size(info.nFrames, self.nAtoms, len(payload), f"chunk {k}")
             steps, times, boxes, blob = cf.unpack_payload(payload, info.nFrames)
             q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout)
         except Exception as err:  # noqa: BLE001  (checksum passed but content unreadable: report the location)
@@ -127,7 +167,10 @@ class CompactTrajectory:
             parts = []
             for k, info in enumerate(self.chunks):
                 payload = cf.read_payload(self._f, info, k, self._starts[k])
-                parts.append(cf.unpack_payload(payload, info.nFrames)[:3])
+                try:
+                    parts.append(cf.unpack_payload(payload, info.nFrames)[:3])
+                except ValueError as err:
+                    raise cf.CorruptChunkError(f"chunk {k} (byte {info.offset}): {err}", info.offset, k) from None
             if parts:
                 self._meta = tuple(np.concatenate([p[i] for p in parts]) for i in range(3))
             else:
@@ -163,12 +206,16 @@ class CompactTrajectory:
         idx = self._indices(frames)
         out = np.empty((len(idx), self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         for pos, k, rows in self._group(idx):
-            out[pos] = self.readChunk(k)[0][rows]
+            out[pos] = _rows(self.readChunk(k)[0], rows)
         return out
 
     def read(self, frames=None, dtype=np.float32):
         """Positions (F, N, 3) in nm of ``frames`` (an int sequence or slice; all by default)."""
-        return self.codec.dequantize(self.readGrid(frames), dtype)
+        idx = self._indices(frames)
+        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in self._group(idx)]
+        if not parts:
+            return np.empty((0, self.nAtoms, 3), dtype)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _indices(self, frames):
         if frames is None:
@@ -186,10 +233,10 @@ class CompactTrajectory:
         if not len(idx):
             return
         ks = np.searchsorted(self._starts, idx, side="right") - 1
-        cut = np.flatnonzero(np.diff(ks)) + 1
-        for run in np.split(np.arange(len(idx)), cut):
-            k = int(ks[run[0]])
-            yield run, k, idx[run] - self._starts[k]
+        bounds = [0] + (np.flatnonzero(np.diff(ks)) + 1).tolist() + [len(idx)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            k = int(ks[a])
+            yield slice(a, b), k, idx[a:b] - self._starts[k]
 
     def __getitem__(self, key):
         if isinstance(key, (int, np.integer)):
@@ -220,3 +267,10 @@ class CompactTrajectory:
         if ok and len(idx):
             traj.unitcell_vectors = boxes.astype(np.float32)
         return traj
+
+
+def _rows(a, rows):
+    """``a[rows]``, as a view when ``rows`` is a run of consecutive indices (no copy of the chunk)."""
+    if len(rows) and rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 2 or (np.diff(rows) == 1).all()):
+        return a[rows[0]:rows[-1] + 1]
+    return a[rows]

@@ -135,6 +135,51 @@ if HAVE_NUMBA:
         return q
 
     @_jit
+    def unresidual_inner(t, r, idx, inner, rpos, modes, blockAtoms, full, seq):
+        """Decode the inner (I) class in place into ``t`` (F, N, 3) int32, whose other atoms are decoded.
+
+        The I class is coded on a compact array: compact position c is atom ``idx[c]``; ``inner[c]`` marks the
+        atoms to decode (the others are chain roots, already in ``t``), whose residuals are ``r[:, rpos[c]]``;
+        ``full``/``seq`` are the compact masks. Same arithmetic as :func:`unresidual_blocks` on the compact
+        array (int64, stored as int32), without gathering it: a root's value is read from ``t``."""
+        nf = t.shape[0]
+        m = len(idx)
+        for blk in range(len(modes)):
+            mode = np.int64(modes[blk])
+            lo = blk * blockAtoms
+            hi = min(m, lo + blockAtoms)
+            for tt in range(nf):
+                kind = mode
+                if tt == 0:
+                    kind = 0
+                elif tt == 1 and mode >= 3:
+                    kind = mode - 2
+                for c in range(lo, hi):
+                    if not inner[c]:
+                        continue
+                    i = idx[c]
+                    ip = idx[c - 1] if c > 0 else i
+                    k = rpos[c]
+                    for d in range(3):
+                        v = np.int64(r[tt, k, d])
+                        if kind == 0:
+                            if full[c]:
+                                v += t[tt, ip, d]
+                        elif kind == 1:
+                            v += t[tt - 1, i, d]
+                        elif kind == 2:
+                            v += t[tt - 1, i, d]
+                            if seq[c]:
+                                v += np.int64(t[tt, ip, d]) - t[tt - 1, ip, d]
+                        elif kind == 3:
+                            v += 2 * np.int64(t[tt - 1, i, d]) - t[tt - 2, i, d]
+                        else:
+                            v += 2 * np.int64(t[tt - 1, i, d]) - t[tt - 2, i, d]
+                            if seq[c]:
+                                v += np.int64(t[tt, ip, d]) - 2 * np.int64(t[tt - 1, ip, d]) + t[tt - 2, ip, d]
+                        t[tt, i, d] = np.int32(v)
+
+    @_jit
     def mode_costs(q, ts, full, seq):
         """Per-atom mean |residual| (5, n) over sample frames ``ts`` (all >= 1) for the five modes; modes 3
         and 4 average over the frames >= 2 only (0 where there is none)."""
@@ -205,16 +250,11 @@ if HAVE_NUMBA:
     @_jit
     def from_planes_unzigzag(p, count, nbytes, zigzag):
         """uint8 byte planes -> uint32 (count,) or, with ``zigzag``, their unzigzagged int32."""
-        u = np.empty(count, np.uint32)
-        for j in range(count):
-            u[j] = p[j]
-        for k in range(1, nbytes):
-            sh = np.uint32(8 * k)
-            for j in range(count):
-                u[j] |= np.uint32(p[k * count + j]) << sh
         out = np.empty(count, np.int32)
-        for j in range(count):
-            v = np.int64(u[j])
+        for j in range(count):  # one pass: gather the planes and unzigzag
+            v = np.int64(p[j])
+            for k in range(1, nbytes):
+                v |= np.int64(p[k * count + j]) << (8 * k)
             out[j] = np.int32(((v >> 1) ^ -(v & 1)) if zigzag else (v - (v >> 31 << 32)))
         return out
 

@@ -87,6 +87,8 @@ class LearnedCodec(GridCodec):
     name = "learned"
     bufferDtype = np.float32
 
+    encode_tail = None  # trains per chunk: files are written in whole chunks (no per-frame tail)
+
     def __init__(self, maxError=0.05, latent=8, hidden=0, steps=300, lr=1e-3, seed=0, device=None, level=1,
                  blockAtoms=4096):
         super().__init__(level, blockAtoms)

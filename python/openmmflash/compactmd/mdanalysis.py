@@ -56,6 +56,13 @@ class CMDXReader(base.ReaderBase):
     def _reopen(self):
         self.ts.frame = -1
 
+    def rewind(self):
+        """Back to frame 0 (no read when the file holds no frame yet: MDAnalysis would otherwise recurse)."""
+        if self.n_frames == 0:
+            self._reopen()
+            return
+        super().rewind()
+
     def close(self):
         self._traj.close()
 

@@ -1,6 +1,14 @@
 """mdtraj loader for CompactMD files: importing :mod:`openmmflash.compactmd` registers ``.cmdx`` with
-``mdtraj.load``; the topology comes from the file unless ``top`` is given."""
+``mdtraj.load``; the topology comes from the file unless ``top`` is given.
 
+``mdtraj.load(path)`` without ``top`` parses ``path`` itself as the topology before it calls the loader, and
+mdtraj's topology parser knows no ``.cmdx``; :func:`_install_topology_hook` teaches it to take the embedded
+topology of a ``.cmdx`` file (every other argument goes to mdtraj's own parser unchanged).
+"""
+
+import os
+
+import mdtraj.core.trajectory as _mdtraj_trajectory
 import numpy as np
 from mdtraj.formats.registry import FormatRegistry
 
@@ -37,3 +45,29 @@ def load_cmdx(filename, top=None, stride=None, atom_indices=None, frame=None):
     if len(frames) and np.isfinite(boxes).all():
         out.unitcell_vectors = boxes.astype(np.float32)
     return out
+
+
+def _embedded_topology(path):
+    with CompactTrajectory(path) as traj:
+        if traj.topology is None:
+            raise ValueError(f"{path} has no embedded topology; pass top=... (a PDB, PSF, GRO, PRMTOP or mdtraj "
+                             f"Topology)")
+        return traj.topology.to_mdtraj()
+
+
+def _install_topology_hook():
+    parse = _mdtraj_trajectory._parse_topology
+    if getattr(parse, "_cmdx", False):
+        return
+
+    def _parse_topology(top, **kwargs):
+        if isinstance(top, (str, os.PathLike)) and str(top).lower().endswith(".cmdx"):
+            return _embedded_topology(str(top))
+        return parse(top, **kwargs)
+
+    _parse_topology._cmdx = True
+    _parse_topology.__doc__ = parse.__doc__
+    _mdtraj_trajectory._parse_topology = _parse_topology
+
+
+_install_topology_hook()

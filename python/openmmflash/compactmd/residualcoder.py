@@ -42,13 +42,13 @@ Blob layout (version 3; value streams: :mod:`~openmmflash.compactmd.valuestream`
 import struct
 
 import numpy as np
-import zstandard
 
-from openmmflash.compactmd import kernels, watertransform
+from openmmflash.compactmd import kernels, limits, watertransform
 from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
 _VERSION = 3
+_PLAIN_VERSION = 4  # tail chunks: every atom against the previous one (frame 0), then in time; no water transform
 _SAMPLE_FRAMES = 8
 
 
@@ -319,7 +319,7 @@ def encode(q, layout, level=1):
         kind = 2 if params == "raw" else int(params is not None)
         out.append(struct.pack("<BB", size, kind) + np.asarray(params if kind == 1 else [], "<f8").tobytes()
                    + np.concatenate(coefs).astype("<f8").tobytes())
-    zc = zstandard.ZstdCompressor(level=level)
+    zc = limits.compressor(level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
         a = kernels.take_atoms(t, idx)
         if not spatial and extra.shape[1]:
@@ -339,9 +339,40 @@ def encode(q, layout, level=1):
     return b"".join(out)
 
 
+def _plain_masks(n):
+    full = np.ones(n, bool)
+    full[0] = False
+    return full, np.zeros(n, bool), np.ones(1, np.uint8)
+
+
+def encode_plain(q, level=1):
+    """Fast coding of a few frames (the tail of a file being written): blob version 4, ``u8 version`` then one
+    value stream of the residuals of mode ``time1`` over all atoms as one block (frame 0: previous atom)."""
+    q = np.ascontiguousarray(q, dtype=np.int32)
+    nf, n, _ = q.shape
+    full, seq, modes = _plain_masks(n)
+    r = _assemble(q, modes, [0], max(n, 1), full, seq)
+    return bytes([_PLAIN_VERSION]) + _encode_values(r.reshape(-1), limits.compressor(level))
+
+
+def is_plain(blob):
+    """True for a blob of :func:`encode_plain` (a tail chunk)."""
+    return len(blob) > 0 and blob[0] == _PLAIN_VERSION
+
+
+def _decode_plain(blob, nFrames, nAtoms):
+    full, seq, modes = _plain_masks(nAtoms)
+    r, pos = _decode_values(blob, 1, nFrames * nAtoms * 3, None)
+    if pos != len(blob):
+        raise ValueError("plain residual stream has trailing bytes")
+    return _disassemble(r.reshape(nFrames, nAtoms, 3), modes, max(nAtoms, 1), full, seq)
+
+
 def decode(blob, nFrames, nAtoms, layout):
-    """Inverse of :func:`encode`: int32 array of shape (nFrames, nAtoms, 3)."""
+    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3)."""
     blob = memoryview(blob)
+    if len(blob) and blob[0] == _PLAIN_VERSION:
+        return _decode_plain(blob, nFrames, nAtoms)
     version, ngroups = struct.unpack_from("<BI", blob, 0)
     if version != _VERSION:
         raise ValueError(f"unsupported residual stream version {version}")
@@ -363,7 +394,7 @@ def decode(blob, nFrames, nAtoms, layout):
         pos += 8 * nc
     if ngroups and [g[0] for g in groups] != [g[0] for g in layout.groups]:
         raise ValueError("water groups of the chunk do not match the file's layout")
-    dz = zstandard.ZstdDecompressor()
+    dz = None  # value streams decompress through limits.decompress
     t = np.empty((nFrames, nAtoms, 3), np.int32)
     extra = np.zeros((nFrames, 0, 3), np.int32)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
@@ -380,7 +411,13 @@ def decode(blob, nFrames, nAtoms, layout):
     modes, r, pos = _get_stream(blob, pos, nFrames, layout.nI * 3, dz)
     if len(modes) != len(layout.blocksI):
         raise ValueError("residual stream does not match the atom count")
-    if layout.nI:
+    if layout.nI and kernels.HAVE_NUMBA:
+        rpos = np.full(len(layout.Iidx), -1, np.int64)
+        rpos[layout.innerIdx] = np.arange(len(layout.innerIdx))
+        kernels.unresidual_inner(t, np.ascontiguousarray(r.reshape(nFrames, layout.nI, 3)), layout.Iidx,
+                                 layout.innerC, rpos, np.ascontiguousarray(modes, np.uint8), layout.blockAtoms,
+                                 layout.fullI, layout.seqI)
+    elif layout.nI:
         known = t if len(layout.Iidx) == nAtoms else kernels.take_atoms(t, layout.Iidx)
         full = np.empty_like(known)
         kernels.put_atoms(full, layout.innerIdx, r.reshape(nFrames, layout.nI, 3))

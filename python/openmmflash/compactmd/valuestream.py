@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from openmmflash.compactmd import kernels
+from openmmflash.compactmd import kernels, limits
 
 def _zigzag(r):
     return ((r << 1) ^ (r >> 31)).view(np.uint32)
@@ -106,20 +106,16 @@ def _decode_values(blob, pos, count, dz):
         bits = fmt & 0x7F
         nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
         pos += 17
-        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(-(-count * bits // 8), 1))
+        raw = limits.decompress(blob[pos:pos + size], size=-(-count // (8 // bits)), what="packed residual stream")
         pos += size
-        if len(raw) != -(-count // (8 // bits)):
-            raise ValueError("packed residual stream has the wrong length")
         p = np.frombuffer(raw, np.uint8)
         u = kernels.unpack_bits(p, count, bits) if kernels.HAVE_NUMBA else _unpack_bits(p, count, bits)
         nb, size = struct.unpack_from("<BQ", blob, pos)
         pos += 9
         if not 1 <= nb <= 4 or nesc > count:
             raise ValueError("bad escape stream")
-        raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(nesc * nb, 1))
+        raw = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
         pos += size
-        if len(raw) != nesc * nb:
-            raise ValueError("escape stream has the wrong length")
         esc = np.uint32((1 << bits) - 1)
         where = np.flatnonzero(u == esc)
         if len(where) != nesc:
@@ -130,9 +126,7 @@ def _decode_values(blob, pos, count, dz):
         raise ValueError(f"residual stream has an unknown format {fmt:#x}")
     (size,) = struct.unpack_from("<Q", blob, pos + 1)
     pos += 9
-    raw = dz.decompress(bytes(blob[pos:pos + size]), max_output_size=max(count * fmt, 1))
-    if len(raw) != count * fmt:
-        raise ValueError(f"residual stream holds {len(raw)} bytes, expected {count * fmt}")
+    raw = limits.decompress(blob[pos:pos + size], size=count * fmt, what="residual stream")
     p = np.frombuffer(raw, np.uint8)
     if kernels.HAVE_NUMBA:
         return kernels.from_planes_unzigzag(p, count, fmt, True), pos + size

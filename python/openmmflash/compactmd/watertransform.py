@@ -7,6 +7,8 @@ import numpy as np
 
 from openmmflash.compactmd import kernels, watergeometry
 
+_DECIDE_WATERS = 2048  # molecules per group on which the transform is chosen
+
 def fit_water(q, size, first):
     """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
     coefs = []
@@ -60,16 +62,18 @@ def forward(q, layout):
     for size, first in layout.groups:
         coefs = fit_water(q, size, first)
         params = watergeometry.fit(q, first)
-        # Decide on a few frames: raw positions, in-molecule linear residuals, or rigid geometry.
+        # Decide on a few frames and evenly spaced molecules: raw positions, in-molecule linear residuals, or
+        # rigid geometry (the choice is stored, so decoding does not depend on how it was made).
         few = q[:4]
-        options = {"raw": sum(l1_cost(few[:, first + k]) for k in range(1, size)),
-                   "linear": sum(l1_cost(few[:, first + k].astype(np.int64) - water_pred(few, first, k, coefs))
+        sub = first[::max(1, len(first) // _DECIDE_WATERS)]
+        options = {"raw": sum(l1_cost(few[:, sub + k]) for k in range(1, size)),
+                   "linear": sum(l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
                                  for k in range(1, size))}
         if params is not None:
-            geo = watergeometry.forward(few[:, first], few[:, first + 1], few[:, first + 2], params)
+            geo = watergeometry.forward(few[:, sub], few[:, sub + 1], few[:, sub + 2], params)
             if geo is not None:
                 options["geometry"] = l1_cost(geo[0]) + l1_cost(geo[1]) + l1_cost(geo[2]) + sum(
-                    l1_cost(few[:, first + k].astype(np.int64) - water_pred(few, first, k, coefs))
+                    l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
                     for k in range(3, size))
         choice = min(options, key=options.get)
         if choice == "raw":

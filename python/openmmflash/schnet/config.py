@@ -2,7 +2,7 @@
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
 # Model length unit -> nm and model energy unit -> kJ/mol.
 LENGTH_UNITS = {"angstrom": 0.1, "nanometer": 1.0}
@@ -10,6 +10,10 @@ ENERGY_UNITS = {"kcal/mol": 4.184, "kJ/mol": 1.0}
 # CFConv implementations and filter precisions (the reference is used on CPU, for float64 and when selected).
 BACKENDS = ("flash", "reference")
 PRECISIONS = ("fp32", "w16a16")
+# Radial bases (mlcg.nn.radial_basis) and cutoff envelopes (mlcg.nn.cutoff); see openmmflash.schnet.basis.
+RBF_TYPES = ("gaussian", "expnormal")
+CUTOFF_TYPES = ("cosine", "identity", "shiftedcosine")
+ACTIVATIONS = ("tanh",)
 
 
 @dataclass
@@ -31,6 +35,20 @@ class FlashSchNetConfig:
     energyUnit: str = "kcal/mol"
     backend: str = "flash"          # CFConv on CUDA float32: "flash" (fused Triton kernels) or "reference" (plain torch)
     precision: str = "fp32"         # flash filter MLP: "fp32" or "w16a16" (fp16 weights with per-channel scales)
+    # Options of mlcg's StandardSchNet; the defaults are the Gaussian/cosine model above. ``cutoff`` is the
+    # neighbour-list cutoff and the basis's upper bound (mlcg: rbf_layer.cutoff.cutoff_upper).
+    rbfType: str = "gaussian"       # "gaussian": exp(gamma (d - mu_k)^2); "expnormal": exp(-beta_k (e^{alpha(lo - d)} - mu_k)^2)
+    rbfLower: float = 0.0           # basis lower bound (mlcg: rbf_layer.cutoff.cutoff_lower)
+    rbfGamma: Optional[float] = None  # Gaussian width coefficient (None: -0.5 / spacing^2 of linspace(rbfLower, cutoff, R))
+    rbfCutoffType: str = "cosine"   # envelope inside the basis when rbfCutoff (else identity)
+    rbfSmoothWidth: float = 0.5     # shifted-cosine smoothing width of the basis envelope
+    filterCutoffType: str = "cosine"  # envelope C(d) multiplying each filter in the CFConv
+    filterCutoffLower: float = 0.0
+    filterCutoffUpper: Optional[float] = None  # None: cutoff
+    filterSmoothWidth: float = 0.5
+    activation: str = "tanh"        # filter, block and readout activation
+    readoutLastBias: bool = False   # bias on the last readout layer
+    maxNumNeighbors: int = 0        # > 0: a bead with more neighbours makes the energy NaN (mlcg would drop some)
 
     def __post_init__(self):
         for name in ("numBeadTypes", "hiddenChannels", "numFilters", "numInteractions"):
@@ -49,6 +67,28 @@ class FlashSchNetConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
         self.readoutHidden = [int(w) for w in self.readoutHidden]
+        if self.rbfType not in RBF_TYPES:
+            raise ValueError(f"unsupported radial basis {self.rbfType!r}; supported: {list(RBF_TYPES)}")
+        for name in ("rbfCutoffType", "filterCutoffType"):
+            if getattr(self, name) not in CUTOFF_TYPES:
+                raise ValueError(f"unsupported cutoff function {name}={getattr(self, name)!r}; supported: "
+                                 f"{list(CUTOFF_TYPES)}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unsupported activation {self.activation!r}; supported: {list(ACTIVATIONS)}")
+        if not 0 <= self.rbfLower < self.cutoff:
+            raise ValueError(f"FlashSchNetConfig.rbfLower must lie in [0, cutoff), got {self.rbfLower}")
+
+    @property
+    def filterUpper(self) -> float:
+        """Upper bound of the filter envelope C(d) (model length unit)."""
+        return float(self.cutoff if self.filterCutoffUpper is None else self.filterCutoffUpper)
+
+    @property
+    def isGaussianCosine(self) -> bool:
+        """True for the Gaussian basis with cosine envelopes from 0 to ``cutoff`` (the fused kernels' form)."""
+        return (self.rbfType == "gaussian" and self.rbfLower == 0.0 and self.filterCutoffType == "cosine"
+                and self.filterCutoffLower == 0.0 and self.filterUpper == float(self.cutoff)
+                and (not self.rbfCutoff or self.rbfCutoffType == "cosine"))
 
     @property
     def lengthScale(self) -> float:

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from openmmflash.neighbors import build_neighbor_list
+from openmmflash.schnet.basis import cutoff_envelope, initial_basis, radial_basis
 from openmmflash.schnet.config import FlashSchNetConfig
-from openmmflash.schnet.modelfile import readModelFile, resolveModelPath, saveModel
+from openmmflash.schnet.modelfile import foreignReader, readModelFile, resolveModelPath, saveModel
 from openmmflash.schnet.reference import cfconv_reference, pair_distances
 
 
@@ -56,13 +57,28 @@ class FlashSchNet(nn.Module):
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
-        mu = torch.linspace(0.0, c.cutoff, c.numRbf)
-        self.register_buffer("mu", mu)
-        self.gamma = float(-0.5 / (c.cutoff / (c.numRbf - 1)) ** 2)
+        # Basis and envelopes (openmmflash.schnet.basis); Gaussian/cosine models take the fused-kernel path.
+        self.rbf_type = str(c.rbfType)
+        self.rbf_lower = float(c.rbfLower)
+        self.rbf_envelope = str(c.rbfCutoffType) if c.rbfCutoff else "identity"
+        self.rbf_smooth_width = float(c.rbfSmoothWidth)
+        self.filter_envelope = str(c.filterCutoffType)
+        self.filter_lower = float(c.filterCutoffLower)
+        self.filter_upper = float(c.filterUpper)
+        self.filter_smooth_width = float(c.filterSmoothWidth)
+        self.gaussian_cosine = bool(c.isGaussianCosine)
+        self.max_num_neighbors = int(c.maxNumNeighbors)
+        mu, betas = initial_basis(c.rbfType, c.numRbf, c.rbfLower, c.cutoff)
+        self.register_buffer("mu", mu)     # Gaussian centres, or ExpNormal means
+        # ExpNormal widths; an empty, unsaved buffer for the Gaussian basis (its model files are unchanged).
+        self.register_buffer("rbf_betas", betas, persistent=c.rbfType != "gaussian")
+        spacing = (c.cutoff - c.rbfLower) / (c.numRbf - 1)
+        self.gamma = float(-0.5 / spacing ** 2 if c.rbfGamma is None else c.rbfGamma)
         self.blocks = nn.ModuleList([InteractionBlock(c.hiddenChannels, c.numFilters, c.numRbf)
                                      for _ in range(c.numInteractions)])
         widths = [c.hiddenChannels] + list(c.readoutHidden) + [1]
-        self.readout = nn.ModuleList([nn.Linear(widths[k], widths[k + 1], bias=k + 2 < len(widths))
+        self.readout = nn.ModuleList([nn.Linear(widths[k], widths[k + 1],
+                                                bias=k + 2 < len(widths) or bool(c.readoutLastBias))
                                       for k in range(len(widths) - 1)])
         self.reset_parameters()
 
@@ -121,7 +137,10 @@ class FlashSchNet(nn.Module):
         MLP in ``precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
         (Weights are passed rather than the block so that TorchScript can compile models of different shapes in one
         process: a ``block: InteractionBlock`` argument binds to the first compiled InteractionBlock type.)
+        Models with another basis or envelope (imported mlcg models) run the plain torch ``general_conv``.
         """
+        if not self.gaussian_cosine:
+            return self.general_conv(x, dist, src, dst, w1, b1, w2)
         if self.use_ops:
             if self.backend == "flash" and x.is_cuda and x.dtype == torch.float32:
                 csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
@@ -131,11 +150,40 @@ class FlashSchNet(nn.Module):
                                                 self.rbf_cutoff)
         return cfconv_reference(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff)
 
+    def filter_of(self, dist: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
+        """Filter C(d) MLP(rbf(d)) [P, F'] of one block (weights w1 [F', R], b1 [F'], w2 [F', F']), any basis."""
+        rbf_env = cutoff_envelope(dist, self.rbf_envelope, self.rbf_lower, self.cutoff, self.rbf_smooth_width)
+        rbf = radial_basis(dist, self.rbf_type, self.mu, self.rbf_betas, self.gamma, self.rbf_lower, self.cutoff,
+                           rbf_env)
+        hidden = torch.tanh(torch.nn.functional.linear(rbf, w1, b1))
+        envelope = cutoff_envelope(dist, self.filter_envelope, self.filter_lower, self.filter_upper,
+                                   self.filter_smooth_width)
+        return torch.nn.functional.linear(hidden, w2) * envelope.unsqueeze(-1)
+
+    def filter_weights(self, distances: Tensor) -> Tensor:
+        """W_t(d) = C(d) MLP_t(rbf(d)) [T, P, F'] of every interaction block t at distances [P] (model length
+        unit): exactly what multiplies lin1(x_j) in the CFConv (used to tabulate filters)."""
+        out: List[Tensor] = []
+        for block in self.blocks:
+            out.append(self.filter_of(distances, block.filter1.weight, block.filter1.bias, block.filter2.weight))
+        return torch.stack(out)
+
+    def general_conv(self, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor,
+                     w2: Tensor) -> Tensor:
+        """CFConv with materialized [P, F'] edge tensors for any basis/envelope (dst = -1 padding adds nothing)."""
+        valid = dst >= 0
+        src_c = torch.where(valid, src, torch.zeros_like(src))
+        dst_c = torch.where(valid, dst, torch.zeros_like(dst))
+        safe_dist = torch.where(valid, dist, torch.full_like(dist, 2.0 * self.cutoff))
+        w = self.filter_of(safe_dist, w1, b1, w2) * valid.unsqueeze(-1).to(x.dtype)
+        return torch.zeros_like(x).index_add(0, dst_c, x.index_select(0, src_c) * w)
+
     def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
         """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
         h = self.embedding(types)
         # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
-        flash = self.use_ops and self.backend == "flash" and h.is_cuda and dist.dtype == torch.float32
+        flash = (self.use_ops and self.backend == "flash" and self.gaussian_cosine and h.is_cuda
+                 and dist.dtype == torch.float32)
         rowptr, perm, rowptr_src = src, src, src
         if flash:
             rowptr, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
@@ -162,6 +210,13 @@ class FlashSchNet(nn.Module):
             raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
         dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+        if self.max_num_neighbors > 0:
+            # mlcg keeps at most max_num_neighbors per bead (an arbitrary subset): where that would bind, the
+            # energy is NaN rather than silently different (no host sync, so CUDA graphs keep working).
+            counts = torch.zeros(positions.shape[0], dtype=dist.dtype, device=dist.device).index_add(
+                0, torch.where(valid, pairs[1], torch.zeros_like(pairs[1])), valid.to(dist.dtype))
+            too_many = (counts > float(self.max_num_neighbors)).any()
+            dist = torch.where(too_many, torch.full_like(dist, float("nan")), dist)
         eps = self.atom_energies(types, dist, pairs[0], pairs[1])
         return eps.reshape(num_replicas, -1).sum(1)
 
@@ -175,8 +230,13 @@ class FlashSchNet(nn.Module):
 
 
 def loadModel(pathOrName: str, device: Optional[str] = "cpu"):
-    """Load a FlashSchNet model from a file path or a bundled model name. Returns a FlashSchNet in eval mode."""
+    """Load a FlashSchNet model from a file path, a bundled model name or a file of another format with a
+    registered reader (mlcg files once ``openmmflash.mlcg`` is imported, which ``openmmflash.plugin`` does; see
+    ``openmmflash.schnet.modelfile.MODEL_READERS``). Returns a FlashSchNet in eval mode."""
     path = resolveModelPath(pathOrName)
+    foreign = foreignReader(path)
+    if foreign is not None:
+        return foreign(path).to(device).eval()
     payload = readModelFile(path)
     model = FlashSchNet(FlashSchNetConfig.fromDict(payload["config"]))
     model.load_state_dict(payload["stateDict"])

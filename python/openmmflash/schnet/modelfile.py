@@ -10,6 +10,7 @@ runs no code)::
 
 import difflib
 import os
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -69,3 +70,21 @@ def readModelFile(path: str) -> dict:
     if version < 1:
         raise ValueError(f"{path!r} has an invalid model-file format version {version}")
     return payload
+
+
+# Readers of other model formats: (name, recognise(path) -> bool, load(path) -> FlashSchNet). openmmflash.mlcg
+# registers mlcg (CGSchNet) files here when imported; loadModel tries them before the FlashSchNet format.
+MODEL_READERS: List[Tuple[str, Callable[[str], bool], Callable[[str], object]]] = []
+
+
+def registerModelReader(name: str, recognise: Callable[[str], bool], load: Callable[[str], object]) -> None:
+    """Let ``loadModel`` read another model format (replaces a reader of the same name)."""
+    MODEL_READERS[:] = [r for r in MODEL_READERS if r[0] != name] + [(name, recognise, load)]
+
+
+def foreignReader(path: str) -> Optional[Callable[[str], object]]:
+    """The registered reader that recognises ``path``, or None for a FlashSchNet model file."""
+    for _, recognise, load in MODEL_READERS:
+        if recognise(path):
+            return load
+    return None
