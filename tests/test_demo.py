@@ -79,6 +79,8 @@ def test_demo_flashmd_quick(tmp_path):
     assert summary["timestep_fs"] == pytest.approx(40.0) and summary["steps"] == 10  # 0.4 ps in 40 fs strides
     assert fm["learnedStrides"] + fm["fallbacks"] == summary["steps"]
     assert 0.0 <= fm["fallbackRate"] <= 1.0 and fm["quantized"] is False
+    fractions = fm["replicaFallbackFractions"]  # the guard acts per replica
+    assert len(fractions) == summary["replicas"] and all(0.0 <= f <= fm["fallbackRate"] + 1e-12 for f in fractions)
     assert summary["frames"] == 10 and summary["trajectory"]["bytes"]["cmdx"] > 0
     assert np.isfinite(summary["finalPotentialEnergy_kJmol"])
 

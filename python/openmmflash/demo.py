@@ -190,7 +190,8 @@ def finishDemo(net, model: str, topology, native, result: dict, output: str, cmd
         summary["flashmd"] = {"model": flashmdModel, "quantized": bool(quantized), "stride_fs": result["stepSize_fs"],
                               "learnedStrides": result["learnedSteps"], "fallbacks": result["fallbacks"],
                               "fallbackRate": result["fallbacks"] / max(strides, 1),
-                              "deviceResident": result["deviceResident"], "ensembleNote": ensembleNote(flashmdModel)}
+                              "deviceResident": result["deviceResident"], "ensembleNote": ensembleNote(flashmdModel),
+                              "replicaFallbackFractions": result.get("replicaFallbackFractions")}
     verdict_text = "equilibrated" if verdict["equilibrated"] else "NOT equilibrated"
     plotRun(result, obs, native_obs, os.path.join(output, "demo.png"),
             f"openmmflash demo: {model}, {integrator}, {replicas} replicas{title}, {result['platform']}, "
@@ -250,6 +251,8 @@ def runDemoRanks(ens, model: Optional[str] = "chignolin", steps: int = 2000, rep
     for key in ("learnedSteps", "fallbacks"):
         if key in merged:
             merged[key] = sum(p["result"][key] for p in parts)
+    if "replicaFallbackFractions" in merged:
+        merged["replicaFallbackFractions"] = [f for p in parts for f in p["result"]["replicaFallbackFractions"]]
     summary = finishDemo(net, model, topology, native, merged, output, sum(p["cmdxBytes"] for p in parts), t_start,
                          pdb, integrator, quantized, friction, flashmdModel, f" on {ens.worldSize} processes")
     summary.update(worldSize=ens.worldSize, launcher=ens.launcher)
@@ -281,6 +284,9 @@ def printSummary(s: dict, output: str) -> None:
         fm = s["flashmd"]
         print(f"  FlashMD              {fm['learnedStrides']} learned strides, {fm['fallbacks']} fell back to "
               f"ordinary substeps ({100 * fm['fallbackRate']:.0f} %)")
+        if fm.get("replicaFallbackFractions"):
+            print("  FlashMD per replica  each replica falls back alone: "
+                  + ", ".join(f"{100 * f:.0f} %" for f in fm["replicaFallbackFractions"]))
     print(f"  potential energy     {s['finalPotentialEnergy_kJmol']:.1f} kJ/mol (all replicas, last frame)")
     print(f"  temperature          {s['meanTemperature_K']:.1f} K over the last half (bath "
           f"{s['targetTemperature_K']:.0f} K); per replica "

@@ -20,7 +20,8 @@ from openmmflash.plugin.fastpath import fastPathOptions
 from openmmflash.plugin.replicas import replicatePositions, replicateTopology
 from openmmflash.stack import import_openmm
 from openmmflash.units import BOLTZMANN_KJ
-from openmmflash.workflows.flashmdcg import cgFallbackSubsteps, flashSchNetEnergyEvaluator, useCGBeadTypes
+from openmmflash.workflows.flashmdcg import (cgFallbackSubsteps, flashSchNetEnergyEvaluator, flashSchNetReplicaEnergy,
+                                             useCGBeadTypes)
 
 # The shipped FlashMD model for each bundled FlashSchNet model it was trained on (integrators/models/README.md):
 # chignolin-cg-40fs-stiff falls back on about 1 % of its strides (chignolin-cg-40fs on 17-92 %).
@@ -111,6 +112,9 @@ def runDemoSimulation(net, topology, positions, replicas: int, time_ps: float, r
         useCGBeadTypes(stepper, net, full_topology)
         stepper.setEnergyEvaluator(*flashSchNetEnergyEvaluator(system, fast_net, full_topology, replicas,
                                                                device=device, positions=start, priors="torch"))
+        if replicas > 1:  # each replica's stride accepted or rejected on its own energy
+            stepper.setReplicaEnergy(flashSchNetReplicaEnergy(system, fast_net, full_topology, replicas,
+                                                              device=device))
         step_fs = flashmd.stride * 1000.0
     else:
         stepper = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction / unit.picosecond,
@@ -156,5 +160,6 @@ def runDemoSimulation(net, topology, positions, replicas: int, time_ps: float, r
               "forceOptions": dict(options, backend=getattr(fast_net, "backend", None))}
     if flashmd is not None:
         result.update(learnedSteps=stepper.getNumLearnedSteps(), fallbacks=stepper.getNumFallbacks(),
-                      deviceResident=bool(stepper.isDeviceResident()))
+                      deviceResident=bool(stepper.isDeviceResident()),
+                      replicaFallbackFractions=[float(f) for f in stepper.getReplicaFallbackFractions()])
     return result
