@@ -88,3 +88,45 @@ def replicate(topology, system, positions, replicas: int, spacing=None):
         raise ValueError(f"replicas must be >= 1, got {replicas}")
     new_system = None if system is None else replicateSystem(system, replicas)
     return replicateTopology(topology, replicas), new_system, replicatePositions(positions, replicas, spacing)
+
+
+def singleReplicaSystem(system, replicas: int):
+    """The System of one replica: the first n = N / replicas particles and the terms of the supported forces
+    (those of :func:`replicateSystem`, plus CMMotionRemover) among them; other forces are left out. Use it to
+    evaluate one copy of a replicated System alone (e.g. the prior terms per replica)."""
+    openmm = import_openmm()
+    N = system.getNumParticles()
+    if replicas < 1 or N % replicas:
+        raise ValueError(f"{N} particles cannot form {replicas} equal replicas")
+    n = N // replicas
+    out = openmm.System()
+    out.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    for i in range(n):
+        out.addParticle(system.getParticleMass(i))
+    for force in system.getForces():
+        kind = force.__class__.__name__
+        if kind == "CMMotionRemover":
+            out.addForce(copy.deepcopy(force))
+        if kind not in _TERM_FORCES:
+            continue
+        term, count = _TERM_FORCES[kind]
+        if kind.startswith("Custom"):
+            if getattr(force, "getNumTabulatedFunctions", lambda: 0)() or force.getNumEnergyParameterDerivatives():
+                raise ValueError(f"{force.getName()}: tabulated functions and parameter derivatives are not copied")
+            new = type(force)(force.getEnergyFunction())
+            for k in range(getattr(force, f"getNumPer{term}Parameters")()):
+                getattr(new, f"addPer{term}Parameter")(getattr(force, f"getPer{term}ParameterName")(k))
+            for k in range(force.getNumGlobalParameters()):
+                new.addGlobalParameter(force.getGlobalParameterName(k), force.getGlobalParameterDefaultValue(k))
+        else:
+            new = type(force)()
+        new.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
+        new.setName(force.getName())
+        new.setForceGroup(force.getForceGroup())
+        get, add = getattr(force, f"get{term}Parameters"), getattr(new, f"add{term}")
+        for k in range(getattr(force, f"getNum{term}s")()):
+            values = get(k)
+            if all(i < n for i in values[:count]):
+                add(*values)
+        out.addForce(new)
+    return out

@@ -208,8 +208,8 @@ def test_demo_under_torchrun(tmp_path):
     assert [r["replicas"] for r in summary["ranks"]] == [[0], [1]]
     assert len(summary["caRmsdFinal_A"]) == 2 and all(np.isfinite(summary["caRmsdFinal_A"]))
     for k in range(2):
-        assert (out / f"trajectory.rank{k}.dcd").stat().st_size > 0 and (out / f"topology.rank{k}.pdb").exists()
-    assert (out / "demo.png").exists() and not (out / "trajectory.dcd").exists()
+        assert (out / f"trajectory.rank{k}.cmdx").stat().st_size > 0 and (out / f"topology.rank{k}.pdb").exists()
+    assert (out / "demo.png").exists() and not (out / "trajectory.cmdx").exists()
     assert run.stdout.count("openmmflash demo: chignolin") == 1  # rank 0 alone prints the summary
 
 

@@ -18,8 +18,9 @@ Per stride: getState (q, v) (skipped after an accepted stride unless a barostat 
 steps), the learned step (a CUDA graph on CUDA: densestep.py / paddedstep.py), setPositions + one energy evaluation
 (energyeval.py), setVelocities, ``CustomIntegrator.step(1)``; ``enableProfiling`` times them. With the whole
 energy in PyTorch on a CUDA device the strides of a call run device-resident instead (residentstrides.py: one getState
-and one write-back per call). Constraints and virtual sites are refused; velocities are at the same time as
-positions (not leap-frog).
+and one write-back per call). With B replicas and setReplicaEnergy, each replica is guarded and falls back alone
+(rescale.replicaguard, replicaenergy.py; resident: replicaresident.py). Constraints and virtual sites are refused;
+velocities are at the same time as positions (not leap-frog).
 """
 
 import logging
@@ -36,12 +37,14 @@ from openmmflash.integrators.engine.densestep import DenseReplicaStep
 from openmmflash.integrators.engine.diagnostics import StrideLog
 from openmmflash.integrators.engine.energyeval import EnergyEvaluator
 from openmmflash.integrators.engine.paddedstep import PaddedReplicaStep
+from openmmflash.integrators.engine.replicaenergy import ReplicaEnergy
 from openmmflash.integrators.engine.residentloop import ResidentLoop
 from openmmflash.integrators.engine.residentstrides import buildResidentLoop, residentObstacles, runResidentStrides
 from openmmflash.integrators.engine.statecheck import checkFiniteState
 from openmmflash.integrators.engine.stepper import FlashMDStepper, check_stride, random_rotation
 from openmmflash.integrators.network.modelfile import ensembleNote, loadModel, shippedName
 from openmmflash.integrators.rescale.guard import checkPrediction, energyRescale, rejectionKind
+from openmmflash.integrators.rescale.replicaguard import replicaGuard
 from openmmflash.integrators.rescale.modes import modeShareRescale, moleculeGroups, modeTemperatures
 from openmmflash.integrators.rescale.species import checkSystem, speciesShareRescale, speciesTemperatures
 from openmmflash.units import valueIn
@@ -119,7 +122,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
     device : torch device for the network (default: cuda when torch sees a GPU, else cpu).
     replicas : int
         The System holds this many identical, contiguous, non-interacting copies of one molecule
-        (``openmmflash.plugin.replicas``); COM is kept per copy, the rescale and fallback act on the whole System.
+        (``openmmflash.plugin.replicas``); COM is kept per copy. The rescale and fallback act on the whole System
+        (one rejected replica sends all to the fallback substeps) unless :meth:`setReplicaEnergy` gives the energy
+        of each replica: then every replica is guarded alone and only rejected ones run the fallback substeps.
     useCUDAGraph : bool, optional
         Fixed-shape learned step replayed as one CUDA graph (all pairs per replica without a box, densestep.py; a
         padded neighbor list with one, paddedstep.py). None: on for a CUDA device (eager if capture fails).
@@ -130,7 +135,9 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         Context once per call (residentloop.py). Needs the whole potential energy in PyTorch (setEnergyEvaluator with
         no OpenMM groups, e.g. flashmdcg.flashSchNetEnergyEvaluator(..., priors="torch")), which is checked against
         OpenMM's energy and forces before the first stride; a non-periodic System without barostat; the plain
-        rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds; True: required.
+        rescale; NVE or Langevin. None (default): on for a CUDA device when all of that holds and no replica energy
+        is set (setReplicaEnergy: host strides); True: required (with a replica energy the resident strides guard
+        per replica too, replicaresident.py).
         On CUDA both strides are compiled with torch.compile at the first step, which then takes longer; set
         ``integrator.residentCompile = False`` before it to capture them uncompiled (2.4x slower per accepted
         stride on an H100, results/flashmd_cg_speed_gpu_s8_compiled.json).
@@ -213,6 +220,11 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._carry = None  # (q, v, box, V, params) set by an accepted stride for the next one in the same step()
         self._log = StrideLog()  # rescale factors, rejections, per-phase wall times (diagnostics.py)
         self._moleculeGroups = None
+        self._replicaEnergy: Optional[ReplicaEnergy] = None  # setReplicaEnergy: guard and fallback per replica
+        self._replicaChecked = False
+        self._replicaCache = None  # (q [N, 3] as written, V_b(q) [B]) of the latest per-replica stride
+        self._replicaFallbacks = np.zeros(self.replicas, dtype=np.int64)  # per-replica strides' fallbacks
+        self._replicaFallbackStrides = 0  # per-replica strides with a fallback (also in flashmdNumFallbacks)
 
     # ----------------------------------------------------------------------------------------------- setup
     def _findContext(self):
@@ -311,11 +323,14 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._residentDecided = True
         self._resident = None
         want = self.deviceResident
-        if want is False or (want is None and self._stepper.device.type != "cuda"):
+        if want is False or (want is None and (self._stepper.device.type != "cuda" or self._perReplica())):
             return None
         obstacles = residentObstacles(self._energy, self._stepper.device, self._periodic, self._passive,
                                       self.rescaleEnergy, self.speciesRescale, self.modeRescale, self.randomRotation,
                                       self._thermostatParameters(), type(self).__name__)
+        if self._perReplica() and self._replicaEnergy.device != self._stepper.device:
+            obstacles.append(f"the replica energy is on {self._replicaEnergy.device}, the network on "
+                             f"{self._stepper.device}")
         if obstacles:
             if want:
                 raise ValueError("deviceResident=True, but the strides cannot run on the device: "
@@ -324,7 +339,8 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         self._resident = buildResidentLoop(self._stepper, self.replicas, self._energy, self._masses,
                                            int(self.getGlobalVariableByName("flashmdSubsteps")),
                                            self.maxDisplacement, self.maxRescale, self._removeCOM,
-                                           self.useCUDAGraph is not False, self.residentCompile)
+                                           self.useCUDAGraph is not False, self.residentCompile,
+                                           self._replicaEnergy if self._perReplica() else None)
         return self._resident
 
     def isDeviceResident(self) -> bool:
@@ -339,13 +355,16 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             raise ValueError(f"step() needs a non-negative whole number of steps, got {steps}")
         context = self._findContext()
         if steps and self._residentLoop() is not None:
-            runResidentStrides(self, context, self._resident, int(steps), self._thermostatParameters(), self._log,
-                               self.maxDisplacement, self.maxRescale)
+            nfb = runResidentStrides(self, context, self._resident, int(steps), self._thermostatParameters(),
+                                     self._log, self.maxDisplacement, self.maxRescale, self._replicaFallbacks)
+            if self._perReplica():
+                self._replicaFallbackStrides += nfb
             return
         self._carry = None  # the state is read from the Context at the first stride of every call
+        stride = self._replicaStride if self._perReplica() else self._stride
         try:
             for _ in range(int(steps)):
-                self._stride(context)
+                stride(context)
         finally:
             self._carry = None
 
@@ -364,7 +383,48 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         if self._context is not None:
             self.setContext(self._context)
 
+    def setReplicaEnergy(self, energy: Optional[ReplicaEnergy]) -> None:
+        """Guard and fall back per replica: ``energy`` (replicaenergy.ReplicaEnergy, e.g.
+        flashmdcg.flashSchNetReplicaEnergy) gives V_b of each of the ``replicas`` copies as a PyTorch function; it must
+        add up to the System's potential energy (checked against OpenMM's energy and forces before the first stride).
+
+        Each replica's learned stride is then accepted or rejected on its own (rescale.replicaguard: its own H_b,
+        V_b' and alpha_b); accepted replicas keep their learned positions and momenta, and only the rejected ones are
+        advanced by the fallback's velocity-Verlet substeps, with the forces -dV_b/dq of those replicas alone
+        (PyTorch, float64 integration), so a fallback costs k / B of a whole-System one. The thermostat half steps
+        act on all particles as before. With deviceResident=True the resident strides guard per replica too, but
+        their fallback integrates every replica and keeps the rejected ones' results (fixed shapes for CUDA graphs;
+        the cost of a whole-System fallback). Not with modeRescale. ``None`` restores the whole-System guard; with one
+        replica nothing changes."""
+        if energy is not None:
+            if energy.replicas != self.replicas:
+                raise ValueError(f"the replica energy is for {energy.replicas} replicas but the integrator for "
+                                 f"{self.replicas}; create both with the same replicas")
+            if self.modeRescale:
+                raise ValueError("the per-replica guard does the plain or per-species energy rescale; pass "
+                                 "modeRescale=False to the integrator, or keep the whole-System guard")
+        self._replicaEnergy = energy
+        self._replicaChecked = False
+        self._replicaCache = None
+        self._resident, self._residentDecided = None, False  # decided again at the next step (_residentLoop)
+
+    def _perReplica(self) -> bool:
+        """Whether the host strides guard and fall back per replica (a replica energy is set and B > 1)."""
+        return self._replicaEnergy is not None and self.replicas > 1
+
     # ----------------------------------------------------------------------------------------------- diagnostics
+    def getReplicaFallbackCounts(self) -> np.ndarray:
+        """Strides each replica advanced by fallback substeps instead of its learned step, [replicas] int: its own
+        rejections with the per-replica guard (setReplicaEnergy), every whole-System fallback otherwise. Not stored
+        in checkpoints."""
+        whole = self.getNumFallbacks() - self._replicaFallbackStrides
+        return self._replicaFallbacks + max(whole, 0)
+
+    def getReplicaFallbackFractions(self) -> np.ndarray:
+        """getReplicaFallbackCounts() / strides run, [replicas] (zeros before the first stride)."""
+        strides = self.getNumFallbacks() + self.getNumLearnedSteps()
+        return self.getReplicaFallbackCounts() / max(strides, 1)
+
     @property
     def timings(self) -> Optional[Dict[str, float]]:
         """Wall time per stride phase (s) while profiling (enableProfiling), else None."""
@@ -393,11 +453,12 @@ class FlashMDIntegrator(mm.CustomIntegrator):
         return np.asarray(self._log.alphas)
 
     def getNumFallbacks(self) -> int:
-        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected."""
+        """Number of strides advanced by velocity-Verlet substeps because the learned step was rejected (with the
+        per-replica guard: strides in which at least one replica was; see getReplicaFallbackCounts)."""
         return int(self.getGlobalVariableByName("flashmdNumFallbacks"))
 
     def getNumLearnedSteps(self) -> int:
-        """Number of accepted learned strides."""
+        """Number of accepted learned strides (with the per-replica guard: strides every replica's was accepted)."""
         return int(self.getGlobalVariableByName("flashmdNumLearned"))
 
     def getModel(self):
@@ -560,3 +621,99 @@ class FlashMDIntegrator(mm.CustomIntegrator):
             context.setVelocities(self._thermostatHalfStep(np.asarray(v2)))
         if prof:
             self._log.tick("fallback")
+
+    def _checkReplicaEnergy(self, context) -> None:
+        """Refuse (ValueError) a replica energy whose sum or forces differ from OpenMM's at the Context's state."""
+        st = context.getState(getPositions=True, getEnergy=True, getForces=True)
+        q = st.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        V_openmm = st.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+        f_openmm = st.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        energy = self._replicaEnergy
+        if energy.n * energy.replicas != len(q):
+            raise ValueError(f"the replica energy covers {energy.replicas} x {energy.n} particles, the System has "
+                             f"{len(q)}")
+        x = torch.as_tensor(np.asarray(q), dtype=torch.float64, device=energy.device).view(energy.replicas, -1, 3)
+        V, f = energy.forces(x)
+        V, f = float(V.sum()), f.reshape(-1, 3).cpu().numpy()
+        scale = max(1.0, float(np.sqrt((f_openmm ** 2).mean())))
+        df = float(np.abs(f - f_openmm).max())
+        if abs(V - V_openmm) > 1e-4 * max(1.0, abs(V_openmm)) + 1e-2 or df > 1e-2 * scale + 1e-2:
+            raise ValueError(f"the replica energies do not add up to the System's: sum {V:.6g} vs OpenMM "
+                             f"{V_openmm:.6g} kJ/mol, largest force difference {df:.3g} kJ/mol/nm (force RMS "
+                             f"{scale:.3g}). They must cover every force of the System (e.g. "
+                             "flashmdcg.flashSchNetReplicaEnergy); call setReplicaEnergy(None) for the whole-System "
+                             "guard")
+        self._replicaChecked = True
+
+    def _replicaStride(self, context) -> None:
+        """One stride with the guard and the fallback per replica (setReplicaEnergy); the Context is read once and
+        written once, and ``CustomIntegrator.step(1)`` advances the step count (its fallback block stays off)."""
+        prof = self._log.profiling
+        self._log.start()
+        energy, B = self._replicaEnergy, self.replicas
+        st = context.getState(getPositions=True, getVelocities=True)
+        q = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer))
+        v = np.asarray(st.getVelocities(asNumpy=True).value_in_unit(unit.nanometer / unit.picosecond))
+        checkFiniteState(q, v, st.getStepCount())  # before any energy
+        if not self._replicaChecked:
+            self._checkReplicaEnergy(context)
+        box = st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
+        V = None
+        if self.rescaleEnergy:
+            cache, self._replicaCache = self._replicaCache, None
+            V = cache[1] if cache is not None and np.array_equal(cache[0], q) else energy.energies(q)
+        if prof:
+            self._log.tick("readState")
+        v = self._thermostatHalfStep(v)
+        rotation = self._randomRotation() if self.randomRotation else None
+        q1, v1, _ = self._predict(q, v, box, rotation)
+        share = None
+        if self.speciesRescale:
+            def share(b, sl):
+                return lambda vb, v1b, k: speciesShareRescale(vb, v1b, self._masses[sl], self._types[sl], k,
+                                                             self.maxRescale, self._model.speciesLabel)
+        accepted, v1, V1, reasons, alphas = replicaGuard(
+            q, v, q1, v1, self._masses, B, V, energy.energies if self.rescaleEnergy else None,
+            self.maxDisplacement, self.maxRescale, share)
+        if prof:
+            self._log.tick("energy")
+        for a in alphas[accepted]:
+            if np.isfinite(a):
+                self._log.noteRescale(float(a))
+        rejected = np.nonzero(~accepted)[0]
+        q1 = np.where(np.repeat(accepted, len(q) // B)[:, None], q1, q)
+        if len(rejected):
+            # The rejected replicas alone: velocity-Verlet substeps of their own forces from (q, v).
+            n = len(q) // B
+            nsub = int(self.getGlobalVariableByName("flashmdSubsteps"))
+            nfb = int(self.getGlobalVariableByName("flashmdNumFallbacks")) + 1
+            self.setGlobalVariableByName("flashmdNumFallbacks", nfb)
+            self._replicaFallbackStrides += 1
+            self._replicaFallbacks[rejected] += 1
+            for b in rejected:
+                self._log.noteRejection(f"replica {b}: {reasons[b]}", rejectionKind(reasons[b]),
+                                        context.getStepCount(), nfb, nsub)
+            qf, vf, Vf = energy.substeps(q.reshape(B, n, 3)[rejected], v.reshape(B, n, 3)[rejected],
+                                         self._masses[:n], self.getGlobalVariableByName("flashmdH"), nsub)
+            if not (np.isfinite(qf).all() and np.isfinite(vf).all() and np.isfinite(Vf).all()):
+                raise RuntimeError(f"the {nsub} velocity-Verlet substeps of rejected FlashMD replicas "
+                                   f"{rejected.tolist()} gave non-finite positions or energy (their forces blew up); "
+                                   "the Context keeps the state from before this stride")
+            q1, v1 = q1.reshape(B, n, 3), v1.reshape(B, n, 3)
+            q1[rejected], v1[rejected], V1[rejected] = qf, vf, Vf
+            q1, v1 = q1.reshape(-1, 3), v1.reshape(-1, 3)
+            if prof:
+                self._log.tick("fallback")
+        else:
+            self.setGlobalVariableByName("flashmdNumLearned", self.getGlobalVariableByName("flashmdNumLearned") + 1)
+        v1 = self._thermostatHalfStep(v1)
+        if self._removeCOM:
+            m = self._masses[:, None]
+            v1 = v1 - (m * v1).sum(0) / m.sum()
+        context.setPositions(q1)
+        context.setVelocities(v1)
+        mm.CustomIntegrator.step(self, 1)
+        if self.rescaleEnergy:
+            self._replicaCache = (q1, V1)
+        if prof:
+            self._log.tick("writeAndStep")

@@ -12,6 +12,9 @@ graph (eager on a CPU):
               ok:  (q, v, V) <- (q', O(alpha v', xi1) - v_com, V')        else: (q, O(v, xi0), V) for the fallback
     fallback: n_sub velocity-Verlet substeps, h = stride / n_sub, f = -dV/dq;  then v <- O(v, xi1) - v_com
 
+With B replicas this loop guards and falls back on the whole System (one rejected replica sends all replicas to the
+fallback substeps); replicaresident.ReplicaResidentLoop does both per replica.
+
 O is the exact Ornstein-Uhlenbeck half step v <- a v + sqrt((1 - a^2) kT / m) xi, a = exp(-gamma stride / 2) (the
 identity for NVE); v_com is removed when the System has a CMMotionRemover. The noise xi is counter-based (a
 lowbias32 hash of seed, stride counter, half step and index; Box-Muller), so a run continued from a checkpoint (the

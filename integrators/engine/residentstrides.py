@@ -8,7 +8,9 @@ take what they need as arguments; the integrator is touched through OpenMM's pub
 ``CustomIntegrator.step``).
 """
 
-from typing import List
+from typing import List, Optional
+
+import numpy as np
 
 import openmm as mm
 from openmm import unit
@@ -16,6 +18,7 @@ from openmm import unit
 from openmmflash.integrators.engine.densestep import DenseReplicaStep
 from openmmflash.integrators.engine.diagnostics import StrideLog
 from openmmflash.integrators.engine.energyeval import EnergyEvaluator
+from openmmflash.integrators.engine.replicaresident import ReplicaResidentLoop
 from openmmflash.integrators.engine.residentloop import CODES, ResidentLoop, rejectionReason
 from openmmflash.integrators.engine.statecheck import checkFiniteState
 
@@ -48,17 +51,26 @@ def residentObstacles(energy: EnergyEvaluator, stepperDevice, periodic: bool, pa
 
 
 def buildResidentLoop(stepper, replicas: int, energy: EnergyEvaluator, masses, substeps: int, maxDisplacement: float,
-                      maxRescale: float, removeCOM: bool, useCUDAGraph: bool, compile: bool) -> ResidentLoop:
-    """The loop that runs the strides on the network's device (all-pairs step of ``replicas`` molecules)."""
+                      maxRescale: float, removeCOM: bool, useCUDAGraph: bool, compile: bool,
+                      replicaEnergy=None) -> ResidentLoop:
+    """The loop that runs the strides on the network's device (all-pairs step of ``replicas`` molecules); with
+    ``replicaEnergy`` (replicaenergy.ReplicaEnergy) the guard and the fallback act per replica
+    (replicaresident.py)."""
     dense = DenseReplicaStep(stepper, replicas, useCUDAGraph=False)
+    if replicaEnergy is not None:
+        return ReplicaResidentLoop(dense, energy.torchEnergy, replicaEnergy, masses, stepper.stride, substeps,
+                                   maxDisplacement, maxRescale, removeCOM, useCUDAGraph=useCUDAGraph, compile=compile)
     return ResidentLoop(dense, energy.torchEnergy, masses, stepper.stride, substeps, maxDisplacement, maxRescale,
                         removeCOM, useCUDAGraph=useCUDAGraph, compile=compile)
 
 
 def runResidentStrides(integrator: mm.CustomIntegrator, context, loop: ResidentLoop, n: int, thermostat,
-                       log: StrideLog, maxDisplacement: float, maxRescale: float) -> None:
+                       log: StrideLog, maxDisplacement: float, maxRescale: float,
+                       replicaFallbacks: Optional[np.ndarray] = None) -> int:
     """Advance ``context`` by ``n`` strides on the device; the integrator's counters (global variables flashmdDraws,
-    flashmdSeed, flashmdNumLearned, flashmdNumFallbacks) and step count are updated as the host path does."""
+    flashmdSeed, flashmdNumLearned, flashmdNumFallbacks) and step count are updated as the host path does. With a
+    per-replica loop (ReplicaResidentLoop) ``replicaFallbacks`` [B] counts each replica's fallbacks. Returns the
+    number of strides with a fallback."""
     log.start()
     check = not loop.checked
     st = context.getState(getPositions=True, getVelocities=True)
@@ -78,7 +90,28 @@ def runResidentStrides(integrator: mm.CustomIntegrator, context, loop: ResidentL
     fallbacks0 = int(integrator.getGlobalVariableByName("flashmdNumFallbacks"))
     substeps = int(integrator.getGlobalVariableByName("flashmdSubsteps"))
     nfb = fallbacks0
+    perReplica = isinstance(loop, ReplicaResidentLoop)
     for _ in range(n):
+        if perReplica:
+            status = loop.learnedStride()
+            log.tick("network")
+            rejected = np.nonzero(status[:, 0])[0]
+            for alpha in status[status[:, 0] == 0, 1]:
+                log.noteRescale(float(alpha))
+            if len(rejected) == 0:
+                learned += 1
+                continue
+            nfb += 1
+            if replicaFallbacks is not None:
+                replicaFallbacks[rejected] += 1
+            for b in rejected:
+                code, alpha, disp, E = status[b]
+                log.noteRejection(f"replica {b}: " + rejectionReason(int(code), alpha, disp, E, maxDisplacement,
+                                                                     maxRescale), CODES[int(code) - 1],
+                                  context.getStepCount() + learned + nfb - fallbacks0 - 1, nfb, substeps)
+            loop.fallbackStride()
+            log.tick("fallback")
+            continue
         code, alpha, disp, E = loop.learnedStride()
         log.tick("network")
         if code == 0:
@@ -99,3 +132,4 @@ def runResidentStrides(integrator: mm.CustomIntegrator, context, loop: ResidentL
     integrator.setGlobalVariableByName("flashmdNumFallbacks", nfb)
     mm.CustomIntegrator.step(integrator, n)
     log.tick("writeAndStep")
+    return nfb - fallbacks0

@@ -55,14 +55,25 @@ def _models(subparsers):
 def _demo(subparsers):
     p = subparsers.add_parser("demo", help="run a CG protein simulation with a bundled FlashSchNet model",
                               description="Simulate a bundled CG protein (FlashSchNet TorchForce + priors) with "
-                              "several replicas on the fastest platform; writes a DCD, a PNG plot and a summary.")
-    p.add_argument("--model", default="chignolin", help="bundled model name or model file (default chignolin)")
-    p.add_argument("--steps", type=int, default=None, help="MD steps (default 3000 = 6 ps at 2 fs)")
+                              "several replicas on the fastest platform; writes a compressed .cmdx trajectory "
+                              "(CompactReporter) with its size against DCD and XTC, a PNG plot and a summary that "
+                              "says whether the run equilibrated.")
+    p.add_argument("--model", default=None, help="bundled model name or model file (default chignolin)")
+    p.add_argument("--pdb", help="run this protein (PDB/mmCIF, all-atom or CG) instead, with --model or the "
+                   "bundled model trained on its sequence, else one trained on all its residue types")
+    p.add_argument("--integrator", choices=("langevin", "flashmd"), default="langevin",
+                   help="langevin: LangevinMiddleIntegrator (default); flashmd: FlashMDLangevinIntegrator with the "
+                   "shipped FlashMD model trained on this CG System")
+    p.add_argument("--flashmd-model", help="FlashMD model name or file (default: the one shipped for --model)")
+    p.add_argument("--quantized", action="store_true", help="use the GAQ-quantized FlashMD model if one is shipped")
+    p.add_argument("--steps", type=int, default=None, help="MD steps (default 2000 = 4 ps at 2 fs)")
     p.add_argument("--time", type=float, default=None, help="simulated time per replica in ps (instead of --steps)")
-    p.add_argument("--quick", action="store_true", help="a few-second run (200 steps, 2 replicas)")
+    p.add_argument("--quick", action="store_true", help="a short check run (200 steps, 2 replicas), too short to "
+                   "equilibrate")
     p.add_argument("--replicas", type=int, default=None, help="replicas (default 4)")
     p.add_argument("--timestep", type=float, default=2.0, help="fs (default 2)")
-    p.add_argument("--report-interval", type=int, default=100, help="steps between frames (default 100)")
+    p.add_argument("--friction", type=float, default=10.0, help="Langevin friction, 1/ps (default 10)")
+    p.add_argument("--report-interval", type=int, default=None, help="steps between frames (default 40)")
     p.add_argument("--platform", help="OpenMM platform (default: CUDA if available, else CPU)")
     p.add_argument("--output", "-o", default="openmmflash-demo", help="output folder (default openmmflash-demo)")
     p.add_argument("--seed", type=int, default=1)

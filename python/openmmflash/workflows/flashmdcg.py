@@ -19,11 +19,12 @@ from openmmflash.cg.structure import nativeStructure
 from openmmflash.cg.torchpriors import PRIOR_PREFIX, priorEnergyFunction
 from openmmflash.integrators.engine.densestep import denseEdges
 from openmmflash.integrators.engine.energyeval import TorchEnergy
+from openmmflash.integrators.engine.replicaenergy import ReplicaEnergy
 from openmmflash.integrators.training.data import speciesOf
 from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.plugin.fastpath import fastPathOptions
 from openmmflash.plugin.fastpath import neighborCapacity as capacityFor
-from openmmflash.plugin.replicas import replicatePositions, replicateTopology
+from openmmflash.plugin.replicas import replicatePositions, replicateTopology, singleReplicaSystem
 from openmmflash.plugin.torchforce import createFlashSchNetModule, resolveBeadTypes
 from openmmflash.schnet.model import loadModel
 from openmmflash.schnet.reference import pair_distances
@@ -123,6 +124,34 @@ def flashSchNetEnergyEvaluator(system, net, topology, replicas: int = 1, device=
 
     graph = torch.device(device).type == "cuda" and (module.capacity > 0 or pairs == "dense")  # fixed shapes
     return groups, TorchEnergy(energy, system.getNumParticles(), device, useCUDAGraph=graph)
+
+
+def flashSchNetReplicaEnergy(system, net, topology, replicas: int, device=None) -> ReplicaEnergy:
+    """The energy of each replica of the CG System (FlashSchNet plus its priors, all in PyTorch) for
+    :meth:`FlashMDIntegrator.setReplicaEnergy`: the guard and the fallback then act per replica.
+
+    system, net, topology : as :func:`flashSchNetEnergyEvaluator` (topology of all replicas). Refuses Systems with
+    forces other than the priors, the FlashSchNet force and a CMMotionRemover. The FlashSchNet part is one batched
+    forward pass over the k replicas asked for, the priors those of the first replica (plugin.replicas.
+    singleReplicaSystem) on each; the integrator checks that the sum over replicas is the System's energy."""
+    groups, _ = flashSchNetEnergyEvaluator(system, net, topology, replicas, device="cpu", priors="torch",
+                                           pairs="list")  # checks the forces; evaluator itself unused
+    del groups
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    B = int(replicas)
+    n = system.getNumParticles() // B
+    module = createFlashSchNetModule(net, topology, replicas=B, neighborCapacity=0).to(device)
+    module.requires_grad_(False)
+    prior_each = torch.func.vmap(priorEnergyFunction(singleReplicaSystem(system, B), device))
+
+    def energy(x):  # [k, n, 3] nm float64 -> [k] kJ/mol
+        k = x.shape[0]
+        e = module.model((x.reshape(k * n, 3) * module.length_scale).to(module.dtype), module.types[:k * n], k,
+                         None, 0) * module.energy_scale
+        return e.to(torch.float64) + prior_each(x)
+
+    return ReplicaEnergy(energy, B, n, device)
 
 
 DENSE_PAIRS_MAX = 65536  # "auto" pairs: all ordered pairs up to this many (chignolin: 47 x 46 = 2,162)
