@@ -13,7 +13,7 @@ whichever graph ran last the one that is read.
 """
 
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -22,9 +22,11 @@ from openmmflash import mlcg  # noqa: F401  (lets loadModel read mlcg files)
 from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
+from openmmflash.schnet.filtertable import FilterTableOptions, attachFilterTable, buildFilterTable
 from openmmflash.schnet.model import loadModel
 
 PRECISIONS = {"single": torch.float32, "double": torch.float64}
+FILTER_MODES = ("table", "exact")
 
 
 class FlashSchNetForceModule(nn.Module):
@@ -50,14 +52,29 @@ class FlashSchNetForceModule(nn.Module):
         "single" or "double": the dtype the model computes in.
     outputBuffers : bool
         Return the results in two persistent buffers (overwritten by the next call); see the module docstring.
+    filterMode : str or None
+        "table": filters interpolated from cubic Hermite tables built here (``openmmflash.schnet.filtertable``;
+        inference with fixed weights, the fast MD path); "exact": the filter MLP per pair (training, checks).
+        None: "table" in single precision, "exact" in double precision.
+    filterTable : FilterTableOptions or None
+        Tolerance and storage of the tables (default ``FilterTableOptions()``; fp64 storage in double precision).
+        The table's nodes, spacing and measured errors are in ``filter_table_info``.
     """
+
+    filter_table_info: Dict[str, float]
+    _table_versions: List[int]
 
     def __init__(self, model, types: Tensor, numParticles: int, numReplicas: int = 1,
                  atomSubset: Optional[List[int]] = None, periodic: bool = False, neighborCapacity: int = 0,
-                 precision: str = "single", outputBuffers: bool = False):
+                 precision: str = "single", outputBuffers: bool = False, filterMode: Optional[str] = None,
+                 filterTable: Optional[FilterTableOptions] = None):
         super().__init__()
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if filterMode is None:
+            filterMode = "table" if precision == "single" else "exact"
+        if filterMode not in FILTER_MODES:
+            raise ValueError(f"filterMode must be one of {list(FILTER_MODES)}, got {filterMode!r}")
         import copy
 
         self.dtype = PRECISIONS[precision]
@@ -79,12 +96,41 @@ class FlashSchNetForceModule(nn.Module):
         self.output_buffers = bool(outputBuffers)
         self.register_buffer("energy_out", torch.zeros(()))
         self.register_buffer("forces_out", torch.zeros((self.num_particles, 3)))
+        self.filter_mode = filterMode
+        self.model.filter_mode = "exact"
+        self.filter_table_info = {}
+        self._table_options = filterTable
+        self._table_versions = []
+        if filterMode == "table":
+            self.refreshTables()
+
+    @torch.jit.unused
+    def refreshTables(self) -> None:
+        """(Re)build the filter tables from the model's current weights; call after changing them (eager calls
+        also rebuild on their own when the filter weights were modified in place)."""
+        options = self._table_options or FilterTableOptions(storage="fp64" if self.dtype == torch.float64 else "fp32")
+        table = buildFilterTable(self.model, options)
+        attachFilterTable(self.model, table)
+        self.filter_table_info = {k: float(v) for k, v in table.info().items() if k != "storage"}
+        self.filter_table_info["storageBits"] = float(table.table.element_size() * 8)
+        self._table_versions = self._weight_versions()
+
+    @torch.jit.unused
+    def _weight_versions(self) -> List[int]:
+        return [int(p._version) for p in self.model.parameters()]
+
+    @torch.jit.unused
+    def _refresh_if_stale(self) -> None:
+        if self._weight_versions() != self._table_versions:
+            self.refreshTables()
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         if positions.shape[0] != self.num_particles:
             raise ValueError(f"FlashSchNet force was created for {self.num_particles} particles but the System "
                              f"has {positions.shape[0]}; create the force for this System (topology/beadTypes, "
                              "replicas and atomSubset must match it)")
+        if self.filter_mode == "table" and not torch.jit.is_scripting():
+            self._refresh_if_stale()
         pos = positions
         if self.use_subset:
             pos = pos.index_select(0, self.subset)
@@ -150,8 +196,10 @@ def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = 
 def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
                             numParticles: Optional[int] = None, periodic: Optional[bool] = None,
                             precision: str = "single", neighborCapacity: int = 0,
-                            outputBuffers: bool = False) -> FlashSchNetForceModule:
-    """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce."""
+                            outputBuffers: bool = False, filterMode: Optional[str] = None,
+                            filterTable: Optional[FilterTableOptions] = None) -> FlashSchNetForceModule:
+    """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce (``filterMode``,
+    ``filterTable``: see ``FlashSchNetForceModule``)."""
     model = _model(model)
     types = resolveBeadTypes(model, topology, beadTypes, atomSubset)
     if replicas < 1 or len(types) % replicas != 0:
@@ -174,4 +222,4 @@ def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int 
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,
-                                  periodic, neighborCapacity, precision, outputBuffers)
+                                  periodic, neighborCapacity, precision, outputBuffers, filterMode, filterTable)

@@ -25,7 +25,8 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
 
     ``addForces`` keyword arguments: ``includePriors`` (default True: the prior terms the model was trained with,
     in force group ``priorForceGroup``, default = ``forceGroup``), ``backend`` ("torchforce" or "pythonforce"),
-    ``precision`` ("single" or "double"), ``neighborCapacity``, ``useCUDAGraphs``.
+    ``precision`` ("single" or "double"), ``neighborCapacity``, ``useCUDAGraphs``, ``filterMode`` ("table", the
+    default in single precision, or "exact") and ``filterTable`` (see ``createFlashSchNetForce``).
     """
 
     def __init__(self, name: str, modelPath: str):

@@ -14,6 +14,11 @@ autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce
   the fused Triton CFConv (``openmmflash.plugin.kernels.cfconv``), CUDA float32, ``precision`` "fp32" | "w16a16";
   same result as ``cfconv``, backward by recomputation over source-grouped segments (itself an op,
   ``cfconv_csr_backward``, so that torch.compile sees the Triton backward as opaque too).
+- ``pair_rowptr(dst [P], num_nodes) -> rowptr [N+1]`` and ``cfconv_table(x, dist, src, dst, rowptr, table
+  [nodes,2,F'], spacing, cutoff, kernel)``: CFConv with the filter interpolated from a Hermite table
+  (``openmmflash.plugin.kernels.cfconv_table``; inference, symmetric pair lists); backward ``cfconv_table_backward``.
+- ``pair_distances_rows(positions, src, dst, shifts, rowptr, cutoff, kernel) -> dist [P]``: pair distances with a
+  row-owned positions gradient (no atomics; ``openmmflash.plugin.kernels.pairdist``), used by the table path.
 
 The host checks of ``neighbor_list`` (finite positions, capacity overflow) synchronize with the device, so they are
 skipped while a CUDA graph is being captured; callers that replay graphs check ``num_pairs`` outside the graph.
@@ -26,6 +31,8 @@ from torch import Tensor
 
 from openmmflash.neighbors import build_neighbor_list, check_box, check_capacity, check_finite
 from openmmflash.plugin.kernels import cfconv as _flash_cfconv  # noqa: F401  (registers pair_csr, cfconv_csr)
+from openmmflash.plugin.kernels import cfconv_table as _table_cfconv  # noqa: F401  (pair_rowptr, cfconv_table)
+from openmmflash.plugin.kernels import pairdist as _pairdist  # noqa: F401  (pair_distances_rows)
 from openmmflash.schnet.reference import cfconv_reference
 
 

@@ -20,7 +20,8 @@ from openmmflash.stack import import_openmm
 def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
                            numParticles: Optional[int] = None, periodic: Optional[bool] = None,
                            precision: str = "single", neighborCapacity: int = 0, useCUDAGraphs: bool = False,
-                           CUDAGraphWarmupSteps: int = 10, forceGroup: int = 0):
+                           CUDAGraphWarmupSteps: int = 10, forceGroup: int = 0, filterMode: Optional[str] = None,
+                           filterTable=None):
     """A TorchForce computing the FlashSchNet energy and forces.
 
     Parameters
@@ -47,10 +48,17 @@ def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int =
         TorchForce properties (CUDA platform only).
     forceGroup : int
         Force group of the force.
+    filterMode : {"table", "exact"}, optional
+        "table" (default in single precision): filters from cubic Hermite tables built now from the model's weights
+        (fast MD); "exact" (default in double precision): the filter MLP per pair. The table's nodes, spacing and
+        measured error are in ``filterTableInfo(force)``.
+    filterTable : openmmflash.schnet.filtertable.FilterTableOptions, optional
+        Error tolerance and storage ("fp32", "fp16") of the tables.
     """
     openmmtorch = _import_openmmtorch()
     module = createFlashSchNetModule(model, topology, beadTypes, replicas, atomSubset, numParticles, periodic,
-                                     precision, neighborCapacity, outputBuffers=True)
+                                     precision, neighborCapacity, outputBuffers=True, filterMode=filterMode,
+                                     filterTable=filterTable)
     if CUDAGraphWarmupSteps < 1:
         raise ValueError(f"CUDAGraphWarmupSteps must be >= 1, got {CUDAGraphWarmupSteps}")
     scripted = torch.jit.script(module)
@@ -61,6 +69,12 @@ def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int =
     force.setForceGroup(forceGroup)
     force.setName("FlashSchNet")
     return force
+
+
+def filterTableInfo(force) -> dict:
+    """Nodes, spacing, measured errors (vs the exact float64 filter) and size of a FlashSchNet TorchForce's filter
+    tables; empty for filterMode "exact"."""
+    return dict(force.getModule().filter_table_info)
 
 
 def addFlashSchNetForce(system, model, topology=None, backend: str = "torchforce", **options):

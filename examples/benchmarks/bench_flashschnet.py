@@ -1,24 +1,26 @@
-"""Benchmark of the FlashSchNet kernels: reference vs fused fp32 vs fused W16A16, bare force call and OpenMM.
+"""Benchmark of the FlashSchNet kernels: reference vs exact fp32 vs exact W16A16 vs tabulated filters.
 
-Workload (issue 3): the 269-bead 1ENH-like CG structures in examples/data (folded: ~155 neighbor pairs per bead at
-15 A; unfolded: ~55), bead types from residue + bead name, model F = F' = 128, T = 4, R = 64, cutoff 15 A, random
-weights (seed 0, identical for every variant), B = 1, 16, 64, 128 replicas in one System.
+Workload: the 269-bead 1ENH-like CG structure in examples/data (folded: ~155 neighbor pairs per bead at 15 A), bead
+types from residue + bead name, model F = F' = 128, T = 4, R = 64, cutoff 15 A, random weights (seed 0, identical
+for every variant), B = 1 ... 512 replicas in one System.
 
-Variants: ``reference_autograd`` (plain PyTorch reference with autograd, use_ops=False: the issue-2 baseline),
-``reference`` (the reference through the custom op, recompute backward: what the OpenMM force ran before the
-kernels), ``flash_fp32`` and ``flash_w16a16`` (fused Triton kernels). Measured:
+Variants: ``reference`` (plain PyTorch CFConv through the custom op, recompute backward), ``flash_fp32`` and
+``flash_w16a16`` (fused Triton filter-MLP kernels, filterMode "exact"), ``table`` and ``table_fp16`` (filters from
+cubic Hermite tables, fp32 / fp16 storage, row-owned table kernels; filterMode "table"); ``reference_autograd`` on
+request. Measured:
 
 - bare force call (energy + forces through the OpenMM-boundary module), median of CUDA-event timings, eager and
   captured in a CUDA graph, and peak GPU memory; timestep*mol/s = replicas / time;
+- force error of every variant against the exact model in float64 (||dF|| / ||F||, i.e. RMSE / RMS), B <= 128;
 - end to end: an OpenMM Simulation on the CUDA platform (LangevinMiddleIntegrator, 4 fs) with the TorchForce
-  (setOutputsForces) with and without useCUDAGraphs. Random weights give forces that would unfold the structure,
-  so the model's energy is scaled down (last readout layer x 0.01) and a weak harmonic restraint to the start
-  positions (CustomExternalForce) keeps the pair count of the workload; the mean pairs per bead at the end is logged;
-- accuracy: forces of each variant relative to ``reference`` (||dF|| / ||F_ref||, i.e. RMSE / RMS);
-- ceilings: device-to-device copy bandwidth and an fp16 matrix product, for the roofline in docs/kernels-notes.md.
+  (setOutputsForces, useCUDAGraphs), >= 200 timed steps per row; a TorchForce returning zeros gives the per-step
+  floor of the boundary at B = 1. Random weights give forces that would unfold the structure, so the model's
+  energy is scaled down (last readout layer x 0.01) and a weak harmonic restraint to the start positions keeps the
+  pair count of the workload (logged at the end of each run);
+- ``--tune``: tiles of the table kernels; ``--profile``: CUDA time per kernel of one force call at B = 128.
 
-Usage: ``python examples/benchmarks/bench_flashschnet.py [--quick] [--no-openmm]``; writes
-examples/benchmarks/results/flashschnet_kernels.json (``--out``) and, with ``--plot JSON``, only the PNG.
+Writes examples/benchmarks/results/flashschnet_kernels.json (``--out``, with a ``headline`` object and provenance)
+and its PNG; ``--plot JSON`` only redraws the PNG. Usage: ``python examples/benchmarks/bench_flashschnet.py``.
 """
 
 import argparse
@@ -31,20 +33,32 @@ import time
 import numpy as np
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchprovenance import provenance  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
-VARIANTS = {"reference_autograd": ("reference", "fp32", False), "reference": ("reference", "fp32", True),
-            "flash_fp32": ("flash", "fp32", True), "flash_w16a16": ("flash", "w16a16", True)}
-# (BLOCK_E, warps, tiles per program, BLOCK_C) tried by --tune, per kernel and precision.
-# (BLOCK_C = 128 = F' is the unchunked second layer.) 16-column chunks with 8 warps are left out: one such fp32
-# backward configuration hit an illegal memory access on the H200 (Triton 3.6), which poisons the CUDA context.
-TUNE_CANDIDATES = {("fwd", "w16a16"): [(64, 4, 1, 32), (64, 4, 1, 64), (64, 4, 1, 128), (128, 8, 1, 32),
-                                       (64, 8, 1, 32)],
-                   ("bwd", "w16a16"): [(32, 4, 1, 32), (64, 4, 1, 32), (64, 8, 1, 32), (32, 4, 1, 128),
-                                       (128, 8, 1, 32)],
-                   ("fwd", "fp32"): [(64, 4, 1, 32), (128, 8, 1, 128)],
-                   ("bwd", "fp32"): [(32, 4, 1, 32), (64, 8, 1, 128)]}
+# variant -> (CFConv backend, flash precision, use the custom ops, filter: "exact" or the table storage)
+VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact"),
+            "reference": ("reference", "fp32", True, "exact"),
+            "flash_fp32": ("flash", "fp32", True, "exact"), "flash_w16a16": ("flash", "w16a16", True, "exact"),
+            "table": ("flash", "fp32", True, "fp32"), "table_fp16": ("flash", "fp32", True, "fp16")}
+DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
+# Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
+OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1],
+                   "flash_fp32": [int(b) for b in os.environ.get("BENCH_FP32_REPLICAS", "1,128").split(",")]}
+TABLE_TUNE = {"fwd": [(8, 4), (16, 4), (32, 4), (32, 8)], "bwd": [(8, 4), (16, 4), (32, 4), (32, 8)]}
+
+
+def filter_options(variant):
+    """(filterMode, FilterTableOptions or None) of a variant."""
+    from openmmflash.schnet.filtertable import FilterTableOptions
+
+    storage = VARIANTS[variant][3]
+    return ("exact", None) if storage == "exact" else ("table", FilterTableOptions(storage=storage))
+
+
 CAPACITY_FACTOR = 1.1  # padded neighbor-list capacity / pairs at the start (bare call and MD alike)
 PLATFORM = os.environ.get("BENCH_PLATFORM", "CUDA")  # another platform only for a CPU smoke test
 MASSES = {"N": 14.0, "CA": 12.0, "CB": 12.0, "C": 12.0, "O": 16.0}
@@ -72,7 +86,7 @@ def count_pairs(positions_angstrom, replicas):
 
 
 
-def restrained_system(model, types, masses, positions, replicas, capacity, graphs):
+def restrained_system(model, types, masses, positions, replicas, capacity, graphs, variant="flash_fp32"):
     """System of B replicas with the FlashSchNet TorchForce and a weak harmonic restraint (500 kJ/mol/nm^2) to the
     start positions (nm), which keeps a random-weight model from changing the workload's pair count."""
     from openmmflash.plugin.torchforce import createFlashSchNetForce
@@ -83,9 +97,11 @@ def restrained_system(model, types, masses, positions, replicas, capacity, graph
     for _ in range(replicas):
         for m in masses:
             system.addParticle(m)
+    mode, options = filter_options(variant)
     system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
                                            numParticles=system.getNumParticles(), periodic=False,
-                                           neighborCapacity=capacity, useCUDAGraphs=graphs))
+                                           neighborCapacity=capacity, useCUDAGraphs=graphs, filterMode=mode,
+                                           filterTable=options))
     restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
     restraint.addGlobalParameter("k", 500.0)
     for name in ("x0", "y0", "z0"):
@@ -99,7 +115,7 @@ def make_model(num_types, variant, device):
     from openmmflash.schnet.config import FlashSchNetConfig
     from openmmflash.schnet.model import FlashSchNet
 
-    backend, precision, _ = VARIANTS[variant]
+    backend, precision = VARIANTS[variant][:2]
     config = FlashSchNetConfig(numBeadTypes=num_types, hiddenChannels=128, numFilters=128, numRbf=64,
                                numInteractions=4, cutoff=15.0, readoutHidden=[128], backend=backend,
                                precision=precision)
@@ -110,11 +126,14 @@ def make_model(num_types, variant, device):
     return model.to(device)
 
 
-def make_module(model, types, replicas, capacity, variant):
+def make_module(model, types, replicas, capacity, variant, precision="single"):
     from openmmflash.plugin.torchforce import createFlashSchNetModule
 
-    module = createFlashSchNetModule(model, beadTypes=types * replicas, replicas=replicas,
-                                     neighborCapacity=capacity).to(model.mu.device)
+    mode, options = filter_options(variant)
+    module = createFlashSchNetModule(model, beadTypes=types * replicas, replicas=replicas, precision=precision,
+                                     neighborCapacity=capacity, filterMode=mode, filterTable=options,
+                                     outputBuffers=True).to(model.mu.device)
+    module._table_versions = module._weight_versions()  # moved, not changed: keep the tables built above
     module.model.use_ops = VARIANTS[variant][2]
     return module
 
@@ -161,23 +180,43 @@ def ceilings():
     return {"copy_GBps": 2 * 4 * 2 ** 28 / copy_ms / 1e6, "fp16_matmul_TFLOPs": 2 * n ** 3 / mm_ms / 1e9}
 
 
-def bare(workloads, replicas_list, variants, tiles_note, quick):
-    """Bare force-call timings, memory and accuracy; returns a list of result rows."""
+def exact_forces64(table_len, types, replicas, capacity, pos):
+    """Forces (kJ/mol/nm) of the exact model in float64 (reference CFConv, filterMode exact) at pos [N, 3] nm."""
+    model = make_model(table_len, "reference", "cuda")
+    module = make_module(model, types, replicas, capacity, "reference", precision="double")
+    forces = module(pos.double(), None)[1].detach().clone()
+    del module, model
+    torch.cuda.empty_cache()
+    return forces
+
+
+def bare(workloads, replicas_list, variants, quick, error_max_replicas=128):
+    """Bare force-call timings (eager and CUDA graph), peak memory and force error against the float64 exact
+    model (B <= error_max_replicas); returns a list of result rows."""
     rows = []
     for name in workloads:
         pos0, types, _, table = load_workload(name)
         for replicas in replicas_list:
             pos = torch.tensor(np.tile(pos0, (replicas, 1)) / 10.0, dtype=torch.float32, device="cuda")
             pos = pos + 1e-4 * torch.randn_like(pos)
+            pairs = count_pairs(pos * 10.0, replicas)
+            capacity = int(pairs * CAPACITY_FACTOR) + 64
             forces_ref = None
+            if replicas <= error_max_replicas:
+                try:
+                    forces_ref = exact_forces64(len(table), types, replicas, capacity, pos)
+                except Exception as err:
+                    print(f"float64 reference at B={replicas} failed: {type(err).__name__}: {str(err)[:200]}")
+                    torch.cuda.empty_cache()
             for variant in variants:
-                row = {"workload": name, "replicas": replicas, "variant": variant}
+                if variant.startswith("reference") and replicas > 128:
+                    continue  # 23.5 GB at B = 128 (reference op); larger B does not fit every GPU
+                row = {"workload": name, "replicas": replicas, "variant": variant, "pairs": pairs}
                 try:
                     model = make_model(len(table), variant, "cuda")
-                    pairs = count_pairs(pos * 10.0, replicas)
-                    capacity = int(pairs * CAPACITY_FACTOR) + 64
                     module = make_module(model, types, replicas, capacity, variant)
-                    row["pairs"] = pairs
+                    if module.filter_table_info:
+                        row["filter_table"] = dict(module.filter_table_info)
                     torch.cuda.synchronize()
                     torch.cuda.empty_cache()
                     base = torch.cuda.memory_allocated()
@@ -185,15 +224,14 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
                     energy, forces = module(pos, None)
                     torch.cuda.synchronize()
                     row["peak_memory_MB"] = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
-                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.3 if quick else 1.5)
-                    row["timestep_mol_per_s"] = replicas * 1000.0 / row["ms"]
-                    if variant == "reference":
-                        forces_ref = forces.detach().clone()
                     if forces_ref is not None:
-                        row["force_rel_error"] = float((forces - forces_ref).norm() / forces_ref.norm())
+                        diff = forces.double() - forces_ref
+                        row["force_rel_error"] = float(diff.norm() / forces_ref.norm())
+                    row["ms"] = median_ms(lambda: module(pos, None), budget_s=0.3 if quick else 0.5)
+                    row["timestep_mol_per_s"] = replicas * 1000.0 / row["ms"]
                     if variant != "reference_autograd":
                         replay, _ = graphed(module, pos)
-                        row["graph_ms"] = median_ms(replay, budget_s=0.3 if quick else 1.5)
+                        row["graph_ms"] = median_ms(replay, min_reps=10, budget_s=0.3 if quick else 0.5)
                         row["graph_timestep_mol_per_s"] = replicas * 1000.0 / row["graph_ms"]
                     del module, model
                 except torch.cuda.OutOfMemoryError as err:
@@ -204,6 +242,63 @@ def bare(workloads, replicas_list, variants, tiles_note, quick):
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     return rows
+
+
+def tune_table(replicas, candidates):
+    """Pick (BLOCK_E, warps) of the table kernels on the folded workload at B = replicas; sets TABLE_TILES."""
+    from openmmflash.plugin.kernels import cfconv_table as tk
+    from openmmflash.schnet.filtertable import buildFilterTable
+
+    pos, model, src, dst, dist, _ = folded_pairs(replicas)
+    n = pos.shape[0]
+    x, g = torch.randn(n, 128, device="cuda"), torch.randn(n, 128, device="cuda")
+    rowptr = tk.build_rowptr(dst, n)
+    log = {}
+    for storage in ("fp32", "fp16"):
+        from openmmflash.schnet.filtertable import FilterTableOptions
+
+        ft = buildFilterTable(model, FilterTableOptions(storage=storage))
+        tab = ft.table[0].cuda()
+        for kind, tiles in candidates.items():
+            runs = log.setdefault(f"{kind}/{storage}", [])
+            for tile in tiles:
+                tk.TABLE_TILES[(kind, storage)] = tuple(tile)
+                if kind == "fwd":
+                    ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing, 15.0))
+                else:
+                    ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab, ft.spacing, 15.0))
+                runs.append({"tile": list(tile), "ms": ms})
+            tk.TABLE_TILES[(kind, storage)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
+    out = {"replicas": replicas, "nodes": ft.nodes, "log": log,
+           "chosen": {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()},
+           "rowptr_ms": median_ms(lambda: tk.build_rowptr(dst, n))}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def profile_step(replicas, variant="table"):
+    """CUDA time per kernel name of one bare force call (torch.profiler), top 25, on the folded workload."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pos0, types, _, table = load_workload("folded")
+    pos = torch.tensor(np.tile(pos0, (replicas, 1)) / 10.0, dtype=torch.float32, device="cuda")
+    pairs = count_pairs(pos * 10.0, replicas)
+    module = make_module(make_model(len(table), variant, "cuda"), types, replicas, int(pairs * CAPACITY_FACTOR) + 64,
+                         variant)
+    for _ in range(3):
+        module(pos, None)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            module(pos, None)
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    rows = sorted(({"name": e.key[:90], "cuda_ms_per_call": e.device_time_total / 5e3, "count": e.count // 5}
+                   for e in events if e.device_time_total > 0), key=lambda r: -r["cuda_ms_per_call"])
+    out = {"replicas": replicas, "variant": variant, "total_cuda_ms": sum(r["cuda_ms_per_call"] for r in rows),
+           "top": rows[:25]}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def folded_pairs(replicas, device="cuda"):
@@ -271,95 +366,65 @@ def kernel_breakdown(replicas, quick):
     return out
 
 
-def tune_robust(replicas, candidates):
-    """``tune`` in a subprocess, restarted past any candidate that crashes the CUDA context; sets kernels.TILES."""
-    import subprocess
-
-    from openmmflash.plugin.kernels import cfconv as kernels
-
-    todo = [[k, p, list(t)] for (k, p), tiles in candidates.items() for t in tiles]
-    log = []
-    while todo:
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--tune-worker", str(replicas)],
-                              capture_output=True, text=True, timeout=600,
-                              env=dict(os.environ, BENCH_CANDIDATES=json.dumps(todo)))
-        got = [json.loads(line[5:]) for line in proc.stdout.splitlines() if line.startswith("TUNE ")]
-        log += got
-        todo = todo[len(got):]
-        if todo and proc.returncode != 0 and (not got or "error" not in got[-1]):  # died silently at todo[0]
-            bad = todo.pop(0)
-            log.append({"kernel": bad[0], "precision": bad[1], "tile": bad[2], "ms": float("inf"),
-                        "error": f"worker exited with {proc.returncode}: {proc.stderr[-300:]}"})
-    for entry in log:
-        print(json.dumps(entry), flush=True)
-    for (kind, precision) in candidates:
-        runs = [e for e in log if e["kernel"] == kind and e["precision"] == precision and e["ms"] < float("inf")]
-        if runs:
-            kernels.TILES[(kind, precision)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
-    return {"replicas": replicas, "log": log, "chosen": {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}}
-
-
-def tune(replicas, candidates):
-    """Pick (BLOCK_E, warps) per kernel and precision on the folded workload; sets kernels.TILES."""
-    from openmmflash.plugin.kernels import cfconv as kernels
-
-    pos, model, src, dst, dist, _ = folded_pairs(replicas)
-    n = pos.shape[0]
-    x, g = torch.randn(n, 128, device="cuda"), torch.randn(n, 128, device="cuda")
-    csr = kernels.build_csr(src, dst, n)
-    log = []
-    for (kind, precision), tiles in candidates.items():
-        args = filter_args(model, precision)
-        if kind == "fwd":
-            def call():
-                return kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args)
-        else:
-            def call():
-                return kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args)
-        best = None
-        for tile in tiles:
-            kernels.TILES[(kind, precision)] = tuple(tile)
-            try:
-                ms = median_ms(call, budget_s=0.3)
-                info = dict(kernels.KERNEL_INFO.get(f"{kind}/{precision}", {}))
-            except Exception as err:
-                ms, info = float("inf"), {"error": f"{type(err).__name__}: {str(err)[:200]}"}
-            log.append({"kernel": kind, "precision": precision, "tile": list(tile), "ms": ms, **info})
-            print("TUNE " + json.dumps(log[-1]), flush=True)
-            if "error" in info:
-                os._exit(3)  # the CUDA context may be unusable: the parent restarts past this candidate
-            if best is None or ms < best[0]:
-                best = (ms, tuple(tile))
-        kernels.TILES[(kind, precision)] = best[1]
-    return {"replicas": replicas, "log": log, "chosen": {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}}
-
-
 def openmm_runs(replicas_list, variants, quick):
-    """End-to-end OpenMM runs, one subprocess per (variant, graphs), so a crash costs only its own rows."""
+    """End-to-end OpenMM runs with CUDA graphs, one subprocess per variant (a crash costs only its own rows); the
+    slow variants run only at the B in OPENMM_REPLICAS. "zero_model" is the TorchForce floor (a model returning
+    zeros)."""
     import subprocess
+
+    from openmmflash.plugin.kernels import cfconv as kernels
+    from openmmflash.plugin.kernels import cfconv_table as tk
 
     rows = []
     for variant in variants:
-        for graphs in (False, True):
-            from openmmflash.plugin.kernels import cfconv as kernels
-
-            cmd = [sys.executable, os.path.abspath(__file__), "--openmm-worker", variant, str(int(graphs)),
-                   ",".join(str(b) for b in replicas_list)] + (["--quick"] if quick else [])
-            tiles = json.dumps([[k, p, list(v)] for (k, p), v in kernels.TILES.items()])
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                                  env=dict(os.environ, BENCH_TILES=tiles))
-            got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
-            for row in got:
+        reps = [b for b in replicas_list if b in OPENMM_REPLICAS.get(variant, replicas_list)]
+        cmd = [sys.executable, os.path.abspath(__file__), "--openmm-worker", variant, "1",
+               ",".join(str(b) for b in reps)] + (["--quick"] if quick else [])
+        tiles = json.dumps([[k, p, list(v)] for (k, p), v in kernels.TILES.items()])
+        table_tiles = json.dumps([[k, p, list(v)] for (k, p), v in tk.TABLE_TILES.items()])
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                              env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=table_tiles))
+        got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
+        for row in got:
+            print(json.dumps(row), flush=True)
+        done = {row["replicas"] for row in got}
+        for replicas in reps:
+            if replicas not in done:
+                row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": True,
+                       "error": f"worker exited with {proc.returncode}: {proc.stderr[-1500:]}"}
                 print(json.dumps(row), flush=True)
-            done = {row["replicas"] for row in got}
-            for replicas in replicas_list:
-                if replicas not in done:
-                    row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": graphs,
-                           "error": f"worker exited with {proc.returncode}: {proc.stderr[-1500:]}"}
-                    print(json.dumps(row), flush=True)
-                    got.append(row)
-            rows += got
+                got.append(row)
+        rows += got
     return rows
+
+
+class ZeroModel(torch.nn.Module):
+    """A TorchForce model returning zero energy and forces: the per-step cost of the TorchForce boundary."""
+
+    def forward(self, positions):
+        return positions.sum() * 0.0, torch.zeros_like(positions)
+
+
+def zero_system(masses, positions, replicas, graphs):
+    import openmmtorch
+
+    from openmmflash.stack import import_openmm
+
+    openmm = import_openmm()
+    system = openmm.System()
+    for _ in range(replicas):
+        for m in masses:
+            system.addParticle(m)
+    force = openmmtorch.TorchForce(torch.jit.script(ZeroModel()), {"useCUDAGraphs": "true" if graphs else "false"})
+    force.setOutputsForces(True)
+    system.addForce(force)
+    restraint = openmm.CustomExternalForce("0.5*500*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+    for name in ("x0", "y0", "z0"):
+        restraint.addPerParticleParameter(name)
+    for k, xyz in enumerate(positions):
+        restraint.addParticle(k, list(xyz))
+    system.addForce(restraint)
+    return system
 
 
 def openmm_worker(variant, graphs, replicas_list, quick):
@@ -367,9 +432,12 @@ def openmm_worker(variant, graphs, replicas_list, quick):
     from openmmflash.stack import import_openmm
 
     from openmmflash.plugin.kernels import cfconv as kernels
+    from openmmflash.plugin.kernels import cfconv_table as tk
 
     for kind, precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
         kernels.TILES[(kind, precision)] = tuple(tile)
+    for kind, storage, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "[]")):
+        tk.TABLE_TILES[(kind, storage)] = tuple(tile)
     openmm = import_openmm()
     unit = openmm.unit
     pos0, types, masses, table = load_workload("folded")
@@ -377,19 +445,22 @@ def openmm_worker(variant, graphs, replicas_list, quick):
         positions = np.tile(pos0, (replicas, 1)) / 10.0
         row = {"workload": "folded", "replicas": replicas, "variant": variant, "useCUDAGraphs": graphs}
         try:
-            model = make_model(len(table), variant, "cpu")
             pairs = count_pairs(torch.tensor(positions * 10.0, dtype=torch.float32), replicas)
             capacity = int(pairs * CAPACITY_FACTOR) + 64
-            system = restrained_system(model, types, masses, positions, replicas, capacity, graphs)
+            if variant == "zero_model":
+                system = zero_system(masses, positions, replicas, graphs)
+            else:
+                model = make_model(len(table), variant, "cpu")
+                system = restrained_system(model, types, masses, positions, replicas, capacity, graphs, variant)
             integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1.0 / unit.picosecond,
                                                          0.004 * unit.picoseconds)
             context = openmm.Context(system, integrator, openmm.Platform.getPlatformByName(PLATFORM),
                                      {"Precision": "mixed"} if PLATFORM == "CUDA" else {})
             context.setPositions(positions)
             context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
-            integrator.step(15)
+            integrator.step(20)  # past the TorchForce's CUDA-graph warm-up and capture
             context.getState(getEnergy=True)
-            steps = 20 if quick else 50
+            steps = 20 if quick else 200
             start = time.perf_counter()
             integrator.step(steps)
             context.getState(getEnergy=True)
@@ -413,7 +484,7 @@ def openmm_worker(variant, graphs, replicas_list, quick):
 
 
 def table(results):
-    lines = ["bare force call (energy + forces), timestep*mol/s; eager | CUDA graph; peak MB; force rel. error",
+    lines = ["bare force call (energy + forces), timestep*mol/s; eager | CUDA graph; peak MB; force error vs float64",
              f"{'workload':9} {'B':>4} {'variant':19} {'ms':>9} {'mol/s':>9} {'graph ms':>9} {'graph mol/s':>11} "
              f"{'peak MB':>9} {'dF/F':>9}"]
     for r in results.get("bare", []):
@@ -424,14 +495,17 @@ def table(results):
                      f"{r['timestep_mol_per_s']:9.0f} {r.get('graph_ms', float('nan')):9.3f} "
                      f"{r.get('graph_timestep_mol_per_s', float('nan')):11.0f} {r['peak_memory_MB']:9.1f} "
                      f"{r.get('force_rel_error', float('nan')):9.2e}")
-    lines.append("OpenMM CUDA platform, LangevinMiddle 4 fs, TorchForce; timestep*mol/s")
+    lines.append("OpenMM CUDA platform, LangevinMiddle 4 fs, TorchForce with CUDA graphs; timestep*mol/s")
     for r in results.get("openmm", []):
         tail = r.get("error", "")[:70] or (f"{r['ms_per_step']:9.3f} ms/step {r['timestep_mol_per_s']:9.0f} mol/s "
-                                           f"pairs {r['pairs_start']}->{r['pairs_end']}")
-        lines.append(f"folded {r['replicas']:>4} {r['variant']:19} graphs={str(r['useCUDAGraphs']):5} {tail}")
-    for key in ("ratios_vs_reference", "ratios_vs_reference_autograd", "openmm_ratios_vs_reference"):
+                                           f"({r['steps']} steps) pairs {r['pairs_start']}->{r['pairs_end']}")
+        lines.append(f"folded {r['replicas']:>4} {r['variant']:19} {tail}")
+    for key in ("ratios_vs_reference", "openmm_ratios_vs_reference"):
         for line in results.get(key, []):
             lines.append(f"{key}: {line}")
+    for key in ("headline", "floor_B1"):
+        if key in results:
+            lines.append(f"{key}: {json.dumps(results[key])}")
     return "\n".join(lines)
 
 
@@ -440,7 +514,7 @@ def ratios(rows, baseline, key_time="timestep_mol_per_s"):
     index = {(r["workload"], r["replicas"], r["variant"]): r for r in rows if "error" not in r}
     for (work, reps, var), r in sorted(index.items()):
         base = index.get((work, reps, baseline))
-        if base is None or var == baseline or not var.startswith("flash"):
+        if base is None or var == baseline or var.startswith("reference"):
             continue
         item = {"workload": work, "replicas": reps, "variant": var,
                 "throughput_x": r[key_time] / base[key_time],
@@ -452,16 +526,55 @@ def ratios(rows, baseline, key_time="timestep_mol_per_s"):
 
 
 def openmm_ratios(rows):
-    """Throughput of each flash variant over the reference with the same replicas and graph setting."""
-    index = {(r["replicas"], r["variant"], r["useCUDAGraphs"]): r for r in rows if "error" not in r}
+    """End-to-end throughput of each variant over the reference with the same replicas."""
+    index = {(r["replicas"], r["variant"]): r for r in rows if "error" not in r}
     out = []
-    for (reps, var, graphs), r in sorted(index.items()):
-        base = index.get((reps, "reference", graphs)) or index.get((reps, "reference", False))
-        if var.startswith("flash") and base is not None:
-            out.append({"replicas": reps, "variant": var, "useCUDAGraphs": graphs,
-                        "throughput_x": r["timestep_mol_per_s"] / base["timestep_mol_per_s"],
-                        "baseline_useCUDAGraphs": base["useCUDAGraphs"]})
+    for (reps, var), r in sorted(index.items()):
+        base = index.get((reps, "reference"))
+        if var not in ("reference", "zero_model") and base is not None:
+            out.append({"replicas": reps, "variant": var,
+                        "throughput_x": r["timestep_mol_per_s"] / base["timestep_mol_per_s"]})
     return out
+
+
+def headline(results, replicas=128):
+    """The headline object: end-to-end throughput at B = replicas, speed-up over the reference (end to end where
+    it ran at this B, else the bare CUDA-graph call of both) and force error vs float64 exact."""
+    omm = {r["variant"]: r for r in results.get("openmm", []) if r["replicas"] == replicas and "error" not in r}
+    bare_rows = {r["variant"]: r for r in results.get("bare", []) if r["replicas"] == replicas
+                 and r["workload"] == "folded" and "error" not in r}
+    # Variants not run end to end at this B: the bare force call in a CUDA graph (named in throughputBasis).
+    bare_only = {v: r["graph_timestep_mol_per_s"] for v, r in bare_rows.items()
+                 if v not in omm and "graph_timestep_mol_per_s" in r}
+    out = {"gpu": results.get("gpu"), "replicas": replicas,
+           "timestepMolPerS": dict({v: r["timestep_mol_per_s"] for v, r in omm.items() if v != "zero_model"},
+                                   **bare_only),
+           "throughputBasis": {v: "bare force call, CUDA graph" for v in bare_only},
+           "speedupVsReference": {}, "forceRelError": {v: r["force_rel_error"] for v, r in bare_rows.items()
+                                                       if "force_rel_error" in r}}
+    ref = omm.get("reference")
+    for v, r in omm.items():
+        if v in ("reference", "zero_model"):
+            continue
+        if ref is not None:
+            out["speedupVsReference"][v] = r["timestep_mol_per_s"] / ref["timestep_mol_per_s"]
+        elif "reference" in bare_rows and v in bare_rows and "graph_ms" in bare_rows[v]:
+            out["speedupVsReference"][v] = bare_rows["reference"]["graph_ms"] / bare_rows[v]["graph_ms"]
+    if ref is None:
+        out["speedupBasis"] = "bare force call with CUDA graphs (reference not run end to end at this B)"
+    else:
+        out["speedupBasis"] = "end to end in OpenMM with CUDA graphs"
+    return out
+
+
+def floor_b1(results):
+    """B = 1 step time of each variant over the zero-model TorchForce floor (same run)."""
+    rows = {r["variant"]: r for r in results.get("openmm", []) if r["replicas"] == 1 and "error" not in r}
+    zero = rows.get("zero_model")
+    if zero is None:
+        return {}
+    return {"zero_model_ms_per_step": zero["ms_per_step"],
+            "ratio": {v: r["ms_per_step"] / zero["ms_per_step"] for v, r in rows.items() if v != "zero_model"}}
 
 
 def plot(results, path):
@@ -471,23 +584,17 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for r_var in ("reference_autograd", "reference", "flash_fp32", "flash_w16a16"):
-        for work, style in (("folded", "-o"), ("unfolded", "--s")):
-            pts = [r for r in results.get("bare", []) if r["variant"] == r_var and r["workload"] == work
-                   and "error" not in r]
-            if pts:
-                axes[0].plot([r["replicas"] for r in pts], [r["timestep_mol_per_s"] for r in pts], style,
-                             label=f"{r_var} ({work})")
-                axes[1].plot([r["replicas"] for r in pts], [r["peak_memory_MB"] for r in pts], style,
-                             label=f"{r_var} ({work})")
-        for graphs, style in ((False, "--^"), (True, "-o")):
-            pts = [r for r in results.get("openmm", []) if r["variant"] == r_var and r["useCUDAGraphs"] == graphs
-                   and "error" not in r]
-            if pts:
-                axes[2].plot([r["replicas"] for r in pts], [r["timestep_mol_per_s"] for r in pts], style,
-                             label=f"{r_var}{' +graphs' if graphs else ''}")
-    axes[2].axhline(17000, color="gray", lw=0.8, ls=":", label="target 17,000 (B=128)")
-    titles = ("bare force call", "peak GPU memory of a force call", "OpenMM end to end (folded)")
+    for r_var in VARIANTS:
+        pts = [r for r in results.get("bare", []) if r["variant"] == r_var and r["workload"] == "folded"
+               and "error" not in r and "graph_timestep_mol_per_s" in r]
+        if pts:
+            axes[0].plot([r["replicas"] for r in pts], [r["graph_timestep_mol_per_s"] for r in pts], "-o", label=r_var)
+            axes[1].plot([r["replicas"] for r in pts], [r["peak_memory_MB"] for r in pts], "-o", label=r_var)
+        pts = [r for r in results.get("openmm", []) if r["variant"] == r_var and "error" not in r]
+        if pts:
+            axes[2].plot([r["replicas"] for r in pts], [r["timestep_mol_per_s"] for r in pts], "-o", label=r_var)
+    axes[2].axhline(14000, color="gray", lw=0.8, ls=":", label="14,000 (B = 128, H100 target)")
+    titles = ("bare force call, CUDA graph", "peak GPU memory of a force call", "OpenMM end to end, CUDA graphs")
     ylabels = ("timestep*mol/s", "MB", "timestep*mol/s")
     for ax, title, ylabel in zip(axes, titles, ylabels):
         ax.set_xscale("log", base=2)
@@ -495,8 +602,8 @@ def plot(results, path):
         ax.set_xlabel("replicas B")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
-        ax.legend(fontsize=6)
-    fig.suptitle(f"FlashSchNet kernels, {results.get('gpu', '?')} (F=128, T=4, R=64, cutoff 15 A)")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"FlashSchNet kernels, {results.get('gpu', '?')} (folded 1ENH-like, F=128, T=4, R=64, 15 A)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -505,21 +612,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and steps")
     parser.add_argument("--no-openmm", action="store_true", help="skip the OpenMM end-to-end runs")
-    parser.add_argument("--tune", action="store_true", help="pick tile sizes first (B = 64, folded)")
-    parser.add_argument("--replicas", default="1,16,64,128")
-    parser.add_argument("--openmm-replicas", default="1,16,64,128")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--tune", action="store_true", help="pick the table kernels' tiles first (B = 128)")
+    parser.add_argument("--profile", action="store_true", help="CUDA time per kernel of the table step (B = 128)")
+    parser.add_argument("--breakdown", action="store_true", help="per-launch times of the exact kernels (B max)")
+    parser.add_argument("--replicas", default="1,16,64,128,256,512")
+    parser.add_argument("--openmm-replicas", default="1,16,64,128,256,512")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS)
     parser.add_argument("--out", default=os.path.join(RESULTS, "flashschnet_kernels.json"))
     parser.add_argument("--plot", metavar="JSON", help="only draw the PNG of an existing JSON")
     parser.add_argument("--openmm-worker", nargs=3, metavar=("VARIANT", "GRAPHS", "REPLICAS"), help=argparse.SUPPRESS)
-    parser.add_argument("--tune-worker", type=int, metavar="REPLICAS", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.tune_worker:
-        wanted = {}
-        for kind, precision, tile in json.loads(os.environ["BENCH_CANDIDATES"]):
-            wanted.setdefault((kind, precision), []).append(tuple(tile))
-        tune(args.tune_worker, wanted)
-        return
     if args.openmm_worker:
         variant, graphs, reps = args.openmm_worker
         openmm_worker(variant, bool(int(graphs)), [int(v) for v in reps.split(",")], args.quick)
@@ -535,46 +637,64 @@ def main():
     import triton
 
     from openmmflash.plugin.kernels import cfconv as kernels
+    from openmmflash.plugin.kernels import cfconv_table as tk
 
     replicas = [int(v) for v in args.replicas.split(",")]
     variants = args.variants.split(",")
     results = {"gpu": torch.cuda.get_device_name(), "versions": {
         "python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
-        "cuda": torch.version.cuda}, "settings": {
+        "cuda": torch.version.cuda}, "provenance": provenance(), "settings": {
         "F": 128, "T": 4, "R": 64, "cutoff_A": 15.0, "readoutHidden": [128], "replicas": replicas,
-        "variants": variants, "fp32_dot": kernels.FP32_DOT, "tma_weights": (sorted("/".join(k) for k in kernels.TMA_KERNELS)
-                                              if kernels.USE_TMA is None else kernels.USE_TMA),
-        "w16a16_fp16_gathers": kernels.GATHER16, "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, "
-        "CUDA platform mixed precision, TorchForce setOutputsForces, restraint k=500 kJ/mol/nm^2, readout x0.01"}}
-    results["ceilings"] = ceilings()
-    print(json.dumps(results["ceilings"]), flush=True)
-    if args.tune:
-        results["tuning"] = tune_robust(64, TUNE_CANDIDATES)
-    results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
+        "variants": variants, "fp32_dot": kernels.FP32_DOT, "w16a16_fp16_gathers": kernels.GATHER16,
+        "table_fp16_gathers": "with fp16 tables (table_fp16)", "openmm_replicas": OPENMM_REPLICAS,
+        "md": "LangevinMiddleIntegrator 300 K, 1/ps, 4 fs, CUDA platform mixed precision, TorchForce "
+              "setOutputsForces + useCUDAGraphs, restraint k=500 kJ/mol/nm^2, readout x0.01, >= 200 timed steps",
+        "force_error": "||F - F_exact64|| / ||F_exact64|| against the exact model in float64 (reference CFConv)"}}
+    results["versions"].update({k: results["provenance"].get(k) for k in ("openmm", "driver")})
+    print(json.dumps(results["provenance"]), flush=True)
 
     def save():
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as handle:
             json.dump(results, handle, indent=1)
+        try:
+            plot(results, os.path.splitext(args.out)[0] + ".png")
+        except Exception as err:  # a figure problem must not lose the numbers
+            print(f"plot failed: {err}", flush=True)
 
-    # Most important first (folded: the targets), so a run cut short still has them.
-    results["bare"] = bare(["folded"], replicas, variants, None, args.quick)
+    if args.tune:
+        results["table_tuning"] = tune_table(128, TABLE_TUNE)
+        save()
+    results["table_tiles"] = {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()}
+    results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
+    if args.profile:
+        for variant in ("table",):
+            try:
+                results.setdefault("profile_B128", []).append(profile_step(128, variant))
+            except Exception as err:
+                results.setdefault("profile_B128", []).append({"variant": variant, "error": str(err)[:300]})
+        save()
+    results["bare"] = bare(["folded"], replicas, variants, args.quick)
+    results["ratios_vs_reference"] = ratios(results["bare"], "reference")
     save()
     if not args.no_openmm:
-        omm_variants = [v for v in variants if v != "reference_autograd"]
-        results["openmm"] = openmm_runs([int(v) for v in args.openmm_replicas.split(",")], omm_variants, args.quick)
+        # Most important first (the floor and the tables), saved after every variant: a run cut short keeps them.
+        omm_variants = ["zero_model"] + sorted((v for v in variants if v != "reference_autograd"),
+                                               key=lambda v: (not v.startswith("table"), v))
+        results["openmm"] = []
+        for variant in omm_variants:
+            results["openmm"] += openmm_runs([int(v) for v in args.openmm_replicas.split(",")], [variant],
+                                             args.quick)
+            results["openmm_ratios_vs_reference"] = openmm_ratios(results["openmm"])
+            results["headline"] = headline(results)
+            results["floor_B1"] = floor_b1(results)
+            save()
+    if args.breakdown:
+        try:
+            results["kernels_B128"] = kernel_breakdown(128, args.quick)
+        except Exception as err:
+            results["kernels_B128"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
         save()
-    results["bare"] += bare(["unfolded"], replicas, variants, None, args.quick)
-    results["ratios_vs_reference"] = ratios(results["bare"], "reference")
-    results["ratios_vs_reference_autograd"] = ratios(results["bare"], "reference_autograd")
-    results["openmm_ratios_vs_reference"] = openmm_ratios(results.get("openmm", []))
-    save()
-    try:
-        results["kernels_B128"] = kernel_breakdown(max(replicas), args.quick)
-    except Exception as err:
-        results["kernels_B128"] = {"error": f"{type(err).__name__}: {str(err)[:300]}"}
-    print(json.dumps(results["kernels_B128"]), flush=True)
-    save()
     print(table(results))
 
 

@@ -1,19 +1,21 @@
 #!/bin/bash
-# One GPU-machine batch for the FlashSchNet kernels (issue 3): install the OpenMM wheels carried in .whl, run the
-# kernel tests on CUDA, then examples/benchmarks/bench_flashschnet.py with the given arguments. Logs and the JSON go
-# to $OUT; then the NVE drift run (bench_flashschnet_nve.py, fp32 vs W16A16, merged into the JSON as "nve") unless
-# SKIP_NVE is set. Usage (device tool, carry [".whl"]): bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
+# One GPU-machine batch for the FlashSchNet kernels: install the OpenMM wheels carried in $WHL (default .whl), run
+# the kernel tests on CUDA ($TESTS), then examples/benchmarks/bench_flashschnet.py with the given arguments. Logs and
+# the JSON go to $OUT; then the NVE drift run (bench_flashschnet_nve.py, exact fp32 vs tables, merged into the JSON
+# as "nve") unless SKIP_NVE is set. Usage (device tool, carry [".whl"]):
+#   bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
 set -o pipefail
 export PYTHONUNBUFFERED=1
-python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
+WHL=${WHL:-.whl}
+python -m pip install -q --no-index --no-deps --target /tmp/site $WHL/*.whl && export PYTHONPATH=/tmp/site || exit 1
 python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING; export PYTHONPATH=/tmp/siteflash:$PYTHONPATH; python -c "import openmmflash.plugin.kernels.cfconv" || exit 1
 mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
 export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
-nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv | tee $OUT/gpu.txt
-[ -n "$SKIP_TESTS" ] || OPENMMFLASH_TEST_CUDA=1 timeout ${TEST_TIMEOUT:-150} python -m pytest tests/test_kernels_cfconv.py \
-    tests/test_kernels_csr.py tests/test_kernels_model.py -q -p no:warnings -rs --durations=5 2>&1 \
-    | tee $OUT/tests.log | tail -25
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv | tee $OUT/gpu.txt
+TESTS=${TESTS:-tests/test_kernels_table.py tests/test_kernels_pairdist.py tests/test_kernels_cfconv.py tests/test_kernels_csr.py tests/test_kernels_model.py}
+[ -n "$SKIP_TESTS" ] || OPENMMFLASH_TEST_CUDA=1 timeout ${TEST_TIMEOUT:-150} python -m pytest $TESTS -q -p no:warnings \
+    -rs --durations=5 2>&1 | tee $OUT/tests.log | tail -25
 timeout ${BENCH_TIMEOUT:-420} python examples/benchmarks/bench_flashschnet.py --out $OUT/flashschnet_kernels.json "$@" \
-    2>&1 | tee $OUT/bench.log | grep -v '^{"kernel"'
+    2>&1 | tee $OUT/bench.log | grep -v '^{"'
 [ -n "$SKIP_NVE" ] || timeout ${NVE_TIMEOUT:-200} python examples/benchmarks/bench_flashschnet_nve.py \
     --out $OUT/flashschnet_nve.json --merge $OUT/flashschnet_kernels.json ${NVE_ARGS} 2>&1 | tee $OUT/nve.log | tail -6

@@ -42,6 +42,8 @@ def add_loss_term_args(p) -> None:
 
 def _doctor(subparsers):
     parser = subparsers.add_parser("doctor", help="print versions, platforms, GPU and known stack problems")
+    parser.add_argument("--model", action="append", metavar="MODEL",
+                        help="also report the filter tables of this model file or bundled model (repeatable)")
     parser.set_defaults(run="openmmflash.doctor:run")
 
 

@@ -38,6 +38,20 @@ def check_torchforce() -> str:
         return f"FAILED: {err.__class__.__name__}: {str(err).strip().splitlines()[0]}"
 
 
+def filter_table_report(model: str) -> str:
+    """One line on the tabulated filters (filterMode "table") of a model file or bundled model: nodes, spacing
+    and the measured error against the exact float64 filter."""
+    from openmmflash.schnet.filtertable import buildFilterTable
+    from openmmflash.schnet.model import loadModel
+
+    net = loadModel(model)
+    table = buildFilterTable(net)
+    return (f"filter tables of {model}: {table.nodes} nodes, spacing {table.spacing:.4g} "
+            f"{net.config.lengthUnit}, error vs float64 filter {table.errorValue:.1e} (W), "
+            f"{table.errorDerivative:.1e} (dW/dd), tolerance {table.tolerance:.0e}, "
+            f"{table.table.numel() * table.table.element_size() / 2 ** 20:.2f} MiB ({table.storage})")
+
+
 def run(args=None) -> int:
     vers = stack.versions()
     print(f"openmm-flash {__import__('openmmflash').__version__}, Python {sys.version.split()[0]} "
@@ -63,6 +77,8 @@ def run(args=None) -> int:
         print(f"TorchForce on Reference: {result}")
         if result != "ok" and vers.get("openmmtorch"):
             problems.append(f"TorchForce does not work on the Reference platform ({result}).")
+    for model in getattr(args, "model", None) or []:
+        print(filter_table_report(model))
     if problems:
         print("\nProblems found:")
         for problem in problems:

@@ -18,6 +18,7 @@ runs, where optimized kernels slot in; ``openmmflash.plugin`` registers the ops 
 """
 
 import math
+import os
 from typing import List, Optional
 
 import torch
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from openmmflash.neighbors import build_neighbor_list
 from openmmflash.schnet.basis import cutoff_envelope, initial_basis, radial_basis
 from openmmflash.schnet.config import FlashSchNetConfig
+from openmmflash.schnet.filtertable import cfconv_table_reference
 from openmmflash.schnet.modelfile import foreignReader, readModelFile, resolveModelPath, saveModel
 from openmmflash.schnet.reference import cfconv_reference, pair_distances
 
@@ -54,6 +56,15 @@ class FlashSchNet(nn.Module):
         self.use_ops = False
         self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
         self.precision = str(c.precision)  # "fp32" | "w16a16" (flash filter MLP)
+        # "exact" (filter MLP per pair) or "table" (Hermite tables of every block's filter, [T, nodes, 2, F'] with
+        # values and spacing * dW/dd at nodes spacing apart; built by openmmflash.schnet.filtertable, not saved).
+        self.filter_mode = "exact"
+        self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
+        self.table_spacing = 1.0
+        # Table path: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py) instead of the
+        # autograd scatter-adds of pair_distances. Off unless OPENMMFLASH_ROW_DISTANCES=1: tested in the Triton
+        # interpreter only so far; its CUDA tests (tests/test_kernels_pairdist.py) have not run on a GPU yet.
+        self.row_distances = os.environ.get("OPENMMFLASH_ROW_DISTANCES", "0") == "1"
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
@@ -178,25 +189,42 @@ class FlashSchNet(nn.Module):
         w = self.filter_of(safe_dist, w1, b1, w2) * valid.unsqueeze(-1).to(x.dtype)
         return torch.zeros_like(x).index_add(0, dst_c, x.index_select(0, src_c) * w)
 
-    def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P])."""
+    def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor,
+                      rowptr: Optional[Tensor] = None) -> Tensor:
+        """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P]; destination
+        offsets ``rowptr`` [N + 1] if already built)."""
         h = self.embedding(types)
         # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
+        table = self.filter_mode == "table"
         flash = (self.use_ops and self.backend == "flash" and self.gaussian_cosine and h.is_cuda
-                 and dist.dtype == torch.float32)
-        rowptr, perm, rowptr_src = src, src, src
+                 and dist.dtype == torch.float32 and not table)
+        offsets, perm, rowptr_src = src, src, src
+        if rowptr is not None:
+            offsets = rowptr
+        elif table and self.use_ops:
+            offsets = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
         if flash:
-            rowptr, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
+            offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
+        t = 0
         for block in self.blocks:
             x = block.lin1(h)
-            if flash and x.dtype == torch.float32:
-                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, rowptr, perm, rowptr_src, self.mu,
+            if table:
+                # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
+                if self.use_ops:
+                    m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
+                                                           self.table_spacing, self.cutoff, x.is_cuda)
+                else:
+                    m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
+                                               self.cutoff)
+            elif flash and x.dtype == torch.float32:
+                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, offsets, perm, rowptr_src, self.mu,
                                                      block.filter1.weight, block.filter1.bias, block.filter2.weight,
                                                      self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
             else:
                 m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias,
                                      block.filter2.weight)
             h = h + block.lin(torch.tanh(block.lin2(m)))
+            t += 1
         for k, layer in enumerate(self.readout):
             h = layer(h)
             if k + 1 < len(self.readout):
@@ -209,7 +237,15 @@ class FlashSchNet(nn.Module):
         if types.shape[0] != positions.shape[0]:
             raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
-        dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+        rowptr: Optional[Tensor] = None
+        if self.filter_mode == "table" and self.use_ops and self.row_distances:
+            # Inference path: distances with a row-owned gradient (no scatter atomics), CSR built once.
+            rowptr = torch.ops.openmmflash.pair_rowptr(pairs[1], positions.shape[0])
+            dist = torch.ops.openmmflash.pair_distances_rows(positions, pairs[0], pairs[1], pairs[2], rowptr,
+                                                             self.cutoff, positions.is_cuda)
+            valid = pairs[1] >= 0
+        else:
+            dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
         if self.max_num_neighbors > 0:
             # mlcg keeps at most max_num_neighbors per bead (an arbitrary subset): where that would bind, the
             # energy is NaN rather than silently different (no host sync, so CUDA graphs keep working).
@@ -217,7 +253,7 @@ class FlashSchNet(nn.Module):
                 0, torch.where(valid, pairs[1], torch.zeros_like(pairs[1])), valid.to(dist.dtype))
             too_many = (counts > float(self.max_num_neighbors)).any()
             dist = torch.where(too_many, torch.full_like(dist, float("nan")), dist)
-        eps = self.atom_energies(types, dist, pairs[0], pairs[1])
+        eps = self.atom_energies(types, dist, pairs[0], pairs[1], rowptr)
         return eps.reshape(num_replicas, -1).sum(1)
 
     def energy_and_forces(self, positions: Tensor, types: Tensor, num_replicas: int = 1,

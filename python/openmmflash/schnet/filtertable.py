@@ -1,0 +1,227 @@
+"""Tabulated SchNet filters for inference with fixed weights: cubic Hermite tables of W_t(d) and dW_t/dd.
+
+In SchNet the filter of block t, W_t(d) = C(d) MLP_t(rbf(d)) [F'], depends on the pair distance alone. With fixed
+weights it is tabulated once on a uniform grid of ``nodes`` points over [0, r_c] (spacing h = r_c / (nodes - 1)),
+with its value and its derivative at every node, and evaluated per pair by cubic Hermite interpolation::
+
+    u = d / h,  k = floor(u),  s = u - k                                   (k clamped to 0 .. nodes - 2)
+    W(d)  = H00(s) W_k + H10(s) hW'_k + H01(s) W_k+1 + H11(s) hW'_k+1
+    W'(d) = (G00(s) W_k + G10(s) hW'_k + G01(s) W_k+1 + G11(s) hW'_k+1) / h
+    H00 = 2s^3 - 3s^2 + 1, H10 = s^3 - 2s^2 + s, H01 = 3s^2 - 2s^3, H11 = s^3 - s^2,  G = dH/ds
+    W(d) = W'(d) = 0 for d >= r_c (the cosine cutoff makes W and W' vanish there, so the table is C^1 in d)
+
+Table layout per block: [nodes, 2, F'] with (W_k, h W'_k) at node k, so the four rows a pair needs are 4 F'
+contiguous numbers. The interpolant is a C^1 function of d and forces are its exact gradient (energy conservation).
+Its error falls as h^4 for W and h^3 for W'. ``buildFilterTable`` doubles the node count until the error, measured on
+a dense check grid against the exact float64 filter (``FlashSchNet.filter_weights``, any radial basis), is within the
+tolerance. NaN distances (an overflowed padded neighbor list) give NaN filters, as the exact filter does.
+"""
+
+import copy
+import warnings
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+STORAGE = {"fp32": torch.float32, "fp16": torch.float16, "fp64": torch.float64}
+
+
+@dataclass
+class FilterTableOptions:
+    """How filter tables are built.
+
+    tolerance: largest allowed RMS error of W and of dW/dd, relative to their RMS over [0, r_c], per block, on the
+        check grid (``checkPoints`` points inside every grid interval), including the storage rounding.
+    storage: "fp32" (default), "fp16" (half the bytes; adds ~3e-4 relative force error) or "fp64" (CPU/Reference).
+    minNodes, maxNodes: range of the node count (doubled, as (nodes - 1) = 64 * 2^k, until the tolerance holds).
+    """
+
+    tolerance: float = 1e-5
+    storage: str = "fp32"
+    minNodes: int = 129
+    maxNodes: int = 16385
+    checkPoints: int = 4
+
+    def __post_init__(self):
+        if self.storage not in STORAGE:
+            raise ValueError(f"unknown filter table storage {self.storage!r}; choose one of {sorted(STORAGE)}")
+        if not self.tolerance > 0:
+            raise ValueError(f"filter table tolerance must be > 0, got {self.tolerance}")
+        if not 3 <= self.minNodes <= self.maxNodes:
+            raise ValueError(f"need 3 <= minNodes <= maxNodes, got {self.minNodes}, {self.maxNodes}")
+
+
+@dataclass
+class FilterTable:
+    """Hermite tables of every block's filter: ``table`` [T, nodes, 2, F'] (W, spacing * dW/dd), in model units."""
+
+    table: Tensor
+    spacing: float
+    cutoff: float
+    nodes: int
+    errorValue: float        # max over blocks of RMS(W_table - W) / RMS(W) on the check grid
+    errorDerivative: float   # the same for dW/dd
+    tolerance: float
+    storage: str
+
+    @property
+    def meetsTolerance(self) -> bool:
+        return max(self.errorValue, self.errorDerivative) <= self.tolerance
+
+    def info(self) -> dict:
+        """Plain numbers for metadata (nodes, spacing, errors, tolerance, storage bits, size in bytes)."""
+        out = {k: v for k, v in asdict(self).items() if k != "table"}
+        out.update(meetsTolerance=self.meetsTolerance, bytes=self.table.numel() * self.table.element_size())
+        return out
+
+
+def hermite_filter(table: Tensor, spacing: float, cutoff: float, dist: Tensor) -> Tensor:
+    """Interpolated filter W(d) [P, F'] of one block's table [nodes, 2, F'] at distances ``dist`` [P] (torch, any
+    device and dtype; differentiable in ``dist``, dW/dd follows by autograd)."""
+    nodes = table.shape[0]
+    # float64 arithmetic on the CPU: the interpolant then depends on d alone, not on how TorchScript's optimizing
+    # executor reorders float32 operations between calls (first and later calls agreed only to ~1e-5 otherwise).
+    work = torch.float64 if table.dtype == torch.float64 or not dist.is_cuda else torch.float32
+    u = dist.to(work) / spacing
+    safe = torch.nan_to_num(u, nan=0.0).clamp(0.0, nodes - 2.0)
+    k = safe.detach().floor()
+    s = (u - k).unsqueeze(-1)
+    index = k.to(torch.int64)
+    lo = table.index_select(0, index).to(s.dtype)
+    hi = table.index_select(0, index + 1).to(s.dtype)
+    s2 = s * s
+    s3 = s2 * s
+    w = ((2.0 * s3 - 3.0 * s2 + 1.0) * lo[:, 0] + (s3 - 2.0 * s2 + s) * lo[:, 1] + (3.0 * s2 - 2.0 * s3) * hi[:, 0]
+         + (s3 - s2) * hi[:, 1])
+    # Comparisons with NaN are false: NaN distances stay inside and give NaN filters.
+    beyond = (dist >= cutoff).unsqueeze(-1)
+    return torch.where(beyond, torch.zeros_like(w), w)
+
+
+def cfconv_table_reference(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, table: Tensor, spacing: float,
+                           cutoff: float) -> Tensor:
+    """m_i = sum_j x_j * W(d_ij) with the tabulated filter of one block (plain torch, materialized [P, F'] tensors).
+
+    x [N, F'], dist/src/dst [P] (dst = -1: padding), table [nodes, 2, F'] -> m [N, F'] in x's dtype.
+    """
+    valid = dst >= 0
+    src_c = torch.where(valid, src, torch.zeros_like(src))
+    dst_c = torch.where(valid, dst, torch.zeros_like(dst))
+    safe_dist = torch.where(valid, dist, torch.full_like(dist, 2.0 * cutoff))
+    w = hermite_filter(table, spacing, cutoff, safe_dist).to(x.dtype)
+    messages = x.index_select(0, src_c) * w
+    return torch.zeros_like(x).index_add(0, dst_c, messages)
+
+
+def exact_filter(model, distances: Tensor):
+    """(W [T, P, F'], dW/dd [T, P, F']) of ``model.filter_weights`` at ``distances`` [P], in the model's dtype."""
+    ones = torch.ones_like(distances)
+    try:
+        return torch.func.jvp(model.filter_weights, (distances,), (ones,))
+    except Exception:  # a basis that forward-mode AD cannot trace: 4th-order central differences (float64)
+        step = 1e-3 * float(model.cutoff) / 64
+        f = model.filter_weights
+        deriv = (8 * (f(distances + step) - f(distances - step)) - (f(distances + 2 * step)
+                                                                   - f(distances - 2 * step))) / (12 * step)
+        return f(distances), deriv
+
+
+def _hermite_derivative(table: Tensor, spacing: float, dist: Tensor) -> Tensor:
+    """dW/dd [T, P, F'] of every block's table at ``dist`` [P] < cutoff (closed form, float64)."""
+    nodes = table.shape[1]
+    u = dist / spacing
+    k = u.clamp(0.0, nodes - 2.0).floor()
+    s = (u - k)[None, :, None]
+    index = k.to(torch.int64)
+    lo, hi = table[:, index].to(torch.float64), table[:, index + 1].to(torch.float64)
+    s2 = s * s
+    return ((6.0 * s2 - 6.0 * s) * lo[:, :, 0] + (3.0 * s2 - 4.0 * s + 1.0) * lo[:, :, 1]
+            + (6.0 * s - 6.0 * s2) * hi[:, :, 0] + (3.0 * s2 - 2.0 * s) * hi[:, :, 1]) / spacing
+
+
+def _rel_rms(approx: Tensor, exact: Tensor) -> float:
+    """max over blocks of RMS(approx - exact) / RMS(exact), [T, P, F'] inputs."""
+    err = (approx - exact).pow(2).mean(dim=(1, 2)).sqrt()
+    scale = exact.pow(2).mean(dim=(1, 2)).sqrt().clamp_min(1e-300)
+    return float((err / scale).max())
+
+
+def _tabulate(model64, nodes: int, storage: torch.dtype) -> Tensor:
+    """[T, nodes, 2, F'] table (W, h W') at the nodes of a uniform grid over [0, r_c], in ``storage``."""
+    cutoff = float(model64.cutoff)
+    spacing = cutoff / (nodes - 1)
+    grid = torch.linspace(0.0, cutoff, nodes, dtype=torch.float64)
+    with torch.no_grad():
+        w, dw = exact_filter(model64, grid)
+    return torch.stack([w, dw * spacing], dim=2).to(storage).contiguous()
+
+
+def _check_error(model64, table: Tensor, points: int, chunk: int = 8192):
+    """(value error, derivative error) of ``table`` against the exact float64 filter, ``points`` check points inside
+    every interval (never on a node), over [0, r_c)."""
+    cutoff = float(model64.cutoff)
+    nodes = table.shape[1]
+    spacing = cutoff / (nodes - 1)
+    frac = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    dist = ((torch.arange(nodes - 1, dtype=torch.float64)[:, None] + frac[None, :]) * spacing).reshape(-1)
+    sq = torch.zeros(4, table.shape[0], dtype=torch.float64)  # sums of squares: dW, W, dW', W' per block
+    for start in range(0, dist.shape[0], chunk):
+        d = dist[start:start + chunk]
+        with torch.no_grad():
+            w, dw = exact_filter(model64, d)
+            wt = torch.stack([hermite_filter(table[t].to(torch.float64), spacing, cutoff, d)
+                              for t in range(table.shape[0])])
+            dwt = _hermite_derivative(table, spacing, d)
+        for row, val in enumerate(((wt - w), w, (dwt - dw), dw)):
+            sq[row] += val.pow(2).sum(dim=(1, 2))
+    rel = (sq[[0, 2]] / sq[[1, 3]].clamp_min(1e-300)).sqrt().amax(dim=1)
+    return float(rel[0]), float(rel[1])
+
+
+def buildFilterTable(model, options: FilterTableOptions = None) -> FilterTable:
+    """Tabulate every block's filter of ``model`` (a FlashSchNet; only ``filter_weights`` and ``cutoff`` are used).
+
+    The node count starts at ``options.minNodes`` and doubles until the error on the check grid is within
+    ``options.tolerance`` (or stops falling: the storage rounding floor, e.g. fp16), up to ``options.maxNodes``;
+    building a 4-block, 128-filter table takes about a second on one CPU core.
+    The table is built on the CPU in float64 and stored in ``options.storage``; move it with ``.to(device)``.
+    """
+    options = options or FilterTableOptions()
+    model64 = copy.deepcopy(model).to("cpu", torch.float64).eval()
+    storage = STORAGE[options.storage]
+    nodes = options.minNodes
+    best = None
+    while True:
+        table = _tabulate(model64, nodes, storage)
+        err_w, err_d = _check_error(model64, table, options.checkPoints)
+        current = FilterTable(table, float(model64.cutoff) / (nodes - 1), float(model64.cutoff), nodes, err_w,
+                              err_d, float(options.tolerance), options.storage)
+        # Finer grids stop helping once the storage rounding dominates (fp16: the rounding of W, divided by h,
+        # enters W'), so the doubling stops when the error no longer falls and the best table is kept.
+        stalled = best is not None and max(err_w, err_d) >= max(best.errorValue, best.errorDerivative)
+        if not stalled:
+            best = current
+        if current.meetsTolerance or stalled or 2 * nodes - 1 > options.maxNodes:
+            break
+        nodes = 2 * nodes - 1
+    if not best.meetsTolerance and options.storage != "fp16":
+        warnings.warn(f"filter table: relative error {max(best.errorValue, best.errorDerivative):.2e} with "
+                      f"{best.nodes} nodes exceeds the tolerance {options.tolerance:.1e}; raise maxNodes or the "
+                      "tolerance, or use filterMode='exact'", stacklevel=2)
+    return best
+
+
+def attachFilterTable(model, table: FilterTable) -> None:
+    """Make ``model`` evaluate its filters from ``table`` (filter_mode "table"); the table follows the model's
+    device. ``model.filter_mode = "exact"`` switches back."""
+    if table.table.shape[0] != len(model.blocks):
+        raise ValueError(f"filter table has {table.table.shape[0]} blocks but the model has {len(model.blocks)}")
+    device = model.mu.device
+    model.filter_table = table.table.to(device)
+    model.table_spacing = float(table.spacing)
+    model.filter_mode = "table"
+
+
+__all__ = ["FilterTableOptions", "FilterTable", "buildFilterTable", "attachFilterTable", "hermite_filter",
+           "cfconv_table_reference", "exact_filter"]
