@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "examples", "benchmarks", "results")
 PROVENANCE_KEYS = ("gpu", "driver", "torch", "triton", "openmm", "command", "commit", "date")
 SCALES = (1.0, 100.0, 1000.0, 0.001)
-MAX_RESULTS_FILES = 41
+MAX_RESULTS_FILES = 40
 
 CITATION = re.compile(r"results/([A-Za-z0-9_.\-]+\.json)")
 NUMBER = re.compile(r"(?<![\w.\-/^])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w/])")
