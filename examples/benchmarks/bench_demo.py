@@ -13,28 +13,16 @@ wall time depends on it; the demo's CPU time is recorded too).
 import argparse
 import json
 import os
-import platform as pyplatform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 
-from benchprovenance import provenance
+from benchprovenance import cpuModel, provenance
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-
-
-def _cpuName() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return pyplatform.processor() or pyplatform.machine()
 
 
 def runDemo(platform: str, extra: list) -> dict:
@@ -80,7 +68,7 @@ def main(argv=None):
         result["flashmdRun"] = flash
         result["flashmdOverLangevinNsPerDay"] = flash["nsPerDayPerReplica"] / default["nsPerDayPerReplica"]
         rows.append(("demo --integrator flashmd", flash))
-    result.update(provenance=provenance(), machine={"cpuModel": _cpuName(), "cpuCount": os.cpu_count(),
+    result.update(provenance=provenance(), machine={"cpuModel": cpuModel(), "cpuCount": os.cpu_count(),
                                                     "ompNumThreads": os.environ.get("OMP_NUM_THREADS")})
     print(f"{'run':<34}{'wall s':>8}{'CPU s':>8}{'MD s':>8}{'ns/day/rep':>11}{'cmdx B':>8}{'DCD B':>8}{'XTC B':>8}"
           f"{'load':>11}")

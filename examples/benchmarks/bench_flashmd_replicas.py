@@ -24,7 +24,6 @@ most 41 files, docs/benchmarks.md).
 import argparse
 import json
 import os
-import platform as pyplatform
 import time
 
 import numpy as np
@@ -43,22 +42,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("langevin", "wholeSystem", "perReplica")
 
 
-def cpuName() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return pyplatform.processor() or pyplatform.machine()
-
-
 def runProvenance(args) -> dict:
     """benchprovenance's object (docs/benchmarks.md) plus the CPU model, thread setting and OpenMM platform."""
-    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+    from benchprovenance import cpuModel, provenance  # examples/benchmarks/benchprovenance.py
     out = provenance()
-    out.update({"cpuModel": cpuName(), "cpuCount": os.cpu_count(), "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
+    out.update({"cpuModel": cpuModel(), "cpuCount": os.cpu_count(), "ompNumThreads": os.environ.get("OMP_NUM_THREADS"),
                 "openmmPlatform": args.platform})
     return out
 

@@ -37,6 +37,18 @@ def _version(dist):
         return None
 
 
+def cpuModel() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what the platform module knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(argv=None):
     """Provenance of the running benchmark; the command is ``argv`` (default ``sys.argv``) as run."""
     argv = sys.argv if argv is None else argv
@@ -61,7 +73,7 @@ def provenance(argv=None):
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dirty": None if status is None else bool(status),
         "platform": platform.platform(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpuModel(),
         "python": platform.python_version(),
     }
     out["notRecorded"] = [k for k in KEYS if out[k] is None]
