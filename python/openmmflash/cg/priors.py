@@ -20,7 +20,8 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 from openmmflash.cg.mapping import canonicalResidue
-from openmmflash.cg.priorterms import enumerateTerms, fourierTorsionForce  # noqa: F401  (enumerateTerms re-exported)
+from openmmflash.cg.priorterms import (addPriorForcesToSystem, enumerateTerms,  # noqa: F401  (enumerateTerms re-exported)
+                                       fourierTorsionForce, repulsionForce)
 from openmmflash.cg.typedpriors import addTypedPriorForces
 from openmmflash.schnet.config import ENERGY_UNITS, LENGTH_UNITS
 from openmmflash.stack import import_openmm
@@ -108,16 +109,7 @@ def addPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: dict,
 
     found = parameterized(terms["repulsion"], priors.get("repulsion", {}), atoms, "repulsion")
     if found:
-        force = openmm.CustomBondForce(f"{kj}*(sigma/r)^6")
-        force.addPerBondParameter("sigma")
-        for (i, j), p in found:
-            force.addBond(i, j, [float(p["sigma"]) * nm])
-        forces.append(force)
+        forces.append(repulsionForce(found, kj, nm))
 
-    for force in forces:
-        force.setForceGroup(forceGroup)
-        force.setName(f"FlashSchNet prior ({force.__class__.__name__})")
-        if topology.getPeriodicBoxVectors() is not None and hasattr(force, "setUsesPeriodicBoundaryConditions"):
-            force.setUsesPeriodicBoundaryConditions(True)
-        system.addForce(force)
+    addPriorForcesToSystem(system, forces, topology, forceGroup, "FlashSchNet prior")
     return forces

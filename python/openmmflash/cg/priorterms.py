@@ -65,3 +65,25 @@ def fourierTorsionForce(found, kj: float):
         values = [float(p.get("v0", 0.0))] + [v for n in range(degree) for v in (k1[n], k2[n])]
         force.addTorsion(*t, [v * kj for v in values])
     return force
+
+
+def repulsionForce(found, kj: float, nm: float):
+    """CustomBondForce (sigma/r)^6 of ((i, j), {"sigma"}) pairs; sigma in model length units (times ``nm``), energy
+    times ``kj``."""
+    openmm = import_openmm()
+    force = openmm.CustomBondForce(f"{kj}*(sigma/r)^6")
+    force.addPerBondParameter("sigma")
+    for (i, j), p in found:
+        force.addBond(i, j, [float(p["sigma"]) * nm])
+    return force
+
+
+def addPriorForcesToSystem(system, forces, topology, forceGroup: int, label: str) -> None:
+    """Add ``forces`` to ``system`` in ``forceGroup``, named "<label> (<class>)", periodic when ``topology`` has a
+    box."""
+    for force in forces:
+        force.setForceGroup(forceGroup)
+        force.setName(f"{label} ({force.__class__.__name__})")
+        if topology.getPeriodicBoxVectors() is not None and hasattr(force, "setUsesPeriodicBoundaryConditions"):
+            force.setUsesPeriodicBoundaryConditions(True)
+        system.addForce(force)

@@ -26,7 +26,7 @@ per-term lists bound to one structure (mlcg's stored neighbour lists, e.g. 5-bea
 from typing import Dict, List, Tuple
 
 from openmmflash.cg.mapping import beadTypesFromTopology
-from openmmflash.cg.priorterms import enumerateTerms, fourierTorsionForce
+from openmmflash.cg.priorterms import addPriorForcesToSystem, enumerateTerms, fourierTorsionForce, repulsionForce
 from openmmflash.schnet.config import ENERGY_UNITS, LENGTH_UNITS
 from openmmflash.stack import import_openmm
 
@@ -96,16 +96,7 @@ def addTypedPriorForces(system, topology, bonds: List[Tuple[int, int]], priors: 
 
     pairs = found("repulsion")
     if pairs:
-        force = openmm.CustomBondForce(f"{kj}*(sigma/r)^6")
-        force.addPerBondParameter("sigma")
-        for (i, j), p in pairs:
-            force.addBond(i, j, [float(p["sigma"]) * nm])
-        forces.append(force)
+        forces.append(repulsionForce(pairs, kj, nm))
 
-    for force in forces:
-        force.setForceGroup(forceGroup)
-        force.setName(f"mlcg prior ({force.__class__.__name__})")
-        if topology.getPeriodicBoxVectors() is not None:
-            force.setUsesPeriodicBoundaryConditions(True)
-        system.addForce(force)
+    addPriorForcesToSystem(system, forces, topology, forceGroup, "mlcg prior")
     return forces
