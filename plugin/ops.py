@@ -14,9 +14,10 @@ autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce
   the fused Triton CFConv (``openmmflash.plugin.kernels.cfconv``), CUDA float32, ``precision`` "fp32" | "w16a16";
   same result as ``cfconv``, backward by recomputation over source-grouped segments (itself an op,
   ``cfconv_csr_backward``, so that torch.compile sees the Triton backward as opaque too).
-- ``pair_rowptr(dst [P], num_nodes) -> rowptr [N+1]`` and ``cfconv_table(x, dist, src, dst, rowptr, table
-  [nodes,2,F'], spacing, cutoff, kernel)``: CFConv with the filter interpolated from a Hermite table
-  (``openmmflash.plugin.kernels.cfconv_table``; inference, symmetric pair lists); backward ``cfconv_table_backward``.
+- ``pair_rowptr(dst [P], num_nodes) -> rowptr [N+1]``, ``pair_halfptr(src, dst, num_nodes) -> halfptr [N]`` and
+  ``cfconv_table(x, dist, src, dst, rowptr, table [nodes,2,F'], spacing, cutoff, kernel, halfptr=None)``: CFConv
+  with the filter interpolated from a Hermite table (``openmmflash.plugin.kernels.cfconv_table``; inference,
+  symmetric pair lists; with ``halfptr`` each unordered pair once); backward ``cfconv_table_backward``.
 - ``pair_distances_rows(positions, src, dst, shifts, rowptr, cutoff, kernel) -> dist [P]``: pair distances with a
   row-owned positions gradient (no atomics; ``openmmflash.plugin.kernels.pairdist``), used by the table path.
 

@@ -92,15 +92,20 @@ def _problem(device, replicas, beads, filters, cutoff=3.0, spread=1.5, capacity=
     return pos, src, dst, shifts, x.to(device), table.to(device), cutoff / (nodes - 1), cutoff
 
 
-def _kernel_and_reference(pos, src, dst, shifts, x, table, spacing, cutoff):
+SCHEMES = ["rows", "pairs"]
+
+
+def _kernel_and_reference(pos, src, dst, shifts, x, table, spacing, cutoff, scheme="rows"):
     results = []
     for kernel in (True, False):
         xx = x.clone().requires_grad_(True)
         pp = pos.clone().requires_grad_(True)
         dist, _ = pair_distances(pp, src, dst, shifts, cutoff)
         rowptr = torch.ops.openmmflash.pair_rowptr(dst, x.shape[0])
+        halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, x.shape[0]) if scheme == "pairs" else None
         if kernel:
-            out = torch.ops.openmmflash.cfconv_table(xx, dist, src, dst, rowptr, table, spacing, cutoff, True)
+            out = torch.ops.openmmflash.cfconv_table(xx, dist, src, dst, rowptr, table, spacing, cutoff, True,
+                                                     halfptr)
         else:
             out = cfconv_table_reference(xx, dist, src, dst, table, spacing, cutoff)
         upstream = torch.randn(out.shape, generator=torch.Generator().manual_seed(7)).to(out.device)
@@ -111,39 +116,44 @@ def _kernel_and_reference(pos, src, dst, shifts, x, table, spacing, cutoff):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("capacity", [0, 400])
-def test_table_cfconv_matches_reference(device, capacity):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_table_cfconv_matches_reference(device, capacity, scheme):
     """Odd F' = 5, two replicas, exact and padded lists: output, dL/dx (by pair symmetry) and dL/dpositions."""
     pos, src, dst, shifts, x, table, spacing, cutoff = _problem(device, 2, 9, 5, capacity=capacity)
     assert int((dst >= 0).sum()) > 20
-    (out, grads), (ref, ref_grads) = _kernel_and_reference(pos, src, dst, shifts, x, table, spacing, cutoff)
+    (out, grads), (ref, ref_grads) = _kernel_and_reference(pos, src, dst, shifts, x, table, spacing, cutoff,
+                                                           scheme)
     assert _rel(out, ref) < 1e-5
     assert _rel(grads[0], ref_grads[0]) < 1e-5
     assert _rel(grads[1], ref_grads[1]) < 1e-5
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_table_cfconv_fp16_table(device):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_table_cfconv_fp16_table(device, scheme):
     """fp16 table (and fp16 feature gathers with per-tensor scales) against the reference with the same table."""
     pos, src, dst, shifts, x, table, spacing, cutoff = _problem(device, 2, 7, 19, seed=4)
     x = x * 1e3  # the per-tensor scale keeps large features finite in fp16
-    (out, grads), (ref, ref_grads) = _kernel_and_reference(pos, src, dst, shifts, x, table.half(), spacing, cutoff)
+    (out, grads), (ref, ref_grads) = _kernel_and_reference(pos, src, dst, shifts, x, table.half(), spacing, cutoff,
+                                                           scheme)
     assert 0 < _rel(out, ref) < 2e-3
     assert _rel(grads[0], ref_grads[0]) < 2e-3 and _rel(grads[1], ref_grads[1]) < 2e-3
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_table_cfconv_edge_cases(device):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_table_cfconv_edge_cases(device, scheme):
     """Empty list, one bead, pairs exactly at the cutoff and on grid nodes, wide F' (two 16-column blocks)."""
     # Far apart: no pairs at all.
     pos = torch.tensor([[0.0, 0, 0], [10.0, 0, 0], [0, 10.0, 0]], device=device)
     x = torch.randn(3, 5, device=device)
     table = torch.randn(9, 2, 5, device=device)
     src, dst, shifts, _ = build_neighbor_list(pos, 1, 3.0, None, 0)
-    (out, grads), _ = _kernel_and_reference(pos, src, dst, shifts, x, table, 3.0 / 8, 3.0)
+    (out, grads), _ = _kernel_and_reference(pos, src, dst, shifts, x, table, 3.0 / 8, 3.0, scheme)
     assert src.shape[0] == 0 and torch.equal(out, torch.zeros_like(out)) and not grads[1].any()
     # One bead.
     (out1, _), _ = _kernel_and_reference(pos[:1], *build_neighbor_list(pos[:1], 1, 3.0, None, 0)[:3], x[:1],
-                                         table, 3.0 / 8, 3.0)
+                                         table, 3.0 / 8, 3.0, scheme)
     assert out1.shape == (1, 5) and not out1.any()
     # Distances exactly on grid nodes (0.375, 0.75, 1.5) and at the cutoff (3.0, which gets no filter).
     line = torch.tensor([[0.0, 0, 0], [0.375, 0, 0], [1.125, 0, 0], [2.625, 0, 0], [3.375, 0, 0]], device=device)
@@ -154,7 +164,8 @@ def test_table_cfconv_edge_cases(device):
     dist, _ = pair_distances(line, src, dst, shifts, 3.0)
     assert bool((dist == 3.0).any())
     rowptr = torch.ops.openmmflash.pair_rowptr(dst, 5)
-    got = torch.ops.openmmflash.cfconv_table(xs, dist, src, dst, rowptr, tab, 3.0 / 8, 3.0, True)
+    halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, 5) if scheme == "pairs" else None
+    got = torch.ops.openmmflash.cfconv_table(xs, dist, src, dst, rowptr, tab, 3.0 / 8, 3.0, True, halfptr)
     ref = cfconv_table_reference(xs, dist, src, dst, tab, 3.0 / 8, 3.0)
     assert _rel(got, ref) < 1e-6
     # Bead 0's neighbours sit on nodes 1, 3 and 7: its message is sum_j x_j * W(node) with the stored values.
@@ -163,14 +174,29 @@ def test_table_cfconv_edge_cases(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_table_cfconv_nan_distances_propagate(device):
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_table_cfconv_nan_distances_propagate(device, scheme):
     """An overflowed padded list gets NaN distances: the table path gives NaN, as the exact filter does."""
     pos, src, dst, shifts, x, table, spacing, cutoff = _problem(device, 1, 6, 5)
     dist, _ = pair_distances(pos, src, dst, shifts, cutoff)
     dist = dist.masked_fill(torch.arange(dist.shape[0], device=device) == 0, float("nan"))
     rowptr = torch.ops.openmmflash.pair_rowptr(dst, x.shape[0])
-    out = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, rowptr, table, spacing, cutoff, True)
+    halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, x.shape[0]) if scheme == "pairs" else None
+    out = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, rowptr, table, spacing, cutoff, True, halfptr)
     assert torch.isnan(out[dst[0]]).all()
+
+
+@pytest.mark.parametrize("capacity", [0, 300])
+def test_halfptr_marks_first_pair_with_larger_source(capacity):
+    """halfptr[i] is the first pair of row i with source > i (rows ascending), for exact and padded lists."""
+    _, src, dst, *_ = _problem("cpu", 3, 7, 4, capacity=capacity)
+    rowptr = build_rowptr(dst, 21)
+    halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, 21)
+    for i in range(21):
+        row = src[rowptr[i]:rowptr[i + 1]]
+        assert bool((row[1:] > row[:-1]).all())
+        assert int(halfptr[i]) == int(rowptr[i]) + int((row < i).sum())
+    assert int((src[(dst >= 0)] > dst[(dst >= 0)]).sum()) == int((rowptr[1:] - halfptr).sum()) > 0
 
 
 def test_rowptr_matches_csr():
@@ -201,13 +227,15 @@ def test_model_table_mode_close_to_exact():
 
 
 @pytest.mark.cuda
-def test_model_table_kernels_match_table_reference():
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_model_table_kernels_match_table_reference(scheme):
     """The float32 model in table mode on CUDA (kernels) vs the plain torch table path on CPU."""
     from openmmflash.schnet.filtertable import attachFilterTable
 
     model = _gaussian_model(filters=11, rbf=7, cutoff=4.0)
     attachFilterTable(model, buildFilterTable(model))
     model.use_ops = True
+    model.table_scheme = scheme
     pos = torch.randn(2 * 8, 3, generator=torch.Generator().manual_seed(5)) * 1.5
     types = torch.arange(8).repeat(2) % 5
     e_cpu, f_cpu = model.energy_and_forces(pos, types, 2)

@@ -39,11 +39,18 @@ from benchprovenance import provenance  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
-# variant -> (CFConv backend, flash precision, use the custom ops, filter: "exact" or the table storage)
-VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact"),
-            "reference": ("reference", "fp32", True, "exact"),
-            "flash_fp32": ("flash", "fp32", True, "exact"), "flash_w16a16": ("flash", "w16a16", True, "exact"),
-            "table": ("flash", "fp32", True, "fp32"), "table_fp16": ("flash", "fp32", True, "fp16")}
+# variant -> (CFConv backend, flash precision, use the custom ops, filter: "exact" or the table storage, table
+# kernels' scheme "rows" | "pairs", row-owned pair distances); None: the model's default (what ships).
+VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact", None, None),
+            "reference": ("reference", "fp32", True, "exact", None, None),
+            "flash_fp32": ("flash", "fp32", True, "exact", None, None),
+            "flash_w16a16": ("flash", "w16a16", True, "exact", None, None),
+            "table": ("flash", "fp32", True, "fp32", None, None),
+            "table_rows": ("flash", "fp32", True, "fp32", "rows", False),
+            "table_pairs": ("flash", "fp32", True, "fp32", "pairs", False),
+            "table_rows_rowdist": ("flash", "fp32", True, "fp32", "rows", True),
+            "table_pairs_rowdist": ("flash", "fp32", True, "fp32", "pairs", True),
+            "table_fp16": ("flash", "fp32", True, "fp16", None, None)}
 DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
 # Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
 OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1],
@@ -120,6 +127,11 @@ def make_model(num_types, variant, device):
                                numInteractions=4, cutoff=15.0, readoutHidden=[128], backend=backend,
                                precision=precision)
     model = FlashSchNet(config)
+    scheme, rowdist = VARIANTS[variant][4:6]
+    if scheme is not None:
+        model.table_scheme = scheme
+    if rowdist is not None:
+        model.row_distances = rowdist
     model.reset_parameters(seed=0)
     with torch.no_grad():
         model.readout[-1].weight.mul_(0.01)  # gentle forces, so MD keeps the structure (see module docstring)
@@ -253,25 +265,31 @@ def tune_table(replicas, candidates):
     n = pos.shape[0]
     x, g = torch.randn(n, 128, device="cuda"), torch.randn(n, 128, device="cuda")
     rowptr = tk.build_rowptr(dst, n)
+    halfptr = tk.build_halfptr(src, dst, n)
     log = {}
     for storage in ("fp32", "fp16"):
         from openmmflash.schnet.filtertable import FilterTableOptions
 
         ft = buildFilterTable(model, FilterTableOptions(storage=storage))
         tab = ft.table[0].cuda()
-        for kind, tiles in candidates.items():
-            runs = log.setdefault(f"{kind}/{storage}", [])
-            for tile in tiles:
-                tk.TABLE_TILES[(kind, storage)] = tuple(tile)
-                if kind == "fwd":
-                    ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing, 15.0))
-                else:
-                    ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab, ft.spacing, 15.0))
-                runs.append({"tile": list(tile), "ms": ms})
-            tk.TABLE_TILES[(kind, storage)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
+        for scheme, tiles_of, half in (("rows", tk.TABLE_TILES, None), ("pairs", tk.PAIR_TILES, halfptr)):
+            for kind, tiles in candidates.items():
+                runs = log.setdefault(f"{scheme}/{kind}/{storage}", [])
+                for tile in tiles:
+                    tiles_of[(kind, storage)] = tuple(tile)
+                    if kind == "fwd":
+                        ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing, 15.0,
+                                                                       half))
+                    else:
+                        ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab, ft.spacing,
+                                                                        15.0, half))
+                    runs.append({"tile": list(tile), "ms": ms})
+                tiles_of[(kind, storage)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
     out = {"replicas": replicas, "nodes": ft.nodes, "log": log,
            "chosen": {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()},
-           "rowptr_ms": median_ms(lambda: tk.build_rowptr(dst, n))}
+           "chosen_pairs": {"/".join(k): list(v) for k, v in tk.PAIR_TILES.items()},
+           "rowptr_ms": median_ms(lambda: tk.build_rowptr(dst, n)),
+           "halfptr_ms": median_ms(lambda: tk.build_halfptr(src, dst, n))}
     print(json.dumps(out), flush=True)
     return out
 
@@ -382,8 +400,10 @@ def openmm_runs(replicas_list, variants, quick):
                ",".join(str(b) for b in reps)] + (["--quick"] if quick else [])
         tiles = json.dumps([[k, p, list(v)] for (k, p), v in kernels.TILES.items()])
         table_tiles = json.dumps([[k, p, list(v)] for (k, p), v in tk.TABLE_TILES.items()])
+        pair_tiles = json.dumps([[k, p, list(v)] for (k, p), v in tk.PAIR_TILES.items()])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                              env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=table_tiles))
+                              env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=table_tiles,
+                                       BENCH_PAIR_TILES=pair_tiles))
         got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         for row in got:
             print(json.dumps(row), flush=True)
@@ -438,6 +458,8 @@ def openmm_worker(variant, graphs, replicas_list, quick):
         kernels.TILES[(kind, precision)] = tuple(tile)
     for kind, storage, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "[]")):
         tk.TABLE_TILES[(kind, storage)] = tuple(tile)
+    for kind, storage, tile in json.loads(os.environ.get("BENCH_PAIR_TILES", "[]")):
+        tk.PAIR_TILES[(kind, storage)] = tuple(tile)
     openmm = import_openmm()
     unit = openmm.unit
     pos0, types, masses, table = load_workload("folded")
@@ -666,9 +688,10 @@ def main():
         results["table_tuning"] = tune_table(128, TABLE_TUNE)
         save()
     results["table_tiles"] = {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()}
+    results["pair_tiles"] = {"/".join(k): list(v) for k, v in tk.PAIR_TILES.items()}
     results["tiles"] = {f"{k}/{p}": list(v) for (k, p), v in kernels.TILES.items()}
     if args.profile:
-        for variant in ("table",):
+        for variant in [v for v in variants if v.startswith("table")][:3]:
             try:
                 results.setdefault("profile_B128", []).append(profile_step(128, variant))
             except Exception as err:

@@ -13,7 +13,18 @@ over its incoming pairs; both gradients come from the destination rows, without 
     dL/dd_e  = sum_f G_{i,f} x_{src(e),f} W'_f(d_e)                                 written once per pair
 
 The positions gradient then follows from dL/dd through ``pair_distances``. Only ``rowptr`` (destination offsets of
-the dst-sorted list) is needed. Per pair the kernel reads 4 F table numbers (contiguous) and gathers one (forward)
+the dst-sorted list) is needed.
+
+Pair scheme (``halfptr`` given): each unordered pair {i, j} is evaluated once, from row i over its pairs with
+j > i (``halfptr[i]`` .. ``rowptr[i + 1]``; rows hold their sources in ascending order, as the neighbor list builds
+them). One table read serves both directions; the message to the other end goes out by a relaxed atomic add::
+
+    m_i += x_j * W_ij,   m_j += x_i * W_ij                                     (row i local, j atomic)
+    dL/dx_i += W_ij G_j,  dL/dx_j += W_ij G_i                                  (row i local, j atomic)
+    dL/dd_ij = sum_f W'_f(d_ij) (G_{i,f} x_{j,f} + G_{j,f} x_{i,f})            on the j > i entry; 0 on j < i
+
+Half the table and distance reads of the row scheme, at the price of atomics (the sums are not bitwise
+reproducible run to run). Per pair the kernel reads 4 F table numbers (contiguous) and gathers one (forward)
 or two (backward) feature rows; the limit is L1/L2 load throughput, not FLOPs. Table storage fp32 or fp16; with an
 fp16 table the kernels also gather fp16 copies of x and G (one per-tensor scale each, half the gather bytes).
 
@@ -22,7 +33,7 @@ Caution: the backward is correct only for symmetric pair lists (``cfconv_table``
 """
 
 import os
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import triton
@@ -36,6 +47,7 @@ from openmmflash.schnet.filtertable import cfconv_table_reference
 # with fp16 tables, the fast and less accurate mode; fp32 with fp32 tables.
 TABLE_TILES = {("fwd", "fp32"): (8, 4), ("bwd", "fp32"): (8, 4),
                ("fwd", "fp16"): (8, 4), ("bwd", "fp16"): (32, 4)}  # tuned on an H100 (Triton 3.6), B = 128
+PAIR_TILES = dict(TABLE_TILES)  # the pair scheme's tiles (same keys)
 
 
 @triton.jit
@@ -144,6 +156,80 @@ def _table_bwd_kernel(
     tl.store(GRAD_X + row * F + offs_f, tl.sum(acc, axis=0) * gscale, mask=mask_f)
 
 
+@triton.jit
+def _table_fwd_pairs_kernel(
+    X, DIST, SRC, ROWPTR,  # as in _table_fwd_kernel
+    HALFPTR,  # [N] int64 first pair of row i with source > i
+    TABLE,
+    OUT,      # [N, F] fp32 output m, zero-initialized (atomic adds)
+    XSCALE, F, n_nodes, inv_h, cutoff,
+    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    start = tl.load(HALFPTR + row)
+    end = tl.load(ROWPTR + row + 1)
+    offs_e = tl.arange(0, BLOCK_E)
+    offs_f = tl.arange(0, BLOCK_F)
+    mask_f = offs_f < F
+    xscale = 1.0
+    if X16:
+        xscale = tl.load(XSCALE)
+    xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale
+    acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
+    for e0 in range(start, end, BLOCK_E):
+        rows = e0 + offs_e
+        mask_e = rows < end
+        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
+        src = tl.load(SRC + rows, mask=mask_e, other=0)
+        w, _ = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, False)
+        m2 = mask_e[:, None] & mask_f[None, :]
+        xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0)
+        acc += w * xs.to(tl.float32)
+        tl.atomic_add(OUT + src[:, None] * F + offs_f[None, :], w * xi[None, :], mask=m2, sem="relaxed")
+    tl.atomic_add(OUT + row * F + offs_f, tl.sum(acc, axis=0) * xscale, mask=mask_f, sem="relaxed")
+
+
+@triton.jit
+def _table_bwd_pairs_kernel(
+    X, G, DIST, SRC, ROWPTR,  # as in _table_bwd_kernel
+    HALFPTR,    # [N] int64 first pair of row i with source > i
+    TABLE,
+    GRAD_X,     # [N, F] fp32 output dL/dx, zero-initialized (atomic adds)
+    GRAD_DIST,  # [P] fp32 output dL/dd, zero-initialized (pairs with source < destination stay 0)
+    XSCALE, GSCALE, F, n_nodes, inv_h, cutoff,
+    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    start = tl.load(HALFPTR + row)
+    end = tl.load(ROWPTR + row + 1)
+    offs_e = tl.arange(0, BLOCK_E)
+    offs_f = tl.arange(0, BLOCK_F)
+    mask_f = offs_f < F
+    xscale = 1.0
+    gscale = 1.0
+    if X16:
+        xscale = tl.load(XSCALE)
+        gscale = tl.load(GSCALE)
+    gi = tl.load(G + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * gscale   # true G_i
+    xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale   # true x_i
+    gi_x = gi * xscale  # multiplies the stored x_j
+    xi_g = xi * gscale  # multiplies the stored G_j
+    acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
+    for e0 in range(start, end, BLOCK_E):
+        rows = e0 + offs_e
+        mask_e = rows < end
+        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
+        src = tl.load(SRC + rows, mask=mask_e, other=0)
+        w, dw = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, True)
+        m2 = mask_e[:, None] & mask_f[None, :]
+        gs = tl.load(G + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
+        xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
+        acc += w * gs
+        tl.atomic_add(GRAD_X + src[:, None] * F + offs_f[None, :], w * gi[None, :], mask=m2, sem="relaxed")
+        tl.store(GRAD_DIST + rows, tl.sum(dw * (xs * gi_x[None, :] + gs * xi_g[None, :]), axis=1), mask=mask_e)
+    tl.atomic_add(GRAD_X + row * F + offs_f, tl.sum(acc, axis=0) * gscale, mask=mask_f, sem="relaxed")
+
+
 def _check(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, table: Tensor) -> None:
     if x.dtype != torch.float32 or dist.dtype != torch.float32:
         raise ValueError(f"the table CFConv kernels compute in float32; got x {x.dtype} and dist {dist.dtype}")
@@ -165,39 +251,58 @@ def _features(t: Tensor, x16: bool) -> Tuple[Tensor, Tensor]:
 
 
 def cfconv_table_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, table: Tensor, spacing: float,
-                         cutoff: float) -> Tensor:
-    """m [N, F'] = sum over each destination's pairs of x[src] * W(d) (W from the Hermite ``table``)."""
+                         cutoff: float, halfptr: Optional[Tensor] = None) -> Tensor:
+    """m [N, F'] = sum over each destination's pairs of x[src] * W(d) (W from the Hermite ``table``); with
+    ``halfptr`` [N] (``build_halfptr``) by the pair scheme, each unordered pair once."""
     _check(x, dist, src, rowptr, table)
     n, f = x.shape
     if n == 0 or dist.shape[0] == 0:
         return torch.zeros_like(x)
-    out = torch.empty_like(x)  # every row is written
     x16 = table.dtype == torch.float16
-    block_e, warps = TABLE_TILES[("fwd", "fp16" if x16 else "fp32")]
     xk, xscale = _features(x, x16)
+    key = ("fwd", "fp16" if x16 else "fp32")
+    args = (f, table.shape[0], 1.0 / float(spacing), float(cutoff))
+    block_f = max(16, triton.next_power_of_2(f))
+    if halfptr is not None:
+        out = torch.zeros_like(x)  # atomic adds
+        block_e, warps = PAIR_TILES[key]
+        _table_fwd_pairs_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
+                                      halfptr.contiguous(), table.contiguous(), out, xscale, *args, X16=x16,
+                                      BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
+        return out
+    out = torch.empty_like(x)  # every row is written
+    block_e, warps = TABLE_TILES[key]
     _table_fwd_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(), out,
-                            xscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff), X16=x16,
-                            BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)), num_warps=warps)
+                            xscale, *args, X16=x16, BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
     return out
 
 
 def cfconv_table_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, table: Tensor,
-                          spacing: float, cutoff: float) -> Tuple[Tensor, Tensor]:
-    """(dL/dx [N, F'], dL/dd [P]) of ``cfconv_table_forward`` for dL/dm = ``grad_out`` (symmetric pair list)."""
+                          spacing: float, cutoff: float, halfptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """(dL/dx [N, F'], dL/dd [P]) of ``cfconv_table_forward`` for dL/dm = ``grad_out`` (symmetric pair list; with
+    ``halfptr`` the pair scheme, whose dL/dd sits on the source > destination entry of each pair)."""
     _check(x, dist, src, rowptr, table)
     n, f = x.shape
     grad_dist = torch.zeros_like(dist)
     if n == 0 or dist.shape[0] == 0:
         return torch.zeros_like(x), grad_dist
-    grad_x = torch.empty_like(x)  # every row is written
     x16 = table.dtype == torch.float16
-    block_e, warps = TABLE_TILES[("bwd", "fp16" if x16 else "fp32")]
     xk, xscale = _features(x, x16)
     gk, gscale = _features(grad_out.to(torch.float32), x16)
+    key = ("bwd", "fp16" if x16 else "fp32")
+    args = (xscale, gscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff))
+    block_f = max(16, triton.next_power_of_2(f))
+    if halfptr is not None:
+        grad_x = torch.zeros_like(x)  # atomic adds
+        block_e, warps = PAIR_TILES[key]
+        _table_bwd_pairs_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
+                                      halfptr.contiguous(), table.contiguous(), grad_x, grad_dist, *args, X16=x16,
+                                      BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
+        return grad_x, grad_dist
+    grad_x = torch.empty_like(x)  # every row is written
+    block_e, warps = TABLE_TILES[key]
     _table_bwd_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(),
-                            grad_x, grad_dist, xscale, gscale, f, table.shape[0], 1.0 / float(spacing),
-                            float(cutoff), X16=x16, BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)),
-                            num_warps=warps)
+                            grad_x, grad_dist, *args, X16=x16, BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
     return grad_x, grad_dist
 
 
@@ -205,6 +310,15 @@ def build_rowptr(dst: Tensor, num_nodes: int) -> Tensor:
     """Destination offsets rowptr [N + 1] int64 of a dst-sorted pair list dst [P] (padding dst = -1 last)."""
     key = torch.where(dst >= 0, dst, torch.full_like(dst, num_nodes)).to(torch.int32)
     return torch.searchsorted(key, torch.arange(num_nodes + 1, dtype=torch.int32, device=dst.device))
+
+
+def build_halfptr(src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
+    """halfptr [N] int64: index of the first pair of row i whose source is > i, for a dst-sorted list whose rows
+    hold their sources in ascending order (``openmmflash.neighbors``; padding dst = -1 last)."""
+    n = int(num_nodes)
+    key = torch.where(dst >= 0, dst * n + src, torch.full_like(dst, n * n))
+    rows = torch.arange(n, dtype=key.dtype, device=dst.device)
+    return torch.searchsorted(key, rows * (n + 1) + 1)
 
 
 # torch.library registration: openmmflash::pair_rowptr, cfconv_table, cfconv_table_backward (fake + autograd).
@@ -220,38 +334,51 @@ def _pair_rowptr_fake(dst, num_nodes):
     return dst.new_empty((num_nodes + 1,), dtype=torch.int64)
 
 
+@torch.library.custom_op("openmmflash::pair_halfptr", mutates_args=())
+def pair_halfptr(src: Tensor, dst: Tensor, num_nodes: int) -> Tensor:
+    """halfptr [N] of the pair scheme (see ``build_halfptr``); no host synchronization."""
+    return build_halfptr(src, dst, num_nodes)
+
+
+@pair_halfptr.register_fake
+def _pair_halfptr_fake(src, dst, num_nodes):
+    return dst.new_empty((num_nodes,), dtype=torch.int64)
+
+
 @torch.library.custom_op("openmmflash::cfconv_table", mutates_args=())
 def cfconv_table(x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowptr: Tensor, table: Tensor, spacing: float,
-                 cutoff: float, kernel: bool) -> Tensor:
+                 cutoff: float, kernel: bool, halfptr: Optional[Tensor] = None) -> Tensor:
     """CFConv m [N, F'] with the filter from one block's Hermite table [nodes, 2, F'] over a dst-sorted,
     symmetric pair list with destination offsets ``rowptr`` (``pair_rowptr``). ``kernel``: the Triton kernels
-    (float32 x, fp32/fp16 table); otherwise plain torch (``cfconv_table_reference``, any dtype)."""
+    (float32 x, fp32/fp16 table); otherwise plain torch (``cfconv_table_reference``, any dtype). ``halfptr``
+    (``pair_halfptr``): the kernels' pair scheme, each unordered pair once (rows with ascending sources)."""
     if _uses_kernels(x, table, kernel):
-        return cfconv_table_forward(x, dist, src, rowptr, table, spacing, cutoff)
+        return cfconv_table_forward(x, dist, src, rowptr, table, spacing, cutoff, halfptr)
     return cfconv_table_reference(x, dist, src, dst, table, spacing, cutoff)
 
 
 @cfconv_table.register_fake
-def _cfconv_table_fake(x, dist, src, dst, rowptr, table, spacing, cutoff, kernel):
+def _cfconv_table_fake(x, dist, src, dst, rowptr, table, spacing, cutoff, kernel, halfptr=None):
     return torch.empty_like(x)
 
 
 @torch.library.custom_op("openmmflash::cfconv_table_backward", mutates_args=())
 def cfconv_table_backward_op(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, rowptr: Tensor,
-                             table: Tensor, spacing: float, cutoff: float, kernel: bool) -> Tuple[Tensor, Tensor]:
+                             table: Tensor, spacing: float, cutoff: float, kernel: bool,
+                             halfptr: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     """(dL/dx [N, F'], dL/dd [P]) of the kernel path of ``cfconv_table`` for dL/dm = grad_out (an op of its own,
     opaque to torch.compile)."""
-    return cfconv_table_backward(grad_out, x, dist, src, rowptr, table, spacing, cutoff)
+    return cfconv_table_backward(grad_out, x, dist, src, rowptr, table, spacing, cutoff, halfptr)
 
 
 @cfconv_table_backward_op.register_fake
-def _cfconv_table_backward_fake(grad_out, x, dist, src, dst, rowptr, table, spacing, cutoff, kernel):
+def _cfconv_table_backward_fake(grad_out, x, dist, src, dst, rowptr, table, spacing, cutoff, kernel, halfptr=None):
     return torch.empty_like(x), torch.empty_like(dist)
 
 
 def _cfconv_table_setup(ctx, inputs, output):
-    x, dist, src, dst, rowptr, table, spacing, cutoff, kernel = inputs
-    ctx.save_for_backward(x, dist, src, dst, rowptr, table)
+    x, dist, src, dst, rowptr, table, spacing, cutoff, kernel, halfptr = inputs
+    ctx.save_for_backward(x, dist, src, dst, rowptr, table, halfptr)
     ctx.params = (spacing, cutoff, kernel)
 
 
@@ -260,21 +387,22 @@ def _uses_kernels(x: Tensor, table: Tensor, kernel: bool) -> bool:
 
 
 def _cfconv_table_autograd(ctx, grad_out):
-    x, dist, src, dst, rowptr, table = ctx.saved_tensors
+    x, dist, src, dst, rowptr, table, halfptr = ctx.saved_tensors
     spacing, cutoff, kernel = ctx.params
     if ctx.needs_input_grad[5]:
         raise RuntimeError("the tabulated CFConv has no gradient with respect to its filter table; train with "
                            "filterMode='exact'")
     if _uses_kernels(x, table, kernel):
         grad_x, grad_dist = torch.ops.openmmflash.cfconv_table_backward(grad_out, x, dist, src, dst, rowptr, table,
-                                                                        spacing, cutoff, kernel)
+                                                                        spacing, cutoff, kernel, halfptr)
     else:  # plain torch: recompute and differentiate (autograd of the Hermite polynomial)
         leaves = [x.detach().requires_grad_(True), dist.detach().requires_grad_(True)]
         with torch.enable_grad():
             out = cfconv_table_reference(leaves[0], leaves[1], src, dst, table, spacing, cutoff)
             grad_x, grad_dist = torch.autograd.grad(out, leaves, grad_out)
     need = ctx.needs_input_grad
-    return grad_x if need[0] else None, grad_dist if need[1] else None, None, None, None, None, None, None, None
+    return (grad_x if need[0] else None, grad_dist if need[1] else None, None, None, None, None, None, None, None,
+            None)
 
 
 cfconv_table.register_autograd(_cfconv_table_autograd, setup_context=_cfconv_table_setup)

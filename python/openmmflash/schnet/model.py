@@ -61,10 +61,12 @@ class FlashSchNet(nn.Module):
         self.filter_mode = "exact"
         self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
         self.table_spacing = 1.0
-        # Table path: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py) instead of the
-        # autograd scatter-adds of pair_distances. Off unless OPENMMFLASH_ROW_DISTANCES=1: tested in the Triton
-        # interpreter only so far; its CUDA tests (tests/test_kernels_pairdist.py) have not run on a GPU yet.
-        self.row_distances = os.environ.get("OPENMMFLASH_ROW_DISTANCES", "0") == "1"
+        # Table path on the ops: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py)
+        # instead of the autograd scatter-adds of pair_distances (OPENMMFLASH_ROW_DISTANCES=0 turns it off), and the
+        # table kernels' scheme: "pairs" (each unordered pair once, atomics to the other end) or "rows" (every
+        # directed pair from its destination row, no atomics; OPENMMFLASH_TABLE_SCHEME=rows).
+        self.row_distances = os.environ.get("OPENMMFLASH_ROW_DISTANCES", "1") == "1"
+        self.table_scheme = os.environ.get("OPENMMFLASH_TABLE_SCHEME", "pairs")
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
@@ -199,10 +201,13 @@ class FlashSchNet(nn.Module):
         flash = (self.use_ops and self.backend == "flash" and self.gaussian_cosine and h.is_cuda
                  and dist.dtype == torch.float32 and not table)
         offsets, perm, rowptr_src = src, src, src
+        halfptr: Optional[Tensor] = None
         if rowptr is not None:
             offsets = rowptr
         elif table and self.use_ops:
             offsets = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
+        if table and self.use_ops and self.table_scheme == "pairs" and h.is_cuda:
+            halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, h.shape[0])
         if flash:
             offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
         t = 0
@@ -212,7 +217,7 @@ class FlashSchNet(nn.Module):
                 # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
                 if self.use_ops:
                     m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
-                                                           self.table_spacing, self.cutoff, x.is_cuda)
+                                                           self.table_spacing, self.cutoff, x.is_cuda, halfptr)
                 else:
                     m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
                                                self.cutoff)
