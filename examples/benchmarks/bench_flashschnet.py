@@ -54,6 +54,8 @@ VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact", None, No
 DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
 # Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
 OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1],
+                   "table_rows": [1, 128], "table_pairs": [1, 128], "table_rows_rowdist": [1, 128],
+                   "table_pairs_rowdist": [1, 128],
                    "flash_fp32": [int(b) for b in os.environ.get("BENCH_FP32_REPLICAS", "1,128").split(",")]}
 TABLE_TUNE = {"fwd": [(8, 4), (16, 4), (32, 4), (32, 8)], "bwd": [(8, 4), (16, 4), (32, 4), (32, 8)]}
 
