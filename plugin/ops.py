@@ -5,7 +5,8 @@ TorchForce or deserialized from XML). Each op has a fake (meta) implementation a
 autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce all run the same code.
 
 - ``neighbor_list(positions [N,3], num_replicas, cutoff, box [3,3]?, capacity) -> (src, dst, shifts, num_pairs)``
-  (see ``openmmflash.neighbors``; not differentiable, pass detached positions).
+  (see ``openmmflash.neighbors``; not differentiable, pass detached positions). Padded lists of open replicas on
+  CUDA come from the two-pass Triton kernels of ``openmmflash.plugin.kernels.neighborlist`` (same list).
 - ``cfconv(x [N,F'], dist [P], src [P], dst [P], mu [R], w1 [F',R], b1 [F'], w2 [F',F'], gamma, cutoff,
   rbf_cutoff) -> m [N,F']`` (see ``openmmflash.schnet.reference``); backward gives gradients with respect to x,
   dist and the filter weights by recomputing the forward (no edge tensor is kept between forward and backward).
@@ -34,6 +35,7 @@ from openmmflash.neighbors import build_neighbor_list, check_box, check_capacity
 from openmmflash.plugin.kernels import cfconv as _flash_cfconv  # noqa: F401  (registers pair_csr, cfconv_csr)
 from openmmflash.plugin.kernels import cfconv_table as _table_cfconv  # noqa: F401  (pair_rowptr, cfconv_table)
 from openmmflash.plugin.kernels import pairdist as _pairdist  # noqa: F401  (pair_distances_rows)
+from openmmflash.plugin.kernels.neighborlist import neighbor_list_open
 from openmmflash.schnet.reference import cfconv_reference
 
 
@@ -45,7 +47,10 @@ def neighbor_list(positions: Tensor, num_replicas: int, cutoff: float, box: Opti
         check_finite(positions)
         if box is not None:
             check_box(box, cutoff)
-    src, dst, shifts, num = build_neighbor_list(positions, num_replicas, cutoff, box, capacity)
+    if box is None and capacity > 0 and positions.is_cuda and positions.dtype == torch.float32:
+        src, dst, shifts, num = neighbor_list_open(positions, num_replicas, cutoff, capacity)
+    else:
+        src, dst, shifts, num = build_neighbor_list(positions, num_replicas, cutoff, box, capacity)
     if not capturing:
         check_capacity(num, capacity)
     return src, dst, shifts, num

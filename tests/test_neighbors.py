@@ -1,5 +1,7 @@
 """The batched neighbor list against a NumPy brute force (pairs compared after sorting)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -101,3 +103,28 @@ def test_verlet_skin_rebuilds_only_when_needed():
     assert nl.numBuilds == 2
     with pytest.raises(ValueError, match="NaN"):
         nl.update(torch.full((30, 3), float("nan")))
+
+
+KERNEL_DEVICES = [pytest.param("cpu", marks=pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                                               reason="CPU kernels need the interpreter")),
+                  pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+@pytest.mark.parametrize("device", KERNEL_DEVICES)
+@pytest.mark.parametrize("replicas,n,spread", [(1, 1, 1.0), (3, 5, 1.0), (2, 150, 3.0), (1, 4, 50.0)])
+def test_open_list_kernels_match_torch(device, replicas, n, spread):
+    """The two-pass Triton list equals build_neighbor_list slot by slot (order, padding, count), also past the
+    capacity (the first `capacity` pairs kept, the true count returned), for one bead, several tiles per row
+    (n = 150 > BLOCK_J) and no pairs at all."""
+    from openmmflash.plugin.kernels.neighborlist import neighbor_list_open
+
+    gen = torch.Generator().manual_seed(n)
+    pos = (torch.randn(replicas * n, 3, generator=gen) * spread).to(device)
+    exact = int(build_neighbor_list(pos, replicas, 2.5, None, 0)[3])
+    for capacity in (exact + 17, max(1, exact - 5)):
+        want = build_neighbor_list(pos, replicas, 2.5, None, capacity)
+        got = neighbor_list_open(pos, replicas, 2.5, capacity)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        assert torch.equal(got[2], torch.zeros_like(want[2])) and int(got[3]) == int(want[3]) == exact
+    with pytest.raises(ValueError, match="padded"):
+        neighbor_list_open(pos, replicas, 2.5, 0)
