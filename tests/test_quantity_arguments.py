@@ -89,3 +89,25 @@ def test_generate_pairs_quantities_equal_numbers():
     assert numbers["meta"]["stride"] == pytest.approx(quantities["meta"]["stride"], rel=1e-12)
     with pytest.raises(TypeError, match="stride must be in picosecond"):
         generatePairs(system, pos, speciesOf(top), [300.0], 2 * unit.angstrom, **common)
+
+
+def test_generate_replica_pairs_quantities_equal_numbers():
+    from openmmflash.integrators.training.replicadata import generateReplicaPairs
+    from test_flashmd_cg import TYPES, chain_system
+
+    system, pos = chain_system(2)
+    common = dict(cycles=1, platform="Reference", progress=False)
+    numbers = generateReplicaPairs(system, pos, TYPES, 2, [250.0], [0.002], timestep=0.0005, decorrelation=0.01,
+                                   equilibration=0.01, langevinTimestep=0.002, friction=5.0, **common)
+    quantities = generateReplicaPairs(system, pos, TYPES, 2, [250.0 * unit.kelvin], [2 * unit.femtosecond],
+                                      timestep=0.5 * unit.femtosecond, decorrelation=10 * unit.femtosecond,
+                                      equilibration=0.01 * unit.picosecond, langevinTimestep=2 * unit.femtosecond,
+                                      friction=0.005 / unit.femtosecond, **common)
+    assert list(numbers) == list(quantities) == [0.002]
+    # the settings as run (the Langevin noise of this generator is not seeded, so the pairs themselves differ)
+    drop = ("seconds",)
+    assert {k: v for k, v in numbers[0.002]["meta"].items() if k not in drop} == \
+           {k: v for k, v in quantities[0.002]["meta"].items() if k not in drop}
+    assert numbers[0.002]["q0"].shape == quantities[0.002]["q0"].shape == (2, len(TYPES), 3)
+    with pytest.raises(TypeError, match="friction must be in /picosecond"):
+        generateReplicaPairs(system, pos, TYPES, 2, [250.0], [0.002], friction=5.0 * unit.picosecond, **common)

@@ -135,8 +135,10 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
     mm = import_openmm()
     from openmm import unit
     temperatures = [valueIn(t, unit.kelvin, "temperatures") for t in temperatures]
-    stride, timestep, pairSpacing, equilibration = (valueIn(value, unit.picosecond, name) for value, name in (
-        (stride, "stride"), (timestep, "timestep"), (pairSpacing, "pairSpacing"), (equilibration, "equilibration")))
+    stride = valueIn(stride, unit.picosecond, "stride")
+    timestep = valueIn(timestep, unit.picosecond, "timestep")
+    pairSpacing = valueIn(pairSpacing, unit.picosecond, "pairSpacing")
+    equilibration = valueIn(equilibration, unit.picosecond, "equilibration")
     if system.getNumConstraints() > 0:
         raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD needs a System without "
                          "constraints (create it with constraints=None, rigidWater=False)")
