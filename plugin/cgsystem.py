@@ -2,16 +2,19 @@
 FlashSchNet force."""
 
 import os
+from typing import Optional
 
 from openmmflash.cg.inputchecks import requireCGTopology
 from openmmflash.cg.mapping import CGMapping
 from openmmflash.cg.priorsystem import createPriorSystem
+from openmmflash.plugin.forceoptions import FlashSchNetForceOptions
 from openmmflash.plugin.torchforce import addFlashSchNetForce
 from openmmflash.schnet.model import loadModel
 
 
 def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForce: bool = True,
-                   removeCMMotion: bool = True, priorForceGroup: int = 1, replicas: int = 1, **forceOptions):
+                   removeCMMotion: bool = True, priorForceGroup: int = 1, replicas: Optional[int] = None,
+                   forceOptions: Optional[FlashSchNetForceOptions] = None, **options):
     """A System for the CG ``topology`` (one bead per atom).
 
     Parameters
@@ -27,8 +30,13 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
         Default: the model's mapping, else "5bead".
     addModelForce : bool
         Add the FlashSchNet force (TorchForce) too.
-    forceOptions
-        Passed to ``addFlashSchNetForce`` (backend, precision, neighborCapacity, useCUDAGraphs, ...).
+    replicas : int, optional
+        Identical copies of the protein in ``topology`` (default: ``forceOptions.replicas``, else 1).
+    forceOptions : FlashSchNetForceOptions, optional
+        Options of the FlashSchNet force.
+    **options
+        ``backend`` and fields of ``FlashSchNetForceOptions`` (precision, neighborCapacity, useCUDAGraphs, ...),
+        passed to ``addFlashSchNetForce``.
     """
     if isinstance(model, (str, os.PathLike)):
         model = loadModel(model)
@@ -40,5 +48,7 @@ def createCGSystem(topology, model=None, priors=None, mapping=None, addModelForc
     system = createPriorSystem(topology, priors, mapping, units.lengthUnit if units else "angstrom",
                                units.energyUnit if units else "kcal/mol", removeCMMotion, priorForceGroup)
     if model is not None and addModelForce:
-        addFlashSchNetForce(system, model, topology, replicas=replicas, **forceOptions)
+        if replicas is not None:
+            options["replicas"] = replicas
+        addFlashSchNetForce(system, model, topology, forceOptions=forceOptions, **options)
     return system

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from openmmflash.neighbors import build_neighbor_list
-from openmmflash.schnet.config import PRECISIONS
+from openmmflash.schnet.config import FILTER_PRECISIONS
 
 NEIGHBOR_HEADROOM = 1.6  # padded neighbor-list capacity / pairs of the native structure (CUDA fast path)
 
@@ -41,9 +41,10 @@ def fastPathOptions(model, positions, replicas: int, platformName: str, fastPath
         raise ValueError(f"unknown fast-path keys {unknown}; known: {sorted(FAST_PATH)}")
     fast = copy.deepcopy(model)
     fast.backend = choice["backend"]
-    if choice["filterPrecision"] not in PRECISIONS:
-        raise ValueError(f"unknown filterPrecision {choice['filterPrecision']!r}; choose one of {list(PRECISIONS)}")
-    fast.precision = choice["filterPrecision"]
+    if choice["filterPrecision"] not in FILTER_PRECISIONS:
+        raise ValueError(f"unknown filterPrecision {choice['filterPrecision']!r}; choose one of "
+                         f"{list(FILTER_PRECISIONS)}")
+    fast.filter_precision = choice["filterPrecision"]
     padded = choice["padded"] or choice["useCUDAGraphs"]  # CUDA graphs need static shapes
     return fast, {"precision": "single", "useCUDAGraphs": bool(choice["useCUDAGraphs"]),
                   "neighborCapacity": neighborCapacity(model, positions, replicas) if padded else 0}

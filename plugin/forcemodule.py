@@ -22,11 +22,11 @@ from openmmflash import mlcg  # noqa: F401  (lets loadModel read mlcg files)
 from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
 from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
+from openmmflash.plugin.forceoptions import FILTER_MODES, FlashSchNetForceOptions
 from openmmflash.schnet.filtertable import FilterTableOptions, attachFilterTable, buildFilterTable
 from openmmflash.schnet.model import loadModel
 
 PRECISIONS = {"single": torch.float32, "double": torch.float64}
-FILTER_MODES = ("table", "exact")
 
 
 class FlashSchNetForceModule(nn.Module):
@@ -193,13 +193,17 @@ def resolveBeadTypes(model, topology=None, beadTypes: Optional[Sequence[int]] = 
     return types
 
 
-def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
-                            numParticles: Optional[int] = None, periodic: Optional[bool] = None,
-                            precision: str = "single", neighborCapacity: int = 0,
-                            outputBuffers: bool = False, filterMode: Optional[str] = None,
-                            filterTable: Optional[FilterTableOptions] = None) -> FlashSchNetForceModule:
-    """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce (``filterMode``,
-    ``filterTable``: see ``FlashSchNetForceModule``)."""
+def createFlashSchNetModule(model, topology=None, beadTypes=None,
+                            forceOptions: Optional[FlashSchNetForceOptions] = None, outputBuffers: bool = False,
+                            **options) -> FlashSchNetForceModule:
+    """The eager OpenMM-boundary module (nm, kJ/mol) shared by the TorchForce and the PythonForce.
+
+    ``forceOptions`` (a ``FlashSchNetForceOptions``) and/or its fields as keywords; the module uses replicas,
+    atomSubset, numParticles, periodic, precision, neighborCapacity, filterMode and filterTable (see
+    ``FlashSchNetForceModule``). ``outputBuffers``: see ``FlashSchNetForceModule``.
+    """
+    opts = FlashSchNetForceOptions.resolve(forceOptions, **options)
+    replicas, atomSubset, numParticles, periodic = opts.replicas, opts.atomSubset, opts.numParticles, opts.periodic
     model = _model(model)
     types = resolveBeadTypes(model, topology, beadTypes, atomSubset)
     if replicas < 1 or len(types) % replicas != 0:
@@ -222,4 +226,5 @@ def createFlashSchNetModule(model, topology=None, beadTypes=None, replicas: int 
     if periodic is None:
         periodic = topology is not None and topology.getPeriodicBoxVectors() is not None
     return FlashSchNetForceModule(model, torch.tensor(types, dtype=torch.int64), numParticles, replicas, atomSubset,
-                                  periodic, neighborCapacity, precision, outputBuffers, filterMode, filterTable)
+                                  periodic, opts.neighborCapacity, opts.precision, outputBuffers, opts.filterMode,
+                                  opts.filterTable)

@@ -25,8 +25,10 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
 
     ``addForces`` keyword arguments: ``includePriors`` (default True: the prior terms the model was trained with,
     in force group ``priorForceGroup``, default = ``forceGroup``), ``backend`` ("torchforce" or "pythonforce"),
-    ``precision`` ("single" or "double"), ``neighborCapacity``, ``useCUDAGraphs``, ``filterMode`` ("table", the
-    default in single precision, or "exact") and ``filterTable`` (see ``createFlashSchNetForce``).
+    ``forceOptions`` (a ``FlashSchNetForceOptions``) and/or its fields as keywords: ``precision`` ("single" or
+    "double"), ``neighborCapacity``, ``useCUDAGraphs``, ``filterMode`` ("table", the default in single precision,
+    or "exact"), ``filterTable``, ... (see ``createFlashSchNetForce``). The force group is openmm-ml's
+    ``forceGroup``.
     """
 
     def __init__(self, name: str, modelPath: str):
@@ -34,12 +36,14 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
         self.modelPath = modelPath
 
     def addForces(self, topology, system, atoms, forceGroup, includePriors: bool = True, backend: str = "torchforce",
-                  precision: str = "single", priorForceGroup=None, **args):
+                  priorForceGroup=None, forceOptions=None, **args):
         from openmmflash.cg.mapping import CGMapping
         from openmmflash.cg.priors import addPriorForces
+        from openmmflash.plugin.forceoptions import FlashSchNetForceOptions
         from openmmflash.plugin.torchforce import addFlashSchNetForce
         from openmmflash.schnet.model import loadModel
 
+        options = FlashSchNetForceOptions.resolve(forceOptions, **args)
         model = loadModel(self.modelPath)
         subset = None if atoms is None else sorted(int(i) for i in atoms)
         priors = model.metadata.get("priors")
@@ -50,8 +54,8 @@ class FlashSchNetPotentialImpl(MLPotentialImpl):
             mapping = CGMapping(model.metadata.get("mapping") or "5bead")
             addPriorForces(system, topology, mapping.bondedPairs(topology), priors, model.config.lengthUnit,
                            model.config.energyUnit, forceGroup if priorForceGroup is None else priorForceGroup)
-        if subset is not None:
+        if subset is not None and options.periodic is None:
             # A subset of a larger System (e.g. createMixedSystem): periodic when the System is.
-            args.setdefault("periodic", system.usesPeriodicBoundaryConditions())
-        addFlashSchNetForce(system, model, topology, backend=backend, precision=precision, forceGroup=forceGroup,
-                            atomSubset=subset, **args)
+            options.periodic = system.usesPeriodicBoundaryConditions()
+        addFlashSchNetForce(system, model, topology, backend=backend, forceOptions=options, forceGroup=forceGroup,
+                            atomSubset=subset)

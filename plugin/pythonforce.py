@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from openmmflash.plugin.forcemodule import _model, createFlashSchNetModule
+from openmmflash.plugin.forceoptions import FlashSchNetForceOptions
 from openmmflash.schnet.config import FlashSchNetConfig
 from openmmflash.schnet.model import FlashSchNet
 from openmmflash.stack import import_openmm
@@ -134,20 +135,17 @@ class FlashSchNetCompute:
         self._static_out[n, 0].copy_(energy)
 
 
-def createFlashSchNetPythonForce(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
-                                 numParticles: Optional[int] = None, periodic: Optional[bool] = None,
-                                 precision: str = "single", neighborCapacity: int = 0, device: Optional[str] = None,
-                                 useCUDAGraphs: bool = False, CUDAGraphWarmupSteps: int = 10, forceGroup: int = 0):
-    """A PythonForce computing the FlashSchNet energy and forces (arguments as ``createFlashSchNetForce``; the
-    CUDA graph is captured and replayed by the compute object, see ``FlashSchNetCompute``)."""
+def createFlashSchNetPythonForce(model, topology=None, beadTypes=None,
+                                 forceOptions: Optional[FlashSchNetForceOptions] = None, **options):
+    """A PythonForce computing the FlashSchNet energy and forces (options as ``createFlashSchNetForce``, plus
+    ``device``; the CUDA graph is captured and replayed by the compute object, see ``FlashSchNetCompute``)."""
     openmm = import_openmm()
-    compute = FlashSchNetCompute(model, device=device, useCUDAGraphs=useCUDAGraphs,
-                                 CUDAGraphWarmupSteps=CUDAGraphWarmupSteps, topology=topology, beadTypes=beadTypes,
-                                 replicas=replicas,
-                                 atomSubset=atomSubset, numParticles=numParticles, periodic=periodic,
-                                 precision=precision, neighborCapacity=neighborCapacity)
+    opts = FlashSchNetForceOptions.resolve(forceOptions, **options)
+    compute = FlashSchNetCompute(model, device=opts.device, useCUDAGraphs=opts.useCUDAGraphs,
+                                 CUDAGraphWarmupSteps=opts.CUDAGraphWarmupSteps, topology=topology, beadTypes=beadTypes,
+                                 **opts.moduleKeywords())
     force = openmm.PythonForce(compute)
     force.setUsesPeriodicBoundaryConditions(compute.module.periodic)
-    force.setForceGroup(forceGroup)
+    force.setForceGroup(opts.forceGroup)
     force.setName("FlashSchNet")
     return force

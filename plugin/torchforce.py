@@ -7,21 +7,19 @@ imported ``openmmflash`` (this module does); the force returns energy and forces
 (``setOutputsForces(True)``).
 """
 
-from typing import List, Optional, Sequence
+from typing import Optional
 
 import torch
 
 from openmmflash.plugin.forcemodule import (FlashSchNetForceModule, _model, createFlashSchNetModule,  # noqa: F401
                                            resolveBeadTypes)
+from openmmflash.plugin.forceoptions import FlashSchNetForceOptions
 from openmmflash.plugin.pythonforce import createFlashSchNetPythonForce
 from openmmflash.stack import import_openmm
 
 
-def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int = 1, atomSubset=None,
-                           numParticles: Optional[int] = None, periodic: Optional[bool] = None,
-                           precision: str = "single", neighborCapacity: int = 0, useCUDAGraphs: bool = False,
-                           CUDAGraphWarmupSteps: int = 10, forceGroup: int = 0, filterMode: Optional[str] = None,
-                           filterTable=None):
+def createFlashSchNetForce(model, topology=None, beadTypes=None,
+                           forceOptions: Optional[FlashSchNetForceOptions] = None, **options):
     """A TorchForce computing the FlashSchNet energy and forces.
 
     Parameters
@@ -32,41 +30,28 @@ def createFlashSchNetForce(model, topology=None, beadTypes=None, replicas: int =
         CG topology of the System; bead types come from the model's bead-type table.
     beadTypes : sequence of int, optional
         Bead types of the modelled particles (instead of ``topology``).
-    replicas : int
-        Number of identical, contiguous, non-interacting copies among the modelled particles.
-    atomSubset : sequence of int, optional
-        Indices of the System particles the model acts on (default: all).
-    numParticles : int, optional
-        Particles in the System (default: the topology's, or the number of bead types).
-    periodic : bool, optional
-        Use periodic boundary conditions (default: whether the topology has a box).
-    precision : {"single", "double"}
-        Arithmetic of the model.
-    neighborCapacity : int
-        Fixed neighbor-list length (0: exact list, resized every step).
-    useCUDAGraphs, CUDAGraphWarmupSteps
-        TorchForce properties (CUDA platform only).
-    forceGroup : int
-        Force group of the force.
-    filterMode : {"table", "exact"}, optional
-        "table" (default in single precision): filters from cubic Hermite tables built now from the model's weights
-        (fast MD); "exact" (default in double precision): the filter MLP per pair. The table's nodes, spacing and
-        measured error are in ``filterTableInfo(force)``.
-    filterTable : openmmflash.schnet.filtertable.FilterTableOptions, optional
-        Error tolerance and storage ("fp32", "fp16") of the tables.
+    forceOptions : FlashSchNetForceOptions, optional
+        The options as one object (default: all defaults).
+    **options
+        Fields of ``FlashSchNetForceOptions`` as keywords (they replace those of ``forceOptions``): ``replicas``,
+        ``atomSubset``, ``numParticles``, ``periodic``, ``precision`` ("single" or "double"), ``neighborCapacity``,
+        ``useCUDAGraphs``, ``CUDAGraphWarmupSteps``, ``forceGroup``, ``filterMode`` ("table", the default in single
+        precision: filters from cubic Hermite tables built now from the model's weights, whose nodes, spacing and
+        measured error are in ``filterTableInfo(force)``; "exact", the default in double precision: the filter MLP
+        per pair) and ``filterTable`` (a ``FilterTableOptions``: error tolerance and storage of the tables).
     """
     openmmtorch = _import_openmmtorch()
-    module = createFlashSchNetModule(model, topology, beadTypes, replicas, atomSubset, numParticles, periodic,
-                                     precision, neighborCapacity, outputBuffers=True, filterMode=filterMode,
-                                     filterTable=filterTable)
-    if CUDAGraphWarmupSteps < 1:
-        raise ValueError(f"CUDAGraphWarmupSteps must be >= 1, got {CUDAGraphWarmupSteps}")
+    opts = FlashSchNetForceOptions.resolve(forceOptions, **options)
+    if opts.device is not None:
+        raise TypeError("device is an option of the PythonForce backend; the TorchForce runs on the device of the "
+                        "OpenMM Context (use backend='pythonforce' to choose a torch device)")
+    module = createFlashSchNetModule(model, topology, beadTypes, opts, outputBuffers=True)
     scripted = torch.jit.script(module)
-    force = openmmtorch.TorchForce(scripted, {"useCUDAGraphs": "true" if useCUDAGraphs else "false",
-                                              "CUDAGraphWarmupSteps": str(int(CUDAGraphWarmupSteps))})
+    force = openmmtorch.TorchForce(scripted, {"useCUDAGraphs": "true" if opts.useCUDAGraphs else "false",
+                                              "CUDAGraphWarmupSteps": str(int(opts.CUDAGraphWarmupSteps))})
     force.setOutputsForces(True)
     force.setUsesPeriodicBoundaryConditions(module.periodic)
-    force.setForceGroup(forceGroup)
+    force.setForceGroup(opts.forceGroup)
     force.setName("FlashSchNet")
     return force
 
@@ -77,19 +62,24 @@ def filterTableInfo(force) -> dict:
     return dict(force.getModule().filter_table_info)
 
 
-def addFlashSchNetForce(system, model, topology=None, backend: str = "torchforce", **options):
+def addFlashSchNetForce(system, model, topology=None, backend: str = "torchforce",
+                        forceOptions: Optional[FlashSchNetForceOptions] = None, **options):
     """Create a FlashSchNet force for ``system`` (``backend`` "torchforce" or "pythonforce"), add it, return it.
 
-    The particle count is taken from the System, so a force that does not fit it is refused. The force is periodic
-    when the topology has a box (without a topology: when the System's other forces are periodic).
+    Options: ``forceOptions`` (a ``FlashSchNetForceOptions``) and/or its fields as keywords, as in
+    ``createFlashSchNetForce``. The particle count is taken from the System, so a force that does not fit it is
+    refused. The force is periodic when the topology has a box (without a topology: when the System's other forces
+    are periodic).
     """
-    options.setdefault("numParticles", system.getNumParticles())
-    if topology is None:
-        options.setdefault("periodic", system.usesPeriodicBoundaryConditions())
+    opts = FlashSchNetForceOptions.resolve(forceOptions, **options)
+    if opts.numParticles is None:
+        opts.numParticles = system.getNumParticles()
+    if topology is None and opts.periodic is None:
+        opts.periodic = system.usesPeriodicBoundaryConditions()
     if backend == "torchforce":
-        force = createFlashSchNetForce(model, topology, **options)
+        force = createFlashSchNetForce(model, topology, forceOptions=opts)
     elif backend == "pythonforce":
-        force = createFlashSchNetPythonForce(model, topology, **options)
+        force = createFlashSchNetPythonForce(model, topology, forceOptions=opts)
     else:
         raise ValueError(f"backend must be 'torchforce' or 'pythonforce', got {backend!r}")
     system.addForce(force)

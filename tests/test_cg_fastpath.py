@@ -58,9 +58,9 @@ def test_fast_path_options(chignolin):
     assert exact["neighborCapacity"] == 0 and not exact["useCUDAGraphs"]
     with pytest.raises(ValueError, match="unknown fast-path keys"):
         fastPathOptions(model, native, 4, "CUDA", {"graphs": True})
-    assert fast.precision == "fp32"
+    assert fast.filter_precision == "fp32"
     half, _ = fastPathOptions(model, native, 4, "CUDA", {"filterPrecision": "w16a16"})
-    assert half.precision == "w16a16" and model.precision == "fp32"
+    assert half.filter_precision == "w16a16" and model.filter_precision == "fp32"
     with pytest.raises(ValueError, match="unknown filterPrecision"):
         fastPathOptions(model, native, 4, "CUDA", {"filterPrecision": "int8"})
 

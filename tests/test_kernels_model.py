@@ -23,18 +23,18 @@ def _system(device, replicas=2, beads=11):
     return pos, types
 
 
-def test_config_validates_backend_and_precision():
+def test_config_validates_backend_and_filter_precision():
     with pytest.raises(ValueError, match="unknown backend 'triton'"):
         FlashSchNetConfig(backend="triton")
-    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
-        FlashSchNetConfig(precision="fp8")
-    assert FlashSchNetConfig.fromDict(FlashSchNetConfig(precision="w16a16").toDict()).precision == "w16a16"
+    with pytest.raises(ValueError, match="unknown filterPrecision 'fp8'"):
+        FlashSchNetConfig(filterPrecision="fp8")
+    assert FlashSchNetConfig.fromDict(FlashSchNetConfig(filterPrecision="w16a16").toDict()).filterPrecision == "w16a16"
 
 
 def test_cpu_uses_reference_and_scripts():
     """On CPU the flash backend dispatches to the reference op; the model still scripts with the ops."""
     pos, types = _system("cpu")
-    plain = _model(backend="flash", precision="w16a16")
+    plain = _model(backend="flash", filterPrecision="w16a16")
     e_ref, f_ref = plain.energy_and_forces(pos, types, 2)
     plain.use_ops = True
     scripted = torch.jit.script(plain)
@@ -57,13 +57,13 @@ def test_training_path_double_backward_unchanged():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("w16a16", 1e-2)])
+@pytest.mark.parametrize("filter_precision,tolerance", [("fp32", 1e-5), ("w16a16", 1e-2)])
 @pytest.mark.parametrize("capacity", [0, 400])
-def test_cuda_flash_model_matches_reference(precision, tolerance, capacity):
+def test_cuda_flash_model_matches_reference(filter_precision, tolerance, capacity):
     pos, types = _system("cuda")
     results = []
     for backend in ("reference", "flash"):
-        model = _model(backend=backend, precision=precision).cuda()
+        model = _model(backend=backend, filterPrecision=filter_precision).cuda()
         model.use_ops = True
         for prm in model.parameters():
             prm.requires_grad_(False)

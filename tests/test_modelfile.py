@@ -67,3 +67,28 @@ def test_unknown_config_key():
         FlashSchNetConfig.fromDict({"hiddenChannels": 8, "hiden": 3})
     with pytest.raises(ValueError, match="lengthUnit"):
         FlashSchNetConfig(lengthUnit="furlong")
+
+
+def test_files_with_the_old_precision_key_load(tmp_path, cg_fragment):
+    """Model files written when the filter-MLP format was the config key "precision" (the bundled models among
+    them) load with it as ``filterPrecision`` and give the same forces."""
+    model = make_model()
+    model.config.filterPrecision = "w16a16"
+    model.filter_precision = "w16a16"
+    path = str(tmp_path / "old.pt")
+    model.save(path)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["precision"] = payload["config"].pop("filterPrecision")
+    torch.save(payload, path)
+    loaded = FlashSchNet.load(path)
+    assert loaded.config.filterPrecision == loaded.filter_precision == "w16a16"
+    assert loaded.config == model.config
+    top, pos = cg_fragment
+    from openmmflash.cg.mapping import beadTypesFromTopology
+
+    types = torch.tensor(beadTypesFromTopology(top, model.metadata["beadTypes"]))
+    x = torch.tensor(pos * 10.0, dtype=torch.float32)
+    assert torch.equal(model.energy_and_forces(x, types)[1], loaded.energy_and_forces(x, types)[1])
+    bundled = modelfile.resolveModelPath("chignolin")
+    assert "precision" in torch.load(bundled, weights_only=True)["config"]
+    assert FlashSchNet.load(bundled).config.filterPrecision == "fp32"

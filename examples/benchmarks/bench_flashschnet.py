@@ -39,7 +39,7 @@ from benchprovenance import provenance  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.join(HERE, "..", "data")
 RESULTS = os.path.join(HERE, "results")
-# variant -> (CFConv backend, flash precision, use the custom ops, filter: "exact" or the table storage, table
+# variant -> (CFConv backend, flash filter precision, use the custom ops, filter: "exact" or the table storage, table
 # kernels' scheme "rows" | "pairs", row-owned pair distances); None: the model's default (what ships).
 VARIANTS = {"reference_autograd": ("reference", "fp32", False, "exact", None, None),
             "reference": ("reference", "fp32", True, "exact", None, None),
@@ -124,10 +124,10 @@ def make_model(num_types, variant, device):
     from openmmflash.schnet.config import FlashSchNetConfig
     from openmmflash.schnet.model import FlashSchNet
 
-    backend, precision = VARIANTS[variant][:2]
+    backend, filter_precision = VARIANTS[variant][:2]
     config = FlashSchNetConfig(numBeadTypes=num_types, hiddenChannels=128, numFilters=128, numRbf=64,
                                numInteractions=4, cutoff=15.0, readoutHidden=[128], backend=backend,
-                               precision=precision)
+                               filterPrecision=filter_precision)
     model = FlashSchNet(config)
     scheme, rowdist = VARIANTS[variant][4:6]
     if scheme is not None:
@@ -334,11 +334,11 @@ def folded_pairs(replicas, device="cuda"):
     return pos, model, src, dst, dist, int(num)
 
 
-def filter_args(model, precision):
+def filter_args(model, filter_precision):
     """The trailing arguments of cfconv_flash_forward/backward for the model's first interaction block."""
     block = model.blocks[0]
     return (model.mu, block.filter1.weight.detach(), block.filter1.bias.detach(), block.filter2.weight.detach(),
-            model.gamma, model.cutoff, True, precision)
+            model.gamma, model.cutoff, True, filter_precision)
 
 
 def kernel_breakdown(replicas, quick):
@@ -357,27 +357,29 @@ def kernel_breakdown(replicas, quick):
     csr = kernels.build_csr(src, dst, n)
     out["csr_ms"] = median_ms(lambda: kernels.build_csr(src, dst, n))
     flop_fwd = 2 * (64 * 128 + 128 * 128) * pairs
-    for precision in ("fp32", "w16a16"):
-        args = filter_args(model, precision)
+    for filter_precision in ("fp32", "w16a16"):
+        args = filter_args(model, filter_precision)
         fwd = median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args))
         bwd = median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2], *args))
-        out[precision] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_TFLOPs": flop_fwd / fwd / 1e9,
-                          "bwd_TFLOPs": 2 * flop_fwd / bwd / 1e9}
+        out[filter_precision] = {"fwd_ms": fwd, "bwd_ms": bwd, "fwd_TFLOPs": flop_fwd / fwd / 1e9,
+                                 "bwd_TFLOPs": 2 * flop_fwd / bwd / 1e9}
     out["kernel_info"] = dict(kernels.KERNEL_INFO)
     # Ablation in the same run: TMA weight tiles forced on/off, fp16 gathers on/off (defaults restored after).
     ablation = []
-    for precision, tma, gather16 in (("w16a16", False, True), ("w16a16", False, False), ("w16a16", True, True),
-                                     ("fp32", False, False), ("fp32", True, False)):
-        args = filter_args(model, precision)
+    for filter_precision, tma, gather16 in (("w16a16", False, True), ("w16a16", False, False),
+                                            ("w16a16", True, True), ("fp32", False, False), ("fp32", True, False)):
+        args = filter_args(model, filter_precision)
         saved = (kernels.USE_TMA, kernels.GATHER16)
         kernels.USE_TMA, kernels.GATHER16 = tma, gather16
         try:
-            row = {"precision": precision, "tma": tma, "gather16": gather16 and precision == "w16a16",
+            row = {"filterPrecision": filter_precision, "tma": tma,
+                   "gather16": gather16 and filter_precision == "w16a16",
                    "fwd_ms": median_ms(lambda: kernels.cfconv_flash_forward(x, dist, src, dst, csr[0], *args)),
                    "bwd_ms": median_ms(lambda: kernels.cfconv_flash_backward(g, x, dist, src, dst, csr[1], csr[2],
                                                                              *args))}
         except Exception as err:
-            row = {"precision": precision, "tma": tma, "error": f"{type(err).__name__}: {str(err)[:200]}"}
+            row = {"filterPrecision": filter_precision, "tma": tma,
+                   "error": f"{type(err).__name__}: {str(err)[:200]}"}
         finally:
             kernels.USE_TMA, kernels.GATHER16 = saved
         ablation.append(row)
@@ -456,8 +458,8 @@ def openmm_worker(variant, graphs, replicas_list, quick):
     from openmmflash.plugin.kernels import cfconv as kernels
     from openmmflash.plugin.kernels import cfconv_table as tk
 
-    for kind, precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
-        kernels.TILES[(kind, precision)] = tuple(tile)
+    for kind, filter_precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
+        kernels.TILES[(kind, filter_precision)] = tuple(tile)
     for kind, storage, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "[]")):
         tk.TABLE_TILES[(kind, storage)] = tuple(tile)
     for kind, storage, tile in json.loads(os.environ.get("BENCH_PAIR_TILES", "[]")):

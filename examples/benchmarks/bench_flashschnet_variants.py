@@ -51,7 +51,7 @@ def worker(replicas, time_it):
 
         for tile in tiles:
             kernels.TILES[(kind, precision)] = tuple(tile)
-            row = {"kernel": kind, "precision": precision, "tile": list(tile), "tma_env": kernels.USE_TMA,
+            row = {"kernel": kind, "filterPrecision": precision, "tile": list(tile), "tma_env": kernels.USE_TMA,
                    "gather16": gather16 and precision == "w16a16"}
             try:
                 call()
@@ -106,7 +106,7 @@ def main():
     print(f"{'kernel':4} {'prec':7} {'tile':18} {'TMA':4} {'g16':4} {'ms':>8} {'TFLOP/s':>8} regs spills")
     for r in rows:
         if "ms" in r:
-            print(f"{r['kernel']:4} {r['precision']:7} {str(r['tile']):18} {int(r.get('tma', 0)):4} "
+            print(f"{r['kernel']:4} {r['filterPrecision']:7} {str(r['tile']):18} {int(r.get('tma', 0)):4} "
                   f"{int(r['gather16']):4} {r['ms']:8.3f} {r['TFLOPs']:8.1f} {r.get('registers')} {r.get('spills')}")
         else:
             print("ERROR", r)

@@ -20,6 +20,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch  # noqa: F401  (before openmm)
 
+from openmmflash.units import valueIn
+
 
 
 def import_openmm():
@@ -123,6 +125,8 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
         Time between the starts of consecutive pairs in one trajectory (>= stride).
     equilibration : ps
         Langevin equilibration (friction 5/ps) before each NVE segment.
+
+    Temperatures and times are numbers in these units or OpenMM Quantities.
     starts : list of (temperature index, start index), optional
         Run only these starts (one process's share of a job; the pairs are those of the whole run's starts).
 
@@ -130,6 +134,11 @@ def generatePairs(system, positions, types, temperatures: Sequence[float], strid
     """
     mm = import_openmm()
     from openmm import unit
+    temperatures = [valueIn(t, unit.kelvin, "temperatures") for t in temperatures]
+    stride = valueIn(stride, unit.picosecond, "stride")
+    timestep = valueIn(timestep, unit.picosecond, "timestep")
+    pairSpacing = valueIn(pairSpacing, unit.picosecond, "pairSpacing")
+    equilibration = valueIn(equilibration, unit.picosecond, "equilibration")
     if system.getNumConstraints() > 0:
         raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD needs a System without "
                          "constraints (create it with constraints=None, rigidWater=False)")

@@ -24,6 +24,7 @@ import numpy as np
 from openmmflash.integrators.training.data import import_openmm, particleMasses
 from openmmflash.integrators.network.modelfile import SPECIES_KINDS
 from openmmflash.units import BOLTZMANN_KJ as KB
+from openmmflash.units import valueIn
 
 
 
@@ -87,10 +88,19 @@ def generateReplicaPairs(system, positions, types, replicas: int, temperatures: 
         from exactly these states (no minimization, no equilibration; e.g. the states of a FlashMD run, whose
         momenta need not be thermal), later cycles as usual
 
-    Returns {stride: dataset dict} in the layout of :mod:`openmmflash.integrators.training.data`.
+    Temperatures, times and ``friction`` (1/ps) are numbers in these units or OpenMM Quantities.
+
+    Returns {stride (ps): dataset dict} in the layout of :mod:`openmmflash.integrators.training.data`.
     """
     mm = import_openmm()
     from openmm import unit
+    temperatures = [valueIn(t, unit.kelvin, "temperatures") for t in temperatures]
+    strides = [valueIn(s, unit.picosecond, "strides") for s in strides]
+    timestep = valueIn(timestep, unit.picosecond, "timestep")
+    decorrelation = valueIn(decorrelation, unit.picosecond, "decorrelation")
+    equilibration = valueIn(equilibration, unit.picosecond, "equilibration")
+    langevinTimestep = valueIn(langevinTimestep, unit.picosecond, "langevinTimestep")
+    friction = valueIn(friction, unit.picosecond ** -1, "friction")
     if system.getNumConstraints() > 0:
         raise ValueError(f"the System has {system.getNumConstraints()} constraints; FlashMD needs a System without "
                          "constraints")

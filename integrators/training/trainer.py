@@ -45,6 +45,8 @@ from openmmflash.cg.torchpriors import ANGLE_EXPRESSION, angleCosines, bondLengt
 from openmmflash.distributed import DataParallelLoss
 
 from openmmflash.integrators.training.data import readDatasets
+from openmmflash.integrators.training.trainingoptions import (LossWeights, NetworkOptions, TrainingOptions,
+                                                              resolveOptions)
 from openmmflash.integrators.network.modelfile import FlashMDModel, saveModel
 from openmmflash.integrators.engine.stepper import batch_edges, random_rotation
 from openmmflash.units import BOLTZMANN_KJ as KB
@@ -188,14 +190,20 @@ def stiff_coordinate_loss(q1: torch.Tensor, err: torch.Tensor, coords, kind: str
 
 
 class Trainer:
-    """Holds data on the device and runs optimisation steps; see :func:`train` for the parameters."""
+    """Holds data on the device and runs optimisation steps; see :func:`train` for the parameters (``network``,
+    ``training``, ``weights`` and their fields as keywords; without them a Trainer schedules 1000 iterations)."""
 
-    def __init__(self, data, model: Optional[FlashMDModel] = None, channels: int = 64, numLayers: int = 3,
-                 numRBF: int = 16, cutoff: float = 0.5, lr: float = 1e-3, batchSize: int = 4,
-                 validationFraction: float = 0.1, energyWeight: float = 0.0, system=None, energyPlatform=None,
-                 device=None, seed: int = 0, iterations: int = 1000, kineticWeight: float = 0.0,
-                 energyTarget: str = "total", bondWeight: float = 0.0, angleWeight: float = 0.0,
-                 restride: bool = False, symplecticWeight: float = 0.0):
+    def __init__(self, data, model: Optional[FlashMDModel] = None, network: Optional[NetworkOptions] = None,
+                 training: Optional[TrainingOptions] = None, weights: Optional[LossWeights] = None, system=None,
+                 energyPlatform=None, device=None, restride: bool = False, **options):
+        network, training, weights = resolveOptions(network, training, weights,
+                                                    {"training": TrainingOptions(iterations=1000)}, **options)
+        channels, numLayers, numRBF, cutoff = network.channels, network.numLayers, network.numRBF, network.cutoff
+        lr, batchSize, seed, iterations = training.lr, training.batchSize, training.seed, training.iterations
+        validationFraction = training.validationFraction
+        energyWeight, energyTarget, kineticWeight = weights.energyWeight, weights.energyTarget, weights.kineticWeight
+        bondWeight, angleWeight, symplecticWeight = weights.bondWeight, weights.angleWeight, weights.symplecticWeight
+        self.networkOptions, self.trainingOptions, self.lossWeights = network, training, weights
         data = readDatasets(data)
         self.meta = data["meta"]
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -249,8 +257,6 @@ class Trainer:
         self.sqrt_m = torch.sqrt(self.masses).view(1, -1, 1)
         self.batchSize = int(batchSize)
         self.energyWeight = float(energyWeight)
-        if energyTarget not in ("total", "potential"):
-            raise ValueError(f"energyTarget must be 'total' or 'potential', got {energyTarget!r}")
         self.energyTarget = energyTarget
         self.kineticWeight = float(kineticWeight)
         self.lastKinetic = None
@@ -503,36 +509,35 @@ class Trainer:
         self.generator.set_state(state["generator"].to("cpu", torch.uint8))
 
 
-def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: float = 1e-3, channels: int = 64,
-          numLayers: int = 3, numRBF: int = 16, cutoff: float = 0.5, energyWeight: float = 0.0, system=None,
-          energyPlatform=None, device=None, seed: int = 0, checkpointInterval: int = 200, resume: bool = True,
-          progress: bool = True, maxMinutes: Optional[float] = None, logInterval: int = 50,
-          kineticWeight: float = 0.0, initialModel=None, energyTarget: str = "total",
-          bondWeight: float = 0.0, angleWeight: float = 0.0, restride: bool = False,
-          symplecticWeight: float = 0.0) -> FlashMDModel:
+def train(dataset, output: str, network: Optional[NetworkOptions] = None, training: Optional[TrainingOptions] = None,
+          weights: Optional[LossWeights] = None, system=None, energyPlatform=None, device=None,
+          checkpointInterval: int = 200, resume: bool = True, progress: bool = True, maxMinutes: Optional[float] = None,
+          logInterval: int = 50, initialModel=None, restride: bool = False, **options) -> FlashMDModel:
     """Train a FlashMD model on a dataset (path or dict from data.generatePairs, or a list of them with the same
     particles, merged) and write it to ``output``.
 
-    Parameters: network size (channels, numLayers, numRBF, cutoff in nm), optimisation (iterations, batchSize in
-    frames, lr peak with warm-up and cosine decay), the optional energy term (energyWeight with the OpenMM
-    ``system``; energyTarget "total" or "potential", see the module docstring), the stiff-coordinate terms
-    (bondWeight, angleWeight: the ``system``'s HarmonicBondForce bonds and CG-prior angles), the per-species kinetic-energy term (kineticWeight), ``maxMinutes`` (stop early, still validating and saving). Returns the trained model; its
-    ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a FlashMDModel, or a shipped name or
-    file for modelfile.loadModel) fine-tunes that model instead of a new one (its species must match the data, and its
-    stride too unless ``restride``, which warm-starts a model of the data's stride; the network-size arguments are then
-    ignored); its provenance is kept under ``initialProvenance``.
+    Parameters: ``network`` (a NetworkOptions: channels, numLayers, numRBF, cutoff in nm), ``training`` (a
+    TrainingOptions: iterations, batchSize in frames, lr peak with warm-up and cosine decay, seed,
+    validationFraction), ``weights`` (a LossWeights: the optional energy term, energyWeight with the OpenMM
+    ``system``, energyTarget "total" or "potential", see the module docstring; the stiff-coordinate terms
+    bondWeight, angleWeight on the ``system``'s HarmonicBondForce bonds and CG-prior angles; the per-species
+    kinetic-energy term kineticWeight; the symplectic term symplecticWeight); any of their fields may be given as
+    keywords instead (they replace the objects' fields). ``maxMinutes`` stops early, still validating and saving.
+    Returns the trained model; its ``provenance`` and ``validation`` are stored in the file. ``initialModel`` (a
+    FlashMDModel, or a shipped name or file for modelfile.loadModel) fine-tunes that model instead of a new one (its
+    species must match the data, and its stride too unless ``restride``, which warm-starts a model of the data's
+    stride; ``network`` is then ignored); its provenance is kept under ``initialProvenance``.
     """
+    network, training, weights = resolveOptions(network, training, weights, **options)
+    iterations = training.iterations
     data = readDatasets(dataset)
     init_name = None
     if initialModel is not None and not isinstance(initialModel, FlashMDModel):
         init_name, initialModel = str(initialModel), loadModel(initialModel)
     init_provenance = dict(initialModel.provenance) if initialModel is not None else None
     init_stride = initialModel.stride if initialModel is not None else None
-    trainer = Trainer(data, model=initialModel, channels=channels, numLayers=numLayers, numRBF=numRBF, cutoff=cutoff, lr=lr,
-                      batchSize=batchSize, energyWeight=energyWeight, system=system, energyPlatform=energyPlatform,
-                      device=device, seed=seed, iterations=iterations, kineticWeight=kineticWeight,
-                      energyTarget=energyTarget, bondWeight=bondWeight, angleWeight=angleWeight, restride=restride,
-                      symplecticWeight=symplecticWeight)
+    trainer = Trainer(data, model=initialModel, network=network, training=training, weights=weights, system=system,
+                      energyPlatform=energyPlatform, device=device, restride=restride)
     state_path = output + ".state"
     if resume and os.path.exists(state_path):
         trainer.loadStateDict(torch.load(state_path, map_location=trainer.device, weights_only=False))
@@ -566,10 +571,11 @@ def train(dataset, output: str, iterations: int = 2000, batchSize: int = 4, lr: 
     torch.save(trainer.stateDict(), state_path + ".tmp")
     os.replace(state_path + ".tmp", state_path)
     model.validation = trainer.validate()
-    model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": batchSize, "lr": lr,
-                        "energyWeight": energyWeight, "energyTarget": energyTarget,
-                        "bondWeight": bondWeight, "angleWeight": angleWeight, "kineticWeight": kineticWeight,
-                        "symplecticWeight": symplecticWeight, "seed": seed, "device": str(trainer.device),
+    model.provenance = {"dataset": data["meta"], "iterations": trainer.iteration, "batchSize": training.batchSize,
+                        "lr": training.lr, "energyWeight": weights.energyWeight, "energyTarget": weights.energyTarget,
+                        "bondWeight": weights.bondWeight, "angleWeight": weights.angleWeight,
+                        "kineticWeight": weights.kineticWeight, "symplecticWeight": weights.symplecticWeight,
+                        "seed": training.seed, "device": str(trainer.device),
                         "torch": torch.__version__, "trainSeconds": round(time.time() - t0, 1),
                         "lossHistory": trainer.history[-200:]}
     if initialModel is not None:

@@ -29,6 +29,7 @@ _EXPORTS = {
     "createFlashSchNetForce": "openmmflash.plugin.torchforce",
     "addFlashSchNetForce": "openmmflash.plugin.torchforce",
     "createFlashSchNetPythonForce": "openmmflash.plugin.pythonforce",
+    "FlashSchNetForceOptions": "openmmflash.plugin.forceoptions",
     # CG proteins
     "CGMapping": "openmmflash.cg.mapping",
     "loadProtein": "openmmflash.cg.structure",

@@ -6,6 +6,7 @@ import numpy as np
 
 from openmmflash.compactmd.compactwriter import CompactWriter
 from openmmflash.compactmd.topology import CompactTopology
+from openmmflash.units import valueIn
 
 
 class CompactReporter:
@@ -17,9 +18,9 @@ class CompactReporter:
         Output path (``.cmdx``).
     reportInterval : int
         Steps between frames.
-    maxError : float, optional
-        Guaranteed bound on |written - true| per coordinate, nm (default 0.0005, XTC's precision; when appending,
-        the file's bound, and a different value is an error).
+    maxError : float or openmm.unit.Quantity, optional
+        Guaranteed bound on |written - true| per coordinate: a length Quantity or a number in nm (default 0.0005 nm,
+        XTC's precision; when appending, the file's bound, and a different value is an error).
     codec : str, optional
         ``"bounded"`` (default) or ``"xtc"`` (integers on XTC's 1/1000 nm grid); when appending, the file's.
     append : bool
@@ -53,6 +54,10 @@ class CompactReporter:
             raise ValueError(f"reportInterval must be a positive number of steps, got {reportInterval}")
         self._file = str(file)
         self._reportInterval = int(reportInterval)
+        if maxError is not None:
+            from openmm import unit
+
+            maxError = valueIn(maxError, unit.nanometer, "maxError")  # a length Quantity, or a number in nm
         self._maxError = maxError
         self._codec = codec
         self._append = bool(append)

@@ -7,13 +7,16 @@ from typing import List, Optional
 # Model length unit -> nm and model energy unit -> kJ/mol.
 LENGTH_UNITS = {"angstrom": 0.1, "nanometer": 1.0}
 ENERGY_UNITS = {"kcal/mol": 4.184, "kJ/mol": 1.0}
-# CFConv implementations and filter precisions (the reference is used on CPU, for float64 and when selected).
+# CFConv implementations and number formats of the fused filter MLPs (the reference is used on CPU, for float64 and
+# when selected). ``precision`` elsewhere means the OpenMM-facing "single" | "double".
 BACKENDS = ("flash", "reference")
-PRECISIONS = ("fp32", "w16a16")
+FILTER_PRECISIONS = ("fp32", "w16a16")
 # Radial bases (mlcg.nn.radial_basis) and cutoff envelopes (mlcg.nn.cutoff); see openmmflash.schnet.basis.
 RBF_TYPES = ("gaussian", "expnormal")
 CUTOFF_TYPES = ("cosine", "identity", "shiftedcosine")
 ACTIVATIONS = ("tanh",)
+# Configuration keys of older model files -> their current names (read by ``FlashSchNetConfig.fromDict``).
+RENAMED_KEYS = {"precision": "filterPrecision"}
 
 
 @dataclass
@@ -34,7 +37,7 @@ class FlashSchNetConfig:
     lengthUnit: str = "angstrom"
     energyUnit: str = "kcal/mol"
     backend: str = "flash"          # CFConv on CUDA float32: "flash" (fused Triton kernels) or "reference" (plain torch)
-    precision: str = "fp32"         # flash filter MLP: "fp32" or "w16a16" (fp16 weights with per-channel scales)
+    filterPrecision: str = "fp32"   # flash filter MLP: "fp32" or "w16a16" (fp16 weights with per-channel scales)
     # Options of mlcg's StandardSchNet; the defaults are the Gaussian/cosine model above. ``cutoff`` is the
     # neighbour-list cutoff and the basis's upper bound (mlcg: rbf_layer.cutoff.cutoff_upper).
     rbfType: str = "gaussian"       # "gaussian": exp(gamma (d - mu_k)^2); "expnormal": exp(-beta_k (e^{alpha(lo - d)} - mu_k)^2)
@@ -64,8 +67,9 @@ class FlashSchNetConfig:
             raise ValueError(f"unknown energyUnit {self.energyUnit!r}; choose one of {sorted(ENERGY_UNITS)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of {list(BACKENDS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose one of {list(PRECISIONS)}")
+        if self.filterPrecision not in FILTER_PRECISIONS:
+            raise ValueError(f"unknown filterPrecision {self.filterPrecision!r}; choose one of "
+                             f"{list(FILTER_PRECISIONS)}")
         self.readoutHidden = [int(w) for w in self.readoutHidden]
         if self.rbfType not in RBF_TYPES:
             raise ValueError(f"unsupported radial basis {self.rbfType!r}; supported: {list(RBF_TYPES)}")
@@ -105,6 +109,10 @@ class FlashSchNetConfig:
 
     @classmethod
     def fromDict(cls, values: dict) -> "FlashSchNetConfig":
+        values = dict(values)
+        for old, new in RENAMED_KEYS.items():  # files written before a key was renamed
+            if old in values and new not in values:
+                values[new] = values.pop(old)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

@@ -55,7 +55,7 @@ class FlashSchNet(nn.Module):
         self.rbf_cutoff = bool(c.rbfCutoff)
         self.use_ops = False
         self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
-        self.precision = str(c.precision)  # "fp32" | "w16a16" (flash filter MLP)
+        self.filter_precision = str(c.filterPrecision)  # "fp32" | "w16a16" (flash filter MLP)
         # "exact" (filter MLP per pair) or "table" (Hermite tables of every block's filter, [T, nodes, 2, F'] with
         # values and spacing * dW/dd at nodes spacing apart; built by openmmflash.schnet.filtertable, not saved).
         self.filter_mode = "exact"
@@ -147,7 +147,7 @@ class FlashSchNet(nn.Module):
         weights w1 [F', R], b1 [F'], w2 [F', F'].
 
         With ``use_ops`` the fused Triton kernels run for CUDA float32 tensors when ``backend == "flash"`` (filter
-        MLP in ``precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
+        MLP in ``filter_precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
         (Weights are passed rather than the block so that TorchScript can compile models of different shapes in one
         process: a ``block: InteractionBlock`` argument binds to the first compiled InteractionBlock type.)
         Models with another basis or envelope (imported mlcg models) run the plain torch ``general_conv``.
@@ -158,7 +158,8 @@ class FlashSchNet(nn.Module):
             if self.backend == "flash" and x.is_cuda and x.dtype == torch.float32:
                 csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
                 return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu, w1, b1,
-                                                        w2, self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
+                                                        w2, self.gamma, self.cutoff, self.rbf_cutoff,
+                                                        self.filter_precision)
             return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff,
                                                 self.rbf_cutoff)
         return cfconv_reference(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff)
@@ -224,7 +225,7 @@ class FlashSchNet(nn.Module):
             elif flash and x.dtype == torch.float32:
                 m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, offsets, perm, rowptr_src, self.mu,
                                                      block.filter1.weight, block.filter1.bias, block.filter2.weight,
-                                                     self.gamma, self.cutoff, self.rbf_cutoff, self.precision)
+                                                     self.gamma, self.cutoff, self.rbf_cutoff, self.filter_precision)
             else:
                 m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias,
                                      block.filter2.weight)

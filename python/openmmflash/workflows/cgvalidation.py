@@ -30,6 +30,7 @@ from openmmflash.cg.refdata import loadReferenceData
 from openmmflash.cg.training import checkMapping
 from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
+from openmmflash.units import valueIn
 
 WORK_FORMAT = "openmmflash.cgvalidation"
 BOND_TOLERANCE = 0.5    # A beyond the reference range
@@ -77,7 +78,10 @@ def openWork(work: str, model=None, timeNs: Optional[float] = None, replicas: Op
              timestep: Optional[float] = None, reportInterval: Optional[int] = None, seed: Optional[int] = None,
              fastPath=None):
     """(settings, model) of a validation work folder: the stored settings of an existing one (arguments that are not
-    None must match them, else ValueError), or new ones written into a new or empty folder."""
+    None must match them, else ValueError), or new ones written into a new or empty folder. ``timestep``: fs or an
+    OpenMM Quantity."""
+    if timestep is not None:
+        timestep = valueIn(timestep, import_openmm().unit.femtosecond, "timestep")
     given = {"timeNsPerReplica": timeNs, "replicas": replicas, "timestep_fs": timestep,
              "reportInterval": reportInterval, "seed": seed, "fastPath": fastPath}
     if os.path.isfile(os.path.join(work, "settings.json")):
@@ -342,8 +346,8 @@ def validateModel(model, dataDir: str, output: str, timeNs: float = 1.0, replica
                   progress: bool = True, fastPath: bool = True) -> dict:
     """Simulate ``model`` (path, bundled name or FlashSchNet) and compare with the reference run in ``dataDir``
     in one call (``runValidationChunk`` without a time limit, then ``finalizeValidation``); also writes the
-    trajectory as ``validation.dcd``. ``timeNs`` is the CG time per replica; ``fastPath`` as in
-    ``openmmflash.workflows.cgsimulation.simulateCG``."""
+    trajectory as ``validation.dcd``. ``timeNs`` is the CG time per replica; ``timestep`` is in fs or an OpenMM
+    Quantity; ``fastPath`` as in ``openmmflash.workflows.cgsimulation.simulateCG``."""
     os.makedirs(output, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cgval-") as work:
         runValidationChunk(work, model, timeNs, replicas, timestep, reportInterval, seed, fastPath,
