@@ -57,7 +57,8 @@ OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1]
                    "table_rows": [1, 128], "table_pairs": [1, 128], "table_rows_rowdist": [1, 128],
                    "table_pairs_rowdist": [1, 128],
                    "flash_fp32": [int(b) for b in os.environ.get("BENCH_FP32_REPLICAS", "1,128").split(",")]}
-TABLE_TUNE = {"fwd": [(8, 4), (16, 4), (32, 4), (32, 8)], "bwd": [(8, 4), (16, 4), (32, 4), (32, 8)]}
+TABLE_TUNE = {"fwd": [(4, 2), (4, 4), (8, 2), (8, 4), (16, 4)], "bwd": [(4, 2), (4, 4), (8, 2), (8, 4), (16, 4)]}
+TUNE_SCHEMES = os.environ.get("BENCH_TUNE_SCHEMES", "pairs").split(",")  # "rows" too: the row scheme's tiles
 
 
 def filter_options(variant):
@@ -275,6 +276,8 @@ def tune_table(replicas, candidates):
         ft = buildFilterTable(model, FilterTableOptions(storage=storage))
         tab = ft.table[0].cuda()
         for scheme, tiles_of, half in (("rows", tk.TABLE_TILES, None), ("pairs", tk.PAIR_TILES, halfptr)):
+            if scheme not in TUNE_SCHEMES:
+                continue
             for kind, tiles in candidates.items():
                 runs = log.setdefault(f"{scheme}/{kind}/{storage}", [])
                 for tile in tiles:

@@ -1,23 +1,20 @@
-"""Pair distances of a symmetric, dst-sorted pair list and their row-owned positions gradient (no atomics).
+"""Pair distances of a dst-sorted pair list and their positions gradient in one pass over the rows.
 
 Math, per directed pair e = (j -> i) with image shift s_e (see ``openmmflash.schnet.reference.pair_distances``)::
 
     v_e = r_j - r_i + s_e,   d_e = |v_e|                 (padding pairs: d = 2 r_c, no gradient)
 
-VJP for g = dL/dd [P]. Bead i appears as the destination of e = (j -> i) and as the source of its reverse
-rev(e) = (i -> j), whose vector is -v_e (same distance), so::
+VJP for g = dL/dd [P], u_e = g_e v_e / d_e::
 
-    dL/dr_i = sum_{e: dst=i} -(g_e + g_rev(e)) v_e / d_e                     row i owns dL/dr_i
+    dL/dr_i -= u_e   (row i, summed in registers)        dL/dr_j += u_e   (relaxed atomic add, only where g_e != 0)
 
-``rev`` is found per pair by a binary search of i among the (ascending) sources of row j, as
-``openmmflash.neighbors`` lists them. This replaces the two scatter-adds (atomics over [P, 3]) of the autograd
-backward of ``pair_distances`` with one pass over the rows.
+One program per destination row; no reverse-pair search and no [P, 3] intermediates (the autograd backward of
+``pair_distances`` does two scatter-adds over [P, 3]). With the table kernels' pair scheme dL/dd is zero on every
+pair whose source is below its destination, so half the pairs issue no atomics.
 
-Caution: needs a symmetric list whose rows hold their sources in ascending order (``build_neighbor_list`` does);
-float32 CUDA tensors, or CPU under the Triton interpreter.
+Float32 CUDA tensors, or CPU under the Triton interpreter; the atomics make the sums not bitwise reproducible.
 """
 
-import math
 import os
 
 import torch
@@ -27,8 +24,8 @@ from torch import Tensor
 
 from openmmflash.schnet.reference import pair_distances
 
-BLOCK_P = 256   # pairs per program of the distance and reverse-index kernels
-BLOCK_ROW = 16  # pairs per step of the row-owned gradient kernel
+BLOCK_P = 256   # pairs per program of the distance kernel
+BLOCK_ROW = 16  # pairs per step of the gradient kernel
 
 
 @triton.jit
@@ -49,27 +46,8 @@ def _distance_kernel(POS, SRC, DST, SHIFT, DIST, P, cutoff, BLOCK: tl.constexpr)
 
 
 @triton.jit
-def _reverse_kernel(SRC, DST, ROWPTR, REV, N, steps, BLOCK: tl.constexpr):
-    """rev[e] = index of the pair (dst_e -> src_e): binary search of dst_e among the sources of row src_e."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < tl.load(ROWPTR + N)
-    j = tl.load(SRC + offs, mask=mask, other=0)
-    i = tl.load(DST + offs, mask=mask, other=0)
-    lo = tl.load(ROWPTR + j, mask=mask, other=0)
-    hi = tl.load(ROWPTR + j + 1, mask=mask, other=0)
-    for _ in range(steps):
-        open_ = lo < hi
-        mid = (lo + hi) // 2
-        v = tl.load(SRC + mid, mask=mask & open_, other=0)
-        go_right = open_ & (v < i)
-        lo = tl.where(go_right, mid + 1, lo)
-        hi = tl.where(open_ & ~go_right, mid, hi)
-    tl.store(REV + offs, lo, mask=mask)
-
-
-@triton.jit
-def _row_grad_kernel(POS, SRC, SHIFT, DIST, GRAD, REV, ROWPTR, GRAD_POS, BLOCK: tl.constexpr):
-    """dL/dr_i = -sum over row i of (g_e + g_rev(e)) v_e / d_e (every row written)."""
+def _scatter_grad_kernel(POS, SRC, SHIFT, DIST, GRAD, ROWPTR, GRAD_POS, BLOCK: tl.constexpr):
+    """dL/dr_i -= sum over row i of u_e, dL/dr_src(e) += u_e (GRAD_POS zero-initialized, atomic adds)."""
     row = tl.program_id(0).to(tl.int64)
     start = tl.load(ROWPTR + row)
     end = tl.load(ROWPTR + row + 1)
@@ -84,18 +62,24 @@ def _row_grad_kernel(POS, SRC, SHIFT, DIST, GRAD, REV, ROWPTR, GRAD_POS, BLOCK: 
         e = e0 + offs
         mask = e < end
         j = tl.load(SRC + e, mask=mask, other=0)
-        rev = tl.load(REV + e, mask=mask, other=0)
         d = tl.load(DIST + e, mask=mask, other=1.0)
-        g = tl.load(GRAD + e, mask=mask, other=0.0) + tl.load(GRAD + rev, mask=mask, other=0.0)
+        g = tl.load(GRAD + e, mask=mask, other=0.0)
         scale = tl.where(d > 0, g / d, 0.0)
-        ax += scale * (tl.load(POS + j * 3, mask=mask, other=0.0) - rx + tl.load(SHIFT + e * 3, mask=mask, other=0.0))
-        ay += scale * (tl.load(POS + j * 3 + 1, mask=mask, other=0.0) - ry
-                       + tl.load(SHIFT + e * 3 + 1, mask=mask, other=0.0))
-        az += scale * (tl.load(POS + j * 3 + 2, mask=mask, other=0.0) - rz
-                       + tl.load(SHIFT + e * 3 + 2, mask=mask, other=0.0))
-    tl.store(GRAD_POS + row * 3, -tl.sum(ax, axis=0))
-    tl.store(GRAD_POS + row * 3 + 1, -tl.sum(ay, axis=0))
-    tl.store(GRAD_POS + row * 3 + 2, -tl.sum(az, axis=0))
+        ux = scale * (tl.load(POS + j * 3, mask=mask, other=0.0) - rx + tl.load(SHIFT + e * 3, mask=mask, other=0.0))
+        uy = scale * (tl.load(POS + j * 3 + 1, mask=mask, other=0.0) - ry
+                      + tl.load(SHIFT + e * 3 + 1, mask=mask, other=0.0))
+        uz = scale * (tl.load(POS + j * 3 + 2, mask=mask, other=0.0) - rz
+                      + tl.load(SHIFT + e * 3 + 2, mask=mask, other=0.0))
+        ax += ux
+        ay += uy
+        az += uz
+        send = mask & (g != 0.0)
+        tl.atomic_add(GRAD_POS + j * 3, ux, mask=send, sem="relaxed")
+        tl.atomic_add(GRAD_POS + j * 3 + 1, uy, mask=send, sem="relaxed")
+        tl.atomic_add(GRAD_POS + j * 3 + 2, uz, mask=send, sem="relaxed")
+    tl.atomic_add(GRAD_POS + row * 3, -tl.sum(ax, axis=0), sem="relaxed")
+    tl.atomic_add(GRAD_POS + row * 3 + 1, -tl.sum(ay, axis=0), sem="relaxed")
+    tl.atomic_add(GRAD_POS + row * 3 + 2, -tl.sum(az, axis=0), sem="relaxed")
 
 
 def _check(positions: Tensor, src: Tensor, shifts: Tensor, rowptr: Tensor) -> None:
@@ -118,29 +102,17 @@ def distances_forward(positions: Tensor, src: Tensor, dst: Tensor, shifts: Tenso
     return dist
 
 
-def reverse_pairs(src: Tensor, dst: Tensor, rowptr: Tensor) -> Tensor:
-    """rev [P] int64: index of the reverse pair of every valid pair (entries past the valid pairs: unset)."""
-    rev = torch.zeros_like(src)
-    n = rowptr.shape[0] - 1
-    if src.shape[0]:
-        steps = int(math.ceil(math.log2(max(n, 1) + 1))) + 1
-        _reverse_kernel[(triton.cdiv(src.shape[0], BLOCK_P),)](src.contiguous(), dst.contiguous(),
-                                                              rowptr.contiguous(), rev, n, steps, BLOCK=BLOCK_P)
-    return rev
-
-
 def distances_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, dst: Tensor, shifts: Tensor,
                        dist: Tensor, rowptr: Tensor) -> Tensor:
-    """dL/dpositions [N, 3] for dL/ddist = grad_dist [P] (symmetric list, rows with ascending sources)."""
+    """dL/dpositions [N, 3] for dL/ddist = grad_dist [P] (dst-sorted list with destination offsets ``rowptr``)."""
     _check(positions, src, shifts, rowptr)
-    grad_pos = torch.empty_like(positions)
+    grad_pos = torch.zeros_like(positions)  # atomic adds
     n = positions.shape[0]
     if n == 0:
         return grad_pos
-    rev = reverse_pairs(src, dst, rowptr)
-    _row_grad_kernel[(n,)](positions.contiguous(), src.contiguous(), shifts.contiguous(), dist.contiguous(),
-                           grad_dist.to(torch.float32).contiguous(), rev, rowptr.contiguous(), grad_pos,
-                           BLOCK=BLOCK_ROW)
+    _scatter_grad_kernel[(n,)](positions.contiguous(), src.contiguous(), shifts.contiguous(), dist.contiguous(),
+                               grad_dist.to(torch.float32).contiguous(), rowptr.contiguous(), grad_pos,
+                               BLOCK=BLOCK_ROW)
     return grad_pos
 
 
@@ -149,8 +121,8 @@ def distances_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, dst: T
 @torch.library.custom_op("openmmflash::pair_distances_rows", mutates_args=())
 def pair_distances_rows(positions: Tensor, src: Tensor, dst: Tensor, shifts: Tensor, rowptr: Tensor, cutoff: float,
                         kernel: bool) -> Tensor:
-    """Distances [P] of a symmetric dst-sorted pair list (``rowptr``: ``pair_rowptr``); padding 2 cutoff.
-    ``kernel``: the Triton kernels (float32), otherwise ``pair_distances``. The gradient is row-owned."""
+    """Distances [P] of a dst-sorted pair list (``rowptr``: ``pair_rowptr``); padding 2 cutoff. ``kernel``: the
+    Triton kernels (float32), otherwise ``pair_distances``. The gradient takes one pass over the rows."""
     if kernel and positions.dtype == torch.float32:
         _check(positions, src, shifts, rowptr)
         return distances_forward(positions, src, dst, shifts, cutoff)
