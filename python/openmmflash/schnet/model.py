@@ -61,6 +61,9 @@ class FlashSchNet(nn.Module):
         self.filter_mode = "exact"
         self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
         self.table_spacing = 1.0
+        # Table kernels on CPU tensors too (Triton interpreter, TRITON_INTERPRET=1: accuracy checks of the float32
+        # kernel arithmetic); otherwise they run on CUDA and the plain torch table path elsewhere.
+        self.table_kernels_on_cpu = False
         # Table path: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py) instead of the
         # autograd scatter-adds of pair_distances. Off unless OPENMMFLASH_ROW_DISTANCES=1: tested in the Triton
         # interpreter only so far; its CUDA tests (tests/test_kernels_pairdist.py) have not run on a GPU yet.
@@ -212,7 +215,8 @@ class FlashSchNet(nn.Module):
                 # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
                 if self.use_ops:
                     m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
-                                                           self.table_spacing, self.cutoff, x.is_cuda)
+                                                           self.table_spacing, self.cutoff,
+                                                           x.is_cuda or self.table_kernels_on_cpu)
                 else:
                     m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
                                                self.cutoff)
