@@ -63,7 +63,7 @@ def variants(model, types, frames_nm):
     rows, info = {}, {}
     cases = [("exact fp32", "exact", None, False), ("table, kernels", "table", None, True),
              ("table, plain torch", "table", None, False),
-             ("table 2049 nodes (unweighted check), kernels", "table", FilterTableOptions(weightPower=0.0), True)]
+             ("table, unweighted check (weightPower=0), kernels", "table", FilterTableOptions(weightPower=0.0), True)]
     for name, mode, options, kernels in tqdm(cases, desc="variants", leave=False):
         module = FlashSchNetForceModule(model, types, n, precision="single", filterMode=mode, filterTable=options)
         module.model.table_kernels_on_cpu = kernels

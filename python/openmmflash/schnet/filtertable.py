@@ -25,6 +25,7 @@ import copy
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import List
 
 import torch
 from torch import Tensor
@@ -40,7 +41,8 @@ class FilterTableOptions:
         the check grid (``checkPoints`` points inside every grid interval, weight rho = d^``weightPower``), the same
         for dW/dd, with the table evaluated as the kernels do (storage rounding and float32 arithmetic included).
     storage: "fp32" (default), "fp16" (half the bytes; adds ~3e-4 relative force error) or "fp64" (CPU/Reference).
-    minNodes, maxNodes: range of the node count (doubled, as (nodes - 1) = 64 * 2^k, until the tolerance holds).
+    minNodes, maxNodes: range of the node count, doubled ((nodes - 1) = q * 2^k) until the tolerance holds; q is
+        the smallest integer <= 256 that puts every kink of the filter (``filterBreakpoints``) on a node (else 1).
     weightPower: check-grid weight d^p; 2 (default): pairs per distance in matter of uniform density, so the force
         error is what is bounded; 0: every distance in [0, r_c] counts alike (the error at short range, where a sharp
         basis varies fastest and CG models have no pairs, then sets the grid).
@@ -78,6 +80,7 @@ class FilterTable:
     storage: str
     weightPower: float = 2.0    # p of the check-grid weight d^p
     evaluationBits: int = 32    # arithmetic of the checked evaluation (32: as the float32 kernels, 64: fp64 tables)
+    breakpointsOnNodes: int = 0  # kinks of the filter (``filterBreakpoints``) that fall on grid nodes
 
     @property
     def meetsTolerance(self) -> bool:
@@ -154,6 +157,41 @@ def _hermite_derivative(table: Tensor, spacing: float, dist: Tensor) -> Tensor:
             + (6.0 * s - 6.0 * s2) * hi[:, :, 0] + (3.0 * s2 - 2.0 * s) * hi[:, :, 1]) / spacing
 
 
+def filterBreakpoints(model) -> List[float]:
+    """Distances in (0, r_c) where a FlashSchNet filter is not smooth: the lower bound of a cosine envelope, the
+    start of a shifted-cosine ramp, a filter envelope ending before the cutoff (W'' jumps there, and a Hermite
+    interval across the jump loses two orders of accuracy; with the kink on a node it does not)."""
+    cutoff = float(model.cutoff)
+    points = []
+    envelopes = [(getattr(model, "filter_envelope", "cosine"), float(getattr(model, "filter_lower", 0.0)),
+                  float(getattr(model, "filter_upper", cutoff)), float(getattr(model, "filter_smooth_width", 0.0)))]
+    if getattr(model, "rbf_cutoff", False):
+        envelopes.append((getattr(model, "rbf_envelope", "cosine"), float(getattr(model, "rbf_lower", 0.0)), cutoff,
+                          float(getattr(model, "rbf_smooth_width", 0.0))))
+    for kind, lower, upper, width in envelopes:
+        if kind == "cosine":
+            points += [lower, upper]
+        elif kind == "shiftedcosine":
+            points += [upper - width, upper]
+    return sorted({p for p in points if 0.0 < p < cutoff})
+
+
+def _aligned_start(model, options: FilterTableOptions):
+    """(first node count, breakpoints on its nodes): (nodes - 1) = q * 2^k >= minNodes - 1 with the smallest
+    q <= 256 that puts every breakpoint on a node; minNodes (q = 1 alignment only) when none does."""
+    cutoff = float(model.cutoff)
+    points = filterBreakpoints(model)
+    for q in range(1, 257):
+        if all(abs(p * q / cutoff - round(p * q / cutoff)) < 1e-9 * q for p in points):
+            intervals = q
+            while intervals < options.minNodes - 1:
+                intervals *= 2
+            if intervals + 1 <= options.maxNodes:
+                return intervals + 1, len(points)
+            break
+    return options.minNodes, 0
+
+
 def _tabulate(model64, nodes: int, storage: torch.dtype) -> Tensor:
     """[T, nodes, 2, F'] table (W, h W') at the nodes of a uniform grid over [0, r_c], in ``storage``."""
     cutoff = float(model64.cutoff)
@@ -224,14 +262,14 @@ def buildFilterTable(model, options: FilterTableOptions = None, warn: bool = Tru
     options = options or FilterTableOptions()
     model64 = copy.deepcopy(model).to("cpu", torch.float64).eval()
     storage = STORAGE[options.storage]
-    nodes = options.minNodes
+    nodes, aligned = _aligned_start(model64, options)
     best = None
     while True:
         table = _tabulate(model64, nodes, storage)
         err_w, err_d = _check_error(model64, table, options.checkPoints, options.weightPower)
         current = FilterTable(table, float(model64.cutoff) / (nodes - 1), float(model64.cutoff), nodes, err_w,
                               err_d, float(options.tolerance), options.storage, float(options.weightPower),
-                              64 if storage == torch.float64 else 32)
+                              64 if storage == torch.float64 else 32, aligned)
         # Finer grids stop helping once the rounding dominates (the rounding of W and of the Hermite sums, divided by
         # h, enters W'), so the doubling stops when the error no longer falls and the best table is kept.
         stalled = best is not None and max(err_w, err_d) >= max(best.errorValue, best.errorDerivative)
@@ -258,5 +296,5 @@ def attachFilterTable(model, table: FilterTable) -> None:
     model.filter_mode = "table"
 
 
-__all__ = ["FilterTableOptions", "FilterTable", "buildFilterTable", "attachFilterTable", "hermite_filter",
-           "cfconv_table_reference", "exact_filter"]
+__all__ = ["FilterTableOptions", "FilterTable", "buildFilterTable", "attachFilterTable", "filterBreakpoints",
+           "hermite_filter", "cfconv_table_reference", "exact_filter"]
