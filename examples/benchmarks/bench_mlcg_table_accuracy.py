@@ -13,7 +13,9 @@ model at the same input positions (the float64 FlashSchNet equals mlcg's float64
 
 Inputs: "nm64": positions in float64 nm (Reference/CPU platforms); "nm32": positions rounded to float32 nm as a
 single-precision CUDA platform holds them (these frames lie 15-23 nm from the origin), through the force module
-(which translates each replica to its mean first) and, for comparison, straight into the model (no translation).
+(which translates each replica to its mean first) and, for comparison, straight into the model (no translation);
+and the change of the float64 forces that this rounding of the positions alone makes. Also the error of W' at the
+CA pair distances from the kernels' float32 Hermite sum and from a difference form (``hermite_forms``).
 
 Usage: ``TRITON_INTERPRET=1 python examples/benchmarks/bench_mlcg_table_accuracy.py`` (about 3 minutes on one core);
 writes results/mlcg_table_accuracy.json.
@@ -74,6 +76,32 @@ def variants(model, types, frames_nm):
     return rows, info
 
 
+def hermite_forms(model, nodes=1025, lo=3.3, hi=4.5, samples=20000):
+    """Relative error of W' [T, P, F'] at random float32 distances in [lo, hi] (where the CA pairs are) from the
+    float32 table, three ways: the kernels' float32 Hermite sum (``_hermite_fp32``), the same with the value terms
+    formed from w_k+1 - w_k (6 s (1 - s) (w_k+1 - w_k), exact in float32 for neighbouring nodes), and float64
+    arithmetic (the storage rounding alone)."""
+    from openmmflash.schnet.filtertable import (FilterTableOptions, _hermite_derivative, _hermite_fp32,
+                                                buildFilterTable, exact_filter)
+
+    table = buildFilterTable(model, FilterTableOptions(minNodes=nodes, maxNodes=nodes), warn=False)
+    gen = torch.Generator().manual_seed(1)
+    d = (lo + (hi - lo) * torch.rand(samples, generator=gen, dtype=torch.float64)).float().double()
+    with torch.no_grad():
+        _, dw = exact_filter(copy.deepcopy(model).double(), d)
+        inv_h = torch.tensor(1.0 / table.spacing, dtype=torch.float32)
+        u = d.float() * inv_h
+        k = u.floor()
+        s = (u - k)[None, :, None]
+        lo_, hi_ = table.table[:, k.long()], table.table[:, k.long() + 1]
+        diff = ((6.0 * s - 6.0 * s * s) * (hi_[:, :, 0] - lo_[:, :, 0]) + (3.0 * s * s - 4.0 * s + 1.0) * lo_[:, :, 1]
+                + (3.0 * s * s - 2.0 * s) * hi_[:, :, 1]) * inv_h
+        forms = {"kernel sum": _hermite_fp32(table.table, table.spacing, d)[1], "difference form": diff.double(),
+                 "float64 arithmetic (storage rounding only)": _hermite_derivative(table.table, table.spacing, d)}
+    return {"nodes": nodes, "range": [lo, hi],
+            **{name: float((value - dw).norm() / dw.norm()) for name, value in forms.items()}}
+
+
 def main():
     from benchprovenance import provenance
     from openmmflash.cg.structure import loadProtein
@@ -98,7 +126,11 @@ def main():
     m32.use_ops = True
     raw = [m32.energy_and_forces(pos * 10.0, types)[1].double().numpy() for pos in nm64.float()]
     rows["exact fp32, untranslated (model directly)"] = rel_errors(raw, reference)
+    # What the float32 nm rounding of the positions alone does: float64 forces there vs at the stored positions.
+    rows["float64 at float32 nm positions vs float64 at the stored positions"] = rel_errors(
+        reference, module_forces(exact64, nm64))
     results["mlcg_cln_ca"]["nm32"] = rows
+    results["mlcg_cln_ca"]["hermiteForms"] = hermite_forms(model)
     top, pos = loadProtein(os.path.join(HERE, "..", "..", "tests", "data", "cg_fragment.pdb"))
     for name in ("chignolin", "3a4r"):
         module = createFlashSchNetModule(name, top, precision="double", filterMode="exact")
@@ -111,10 +143,11 @@ def main():
         json.dump(out, handle, indent=1)
     for model_name, parts in results.items():
         for inputs, rows in parts.items():
-            if inputs == "tables":
+            if inputs in ("tables", "hermiteForms"):
                 continue
             for variant, (glob, worst) in rows.items():
                 print(f"{model_name:12} {inputs:5} {variant:52} global {glob:.2e}  max/frame {worst:.2e}")
+    print("W' error at CA pair distances:", json.dumps(results["mlcg_cln_ca"]["hermiteForms"]))
     print(f"wrote {path}")
 
 
