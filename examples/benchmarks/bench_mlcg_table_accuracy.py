@@ -18,7 +18,8 @@ and the change of the float64 forces that this rounding of the positions alone m
 CA pair distances from the kernels' float32 Hermite sum and from a difference form (``hermite_forms``).
 
 Usage: ``TRITON_INTERPRET=1 python examples/benchmarks/bench_mlcg_table_accuracy.py`` (about 3 minutes on one core);
-writes results/mlcg_table_accuracy.json.
+stores its results and provenance under "tableAccuracy" in results/mlcg_chignolin_1ns.json (the mlcg model's
+results file).
 """
 
 import copy
@@ -138,9 +139,14 @@ def main():
         results[name] = {"nm64": rows, "tables": info}
     out = {"provenance": provenance(), "metric": "||F - F64|| / ||F64|| (global over frames, max per frame)",
            "results": results}
-    path = os.path.join(HERE, "results", "mlcg_table_accuracy.json")
+    path = os.path.join(HERE, "results", "mlcg_chignolin_1ns.json")
+    merged = {}
+    if os.path.exists(path):
+        with open(path) as handle:
+            merged = json.load(handle)
+    merged["tableAccuracy"] = out
     with open(path, "w") as handle:
-        json.dump(out, handle, indent=1)
+        json.dump(merged, handle, indent=2)
     for model_name, parts in results.items():
         for inputs, rows in parts.items():
             if inputs in ("tables", "hermiteForms"):
