@@ -186,6 +186,10 @@ def main():
         "provenance": provenance(),
     }
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    if os.path.exists(args.output):  # keep what other scripts store there (bench_mlcg_table_accuracy.py)
+        with open(args.output) as handle:
+            kept = {k: v for k, v in json.load(handle).items() if k not in result}
+        result.update(kept)
     with open(args.output, "w") as handle:
         json.dump(result, handle, indent=2)
 

@@ -6,6 +6,7 @@ importer, which reads them without these classes.
 """
 
 import math
+import os
 import sys
 import types
 
@@ -269,21 +270,28 @@ def test_unsupported_options_are_named(mlcg, tmp_path, change, message):
         importMlcg(path, includePriors=False)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", [
+    pytest.param("cpu", marks=pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1",
+                                                 reason="the table kernels run on CPU in the Triton interpreter")),
+    pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_cuda_default_path_matches_float64(mlcg, tmp_path, case):
-    """On CUDA, the force module's default float32 path (fused kernels for the Gaussian/cosine form) vs float64."""
+def test_default_single_path_matches_float64(mlcg, tmp_path, case, device):
+    """The force module's default float32 path (tabulated filters, or exact ones where no table meets the
+    tolerance; on CUDA the kernels, on the CPU the same Triton kernels in the interpreter) vs the float64 model at
+    the same float32 positions: energy and forces within 1e-5."""
     schnet = mlcg.StandardSchNet(**CASES[case](mlcg), hidden_channels=24, embedding_size=7, num_filters=16,
                                  num_interactions=2)
     _randomize(schnet, 5)
     path = str(tmp_path / "model.pt")
     torch.save(schnet, path)
     model = importMlcg(path, includePriors=False)
-    pos = torch.rand(40, 3, dtype=torch.float64) * 12.0
-    z = torch.randint(0, 7, (40,))
-    e64, f64 = FlashSchNetForceModule(model, z, 40, precision="double")(pos / 10.0)
-    fast = FlashSchNetForceModule(model, z, 40, precision="single").cuda()
+    gen = torch.Generator().manual_seed(11)
+    nm = (torch.rand(40, 3, dtype=torch.float64, generator=gen) * 1.2).float()
+    z = torch.randint(0, 7, (40,), generator=gen)
+    e64, f64 = FlashSchNetForceModule(model, z, 40, precision="double")(nm.double())
+    fast = FlashSchNetForceModule(model, z, 40, precision="single").to(device)
+    fast.model.table_kernels_on_cpu = True
     with torch.enable_grad():
-        e32, f32 = fast(pos.float().cuda() / 10.0)
+        e32, f32 = fast(nm.to(device))
     assert abs(e32.item() - e64.item()) <= 1e-5 * abs(e64.item())
     assert (f32.double().cpu() - f64).norm() <= 1e-5 * f64.norm()

@@ -39,17 +39,22 @@ def check_torchforce() -> str:
 
 
 def filter_table_report(model: str) -> str:
-    """One line on the tabulated filters (filterMode "table") of a model file or bundled model: nodes, spacing
-    and the measured error against the exact float64 filter."""
+    """One line on the tabulated filters (filterMode "table") of a model file or bundled model: nodes, spacing,
+    the measured error against the exact float64 filter (d^2-weighted, evaluated as the float32 kernels do) and
+    what the single-precision force does with it (table, or exact filters when the tolerance is missed)."""
+    from openmmflash import mlcg  # noqa: F401  (lets loadModel read mlcg files)
     from openmmflash.schnet.filtertable import buildFilterTable
     from openmmflash.schnet.model import loadModel
 
     net = loadModel(model)
-    table = buildFilterTable(net)
+    table = buildFilterTable(net, warn=False)
+    kinks = f", {table.breakpointsOnNodes} filter kink(s) on nodes" if table.breakpointsOnNodes else ""
+    use = ("single-precision forces use the table" if table.meetsTolerance else
+           "tolerance missed: single-precision forces use exact filters (filterMode='table' forces the table)")
     return (f"filter tables of {model}: {table.nodes} nodes, spacing {table.spacing:.4g} "
-            f"{net.config.lengthUnit}, error vs float64 filter {table.errorValue:.1e} (W), "
-            f"{table.errorDerivative:.1e} (dW/dd), tolerance {table.tolerance:.0e}, "
-            f"{table.table.numel() * table.table.element_size() / 2 ** 20:.2f} MiB ({table.storage})")
+            f"{net.config.lengthUnit}{kinks}, error vs float64 filter (d^2-weighted, float32 evaluation) "
+            f"{table.errorValue:.1e} (W), {table.errorDerivative:.1e} (dW/dd), tolerance {table.tolerance:.0e}, "
+            f"{table.table.numel() * table.table.element_size() / 2 ** 20:.2f} MiB ({table.storage}); {use}")
 
 
 def run(args=None) -> int:

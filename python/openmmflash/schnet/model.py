@@ -61,7 +61,10 @@ class FlashSchNet(nn.Module):
         self.filter_mode = "exact"
         self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
         self.table_spacing = 1.0
-        # Table path on the ops: pair distances with a row-owned positions gradient (plugin/kernels/pairdist.py)
+        # Table kernels on CPU tensors too (Triton interpreter, TRITON_INTERPRET=1: accuracy checks of the float32
+        # kernel arithmetic); otherwise they run on CUDA and the plain torch table path elsewhere.
+        self.table_kernels_on_cpu = False
+        # Table path on the ops: pair distances with a one-pass positions gradient (plugin/kernels/pairdist.py)
         # instead of the autograd scatter-adds of pair_distances (OPENMMFLASH_ROW_DISTANCES=0 turns it off), and the
         # table kernels' scheme: "pairs" (each unordered pair once, atomics to the other end) or "rows" (every
         # directed pair from its destination row, no atomics; OPENMMFLASH_TABLE_SCHEME=rows).
@@ -207,7 +210,7 @@ class FlashSchNet(nn.Module):
             offsets = rowptr
         elif table and self.use_ops:
             offsets = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
-        if table and self.use_ops and self.table_scheme == "pairs" and h.is_cuda:
+        if table and self.use_ops and self.table_scheme == "pairs" and (h.is_cuda or self.table_kernels_on_cpu):
             halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, h.shape[0])
         if flash:
             offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
@@ -218,7 +221,8 @@ class FlashSchNet(nn.Module):
                 # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
                 if self.use_ops:
                     m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
-                                                           self.table_spacing, self.cutoff, x.is_cuda, halfptr)
+                                                           self.table_spacing, self.cutoff,
+                                                           x.is_cuda or self.table_kernels_on_cpu, halfptr)
                 else:
                     m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
                                                self.cutoff)
