@@ -55,7 +55,7 @@ DEFAULT_VARIANTS = "reference,flash_fp32,flash_w16a16,table,table_fp16"
 # Largest B per variant in the end-to-end runs (>= 200 timed steps each: the slow variants stop earlier).
 OPENMM_REPLICAS = {"reference": [1], "flash_w16a16": [1, 128], "zero_model": [1],
                    "table_rows": [1, 128], "table_pairs": [1, 128], "table_rows_rowdist": [1, 128],
-                   "table_pairs_rowdist": [1, 128],
+                   "table_pairs_rowdist": [1, 128], "table_fp16": [1, 128],
                    "flash_fp32": [int(b) for b in os.environ.get("BENCH_FP32_REPLICAS", "1,128").split(",")]}
 TABLE_TUNE = {"fwd": [(4, 2), (4, 4), (8, 2), (8, 4), (16, 4)], "bwd": [(4, 2), (4, 4), (8, 2), (8, 4), (16, 4)]}
 TUNE_SCHEMES = os.environ.get("BENCH_TUNE_SCHEMES", "pairs").split(",")  # "rows" too: the row scheme's tiles

@@ -65,15 +65,16 @@ def _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, DERIV:
     d0 = tl.load(ptr + F, mask=m2, other=0.0).to(tl.float32)
     w1 = tl.load(ptr + 2 * F, mask=m2, other=0.0).to(tl.float32)
     d1 = tl.load(ptr + 3 * F, mask=m2, other=0.0).to(tl.float32)
-    s2 = s * s
-    s3 = s2 * s
+    # Hermite basis in difference form: w1 - w0 of neighbouring nodes is exact in float32, so the rounding of the
+    # node values is not divided by the spacing in W'.
+    diff = w1 - w0
+    t = 1.0 - s
     inside = (mask_e & ~(d >= cutoff))[:, None]
-    w = (2.0 * s3 - 3.0 * s2 + 1.0) * w0 + (s3 - 2.0 * s2 + s) * d0 + (3.0 * s2 - 2.0 * s3) * w1 + (s3 - s2) * d1
+    w = w0 + (s * s * (3.0 - 2.0 * s)) * diff + (s * t * t) * d0 - (s * s * t) * d1
     w = tl.where(inside, w, 0.0)
     dw = w
     if DERIV:
-        dw = ((6.0 * s2 - 6.0 * s) * w0 + (3.0 * s2 - 4.0 * s + 1.0) * d0 + (6.0 * s - 6.0 * s2) * w1
-              + (3.0 * s2 - 2.0 * s) * d1) * inv_h
+        dw = ((6.0 * s * t) * diff + (t * (1.0 - 3.0 * s)) * d0 + (s * (3.0 * s - 2.0)) * d1) * inv_h
         dw = tl.where(inside, dw, 0.0)
     return w, dw
 

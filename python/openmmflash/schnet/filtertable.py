@@ -212,11 +212,12 @@ def _hermite_fp32(table: Tensor, spacing: float, dist: Tensor):
     index = k.to(torch.int64)
     lo, hi = table[:, index].to(torch.float32), table[:, index + 1].to(torch.float32)
     w0, d0, w1, d1 = lo[:, :, 0], lo[:, :, 1], hi[:, :, 0], hi[:, :, 1]
-    s2 = s * s
-    s3 = s2 * s
-    w = (2.0 * s3 - 3.0 * s2 + 1.0) * w0 + (s3 - 2.0 * s2 + s) * d0 + (3.0 * s2 - 2.0 * s3) * w1 + (s3 - s2) * d1
-    dw = ((6.0 * s2 - 6.0 * s) * w0 + (3.0 * s2 - 4.0 * s + 1.0) * d0 + (6.0 * s - 6.0 * s2) * w1
-          + (3.0 * s2 - 2.0 * s) * d1) * inv_h
+    # Difference form (exact in float32 for neighbouring nodes), as the kernels: W = w0 + s^2 (3 - 2s)(w1 - w0)
+    # + s (1 - s)^2 d0 + s^2 (s - 1) d1, h W' = 6 s (1 - s)(w1 - w0) + (1 - s)(1 - 3s) d0 + s (3s - 2) d1.
+    diff = w1 - w0
+    t = 1.0 - s
+    w = w0 + (s * s * (3.0 - 2.0 * s)) * diff + (s * t * t) * d0 - (s * s * t) * d1
+    dw = ((6.0 * s * t) * diff + (t * (1.0 - 3.0 * s)) * d0 + (s * (3.0 * s - 2.0)) * d1) * inv_h
     return w.to(torch.float64), dw.to(torch.float64)
 
 
