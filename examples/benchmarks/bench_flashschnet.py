@@ -282,14 +282,18 @@ def tune_table(replicas, candidates):
                 runs = log.setdefault(f"{scheme}/{kind}/{storage}", [])
                 for tile in tiles:
                     tiles_of[(kind, storage)] = tuple(tile)
-                    if kind == "fwd":
-                        ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing, 15.0,
-                                                                       half))
-                    else:
-                        ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab, ft.spacing,
-                                                                        15.0, half))
+                    try:
+                        if kind == "fwd":
+                            ms = median_ms(lambda: tk.cfconv_table_forward(x, dist, src, rowptr, tab, ft.spacing,
+                                                                           15.0, half))
+                        else:
+                            ms = median_ms(lambda: tk.cfconv_table_backward(g, x, dist, src, rowptr, tab,
+                                                                            ft.spacing, 15.0, half))
+                    except Exception as err:  # a tile that does not compile is skipped, and said so
+                        runs.append({"tile": list(tile), "error": f"{type(err).__name__}: {str(err)[:200]}"})
+                        continue
                     runs.append({"tile": list(tile), "ms": ms})
-                tiles_of[(kind, storage)] = tuple(min(runs, key=lambda e: e["ms"])["tile"])
+                tiles_of[(kind, storage)] = tuple(min((e for e in runs if "ms" in e), key=lambda e: e["ms"])["tile"])
     out = {"replicas": replicas, "nodes": ft.nodes, "log": log,
            "chosen": {"/".join(k): list(v) for k, v in tk.TABLE_TILES.items()},
            "chosen_pairs": {"/".join(k): list(v) for k, v in tk.PAIR_TILES.items()},
