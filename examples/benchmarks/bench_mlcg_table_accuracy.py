@@ -79,9 +79,9 @@ def variants(model, types, frames_nm):
 
 def hermite_forms(model, nodes=1025, lo=3.3, hi=4.5, samples=20000):
     """Relative error of W' [T, P, F'] at random float32 distances in [lo, hi] (where the CA pairs are) from the
-    float32 table, three ways: the kernels' float32 Hermite sum (``_hermite_fp32``), the same with the value terms
-    formed from w_k+1 - w_k (6 s (1 - s) (w_k+1 - w_k), exact in float32 for neighbouring nodes), and float64
-    arithmetic (the storage rounding alone)."""
+    float32 table, three ways: the kernels' float32 evaluation (``_hermite_fp32``: the difference form, value terms
+    from w_k+1 - w_k, exact in float32 for neighbouring nodes), the plain Hermite sum of the four node terms in
+    float32 (the earlier kernels), and float64 arithmetic (the storage rounding alone)."""
     from openmmflash.schnet.filtertable import (FilterTableOptions, _hermite_derivative, _hermite_fp32,
                                                 buildFilterTable, exact_filter)
 
@@ -95,9 +95,10 @@ def hermite_forms(model, nodes=1025, lo=3.3, hi=4.5, samples=20000):
         k = u.floor()
         s = (u - k)[None, :, None]
         lo_, hi_ = table.table[:, k.long()], table.table[:, k.long() + 1]
-        diff = ((6.0 * s - 6.0 * s * s) * (hi_[:, :, 0] - lo_[:, :, 0]) + (3.0 * s * s - 4.0 * s + 1.0) * lo_[:, :, 1]
-                + (3.0 * s * s - 2.0 * s) * hi_[:, :, 1]) * inv_h
-        forms = {"kernel sum": _hermite_fp32(table.table, table.spacing, d)[1], "difference form": diff.double(),
+        plain = ((6.0 * s * s - 6.0 * s) * lo_[:, :, 0] + (3.0 * s * s - 4.0 * s + 1.0) * lo_[:, :, 1]
+                 + (6.0 * s - 6.0 * s * s) * hi_[:, :, 0] + (3.0 * s * s - 2.0 * s) * hi_[:, :, 1]) * inv_h
+        forms = {"kernels (difference form)": _hermite_fp32(table.table, table.spacing, d)[1],
+                 "plain Hermite sum (earlier kernels)": plain.double(),
                  "float64 arithmetic (storage rounding only)": _hermite_derivative(table.table, table.spacing, d)}
     return {"nodes": nodes, "range": [lo, hi],
             **{name: float((value - dw).norm() / dw.norm()) for name, value in forms.items()}}
