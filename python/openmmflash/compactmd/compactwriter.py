@@ -267,7 +267,8 @@ class CompactWriter:
         """
         if self._f is None:
             raise ValueError(f"{self.path} is closed")
-        x = np.asarray(positions, np.float64)
+        x = positions if type(positions) is np.ndarray and positions.dtype in (np.float32, np.float64) \
+            else np.asarray(positions, np.float64)  # float32 input is quantized as is (no float64 copy)
         if x.ndim == 2:
             x = x[None]
         if x.shape[1:] != (self.nAtoms, 3):

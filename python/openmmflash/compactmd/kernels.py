@@ -32,6 +32,8 @@ except ImportError:  # pragma: no cover - exercised by the fallback test in a su
 
 if HAVE_NUMBA:
     _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+    # IEEE division semantics (no zero-divisor checks; every divisor below is nonzero, so results are identical)
+    _jitn = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
     @_jit
     def _code_row(x, p, pp, out, lo, hi, kind, full3, seq3, sign):
@@ -323,7 +325,7 @@ if HAVE_NUMBA:
                 dst[t, i, 2] = src[t, k, 2]
 
 
-    @_jit
+    @_jitn
     def _water_frame(x0, x1, x2, u, e, w, v):
         """Orthonormal frame (u, w, v) of the O-H1 vector (x0, x1, x2): u along it, w = u x e / |u x e| with e the
         axis least aligned with u, v = u x w. Shared by encoder and decoder, so both compute it bit-identically;
@@ -466,6 +468,187 @@ if HAVE_NUMBA:
                         acc = acc + coefs[j - 1] * np.float64(np.int64(q[t, f + j, c]) - base)
                     out[t, i, c] = base + np.int64(np.rint(acc))
         return out
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def _linear_pred(q, t, f, k, coefs, c):
+        """Prediction of water atom f+k (k >= 1) from atom f and, for k >= 2, the offsets of atoms f+1..f+k-1 with
+        coefficients ``coefs[k - 2, :k - 1]``; the arithmetic of :func:`water_pred`."""
+        base = np.int64(q[t, f, c])
+        if k == 1:
+            return base
+        acc = 0.0
+        for j in range(1, k):
+            acc = acc + coefs[k - 2, j - 1] * np.float64(np.int64(q[t, f + j, c]) - base)
+        return base + np.int64(np.rint(acc))
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def _frame9(x0, x1, x2):
+        """:func:`_water_frame` on scalars (the same operations in the same order): (u, w, v) as 9 floats."""
+        n = np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+        u0, u1, u2 = x0 / n, x1 / n, x2 / n
+        e0, e1, e2 = 1.0, 0.0, 0.0
+        if abs(u1) < abs(u0):
+            if abs(u2) < abs(u1):
+                e0, e2 = 0.0, 1.0
+            else:
+                e0, e1 = 0.0, 1.0
+        elif abs(u2) < abs(u0):
+            e0, e2 = 0.0, 1.0
+        w0 = u1 * e2 - u2 * e1
+        w1 = u2 * e0 - u0 * e2
+        w2 = u0 * e1 - u1 * e0
+        wn = np.sqrt(w0 * w0 + w1 * w1 + w2 * w2)
+        w0, w1, w2 = w0 / wn, w1 / wn, w2 / wn
+        return u0, u1, u2, w0, w1, w2, u1 * w2 - u2 * w1, u2 * w0 - u0 * w2, u0 * w1 - u1 * w0
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def _h1_slots(d0, d1, d2, r1):
+        """H1 offset -> (code, b, c) of :func:`geometry_forward`'s slot 0-2."""
+        ia, da, db, dc = 0, d0, d1, d2
+        if abs(d1) > abs(d0):
+            ia, da, db, dc = 1, d1, d2, d0
+            if abs(d2) > abs(d1):
+                ia, da, db, dc = 2, d2, d0, d1
+        elif abs(d2) > abs(d0):
+            ia, da, db, dc = 2, d2, d0, d1
+        mag = np.int64(np.rint(np.sqrt(max(0.0, r1 * r1 - np.float64(db * db + dc * dc)))))
+        neg = np.int64(1) if da < 0 else np.int64(0)
+        err = da - (-mag if neg == 1 else mag)
+        zz = 2 * err if err >= 0 else -2 * err - 1
+        return (zz * 2 + neg) * 3 + ia, db, dc
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def _h1_offset(code, db, dc, r1):
+        """Inverse of :func:`_h1_slots`: the H1 offset (d0, d1, d2)."""
+        ia = code % 3
+        neg = (code // 3) % 2
+        z = code // 6
+        err = z // 2 if z % 2 == 0 else -(z + 1) // 2
+        mag = np.int64(np.rint(np.sqrt(max(0.0, r1 * r1 - np.float64(db * db + dc * dc)))))
+        da = (-mag if neg == 1 else mag) + err
+        if ia == 0:
+            return da, db, dc
+        if ia == 1:
+            return dc, da, db
+        return db, dc, da
+
+    @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
+    def _atan2(y, x):
+        """arctan2 to about 1e-5 rad (only picks the stored angle index; any index decodes exactly)."""
+        ax, ay = abs(x), abs(y)
+        if ax == 0.0 and ay == 0.0:
+            return 0.0
+        swap = ay > ax
+        z = ax / ay if swap else ay / ax
+        z2 = z * z
+        r = z * (0.99997726 + z2 * (-0.33262347 + z2 * (0.19354346 + z2 * (-0.11643287 + z2 * (0.05265332
+                                                                                          - z2 * 0.01172120)))))
+        if swap:
+            r = 1.5707963267948966 - r
+        if x < 0.0:
+            r = 3.141592653589793 - r
+        return -r if y < 0.0 else r
+
+    @_jitn
+    def water_stream_forward(q, first, rows, kind, coefs, r1, centre, rho, step, cs, sn, maxOffset, a, extraStart):
+        """Fused in-molecule water transform of one group into the W stream ``a`` (F, m, 3) int32: atom
+        ``first[i] + k`` (k = 1..size-1) goes to row ``rows[i, k - 1]``; kind 2 raw, 0 linear (residual of the
+        linear prediction), 1 rigid geometry for H1/H2 (the slots of :func:`geometry_forward`, its extra value in
+        row ``extraStart + i``) and linear for k >= 3. Returns False when a molecule is out of the safe range
+        (the caller then codes the chunk without the transform); ``a`` is then partly written."""
+        nf, nw, size = q.shape[0], len(first), rows.shape[1] + 1
+        kmax = len(cs) - 1
+        k0 = 3 if kind == 1 else 1
+        for t in range(nf):
+            for i in range(nw):
+                f = first[i]
+                if kind == 2:
+                    for k in range(1, size):
+                        for c in range(3):
+                            a[t, rows[i, k - 1], c] = q[t, f + k, c]
+                    continue
+                if kind == 1:
+                    o0, o1, o2 = np.int64(q[t, f, 0]), np.int64(q[t, f, 1]), np.int64(q[t, f, 2])
+                    d0, d1, d2 = q[t, f + 1, 0] - o0, q[t, f + 1, 1] - o1, q[t, f + 1, 2] - o2
+                    g0, g1, g2 = q[t, f + 2, 0] - o0, q[t, f + 2, 1] - o1, q[t, f + 2, 2] - o2
+                    if max(abs(d0), abs(d1), abs(d2), abs(g0), abs(g1), abs(g2)) > maxOffset:
+                        return False
+                    x0, x1, x2 = np.float64(d0), np.float64(d1), np.float64(d2)
+                    if np.sqrt(x0 ** 2 + x1 ** 2 + x2 ** 2) < 0.5 * r1:
+                        return False
+                    code, db, dc = _h1_slots(d0, d1, d2, r1)
+                    row1, row2 = rows[i, 0], rows[i, 1]
+                    a[t, row1, 0] = np.int32(code)
+                    a[t, row1, 1] = np.int32(db)
+                    a[t, row1, 2] = np.int32(dc)
+                    u0, u1, u2, w0, w1, w2, v0, v1, v2 = _frame9(x0, x1, x2)
+                    r0 = np.float64(g0) - centre * u0
+                    rr1 = np.float64(g1) - centre * u1
+                    r2 = np.float64(g2) - centre * u2
+                    rv = r0 * v0 + rr1 * v1 + r2 * v2
+                    rw = r0 * w0 + rr1 * w1 + r2 * w2
+                    kk = np.int64(np.rint(_atan2(rv, rw) / step))
+                    kk = min(max(kk, -kmax), kmax)
+                    ak = abs(kk)
+                    cc = cs[ak]
+                    sk = -sn[ak] if kk < 0 else sn[ak]
+                    a[t, row2, 0] = np.int32(kk)
+                    a[t, row2, 1] = np.int32(g0 - np.int64(np.rint(centre * u0 + rho * (cc * w0 + sk * v0))))
+                    a[t, row2, 2] = np.int32(g1 - np.int64(np.rint(centre * u1 + rho * (cc * w1 + sk * v1))))
+                    a[t, extraStart + i, 0] = np.int32(g2 - np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2))))
+                    a[t, extraStart + i, 1] = 0
+                    a[t, extraStart + i, 2] = 0
+                for k in range(k0, size):
+                    for c in range(3):
+                        r = np.int64(q[t, f + k, c]) - _linear_pred(q, t, f, k, coefs, c)
+                        if abs(r) > 268435456:  # 2**28
+                            return False
+                        a[t, rows[i, k - 1], c] = np.int32(r)
+        return True
+
+    @_jitn
+    def water_stream_inverse(q, a, first, rows, kind, coefs, r1, centre, rho, cs, sn, extraStart):
+        """Inverse of :func:`water_stream_forward`: writes atoms ``first[i] + k`` of ``q`` (whose atoms
+        ``first`` are decoded) from the W stream ``a``; same float64 operations as :func:`geometry_inverse` and
+        :func:`water_pred`. Returns False when an angle index is out of range."""
+        nf, nw, size = q.shape[0], len(first), rows.shape[1] + 1
+        kmax = len(cs) - 1
+        k0 = 3 if kind == 1 else 1
+        for t in range(nf):
+            for i in range(nw):
+                f = first[i]
+                if kind == 2:
+                    for k in range(1, size):
+                        for c in range(3):
+                            q[t, f + k, c] = a[t, rows[i, k - 1], c]
+                    continue
+                if kind == 1:
+                    row1, row2 = rows[i, 0], rows[i, 1]
+                    d0, d1, d2 = _h1_offset(np.int64(a[t, row1, 0]), np.int64(a[t, row1, 1]),
+                                            np.int64(a[t, row1, 2]), r1)
+                    u0, u1, u2, w0, w1, w2, v0, v1, v2 = _frame9(np.float64(d0), np.float64(d1), np.float64(d2))
+                    kk = np.int64(a[t, row2, 0])
+                    ak = abs(kk)
+                    if ak > kmax:
+                        return False
+                    cc = cs[ak]
+                    sk = -sn[ak] if kk < 0 else sn[ak]
+                    o0, o1, o2 = np.int64(q[t, f, 0]), np.int64(q[t, f, 1]), np.int64(q[t, f, 2])
+                    q[t, f + 1, 0] = np.int32(o0 + d0)
+                    q[t, f + 1, 1] = np.int32(o1 + d1)
+                    q[t, f + 1, 2] = np.int32(o2 + d2)
+                    q[t, f + 2, 0] = np.int32(o0 + np.int64(np.rint(centre * u0 + rho * (cc * w0 + sk * v0)))
+                                              + a[t, row2, 1])
+                    q[t, f + 2, 1] = np.int32(o1 + np.int64(np.rint(centre * u1 + rho * (cc * w1 + sk * v1)))
+                                              + a[t, row2, 2])
+                    q[t, f + 2, 2] = np.int32(o2 + np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2)))
+                                              + a[t, extraStart + i, 0])
+                for k in range(k0, size):
+                    for c in range(3):
+                        q[t, f + k, c] = np.int32(np.int64(a[t, rows[i, k - 1], c])
+                                                  + _linear_pred(q, t, f, k, coefs, c))
+        return True
+
 
 def take_atoms(a, idx):
     """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""

@@ -205,6 +205,13 @@ class Layout:
         self.fullI = fullC
         self.seqI = fullC.copy()
 
+    def waterRows(self):
+        """Per water group, int64 (nWaters, size - 1): the row of atom ``first + k`` in the W class array."""
+        if getattr(self, "_waterRows", None) is None:
+            self._waterRows = [np.searchsorted(self.W, first[:, None] + np.arange(1, size)).astype(np.int64)
+                               for size, first in self.groups]
+        return self._waterRows
+
     def compact_masks(self, m, spatial):
         """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
         blocks = np.arange(0, max(m, 1), self.blockAtoms)
@@ -311,9 +318,15 @@ def encode(q, layout, level=1):
     """Code a chunk ``q`` (F, N, 3) int32 losslessly with the atom classes of ``layout``. Returns bytes."""
     q = np.ascontiguousarray(q, dtype=np.int32)
     nf, n, _ = q.shape
-    t, groups, extra = watertransform.forward(q, layout)
-    if t is None:
-        t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
+    wstream = None
+    if kernels.HAVE_NUMBA:  # the W stream straight from q (t equals q outside the W atoms)
+        t, extra = q, np.zeros((nf, 0, 3), np.int32)
+        wstream, groups = watertransform.forward_stream(q, layout) if layout.groups else (None, [])
+        groups = groups or []
+    else:
+        t, groups, extra = watertransform.forward(q, layout)
+        if t is None:
+            t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
     out = [struct.pack("<BI", _VERSION, len(groups))]
     for size, params, coefs in groups:
         kind = 2 if params == "raw" else int(params is not None)
@@ -321,7 +334,7 @@ def encode(q, layout, level=1):
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = limits.compressor(level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
-        a = kernels.take_atoms(t, idx)
+        a = wstream if not spatial and wstream is not None else kernels.take_atoms(t, idx)
         if not spatial and extra.shape[1]:
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
@@ -405,6 +418,9 @@ def decode(blob, nFrames, nAtoms, layout):
             raise ValueError("residual stream does not match the atom count")
         if m:
             a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq)
+            if not spatial and ngroups and kernels.HAVE_NUMBA:
+                wstream = a  # inverse_stream below writes the W atoms
+                continue
             kernels.put_atoms(t, idx, a[:, :len(idx)])
             if not spatial:
                 extra = a[:, len(idx):]
@@ -423,6 +439,8 @@ def decode(blob, nFrames, nAtoms, layout):
         kernels.put_atoms(full, layout.innerIdx, r.reshape(nFrames, layout.nI, 3))
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
         kernels.put_atoms(t, layout.Iidx[layout.innerC], kernels.take_atoms(a, layout.innerIdx))
-    if ngroups:
+    if ngroups and kernels.HAVE_NUMBA:
+        watertransform.inverse_stream(t, wstream, layout, groups)
+    elif ngroups:
         t = watertransform.inverse(t, layout, groups, extra)
     return t

@@ -51,6 +51,27 @@ def l1_cost(a):
     return min(costs)
 
 
+def choose(q, size, first):
+    """Per chunk and group: (choice, geometry params or None, coefs) with choice "raw", "linear" or "geometry",
+    decided on a few frames and evenly spaced molecules (the choice is stored, so decoding does not depend on how
+    it was made)."""
+    coefs = fit_water(q, size, first)
+    params = watergeometry.fit(q, first)
+    few = q[:4]
+    sub = first[::max(1, len(first) // _DECIDE_WATERS)]
+    options = {"raw": sum(l1_cost(few[:, sub + k]) for k in range(1, size)),
+               "linear": sum(l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
+                             for k in range(1, size))}
+    if params is not None:
+        geo = watergeometry.forward(few[:, sub], few[:, sub + 1], few[:, sub + 2], params)
+        if geo is not None:
+            options["geometry"] = l1_cost(geo[0]) + l1_cost(geo[1]) + l1_cost(geo[2]) + sum(
+                l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
+                for k in range(3, size))
+    choice = min(options, key=options.get)
+    return choice, (params if choice == "geometry" else None), coefs
+
+
 def forward(q, layout):
     """q -> (t, groups, extra): water atoms replaced by in-molecule residuals (H1/H2 by rigid geometry when it
     pays, see :mod:`watergeometry`); ``groups`` = [(size, geometry params or None, coefs)]; ``extra`` rows
@@ -60,27 +81,10 @@ def forward(q, layout):
     t = q.copy()
     groups, extras = [], []
     for size, first in layout.groups:
-        coefs = fit_water(q, size, first)
-        params = watergeometry.fit(q, first)
-        # Decide on a few frames and evenly spaced molecules: raw positions, in-molecule linear residuals, or
-        # rigid geometry (the choice is stored, so decoding does not depend on how it was made).
-        few = q[:4]
-        sub = first[::max(1, len(first) // _DECIDE_WATERS)]
-        options = {"raw": sum(l1_cost(few[:, sub + k]) for k in range(1, size)),
-                   "linear": sum(l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
-                                 for k in range(1, size))}
-        if params is not None:
-            geo = watergeometry.forward(few[:, sub], few[:, sub + 1], few[:, sub + 2], params)
-            if geo is not None:
-                options["geometry"] = l1_cost(geo[0]) + l1_cost(geo[1]) + l1_cost(geo[2]) + sum(
-                    l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
-                    for k in range(3, size))
-        choice = min(options, key=options.get)
+        choice, params, coefs = choose(q, size, first)
         if choice == "raw":
             groups.append((size, "raw", coefs))
             continue
-        if choice != "geometry":
-            params = None
         geo = watergeometry.forward(q[:, first], q[:, first + 1], q[:, first + 2], params) if params else None
         plain = []
         for k in range(1, size):
@@ -100,6 +104,52 @@ def forward(q, layout):
         groups.append((size, params, coefs))
     extra = np.concatenate(extras, axis=1) if extras else np.zeros((q.shape[0], 0, 3), np.int32)
     return t, groups, extra
+
+
+def _kernel_args(params, coefs, size):
+    """Arguments of the compiled group kernels: kind, padded coefficient matrix, geometry constants and table."""
+    kind = 2 if params == "raw" else int(params is not None)
+    cm = np.zeros((max(size - 2, 1), max(size - 2, 1)))
+    for k in range(2, size):
+        cm[k - 2, :k - 1] = coefs[k - 2]
+    if kind == 1:
+        centre, rho, step, kmax = watergeometry._circle(params)
+        cs, sn = watergeometry._table(step, kmax)
+        return kind, cm, float(params[0]), centre, rho, step, cs, sn
+    return kind, cm, 0.0, 0.0, 0.0, 1.0, np.ones(1), np.zeros(1)
+
+
+def forward_stream(q, layout):
+    """Compiled form of :func:`forward` that writes the W stream directly: (a, groups) with ``a`` (F, m, 3) int32
+    equal to ``concatenate([t[:, layout.W], extra], axis=1)`` of :func:`forward` (up to the stored angle index,
+    which any choice decodes), or (None, None) when the molecules are too spread out."""
+    q = np.ascontiguousarray(q, np.int32)
+    choices = [(size, first) + choose(q, size, first) for size, first in layout.groups]
+    nextra = sum(len(first) for size, first, choice, params, coefs in choices if params is not None)
+    a = np.empty((q.shape[0], len(layout.W) + nextra, 3), np.int32)
+    pos, groups = len(layout.W), []
+    for (size, first, choice, params, coefs), rows in zip(choices, layout.waterRows()):
+        params = "raw" if choice == "raw" else params
+        kind, cm, r1, centre, rho, step, cs, sn = _kernel_args(params, coefs, size)
+        if not kernels.water_stream_forward(q, first, rows, kind, cm, r1, centre, rho, step, cs, sn,
+                                            watergeometry._MAX_OFFSET, a, pos):
+            return None, None
+        pos += len(first) if kind == 1 else 0
+        groups.append((size, params, coefs))
+    return a, groups
+
+
+def inverse_stream(q, a, layout, groups):
+    """Inverse of :func:`forward_stream`: fills the W atoms of ``q`` (F, N, 3) in place from the W stream ``a``."""
+    pos = len(layout.W)
+    for (size, first), rows, (_, params, coefs) in zip(layout.groups, layout.waterRows(), groups):
+        kind, cm, r1, centre, rho, step, cs, sn = _kernel_args(params, coefs, size)
+        if kind == 1 and a.shape[1] < pos + len(first):
+            raise ValueError("water geometry extra rows missing")
+        if not kernels.water_stream_inverse(q, a, first, rows, kind, cm, r1, centre, rho, cs, sn, pos):
+            raise ValueError("water geometry angle index out of range")
+        pos += len(first) if kind == 1 else 0
+    return q
 
 
 def inverse(t, layout, groups, extra):
