@@ -650,6 +650,47 @@ if HAVE_NUMBA:
         return True
 
 
+    @_jit
+    def rotation_table(c1, s1, kmax):
+        """cos(k step), sin(k step) for k = 0..kmax by the rotation recurrence from (c1, s1) = (cos, sin)(step),
+        the operations of :func:`watergeometry._table`."""
+        cs = np.empty(kmax + 1)
+        sn = np.empty(kmax + 1)
+        cs[0], sn[0] = 1.0, 0.0
+        for k in range(kmax):
+            c, s = cs[k], sn[k]
+            cs[k + 1] = c * c1 - s * s1
+            sn[k + 1] = s * c1 + c * s1
+        return cs, sn
+
+    @_jit
+    def ints_text(a):
+        """ASCII bytes of ``" ".join(map(str, a))`` for an int64 array (uint8 array)."""
+        out = np.empty(a.size * 21, np.uint8)
+        digits = np.empty(20, np.uint8)
+        pos = 0
+        for j in range(a.size):
+            if j:
+                out[pos] = 32
+                pos += 1
+            v = a[j]
+            if v < 0:
+                out[pos] = 45
+                pos += 1
+            m = np.uint64(-v) if v < 0 else np.uint64(v)
+            nd = 0
+            while True:
+                digits[nd] = np.uint8(48 + m % np.uint64(10))
+                nd += 1
+                m //= np.uint64(10)
+                if m == 0:
+                    break
+            for k in range(nd - 1, -1, -1):
+                out[pos] = digits[k]
+                pos += 1
+        return out[:pos]
+
+
 def take_atoms(a, idx):
     """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
     idx = np.asarray(idx, np.int64)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from openmmflash.compactmd import kernels
+
 WATER_NAMES = frozenset({"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC", "T3P", "T4P", "TP3", "H2O", "TIP3P"})
 
 
@@ -251,6 +253,8 @@ def _ints_text(a):
     a = np.asarray(a, np.int64).reshape(-1)
     if not a.size:
         return ""
+    if kernels.HAVE_NUMBA:
+        return kernels.ints_text(np.ascontiguousarray(a)).tobytes().decode("ascii")
     mag = np.abs(a)
     width = len(str(int(mag.max())))
     powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)

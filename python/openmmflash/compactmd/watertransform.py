@@ -7,7 +7,7 @@ import numpy as np
 
 from openmmflash.compactmd import kernels, watergeometry
 
-_DECIDE_WATERS = 2048  # molecules per group on which the transform is chosen
+_DECIDE_WATERS = 512  # molecules per group on which the transform is chosen
 
 def fit_water(q, size, first):
     """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
@@ -59,6 +59,10 @@ def choose(q, size, first):
     params = watergeometry.fit(q, first)
     few = q[:4]
     sub = first[::max(1, len(first) // _DECIDE_WATERS)]
+    if kernels.HAVE_NUMBA:
+        options = _stream_costs(np.ascontiguousarray(few), sub, size, params, coefs)
+        choice = min(options, key=options.get)
+        return choice, (params if choice == "geometry" else None), coefs
     options = {"raw": sum(l1_cost(few[:, sub + k]) for k in range(1, size)),
                "linear": sum(l1_cost(few[:, sub + k].astype(np.int64) - water_pred(few, sub, k, coefs))
                              for k in range(1, size))}
@@ -70,6 +74,23 @@ def choose(q, size, first):
                 for k in range(3, size))
     choice = min(options, key=options.get)
     return choice, (params if choice == "geometry" else None), coefs
+
+
+def _stream_costs(few, sub, size, params, coefs):
+    """The size proxies of :func:`choose` from the compiled W stream of the molecules ``sub``."""
+    ns, m = len(sub), size - 1
+    rows = np.arange(ns * m, dtype=np.int64).reshape(ns, m)
+    a = np.empty((few.shape[0], ns * m + ns, 3), np.int32)
+    options = {}
+    for name, p in (("raw", "raw"), ("linear", None), ("geometry", params)):
+        if name == "geometry" and params is None:
+            continue
+        kind, cm, r1, centre, rho, step, cs, sn = _kernel_args(p, coefs, size)
+        if kernels.water_stream_forward(few, sub, rows, kind, cm, r1, centre, rho, step, cs, sn,
+                                        watergeometry._MAX_OFFSET, a, ns * m):
+            options[name] = sum(l1_cost(a[:, k:ns * m:m]) for k in range(m)) + \
+                (l1_cost(a[:, ns * m:]) if kind == 1 else 0.0)
+    return options
 
 
 def forward(q, layout):
