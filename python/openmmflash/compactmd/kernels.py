@@ -239,6 +239,31 @@ if HAVE_NUMBA:
         return u, np.array([np.int64(top), c1, c3, c15])
 
     @_jit
+    def zigzag_stats_split(r, split):
+        """:func:`zigzag_stats` of a flat int32 array in one pass, with the statistics of ``[:split]`` and
+        ``[split:]`` apart: (u, stats of the head, stats of the rest)."""
+        n = r.size
+        u = np.empty(n, np.uint32)
+        st = np.zeros((2, 4), np.int64)
+        for part in range(2):
+            lo, hi = (0, split) if part == 0 else (split, n)
+            top = np.uint32(0)
+            c1 = 0
+            c3 = 0
+            c15 = 0
+            for j in range(lo, hi):
+                v = np.int64(r[j])
+                z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
+                u[j] = z
+                if z > top:
+                    top = z
+                c1 += z >= 1
+                c3 += z >= 3
+                c15 += z >= 15
+            st[part, 0], st[part, 1], st[part, 2], st[part, 3] = np.int64(top), c1, c3, c15
+        return u, st[0], st[1]
+
+    @_jit
     def byte_planes(u, nbytes):
         """uint32 (n,) -> uint8 (nbytes * n,): byte planes, low byte first."""
         n = u.size
@@ -259,6 +284,34 @@ if HAVE_NUMBA:
                 v |= np.int64(p[k * count + j]) << (8 * k)
             out[j] = np.int32(((v >> 1) ^ -(v & 1)) if zigzag else (v - (v >> 31 << 32)))
         return out
+
+    @_jit
+    def planes_into(p, count, nbytes, out):
+        """Byte planes (as :func:`from_planes_unzigzag`) unzigzagged into the int32 array ``out`` (count,)."""
+        for j in range(count):
+            v = np.int64(p[j])
+            for k in range(1, nbytes):
+                v |= np.int64(p[k * count + j]) << (8 * k)
+            out[j] = np.int32((v >> 1) ^ -(v & 1))
+
+    @_jit
+    def unpack_into(p, count, bits, escapes, out):
+        """Bit-packed values (as :func:`unpack_bits`), the escape code ``2**bits - 1`` plus the next of
+        ``escapes`` (uint32), unzigzagged into ``out`` (count,) int32; returns the number of escapes met (-1 when
+        more than ``len(escapes)``)."""
+        per = 8 // bits
+        mask = np.uint8((1 << bits) - 1)
+        esc = np.int64((1 << bits) - 1)
+        k = 0
+        for j in range(count):
+            v = np.int64((p[j // per] >> np.uint8(bits * (j % per))) & mask)
+            if v == esc:
+                if k >= len(escapes):
+                    return -1
+                v += np.int64(escapes[k])
+                k += 1
+            out[j] = np.int32((v >> 1) ^ -(v & 1))
+        return k
 
     @_jit
     def pack_bits(u, bits):
@@ -559,6 +612,7 @@ if HAVE_NUMBA:
         nf, nw, size = q.shape[0], len(first), rows.shape[1] + 1
         kmax = len(cs) - 1
         k0 = 3 if kind == 1 else 1
+        invStep = 1.0 / step
         for t in range(nf):
             for i in range(nw):
                 f = first[i]
@@ -574,7 +628,7 @@ if HAVE_NUMBA:
                     if max(abs(d0), abs(d1), abs(d2), abs(g0), abs(g1), abs(g2)) > maxOffset:
                         return False
                     x0, x1, x2 = np.float64(d0), np.float64(d1), np.float64(d2)
-                    if np.sqrt(x0 ** 2 + x1 ** 2 + x2 ** 2) < 0.5 * r1:
+                    if x0 * x0 + x1 * x1 + x2 * x2 < 0.25 * r1 * r1:  # |H1 - O| < r1 / 2
                         return False
                     code, db, dc = _h1_slots(d0, d1, d2, r1)
                     row1, row2 = rows[i, 0], rows[i, 1]
@@ -587,7 +641,7 @@ if HAVE_NUMBA:
                     r2 = np.float64(g2) - centre * u2
                     rv = r0 * v0 + rr1 * v1 + r2 * v2
                     rw = r0 * w0 + rr1 * w1 + r2 * w2
-                    kk = np.int64(np.rint(_atan2(rv, rw) / step))
+                    kk = np.int64(np.rint(_atan2(rv, rw) * invStep))
                     kk = min(max(kk, -kmax), kmax)
                     ak = abs(kk)
                     cc = cs[ak]

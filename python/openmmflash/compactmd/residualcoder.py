@@ -44,7 +44,7 @@ import struct
 import numpy as np
 
 from openmmflash.compactmd import kernels, limits, watertransform
-from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
+from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _encode_values_fast, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
 _VERSION = 3
@@ -284,6 +284,9 @@ def _put_stream(out, zc, modes, r):
     residuals, which would keep the other frames from being bit-packed)."""
     head = [struct.pack("<I", len(modes)), modes.tobytes()]
     rest = r[1:].reshape(-1)
+    if kernels.HAVE_NUMBA:
+        _put_stream_fast(out, zc, head, r, rest)
+        return
     # Split only when frames 1.. could then be bit-packed (few values at or above the 4-bit escape).
     if r.shape[0] > 1 and rest.size and _count_escapes4(rest) * 256 <= rest.size:
         split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(rest, zc)
@@ -296,6 +299,23 @@ def _put_stream(out, zc, modes, r):
     out += head + [b"\x00", _encode_values(r.reshape(-1), zc)]
 
 
+def _put_stream_fast(out, zc, head, r, rest):
+    """:func:`_put_stream` with each part zigzagged once (same bytes)."""
+    flat = np.ascontiguousarray(r).reshape(-1)
+    cut = flat.size - rest.size if r.shape[0] > 1 else flat.size
+    u, sa, sb = kernels.zigzag_stats_split(flat, cut)
+    both = (u, np.array([max(sa[0], sb[0]), sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]]))
+    if r.shape[0] > 1 and rest.size and sb[3] * 256 <= rest.size:
+        split = _encode_values_fast(None, zc, (u[:cut], sa)) + _encode_values_fast(None, zc, (u[cut:], sb))
+        whole = _encode_values_fast(None, zc, both) if r.shape[0] <= 4 else None  # short chunks: compare
+        if whole is None or len(split) < len(whole):
+            out += head + [b"\x01", split]
+        else:
+            out += head + [b"\x00", whole]
+        return
+    out += head + [b"\x00", _encode_values_fast(None, zc, both)]
+
+
 def _get_stream(blob, pos, nFrames, count, dz):
     """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position)."""
     (nblocks,) = struct.unpack_from("<I", blob, pos)
@@ -304,11 +324,16 @@ def _get_stream(blob, pos, nFrames, count, dz):
         raise ValueError("residual stream names an unknown predictor")
     split = blob[pos + 4 + nblocks]
     pos += 5 + nblocks
+    out = np.empty(count * nFrames, np.int32) if kernels.HAVE_NUMBA else None
     if split == 0:
-        values, pos = _decode_values(blob, pos, count * nFrames, dz)
+        values, pos = _decode_values(blob, pos, count * nFrames, dz, out)
         return modes, values, pos
     if split != 1 or nFrames < 2:
         raise ValueError("bad residual stream split flag")
+    if out is not None:
+        _, pos = _decode_values(blob, pos, count, dz, out[:count])
+        _, pos = _decode_values(blob, pos, count * (nFrames - 1), dz, out[count:])
+        return modes, out, pos
     first, pos = _decode_values(blob, pos, count, dz)
     rest, pos = _decode_values(blob, pos, count * (nFrames - 1), dz)
     return modes, np.concatenate([first, rest]), pos
