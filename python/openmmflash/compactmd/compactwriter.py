@@ -284,13 +284,16 @@ class CompactWriter:
         q = self.codec.quantize(x)
         if self._pendingTruncate is not None:
             self._restart_at(int(steps[0]))
-        for k in range(nf):
+        k = 0
+        while k < nf:  # fill the chunk buffer a run of frames at a time
             n = len(self._steps)
-            self._buf[n] = q[k]
-            self._steps.append(int(steps[k]))
-            self._times.append(float(times[k]))
-            self._boxes.append(boxes[k])
-            if n + 1 == self.chunkFrames:
+            m = min(nf - k, self.chunkFrames - n)
+            self._buf[n:n + m] = q[k:k + m]
+            self._steps += steps[k:k + m].tolist()
+            self._times += times[k:k + m].tolist()
+            self._boxes += list(boxes[k:k + m])
+            k += m
+            if n + m == self.chunkFrames:
                 self._fold()
         if self._written < len(self._steps) and self._durable and (
                 self.flushInterval == 0 or _time.monotonic() - self._lastTail >= self.flushInterval):

@@ -115,6 +115,54 @@ if HAVE_NUMBA:
                             b[t, j] = np.int32(np.int64(known[t, j]) - pr)
                 _code_row(a[t], p, pp, b[t], lo, hi, kind, full3, seq3, sign)
 
+    @_jit
+    def residual_zigzag(a, modes, blockAtoms, full, seq, rank, nkeep):
+        """Residuals of ``a`` (F, n*3) int32 as :func:`residual_blocks` gives them, zigzagged straight into a flat
+        uint32 stream (frame-major) that keeps only atoms with ``rank[i] >= 0`` (at position ``rank[i]``);
+        returns (u, statistics of frame 0, statistics of frames 1..) as in :func:`zigzag_stats`."""
+        nf, n3 = a.shape[0], a.shape[1]
+        full3 = np.repeat(full, 3)
+        seq3 = np.repeat(seq, 3)
+        u = np.empty(nf * nkeep * 3, np.uint32)
+        row = np.empty(n3, np.int32)
+        st = np.zeros((2, 4), np.int64)
+        for blk in range(len(modes)):
+            mode = np.int64(modes[blk])
+            lo = blk * blockAtoms * 3
+            hi = min(n3, lo + blockAtoms * 3)
+            for t in range(nf):
+                kind = mode
+                if t == 0:
+                    kind = 0
+                elif t == 1 and mode >= 3:
+                    kind = mode - 2
+                p = a[t - 1] if t >= 1 else a[t]
+                pp = a[t - 2] if t >= 2 else a[t]
+                _code_row(a[t], p, pp, row, lo, hi, kind, full3, seq3, 1)
+                part = 0 if t == 0 else 1
+                base = t * nkeep * 3
+                top = np.uint32(st[part, 0])
+                c1 = 0
+                c3 = 0
+                c15 = 0
+                for j in range(lo, hi):
+                    rk = rank[j // 3]
+                    if rk < 0:
+                        continue
+                    v = np.int64(row[j])
+                    z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
+                    u[base + rk * 3 + j % 3] = z
+                    if z > top:
+                        top = z
+                    c1 += z >= 1
+                    c3 += z >= 3
+                    c15 += z >= 15
+                st[part, 0] = np.int64(top)
+                st[part, 1] += c1
+                st[part, 2] += c3
+                st[part, 3] += c15
+        return u, st[0], st[1]
+
     def residual_blocks(q, modes, blockAtoms, full, seq):
         """Residuals (F, n, 3) int32 of ``q`` (F, n, 3) int32 with one mode per block of ``blockAtoms``."""
         q = np.ascontiguousarray(q, np.int32)

@@ -303,11 +303,37 @@ def _put_stream_fast(out, zc, head, r, rest):
     """:func:`_put_stream` with each part zigzagged once (same bytes)."""
     flat = np.ascontiguousarray(r).reshape(-1)
     cut = flat.size - rest.size if r.shape[0] > 1 else flat.size
-    u, sa, sb = kernels.zigzag_stats_split(flat, cut)
+    _put_zigzagged(out, zc, head, r.shape[0], *kernels.zigzag_stats_split(flat, cut))
+
+
+def _put_residuals(out, zc, modes, a, blockAtoms, full, seq, keep=None):
+    """:func:`_put_stream` of the residuals of ``a`` (F, n, 3) for per-block ``modes`` (compiled: residuals
+    zigzagged in one pass, never stored as int32); ``keep`` (n,) bool: only those atoms are transmitted."""
+    nf, n = a.shape[:2]
+    modes = np.ascontiguousarray(modes, np.uint8)
+    head = [struct.pack("<I", len(modes)), modes.tobytes()]
+    if keep is None:
+        rank, nkeep = np.arange(n, dtype=np.int64), n
+    else:
+        rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
+        nkeep = int(keep.sum())
+    if not nkeep:
+        _put_stream(out, zc, modes, np.zeros((nf, 0, 3), np.int32))
+        return
+    u, sa, sb = kernels.residual_zigzag(np.ascontiguousarray(a).reshape(nf, n * 3), modes, blockAtoms, full, seq,
+                                        rank, nkeep)
+    _put_zigzagged(out, zc, head, nf, u, sa, sb)
+
+
+def _put_zigzagged(out, zc, head, nf, u, sa, sb):
+    """The split decision and value streams of :func:`_put_stream` from zigzagged values ``u`` (frame 0 first)
+    and the statistics of frame 0 (``sa``) and of frames 1.. (``sb``)."""
+    cut = u.size // nf if nf > 1 else u.size
+    rest_size = u.size - cut
     both = (u, np.array([max(sa[0], sb[0]), sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]]))
-    if r.shape[0] > 1 and rest.size and sb[3] * 256 <= rest.size:
+    if nf > 1 and rest_size and sb[3] * 256 <= rest_size:
         split = _encode_values_fast(None, zc, (u[:cut], sa)) + _encode_values_fast(None, zc, (u[cut:], sb))
-        whole = _encode_values_fast(None, zc, both) if r.shape[0] <= 4 else None  # short chunks: compare
+        whole = _encode_values_fast(None, zc, both) if nf <= 4 else None  # short chunks: compare
         if whole is None or len(split) < len(whole):
             out += head + [b"\x01", split]
         else:
@@ -364,10 +390,16 @@ def encode(q, layout, level=1):
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
+        if kernels.HAVE_NUMBA:
+            _put_residuals(out, zc, modes, a, layout.blockAtoms, full, seq)
+            continue
         r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
     a = t if len(layout.Iidx) == n else kernels.take_atoms(t, layout.Iidx)
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
+    if kernels.HAVE_NUMBA:
+        _put_residuals(out, zc, modes, a, layout.blockAtoms, layout.fullI, layout.seqI, layout.innerC)
+        return b"".join(out)
     if layout.nI:
         r = kernels.take_atoms(_assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI),
                                layout.innerIdx)
