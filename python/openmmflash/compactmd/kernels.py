@@ -39,58 +39,71 @@ if HAVE_NUMBA:
     def _code_row(x, p, pp, out, lo, hi, kind, full3, seq3, sign):
         """One frame of one block on flat (n*3,) rows: x current, p previous, pp the one before.
         sign=1: out = residual of x; sign=-1: x is the output being decoded in place from residuals ``out``.
-        kind: 0 space, 1 time1, 2 time1+seq, 3 time2, 4 time2+seq (already mapped for frames 0 and 1)."""
+        kind: 0 space, 1 time1, 2 time1+seq, 3 time2, 4 time2+seq (already mapped for frames 0 and 1).
+        Indices are unsigned (no negative-index wraparound, so the loops vectorize): the masks must be False
+        for the first atom (j < 3), which :func:`_masks3` ensures."""
+        three = np.uint64(3)
+        ulo, uhi = np.uint64(lo), np.uint64(hi)
         if sign > 0:
             if kind == 0:
-                for j in range(lo, hi):
-                    out[j] = np.int32(np.int64(x[j]) - (np.int64(x[j - 3]) if full3[j] else 0))
+                for j in range(ulo, uhi):
+                    out[j] = np.int32(np.int64(x[j]) - (np.int64(x[j - three]) if full3[j] else 0))
             elif kind == 1:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     out[j] = np.int32(np.int64(x[j]) - p[j])
             elif kind == 2:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     d = np.int64(x[j]) - p[j]
                     if seq3[j]:
-                        d -= np.int64(x[j - 3]) - p[j - 3]
+                        d -= np.int64(x[j - three]) - p[j - three]
                     out[j] = np.int32(d)
             elif kind == 3:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     out[j] = np.int32(np.int64(x[j]) - 2 * np.int64(p[j]) + pp[j])
             else:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     d = np.int64(x[j]) - 2 * np.int64(p[j]) + pp[j]
                     if seq3[j]:
-                        d -= np.int64(x[j - 3]) - 2 * np.int64(p[j - 3]) + pp[j - 3]
+                        d -= np.int64(x[j - three]) - 2 * np.int64(p[j - three]) + pp[j - three]
                     out[j] = np.int32(d)
         else:
             if kind == 0:
-                for j in range(lo, hi):
-                    x[j] = np.int32(np.int64(out[j]) + (np.int64(x[j - 3]) if full3[j] else 0))
+                for j in range(ulo, uhi):
+                    x[j] = np.int32(np.int64(out[j]) + (np.int64(x[j - three]) if full3[j] else 0))
             elif kind == 1:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     x[j] = np.int32(np.int64(out[j]) + p[j])
             elif kind == 2:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     d = np.int64(out[j]) + p[j]
                     if seq3[j]:
-                        d += np.int64(x[j - 3]) - p[j - 3]
+                        d += np.int64(x[j - three]) - p[j - three]
                     x[j] = np.int32(d)
             elif kind == 3:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     x[j] = np.int32(np.int64(out[j]) + 2 * np.int64(p[j]) - pp[j])
             else:
-                for j in range(lo, hi):
+                for j in range(ulo, uhi):
                     d = np.int64(out[j]) + 2 * np.int64(p[j]) - pp[j]
                     if seq3[j]:
-                        d += np.int64(x[j - 3]) - 2 * np.int64(p[j - 3]) + pp[j - 3]
+                        d += np.int64(x[j - three]) - 2 * np.int64(p[j - three]) + pp[j - three]
                     x[j] = np.int32(d)
+
+    @_jit
+    def _masks3(full, seq):
+        """Per-coordinate masks for :func:`_code_row`; the first atom never has a predecessor (every layout
+        already has it so; forcing it keeps a hostile mask from indexing before the row)."""
+        full3 = np.repeat(full, 3)
+        seq3 = np.repeat(seq, 3)
+        full3[:3] = False
+        seq3[:3] = False
+        return full3, seq3
 
     @_jit
     def _blocks(a, b, modes, blockAtoms, full, seq, sign, known, where):
         """Residuals of ``a`` into ``b`` (sign 1) or ``a`` decoded from residuals ``b`` (sign -1); shapes (F, n*3)."""
         nf, n3 = a.shape[0], a.shape[1]
-        full3 = np.repeat(full, 3)
-        seq3 = np.repeat(seq, 3)
+        full3, seq3 = _masks3(full, seq)
         for blk in range(len(modes)):
             mode = np.int64(modes[blk])
             lo = blk * blockAtoms * 3
@@ -115,14 +128,13 @@ if HAVE_NUMBA:
                             b[t, j] = np.int32(np.int64(known[t, j]) - pr)
                 _code_row(a[t], p, pp, b[t], lo, hi, kind, full3, seq3, sign)
 
-    @_jit
+    @_jitn
     def residual_zigzag(a, modes, blockAtoms, full, seq, rank, nkeep):
         """Residuals of ``a`` (F, n*3) int32 as :func:`residual_blocks` gives them, zigzagged straight into a flat
         uint32 stream (frame-major) that keeps only atoms with ``rank[i] >= 0`` (at position ``rank[i]``);
         returns (u, statistics of frame 0, statistics of frames 1..) as in :func:`zigzag_stats`."""
         nf, n3 = a.shape[0], a.shape[1]
-        full3 = np.repeat(full, 3)
-        seq3 = np.repeat(seq, 3)
+        full3, seq3 = _masks3(full, seq)
         u = np.empty(nf * nkeep * 3, np.uint32)
         row = np.empty(n3, np.int32)
         st = np.zeros((2, 4), np.int64)
@@ -145,18 +157,18 @@ if HAVE_NUMBA:
                 c1 = 0
                 c3 = 0
                 c15 = 0
-                for j in range(lo, hi):
-                    rk = rank[j // 3]
+                for i in range(np.uint64(lo // 3), np.uint64(hi // 3)):
+                    rk = rank[i]
                     if rk < 0:
                         continue
-                    v = np.int64(row[j])
-                    z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
-                    u[base + rk * 3 + j % 3] = z
-                    if z > top:
-                        top = z
-                    c1 += z >= 1
-                    c3 += z >= 3
-                    c15 += z >= 15
+                    for c in range(3):
+                        v = np.int64(row[3 * i + c])
+                        z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
+                        u[base + rk * 3 + c] = z
+                        top = max(top, z)
+                        c1 += z >= 1
+                        c3 += z >= 3
+                        c15 += z >= 15
                 st[part, 0] = np.int64(top)
                 st[part, 1] += c1
                 st[part, 2] += c3
@@ -194,39 +206,40 @@ if HAVE_NUMBA:
         array (int64, stored as int32), without gathering it: a root's value is read from ``t``."""
         nf = t.shape[0]
         m = len(idx)
+        one, two = np.uint64(1), np.uint64(2)  # unsigned indices: no negative-index wraparound tests
         for blk in range(len(modes)):
             mode = np.int64(modes[blk])
             lo = blk * blockAtoms
             hi = min(m, lo + blockAtoms)
-            for tt in range(nf):
+            for tt in range(np.uint64(nf)):
                 kind = mode
                 if tt == 0:
                     kind = 0
                 elif tt == 1 and mode >= 3:
                     kind = mode - 2
-                for c in range(lo, hi):
+                for c in range(np.uint64(lo), np.uint64(hi)):
                     if not inner[c]:
                         continue
-                    i = idx[c]
-                    ip = idx[c - 1] if c > 0 else i
-                    k = rpos[c]
+                    i = np.uint64(idx[c])
+                    ip = np.uint64(idx[c - one]) if c > 0 else i
+                    k = np.uint64(rpos[c])
                     for d in range(3):
                         v = np.int64(r[tt, k, d])
                         if kind == 0:
                             if full[c]:
                                 v += t[tt, ip, d]
                         elif kind == 1:
-                            v += t[tt - 1, i, d]
+                            v += t[tt - one, i, d]
                         elif kind == 2:
-                            v += t[tt - 1, i, d]
+                            v += t[tt - one, i, d]
                             if seq[c]:
-                                v += np.int64(t[tt, ip, d]) - t[tt - 1, ip, d]
+                                v += np.int64(t[tt, ip, d]) - t[tt - one, ip, d]
                         elif kind == 3:
-                            v += 2 * np.int64(t[tt - 1, i, d]) - t[tt - 2, i, d]
+                            v += 2 * np.int64(t[tt - one, i, d]) - t[tt - two, i, d]
                         else:
-                            v += 2 * np.int64(t[tt - 1, i, d]) - t[tt - 2, i, d]
+                            v += 2 * np.int64(t[tt - one, i, d]) - t[tt - two, i, d]
                             if seq[c]:
-                                v += np.int64(t[tt, ip, d]) - 2 * np.int64(t[tt - 1, ip, d]) + t[tt - 2, ip, d]
+                                v += np.int64(t[tt, ip, d]) - 2 * np.int64(t[tt - one, ip, d]) + t[tt - two, ip, d]
                         t[tt, i, d] = np.int32(v)
 
     @_jit
@@ -579,7 +592,7 @@ if HAVE_NUMBA:
             return base
         acc = 0.0
         for j in range(1, k):
-            acc = acc + coefs[k - 2, j - 1] * np.float64(np.int64(q[t, f + j, c]) - base)
+            acc = acc + coefs[k - 2, j - 1] * np.float64(np.int64(q[t, f + np.uint64(j), c]) - base)
         return base + np.int64(np.rint(acc))
 
     @numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy", inline="always")
@@ -663,23 +676,25 @@ if HAVE_NUMBA:
         invStep = 1.0 / step
         for t in range(nf):
             for i in range(nw):
-                f = first[i]
+                f = np.uint64(first[i])  # unsigned indices: no negative-index wraparound tests
+                f1, f2 = f + np.uint64(1), f + np.uint64(2)
+                ex = np.uint64(extraStart + i)
                 if kind == 2:
                     for k in range(1, size):
                         for c in range(3):
-                            a[t, rows[i, k - 1], c] = q[t, f + k, c]
+                            a[t, np.uint64(rows[i, k - 1]), c] = q[t, f + np.uint64(k), c]
                     continue
                 if kind == 1:
                     o0, o1, o2 = np.int64(q[t, f, 0]), np.int64(q[t, f, 1]), np.int64(q[t, f, 2])
-                    d0, d1, d2 = q[t, f + 1, 0] - o0, q[t, f + 1, 1] - o1, q[t, f + 1, 2] - o2
-                    g0, g1, g2 = q[t, f + 2, 0] - o0, q[t, f + 2, 1] - o1, q[t, f + 2, 2] - o2
+                    d0, d1, d2 = q[t, f1, 0] - o0, q[t, f1, 1] - o1, q[t, f1, 2] - o2
+                    g0, g1, g2 = q[t, f2, 0] - o0, q[t, f2, 1] - o1, q[t, f2, 2] - o2
                     if max(abs(d0), abs(d1), abs(d2), abs(g0), abs(g1), abs(g2)) > maxOffset:
                         return False
                     x0, x1, x2 = np.float64(d0), np.float64(d1), np.float64(d2)
                     if x0 * x0 + x1 * x1 + x2 * x2 < 0.25 * r1 * r1:  # |H1 - O| < r1 / 2
                         return False
                     code, db, dc = _h1_slots(d0, d1, d2, r1)
-                    row1, row2 = rows[i, 0], rows[i, 1]
+                    row1, row2 = np.uint64(rows[i, 0]), np.uint64(rows[i, 1])
                     a[t, row1, 0] = np.int32(code)
                     a[t, row1, 1] = np.int32(db)
                     a[t, row1, 2] = np.int32(dc)
@@ -697,15 +712,15 @@ if HAVE_NUMBA:
                     a[t, row2, 0] = np.int32(kk)
                     a[t, row2, 1] = np.int32(g0 - np.int64(np.rint(centre * u0 + rho * (cc * w0 + sk * v0))))
                     a[t, row2, 2] = np.int32(g1 - np.int64(np.rint(centre * u1 + rho * (cc * w1 + sk * v1))))
-                    a[t, extraStart + i, 0] = np.int32(g2 - np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2))))
-                    a[t, extraStart + i, 1] = 0
-                    a[t, extraStart + i, 2] = 0
+                    a[t, ex, 0] = np.int32(g2 - np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2))))
+                    a[t, ex, 1] = 0
+                    a[t, ex, 2] = 0
                 for k in range(k0, size):
                     for c in range(3):
-                        r = np.int64(q[t, f + k, c]) - _linear_pred(q, t, f, k, coefs, c)
+                        r = np.int64(q[t, f + np.uint64(k), c]) - _linear_pred(q, t, f, k, coefs, c)
                         if abs(r) > 268435456:  # 2**28
                             return False
-                        a[t, rows[i, k - 1], c] = np.int32(r)
+                        a[t, np.uint64(rows[i, k - 1]), c] = np.int32(r)
         return True
 
     @_jitn
@@ -718,14 +733,16 @@ if HAVE_NUMBA:
         k0 = 3 if kind == 1 else 1
         for t in range(nf):
             for i in range(nw):
-                f = first[i]
+                f = np.uint64(first[i])  # unsigned indices: no negative-index wraparound tests
+                f1, f2 = f + np.uint64(1), f + np.uint64(2)
+                ex = np.uint64(extraStart + i)
                 if kind == 2:
                     for k in range(1, size):
                         for c in range(3):
-                            q[t, f + k, c] = a[t, rows[i, k - 1], c]
+                            q[t, f + np.uint64(k), c] = a[t, np.uint64(rows[i, k - 1]), c]
                     continue
                 if kind == 1:
-                    row1, row2 = rows[i, 0], rows[i, 1]
+                    row1, row2 = np.uint64(rows[i, 0]), np.uint64(rows[i, 1])
                     d0, d1, d2 = _h1_offset(np.int64(a[t, row1, 0]), np.int64(a[t, row1, 1]),
                                             np.int64(a[t, row1, 2]), r1)
                     u0, u1, u2, w0, w1, w2, v0, v1, v2 = _frame9(np.float64(d0), np.float64(d1), np.float64(d2))
@@ -736,18 +753,18 @@ if HAVE_NUMBA:
                     cc = cs[ak]
                     sk = -sn[ak] if kk < 0 else sn[ak]
                     o0, o1, o2 = np.int64(q[t, f, 0]), np.int64(q[t, f, 1]), np.int64(q[t, f, 2])
-                    q[t, f + 1, 0] = np.int32(o0 + d0)
-                    q[t, f + 1, 1] = np.int32(o1 + d1)
-                    q[t, f + 1, 2] = np.int32(o2 + d2)
-                    q[t, f + 2, 0] = np.int32(o0 + np.int64(np.rint(centre * u0 + rho * (cc * w0 + sk * v0)))
+                    q[t, f1, 0] = np.int32(o0 + d0)
+                    q[t, f1, 1] = np.int32(o1 + d1)
+                    q[t, f1, 2] = np.int32(o2 + d2)
+                    q[t, f2, 0] = np.int32(o0 + np.int64(np.rint(centre * u0 + rho * (cc * w0 + sk * v0)))
                                               + a[t, row2, 1])
-                    q[t, f + 2, 1] = np.int32(o1 + np.int64(np.rint(centre * u1 + rho * (cc * w1 + sk * v1)))
+                    q[t, f2, 1] = np.int32(o1 + np.int64(np.rint(centre * u1 + rho * (cc * w1 + sk * v1)))
                                               + a[t, row2, 2])
-                    q[t, f + 2, 2] = np.int32(o2 + np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2)))
-                                              + a[t, extraStart + i, 0])
+                    q[t, f2, 2] = np.int32(o2 + np.int64(np.rint(centre * u2 + rho * (cc * w2 + sk * v2)))
+                                              + a[t, ex, 0])
                 for k in range(k0, size):
                     for c in range(3):
-                        q[t, f + k, c] = np.int32(np.int64(a[t, rows[i, k - 1], c])
+                        q[t, f + np.uint64(k), c] = np.int32(np.int64(a[t, np.uint64(rows[i, k - 1]), c])
                                                   + _linear_pred(q, t, f, k, coefs, c))
         return True
 
