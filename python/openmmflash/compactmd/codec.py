@@ -60,8 +60,9 @@ class GridCodec:
                              f"maxError or wrap the coordinates (enforcePeriodicBox=True).")
         return x, top
 
-    def quantize(self, x):
-        """Positions (F, N, 3) in nm -> int32 grid coordinates (F, N, 3).
+    def quantize(self, x, out=None):
+        """Positions (F, N, 3) in nm -> int32 grid coordinates (F, N, 3), written into ``out`` (a C-contiguous
+        int32 array of that shape) when given.
 
         Within ``FAST_STEPS`` grid steps of the origin the product is taken in float32: its rounding, plus that
         of the float32 decode, stays inside the 1/64 margin of the grid (see module docstring); beyond, float64.
@@ -70,13 +71,18 @@ class GridCodec:
                 and x.dtype in (np.float32, np.float64):
             # one pass; any NaN/Inf/large value sends the chunk down the checked path below
             q, ok = kernels.quantize_f32(np.ascontiguousarray(x), np.float32(1.0 / self.gridStep),
-                                         np.float32(FAST_STEPS * self.gridStep))
+                                         np.float32(FAST_STEPS * self.gridStep), out)
             if ok:
-                return q.reshape(x.shape)
+                return out if out is not None else q.reshape(x.shape)
         x, top = self._check(x)
         if top <= FAST_STEPS * self.gridStep:
-            return np.rint(x.astype(np.float32, copy=False) * np.float32(1.0 / self.gridStep)).astype(np.int32)
-        return np.rint(x.astype(np.float64, copy=False) * (1.0 / self.gridStep)).astype(np.int32)
+            q = np.rint(x.astype(np.float32, copy=False) * np.float32(1.0 / self.gridStep)).astype(np.int32)
+        else:
+            q = np.rint(x.astype(np.float64, copy=False) * (1.0 / self.gridStep)).astype(np.int32)
+        if out is not None:
+            out[...] = q
+            return out
+        return q
 
     def dequantize(self, q, dtype=np.float32):
         """Grid coordinates (F, N, 3) -> positions in nm."""
@@ -139,7 +145,7 @@ class XTCCodec(GridCodec):
     def params(self):
         return dict(super().params(), precision=self.precision)
 
-    def quantize(self, x):
+    def quantize(self, x, out=None):
         x, _ = self._check(x)
         q = np.rint(x * (np.float32 if x.dtype == np.float32 else np.float64)(self.precision)).astype(np.int32)
         back = self.dequantize(q, np.float32)

@@ -11,6 +11,7 @@ import numpy as np
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
 from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd.codec import GridCodec
 from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
@@ -281,14 +282,18 @@ class CompactWriter:
             boxes = np.full((nf, 3, 3), np.nan)
         else:
             boxes = np.broadcast_to(np.asarray(box, np.float64).reshape(-1, 3, 3), (nf, 3, 3))
-        q = self.codec.quantize(x)
+        n = len(self._steps)
+        # straight into the chunk buffer when the frames fit (an append's restart may still refill the buffer)
+        direct = n + nf <= self.chunkFrames and isinstance(self.codec, GridCodec) and self._pendingTruncate is None
+        q = self.codec.quantize(x, out=self._buf[n:n + nf]) if direct else self.codec.quantize(x)
         if self._pendingTruncate is not None:
             self._restart_at(int(steps[0]))
         k = 0
         while k < nf:  # fill the chunk buffer a run of frames at a time
             n = len(self._steps)
             m = min(nf - k, self.chunkFrames - n)
-            self._buf[n:n + m] = q[k:k + m]
+            if not direct:
+                self._buf[n:n + m] = q[k:k + m]
             self._steps += steps[k:k + m].tolist()
             self._times += times[k:k + m].tolist()
             self._boxes += list(boxes[k:k + m])

@@ -129,13 +129,13 @@ if HAVE_NUMBA:
                 _code_row(a[t], p, pp, b[t], lo, hi, kind, full3, seq3, sign)
 
     @_jitn
-    def residual_zigzag(a, modes, blockAtoms, full, seq, rank, nkeep):
+    def residual_zigzag(a, modes, blockAtoms, full, seq, rank, nkeep, u):
         """Residuals of ``a`` (F, n*3) int32 as :func:`residual_blocks` gives them, zigzagged straight into a flat
         uint32 stream (frame-major) that keeps only atoms with ``rank[i] >= 0`` (at position ``rank[i]``);
-        returns (u, statistics of frame 0, statistics of frames 1..) as in :func:`zigzag_stats`."""
+        ``u`` (F * nkeep * 3,) uint32 receives them; returns (u, statistics of frame 0, statistics of frames 1..) as
+        in :func:`zigzag_stats`."""
         nf, n3 = a.shape[0], a.shape[1]
         full3, seq3 = _masks3(full, seq)
-        u = np.empty(nf * nkeep * 3, np.uint32)
         row = np.empty(n3, np.int32)
         st = np.zeros((2, 4), np.int64)
         for blk in range(len(modes)):
@@ -184,13 +184,13 @@ if HAVE_NUMBA:
                 np.empty((0, 0), np.int32), np.empty(0, np.bool_))
         return r
 
-    def unresidual_blocks(r, modes, blockAtoms, full, seq, known, where):
+    def unresidual_blocks(r, modes, blockAtoms, full, seq, known, where, out=None):
         """Inverse of :func:`residual_blocks`. Where ``where[i]`` is False, atom i is taken from ``known``
         (F, n, 3) (its masks are False: nothing depends on its residual but itself); ``r`` is then overwritten
         at those atoms."""
         r = np.ascontiguousarray(r, np.int32)
         nf, n = r.shape[:2]
-        q = np.empty_like(r)
+        q = np.empty_like(r) if out is None else out
         k2 = np.ascontiguousarray(known, np.int32)
         k2 = k2.reshape(k2.shape[0], k2.shape[1] * 3)
         _blocks(q.reshape(nf, n * 3), r.reshape(nf, n * 3), modes, blockAtoms, full, seq, -1, k2, where)
@@ -325,15 +325,18 @@ if HAVE_NUMBA:
         return u, st[0], st[1]
 
     @_jit
-    def byte_planes(u, nbytes):
-        """uint32 (n,) -> uint8 (nbytes * n,): byte planes, low byte first."""
+    def byte_planes_into(u, nbytes, p):
+        """uint32 (n,) -> uint8 ``p`` (nbytes * n,): byte planes, low byte first."""
         n = u.size
-        p = np.empty(nbytes * n, np.uint8)
         for k in range(nbytes):
             sh = np.uint32(8 * k)
             for j in range(n):
                 p[k * n + j] = np.uint8((u[j] >> sh) & np.uint32(255))
         return p
+
+    def byte_planes(u, nbytes, out=None):
+        """uint32 (n,) -> uint8 (nbytes * n,): byte planes, low byte first (into ``out`` when given)."""
+        return byte_planes_into(u, nbytes, np.empty(nbytes * u.size, np.uint8) if out is None else out)
 
     @_jit
     def from_planes_unzigzag(p, count, nbytes, zigzag):
@@ -395,12 +398,14 @@ if HAVE_NUMBA:
             u[j] = (p[j // per] >> np.uint8(bits * (j % per))) & mask
         return u
 
+    def quantize_f32(x, scale, limit, out=None):
+        """rint(float32(x) * scale) as flat int32 (into ``out`` when given) while |x| <= limit; returns (q, ok).
+        ``ok`` is False on NaN/Inf or |x| > limit (the caller then takes the checked numpy path)."""
+        return quantize_f32_into(x, scale, limit, np.empty(x.size, np.int32) if out is None else out.reshape(-1))
+
     @_jit
-    def quantize_f32(x, scale, limit):
-        """rint(float32(x) * scale) as flat int32 while |x| <= limit; returns (q, ok). ``ok`` is False on NaN/Inf
-        or |x| > limit (the caller then takes the checked numpy path)."""
+    def quantize_f32_into(x, scale, limit, q):
         flat = x.reshape(-1)
-        q = np.empty(flat.size, np.int32)
         for j in range(flat.size):
             v = np.float32(flat[j])
             if not abs(v) <= limit:
@@ -810,12 +815,14 @@ if HAVE_NUMBA:
         return out[:pos]
 
 
-def take_atoms(a, idx):
-    """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered)."""
+def take_atoms(a, idx, out=None):
+    """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered);
+    written into ``out`` when given."""
     idx = np.asarray(idx, np.int64)
     if not HAVE_NUMBA:
         return np.ascontiguousarray(a[:, idx])
-    out = np.empty((a.shape[0], len(idx), 3), a.dtype)
+    if out is None:
+        out = np.empty((a.shape[0], len(idx), 3), a.dtype)
     _take(a, idx, out)
     return out
 

@@ -43,7 +43,7 @@ import struct
 
 import numpy as np
 
-from openmmflash.compactmd import kernels, limits, watertransform
+from openmmflash.compactmd import kernels, limits, watertransform, workspace
 from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _encode_values_fast, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
@@ -247,14 +247,15 @@ def _assemble(a, modes, blocks, blockAtoms, full, seq):
     return r
 
 
-def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
+def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None, out=None):
     """Inverse of :func:`_assemble`. With ``known``/``where``: slots outside ``where`` take the residual that
-    the known values give (their masks are False, so they depend on nothing else)."""
+    the known values give (their masks are False, so they depend on nothing else). ``out``: where to decode
+    (compiled kernels only)."""
     if kernels.HAVE_NUMBA:
         if known is None:
             known, where = np.empty((0, 0, 3), np.int32), np.empty(0, bool)
         return kernels.unresidual_blocks(np.ascontiguousarray(r), np.ascontiguousarray(modes, np.uint8),
-                                         blockAtoms, full, seq, np.ascontiguousarray(known), where)
+                                         blockAtoms, full, seq, np.ascontiguousarray(known), where, out)
     q = None
     n = r.shape[1]
     for mode in np.unique(modes):
@@ -321,7 +322,7 @@ def _put_residuals(out, zc, modes, a, blockAtoms, full, seq, keep=None):
         _put_stream(out, zc, modes, np.zeros((nf, 0, 3), np.int32))
         return
     u, sa, sb = kernels.residual_zigzag(np.ascontiguousarray(a).reshape(nf, n * 3), modes, blockAtoms, full, seq,
-                                        rank, nkeep)
+                                        rank, nkeep, workspace.scratch("zigzag", nf * nkeep * 3, np.uint32))
     _put_zigzagged(out, zc, head, nf, u, sa, sb)
 
 
@@ -350,7 +351,7 @@ def _get_stream(blob, pos, nFrames, count, dz):
         raise ValueError("residual stream names an unknown predictor")
     split = blob[pos + 4 + nblocks]
     pos += 5 + nblocks
-    out = np.empty(count * nFrames, np.int32) if kernels.HAVE_NUMBA else None
+    out = workspace.scratch("values", count * nFrames, np.int32) if kernels.HAVE_NUMBA else None
     if split == 0:
         values, pos = _decode_values(blob, pos, count * nFrames, dz, out)
         return modes, values, pos
@@ -385,7 +386,8 @@ def encode(q, layout, level=1):
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = limits.compressor(level)
     for idx, spatial in ((layout.S, True), (layout.W, False)):
-        a = wstream if not spatial and wstream is not None else kernels.take_atoms(t, idx)
+        a = wstream if not spatial and wstream is not None else \
+            kernels.take_atoms(t, idx, workspace.scratch("class", (nf, len(idx), 3), np.int32))
         if not spatial and extra.shape[1]:
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
@@ -395,7 +397,8 @@ def encode(q, layout, level=1):
             continue
         r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
         _put_stream(out, zc, modes, r)
-    a = t if len(layout.Iidx) == n else kernels.take_atoms(t, layout.Iidx)
+    a = t if len(layout.Iidx) == n else \
+        kernels.take_atoms(t, layout.Iidx, workspace.scratch("class", (nf, len(layout.Iidx), 3), np.int32))
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
     if kernels.HAVE_NUMBA:
         _put_residuals(out, zc, modes, a, layout.blockAtoms, layout.fullI, layout.seqI, layout.innerC)
@@ -474,7 +477,8 @@ def decode(blob, nFrames, nAtoms, layout):
         if len(modes) != len(blocks):
             raise ValueError("residual stream does not match the atom count")
         if m:
-            a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq)
+            a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq,
+                             out=workspace.scratch("S" if spatial else "W", (nFrames, m, 3), np.int32))
             if not spatial and ngroups and kernels.HAVE_NUMBA:
                 wstream = a  # inverse_stream below writes the W atoms
                 continue

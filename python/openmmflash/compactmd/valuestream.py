@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from openmmflash.compactmd import kernels, limits
+from openmmflash.compactmd import kernels, limits, workspace
 
 def _zigzag(r):
     return ((r << 1) ^ (r >> 31)).view(np.uint32)
@@ -96,7 +96,7 @@ def _encode_values_fast(r, zc, zigzagged=None):
             return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
                              struct.pack("<BQ", nb, len(extra)), extra])
     nbytes = max(1, (int(top).bit_length() + 7) // 8)
-    body = zc.compress(kernels.byte_planes(u, nbytes))
+    body = zc.compress(kernels.byte_planes(u, nbytes, workspace.scratch("planes", nbytes * u.size, np.uint8)))
     return struct.pack("<BQ", nbytes, len(body)) + body
 
 

@@ -5,7 +5,7 @@ Shapes: grid integers ``q`` (F, N, 3) int32; ``layout.groups`` lists (size, firs
 
 import numpy as np
 
-from openmmflash.compactmd import kernels, watergeometry
+from openmmflash.compactmd import kernels, watergeometry, workspace
 
 _DECIDE_WATERS = 512  # molecules per group on which the transform is chosen
 
@@ -147,7 +147,7 @@ def forward_stream(q, layout):
     q = np.ascontiguousarray(q, np.int32)
     choices = [(size, first) + choose(q, size, first) for size, first in layout.groups]
     nextra = sum(len(first) for size, first, choice, params, coefs in choices if params is not None)
-    a = np.empty((q.shape[0], len(layout.W) + nextra, 3), np.int32)
+    a = workspace.scratch("wstream", (q.shape[0], len(layout.W) + nextra, 3), np.int32)
     pos, groups = len(layout.W), []
     for (size, first, choice, params, coefs), rows in zip(choices, layout.waterRows()):
         params = "raw" if choice == "raw" else params

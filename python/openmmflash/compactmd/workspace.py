@@ -1,0 +1,33 @@
+"""Reusable scratch arrays for the large temporaries of the CompactMD coder.
+
+Coding a chunk needs several temporaries of the chunk's size (gathered atom classes, zigzagged residuals, byte
+planes, decoded residual streams). Allocated afresh for every chunk, each is new memory the operating system
+has to map page by page (thousands of page faults per chunk of a solvated system, a large part of the coding
+time); taken from here, the memory of the previous chunk is reused. One buffer per name and thread, grown to the
+largest request and kept for the life of the thread (requests above ``MAX_POOLED_BYTES`` are allocated
+afresh, so at most a few times that stays allocated per thread): a scratch array is valid until the next request
+of the same name in the same thread, so it must never be returned to a caller.
+"""
+
+import threading
+
+import numpy as np
+
+_local = threading.local()
+MAX_POOLED_BYTES = 64 << 20
+
+
+def scratch(name, shape, dtype):
+    """Uninitialized C-contiguous array of ``shape`` and ``dtype`` backed by this thread's buffer ``name``."""
+    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes > MAX_POOLED_BYTES:
+        return np.empty(shape, dtype)
+    pool = getattr(_local, "pool", None)
+    if pool is None:
+        pool = _local.pool = {}
+    buf = pool.get(name)
+    if buf is None or buf.nbytes < nbytes:
+        buf = pool[name] = np.empty(max(nbytes, 64), np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
