@@ -146,7 +146,8 @@ def _decode_values_into(blob, pos, count, out):
         bits = fmt & 0x7F
         nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
         pos += 17
-        raw = limits.decompress(blob[pos:pos + size], size=-(-count // (8 // bits)), what="packed residual stream")
+        raw = limits.decompress_into(blob[pos:pos + size], workspace.scratch("raw", -(-count // (8 // bits)),
+                                                                             np.uint8), "packed residual stream")
         pos += size
         nb, size = struct.unpack_from("<BQ", blob, pos)
         pos += 9
@@ -155,13 +156,14 @@ def _decode_values_into(blob, pos, count, out):
         esc = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
         pos += size
         escapes = _from_byte_planes(np.frombuffer(esc, np.uint8), nesc, nb)
-        if kernels.unpack_into(np.frombuffer(raw, np.uint8), count, bits, escapes, out) != nesc:
+        if kernels.unpack_into(raw, count, bits, escapes, out) != nesc:
             raise ValueError("escape count mismatch")
         return out, pos
     if fmt not in (1, 2, 3, 4):
         raise ValueError(f"residual stream has an unknown format {fmt:#x}")
     (size,) = struct.unpack_from("<Q", blob, pos + 1)
     pos += 9
-    raw = limits.decompress(blob[pos:pos + size], size=count * fmt, what="residual stream")
-    kernels.planes_into(np.frombuffer(raw, np.uint8), count, fmt, out)
+    raw = limits.decompress_into(blob[pos:pos + size], workspace.scratch("raw", count * fmt, np.uint8),
+                                 "residual stream")
+    kernels.planes_into(raw, count, fmt, out)
     return out, pos + size
