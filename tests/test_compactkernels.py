@@ -242,3 +242,21 @@ def test_fused_water_stream_matches_numpy(sites, jitter, kind, numpy_path):
     for b in (blob, ref_blob):
         assert np.array_equal(c.decode(b, nf, x.shape[1], layout), q)
         assert np.array_equal(numpy_path(c.decode, b, nf, x.shape[1], layout), q)
+
+
+def test_xtc_quantize_kernel_matches_numpy(numpy_path):
+    """The one-pass XTC grid check gives the numpy path's integers (float32 and float64 input, into a buffer) and
+    refuses the same off-grid value."""
+    rng = np.random.default_rng(12)
+    c = codec.XTCCodec(1000.0)
+    q = rng.integers(-2**22, 2**22, (3, 50, 3)).astype(np.int32)
+    x = c.dequantize(q)
+    for arr in (x, x.astype(np.float64)):
+        out = np.empty_like(q)
+        assert c.quantize(arr, out=out) is out and np.array_equal(out, q)
+        assert np.array_equal(numpy_path(c.quantize, arr), q)
+    bad = x.copy()
+    bad[1, 7, 2] = np.nextafter(bad[1, 7, 2], np.float32(np.inf))
+    for run in (c.quantize, lambda a: numpy_path(c.quantize, a)):
+        with pytest.raises(ValueError, match=r"frame 1, atom 7\) is not on the XTC grid"):
+            run(bad)

@@ -146,16 +146,29 @@ class XTCCodec(GridCodec):
         return dict(super().params(), precision=self.precision)
 
     def quantize(self, x, out=None):
+        if kernels.HAVE_NUMBA and type(x) is np.ndarray and x.ndim == 3 and x.shape[2] == 3 \
+                and x.dtype in (np.float32, np.float64):  # one pass; any problem: the checked path below
+            q = np.empty(x.shape, np.int32) if out is None else out
+            inv = np.float32(1.0) / np.float32(self.precision)
+            if kernels.quantize_exact(np.ascontiguousarray(x), self.precision, inv, float(GRID_LIMIT),
+                                      q.reshape(-1)) < 0:
+                return q
         x, _ = self._check(x)
-        q = np.rint(x * (np.float32 if x.dtype == np.float32 else np.float64)(self.precision)).astype(np.int32)
+        q = np.rint(x.astype(np.float64, copy=False) * self.precision).astype(np.int32)
         back = self.dequantize(q, np.float32)
         if not np.array_equal(back, x.astype(np.float32)):
             f, a, c = np.argwhere(back != x.astype(np.float32))[0]
             raise ValueError(f"Position {x[f, a, c]!r} nm (frame {f}, atom {a}) is not on the XTC grid of "
                              f"precision {self.precision:g}; codec='xtc' only re-encodes XTC data losslessly. "
                              f"Use codec='bounded' for other input.")
+        if out is not None:
+            out[...] = q
+            return out
         return q
 
     def dequantize(self, q, dtype=np.float32):
         inv = np.float32(1.0) / np.float32(self.precision)
-        return (np.asarray(q).astype(np.float32) * inv).astype(dtype, copy=False)
+        q = np.asarray(q)
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size:
+            return kernels.dequantize_f32(np.ascontiguousarray(q), inv)[0].reshape(q.shape)
+        return (q.astype(np.float32) * inv).astype(dtype, copy=False)

@@ -414,6 +414,22 @@ if HAVE_NUMBA:
         return q, True
 
     @_jit
+    def quantize_exact(x, scale, inv, limit, q):
+        """XTC grid integers rint(float64(x) * scale) into ``q`` (flat int32), each checked to decode exactly:
+        float32(q) * inv == float32(x) (float32 arithmetic, as XTC readers decode). Returns the flat index of the
+        first value that is not finite, beyond ``limit`` grid steps or off the grid, or -1."""
+        flat = x.reshape(-1)
+        for j in range(flat.size):
+            v = np.float64(flat[j]) * scale
+            if not abs(v) <= limit:
+                return j
+            k = np.rint(v)
+            q[j] = np.int32(k)
+            if np.float32(k) * inv != np.float32(flat[j]):
+                return j
+        return -1
+
+    @_jit
     def dequantize_f32(q, step):
         """float32(q) * step as flat float32, and max |q|."""
         flat = q.reshape(-1)
