@@ -227,7 +227,7 @@ def test_fused_water_stream_matches_numpy(sites, jitter, kind, numpy_path):
     q = c.quantize(x)
     a, groups = watertransform.forward_stream(q, layout)
     t, ref_groups, extra = numpy_path(watertransform.forward, q, layout)
-    ref = np.concatenate([t[:, layout.W], extra], axis=1)
+    ref = np.concatenate([t[:, layout.Wslots], extra], axis=1)  # slot order (blob version 5)
     assert a.shape == ref.shape and [g[1] is None for g in groups] == [g[1] is None for g in ref_groups]
     if kind == "geometry":
         assert groups[0][1] not in (None, "raw")

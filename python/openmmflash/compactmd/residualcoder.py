@@ -47,7 +47,8 @@ from openmmflash.compactmd import kernels, limits, watertransform, workspace
 from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _encode_values_fast, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
-_VERSION = 3
+_VERSION = 5  # 5: W class in slot order, optionally one value stream per slot and coordinate; 3 is still read
+_V3 = 3
 _PLAIN_VERSION = 4  # tail chunks: every atom against the previous one (frame 0), then in time; no water transform
 _SAMPLE_FRAMES = 8
 
@@ -205,12 +206,46 @@ class Layout:
         self.fullI = fullC
         self.seqI = fullC.copy()
 
-    def waterRows(self):
-        """Per water group, int64 (nWaters, size - 1): the row of atom ``first + k`` in the W class array."""
-        if getattr(self, "_waterRows", None) is None:
-            self._waterRows = [np.searchsorted(self.W, first[:, None] + np.arange(1, size)).astype(np.int64)
-                               for size, first in self.groups]
-        return self._waterRows
+    def waterRows(self, slotOrder=True):
+        """Per water group, int64 (nWaters, size - 1): the row of atom ``first + k`` in the W class array, in slot
+        order (blob version 5: group by group, all k = 1 atoms, then all k = 2 atoms, ...; see :attr:`Wslots`) or
+        in atom order (version 3, :attr:`W`)."""
+        key = "_rowsSlot" if slotOrder else "_rowsAtom"
+        if getattr(self, key, None) is None:
+            if slotOrder:
+                rows, base = [], 0
+                for size, first in self.groups:
+                    nw = len(first)
+                    rows.append(base + np.arange(size - 1, dtype=np.int64)[None, :] * nw
+                                + np.arange(nw, dtype=np.int64)[:, None])
+                    base += nw * (size - 1)
+            else:
+                rows = [np.searchsorted(self.W, first[:, None] + np.arange(1, size)).astype(np.int64)
+                        for size, first in self.groups]
+            setattr(self, key, rows)
+        return getattr(self, key)
+
+    @property
+    def Wslots(self):
+        """The W atoms in slot order (blob version 5)."""
+        if getattr(self, "_wslots", None) is None:
+            self._wslots = np.concatenate([first + k for size, first in self.groups for k in range(1, size)]) \
+                if self.groups else self.W
+        return self._wslots
+
+    def slotSegments(self, geometric):
+        """Row ranges (lo, hi) of the W stream in slot order, one per group and slot k, then one per geometry
+        group's extra rows (``geometric``: per group, whether it has them)."""
+        bounds, pos = [], 0
+        for size, first in self.groups:
+            for k in range(1, size):
+                bounds.append((pos, pos + len(first)))
+                pos += len(first)
+        for (size, first), geo in zip(self.groups, geometric):
+            if geo:
+                bounds.append((pos, pos + len(first)))
+                pos += len(first)
+        return bounds
 
     def compact_masks(self, m, spatial):
         """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
@@ -343,12 +378,67 @@ def _put_zigzagged(out, zc, head, nf, u, sa, sb):
     out += head + [b"\x00", _encode_values_fast(None, zc, both)]
 
 
-def _get_stream(blob, pos, nFrames, count, dz):
-    """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position)."""
+def _put_slots(out, zc, modes, a, layout, full, seq, geometric):
+    """The W class (slot order): ``u32 nBlocks, u8 modes[nBlocks], u8 segmented``; then, when all blocks code
+    plain values and a group uses the rigid geometry (its slots: an axis code, offsets, an angle index and small
+    errors, each with its own value distribution), one ``u8 split`` + value stream(s) per slot segment and
+    coordinate; otherwise ``u8 split`` + value stream(s) of all rows as in :func:`_put_stream`."""
+    r = _assemble(a, modes, None, layout.blockAtoms, full, seq) if a.shape[1] else a
+    segmented = bool(len(modes)) and not modes.any() and a.shape[1] > 0 and any(geometric)
+    out += [struct.pack("<I", len(modes)), np.ascontiguousarray(modes, np.uint8).tobytes(), bytes([segmented])]
+    if not segmented:
+        _put_body(out, zc, r)
+        return
+    for lo, hi in layout.slotSegments(geometric):
+        for c in range(3):
+            _put_body(out, zc, np.ascontiguousarray(r[:, lo:hi, c]))
+
+
+def _put_body(out, zc, r):
+    """``u8 split`` and the value stream(s) of :func:`_put_stream` for residuals ``r`` (F, ...)."""
+    k = len(out)
+    _put_stream(out, zc, np.zeros(0, np.uint8), r)
+    del out[k:k + 2]  # the empty block head
+
+
+def _get_slots(blob, pos, nFrames, m, layout, geometric, dz):
+    """Inverse of :func:`_put_slots` -> (modes, residuals (F, m, 3), new position)."""
     (nblocks,) = struct.unpack_from("<I", blob, pos)
     modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
     if (modes >= len(MODES)).any():
         raise ValueError("residual stream names an unknown predictor")
+    segmented = blob[pos + 4 + nblocks]
+    pos += 5 + nblocks
+    if segmented == 0:
+        _, r, pos = _get_body(blob, pos, nFrames, m * 3, dz)
+        return modes, r.reshape(nFrames, m, 3), pos
+    bounds = layout.slotSegments(geometric)
+    if segmented != 1 or (bounds[-1][1] if bounds else 0) != m:
+        raise ValueError("bad W stream segmentation")
+    r = workspace.scratch("slots", (nFrames, m, 3), np.int32)
+    for lo, hi in bounds:
+        for c in range(3):
+            _, v, pos = _get_body(blob, pos, nFrames, hi - lo, dz)
+            r[:, lo:hi, c] = v.reshape(nFrames, hi - lo)
+    return modes, r, pos
+
+
+def _get_body(blob, pos, nFrames, count, dz):
+    """Inverse of :func:`_put_body` for ``count`` values per frame -> (no modes, values, new position)."""
+    return _get_stream(blob, pos, nFrames, count, dz, headless=True)
+
+
+def _get_stream(blob, pos, nFrames, count, dz, headless=False):
+    """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position);
+    ``headless``: no block head (a body of :func:`_put_body`)."""
+    if headless:
+        modes, nblocks = np.zeros(0, np.uint8), 0
+        pos -= 4
+    else:
+        (nblocks,) = struct.unpack_from("<I", blob, pos)
+        modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
+        if (modes >= len(MODES)).any():
+            raise ValueError("residual stream names an unknown predictor")
     split = blob[pos + 4 + nblocks]
     pos += 5 + nblocks
     out = workspace.scratch("values", count * nFrames, np.int32) if kernels.HAVE_NUMBA else None
@@ -385,18 +475,19 @@ def encode(q, layout, level=1):
         out.append(struct.pack("<BB", size, kind) + np.asarray(params if kind == 1 else [], "<f8").tobytes()
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = limits.compressor(level)
-    for idx, spatial in ((layout.S, True), (layout.W, False)):
+    for idx, spatial in ((layout.S, True), (layout.Wslots, False)):
         a = wstream if not spatial and wstream is not None else \
             kernels.take_atoms(t, idx, workspace.scratch("class", (nf, len(idx), 3), np.int32))
         if not spatial and extra.shape[1]:
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
-        if kernels.HAVE_NUMBA:
+        if not spatial:
+            _put_slots(out, zc, modes, a, layout, full, seq, [g[1] not in (None, "raw") for g in groups])
+        elif kernels.HAVE_NUMBA:
             _put_residuals(out, zc, modes, a, layout.blockAtoms, full, seq)
-            continue
-        r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
-        _put_stream(out, zc, modes, r)
+        else:
+            _put_stream(out, zc, modes, _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a)
     a = t if len(layout.Iidx) == n else \
         kernels.take_atoms(t, layout.Iidx, workspace.scratch("class", (nf, len(layout.Iidx), 3), np.int32))
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
@@ -447,8 +538,9 @@ def decode(blob, nFrames, nAtoms, layout):
     if len(blob) and blob[0] == _PLAIN_VERSION:
         return _decode_plain(blob, nFrames, nAtoms)
     version, ngroups = struct.unpack_from("<BI", blob, 0)
-    if version != _VERSION:
+    if version not in (_VERSION, _V3):
         raise ValueError(f"unsupported residual stream version {version}")
+    slots = version == _VERSION  # W class in slot order (version 5) or atom order (version 3)
     if layout.n != nAtoms:
         raise ValueError(f"layout has {layout.n} atoms, the chunk {nAtoms}")
     pos, groups, nextra = 5, [], 0
@@ -470,9 +562,13 @@ def decode(blob, nFrames, nAtoms, layout):
     dz = None  # value streams decompress through limits.decompress
     t = np.empty((nFrames, nAtoms, 3), np.int32)
     extra = np.zeros((nFrames, 0, 3), np.int32)
-    for idx, spatial in ((layout.S, True), (layout.W, False)):
+    for idx, spatial in ((layout.S, True), (layout.Wslots if slots else layout.W, False)):
         m = len(idx) + (0 if spatial else nextra)
-        modes, r, pos = _get_stream(blob, pos, nFrames, m * 3, dz)
+        if slots and not spatial:
+            geometric = [g[1] not in (None, "raw") for g in groups]
+            modes, r, pos = _get_slots(blob, pos, nFrames, m, layout, geometric, dz)
+        else:
+            modes, r, pos = _get_stream(blob, pos, nFrames, m * 3, dz)
         blocks, full, seq = layout.compact_masks(m, spatial)
         if len(modes) != len(blocks):
             raise ValueError("residual stream does not match the atom count")
@@ -501,7 +597,7 @@ def decode(blob, nFrames, nAtoms, layout):
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
         kernels.put_atoms(t, layout.Iidx[layout.innerC], kernels.take_atoms(a, layout.innerIdx))
     if ngroups and kernels.HAVE_NUMBA:
-        watertransform.inverse_stream(t, wstream, layout, groups)
+        watertransform.inverse_stream(t, wstream, layout, groups, slots)
     elif ngroups:
         t = watertransform.inverse(t, layout, groups, extra)
     return t

@@ -160,10 +160,11 @@ def forward_stream(q, layout):
     return a, groups
 
 
-def inverse_stream(q, a, layout, groups):
-    """Inverse of :func:`forward_stream`: fills the W atoms of ``q`` (F, N, 3) in place from the W stream ``a``."""
+def inverse_stream(q, a, layout, groups, slotOrder=True):
+    """Inverse of :func:`forward_stream`: fills the W atoms of ``q`` (F, N, 3) in place from the W stream ``a``
+    (rows in slot order, or in atom order for blob version 3)."""
     pos = len(layout.W)
-    for (size, first), rows, (_, params, coefs) in zip(layout.groups, layout.waterRows(), groups):
+    for (size, first), rows, (_, params, coefs) in zip(layout.groups, layout.waterRows(slotOrder), groups):
         kind, cm, r1, centre, rho, step, cs, sn = _kernel_args(params, coefs, size)
         if kind == 1 and a.shape[1] < pos + len(first):
             raise ValueError("water geometry extra rows missing")
