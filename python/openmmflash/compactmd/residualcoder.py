@@ -390,8 +390,8 @@ def _put_slots(out, zc, modes, a, layout, full, seq, geometric):
         _put_body(out, zc, r)
         return
     for lo, hi in layout.slotSegments(geometric):
-        for c in range(3):
-            _put_body(out, zc, np.ascontiguousarray(r[:, lo:hi, c]))
+        for c in range(3):  # plain values: frame 0 is like the others, so one stream (split 0)
+            out += [b"\x00", _encode_values(np.ascontiguousarray(r[:, lo:hi, c]).reshape(-1), zc)]
 
 
 def _put_body(out, zc, r):

@@ -9,8 +9,13 @@ from openmmflash.compactmd import kernels, watergeometry, workspace
 
 _DECIDE_WATERS = 512  # molecules per group on which the transform is chosen
 
+_FIT_WATERS = 2048  # molecules per group the linear coefficients are fitted on
+
+
 def fit_water(q, size, first):
-    """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1."""
+    """Least-squares coefficients (float64) predicting each water atom k >= 2 from the offsets of atoms 1..k-1
+    (fitted on frame 0 of up to ``_FIT_WATERS`` evenly spaced molecules)."""
+    first = first[::max(1, len(first) // _FIT_WATERS)]
     coefs = []
     rel = [None] + [(q[0, first + j] - q[0, first]).astype(np.float64).reshape(-1) for j in range(1, size)]
     for k in range(2, size):
