@@ -364,17 +364,19 @@ if HAVE_NUMBA:
         ``escapes`` (uint32), unzigzagged into ``out`` (count,) int32; returns the number of escapes met (-1 when
         more than ``len(escapes)``)."""
         per = 8 // bits
-        mask = np.uint8((1 << bits) - 1)
-        esc = np.int64((1 << bits) - 1)
+        mask = np.int64((1 << bits) - 1)
+        esc = mask
         k = 0
-        for j in range(count):
-            v = np.int64((p[j // per] >> np.uint8(bits * (j % per))) & mask)
-            if v == esc:
-                if k >= len(escapes):
-                    return -1
-                v += np.int64(escapes[k])
-                k += 1
-            out[j] = np.int32((v >> 1) ^ -(v & 1))
+        for b in range(-(-count // per)):
+            byte = np.int64(p[b])
+            for s in range(min(per, count - b * per)):
+                v = (byte >> (bits * s)) & mask
+                if v == esc:
+                    if k >= len(escapes):
+                        return -1
+                    v += np.int64(escapes[k])
+                    k += 1
+                out[b * per + s] = np.int32((v >> 1) ^ -(v & 1))
         return k
 
     @_jit
@@ -384,9 +386,11 @@ if HAVE_NUMBA:
         esc = np.uint32((1 << bits) - 1)
         n = u.size
         out = np.zeros(-(-n // per), np.uint8)
-        for j in range(n):
-            v = min(u[j], esc)
-            out[j // per] |= np.uint8(v << np.uint32(bits * (j % per)))
+        for b in range(len(out)):
+            acc = np.uint32(0)
+            for s in range(min(per, n - b * per)):
+                acc |= min(u[b * per + s], esc) << np.uint32(bits * s)
+            out[b] = np.uint8(acc)
         return out
 
     @_jit

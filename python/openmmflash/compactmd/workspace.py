@@ -19,9 +19,11 @@ MAX_POOLED_BYTES = 64 << 20
 
 def scratch(name, shape, dtype):
     """Uninitialized C-contiguous array of ``shape`` and ``dtype`` backed by this thread's buffer ``name``."""
-    shape = tuple(int(s) for s in np.atleast_1d(shape))
+    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    nbytes = dtype.itemsize
+    for s in shape:
+        nbytes *= s
     if nbytes > MAX_POOLED_BYTES:
         return np.empty(shape, dtype)
     pool = getattr(_local, "pool", None)
