@@ -84,16 +84,22 @@ class GridCodec:
             return out
         return q
 
-    def dequantize(self, q, dtype=np.float32):
-        """Grid coordinates (F, N, 3) -> positions in nm."""
+    def dequantize(self, q, dtype=np.float32, out=None):
+        """Grid coordinates (F, N, 3) -> positions in nm (written into ``out``, C-contiguous, when given)."""
         q = np.asarray(q)
-        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size:
-            out, top = kernels.dequantize_f32(np.ascontiguousarray(q), np.float32(self.gridStep))
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size and \
+                (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)):
+            x, top = kernels.dequantize_f32(np.ascontiguousarray(q), np.float32(self.gridStep), out)
             if top <= FAST_STEPS:
-                return out.reshape(q.shape)
+                return out if out is not None else x.reshape(q.shape)
         if dtype == np.float32 and q.size and max(int(q.max()), -int(q.min())) <= FAST_STEPS:
-            return q.astype(np.float32) * np.float32(self.gridStep)
-        return (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)
+            x = q.astype(np.float32) * np.float32(self.gridStep)
+        else:
+            x = (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)
+        if out is not None:
+            out[...] = x
+            return out
+        return x
 
     def layout(self, seqMask, waterMask=None):
         """Atom classes used for prediction (see :class:`~openmmflash.compactmd.residualcoder.Layout`)."""
@@ -166,9 +172,15 @@ class XTCCodec(GridCodec):
             return out
         return q
 
-    def dequantize(self, q, dtype=np.float32):
+    def dequantize(self, q, dtype=np.float32, out=None):
         inv = np.float32(1.0) / np.float32(self.precision)
         q = np.asarray(q)
-        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size:
-            return kernels.dequantize_f32(np.ascontiguousarray(q), inv)[0].reshape(q.shape)
-        return (q.astype(np.float32) * inv).astype(dtype, copy=False)
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size and \
+                (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)):
+            x = kernels.dequantize_f32(np.ascontiguousarray(q), inv, out)[0]
+            return out if out is not None else x.reshape(q.shape)
+        x = (q.astype(np.float32) * inv).astype(dtype, copy=False)
+        if out is not None:
+            out[...] = x
+            return out
+        return x

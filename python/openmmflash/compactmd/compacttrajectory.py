@@ -9,6 +9,7 @@ import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a 
 
 from openmmflash.compactmd import compactfile as cf
 from openmmflash.compactmd import limits
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
 from openmmflash.compactmd.codecregistry import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
@@ -212,7 +213,13 @@ class CompactTrajectory:
     def read(self, frames=None, dtype=np.float32):
         """Positions (F, N, 3) in nm of ``frames`` (an int sequence or slice; all by default)."""
         idx = self._indices(frames)
-        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in self._group(idx)]
+        groups = list(self._group(idx))
+        if len(groups) > 1 and isinstance(self.codec, (BoundedCodec, XTCCodec)):  # chunks decoded into the output
+            out = np.empty((len(idx), self.nAtoms, 3), dtype)
+            for pos, k, rows in groups:
+                self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype, out=out[pos])
+            return out
+        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in groups]
         if not parts:
             return np.empty((0, self.nAtoms, 3), dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

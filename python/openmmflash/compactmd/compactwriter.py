@@ -11,7 +11,7 @@ import numpy as np
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
 from openmmflash.compactmd import residualcoder
-from openmmflash.compactmd.codec import GridCodec
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
 from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
@@ -284,7 +284,8 @@ class CompactWriter:
             boxes = np.broadcast_to(np.asarray(box, np.float64).reshape(-1, 3, 3), (nf, 3, 3))
         n = len(self._steps)
         # straight into the chunk buffer when the frames fit (an append's restart may still refill the buffer)
-        direct = n + nf <= self.chunkFrames and isinstance(self.codec, GridCodec) and self._pendingTruncate is None
+        direct = n + nf <= self.chunkFrames and isinstance(self.codec, (BoundedCodec, XTCCodec)) \
+            and self._pendingTruncate is None
         q = self.codec.quantize(x, out=self._buf[n:n + nf]) if direct else self.codec.quantize(x)
         if self._pendingTruncate is not None:
             self._restart_at(int(steps[0]))

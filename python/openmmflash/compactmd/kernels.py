@@ -433,11 +433,13 @@ if HAVE_NUMBA:
                 return j
         return -1
 
+    def dequantize_f32(q, step, out=None):
+        """float32(q) * step as flat float32 (into ``out`` when given), and max |q|."""
+        return dequantize_f32_into(q, step, np.empty(q.size, np.float32) if out is None else out.reshape(-1))
+
     @_jit
-    def dequantize_f32(q, step):
-        """float32(q) * step as flat float32, and max |q|."""
+    def dequantize_f32_into(q, step, out):
         flat = q.reshape(-1)
-        out = np.empty(flat.size, np.float32)
         top = 0
         for j in range(flat.size):
             v = flat[j]

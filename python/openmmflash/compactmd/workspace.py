@@ -19,7 +19,7 @@ MAX_POOLED_BYTES = 64 << 20
 
 def scratch(name, shape, dtype):
     """Uninitialized C-contiguous array of ``shape`` and ``dtype`` backed by this thread's buffer ``name``."""
-    shape = (int(shape),) if np.ndim(shape) == 0 else tuple(int(s) for s in shape)
+    shape = tuple(int(s) for s in shape) if isinstance(shape, tuple) else (int(shape),)
     dtype = np.dtype(dtype)
     nbytes = dtype.itemsize
     for s in shape:
