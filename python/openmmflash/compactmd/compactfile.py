@@ -156,7 +156,8 @@ def check_meta(meta):
         raise ValueError("codec description missing or malformed")
     for key in ("sequenceMask", "waterMask"):
         mask = meta.get(key)
-        if mask is not None and (not isinstance(mask, str) or len(mask) != n or mask.strip("01")):
+        if mask is not None and (not isinstance(mask, str) or len(mask) != n or not mask.isascii()
+                                 or mask.encode("ascii").translate(None, b"01")):
             raise ValueError(f"{key} is not a string of {n} characters 0/1")
     if not isinstance(meta.get("maxError"), (int, float)):
         raise ValueError("maxError missing")
