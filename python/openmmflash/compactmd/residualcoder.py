@@ -130,13 +130,23 @@ def _unresidual(r, mode, seq, full):
     return q
 
 
+def _sample_frames(nf, samples):
+    """``np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))`` (nf >= 2), computed
+    with Python floats in numpy's order of operations (it runs for every class of every chunk)."""
+    lo, hi, k = min(2, nf - 1), nf - 1, min(samples, nf - 1)
+    if k == 1:
+        return np.array([lo], np.int64)
+    step = (hi - lo) / (k - 1)
+    return np.array(sorted({int(j * step + lo) for j in range(k - 1)} | {hi}), np.int64)
+
+
 def _block_costs(q, seq, full, starts, weight=None):
     """Sum of |residual| per (mode, block) on up to ``_SAMPLE_FRAMES`` sample frames; shape (modes, blocks).
 
     ``weight`` (n,) bool restricts the cost to some atoms (the others' residuals are not transmitted)."""
     nf = q.shape[0]
     samples = max(2, min(_SAMPLE_FRAMES, 300_000 // max(1, q.shape[1] * 3)))
-    ts = np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))
+    ts = _sample_frames(nf, samples)
     ts2 = ts[ts >= 2]
     if kernels.HAVE_NUMBA:
         per = kernels.mode_costs(q, ts.astype(np.int64), full, seq)[:5 if len(ts2) else 3]
@@ -248,11 +258,16 @@ class Layout:
         return bounds
 
     def compact_masks(self, m, spatial):
-        """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
-        blocks = np.arange(0, max(m, 1), self.blockAtoms)
-        full = np.full(m, bool(spatial))
-        full[blocks[blocks < m]] = False
-        return blocks, full, np.zeros(m, bool)
+        """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms (kept per layout; do not
+        modify them)."""
+        cache = self.__dict__.setdefault("_masks", {})
+        key = (int(m), bool(spatial))
+        if key not in cache:
+            blocks = np.arange(0, max(m, 1), self.blockAtoms)
+            full = np.full(m, bool(spatial))
+            full[blocks[blocks < m]] = False
+            cache[key] = (blocks, full, np.zeros(m, bool))
+        return cache[key]
 
 
 def _pick_modes(a, blocks, full, seq, weight=None, allowed=None):

@@ -9,6 +9,7 @@ afresh, so at most a few times that stays allocated per thread): a scratch array
 of the same name in the same thread, so it must never be returned to a caller.
 """
 
+import math
 import threading
 
 import numpy as np
@@ -19,11 +20,10 @@ MAX_POOLED_BYTES = 64 << 20
 
 def scratch(name, shape, dtype):
     """Uninitialized C-contiguous array of ``shape`` and ``dtype`` backed by this thread's buffer ``name``."""
-    shape = tuple(int(s) for s in shape) if isinstance(shape, tuple) else (int(shape),)
+    if not isinstance(shape, tuple):
+        shape = (int(shape),)
     dtype = np.dtype(dtype)
-    nbytes = dtype.itemsize
-    for s in shape:
-        nbytes *= s
+    nbytes = dtype.itemsize * math.prod(shape)
     if nbytes > MAX_POOLED_BYTES:
         return np.empty(shape, dtype)
     pool = getattr(_local, "pool", None)
