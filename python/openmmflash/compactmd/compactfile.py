@@ -100,7 +100,7 @@ def pack_header(meta):
         text = json.dumps(rest, sort_keys=True) + "\n" + json.dumps(meta.get("topology"))
     else:
         text = json.dumps(meta, sort_keys=True)
-    body = limits.compressor(3).compress(text.encode())
+    body = limits.compressor(6).compress(text.encode())
     return MAGIC + struct.pack("<II", VERSION, len(body)) + body + struct.pack("<I", crc(body))
 
 
