@@ -113,9 +113,10 @@ class GridCodec:
         """Fast coding of a few frames (tail chunks of a file being written; no water transform)."""
         return residualcoder.encode_plain(q, level=1)
 
-    def decode(self, blob, nFrames, nAtoms, layout):
-        """bytes -> int32 grid coordinates (nFrames, nAtoms, 3)."""
-        return residualcoder.decode(blob, nFrames, nAtoms, layout)
+    def decode(self, blob, nFrames, nAtoms, layout, out=None):
+        """bytes -> int32 grid coordinates (nFrames, nAtoms, 3) (decoded into ``out`` when given and the chunk is
+        not a tail chunk: use the returned array)."""
+        return residualcoder.decode(blob, nFrames, nAtoms, layout, out)
 
 
 class BoundedCodec(GridCodec):

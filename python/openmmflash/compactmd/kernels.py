@@ -451,7 +451,7 @@ if HAVE_NUMBA:
     def _take(src, idx, out):
         for t in range(src.shape[0]):
             for k in range(len(idx)):
-                i = idx[k]
+                i = np.uint64(idx[k])  # indices from a layout, never negative: no wraparound tests
                 out[t, k, 0] = src[t, i, 0]
                 out[t, k, 1] = src[t, i, 1]
                 out[t, k, 2] = src[t, i, 2]
@@ -460,7 +460,7 @@ if HAVE_NUMBA:
     def _put(dst, idx, src):
         for t in range(src.shape[0]):
             for k in range(len(idx)):
-                i = idx[k]
+                i = np.uint64(idx[k])
                 dst[t, i, 0] = src[t, k, 0]
                 dst[t, i, 1] = src[t, k, 1]
                 dst[t, i, 2] = src[t, k, 2]
@@ -838,8 +838,8 @@ if HAVE_NUMBA:
 
 
 def take_atoms(a, idx, out=None):
-    """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) (numpy's result is not C-ordered);
-    written into ``out`` when given."""
+    """``a[:, idx]`` as a C-contiguous array; a (F, N, 3), idx int (k,) in 0..N-1 (numpy's result is not
+    C-ordered); written into ``out`` when given."""
     idx = np.asarray(idx, np.int64)
     if not HAVE_NUMBA:
         return np.ascontiguousarray(a[:, idx])
@@ -850,7 +850,7 @@ def take_atoms(a, idx, out=None):
 
 
 def put_atoms(dst, idx, src):
-    """``dst[:, idx] = src`` in place; dst (F, N, 3), src (F, k, 3)."""
+    """``dst[:, idx] = src`` in place; dst (F, N, 3), idx int (k,) in 0..N-1, src (F, k, 3)."""
     idx = np.asarray(idx, np.int64)
     if not HAVE_NUMBA:
         dst[:, idx] = src

@@ -547,8 +547,9 @@ def _decode_plain(blob, nFrames, nAtoms):
     return _disassemble(r.reshape(nFrames, nAtoms, 3), modes, max(nAtoms, 1), full, seq)
 
 
-def decode(blob, nFrames, nAtoms, layout):
-    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3)."""
+def decode(blob, nFrames, nAtoms, layout, out=None):
+    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3), written
+    into ``out`` (C-contiguous int32 of that shape) when given, except for a plain blob."""
     blob = memoryview(blob)
     if len(blob) and blob[0] == _PLAIN_VERSION:
         return _decode_plain(blob, nFrames, nAtoms)
@@ -575,7 +576,7 @@ def decode(blob, nFrames, nAtoms, layout):
     if ngroups and [g[0] for g in groups] != [g[0] for g in layout.groups]:
         raise ValueError("water groups of the chunk do not match the file's layout")
     dz = None  # value streams decompress through limits.decompress
-    t = np.empty((nFrames, nAtoms, 3), np.int32)
+    t = np.empty((nFrames, nAtoms, 3), np.int32) if out is None else out
     extra = np.zeros((nFrames, 0, 3), np.int32)
     for idx, spatial in ((layout.S, True), (layout.Wslots if slots else layout.W, False)):
         m = len(idx) + (0 if spatial else nextra)
