@@ -260,3 +260,14 @@ def test_xtc_quantize_kernel_matches_numpy(numpy_path):
     for run in (c.quantize, lambda a: numpy_path(c.quantize, a)):
         with pytest.raises(ValueError, match=r"frame 1, atom 7\) is not on the XTC grid"):
             run(bad)
+
+
+def test_l1_cost_matches_numpy(numpy_path):
+    """The compiled size proxy of the water-transform choice equals the numpy one (strided views, 1-3+ frames)."""
+    from openmmflash.compactmd import watertransform
+
+    rng = np.random.default_rng(13)
+    for shape in [(1, 5, 3), (2, 7, 3), (3, 11, 3), (6, 40, 3)]:
+        a = rng.integers(-2**27, 2**27, shape).astype(np.int32)
+        for view in (a, a[:, ::3], a.astype(np.int64)):
+            assert watertransform.l1_cost(view) == numpy_path(watertransform.l1_cost, view)

@@ -797,6 +797,25 @@ if HAVE_NUMBA:
 
 
     @_jit
+    def l1_sums(a):
+        """Sums of |a|, |first time differences| and |second time differences| of an int array (F, n, 3) of any
+        layout, as int64 (for :func:`watertransform.l1_cost`)."""
+        s0 = np.int64(0)
+        s1 = np.int64(0)
+        s2 = np.int64(0)
+        for t in range(a.shape[0]):
+            for i in range(a.shape[1]):
+                for c in range(3):
+                    v = np.int64(a[t, i, c])
+                    s0 += abs(v)
+                    if t >= 1:
+                        d = v - np.int64(a[t - 1, i, c])
+                        s1 += abs(d)
+                        if t >= 2:
+                            s2 += abs(d - (np.int64(a[t - 1, i, c]) - np.int64(a[t - 2, i, c])))
+        return s0, s1, s2
+
+    @_jit
     def rotation_table(c1, s1, kmax):
         """cos(k step), sin(k step) for k = 0..kmax by the rotation recurrence from (c1, s1) = (cos, sin)(step),
         the operations of :func:`watergeometry._table`."""

@@ -46,6 +46,11 @@ def water_pred(q, first, k, coefs):
 def l1_cost(a):
     """Cheap size proxy of an int array (F, n, 3): L1 of its values, first or second time differences (the
     smallest, per frame)."""
+    if kernels.HAVE_NUMBA and a.ndim == 3 and a.shape[2] == 3 and a.dtype in (np.int32, np.int64):
+        nf = a.shape[0]
+        s0, s1, s2 = kernels.l1_sums(a)
+        return min([float(s0) / nf] + ([float(s1) / (nf - 1)] if nf >= 2 else [])
+                   + ([float(s2) / (nf - 2)] if nf >= 3 else []))
     a = a.astype(np.int64)
     costs = [float(np.abs(a).sum()) / a.shape[0]]
     if a.shape[0] >= 2:
