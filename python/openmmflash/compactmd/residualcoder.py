@@ -34,9 +34,12 @@ row per water at the end of the W stream.
 Each water group is coded raw (no transform, best for closely spaced frames), with the linear in-molecule
 residuals, or with the geometry, whichever has the smallest size proxy on the first frames.
 
-Blob layout (version 3; value streams: :mod:`~openmmflash.compactmd.valuestream`, water: :mod:`~openmmflash.compactmd.watertransform`): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
-(0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
-``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + the coded residuals (see :func:`_put_stream`).
+Blob layout (version 5, docs/compactmd-format.md §5; value streams: :mod:`~openmmflash.compactmd.valuestream`,
+water: :mod:`~openmmflash.compactmd.watertransform`): ``u8 version``, the water groups (``u32 nGroups``; per group
+``u8 size, u8 kind`` (0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1,
+``(size-1)(size-2)/2`` float64 coefficients), then S, W, I: ``u32 nBlocks, u8 mode[nBlocks]`` and the coded
+residuals (:func:`_put_stream`; the W class in slot order with a segmentation flag, :func:`_put_slots`). Version 3
+(still decoded) has the W class in atom order, coded like S and I.
 """
 
 import struct
