@@ -271,3 +271,21 @@ def test_l1_cost_matches_numpy(numpy_path):
         a = rng.integers(-2**27, 2**27, shape).astype(np.int32)
         for view in (a, a[:, ::3], a.astype(np.int64)):
             assert watertransform.l1_cost(view) == numpy_path(watertransform.l1_cost, view)
+
+
+def test_workspace_reuses_and_caps_scratch_buffers(monkeypatch):
+    """A scratch array reuses its name's buffer, a second name gets its own memory, and requests beyond the
+    per-thread cap are fresh arrays that the pool does not keep."""
+    from openmmflash.compactmd import workspace
+
+    monkeypatch.setattr(workspace, "_local", __import__("threading").local())
+    monkeypatch.setattr(workspace, "MAX_POOLED_BYTES", 4096)
+    a = workspace.scratch("a", (10, 3), np.int32)
+    a[:] = 7
+    b = workspace.scratch("a", 30, np.int32)
+    assert b.shape == (30,) and np.shares_memory(a, b) and (b == 7).all()
+    c = workspace.scratch("c", (2, 5), np.float64)
+    assert not np.shares_memory(a, c) and c.flags.c_contiguous
+    big = workspace.scratch("d", 1000, np.int64)  # 8000 bytes: over the cap
+    assert big.shape == (1000,) and "d" not in workspace._local.pool
+    assert sum(v.nbytes for v in workspace._local.pool.values()) <= 4096

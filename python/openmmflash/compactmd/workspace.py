@@ -4,9 +4,9 @@ Coding a chunk needs several temporaries of the chunk's size (gathered atom clas
 planes, decoded residual streams). Allocated afresh for every chunk, each is new memory the operating system
 has to map page by page (thousands of page faults per chunk of a solvated system, a large part of the coding
 time); taken from here, the memory of the previous chunk is reused. One buffer per name and thread, grown to the
-largest request and kept for the life of the thread (requests above ``MAX_POOLED_BYTES`` are allocated
-afresh, so at most a few times that stays allocated per thread): a scratch array is valid until the next request
-of the same name in the same thread, so it must never be returned to a caller.
+largest request and kept for the life of the thread, at most ``MAX_POOLED_BYTES`` per thread in all (a request
+that does not fit is allocated afresh). A scratch array is valid until the next request of the same name in the
+same thread, so it must never be returned to a caller.
 """
 
 import math
@@ -15,7 +15,7 @@ import threading
 import numpy as np
 
 _local = threading.local()
-MAX_POOLED_BYTES = 64 << 20
+MAX_POOLED_BYTES = 256 << 20
 
 
 def scratch(name, shape, dtype):
@@ -24,12 +24,13 @@ def scratch(name, shape, dtype):
         shape = (int(shape),)
     dtype = np.dtype(dtype)
     nbytes = dtype.itemsize * math.prod(shape)
-    if nbytes > MAX_POOLED_BYTES:
-        return np.empty(shape, dtype)
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
     buf = pool.get(name)
     if buf is None or buf.nbytes < nbytes:
+        held = sum(b.nbytes for b in pool.values()) - (buf.nbytes if buf is not None else 0)
+        if held + nbytes > MAX_POOLED_BYTES:
+            return np.empty(shape, dtype)
         buf = pool[name] = np.empty(max(nbytes, 64), np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
