@@ -10,7 +10,7 @@ import numpy as np
 
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
-from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd import residualcoder, workspace
 from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
 from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
@@ -111,7 +111,7 @@ class CompactWriter:
             self._f.write(cf.pack_header(meta))
             self._f.flush()
             self.chunks = []
-        self._buf = np.empty((self.chunkFrames, self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
+        self._buf = workspace.borrow((self.chunkFrames, self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         self._steps, self._times, self._boxes = [], [], []
         self._written = 0          # buffered frames already in the file as tail chunks
         self._tailStart = None     # byte offset of the first tail chunk
@@ -394,6 +394,9 @@ class CompactWriter:
         finally:
             self._f.close()
             self._f = None
+            if getattr(self, "_buf", None) is not None:
+                workspace.give_back(self._buf)  # for the next writer of this thread
+                self._buf = None
 
     def __enter__(self):
         return self

@@ -34,3 +34,27 @@ def scratch(name, shape, dtype):
             return np.empty(shape, dtype)
         buf = pool[name] = np.empty(max(nbytes, 64), np.uint8)
     return buf[:nbytes].view(dtype).reshape(shape)
+
+
+def borrow(shape, dtype):
+    """An uninitialized C-contiguous array owned by the caller until :func:`give_back` (a long-lived buffer such
+    as a writer's chunk buffer): memory given back earlier in this thread when it is large enough, else new."""
+    dtype = np.dtype(dtype)
+    nbytes = dtype.itemsize * math.prod(shape)
+    spare = getattr(_local, "spare", None)
+    if spare is not None and spare.nbytes >= nbytes:
+        _local.spare = None
+        return spare[:nbytes].view(dtype).reshape(shape)
+    return np.empty(max(nbytes, 64), np.uint8)[:nbytes].view(dtype).reshape(shape)
+
+
+def give_back(a):
+    """Return an array of :func:`borrow` (no longer used by the caller) for the next :func:`borrow` in this thread;
+    one is kept, of at most ``MAX_POOLED_BYTES``."""
+    base = a
+    while isinstance(base.base, np.ndarray):
+        base = base.base
+    if base.dtype == np.uint8 and base.ndim == 1 and base.nbytes <= MAX_POOLED_BYTES:
+        spare = getattr(_local, "spare", None)
+        if spare is None or spare.nbytes < base.nbytes:
+            _local.spare = base
