@@ -310,3 +310,21 @@ def test_workspace_borrowed_buffer_goes_to_the_next_borrower(monkeypatch, tmp_pa
         assert w._buf is None and workspace._local.spare is not None
     with CompactTrajectory(paths[0]) as t0, CompactTrajectory(paths[1]) as t1:
         assert np.array_equal(t0.read(), t1.read()) and np.abs(t0.read() - x).max() <= 0.0005
+
+
+@pytest.mark.parametrize("nbytes", [1, 2, 3, 4])
+def test_decoding_into_buffers_matches_numpy(nbytes, numpy_path):
+    """Value streams decoded straight into a buffer (byte planes of every width, bit-packed values with escapes,
+    odd lengths) equal the numpy decoder's values."""
+    dz = zstandard.ZstdDecompressor()
+    zc = zstandard.ZstdCompressor(level=1)
+    rng = np.random.default_rng(nbytes)
+    top = 2 ** (8 * nbytes - 2)
+    for n in (1, 7, 1001):
+        for r in (rng.integers(-top, top, n).astype(np.int32),
+                  np.where(rng.random(n) < 0.002, rng.integers(-top, top, n), rng.integers(-1, 2, n)).astype(np.int32)):
+            blob = valuestream._encode_values(r, zc)
+            out = np.empty(n, np.int32)
+            got, end = valuestream._decode_values(blob, 0, n, dz, out)
+            ref, ref_end = numpy_path(valuestream._decode_values, blob, 0, n, dz)
+            assert got is out and end == ref_end == len(blob) and np.array_equal(out, ref) and np.array_equal(ref, r)

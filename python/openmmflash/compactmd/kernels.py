@@ -362,11 +362,29 @@ if HAVE_NUMBA:
     @_jit
     def planes_into(p, count, nbytes, out):
         """Byte planes (as :func:`from_planes_unzigzag`) unzigzagged into the int32 array ``out`` (count,)."""
-        for j in range(count):
-            v = np.int64(p[j])
-            for k in range(1, nbytes):
-                v |= np.int64(p[k * count + j]) << (8 * k)
-            out[j] = np.int32((v >> 1) ^ -(v & 1))
+        if nbytes == 1:  # the common widths as straight loops (they vectorize)
+            for j in range(count):
+                v = np.int64(p[j])
+                out[j] = np.int32((v >> 1) ^ -(v & 1))
+        elif nbytes == 2:
+            for j in range(count):
+                v = np.int64(p[j]) | (np.int64(p[count + j]) << 8)
+                out[j] = np.int32((v >> 1) ^ -(v & 1))
+        elif nbytes == 3:
+            for j in range(count):
+                v = np.int64(p[j]) | (np.int64(p[count + j]) << 8) | (np.int64(p[2 * count + j]) << 16)
+                out[j] = np.int32((v >> 1) ^ -(v & 1))
+        elif nbytes == 4:
+            for j in range(count):
+                v = (np.int64(p[j]) | (np.int64(p[count + j]) << 8) | (np.int64(p[2 * count + j]) << 16)
+                     | (np.int64(p[3 * count + j]) << 24))
+                out[j] = np.int32((v >> 1) ^ -(v & 1))
+        else:
+            for j in range(count):
+                v = np.int64(p[j])
+                for k in range(1, nbytes):
+                    v |= np.int64(p[k * count + j]) << (8 * k)
+                out[j] = np.int32((v >> 1) ^ -(v & 1))
 
     @_jit
     def unpack_into(p, count, bits, escapes, out):
@@ -374,19 +392,37 @@ if HAVE_NUMBA:
         ``escapes`` (uint32), unzigzagged into ``out`` (count,) int32; returns the number of escapes met (-1 when
         more than ``len(escapes)``)."""
         per = 8 // bits
-        mask = np.int64((1 << bits) - 1)
-        esc = mask
+        mask = np.int32((1 << bits) - 1)
+        full = count // per
+        if per == 2:  # unpack whole bytes with constant shifts (vectorizes), then the tail
+            for b in range(np.uint64(full)):
+                byte = np.int32(p[b])
+                out[2 * b] = byte & mask
+                out[2 * b + 1] = byte >> 4
+        elif per == 4:
+            for b in range(np.uint64(full)):
+                byte = np.int32(p[b])
+                out[4 * b] = byte & mask
+                out[4 * b + 1] = (byte >> 2) & mask
+                out[4 * b + 2] = (byte >> 4) & mask
+                out[4 * b + 3] = byte >> 6
+        else:
+            for b in range(np.uint64(full)):
+                byte = np.int32(p[b])
+                for s in range(8):
+                    out[8 * b + s] = (byte >> s) & mask
+        for j in range(full * per, count):
+            out[j] = (np.int32(p[j // per]) >> (bits * (j % per))) & mask
+        esc = np.int64(mask)  # escapes and unzigzag in one pass
         k = 0
-        for b in range(-(-count // per)):
-            byte = np.int64(p[b])
-            for s in range(min(per, count - b * per)):
-                v = (byte >> (bits * s)) & mask
-                if v == esc:
-                    if k >= len(escapes):
-                        return -1
-                    v += np.int64(escapes[k])
-                    k += 1
-                out[b * per + s] = np.int32((v >> 1) ^ -(v & 1))
+        for j in range(count):
+            v = np.int64(out[j])
+            if v == esc:
+                if k >= len(escapes):
+                    return -1
+                v += np.int64(escapes[k])
+                k += 1
+            out[j] = np.int32((v >> 1) ^ -(v & 1))
         return k
 
     @_jit
