@@ -90,3 +90,31 @@ def test_version2_file_still_reads():
         assert traj.topology.nAtoms == 2661 and len(traj._layout.groups) == 1
         assert np.abs(traj.read().astype(np.float64) - ref).max() <= traj.maxError + 1e-6
         np.testing.assert_array_equal(traj.steps, 10 * np.arange(6))
+
+
+def test_blob_version3_water_geometry_file_still_reads():
+    """Chunks coded with residual blob version 3 (W class in atom order, one value stream) still decode: 30
+    cobrotoxin residues and 250 TIP4P waters (rigid-geometry water transform) of the MDAnalysisTests GROMACS
+    trajectory, 3 frames in chunks of 2 and 1, with the compiled kernels and with the numpy path."""
+    import MDAnalysis as mda
+    from MDAnalysisTests import datafiles
+
+    from openmmflash.compactmd import compactfile as cf
+    from openmmflash.compactmd import kernels
+
+    u = mda.Universe(datafiles.TPR, datafiles.TRR)
+    ag = u.residues[:30].atoms + u.select_atoms("resname SOL").residues[:250].atoms
+    ref = np.array([ag.positions.copy() for _ in u.trajectory[:3]]) / 10.0
+    with CompactTrajectory(os.path.join(DATA, "compactmd_blob3_cobrotoxin.cmdx")) as traj:
+        blob = cf.unpack_payload(cf.read_payload(traj._f, traj.chunks[0], 0), 2)[3]
+        assert blob[0] == 3 and blob[5:7] == bytes([4, 1])  # version 3, one 4-site group coded by geometry
+        assert [(s, len(f)) for s, f in traj._layout.groups] == [(4, 250)]
+        got = traj.read()
+        assert np.abs(got.astype(np.float64) - ref).max() <= traj.maxError + 1e-6
+        if kernels.HAVE_NUMBA:
+            kernels.HAVE_NUMBA = False
+            try:
+                traj._cache = (None, None)
+                assert np.array_equal(traj.read(), got)
+            finally:
+                kernels.HAVE_NUMBA = True

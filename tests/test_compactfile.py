@@ -5,6 +5,7 @@ import warnings
 
 import numpy as np
 import pytest
+import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -245,3 +246,49 @@ def test_version1_files_still_read_and_newer_versions_refused(tmp_path, monkeypa
     monkeypatch.undo()
     with pytest.raises(ValueError, match="newer than this openmmflash reads.*upgrade"):
         CompactTrajectory(future)
+
+
+def test_version3_header_with_inline_topology_still_reads(tmp_path, monkeypatch):
+    """Format 4 keeps the topology out of the metadata JSON (parsed on first use); format 3 headers (topology inside
+    the metadata) still read, and a format-4 header without its topology section is refused as corrupt."""
+    top = CompactTopology(["O", "H1", "H2", "CA"], ["O", "H", "H", "C"], ["HOH"] * 3 + ["ALA"],
+                          np.array([1, 1, 1, 2]), np.array([0, 0, 0, 1]), ["A"] * 4, np.array([[0, 1], [0, 2]]))
+    x = _positions(4, 4)
+    new = _write(str(tmp_path / "v4.cmdx"), x, topology=top)
+    monkeypatch.setattr(cf, "VERSION", 3)
+    old = _write(str(tmp_path / "v3.cmdx"), x, topology=top)
+    monkeypatch.undo()
+    for path, version in ((new, 4), (old, 3)):
+        with CompactTrajectory(path) as t:
+            assert t.header["version"] == version and t.header["waterMask"] == "1110"
+            assert t.topology.digest() == top.digest()
+            assert np.array_equal(t.read(), CompactTrajectory(new).read())
+    with open(new, "rb") as f:
+        meta, _ = cf.read_header(f)
+    assert "topology" in meta and meta.get("topology")["encoding"] == "columns-delta"
+    raw = bytearray(open(new, "rb").read())
+    size = int.from_bytes(raw[12:16], "little")
+    body = zstandard.ZstdDecompressor().decompress(bytes(raw[16:16 + size]))
+    cut = zstandard.ZstdCompressor().compress(body[:body.index(b"\n")])
+    bad = raw[:12] + len(cut).to_bytes(4, "little") + cut + cf.crc(cut).to_bytes(4, "little") + raw[20 + size:]
+    path = tmp_path / "cut.cmdx"
+    path.write_bytes(bytes(bad))
+    with pytest.raises(cf.CorruptChunkError, match="topology section"):
+        CompactTrajectory(str(path))
+
+
+def test_multi_chunk_read_and_piecewise_writes_match_whole(tmp_path):
+    """Frames written in pieces that fit or overflow the chunk buffer read back as one bulk write does, and a read
+    across chunks (decoded straight into the output) equals the chunk-by-chunk frames."""
+    x = _positions(23, 7)
+    whole = _write(str(tmp_path / "w.cmdx"), x, chunkFrames=5)
+    path = str(tmp_path / "p.cmdx")
+    with CompactWriter(path, 7, chunkFrames=5, flushInterval=None) as w:
+        for lo, hi in ((0, 2), (2, 5), (5, 6), (6, 19), (19, 23)):
+            w.write(x[lo:hi], step=np.arange(lo, hi))
+    with CompactTrajectory(whole) as a, CompactTrajectory(path) as b:
+        assert [c.nFrames for c in b.chunks] == [5, 5, 5, 5, 3]
+        full = b.read()
+        assert np.array_equal(full, a.read()) and np.abs(full - x).max() <= 0.0005
+        assert np.array_equal(full[3:17], np.stack([b[i].positions for i in range(3, 17)]))
+        assert np.array_equal(b.read([21, 2, 9]), full[[21, 2, 9]])

@@ -209,10 +209,12 @@ def test_cut_at_every_byte_gives_a_prefix_of_the_frames(sources):
 
 
 def _rewrite_meta(image, change):
+    """Header metadata changed by ``change`` (format 4: the JSON before the newline; the topology text is kept)."""
     size = struct.unpack_from("<I", image, 12)[0]
-    meta = json.loads(zstandard.ZstdDecompressor().decompress(image[16:16 + size]))
+    text, _, topology = zstandard.ZstdDecompressor().decompress(image[16:16 + size]).partition(b"\n")
+    meta = json.loads(text)
     change(meta)
-    body = zstandard.ZstdCompressor().compress(json.dumps(meta).encode())
+    body = zstandard.ZstdCompressor().compress(json.dumps(meta).encode() + b"\n" + topology)
     return image[:12] + struct.pack("<I", len(body)) + body + struct.pack("<I", cf.crc(body)) + image[20 + size:]
 
 

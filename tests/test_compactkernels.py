@@ -198,3 +198,133 @@ def test_inner_class_decode_in_place_matches_numpy(nf, numpy_path, monkeypatch):
         got = residualcoder.decode(blob, nf, n, layout)
         ref = numpy_path(residualcoder.decode, blob, nf, n, layout)
         assert np.array_equal(got, ref) and np.array_equal(got, q)
+
+
+@pytest.mark.parametrize("sites,jitter,kind", [(3, 0.0, "geometry"), (4, 0.0, "geometry"), (4, 0.02, None),
+                                                (5, 0.3, None)])
+def test_fused_water_stream_matches_numpy(sites, jitter, kind, numpy_path):
+    """The compiled W stream (watertransform.forward_stream, water_stream_forward/inverse) equals the numpy
+    transform's W rows (the stored angle index may differ by one), and chunks written by either decode to the same
+    integers with either decoder, for rigid, flexible and scrambled waters between solute atoms."""
+    from openmmflash.compactmd import watertransform
+
+    rng = np.random.default_rng(sites)
+    nf, nw = 4, 70
+    ang = np.deg2rad(104.52)
+    tpl = [[0, 0, 0], [0.09572, 0, 0], [0.09572 * np.cos(ang), 0.09572 * np.sin(ang), 0]]
+    tpl = np.array(tpl + [[0.015 * np.cos(ang / 2), 0.015 * np.sin(ang / 2), 0]] * (sites - 3))
+    rot = np.linalg.qr(rng.normal(size=(nf, nw, 3, 3)))[0]
+    centre = rng.uniform(0, 3, (1, nw, 1, 3)) + rng.normal(0, 0.05, (nf, nw, 1, 3))
+    water = (centre + np.einsum("fwij,sj->fwsi", rot, tpl)).reshape(nf, nw * sites, 3)
+    water += rng.normal(0, jitter, water.shape)
+    x = np.concatenate([rng.uniform(0, 3, (nf, 9, 3)), water], axis=1)
+    seq = np.ones(x.shape[1], bool)
+    seq[9::sites] = False
+    seq[0] = False
+    wmask = np.r_[np.zeros(9, bool), np.ones(nw * sites, bool)]
+    c = codec.BoundedCodec(0.0005)
+    layout = c.layout(seq, wmask)
+    q = c.quantize(x)
+    a, groups = watertransform.forward_stream(q, layout)
+    t, ref_groups, extra = numpy_path(watertransform.forward, q, layout)
+    ref = np.concatenate([t[:, layout.Wslots], extra], axis=1)  # slot order (blob version 5)
+    assert a.shape == ref.shape and [g[1] is None for g in groups] == [g[1] is None for g in ref_groups]
+    if kind == "geometry":
+        assert groups[0][1] not in (None, "raw")
+    angle = np.zeros(a.shape[1], bool)
+    if groups[0][1] not in (None, "raw"):
+        angle[layout.waterRows()[0][:, 1]] = True  # H2 slot 0: the angle index
+    diff = a.astype(np.int64) - ref
+    assert np.abs(diff[:, angle, 0]).max(initial=0) <= 1
+    assert not diff[:, ~angle].any() and not diff[:, angle, 1:][np.abs(diff[:, angle, 0]) == 0].any()
+    blob = c.encode(q, layout)
+    ref_blob = numpy_path(c.encode, q, layout)
+    for b in (blob, ref_blob):
+        assert np.array_equal(c.decode(b, nf, x.shape[1], layout), q)
+        assert np.array_equal(numpy_path(c.decode, b, nf, x.shape[1], layout), q)
+
+
+def test_xtc_quantize_kernel_matches_numpy(numpy_path):
+    """The one-pass XTC grid check gives the numpy path's integers (float32 and float64 input, into a buffer) and
+    refuses the same off-grid value."""
+    rng = np.random.default_rng(12)
+    c = codec.XTCCodec(1000.0)
+    q = rng.integers(-2**22, 2**22, (3, 50, 3)).astype(np.int32)
+    x = c.dequantize(q)
+    for arr in (x, x.astype(np.float64)):
+        out = np.empty_like(q)
+        assert c.quantize(arr, out=out) is out and np.array_equal(out, q)
+        assert np.array_equal(numpy_path(c.quantize, arr), q)
+    bad = x.copy()
+    bad[1, 7, 2] = np.nextafter(bad[1, 7, 2], np.float32(np.inf))
+    for run in (c.quantize, lambda a: numpy_path(c.quantize, a)):
+        with pytest.raises(ValueError, match=r"frame 1, atom 7\) is not on the XTC grid"):
+            run(bad)
+
+
+def test_l1_cost_matches_numpy(numpy_path):
+    """The compiled size proxy of the water-transform choice equals the numpy one (strided views, 1-3+ frames)."""
+    from openmmflash.compactmd import watertransform
+
+    rng = np.random.default_rng(13)
+    for shape in [(1, 5, 3), (2, 7, 3), (3, 11, 3), (6, 40, 3)]:
+        a = rng.integers(-2**27, 2**27, shape).astype(np.int32)
+        for view in (a, a[:, ::3], a.astype(np.int64)):
+            assert watertransform.l1_cost(view) == numpy_path(watertransform.l1_cost, view)
+
+
+def test_workspace_reuses_and_caps_scratch_buffers(monkeypatch):
+    """A scratch array reuses its name's buffer, a second name gets its own memory, and requests beyond the
+    per-thread cap are fresh arrays that the pool does not keep."""
+    from openmmflash.compactmd import workspace
+
+    monkeypatch.setattr(workspace, "_local", __import__("threading").local())
+    monkeypatch.setattr(workspace, "MAX_POOLED_BYTES", 4096)
+    a = workspace.scratch("a", (10, 3), np.int32)
+    a[:] = 7
+    b = workspace.scratch("a", 30, np.int32)
+    assert b.shape == (30,) and np.shares_memory(a, b) and (b == 7).all()
+    c = workspace.scratch("c", (2, 5), np.float64)
+    assert not np.shares_memory(a, c) and c.flags.c_contiguous
+    big = workspace.scratch("d", 1000, np.int64)  # 8000 bytes: over the cap
+    assert big.shape == (1000,) and "d" not in workspace._local.pool
+    assert sum(v.nbytes for v in workspace._local.pool.values()) <= 4096
+
+
+def test_workspace_borrowed_buffer_goes_to_the_next_borrower(monkeypatch, tmp_path):
+    """A buffer given back is handed to the next borrow of the same or a smaller size, once; writers return
+    theirs when closed, and a file written with a reused buffer reads back the same."""
+    from openmmflash.compactmd import CompactTrajectory, CompactWriter, workspace
+
+    monkeypatch.setattr(workspace, "_local", __import__("threading").local())
+    a = workspace.borrow((4, 5, 3), np.int32)
+    workspace.give_back(a)
+    b = workspace.borrow((2, 5, 3), np.int32)
+    c = workspace.borrow((2, 5, 3), np.int32)
+    assert np.shares_memory(a, b) and not np.shares_memory(b, c)
+    x = np.random.default_rng(3).uniform(0, 2, (6, 5, 3))
+    paths = [str(tmp_path / f"{k}.cmdx") for k in range(2)]
+    for path in paths:
+        with CompactWriter(path, 5, chunkFrames=4, flushInterval=None) as w:
+            w.write(x)
+        assert w._buf is None and workspace._local.spare is not None
+    with CompactTrajectory(paths[0]) as t0, CompactTrajectory(paths[1]) as t1:
+        assert np.array_equal(t0.read(), t1.read()) and np.abs(t0.read() - x).max() <= 0.0005
+
+
+@pytest.mark.parametrize("nbytes", [1, 2, 3, 4])
+def test_decoding_into_buffers_matches_numpy(nbytes, numpy_path):
+    """Value streams decoded straight into a buffer (byte planes of every width, bit-packed values with escapes,
+    odd lengths) equal the numpy decoder's values."""
+    dz = zstandard.ZstdDecompressor()
+    zc = zstandard.ZstdCompressor(level=1)
+    rng = np.random.default_rng(nbytes)
+    top = 2 ** (8 * nbytes - 2)
+    for n in (1, 7, 1001):
+        for r in (rng.integers(-top, top, n).astype(np.int32),
+                  np.where(rng.random(n) < 0.002, rng.integers(-top, top, n), rng.integers(-1, 2, n)).astype(np.int32)):
+            blob = valuestream._encode_values(r, zc)
+            out = np.empty(n, np.int32)
+            got, end = valuestream._decode_values(blob, 0, n, dz, out)
+            ref, ref_end = numpy_path(valuestream._decode_values, blob, 0, n, dz)
+            assert got is out and end == ref_end == len(blob) and np.array_equal(out, ref) and np.array_equal(ref, r)

@@ -60,8 +60,9 @@ class GridCodec:
                              f"maxError or wrap the coordinates (enforcePeriodicBox=True).")
         return x, top
 
-    def quantize(self, x):
-        """Positions (F, N, 3) in nm -> int32 grid coordinates (F, N, 3).
+    def quantize(self, x, out=None):
+        """Positions (F, N, 3) in nm -> int32 grid coordinates (F, N, 3), written into ``out`` (a C-contiguous
+        int32 array of that shape) when given.
 
         Within ``FAST_STEPS`` grid steps of the origin the product is taken in float32: its rounding, plus that
         of the float32 decode, stays inside the 1/64 margin of the grid (see module docstring); beyond, float64.
@@ -70,24 +71,35 @@ class GridCodec:
                 and x.dtype in (np.float32, np.float64):
             # one pass; any NaN/Inf/large value sends the chunk down the checked path below
             q, ok = kernels.quantize_f32(np.ascontiguousarray(x), np.float32(1.0 / self.gridStep),
-                                         np.float32(FAST_STEPS * self.gridStep))
+                                         np.float32(FAST_STEPS * self.gridStep), out)
             if ok:
-                return q.reshape(x.shape)
+                return out if out is not None else q.reshape(x.shape)
         x, top = self._check(x)
         if top <= FAST_STEPS * self.gridStep:
-            return np.rint(x.astype(np.float32, copy=False) * np.float32(1.0 / self.gridStep)).astype(np.int32)
-        return np.rint(x.astype(np.float64, copy=False) * (1.0 / self.gridStep)).astype(np.int32)
+            q = np.rint(x.astype(np.float32, copy=False) * np.float32(1.0 / self.gridStep)).astype(np.int32)
+        else:
+            q = np.rint(x.astype(np.float64, copy=False) * (1.0 / self.gridStep)).astype(np.int32)
+        if out is not None:
+            out[...] = q
+            return out
+        return q
 
-    def dequantize(self, q, dtype=np.float32):
-        """Grid coordinates (F, N, 3) -> positions in nm."""
+    def dequantize(self, q, dtype=np.float32, out=None):
+        """Grid coordinates (F, N, 3) -> positions in nm (written into ``out``, C-contiguous, when given)."""
         q = np.asarray(q)
-        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size:
-            out, top = kernels.dequantize_f32(np.ascontiguousarray(q), np.float32(self.gridStep))
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size and \
+                (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)):
+            x, top = kernels.dequantize_f32(np.ascontiguousarray(q), np.float32(self.gridStep), out)
             if top <= FAST_STEPS:
-                return out.reshape(q.shape)
+                return out if out is not None else x.reshape(q.shape)
         if dtype == np.float32 and q.size and max(int(q.max()), -int(q.min())) <= FAST_STEPS:
-            return q.astype(np.float32) * np.float32(self.gridStep)
-        return (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)
+            x = q.astype(np.float32) * np.float32(self.gridStep)
+        else:
+            x = (q.astype(np.float64) * self.gridStep).astype(dtype, copy=False)
+        if out is not None:
+            out[...] = x
+            return out
+        return x
 
     def layout(self, seqMask, waterMask=None):
         """Atom classes used for prediction (see :class:`~openmmflash.compactmd.residualcoder.Layout`)."""
@@ -101,9 +113,10 @@ class GridCodec:
         """Fast coding of a few frames (tail chunks of a file being written; no water transform)."""
         return residualcoder.encode_plain(q, level=1)
 
-    def decode(self, blob, nFrames, nAtoms, layout):
-        """bytes -> int32 grid coordinates (nFrames, nAtoms, 3)."""
-        return residualcoder.decode(blob, nFrames, nAtoms, layout)
+    def decode(self, blob, nFrames, nAtoms, layout, out=None):
+        """bytes -> int32 grid coordinates (nFrames, nAtoms, 3) (decoded into ``out`` when given and the chunk is
+        not a tail chunk: use the returned array)."""
+        return residualcoder.decode(blob, nFrames, nAtoms, layout, out)
 
 
 class BoundedCodec(GridCodec):
@@ -139,17 +152,36 @@ class XTCCodec(GridCodec):
     def params(self):
         return dict(super().params(), precision=self.precision)
 
-    def quantize(self, x):
+    def quantize(self, x, out=None):
+        if kernels.HAVE_NUMBA and type(x) is np.ndarray and x.ndim == 3 and x.shape[2] == 3 \
+                and x.dtype in (np.float32, np.float64):  # one pass; any problem: the checked path below
+            q = np.empty(x.shape, np.int32) if out is None else out
+            inv = np.float32(1.0) / np.float32(self.precision)
+            if kernels.quantize_exact(np.ascontiguousarray(x), self.precision, inv, float(GRID_LIMIT),
+                                      q.reshape(-1)) < 0:
+                return q
         x, _ = self._check(x)
-        q = np.rint(x * (np.float32 if x.dtype == np.float32 else np.float64)(self.precision)).astype(np.int32)
+        q = np.rint(x.astype(np.float64, copy=False) * self.precision).astype(np.int32)
         back = self.dequantize(q, np.float32)
         if not np.array_equal(back, x.astype(np.float32)):
             f, a, c = np.argwhere(back != x.astype(np.float32))[0]
             raise ValueError(f"Position {x[f, a, c]!r} nm (frame {f}, atom {a}) is not on the XTC grid of "
                              f"precision {self.precision:g}; codec='xtc' only re-encodes XTC data losslessly. "
                              f"Use codec='bounded' for other input.")
+        if out is not None:
+            out[...] = q
+            return out
         return q
 
-    def dequantize(self, q, dtype=np.float32):
+    def dequantize(self, q, dtype=np.float32, out=None):
         inv = np.float32(1.0) / np.float32(self.precision)
-        return (np.asarray(q).astype(np.float32) * inv).astype(dtype, copy=False)
+        q = np.asarray(q)
+        if kernels.HAVE_NUMBA and dtype == np.float32 and q.dtype == np.int32 and q.size and \
+                (out is None or (out.dtype == np.float32 and out.flags.c_contiguous)):
+            x = kernels.dequantize_f32(np.ascontiguousarray(q), inv, out)[0]
+            return out if out is not None else x.reshape(q.shape)
+        x = (q.astype(np.float32) * inv).astype(dtype, copy=False)
+        if out is not None:
+            out[...] = x
+            return out
+        return x

@@ -28,7 +28,8 @@ import numpy as np
 from openmmflash.compactmd import limits
 
 MAGIC = b"\x89CMDX\r\n\x1a"
-VERSION = 3  # 3: tail chunks (blob version 4) and the fold journal; 2: compact topology columns; 1 and 2 are still read
+VERSION = 4  # 4: topology after the metadata (parsed on use); 3: tail chunks (blob version 4) and the fold journal;
+# 2: compact topology columns; 1-3 are still read
 CHUNK_MAGIC = b"CMXC"
 INDEX_MAGIC = b"CMXI"
 FOOTER_MAGIC = b"CMXE"
@@ -66,9 +67,40 @@ class ChunkInfo:
     lastStep: int
 
 
+class Header(dict):
+    """Header metadata. From format version 4 the embedded topology is a second JSON text after the metadata,
+    parsed on the first ``header["topology"]`` / ``header.get("topology")`` (reading positions never needs it)."""
+
+    def __init__(self, meta, topologyText=None):
+        super().__init__(meta)
+        self._topologyText = topologyText
+
+    def _load(self, key):
+        if key == "topology" and self._topologyText is not None:
+            text, self._topologyText = self._topologyText, None
+            dict.__setitem__(self, "topology", json.loads(text))
+
+    def __getitem__(self, key):
+        self._load(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self._load(key)
+        return super().get(key, default)
+
+    def __contains__(self, key):
+        return (key == "topology" and self._topologyText is not None) or super().__contains__(key)
+
+
 def pack_header(meta):
-    """Bytes of the file header for the metadata dict ``meta``."""
-    body = limits.compressor(6).compress(json.dumps(meta, sort_keys=True).encode())
+    """Bytes of the file header for the metadata dict ``meta``: zstd of its JSON and, from version 4, a newline and
+    the JSON of ``meta["topology"]`` (JSON text never holds a raw newline)."""
+    if VERSION >= 4:
+        rest = {k: v for k, v in meta.items() if k != "topology"}
+        text = json.dumps(rest, sort_keys=True) + "\n" + json.dumps(meta.get("topology"))
+    else:
+        text = json.dumps(meta, sort_keys=True)
+    body = limits.compressor(6).compress(text.encode())
     return MAGIC + struct.pack("<II", VERSION, len(body)) + body + struct.pack("<I", crc(body))
 
 
@@ -96,8 +128,16 @@ def read_header(f):
     if struct.unpack("<I", tail)[0] != crc(body):
         raise CorruptChunkError("the file header failed its checksum (offset 16)", offset=16)
     try:
-        meta = json.loads(limits.decompress(body, limit=limits.MAX_META_BYTES, what="the file header"))
+        text = limits.decompress(body, limit=limits.MAX_META_BYTES, what="the file header")
+        topologyText = None
+        if version >= 4:
+            cut = text.find(b"\n")
+            if cut < 0:
+                raise ValueError("the topology section is missing")
+            text, topologyText = text[:cut], text[cut + 1:]
+        meta = json.loads(text)
         check_meta(meta)
+        meta = Header(meta, topologyText)
     except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise CorruptChunkError(f"the file header is unreadable: {err}", offset=16) from None
     return meta, 16 + size + 4
@@ -116,7 +156,8 @@ def check_meta(meta):
         raise ValueError("codec description missing or malformed")
     for key in ("sequenceMask", "waterMask"):
         mask = meta.get(key)
-        if mask is not None and (not isinstance(mask, str) or len(mask) != n or mask.strip("01")):
+        if mask is not None and (not isinstance(mask, str) or len(mask) != n or not mask.isascii()
+                                 or mask.encode("ascii").translate(None, b"01")):
             raise ValueError(f"{key} is not a string of {n} characters 0/1")
     if not isinstance(meta.get("maxError"), (int, float)):
         raise ValueError("maxError missing")

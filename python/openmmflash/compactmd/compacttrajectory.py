@@ -8,7 +8,8 @@ import numpy as np
 import zstandard  # noqa: F401  (a clear ImportError here rather than deep in a read)
 
 from openmmflash.compactmd import compactfile as cf
-from openmmflash.compactmd import limits
+from openmmflash.compactmd import limits, workspace
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
 from openmmflash.compactmd.codecregistry import codec_from_header
 from openmmflash.compactmd.topology import CompactTopology
 
@@ -150,17 +151,24 @@ class CompactTrajectory:
         """(grid ints (F, N, 3) int32, steps, times, boxes) of chunk ``k``, verified against its checksums."""
         if self._cache[0] == k:
             return self._cache[1]
+        self._cache = (k, self._decode_chunk(k))
+        return self._cache[1]
+
+    def _decode_chunk(self, k, out=None):
+        """(grid ints, steps, times, boxes) of chunk ``k``; the grid ints go to ``out`` (grid codecs) when given."""
         info = self.chunks[k]
         payload = cf.read_payload(self._f, info, k, self._starts[k])
         try:
             limits.check_chunk_size(info.nFrames, self.nAtoms, len(payload), f"chunk {k}")
             steps, times, boxes, blob = cf.unpack_payload(payload, info.nFrames)
-            q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout)
+            if out is not None:
+                q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout, out=out)
+            else:
+                q = self.codec.decode(blob, info.nFrames, self.nAtoms, self._layout)
         except Exception as err:  # noqa: BLE001  (checksum passed but content unreadable: report the location)
             raise cf.CorruptChunkError(f"chunk {k} (byte {info.offset}) could not be decoded: {err}",
                                        info.offset, k) from err
-        self._cache = (k, (q, steps, times, boxes))
-        return self._cache[1]
+        return q, steps, times, boxes
 
     def _chunk_meta(self):
         if self._meta is None:
@@ -212,7 +220,19 @@ class CompactTrajectory:
     def read(self, frames=None, dtype=np.float32):
         """Positions (F, N, 3) in nm of ``frames`` (an int sequence or slice; all by default)."""
         idx = self._indices(frames)
-        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in self._group(idx)]
+        groups = list(self._group(idx))
+        if isinstance(self.codec, (BoundedCodec, XTCCodec)):
+            # each chunk decoded into a reused buffer (not cached) and dequantized into its rows of the output
+            out = np.empty((len(idx), self.nAtoms, 3), dtype)
+            for pos, k, rows in groups:
+                if self._cache[0] == k:
+                    q = self._cache[1][0]
+                else:
+                    q = self._decode_chunk(k, workspace.scratch("chunk", (self.chunks[k].nFrames, self.nAtoms, 3),
+                                                                np.int32))[0]
+                self.codec.dequantize(_rows(q, rows), dtype, out=out[pos])
+            return out
+        parts = [self.codec.dequantize(_rows(self.readChunk(k)[0], rows), dtype) for _, k, rows in groups]
         if not parts:
             return np.empty((0, self.nAtoms, 3), dtype)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)

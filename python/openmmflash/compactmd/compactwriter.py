@@ -10,7 +10,8 @@ import numpy as np
 
 import openmmflash
 from openmmflash.compactmd import compactfile as cf
-from openmmflash.compactmd import residualcoder
+from openmmflash.compactmd import residualcoder, workspace
+from openmmflash.compactmd.codec import BoundedCodec, XTCCodec
 from openmmflash.compactmd.codecregistry import make_codec
 from openmmflash.compactmd.compacttrajectory import CompactTrajectory
 from openmmflash.compactmd.topology import CompactTopology
@@ -110,7 +111,7 @@ class CompactWriter:
             self._f.write(cf.pack_header(meta))
             self._f.flush()
             self.chunks = []
-        self._buf = np.empty((self.chunkFrames, self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
+        self._buf = workspace.borrow((self.chunkFrames, self.nAtoms, 3), getattr(self.codec, "bufferDtype", np.int32))
         self._steps, self._times, self._boxes = [], [], []
         self._written = 0          # buffered frames already in the file as tail chunks
         self._tailStart = None     # byte offset of the first tail chunk
@@ -267,7 +268,8 @@ class CompactWriter:
         """
         if self._f is None:
             raise ValueError(f"{self.path} is closed")
-        x = np.asarray(positions, np.float64)
+        x = positions if type(positions) is np.ndarray and positions.dtype in (np.float32, np.float64) \
+            else np.asarray(positions, np.float64)  # float32 input is quantized as is (no float64 copy)
         if x.ndim == 2:
             x = x[None]
         if x.shape[1:] != (self.nAtoms, 3):
@@ -280,16 +282,24 @@ class CompactWriter:
             boxes = np.full((nf, 3, 3), np.nan)
         else:
             boxes = np.broadcast_to(np.asarray(box, np.float64).reshape(-1, 3, 3), (nf, 3, 3))
-        q = self.codec.quantize(x)
+        n = len(self._steps)
+        # straight into the chunk buffer when the frames fit (an append's restart may still refill the buffer)
+        direct = n + nf <= self.chunkFrames and isinstance(self.codec, (BoundedCodec, XTCCodec)) \
+            and self._pendingTruncate is None
+        q = self.codec.quantize(x, out=self._buf[n:n + nf]) if direct else self.codec.quantize(x)
         if self._pendingTruncate is not None:
             self._restart_at(int(steps[0]))
-        for k in range(nf):
+        k = 0
+        while k < nf:  # fill the chunk buffer a run of frames at a time
             n = len(self._steps)
-            self._buf[n] = q[k]
-            self._steps.append(int(steps[k]))
-            self._times.append(float(times[k]))
-            self._boxes.append(boxes[k])
-            if n + 1 == self.chunkFrames:
+            m = min(nf - k, self.chunkFrames - n)
+            if not direct:
+                self._buf[n:n + m] = q[k:k + m]
+            self._steps += steps[k:k + m].tolist()
+            self._times += times[k:k + m].tolist()
+            self._boxes += list(boxes[k:k + m])
+            k += m
+            if n + m == self.chunkFrames:
                 self._fold()
         if self._written < len(self._steps) and self._durable and (
                 self.flushInterval == 0 or _time.monotonic() - self._lastTail >= self.flushInterval):
@@ -384,6 +394,9 @@ class CompactWriter:
         finally:
             self._f.close()
             self._f = None
+            if getattr(self, "_buf", None) is not None:
+                workspace.give_back(self._buf)  # for the next writer of this thread
+                self._buf = None
 
     def __enter__(self):
         return self

@@ -50,6 +50,34 @@ def check_chunk_size(nFrames, nAtoms, storedBytes, where="chunk"):
                          f"not a real trajectory)")
 
 
+def decompress_into(data, out, what="compressed block"):
+    """zstd-decompress ``data`` (bytes-like) into the writable buffer ``out`` (e.g. a uint8 array), which it must
+    fill exactly; the declared size is checked first, as in :func:`decompress`. Returns ``out``."""
+    size = out.nbytes
+    try:
+        declared = zstandard.frame_content_size(data)
+    except zstandard.ZstdError as err:
+        raise ValueError(f"{what} is not valid zstd data ({err})") from None
+    if declared < 0:
+        raise ValueError(f"{what} does not record its decompressed size; the file is damaged")
+    if declared != size:
+        raise ValueError(f"{what} declares {declared} bytes, expected exactly {size}")
+    view = memoryview(out).cast("B")
+    got = 0
+    try:
+        reader = _decompressor().stream_reader(data)
+        while got < size:
+            n = reader.readinto(view[got:])
+            if not n:
+                break
+            got += n
+    except zstandard.ZstdError as err:
+        raise ValueError(f"{what} could not be decompressed ({err})") from None
+    if got != size:
+        raise ValueError(f"{what} holds {got} bytes, expected exactly {size}")
+    return out
+
+
 def decompress(data, size=None, limit=None, what="compressed block"):
     """zstd-decompress ``data``: exactly ``size`` bytes, or at most ``limit`` bytes; ValueError otherwise.
 

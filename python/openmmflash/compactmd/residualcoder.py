@@ -34,20 +34,24 @@ row per water at the end of the W stream.
 Each water group is coded raw (no transform, best for closely spaced frames), with the linear in-molecule
 residuals, or with the geometry, whichever has the smallest size proxy on the first frames.
 
-Blob layout (version 3; value streams: :mod:`~openmmflash.compactmd.valuestream`, water: :mod:`~openmmflash.compactmd.watertransform`): ``u8 version``, the water groups (``u32 nGroups``; per group ``u8 size, u8 kind``
-(0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1, ``(size-1)(size-2)/2`` float64 coefficients), then for S, W, I:
-``u32 nBlocks, u8 mode[nBlocks], u8 nbytes, u64 size`` + the coded residuals (see :func:`_put_stream`).
+Blob layout (version 5, docs/compactmd-format.md §5; value streams: :mod:`~openmmflash.compactmd.valuestream`,
+water: :mod:`~openmmflash.compactmd.watertransform`): ``u8 version``, the water groups (``u32 nGroups``; per group
+``u8 size, u8 kind`` (0 linear, 1 geometry, 2 raw), 3 float64 geometry parameters if kind 1,
+``(size-1)(size-2)/2`` float64 coefficients), then S, W, I: ``u32 nBlocks, u8 mode[nBlocks]`` and the coded
+residuals (:func:`_put_stream`; the W class in slot order with a segmentation flag, :func:`_put_slots`). Version 3
+(still decoded) has the W class in atom order, coded like S and I.
 """
 
 import struct
 
 import numpy as np
 
-from openmmflash.compactmd import kernels, limits, watertransform
-from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _zigzag
+from openmmflash.compactmd import kernels, limits, watertransform, workspace
+from openmmflash.compactmd.valuestream import _decode_values, _encode_values, _encode_values_fast, _zigzag
 
 MODES = ("space", "time1", "time1+seq", "time2", "time2+seq")
-_VERSION = 3
+_VERSION = 5  # 5: W class in slot order, optionally one value stream per slot and coordinate; 3 is still read
+_V3 = 3
 _PLAIN_VERSION = 4  # tail chunks: every atom against the previous one (frame 0), then in time; no water transform
 _SAMPLE_FRAMES = 8
 
@@ -129,13 +133,23 @@ def _unresidual(r, mode, seq, full):
     return q
 
 
+def _sample_frames(nf, samples):
+    """``np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))`` (nf >= 2), computed
+    with Python floats in numpy's order of operations (it runs for every class of every chunk)."""
+    lo, hi, k = min(2, nf - 1), nf - 1, min(samples, nf - 1)
+    if k == 1:
+        return np.array([lo], np.int64)
+    step = (hi - lo) / (k - 1)
+    return np.array(sorted({int(j * step + lo) for j in range(k - 1)} | {hi}), np.int64)
+
+
 def _block_costs(q, seq, full, starts, weight=None):
     """Sum of |residual| per (mode, block) on up to ``_SAMPLE_FRAMES`` sample frames; shape (modes, blocks).
 
     ``weight`` (n,) bool restricts the cost to some atoms (the others' residuals are not transmitted)."""
     nf = q.shape[0]
     samples = max(2, min(_SAMPLE_FRAMES, 300_000 // max(1, q.shape[1] * 3)))
-    ts = np.unique(np.linspace(min(2, nf - 1), nf - 1, min(samples, nf - 1)).astype(int))
+    ts = _sample_frames(nf, samples)
     ts2 = ts[ts >= 2]
     if kernels.HAVE_NUMBA:
         per = kernels.mode_costs(q, ts.astype(np.int64), full, seq)[:5 if len(ts2) else 3]
@@ -205,12 +219,58 @@ class Layout:
         self.fullI = fullC
         self.seqI = fullC.copy()
 
+    def waterRows(self, slotOrder=True):
+        """Per water group, int64 (nWaters, size - 1): the row of atom ``first + k`` in the W class array, in slot
+        order (blob version 5: group by group, all k = 1 atoms, then all k = 2 atoms, ...; see :attr:`Wslots`) or
+        in atom order (version 3, :attr:`W`)."""
+        key = "_rowsSlot" if slotOrder else "_rowsAtom"
+        if getattr(self, key, None) is None:
+            if slotOrder:
+                rows, base = [], 0
+                for size, first in self.groups:
+                    nw = len(first)
+                    rows.append(base + np.arange(size - 1, dtype=np.int64)[None, :] * nw
+                                + np.arange(nw, dtype=np.int64)[:, None])
+                    base += nw * (size - 1)
+            else:
+                rows = [np.searchsorted(self.W, first[:, None] + np.arange(1, size)).astype(np.int64)
+                        for size, first in self.groups]
+            setattr(self, key, rows)
+        return getattr(self, key)
+
+    @property
+    def Wslots(self):
+        """The W atoms in slot order (blob version 5)."""
+        if getattr(self, "_wslots", None) is None:
+            self._wslots = np.concatenate([first + k for size, first in self.groups for k in range(1, size)]) \
+                if self.groups else self.W
+        return self._wslots
+
+    def slotSegments(self, geometric):
+        """Row ranges (lo, hi) of the W stream in slot order, one per group and slot k, then one per geometry
+        group's extra rows (``geometric``: per group, whether it has them)."""
+        bounds, pos = [], 0
+        for size, first in self.groups:
+            for k in range(1, size):
+                bounds.append((pos, pos + len(first)))
+                pos += len(first)
+        for (size, first), geo in zip(self.groups, geometric):
+            if geo:
+                bounds.append((pos, pos + len(first)))
+                pos += len(first)
+        return bounds
+
     def compact_masks(self, m, spatial):
-        """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms."""
-        blocks = np.arange(0, max(m, 1), self.blockAtoms)
-        full = np.full(m, bool(spatial))
-        full[blocks[blocks < m]] = False
-        return blocks, full, np.zeros(m, bool)
+        """(block starts, full mask, seq mask) for a compact class array of ``m`` atoms (kept per layout; do not
+        modify them)."""
+        cache = self.__dict__.setdefault("_masks", {})
+        key = (int(m), bool(spatial))
+        if key not in cache:
+            blocks = np.arange(0, max(m, 1), self.blockAtoms)
+            full = np.full(m, bool(spatial))
+            full[blocks[blocks < m]] = False
+            cache[key] = (blocks, full, np.zeros(m, bool))
+        return cache[key]
 
 
 def _pick_modes(a, blocks, full, seq, weight=None, allowed=None):
@@ -240,14 +300,15 @@ def _assemble(a, modes, blocks, blockAtoms, full, seq):
     return r
 
 
-def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None):
+def _disassemble(r, modes, blockAtoms, full, seq, known=None, where=None, out=None):
     """Inverse of :func:`_assemble`. With ``known``/``where``: slots outside ``where`` take the residual that
-    the known values give (their masks are False, so they depend on nothing else)."""
+    the known values give (their masks are False, so they depend on nothing else). ``out``: where to decode
+    (compiled kernels only)."""
     if kernels.HAVE_NUMBA:
         if known is None:
             known, where = np.empty((0, 0, 3), np.int32), np.empty(0, bool)
         return kernels.unresidual_blocks(np.ascontiguousarray(r), np.ascontiguousarray(modes, np.uint8),
-                                         blockAtoms, full, seq, np.ascontiguousarray(known), where)
+                                         blockAtoms, full, seq, np.ascontiguousarray(known), where, out)
     q = None
     n = r.shape[1]
     for mode in np.unique(modes):
@@ -277,6 +338,9 @@ def _put_stream(out, zc, modes, r):
     residuals, which would keep the other frames from being bit-packed)."""
     head = [struct.pack("<I", len(modes)), modes.tobytes()]
     rest = r[1:].reshape(-1)
+    if kernels.HAVE_NUMBA:
+        _put_stream_fast(out, zc, head, r, rest)
+        return
     # Split only when frames 1.. could then be bit-packed (few values at or above the 4-bit escape).
     if r.shape[0] > 1 and rest.size and _count_escapes4(rest) * 256 <= rest.size:
         split = _encode_values(r[:1].reshape(-1), zc) + _encode_values(rest, zc)
@@ -289,19 +353,122 @@ def _put_stream(out, zc, modes, r):
     out += head + [b"\x00", _encode_values(r.reshape(-1), zc)]
 
 
-def _get_stream(blob, pos, nFrames, count, dz):
-    """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position)."""
+def _put_stream_fast(out, zc, head, r, rest):
+    """:func:`_put_stream` with each part zigzagged once (same bytes)."""
+    flat = np.ascontiguousarray(r).reshape(-1)
+    cut = flat.size - rest.size if r.shape[0] > 1 else flat.size
+    _put_zigzagged(out, zc, head, r.shape[0], *kernels.zigzag_stats_split(flat, cut))
+
+
+def _put_residuals(out, zc, modes, a, blockAtoms, full, seq, keep=None):
+    """:func:`_put_stream` of the residuals of ``a`` (F, n, 3) for per-block ``modes`` (compiled: residuals
+    zigzagged in one pass, never stored as int32); ``keep`` (n,) bool: only those atoms are transmitted."""
+    nf, n = a.shape[:2]
+    modes = np.ascontiguousarray(modes, np.uint8)
+    head = [struct.pack("<I", len(modes)), modes.tobytes()]
+    if keep is None:
+        rank, nkeep = np.arange(n, dtype=np.int64), n
+    else:
+        rank = np.where(keep, np.cumsum(keep) - 1, -1).astype(np.int64)
+        nkeep = int(keep.sum())
+    if not nkeep:
+        _put_stream(out, zc, modes, np.zeros((nf, 0, 3), np.int32))
+        return
+    u, sa, sb = kernels.residual_zigzag(np.ascontiguousarray(a).reshape(nf, n * 3), modes, blockAtoms, full, seq,
+                                        rank, nkeep, workspace.scratch("zigzag", nf * nkeep * 3, np.uint32))
+    _put_zigzagged(out, zc, head, nf, u, sa, sb)
+
+
+def _put_zigzagged(out, zc, head, nf, u, sa, sb):
+    """The split decision and value streams of :func:`_put_stream` from zigzagged values ``u`` (frame 0 first)
+    and the statistics of frame 0 (``sa``) and of frames 1.. (``sb``)."""
+    cut = u.size // nf if nf > 1 else u.size
+    rest_size = u.size - cut
+    both = (u, np.array([max(sa[0], sb[0]), sa[1] + sb[1], sa[2] + sb[2], sa[3] + sb[3]]))
+    if nf > 1 and rest_size and sb[3] * 256 <= rest_size:
+        split = _encode_values_fast(None, zc, (u[:cut], sa)) + _encode_values_fast(None, zc, (u[cut:], sb))
+        whole = _encode_values_fast(None, zc, both) if nf <= 4 else None  # short chunks: compare
+        if whole is None or len(split) < len(whole):
+            out += head + [b"\x01", split]
+        else:
+            out += head + [b"\x00", whole]
+        return
+    out += head + [b"\x00", _encode_values_fast(None, zc, both)]
+
+
+def _put_slots(out, zc, modes, a, layout, full, seq, geometric):
+    """The W class (slot order): ``u32 nBlocks, u8 modes[nBlocks], u8 segmented``; then, when all blocks code
+    plain values and a group uses the rigid geometry (its slots: an axis code, offsets, an angle index and small
+    errors, each with its own value distribution), one ``u8 split`` + value stream(s) per slot segment and
+    coordinate; otherwise ``u8 split`` + value stream(s) of all rows as in :func:`_put_stream`."""
+    r = _assemble(a, modes, None, layout.blockAtoms, full, seq) if a.shape[1] else a
+    segmented = bool(len(modes)) and not modes.any() and a.shape[1] > 0 and any(geometric)
+    out += [struct.pack("<I", len(modes)), np.ascontiguousarray(modes, np.uint8).tobytes(), bytes([segmented])]
+    if not segmented:
+        _put_body(out, zc, r)
+        return
+    for lo, hi in layout.slotSegments(geometric):
+        for c in range(3):  # plain values: frame 0 is like the others, so one stream (split 0)
+            out += [b"\x00", _encode_values(np.ascontiguousarray(r[:, lo:hi, c]).reshape(-1), zc)]
+
+
+def _put_body(out, zc, r):
+    """``u8 split`` and the value stream(s) of :func:`_put_stream` for residuals ``r`` (F, ...)."""
+    k = len(out)
+    _put_stream(out, zc, np.zeros(0, np.uint8), r)
+    del out[k:k + 2]  # the empty block head
+
+
+def _get_slots(blob, pos, nFrames, m, layout, geometric, dz):
+    """Inverse of :func:`_put_slots` -> (modes, residuals (F, m, 3), new position)."""
     (nblocks,) = struct.unpack_from("<I", blob, pos)
     modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
     if (modes >= len(MODES)).any():
         raise ValueError("residual stream names an unknown predictor")
+    segmented = blob[pos + 4 + nblocks]
+    pos += 5 + nblocks
+    if segmented == 0:
+        _, r, pos = _get_body(blob, pos, nFrames, m * 3, dz)
+        return modes, r.reshape(nFrames, m, 3), pos
+    bounds = layout.slotSegments(geometric)
+    if segmented != 1 or (bounds[-1][1] if bounds else 0) != m:
+        raise ValueError("bad W stream segmentation")
+    r = workspace.scratch("slots", (nFrames, m, 3), np.int32)
+    for lo, hi in bounds:
+        for c in range(3):
+            _, v, pos = _get_body(blob, pos, nFrames, hi - lo, dz)
+            r[:, lo:hi, c] = v.reshape(nFrames, hi - lo)
+    return modes, r, pos
+
+
+def _get_body(blob, pos, nFrames, count, dz):
+    """Inverse of :func:`_put_body` for ``count`` values per frame -> (no modes, values, new position)."""
+    return _get_stream(blob, pos, nFrames, count, dz, headless=True)
+
+
+def _get_stream(blob, pos, nFrames, count, dz, headless=False):
+    """Inverse of :func:`_put_stream` for ``count`` values per frame -> (modes, values, new position);
+    ``headless``: no block head (a body of :func:`_put_body`)."""
+    if headless:
+        modes, nblocks = np.zeros(0, np.uint8), 0
+        pos -= 4
+    else:
+        (nblocks,) = struct.unpack_from("<I", blob, pos)
+        modes = np.frombuffer(blob[pos + 4:pos + 4 + nblocks], np.uint8)
+        if (modes >= len(MODES)).any():
+            raise ValueError("residual stream names an unknown predictor")
     split = blob[pos + 4 + nblocks]
     pos += 5 + nblocks
+    out = workspace.scratch("values", count * nFrames, np.int32) if kernels.HAVE_NUMBA else None
     if split == 0:
-        values, pos = _decode_values(blob, pos, count * nFrames, dz)
+        values, pos = _decode_values(blob, pos, count * nFrames, dz, out)
         return modes, values, pos
     if split != 1 or nFrames < 2:
         raise ValueError("bad residual stream split flag")
+    if out is not None:
+        _, pos = _decode_values(blob, pos, count, dz, out[:count])
+        _, pos = _decode_values(blob, pos, count * (nFrames - 1), dz, out[count:])
+        return modes, out, pos
     first, pos = _decode_values(blob, pos, count, dz)
     rest, pos = _decode_values(blob, pos, count * (nFrames - 1), dz)
     return modes, np.concatenate([first, rest]), pos
@@ -311,25 +478,40 @@ def encode(q, layout, level=1):
     """Code a chunk ``q`` (F, N, 3) int32 losslessly with the atom classes of ``layout``. Returns bytes."""
     q = np.ascontiguousarray(q, dtype=np.int32)
     nf, n, _ = q.shape
-    t, groups, extra = watertransform.forward(q, layout)
-    if t is None:
-        t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
+    wstream = None
+    if kernels.HAVE_NUMBA:  # the W stream straight from q (t equals q outside the W atoms)
+        t, extra = q, np.zeros((nf, 0, 3), np.int32)
+        wstream, groups = watertransform.forward_stream(q, layout) if layout.groups else (None, [])
+        groups = groups or []
+    else:
+        t, groups, extra = watertransform.forward(q, layout)
+        if t is None:
+            t, groups, extra = q, [], np.zeros((nf, 0, 3), np.int32)
     out = [struct.pack("<BI", _VERSION, len(groups))]
     for size, params, coefs in groups:
         kind = 2 if params == "raw" else int(params is not None)
         out.append(struct.pack("<BB", size, kind) + np.asarray(params if kind == 1 else [], "<f8").tobytes()
                    + np.concatenate(coefs).astype("<f8").tobytes())
     zc = limits.compressor(level)
-    for idx, spatial in ((layout.S, True), (layout.W, False)):
-        a = kernels.take_atoms(t, idx)
+    for idx, spatial in ((layout.S, True), (layout.Wslots, False)):
+        a = wstream if not spatial and wstream is not None else \
+            kernels.take_atoms(t, idx, workspace.scratch("class", (nf, len(idx), 3), np.int32))
         if not spatial and extra.shape[1]:
             a = np.concatenate([a, extra], axis=1)
         blocks, full, seq = layout.compact_masks(a.shape[1], spatial)
         modes = _pick_modes(a, blocks, full, seq, allowed=(0, 1, 3))
-        r = _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a
-        _put_stream(out, zc, modes, r)
-    a = t if len(layout.Iidx) == n else kernels.take_atoms(t, layout.Iidx)
+        if not spatial:
+            _put_slots(out, zc, modes, a, layout, full, seq, [g[1] not in (None, "raw") for g in groups])
+        elif kernels.HAVE_NUMBA:
+            _put_residuals(out, zc, modes, a, layout.blockAtoms, full, seq)
+        else:
+            _put_stream(out, zc, modes, _assemble(a, modes, blocks, layout.blockAtoms, full, seq) if a.shape[1] else a)
+    a = t if len(layout.Iidx) == n else \
+        kernels.take_atoms(t, layout.Iidx, workspace.scratch("class", (nf, len(layout.Iidx), 3), np.int32))
     modes = _pick_modes(a, layout.blocksI, layout.fullI, layout.seqI, weight=layout.innerC)
+    if kernels.HAVE_NUMBA:
+        _put_residuals(out, zc, modes, a, layout.blockAtoms, layout.fullI, layout.seqI, layout.innerC)
+        return b"".join(out)
     if layout.nI:
         r = kernels.take_atoms(_assemble(a, modes, layout.blocksI, layout.blockAtoms, layout.fullI, layout.seqI),
                                layout.innerIdx)
@@ -368,14 +550,16 @@ def _decode_plain(blob, nFrames, nAtoms):
     return _disassemble(r.reshape(nFrames, nAtoms, 3), modes, max(nAtoms, 1), full, seq)
 
 
-def decode(blob, nFrames, nAtoms, layout):
-    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3)."""
+def decode(blob, nFrames, nAtoms, layout, out=None):
+    """Inverse of :func:`encode` (and of :func:`encode_plain`): int32 array of shape (nFrames, nAtoms, 3), written
+    into ``out`` (C-contiguous int32 of that shape) when given, except for a plain blob."""
     blob = memoryview(blob)
     if len(blob) and blob[0] == _PLAIN_VERSION:
         return _decode_plain(blob, nFrames, nAtoms)
     version, ngroups = struct.unpack_from("<BI", blob, 0)
-    if version != _VERSION:
+    if version not in (_VERSION, _V3):
         raise ValueError(f"unsupported residual stream version {version}")
+    slots = version == _VERSION  # W class in slot order (version 5) or atom order (version 3)
     if layout.n != nAtoms:
         raise ValueError(f"layout has {layout.n} atoms, the chunk {nAtoms}")
     pos, groups, nextra = 5, [], 0
@@ -395,16 +579,24 @@ def decode(blob, nFrames, nAtoms, layout):
     if ngroups and [g[0] for g in groups] != [g[0] for g in layout.groups]:
         raise ValueError("water groups of the chunk do not match the file's layout")
     dz = None  # value streams decompress through limits.decompress
-    t = np.empty((nFrames, nAtoms, 3), np.int32)
+    t = np.empty((nFrames, nAtoms, 3), np.int32) if out is None else out
     extra = np.zeros((nFrames, 0, 3), np.int32)
-    for idx, spatial in ((layout.S, True), (layout.W, False)):
+    for idx, spatial in ((layout.S, True), (layout.Wslots if slots else layout.W, False)):
         m = len(idx) + (0 if spatial else nextra)
-        modes, r, pos = _get_stream(blob, pos, nFrames, m * 3, dz)
+        if slots and not spatial:
+            geometric = [g[1] not in (None, "raw") for g in groups]
+            modes, r, pos = _get_slots(blob, pos, nFrames, m, layout, geometric, dz)
+        else:
+            modes, r, pos = _get_stream(blob, pos, nFrames, m * 3, dz)
         blocks, full, seq = layout.compact_masks(m, spatial)
         if len(modes) != len(blocks):
             raise ValueError("residual stream does not match the atom count")
         if m:
-            a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq)
+            a = _disassemble(r.reshape(nFrames, m, 3), modes, layout.blockAtoms, full, seq,
+                             out=workspace.scratch("S" if spatial else "W", (nFrames, m, 3), np.int32))
+            if not spatial and ngroups and kernels.HAVE_NUMBA:
+                wstream = a  # inverse_stream below writes the W atoms
+                continue
             kernels.put_atoms(t, idx, a[:, :len(idx)])
             if not spatial:
                 extra = a[:, len(idx):]
@@ -423,6 +615,8 @@ def decode(blob, nFrames, nAtoms, layout):
         kernels.put_atoms(full, layout.innerIdx, r.reshape(nFrames, layout.nI, 3))
         a = _disassemble(full, modes, layout.blockAtoms, layout.fullI, layout.seqI, known=known, where=layout.innerC)
         kernels.put_atoms(t, layout.Iidx[layout.innerC], kernels.take_atoms(a, layout.innerIdx))
-    if ngroups:
+    if ngroups and kernels.HAVE_NUMBA:
+        watertransform.inverse_stream(t, wstream, layout, groups, slots)
+    elif ngroups:
         t = watertransform.inverse(t, layout, groups, extra)
     return t

@@ -8,9 +8,12 @@ told apart from the solute so that each gets its own predictor.
 
 import hashlib
 import json
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from openmmflash.compactmd import kernels
 
 WATER_NAMES = frozenset({"HOH", "WAT", "SOL", "TIP3", "TIP4", "TIP5", "SPC", "T3P", "T4P", "TP3", "H2O", "TIP3P"})
 
@@ -66,7 +69,7 @@ class CompactTopology:
             d[k] = joined if joined.count("\n") == max(len(col) - 1, 0) else list(col)
         for k in ("resids", "resindices", "bonds"):
             a = np.asarray(getattr(self, k), np.int64).reshape(-1)
-            d[k] = " ".join(map(str, np.diff(a, prepend=0).tolist()))
+            d[k] = _ints_text(np.diff(a, prepend=0))
         return d
 
     @classmethod
@@ -109,26 +112,30 @@ class CompactTopology:
         when residue names are missing (e.g. LAMMPS data), as the 3- or 4-atom residues that occur at least 50
         times. The codec only uses the in-molecule transforms where they make the chunk smaller, so a false
         positive costs nothing but time."""
-        names, inverse = np.unique(np.asarray(self.resnames, dtype=str), return_inverse=True)
-        mask = np.array([r.upper() in WATER_NAMES for r in names], dtype=bool)[inverse.reshape(-1)] if len(names) \
-            else np.zeros(self.nAtoms, bool)
+        n = self.nAtoms
+        mask = np.zeros(n, bool)
         r = np.asarray(self.resindices)
         if not len(r):
             return mask
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         sizes = np.diff(np.r_[starts, len(r)])
-        unnamed = all(n.upper() in ("UNK", "", "X") for n in self.resnames)
-        for start, size in zip(starts, sizes):
-            if mask[start] or not 3 <= size <= 5:
-                continue
-            el = [e.upper() for e in self.elements[start:start + size]]
-            if el[:3] == ["O", "H", "H"]:
-                mask[start:start + size] = True
-        if unnamed and not mask.any():
-            common = np.isin(sizes, [s for s in (3, 4) if np.sum(sizes == s) >= 50])
-            for start, size in zip(starts[common], sizes[common]):
-                mask[start:start + size] = True
-        return mask
+        # Python work per residue (not per atom), with the string tests done once per distinct value
+        first = _pick(self.resnames, starts)
+        named = {v for v in set(first) if str(v).upper() in WATER_NAMES}
+        isw = np.fromiter(map(named.__contains__, first), bool, len(first))
+        cand = np.flatnonzero(~isw & (sizes >= 3) & (sizes <= 5))
+        if len(cand):
+            s = starts[cand]
+            el = [_pick(self.elements, s + j) for j in range(3)]
+            up = {v: str(v).upper() for v in set(el[0]) | set(el[1]) | set(el[2])}
+            o = np.fromiter((up[v] == "O" for v in el[0]), bool, len(s))
+            h1 = np.fromiter((up[v] == "H" for v in el[1]), bool, len(s))
+            h2 = np.fromiter((up[v] == "H" for v in el[2]), bool, len(s))
+            isw[cand[o & h1 & h2]] = True
+        unnamed = all(str(v).upper() in ("UNK", "", "X") for v in set(self.resnames))
+        if unnamed and not isw.any():
+            isw = np.isin(sizes, [s for s in (3, 4) if np.sum(sizes == s) >= 50])
+        return np.repeat(isw, sizes)
 
     def sequenceMask(self):
         """Boolean array, shape (n,): True where atom i is in the same residue as atom i-1."""
@@ -231,6 +238,36 @@ class CompactTopology:
         for i, j in np.asarray(self.bonds):
             top.addBond(atoms[int(i)], atoms[int(j)])
         return top
+
+
+def _pick(seq, idx):
+    """[seq[i] for i in idx] (C-level gather; idx int array)."""
+    if len(idx) == 0:
+        return []
+    got = operator.itemgetter(*idx.tolist())(seq)
+    return list(got) if len(idx) > 1 else [got]
+
+
+def _ints_text(a):
+    """``" ".join(map(str, a))`` for an int64 array, built with array operations (same text)."""
+    a = np.asarray(a, np.int64).reshape(-1)
+    if not a.size:
+        return ""
+    if kernels.HAVE_NUMBA:
+        return kernels.ints_text(np.ascontiguousarray(a)).tobytes().decode("ascii")
+    mag = np.abs(a)
+    width = len(str(int(mag.max())))
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    chars = np.empty((a.size, width + 2), np.uint8)
+    chars[:, 0] = ord("-")
+    chars[:, 1:width + 1] = (mag[:, None] // powers) % 10 + ord("0")
+    chars[:, width + 1] = ord(" ")
+    ndigits = 1 + (mag[:, None] >= powers[:-1]).sum(axis=1) if width > 1 else np.ones(a.size, np.int64)
+    keep = np.ones(chars.shape, bool)
+    keep[:, 0] = a < 0
+    keep[:, 1:width + 1] = np.arange(width)[None, :] >= (width - ndigits)[:, None]
+    keep[-1, width + 1] = False
+    return chars[keep].tobytes().decode("ascii")
 
 
 def _int_or_index(resid, index):

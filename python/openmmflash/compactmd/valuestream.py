@@ -10,7 +10,7 @@ import struct
 
 import numpy as np
 
-from openmmflash.compactmd import kernels, limits
+from openmmflash.compactmd import kernels, limits, workspace
 
 def _zigzag(r):
     return ((r << 1) ^ (r >> 31)).view(np.uint32)
@@ -81,26 +81,30 @@ def _encode_values(r, zc):
     return struct.pack("<BQ", nbytes, len(body)) + body
 
 
-def _encode_values_fast(r, zc):
-    """:func:`_encode_values` with the compiled kernels (same bytes)."""
-    u, (top, *ge) = kernels.zigzag_stats(np.ascontiguousarray(r, np.int32))
+def _encode_values_fast(r, zc, zigzagged=None):
+    """:func:`_encode_values` with the compiled kernels (same bytes); ``zigzagged``: the (u, stats) of
+    :func:`kernels.zigzag_stats` for ``r`` when already computed."""
+    u, (top, *ge) = zigzagged or kernels.zigzag_stats(np.ascontiguousarray(r, np.int32))
     n = u.size
     for bits, nesc in zip((1, 2, 4), ge):
         if n and nesc * 256 <= n:
             esc = np.uint32((1 << bits) - 1)
-            body = zc.compress(kernels.pack_bits(u, bits).tobytes())
+            body = zc.compress(kernels.pack_bits(u, bits))
             big = u[u >= esc] - esc
             nb = max(1, (int(big.max()).bit_length() + 7) // 8) if big.size else 1
-            extra = zc.compress(kernels.byte_planes(big, nb).tobytes())
+            extra = zc.compress(kernels.byte_planes(big, nb))
             return b"".join([struct.pack("<BQQ", 0x80 | bits, nesc, len(body)), body,
                              struct.pack("<BQ", nb, len(extra)), extra])
     nbytes = max(1, (int(top).bit_length() + 7) // 8)
-    body = zc.compress(kernels.byte_planes(u, nbytes).tobytes())
+    body = zc.compress(kernels.byte_planes(u, nbytes, workspace.scratch("planes", nbytes * u.size, np.uint8)))
     return struct.pack("<BQ", nbytes, len(body)) + body
 
 
-def _decode_values(blob, pos, count, dz):
-    """Inverse of :func:`_encode_values` -> (int32 values, new position)."""
+def _decode_values(blob, pos, count, dz, out=None):
+    """Inverse of :func:`_encode_values` -> (int32 values, new position); with ``out`` (int32, count) the values
+    are written there (compiled kernels only)."""
+    if out is not None:
+        return _decode_values_into(blob, pos, count, out)
     fmt = blob[pos]
     if fmt in (0x81, 0x82, 0x84):
         bits = fmt & 0x7F
@@ -133,3 +137,33 @@ def _decode_values(blob, pos, count, dz):
     return _unzigzag(_from_byte_planes(p, count, fmt)), pos + size
 
 
+
+
+def _decode_values_into(blob, pos, count, out):
+    """:func:`_decode_values` into ``out`` with the compiled kernels (one pass from the decompressed bytes)."""
+    fmt = blob[pos]
+    if fmt in (0x81, 0x82, 0x84):
+        bits = fmt & 0x7F
+        nesc, size = struct.unpack_from("<QQ", blob, pos + 1)
+        pos += 17
+        raw = limits.decompress_into(blob[pos:pos + size], workspace.scratch("raw", -(-count // (8 // bits)),
+                                                                             np.uint8), "packed residual stream")
+        pos += size
+        nb, size = struct.unpack_from("<BQ", blob, pos)
+        pos += 9
+        if not 1 <= nb <= 4 or nesc > count:
+            raise ValueError("bad escape stream")
+        esc = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
+        pos += size
+        escapes = _from_byte_planes(np.frombuffer(esc, np.uint8), nesc, nb)
+        if kernels.unpack_into(raw, count, bits, escapes, out) != nesc:
+            raise ValueError("escape count mismatch")
+        return out, pos
+    if fmt not in (1, 2, 3, 4):
+        raise ValueError(f"residual stream has an unknown format {fmt:#x}")
+    (size,) = struct.unpack_from("<Q", blob, pos + 1)
+    pos += 9
+    raw = limits.decompress_into(blob[pos:pos + size], workspace.scratch("raw", count * fmt, np.uint8),
+                                 "residual stream")
+    kernels.planes_into(raw, count, fmt, out)
+    return out, pos + size

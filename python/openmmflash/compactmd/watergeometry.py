@@ -44,6 +44,8 @@ def _table(step, kmax):
     """cos(k step), sin(k step) for k = 0..kmax with +, -, * only (reproducible bit for bit)."""
     c1 = 1.0 - step**2 / 2.0 + step**4 / 24.0 - step**6 / 720.0
     s1 = step - step**3 / 6.0 + step**5 / 120.0 - step**7 / 5040.0
+    if kernels.HAVE_NUMBA:
+        return kernels.rotation_table(c1, s1, int(kmax))
     cs, sn = [1.0], [0.0]
     for _ in range(kmax):
         c, s = cs[-1], sn[-1]
