@@ -86,89 +86,21 @@ def _table_fwd_kernel(
     DIST,     # [P] fp32 pair distances, dst-sorted order (padding last)
     SRC,      # [P] int64 source bead of each pair
     ROWPTR,   # [N + 1] int64 destination offsets
+    HALFPTR,  # [N] int64 first pair of row i with source > i (read when PAIRS)
     TABLE,    # [nodes, 2, F] Hermite table of this block (fp32 or fp16)
-    OUT,      # [N, F] fp32 output m (every row written)
+    OUT,      # [N, F] fp32 output m: every row stored (rows), or zero-initialized for atomic adds (PAIRS)
     XSCALE,   # [1] fp32 scale of X when X16
     F,        # filters F' (runtime)
     n_nodes,  # table nodes (runtime)
     inv_h,    # 1 / node spacing, 1 / model length unit
     cutoff,   # cutoff radius r_c, model length unit
-    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
+    X16: tl.constexpr, PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    start = tl.load(ROWPTR + row)
-    end = tl.load(ROWPTR + row + 1)
-    offs_e = tl.arange(0, BLOCK_E)
-    offs_f = tl.arange(0, BLOCK_F)
-    mask_f = offs_f < F
-    acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
-    for e0 in range(start, end, BLOCK_E):
-        rows = e0 + offs_e
-        mask_e = rows < end
-        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
-        src = tl.load(SRC + rows, mask=mask_e, other=0)
-        w, _ = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, False)
-        xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=mask_e[:, None] & mask_f[None, :], other=0.0)
-        acc += w * xs.to(tl.float32)
-    m = tl.sum(acc, axis=0)
-    if X16:
-        m = m * tl.load(XSCALE)
-    tl.store(OUT + row * F + offs_f, m, mask=mask_f)
-
-
-@triton.jit
-def _table_bwd_kernel(
-    X,          # [N, F] source features of the forward, fp32 (or fp16 when X16)
-    G,          # [N, F] upstream gradient dL/dm, fp32 (or fp16 when X16)
-    DIST,       # [P] fp32 pair distances, dst-sorted order
-    SRC,        # [P] int64 source bead of each pair
-    ROWPTR,     # [N + 1] int64 destination offsets
-    TABLE,      # [nodes, 2, F] Hermite table of this block
-    GRAD_X,     # [N, F] fp32 output dL/dx (every row written)
-    GRAD_DIST,  # [P] fp32 output dL/dd, zero-initialized (padding stays 0)
-    XSCALE,     # [1] fp32 scale of X when X16
-    GSCALE,     # [1] fp32 scale of G when X16
-    F, n_nodes, inv_h, cutoff,
-    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    start = tl.load(ROWPTR + row)
-    end = tl.load(ROWPTR + row + 1)
-    offs_e = tl.arange(0, BLOCK_E)
-    offs_f = tl.arange(0, BLOCK_F)
-    mask_f = offs_f < F
-    xscale = 1.0
-    gscale = 1.0
-    if X16:
-        xscale = tl.load(XSCALE)
-        gscale = tl.load(GSCALE)
-    gi = tl.load(G + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * (gscale * xscale)
-    acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
-    for e0 in range(start, end, BLOCK_E):
-        rows = e0 + offs_e
-        mask_e = rows < end
-        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
-        src = tl.load(SRC + rows, mask=mask_e, other=0)
-        w, dw = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, True)
-        m2 = mask_e[:, None] & mask_f[None, :]
-        gs = tl.load(G + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
-        xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
-        acc += w * gs
-        tl.store(GRAD_DIST + rows, tl.sum(xs * dw * gi[None, :], axis=1), mask=mask_e)
-    tl.store(GRAD_X + row * F + offs_f, tl.sum(acc, axis=0) * gscale, mask=mask_f)
-
-
-@triton.jit
-def _table_fwd_pairs_kernel(
-    X, DIST, SRC, ROWPTR,  # as in _table_fwd_kernel
-    HALFPTR,  # [N] int64 first pair of row i with source > i
-    TABLE,
-    OUT,      # [N, F] fp32 output m, zero-initialized (atomic adds)
-    XSCALE, F, n_nodes, inv_h, cutoff,
-    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
-):
-    row = tl.program_id(0).to(tl.int64)
-    start = tl.load(HALFPTR + row)
+    if PAIRS:
+        start = tl.load(HALFPTR + row)
+    else:
+        start = tl.load(ROWPTR + row)
     end = tl.load(ROWPTR + row + 1)
     offs_e = tl.arange(0, BLOCK_E)
     offs_f = tl.arange(0, BLOCK_F)
@@ -176,7 +108,9 @@ def _table_fwd_pairs_kernel(
     xscale = 1.0
     if X16:
         xscale = tl.load(XSCALE)
-    xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale
+    xi = tl.zeros((BLOCK_F,), dtype=tl.float32)
+    if PAIRS:
+        xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale
     acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
     for e0 in range(start, end, BLOCK_E):
         rows = e0 + offs_e
@@ -187,22 +121,36 @@ def _table_fwd_pairs_kernel(
         m2 = mask_e[:, None] & mask_f[None, :]
         xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0)
         acc += w * xs.to(tl.float32)
-        tl.atomic_add(OUT + src[:, None] * F + offs_f[None, :], w * xi[None, :], mask=m2, sem="relaxed")
-    tl.atomic_add(OUT + row * F + offs_f, tl.sum(acc, axis=0) * xscale, mask=mask_f, sem="relaxed")
+        if PAIRS:
+            tl.atomic_add(OUT + src[:, None] * F + offs_f[None, :], w * xi[None, :], mask=m2, sem="relaxed")
+    m = tl.sum(acc, axis=0) * xscale
+    if PAIRS:
+        tl.atomic_add(OUT + row * F + offs_f, m, mask=mask_f, sem="relaxed")
+    else:
+        tl.store(OUT + row * F + offs_f, m, mask=mask_f)
 
 
 @triton.jit
-def _table_bwd_pairs_kernel(
-    X, G, DIST, SRC, ROWPTR,  # as in _table_bwd_kernel
-    HALFPTR,    # [N] int64 first pair of row i with source > i
-    TABLE,
-    GRAD_X,     # [N, F] fp32 output dL/dx, zero-initialized (atomic adds)
-    GRAD_DIST,  # [P] fp32 output dL/dd, zero-initialized (pairs with source < destination stay 0)
-    XSCALE, GSCALE, F, n_nodes, inv_h, cutoff,
-    X16: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
+def _table_bwd_kernel(
+    X,          # [N, F] source features of the forward, fp32 (or fp16 when X16)
+    G,          # [N, F] upstream gradient dL/dm, fp32 (or fp16 when X16)
+    DIST,       # [P] fp32 pair distances, dst-sorted order
+    SRC,        # [P] int64 source bead of each pair
+    ROWPTR,     # [N + 1] int64 destination offsets
+    HALFPTR,    # [N] int64 first pair of row i with source > i (read when PAIRS)
+    TABLE,      # [nodes, 2, F] Hermite table of this block
+    GRAD_X,     # [N, F] fp32 output dL/dx: every row stored (rows), or zero-initialized for atomic adds (PAIRS)
+    GRAD_DIST,  # [P] fp32 output dL/dd, zero-initialized (padding, and with PAIRS the source < destination pairs)
+    XSCALE,     # [1] fp32 scale of X when X16
+    GSCALE,     # [1] fp32 scale of G when X16
+    F, n_nodes, inv_h, cutoff,
+    X16: tl.constexpr, PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    start = tl.load(HALFPTR + row)
+    if PAIRS:
+        start = tl.load(HALFPTR + row)
+    else:
+        start = tl.load(ROWPTR + row)
     end = tl.load(ROWPTR + row + 1)
     offs_e = tl.arange(0, BLOCK_E)
     offs_f = tl.arange(0, BLOCK_F)
@@ -213,9 +161,10 @@ def _table_bwd_pairs_kernel(
         xscale = tl.load(XSCALE)
         gscale = tl.load(GSCALE)
     gi = tl.load(G + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * gscale   # true G_i
-    xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale   # true x_i
     gi_x = gi * xscale  # multiplies the stored x_j
-    xi_g = xi * gscale  # multiplies the stored G_j
+    xi_g = tl.zeros((BLOCK_F,), dtype=tl.float32)
+    if PAIRS:
+        xi_g = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * (xscale * gscale)
     acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
     for e0 in range(start, end, BLOCK_E):
         rows = e0 + offs_e
@@ -227,9 +176,16 @@ def _table_bwd_pairs_kernel(
         gs = tl.load(G + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
         xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)
         acc += w * gs
-        tl.atomic_add(GRAD_X + src[:, None] * F + offs_f[None, :], w * gi[None, :], mask=m2, sem="relaxed")
-        tl.store(GRAD_DIST + rows, tl.sum(dw * (xs * gi_x[None, :] + gs * xi_g[None, :]), axis=1), mask=mask_e)
-    tl.atomic_add(GRAD_X + row * F + offs_f, tl.sum(acc, axis=0) * gscale, mask=mask_f, sem="relaxed")
+        term = xs * gi_x[None, :]
+        if PAIRS:
+            tl.atomic_add(GRAD_X + src[:, None] * F + offs_f[None, :], w * gi[None, :], mask=m2, sem="relaxed")
+            term += gs * xi_g[None, :]
+        tl.store(GRAD_DIST + rows, tl.sum(dw * term, axis=1), mask=mask_e)
+    gx = tl.sum(acc, axis=0) * gscale
+    if PAIRS:
+        tl.atomic_add(GRAD_X + row * F + offs_f, gx, mask=mask_f, sem="relaxed")
+    else:
+        tl.store(GRAD_X + row * F + offs_f, gx, mask=mask_f)
 
 
 def _check(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, table: Tensor) -> None:
@@ -261,21 +217,14 @@ def cfconv_table_forward(x: Tensor, dist: Tensor, src: Tensor, rowptr: Tensor, t
     if n == 0 or dist.shape[0] == 0:
         return torch.zeros_like(x)
     x16 = table.dtype == torch.float16
+    pairs = halfptr is not None
     xk, xscale = _features(x, x16)
-    key = ("fwd", "fp16" if x16 else "fp32")
-    args = (f, table.shape[0], 1.0 / float(spacing), float(cutoff))
-    block_f = max(16, triton.next_power_of_2(f))
-    if halfptr is not None:
-        out = torch.zeros_like(x)  # atomic adds
-        block_e, warps = PAIR_TILES[key]
-        _table_fwd_pairs_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
-                                      halfptr.contiguous(), table.contiguous(), out, xscale, *args, X16=x16,
-                                      BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
-        return out
-    out = torch.empty_like(x)  # every row is written
-    block_e, warps = TABLE_TILES[key]
-    _table_fwd_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(), out,
-                            xscale, *args, X16=x16, BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
+    out = torch.zeros_like(x) if pairs else torch.empty_like(x)  # atomic adds, or every row stored
+    block_e, warps = (PAIR_TILES if pairs else TABLE_TILES)[("fwd", "fp16" if x16 else "fp32")]
+    _table_fwd_kernel[(n,)](xk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
+                            (halfptr if pairs else rowptr).contiguous(), table.contiguous(), out, xscale, f,
+                            table.shape[0], 1.0 / float(spacing), float(cutoff), X16=x16, PAIRS=pairs,
+                            BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)), num_warps=warps)
     return out
 
 
@@ -289,22 +238,16 @@ def cfconv_table_backward(grad_out: Tensor, x: Tensor, dist: Tensor, src: Tensor
     if n == 0 or dist.shape[0] == 0:
         return torch.zeros_like(x), grad_dist
     x16 = table.dtype == torch.float16
+    pairs = halfptr is not None
     xk, xscale = _features(x, x16)
     gk, gscale = _features(grad_out.to(torch.float32), x16)
-    key = ("bwd", "fp16" if x16 else "fp32")
-    args = (xscale, gscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff))
-    block_f = max(16, triton.next_power_of_2(f))
-    if halfptr is not None:
-        grad_x = torch.zeros_like(x)  # atomic adds
-        block_e, warps = PAIR_TILES[key]
-        _table_bwd_pairs_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
-                                      halfptr.contiguous(), table.contiguous(), grad_x, grad_dist, *args, X16=x16,
-                                      BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
-        return grad_x, grad_dist
-    grad_x = torch.empty_like(x)  # every row is written
-    block_e, warps = TABLE_TILES[key]
-    _table_bwd_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(), table.contiguous(),
-                            grad_x, grad_dist, *args, X16=x16, BLOCK_E=block_e, BLOCK_F=block_f, num_warps=warps)
+    grad_x = torch.zeros_like(x) if pairs else torch.empty_like(x)  # atomic adds, or every row stored
+    block_e, warps = (PAIR_TILES if pairs else TABLE_TILES)[("bwd", "fp16" if x16 else "fp32")]
+    _table_bwd_kernel[(n,)](xk, gk, dist.contiguous(), src.contiguous(), rowptr.contiguous(),
+                            (halfptr if pairs else rowptr).contiguous(), table.contiguous(), grad_x, grad_dist,
+                            xscale, gscale, f, table.shape[0], 1.0 / float(spacing), float(cutoff), X16=x16,
+                            PAIRS=pairs, BLOCK_E=block_e, BLOCK_F=max(16, triton.next_power_of_2(f)),
+                            num_warps=warps)
     return grad_x, grad_dist
 
 

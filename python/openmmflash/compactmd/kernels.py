@@ -90,6 +90,16 @@ if HAVE_NUMBA:
                     x[j] = np.int32(d)
 
     @_jit
+    def _frame_kind(mode, t):
+        """Predictor of frame t in a block coded with ``mode``: none for the first frame, and the first-order one
+        for the second frame of a second-order mode."""
+        if t == 0:
+            return np.int64(0)
+        if t == 1 and mode >= 3:
+            return mode - 2
+        return mode
+
+    @_jit
     def _masks3(full, seq):
         """Per-coordinate masks for :func:`_code_row`; the first atom never has a predecessor (every layout
         already has it so; forcing it keeps a hostile mask from indexing before the row)."""
@@ -109,11 +119,7 @@ if HAVE_NUMBA:
             lo = blk * blockAtoms * 3
             hi = min(n3, lo + blockAtoms * 3)
             for t in range(nf):
-                kind = mode
-                if t == 0:
-                    kind = 0
-                elif t == 1 and mode >= 3:
-                    kind = mode - 2
+                kind = _frame_kind(mode, t)
                 p = a[t - 1] if t >= 1 else a[t]
                 pp = a[t - 2] if t >= 2 else a[t]
                 if sign < 0 and known.shape[1] == n3:
@@ -143,11 +149,7 @@ if HAVE_NUMBA:
             lo = blk * blockAtoms * 3
             hi = min(n3, lo + blockAtoms * 3)
             for t in range(nf):
-                kind = mode
-                if t == 0:
-                    kind = 0
-                elif t == 1 and mode >= 3:
-                    kind = mode - 2
+                kind = _frame_kind(mode, t)
                 p = a[t - 1] if t >= 1 else a[t]
                 pp = a[t - 2] if t >= 2 else a[t]
                 _code_row(a[t], p, pp, row, lo, hi, kind, full3, seq3, 1)
@@ -222,11 +224,7 @@ if HAVE_NUMBA:
             lo = blk * blockAtoms
             hi = min(m, lo + blockAtoms)
             for tt in range(np.uint64(nf)):
-                kind = mode
-                if tt == 0:
-                    kind = 0
-                elif tt == 1 and mode >= 3:
-                    kind = mode - 2
+                kind = _frame_kind(mode, np.int64(tt))
                 for c in range(np.uint64(lo), np.uint64(hi)):
                     if not inner[c]:
                         continue
