@@ -249,9 +249,13 @@ def provenance_records(data, where=""):
 
 
 def gpu_record_problems(record, name):
-    """A run known to be on CPU says gpu = driver = NO_GPU (recorded, not missing); NO_GPU goes with no GPU at all."""
+    """A run known to be on CPU says gpu = driver = NO_GPU (recorded, not missing); NO_GPU goes with no GPU at all.
+
+    Known to be on CPU: its platform is "CPU", or "cpu" is in the file's name or the run's key (``runs/cpu``,
+    ``parityCpu``), or either field already says NO_GPU.
+    """
     problems = []
-    on_cpu = record.get("platform") == "CPU" or "_cpu" in name.split("/")[0] or NO_GPU in (
+    on_cpu = record.get("platform") == "CPU" or "cpu" in name.lower() or NO_GPU in (
         record.get("gpu"), record.get("driver"))
     if on_cpu:
         for key in ("gpu", "driver"):
@@ -271,6 +275,8 @@ def test_a_cpu_run_without_gpu_record_fails():
     assert len(gpu_record_problems({**null_gpu, "platform": None}, "x_cpu.json/runs/0")) == 4
     half = {"gpu": NO_GPU, "driver": None, "notRecorded": ["driver"]}
     assert len(gpu_record_problems(half, "x.json")) == 2
+    assert len(gpu_record_problems({**null_gpu, "platform": "Linux"}, "demo.json/runs/cpu")) == 4
+    assert gpu_record_problems({**null_gpu, "platform": "CUDA"}, "x.json/runs/0") == []  # GPU not recorded
     nested = {"provenance": cpu, "runs": [{"provenance": null_gpu}]}
     assert [w for w, _ in provenance_records(nested)] == ["", "/runs/0"]
 
