@@ -24,6 +24,7 @@ RESULTS = os.path.join(ROOT, "examples", "benchmarks", "results")
 PROVENANCE_KEYS = ("gpu", "driver", "torch", "triton", "openmm", "command", "commit", "date")
 SCALES = (1.0, 100.0, 1000.0, 0.001)
 MAX_RESULTS_FILES = 40
+NO_GPU = "none (CPU run)"  # benchprovenance.NO_GPU: what gpu and driver say for a run without CUDA
 
 CITATION = re.compile(r"results/([A-Za-z0-9_.\-]+\.json)")
 NUMBER = re.compile(r"(?<![\w.\-/^])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w/])")
@@ -228,6 +229,56 @@ def test_results_carry_provenance(name):
     unexplained = [k for k in PROVENANCE_KEYS if provenance[k] is None and k not in provenance.get("notRecorded", [])]
     assert not unexplained, f"{name}: {unexplained} are null but not listed in provenance.notRecorded"
     assert provenance["commit"], f"{name}: no commit"
+    problems = [p for where, record in provenance_records(data) for p in gpu_record_problems(record, f"{name}{where}")]
+    assert not problems, "\n".join(problems)
+
+
+def provenance_records(data, where=""):
+    """(path, provenance object) for the file's provenance and every nested one (runs that carry their own)."""
+    if isinstance(data, dict):
+        if isinstance(data.get("provenance"), dict):
+            yield where, data["provenance"]
+        items = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        return
+    for key, value in items:
+        if key != "provenance":
+            yield from provenance_records(value, f"{where}/{key}")
+
+
+def gpu_record_problems(record, name):
+    """A run known to be on CPU says gpu = driver = NO_GPU (recorded, not missing); NO_GPU goes with no GPU at all.
+
+    Known to be on CPU: its platform is "CPU", or "cpu" is in the file's name or the run's key (``runs/cpu``,
+    ``parityCpu``), or either field already says NO_GPU.
+    """
+    problems = []
+    on_cpu = record.get("platform") == "CPU" or "cpu" in name.lower() or NO_GPU in (
+        record.get("gpu"), record.get("driver"))
+    if on_cpu:
+        for key in ("gpu", "driver"):
+            if record.get(key) != NO_GPU:
+                problems.append(f"{name}: a CPU run must record {key} as {NO_GPU!r}, not {record.get(key)!r}")
+            if key in (record.get("notRecorded") or []):
+                problems.append(f"{name}: {key} of a CPU run is recorded, so it is not in notRecorded")
+    return problems
+
+
+def test_a_cpu_run_without_gpu_record_fails():
+    cpu = {"gpu": NO_GPU, "driver": NO_GPU, "platform": "CPU", "notRecorded": []}
+    assert gpu_record_problems(cpu, "x_cpu.json") == []
+    assert gpu_record_problems({"gpu": "NVIDIA H100", "driver": "580.1", "notRecorded": []}, "x_gpu.json") == []
+    null_gpu = {"gpu": None, "driver": None, "platform": "CPU", "notRecorded": ["gpu", "driver"]}
+    assert len(gpu_record_problems(null_gpu, "x.json")) == 4
+    assert len(gpu_record_problems({**null_gpu, "platform": None}, "x_cpu.json/runs/0")) == 4
+    half = {"gpu": NO_GPU, "driver": None, "notRecorded": ["driver"]}
+    assert len(gpu_record_problems(half, "x.json")) == 2
+    assert len(gpu_record_problems({**null_gpu, "platform": "Linux"}, "demo.json/runs/cpu")) == 4
+    assert gpu_record_problems({**null_gpu, "platform": "CUDA"}, "x.json/runs/0") == []  # GPU not recorded
+    nested = {"provenance": cpu, "runs": [{"provenance": null_gpu}]}
+    assert [w for w, _ in provenance_records(nested)] == ["", "/runs/0"]
 
 
 def test_linked_pngs_exist_and_every_png_is_linked():
@@ -248,3 +299,17 @@ def test_benchmark_scripts_record_full_provenance(monkeypatch):
     assert record["command"] == "python examples/benchmarks/bench_cpu_threads.py --steps 3"
     assert record["torch"] and record["date"]
     assert record["notRecorded"] == [k for k in PROVENANCE_KEYS if record[k] is None]
+
+
+def test_a_cpu_run_records_no_gpu(monkeypatch):
+    """Without CUDA the helper records gpu and driver as "none (CPU run)", which is not a missing field."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "benchmarks"))
+    import torch
+    from benchprovenance import NO_GPU as helper_no_gpu, provenance
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    record = provenance(["examples/benchmarks/bench_cpu_threads.py"])
+    assert helper_no_gpu == NO_GPU
+    assert record["gpu"] == record["driver"] == NO_GPU
+    assert "gpu" not in record["notRecorded"] and "driver" not in record["notRecorded"]
+    assert gpu_record_problems(record, "bench_cpu_threads.json") == []

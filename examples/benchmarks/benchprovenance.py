@@ -4,7 +4,8 @@
     result["provenance"] = provenance()
 
 Keys: gpu, driver, torch, triton, openmm, command, commit, date (UTC, ISO 8601), plus platform, cpu, python and
-``notRecorded`` (the keys that could not be determined here, set to None). ``commit`` is ``git rev-parse HEAD`` of
+``notRecorded`` (the keys that could not be determined here, set to None). Without CUDA, gpu and driver are
+``NO_GPU`` ("none (CPU run)"): the run had no GPU, which is recorded, not missing. ``commit`` is ``git rev-parse HEAD`` of
 the checkout the script runs from (``BENCH_COMMIT`` overrides it, for copies without git); ``dirty`` says whether
 tracked files differed from that commit.
 """
@@ -19,6 +20,7 @@ import sys
 import torch  # noqa: F401  (import torch before openmm)
 
 KEYS = ("gpu", "driver", "torch", "triton", "openmm", "command", "commit", "date")
+NO_GPU = "none (CPU run)"
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -52,8 +54,12 @@ def cpuModel() -> str:
 def provenance(argv=None):
     """Provenance of the running benchmark; the command is ``argv`` (default ``sys.argv``) as run."""
     argv = sys.argv if argv is None else argv
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"]) if gpu else None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(0)
+        driver = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+        driver = driver.splitlines()[0] if driver else None
+    else:
+        gpu = driver = NO_GPU
     try:
         import openmm
 
@@ -64,7 +70,7 @@ def provenance(argv=None):
     status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
     out = {
         "gpu": gpu,
-        "driver": driver.splitlines()[0] if driver else None,
+        "driver": driver,
         "torch": torch.__version__,
         "triton": _version("triton"),
         "openmm": openmm_version,
