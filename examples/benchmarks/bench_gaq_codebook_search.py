@@ -114,6 +114,10 @@ def main(argv=None):
             print(f"{r['model']:28s} {r['call_ms']:9.1f} ms  {r['vs_fp32']:5.2f}x fp32")
     else:
         print(f"no training pairs at {args.data}: model-call timings skipped")
+    sys.path.insert(0, HERE)
+    from benchprovenance import provenance
+
+    result["provenance"] = provenance()
     out = os.path.join(HERE, "results", f"gaq_codebook_search_{args.device.split(':')[0]}.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

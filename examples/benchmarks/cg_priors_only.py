@@ -11,6 +11,7 @@ after the first 10 ps. Prints the CA-RMSD, Q and Rg statistics and writes
 import argparse
 import json
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -19,6 +20,8 @@ import torch
 from openmmflash.stack import import_openmm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchprovenance import provenance  # noqa: E402
 
 
 def main(argv=None):
@@ -64,7 +67,7 @@ def main(argv=None):
     result = {"model": args.model, "forces": "priors only (no FlashSchNet)", "replicas": b,
               "timePerReplica_ps": args.time, "discarded_ps": 10.0, "frames": int(x.shape[0]),
               "integrator": "LangevinMiddleIntegrator 2 fs, 300 K, 1/ps", "platform": "CPU",
-              "openmm": openmm.__version__, "observables": stats}
+              "openmm": openmm.__version__, "observables": stats, "provenance": provenance()}
     out = os.path.join(HERE, "results", f"cg_{args.model}_priors_only.json")
     with open(out, "w") as f:
         json.dump(result, f, indent=1)

@@ -40,6 +40,7 @@ from openmm import app, unit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flashmd_water import equilibrated_state  # noqa: E402
+from benchprovenance import provenance  # noqa: E402
 from openmmflash.integrators.training.data import flexibleWaterBox  # noqa: E402
 from openmmflash.integrators.network.modelfile import loadModel  # noqa: E402
 from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator  # noqa: E402
@@ -401,6 +402,7 @@ def main():
                             "observedRelativeDensityChange_gpu_npt": -0.0423},
         "wall_s": {"equilibration": eq_wall, "langevin": ref["wall_s"], "flashmd": fm["wall_s"]},
         "timeSeries": {"langevin": ref["rows"], "flashmdLangevin": fm["rows"]},
+        "provenance": provenance(),
     }
     os.makedirs(args.outdir, exist_ok=True)
     stem = os.path.join(args.outdir, f"flashmd_water_pressure_{args.tag}")
