@@ -21,7 +21,7 @@ autograd registration, so TorchScript, eager PyTorch, TorchForce and PythonForce
   with the filter interpolated from a Hermite table (``openmmflash.plugin.kernels.cfconv_table``; inference,
   symmetric pair lists; with ``halfptr`` each unordered pair once); backward ``cfconv_table_backward``.
 - ``pair_distances_rows(positions, src, dst, shifts, rowptr, cutoff, kernel) -> dist [P]``: pair distances with a
-  row-owned positions gradient (no atomics; ``openmmflash.plugin.kernels.pairdist``), used by the table path.
+  one-pass positions gradient over the rows (``openmmflash.plugin.kernels.pairdist``), used by the table path.
 
 The host checks of ``neighbor_list`` (finite positions, capacity overflow) synchronize with the device, so they are
 skipped while a CUDA graph is being captured; callers that replay graphs check ``num_pairs`` outside the graph.

@@ -249,7 +249,7 @@ class FlashSchNet(nn.Module):
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
         rowptr: Optional[Tensor] = None
         if self.filter_mode == "table" and self.use_ops and self.row_distances:
-            # Inference path: distances with a row-owned gradient (no scatter atomics), CSR built once.
+            # Inference path: distances with a one-pass gradient over the rows, CSR built once.
             rowptr = torch.ops.openmmflash.pair_rowptr(pairs[1], positions.shape[0])
             dist = torch.ops.openmmflash.pair_distances_rows(positions, pairs[0], pairs[1], pairs[2], rowptr,
                                                              self.cutoff, positions.is_cuda)
