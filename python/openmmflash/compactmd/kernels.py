@@ -100,6 +100,13 @@ if HAVE_NUMBA:
         return mode
 
     @_jit
+    def _previous(a, t):
+        """Rows t - 1 and t - 2 of ``a`` (row t itself where they do not exist): what the predictors read."""
+        p = a[t - 1] if t >= 1 else a[t]
+        pp = a[t - 2] if t >= 2 else a[t]
+        return p, pp
+
+    @_jit
     def _masks3(full, seq):
         """Per-coordinate masks for :func:`_code_row`; the first atom never has a predecessor (every layout
         already has it so; forcing it keeps a hostile mask from indexing before the row)."""
@@ -120,8 +127,7 @@ if HAVE_NUMBA:
             hi = min(n3, lo + blockAtoms * 3)
             for t in range(nf):
                 kind = _frame_kind(mode, t)
-                p = a[t - 1] if t >= 1 else a[t]
-                pp = a[t - 2] if t >= 2 else a[t]
+                p, pp = _previous(a, t)
                 if sign < 0 and known.shape[1] == n3:
                     # known atoms have False masks: give them the residual that decodes to the known value
                     for j in range(lo, hi):
@@ -150,8 +156,7 @@ if HAVE_NUMBA:
             hi = min(n3, lo + blockAtoms * 3)
             for t in range(nf):
                 kind = _frame_kind(mode, t)
-                p = a[t - 1] if t >= 1 else a[t]
-                pp = a[t - 2] if t >= 2 else a[t]
+                p, pp = _previous(a, t)
                 _code_row(a[t], p, pp, row, lo, hi, kind, full3, seq3, 1)
                 part = 0 if t == 0 else 1
                 base = t * nkeep * 3
@@ -289,23 +294,9 @@ if HAVE_NUMBA:
     @_jit
     def zigzag_stats(r):
         """zigzag(r) as uint32 and [max, #>=1, #>=3, #>=15] of it."""
-        n = r.size
         flat = r.reshape(-1)
-        u = np.empty(n, np.uint32)
-        top = np.uint32(0)
-        c1 = 0
-        c3 = 0
-        c15 = 0
-        for j in range(n):
-            v = np.int64(flat[j])
-            z = np.uint32(((v << 1) ^ (v >> 63)) & 0xFFFFFFFF)
-            u[j] = z
-            if z > top:
-                top = z
-            c1 += z >= 1
-            c3 += z >= 3
-            c15 += z >= 15
-        return u, np.array([np.int64(top), c1, c3, c15])
+        u, head, _ = zigzag_stats_split(flat, flat.size)
+        return u, head
 
     @_jit
     def zigzag_stats_split(r, split):
