@@ -100,6 +100,19 @@ def restrained_system(model, types, masses, positions, replicas, capacity, graph
     """System of B replicas with the FlashSchNet TorchForce and a weak harmonic restraint (500 kJ/mol/nm^2) to the
     start positions (nm), which keeps a random-weight model from changing the workload's pair count."""
     from openmmflash.plugin.torchforce import createFlashSchNetForce
+
+    system = restrained_particles(masses, positions, replicas)
+    mode, options = filter_options(variant)
+    system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
+                                           numParticles=system.getNumParticles(), periodic=False,
+                                           neighborCapacity=capacity, useCUDAGraphs=graphs, filterMode=mode,
+                                           filterTable=options))
+    return system
+
+
+def restrained_particles(masses, positions, replicas):
+    """A System of B replicas of the particles (masses amu) held near ``positions`` (nm) by a harmonic restraint,
+    k = 500 kJ/mol/nm^2; the force under test is added to it."""
     from openmmflash.stack import import_openmm
 
     openmm = import_openmm()
@@ -107,11 +120,6 @@ def restrained_system(model, types, masses, positions, replicas, capacity, graph
     for _ in range(replicas):
         for m in masses:
             system.addParticle(m)
-    mode, options = filter_options(variant)
-    system.addForce(createFlashSchNetForce(model, beadTypes=types * replicas, replicas=replicas,
-                                           numParticles=system.getNumParticles(), periodic=False,
-                                           neighborCapacity=capacity, useCUDAGraphs=graphs, filterMode=mode,
-                                           filterTable=options))
     restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
     restraint.addGlobalParameter("k", 500.0)
     for name in ("x0", "y0", "z0"):
@@ -439,22 +447,10 @@ class ZeroModel(torch.nn.Module):
 def zero_system(masses, positions, replicas, graphs):
     import openmmtorch
 
-    from openmmflash.stack import import_openmm
-
-    openmm = import_openmm()
-    system = openmm.System()
-    for _ in range(replicas):
-        for m in masses:
-            system.addParticle(m)
+    system = restrained_particles(masses, positions, replicas)
     force = openmmtorch.TorchForce(torch.jit.script(ZeroModel()), {"useCUDAGraphs": "true" if graphs else "false"})
     force.setOutputsForces(True)
     system.addForce(force)
-    restraint = openmm.CustomExternalForce("0.5*500*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
-    for name in ("x0", "y0", "z0"):
-        restraint.addPerParticleParameter(name)
-    for k, xyz in enumerate(positions):
-        restraint.addParticle(k, list(xyz))
-    system.addForce(restraint)
     return system
 
 

@@ -80,7 +80,7 @@ def worker(variant, replicas, dt_fs, ps, every, equil, state_dir=None, save_ever
                              {"Precision": "mixed"} if platform == "CUDA" else {})
     steps = int(round(ps * 1000.0 / dt_fs))
     saved = _saved(state_dir, variant)
-    series = {"times_ns": [], "energies_kJmol": [], "wall_s": 0.0, "segments": 0}
+    series = {"times_ns": [], "energies_kJmol": [], "wall_s": 0.0, "segments": 0, "beads": system.getNumParticles()}
     if saved is None:
         context.setPositions(positions)
         context.setVelocitiesToTemperature(300 * unit.kelvin, 1)
@@ -107,12 +107,12 @@ def worker(variant, replicas, dt_fs, ps, every, equil, state_dir=None, save_ever
         if stop_after is not None and time.perf_counter() - start > stop_after and k + every <= steps:
             print(f"PARTIAL {variant} {k}/{steps} steps", flush=True)
             return
-    print("ROW " + json.dumps(summarize(variant, replicas, system.getNumParticles(), dt_fs, ps, steps, series)),
-          flush=True)
+    print("ROW " + json.dumps(summarize(variant, replicas, dt_fs, ps, steps, series)), flush=True)
 
 
-def summarize(variant, replicas, beads, dt_fs, ps, steps, series):
+def summarize(variant, replicas, dt_fs, ps, steps, series):
     """The result row of one variant from its energy series."""
+    beads = series["beads"]
     elapsed = series["wall_s"]
     t, e = np.array(series["times_ns"]), np.array(series["energies_kJmol"])
     slope, slope_se, fluctuation = drift_fit(t, e)
@@ -165,8 +165,7 @@ def main():
                 rows.append({"variant": v, "error": f"incomplete: {None if saved is None else saved['steps_done']} "
                                                     f"of {steps} steps saved"})
             else:
-                rows.append(summarize(v, args.replicas, saved.get("beads", 269 * args.replicas), args.dt, args.ps,
-                                      steps, saved))
+                rows.append(summarize(v, args.replicas, args.dt, args.ps, steps, saved))
         report(rows, args)
         return
     procs = {v: subprocess.Popen(base + [v], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

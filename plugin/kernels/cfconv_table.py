@@ -81,6 +81,26 @@ def _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, DERIV:
 
 
 @triton.jit
+def _row_span(ROWPTR, HALFPTR, row, PAIRS: tl.constexpr):
+    """Pairs [start, end) that program ``row`` walks: all of its row, or (PAIRS) those with source > row."""
+    if PAIRS:
+        start = tl.load(HALFPTR + row)
+    else:
+        start = tl.load(ROWPTR + row)
+    return start, tl.load(ROWPTR + row + 1)
+
+
+@triton.jit
+def _pair_tile(DIST, SRC, e0, offs_e, end, cutoff):
+    """(indices, mask, distances, sources) [BLOCK_E] of the tile of pairs from e0 (padding lanes: d = 2 r_c)."""
+    rows = e0 + offs_e
+    mask_e = rows < end
+    d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
+    src = tl.load(SRC + rows, mask=mask_e, other=0)
+    return rows, mask_e, d, src
+
+
+@triton.jit
 def _table_fwd_kernel(
     X,        # [N, F] source features x = lin1(h), fp32 (or fp16 x / XSCALE when X16)
     DIST,     # [P] fp32 pair distances, dst-sorted order (padding last)
@@ -97,11 +117,7 @@ def _table_fwd_kernel(
     X16: tl.constexpr, PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    if PAIRS:
-        start = tl.load(HALFPTR + row)
-    else:
-        start = tl.load(ROWPTR + row)
-    end = tl.load(ROWPTR + row + 1)
+    start, end = _row_span(ROWPTR, HALFPTR, row, PAIRS)
     offs_e = tl.arange(0, BLOCK_E)
     offs_f = tl.arange(0, BLOCK_F)
     mask_f = offs_f < F
@@ -113,10 +129,7 @@ def _table_fwd_kernel(
         xi = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * xscale
     acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
     for e0 in range(start, end, BLOCK_E):
-        rows = e0 + offs_e
-        mask_e = rows < end
-        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
-        src = tl.load(SRC + rows, mask=mask_e, other=0)
+        rows, mask_e, d, src = _pair_tile(DIST, SRC, e0, offs_e, end, cutoff)
         w, _ = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, False)
         m2 = mask_e[:, None] & mask_f[None, :]
         xs = tl.load(X + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0)
@@ -147,11 +160,7 @@ def _table_bwd_kernel(
     X16: tl.constexpr, PAIRS: tl.constexpr, BLOCK_E: tl.constexpr, BLOCK_F: tl.constexpr,
 ):
     row = tl.program_id(0).to(tl.int64)
-    if PAIRS:
-        start = tl.load(HALFPTR + row)
-    else:
-        start = tl.load(ROWPTR + row)
-    end = tl.load(ROWPTR + row + 1)
+    start, end = _row_span(ROWPTR, HALFPTR, row, PAIRS)
     offs_e = tl.arange(0, BLOCK_E)
     offs_f = tl.arange(0, BLOCK_F)
     mask_f = offs_f < F
@@ -167,10 +176,7 @@ def _table_bwd_kernel(
         xi_g = tl.load(X + row * F + offs_f, mask=mask_f, other=0.0).to(tl.float32) * (xscale * gscale)
     acc = tl.zeros((BLOCK_E, BLOCK_F), dtype=tl.float32)
     for e0 in range(start, end, BLOCK_E):
-        rows = e0 + offs_e
-        mask_e = rows < end
-        d = tl.load(DIST + rows, mask=mask_e, other=2.0 * cutoff)
-        src = tl.load(SRC + rows, mask=mask_e, other=0)
+        rows, mask_e, d, src = _pair_tile(DIST, SRC, e0, offs_e, end, cutoff)
         w, dw = _hermite(TABLE, d, mask_e, offs_f, mask_f, inv_h, n_nodes, cutoff, F, True)
         m2 = mask_e[:, None] & mask_f[None, :]
         gs = tl.load(G + src[:, None] * F + offs_f[None, :], mask=m2, other=0.0).to(tl.float32)

@@ -85,9 +85,9 @@ def neighbor_list_open(positions: Tensor, num_replicas: int, cutoff: float,
     pos = positions.detach().contiguous()
     count = torch.empty(total, dtype=torch.int32, device=device)
     cutoff2 = float(cutoff) * float(cutoff)
-    _count_kernel[(total,)](pos, count, n, cutoff2, BLOCK=min(BLOCK_J, max(16, triton.next_power_of_2(n))))
+    block = min(BLOCK_J, max(16, triton.next_power_of_2(n)))
+    _count_kernel[(total,)](pos, count, n, cutoff2, BLOCK=block)
     ends = torch.cumsum(count.to(torch.int64), 0)
     first = ends - count
-    _fill_kernel[(total,)](pos, first, src, dst, n, cutoff2, capacity,
-                           BLOCK=min(BLOCK_J, max(16, triton.next_power_of_2(n))))
+    _fill_kernel[(total,)](pos, first, src, dst, n, cutoff2, capacity, BLOCK=block)
     return src, dst, shifts, ends[-1]

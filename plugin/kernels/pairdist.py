@@ -102,7 +102,7 @@ def distances_forward(positions: Tensor, src: Tensor, dst: Tensor, shifts: Tenso
     return dist
 
 
-def distances_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, dst: Tensor, shifts: Tensor,
+def distances_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, shifts: Tensor,
                        dist: Tensor, rowptr: Tensor) -> Tensor:
     """dL/dpositions [N, 3] for dL/ddist = grad_dist [P] (dst-sorted list with destination offsets ``rowptr``)."""
     _check(positions, src, shifts, rowptr)
@@ -135,14 +135,14 @@ def _pair_distances_rows_fake(positions, src, dst, shifts, rowptr, cutoff, kerne
 
 
 @torch.library.custom_op("openmmflash::pair_distances_rows_backward", mutates_args=())
-def pair_distances_rows_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, dst: Tensor, shifts: Tensor,
+def pair_distances_rows_backward(grad_dist: Tensor, positions: Tensor, src: Tensor, shifts: Tensor,
                                  dist: Tensor, rowptr: Tensor) -> Tensor:
     """dL/dpositions [N, 3] of ``pair_distances_rows`` (kernel path)."""
-    return distances_backward(grad_dist, positions, src, dst, shifts, dist, rowptr)
+    return distances_backward(grad_dist, positions, src, shifts, dist, rowptr)
 
 
 @pair_distances_rows_backward.register_fake
-def _pair_distances_rows_backward_fake(grad_dist, positions, src, dst, shifts, dist, rowptr):
+def _pair_distances_rows_backward_fake(grad_dist, positions, src, shifts, dist, rowptr):
     return torch.empty_like(positions)
 
 
@@ -156,7 +156,7 @@ def _backward(ctx, grad_dist):
     positions, src, dst, shifts, rowptr, dist = ctx.saved_tensors
     cutoff, kernel = ctx.params
     if kernel and positions.dtype == torch.float32:
-        grad = torch.ops.openmmflash.pair_distances_rows_backward(grad_dist, positions, src, dst, shifts, dist,
+        grad = torch.ops.openmmflash.pair_distances_rows_backward(grad_dist, positions, src, shifts, dist,
                                                                   rowptr)
     else:
         leaf = positions.detach().requires_grad_(True)
