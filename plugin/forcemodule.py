@@ -22,8 +22,8 @@ from torch import Tensor, nn
 from openmmflash import mlcg  # noqa: F401  (lets loadModel read mlcg files)
 from openmmflash.cg.inputchecks import requireCGTopology, warnUnseenResidues
 from openmmflash.cg.mapping import CGMapping, beadTypesFromTopology
-from openmmflash.plugin import ops  # noqa: F401  (registers the torch.ops.openmmflash.* the model calls)
 from openmmflash.plugin.forceoptions import FILTER_MODES, FlashSchNetForceOptions
+from openmmflash.plugin.opsmodel import FlashSchNetOps
 from openmmflash.schnet.filtertable import FilterTableOptions, attachFilterTable, buildFilterTable
 from openmmflash.schnet.model import loadModel
 
@@ -36,7 +36,7 @@ class FlashSchNetForceModule(nn.Module):
     Parameters
     ----------
     model : FlashSchNet
-        The potential (a copy is converted to ``precision`` and set to use the custom ops).
+        The potential (a copy, converted to ``precision``, runs as a ``FlashSchNetOps`` on the custom ops).
     types : torch.Tensor
         Bead types of the modelled particles, shape (B * n,), int64.
     numParticles : int
@@ -83,11 +83,8 @@ class FlashSchNetForceModule(nn.Module):
             filterMode = "table" if precision == "single" else "exact"
         if filterMode not in FILTER_MODES:
             raise ValueError(f"filterMode must be one of {list(FILTER_MODES)}, got {filterMode!r}")
-        import copy
-
         self.dtype = PRECISIONS[precision]
-        self.model = copy.deepcopy(model).to(self.dtype).eval()
-        self.model.use_ops = True
+        self.model = FlashSchNetOps.fromModel(model).to(self.dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.register_buffer("types", types.to(torch.int64).clone())

@@ -4,6 +4,7 @@ the reference model (fp32 to 1e-5 relative, W16A16 force RMSE under 1 % of the f
 import pytest
 import torch
 
+from openmmflash.plugin.opsmodel import FlashSchNetOps
 from openmmflash.schnet.config import FlashSchNetConfig
 from openmmflash.schnet.model import FlashSchNet
 
@@ -36,8 +37,7 @@ def test_cpu_uses_reference_and_scripts():
     pos, types = _system("cpu")
     plain = _model(backend="flash", filterPrecision="w16a16")
     e_ref, f_ref = plain.energy_and_forces(pos, types, 2)
-    plain.use_ops = True
-    scripted = torch.jit.script(plain)
+    scripted = torch.jit.script(FlashSchNetOps.fromModel(plain))
     p = pos.clone().requires_grad_(True)
     energy = scripted(p, types, 2, None, 0)
     (grad,) = torch.autograd.grad(energy.sum(), p)
@@ -46,7 +46,7 @@ def test_cpu_uses_reference_and_scripts():
 
 
 def test_training_path_double_backward_unchanged():
-    """use_ops=False keeps the differentiable reference: forces of forces exist (training)."""
+    """The plain model keeps the differentiable reference: forces of forces exist (training)."""
     pos, types = _system("cpu", replicas=1, beads=6)
     model = _model()
     energy, forces = model.energy_and_forces(pos, types, 1, create_graph=True)
@@ -63,8 +63,7 @@ def test_cuda_flash_model_matches_reference(filter_precision, tolerance, capacit
     pos, types = _system("cuda")
     results = []
     for backend in ("reference", "flash"):
-        model = _model(backend=backend, filterPrecision=filter_precision).cuda()
-        model.use_ops = True
+        model = FlashSchNetOps.fromModel(_model(backend=backend, filterPrecision=filter_precision)).cuda()
         for prm in model.parameters():
             prm.requires_grad_(False)
         p = pos.clone().requires_grad_(True)
@@ -87,6 +86,5 @@ def test_padded_overflow_poisons_instead_of_dropping_pairs():
     assert pairs > 4
     assert torch.allclose(model(pos, types, 1, None, pairs + 3), exact, rtol=1e-6, atol=1e-6)
     assert bool(torch.isnan(model(pos, types, 1, None, pairs - 1)).all())
-    model.use_ops = True
     with pytest.raises(RuntimeError, match="neighbor list overflow"):
-        model(pos, types, 1, None, pairs - 1)
+        FlashSchNetOps.fromModel(model)(pos, types, 1, None, pairs - 1)

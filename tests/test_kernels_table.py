@@ -16,6 +16,7 @@ from conftest import make_model
 from openmmflash.neighbors import build_neighbor_list
 from openmmflash.plugin import ops  # noqa: F401  (registers torch.ops.openmmflash.*)
 from openmmflash.plugin.kernels.cfconv_table import build_rowptr
+from openmmflash.plugin.opsmodel import FlashSchNetOps
 from openmmflash.schnet.filtertable import (FilterTableOptions, buildFilterTable, cfconv_table_reference,
                                             exact_filter, hermite_filter)
 from openmmflash.schnet.reference import cfconv_reference, pair_distances
@@ -217,9 +218,8 @@ def test_model_table_mode_close_to_exact():
     e_ref, f_ref = model.energy_and_forces(pos, types, 2)
     table_model = copy.deepcopy(model)
     attachFilterTable(table_model, buildFilterTable(model, FilterTableOptions(tolerance=1e-6, storage="fp64")))
-    for use_ops in (False, True):
-        table_model.use_ops = use_ops
-        e, f = table_model.energy_and_forces(pos, types, 2)
+    for m in (table_model, FlashSchNetOps.fromModel(table_model)):
+        e, f = m.energy_and_forces(pos, types, 2)
         assert _rel(e, e_ref) < 1e-6 and _rel(f, f_ref) < 1e-5
         assert _rel(f, f_ref) > 0  # really the table
     with pytest.raises(ValueError, match="blocks"):
@@ -234,7 +234,7 @@ def test_model_table_kernels_match_table_reference(scheme):
 
     model = _gaussian_model(filters=11, rbf=7, cutoff=4.0)
     attachFilterTable(model, buildFilterTable(model))
-    model.use_ops = True
+    model = FlashSchNetOps.fromModel(model)
     model.table_scheme = scheme
     pos = torch.randn(2 * 8, 3, generator=torch.Generator().manual_seed(5)) * 1.5
     types = torch.arange(8).repeat(2) % 5

@@ -210,6 +210,28 @@ def test_no_import_cycle_between_folders():
     assert not cycles, "\n".join(_describe(c, edges) for c in cycles)
 
 
+def _calls_custom_ops(path):
+    """Line numbers where a module reaches ``torch.ops.openmmflash`` (the fast path of the adapters)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    return [node.lineno for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "openmmflash" and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ops" and isinstance(node.value.value, ast.Name) and node.value.value.id == "torch"]
+
+
+def test_foundation_and_domain_stay_plain_torch():
+    """The models are plain PyTorch: only the adapters (plugin: ``FlashSchNetOps``) call the custom ops."""
+    bad = [f"  {module} line {line}" for module, path in sorted(_modules_cache().items())
+           if (layer_of(module) or (0,))[0] <= 1 for line in _calls_custom_ops(path)]
+    assert not bad, "torch.ops.openmmflash called below the adapters:\n" + "\n".join(bad)
+
+
+def test_custom_op_detector_sees_a_call(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import torch\n\ny = torch.ops.openmmflash.pair_rowptr\n")
+    assert _calls_custom_ops(str(probe)) == [3]
+
+
 @pytest.mark.parametrize("module, expected", [
     ("openmmflash.stack", 0), ("openmmflash.schnet.model", 1), ("openmmflash.plugin.torchforce", 2),
     ("openmmflash.integrators", 3), ("openmmflash.cli", 5), ("openmmflash.compactmd.cli", 5)])

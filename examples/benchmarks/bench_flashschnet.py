@@ -138,11 +138,6 @@ def make_model(num_types, variant, device):
                                numInteractions=4, cutoff=15.0, readoutHidden=[128], backend=backend,
                                filterPrecision=filter_precision)
     model = FlashSchNet(config)
-    scheme, rowdist = VARIANTS[variant][4:6]
-    if scheme is not None:
-        model.table_scheme = scheme
-    if rowdist is not None:
-        model.row_distances = rowdist
     model.reset_parameters(seed=0)
     with torch.no_grad():
         model.readout[-1].weight.mul_(0.01)  # gentle forces, so MD keeps the structure (see module docstring)
@@ -156,8 +151,14 @@ def make_module(model, types, replicas, capacity, variant, precision="single"):
     module = createFlashSchNetModule(model, beadTypes=types * replicas, replicas=replicas, precision=precision,
                                      neighborCapacity=capacity, filterMode=mode, filterTable=options,
                                      outputBuffers=True).to(model.mu.device)
+    if not VARIANTS[variant][2]:
+        module.model = module.model.plainCopy()  # plain torch autograd, no ops
     module._table_versions = module._weight_versions()  # moved, not changed: keep the tables built above
-    module.model.use_ops = VARIANTS[variant][2]
+    scheme, rowdist = VARIANTS[variant][4:6]
+    if scheme is not None:
+        module.model.table_scheme = scheme
+    if rowdist is not None:
+        module.model.row_distances = rowdist
     return module
 
 

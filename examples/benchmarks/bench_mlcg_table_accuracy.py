@@ -109,6 +109,7 @@ def main():
     from openmmflash.cg.structure import loadProtein
     from openmmflash.mlcg.importer import importMlcg
     from openmmflash.plugin.forcemodule import FlashSchNetForceModule, createFlashSchNetModule
+    from openmmflash.plugin.opsmodel import FlashSchNetOps
     from openmmflash.schnet.model import loadModel
 
     torch.set_num_threads(1)
@@ -124,8 +125,7 @@ def main():
     # The same float32 nm inputs straight into the float32 model (no translation: the force before it centred).
     exact64 = FlashSchNetForceModule(model, types, len(types), precision="double", filterMode="exact")
     reference = module_forces(exact64, nm64.float().double())
-    m32 = copy.deepcopy(model).float()
-    m32.use_ops = True
+    m32 = FlashSchNetOps.fromModel(model).float()
     raw = [m32.energy_and_forces(pos * 10.0, types)[1].double().numpy() for pos in nm64.float()]
     rows["exact fp32, untranslated (model directly)"] = rel_errors(raw, reference)
     # What the float32 nm rounding of the positions alone does: float64 forces there vs at the stored positions.

@@ -12,14 +12,13 @@
 Positions and the cutoff are in the model's length unit (``config.lengthUnit``, Angstrom by default) and energies in
 its energy unit (kcal/mol by default); ``openmmflash.plugin`` converts at the OpenMM boundary (nm, kJ/mol).
 
-The CFConv and the neighbor list go through ``torch.ops.openmmflash.*`` when ``use_ops`` is True (the path OpenMM
-runs, where optimized kernels slot in; ``openmmflash.plugin`` registers the ops and switches it on); with
-``use_ops`` False the plain differentiable reference is called directly (training needs gradients of forces).
+This model is plain PyTorch, differentiable twice (training needs gradients of forces). The steps the fused kernels
+replace are methods (``neighbor_list``, ``pair_geometry``, ``pair_layout``, ``block_conv``) that
+``openmmflash.plugin.opsmodel.FlashSchNetOps``, the model OpenMM runs, overrides with ``torch.ops.openmmflash.*``.
 """
 
 import math
-import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -53,23 +52,13 @@ class FlashSchNet(nn.Module):
         c = self.config
         self.cutoff = float(c.cutoff)
         self.rbf_cutoff = bool(c.rbfCutoff)
-        self.use_ops = False
-        self.backend = str(c.backend)      # "flash" | "reference" (CFConv through the ops on CUDA float32)
+        self.backend = str(c.backend)      # "flash" | "reference" (the fused kernels of FlashSchNetOps, or not)
         self.filter_precision = str(c.filterPrecision)  # "fp32" | "w16a16" (flash filter MLP)
         # "exact" (filter MLP per pair) or "table" (Hermite tables of every block's filter, [T, nodes, 2, F'] with
         # values and spacing * dW/dd at nodes spacing apart; built by openmmflash.schnet.filtertable, not saved).
         self.filter_mode = "exact"
         self.register_buffer("filter_table", torch.zeros(0, 0, 2, 0), persistent=False)
         self.table_spacing = 1.0
-        # Table kernels on CPU tensors too (Triton interpreter, TRITON_INTERPRET=1: accuracy checks of the float32
-        # kernel arithmetic); otherwise they run on CUDA and the plain torch table path elsewhere.
-        self.table_kernels_on_cpu = False
-        # Table path on the ops: pair distances with a one-pass positions gradient (plugin/kernels/pairdist.py)
-        # instead of the autograd scatter-adds of pair_distances (OPENMMFLASH_ROW_DISTANCES=0 turns it off), and the
-        # table kernels' scheme: "pairs" (each unordered pair once, atomics to the other end) or "rows" (every
-        # directed pair from its destination row, no atomics; OPENMMFLASH_TABLE_SCHEME=rows).
-        self.row_distances = os.environ.get("OPENMMFLASH_ROW_DISTANCES", "1") == "1"
-        self.table_scheme = os.environ.get("OPENMMFLASH_TABLE_SCHEME", "pairs")
         # Bead-type table, CG mapping, prior parameters, provenance: see openmmflash.schnet.modelfile.
         self.metadata = {}
         self.embedding = nn.Embedding(c.numBeadTypes, c.hiddenChannels)
@@ -131,40 +120,33 @@ class FlashSchNet(nn.Module):
         the ops) gets NaN shifts, so the energy and forces are NaN (OpenMM then stops with a NaN error) instead of
         silently missing pairs; outside graphs the ``neighbor_list`` op raises a clear error first.
         """
-        if self.use_ops:
-            src, dst, shifts, num = torch.ops.openmmflash.neighbor_list(positions.detach(), num_replicas,
-                                                                        self.cutoff, box, capacity)
-        else:
-            src, dst, shifts, num = build_neighbor_list(positions, num_replicas, self.cutoff, box, capacity)
+        src, dst, shifts, num = self.neighbor_list(positions, num_replicas, box, capacity)
         if capacity > 0:
             shifts = shifts.masked_fill(num > capacity, float("nan"))
         return [src, dst, shifts, num]
 
-    def conv(self, block: InteractionBlock, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor) -> Tensor:
-        """CFConv m [N, F'] of x [N, F'] with ``block``'s filter over pairs (dist, src, dst [P]); see ``filter_conv``."""
-        return self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight)
+    def neighbor_list(self, positions: Tensor, num_replicas: int, box: Optional[Tensor],
+                      capacity: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(src, dst, shifts, num_pairs) of ``openmmflash.neighbors.build_neighbor_list``."""
+        src, dst, shifts, num = build_neighbor_list(positions, num_replicas, self.cutoff, box, capacity)
+        return src, dst, shifts, num
+
+    def pair_geometry(self, positions: Tensor, pairs: List[Tensor]) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
+        """(dist [P], valid [P], destination offsets [N + 1] or None) of the pairs [src, dst, shifts, num]."""
+        dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+        return dist, valid, None
 
     def filter_conv(self, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor,
                     w2: Tensor) -> Tensor:
         """CFConv m [N, F'] of x [N, F'] over pairs (dist, src, dst [P], dst-sorted, dst = -1 padding), filter
         weights w1 [F', R], b1 [F'], w2 [F', F'].
 
-        With ``use_ops`` the fused Triton kernels run for CUDA float32 tensors when ``backend == "flash"`` (filter
-        MLP in ``filter_precision``), the reference op otherwise; without ``use_ops`` the plain differentiable reference.
         (Weights are passed rather than the block so that TorchScript can compile models of different shapes in one
         process: a ``block: InteractionBlock`` argument binds to the first compiled InteractionBlock type.)
-        Models with another basis or envelope (imported mlcg models) run the plain torch ``general_conv``.
+        Models with another basis or envelope (imported mlcg models) run ``general_conv``.
         """
         if not self.gaussian_cosine:
             return self.general_conv(x, dist, src, dst, w1, b1, w2)
-        if self.use_ops:
-            if self.backend == "flash" and x.is_cuda and x.dtype == torch.float32:
-                csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
-                return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu, w1, b1,
-                                                        w2, self.gamma, self.cutoff, self.rbf_cutoff,
-                                                        self.filter_precision)
-            return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff,
-                                                self.rbf_cutoff)
         return cfconv_reference(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff)
 
     def filter_of(self, dist: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
@@ -195,44 +177,30 @@ class FlashSchNet(nn.Module):
         w = self.filter_of(safe_dist, w1, b1, w2) * valid.unsqueeze(-1).to(x.dtype)
         return torch.zeros_like(x).index_add(0, dst_c, x.index_select(0, src_c) * w)
 
+    def pair_layout(self, dist: Tensor, src: Tensor, dst: Tensor, num_nodes: int,
+                    rowptr: Optional[Tensor]) -> List[Tensor]:
+        """Index arrays that depend only on the pair list, built once per call for ``block_conv`` (none here)."""
+        return []
+
+    def block_conv(self, t: int, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor,
+                   w2: Tensor, layout: List[Tensor]) -> Tensor:
+        """CFConv m [N, F'] of interaction block ``t``: its filter table (``filter_mode == "table"``, inference with
+        fixed weights) or its filter MLP (weights w1, b1, w2); ``layout`` from ``pair_layout``."""
+        if self.filter_mode == "table":
+            return cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing, self.cutoff)
+        return self.filter_conv(x, dist, src, dst, w1, b1, w2)
+
     def atom_energies(self, types: Tensor, dist: Tensor, src: Tensor, dst: Tensor,
                       rowptr: Optional[Tensor] = None) -> Tensor:
         """Per-bead energies eps_i [N] from bead types [N] and the pair list (dist [P], src/dst [P]; destination
         offsets ``rowptr`` [N + 1] if already built)."""
         h = self.embedding(types)
-        # The fused kernels' CSR layout depends only on the pair list: built once per call, not once per block.
-        table = self.filter_mode == "table"
-        flash = (self.use_ops and self.backend == "flash" and self.gaussian_cosine and h.is_cuda
-                 and dist.dtype == torch.float32 and not table)
-        offsets, perm, rowptr_src = src, src, src
-        halfptr: Optional[Tensor] = None
-        if rowptr is not None:
-            offsets = rowptr
-        elif table and self.use_ops:
-            offsets = torch.ops.openmmflash.pair_rowptr(dst, h.shape[0])
-        if table and self.use_ops and self.table_scheme == "pairs" and (h.is_cuda or self.table_kernels_on_cpu):
-            halfptr = torch.ops.openmmflash.pair_halfptr(src, dst, h.shape[0])
-        if flash:
-            offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, h.shape[0])
+        layout = self.pair_layout(dist, src, dst, h.shape[0], rowptr)  # once per call, not once per block
         t = 0
         for block in self.blocks:
             x = block.lin1(h)
-            if table:
-                # Tabulated filters (inference with fixed weights): kernels on CUDA, plain torch elsewhere.
-                if self.use_ops:
-                    m = torch.ops.openmmflash.cfconv_table(x, dist, src, dst, offsets, self.filter_table[t],
-                                                           self.table_spacing, self.cutoff,
-                                                           x.is_cuda or self.table_kernels_on_cpu, halfptr)
-                else:
-                    m = cfconv_table_reference(x, dist, src, dst, self.filter_table[t], self.table_spacing,
-                                               self.cutoff)
-            elif flash and x.dtype == torch.float32:
-                m = torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, offsets, perm, rowptr_src, self.mu,
-                                                     block.filter1.weight, block.filter1.bias, block.filter2.weight,
-                                                     self.gamma, self.cutoff, self.rbf_cutoff, self.filter_precision)
-            else:
-                m = self.filter_conv(x, dist, src, dst, block.filter1.weight, block.filter1.bias,
-                                     block.filter2.weight)
+            m = self.block_conv(t, x, dist, src, dst, block.filter1.weight, block.filter1.bias, block.filter2.weight,
+                                layout)
             h = h + block.lin(torch.tanh(block.lin2(m)))
             t += 1
         for k, layer in enumerate(self.readout):
@@ -247,15 +215,7 @@ class FlashSchNet(nn.Module):
         if types.shape[0] != positions.shape[0]:
             raise ValueError(f"got {positions.shape[0]} positions but {types.shape[0]} bead types")
         pairs = self.neighbor_pairs(positions, num_replicas, box, capacity)
-        rowptr: Optional[Tensor] = None
-        if self.filter_mode == "table" and self.use_ops and self.row_distances:
-            # Inference path: distances with a one-pass gradient over the rows, CSR built once.
-            rowptr = torch.ops.openmmflash.pair_rowptr(pairs[1], positions.shape[0])
-            dist = torch.ops.openmmflash.pair_distances_rows(positions, pairs[0], pairs[1], pairs[2], rowptr,
-                                                             self.cutoff, positions.is_cuda)
-            valid = pairs[1] >= 0
-        else:
-            dist, valid = pair_distances(positions, pairs[0], pairs[1], pairs[2], self.cutoff)
+        dist, valid, rowptr = self.pair_geometry(positions, pairs)
         if self.max_num_neighbors > 0:
             # mlcg keeps at most max_num_neighbors per bead (an arbitrary subset): where that would bind, the
             # energy is NaN rather than silently different (no host sync, so CUDA graphs keep working).

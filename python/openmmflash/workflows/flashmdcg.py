@@ -23,6 +23,7 @@ from openmmflash.integrators.engine.replicaenergy import ReplicaEnergy
 from openmmflash.integrators.training.data import speciesOf
 from openmmflash.plugin.cgsystem import createCGSystem
 from openmmflash.plugin.fastpath import fastPathOptions
+from openmmflash.plugin.opsmodel import FlashSchNetOps
 from openmmflash.plugin.fastpath import neighborCapacity as capacityFor
 from openmmflash.plugin.replicas import replicatePositions, replicateTopology, singleReplicaSystem
 from openmmflash.plugin.torchforce import createFlashSchNetModule, resolveBeadTypes
@@ -159,12 +160,11 @@ DENSE_PAIRS_MAX = 65536  # "auto" pairs: all ordered pairs up to this many (chig
 
 class _DenseFlashSchNet:
     """A FlashSchNet model (FlashSchNet's call signature) over every ordered pair inside each of B replicas of n
-    beads, with the plain PyTorch CFConv: fixed shapes, differentiable, compilable. Turns ``model.use_ops`` off
-    (pass a copy that nothing else calls, as the force module's)."""
+    beads, with the plain PyTorch CFConv: fixed shapes, differentiable, compilable (a plain copy of a force
+    module's ``FlashSchNetOps``)."""
 
     def __init__(self, model, replicas: int, n: int, dtype, device):
-        self.model = model
-        self.model.use_ops = False
+        self.model = model.plainCopy() if isinstance(model, FlashSchNetOps) else model
         self.src, self.dst = denseEdges(replicas, n, device)
         self.shifts = torch.zeros(self.src.shape[0], 3, dtype=dtype, device=device)
 
