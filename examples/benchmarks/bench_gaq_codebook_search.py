@@ -1,5 +1,6 @@
 """Nearest-codeword search: the cube-map index (``openmmflash.gaq.codebookindex``) against a search over all K
-codewords, alone and inside the quantized FlashMD water model's call; all in one run, on the CPU (or the device given).
+codewords, alone (``--runs`` repetitions: median and range of the speed-up) and inside the quantized FlashMD water
+model's call; all in one run, on the CPU (or the device given).
 
 Prints a table and writes ``results/gaq_codebook_search_<device>.json``. The model part needs the water training
 pairs (``--data``, from ``openmmflash flashmd-data``; skipped when the file is missing).
@@ -16,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,6 +55,19 @@ def search_rows(device: str, directions: int, reps: int) -> list:
         rows.append({"bits": bits, "codewords": 2 ** bits, "resolution": index.resolution,
                      "candidatesPerDirection": index.width, "build_s": build, "fullSearch_ms": full,
                      "index_ms": fast, "speedup": full / fast, "sameIndex": agree})
+    return rows
+
+
+def summarize(runs: list) -> list:
+    """Per codebook size: the index's speed-up over the full search in every run, its median, min and max, and the
+    lowest fraction of directions given the same codeword as the full search."""
+    rows = []
+    for k, first in enumerate(runs[0]):
+        speedups = [run[k]["speedup"] for run in runs]
+        rows.append({"bits": first["bits"], "codewords": first["codewords"], "resolution": first["resolution"],
+                     "candidatesPerDirection": first["candidatesPerDirection"], "speedups": speedups,
+                     "speedupMedian": float(np.median(speedups)), "speedupMin": min(speedups),
+                     "speedupMax": max(speedups), "sameIndexMin": min(run[k]["sameIndex"] for run in runs)})
     return rows
 
 
@@ -96,6 +111,7 @@ def main(argv=None):
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", ".flashmd_data", "water_8fs.npz"))
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--runs", type=int, default=5, help="repetitions of the whole search timing (spread over runs)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -103,11 +119,13 @@ def main(argv=None):
               "cpu": platform.processor() or platform.machine(), "threads": args.threads,
               "torch": torch.__version__, "python": platform.python_version(),
               "note": "CPU wall times on a shared 2-core machine: compare within this run (ratios), not across runs",
-              "search": search_rows(args.device, args.directions, args.reps)}
-    print(f"{'bits':>4} {'K':>6} {'cand':>5} {'full ms':>9} {'index ms':>9} {'speedup':>8} {'same':>8}")
+              "runs": [search_rows(args.device, args.directions, args.reps)
+                       for _ in tqdm(range(args.runs), desc="search runs", disable=None)]}
+    result["search"] = summarize(result["runs"])
+    print(f"{'bits':>4} {'K':>6} {'cand':>5} {'speed-up median':>16} {'min':>6} {'max':>6} {'same':>8}")
     for r in result["search"]:
-        print(f"{r['bits']:4d} {r['codewords']:6d} {r['candidatesPerDirection']:5d} {r['fullSearch_ms']:9.2f} "
-              f"{r['index_ms']:9.2f} {r['speedup']:8.1f} {r['sameIndex']:8.5f}")
+        print(f"{r['bits']:4d} {r['codewords']:6d} {r['candidatesPerDirection']:5d} {r['speedupMedian']:16.1f} "
+              f"{r['speedupMin']:6.1f} {r['speedupMax']:6.1f} {r['sameIndexMin']:8.5f}")
     if os.path.exists(args.data):
         result["modelCall"] = model_rows(args.device, args.data, args.frames, args.reps)
         for r in result["modelCall"]:
