@@ -12,6 +12,7 @@ tracked files differed from that commit.
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
@@ -84,3 +85,28 @@ def provenance(argv=None):
     }
     out["notRecorded"] = [k for k in KEYS if out[k] is None]
     return out
+
+
+def storeRun(path: str, run: str, result: dict, description: str) -> None:
+    """Write ``result`` (with its ``provenance``) as run ``run`` of the multi-run results file ``path``: one file per
+    benchmark, ``{"benchmark", "description", "provenance", "runs": [{"run", "provenance", "result"}]}``. A stored
+    run of the same name is replaced, the others are kept; the top-level provenance merges the runs' (a key whose
+    runs differ holds the list of their values)."""
+    stored = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            stored = json.load(f)
+    body = {k: v for k, v in result.items() if k != "provenance"}
+    runs = [r for r in stored.get("runs", []) if r.get("run") != run]
+    runs.append({"run": run, "provenance": result["provenance"], "result": body})
+    merged = {}
+    for key in runs[0]["provenance"]:
+        values = [r["provenance"].get(key) for r in runs]
+        merged[key] = values[0] if all(v == values[0] for v in values) else values
+    merged["notRecorded"] = sorted({k for r in runs for k in r["provenance"].get("notRecorded", [])})
+    out = {"benchmark": os.path.splitext(os.path.basename(path))[0], "description": description,
+           "provenance": merged, "runs": runs}
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(tmp, path)

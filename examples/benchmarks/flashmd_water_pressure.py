@@ -1,7 +1,8 @@
 """Why does FlashMD water under MonteCarloBarostat come out too light? Pressure at fixed volume, split by term.
 
 From one state of the flexible TIP3P-FB water box of bench_flashmd_water.py, compressed to the Langevin NpT density
-(molecule centres scaled, default 1.0154 g/cm^3 from results/flashmd_water_gpu_gamma10.json) and equilibrated with
+(molecule centres scaled, default 1.0154 g/cm^3: Langevin's NpT density in bench_flashmd_water.py at friction 10/ps
+on an H100) and equilibrated with
 LangevinMiddleIntegrator (NVT, 0.5 fs), runs NVT at 300 K, friction 10/ps with
   (a) LangevinMiddleIntegrator, 0.5 fs, and
   (b) FlashMDLangevinIntegrator at the model's stride (8 fs),
@@ -18,15 +19,16 @@ for the same simulated time, and every ``--sample`` ps records
   - the potential energy by force group, O-H bond lengths and H-O-H angles of all molecules, the mean molecular
     dipole, per-species and molecular translation / rotation / vibration kinetic temperatures, and the FlashMD
     fallback count and energy-rescale factors.
-Reports means with block standard errors (10 blocks after ``--discard``), writes
-results/flashmd_water_pressure_<tag>.json and .png, prints a table. ~15 min on 2 CPU cores for 30 ps each.
+Reports means with block standard errors (10 blocks after ``--discard``), prints a table, writes the run
+``flashmd_water_pressure_<tag>`` into results/flashmd_water_pressure_<platform>.json (one file, a run per tag) and
+a plot results/flashmd_water_pressure_<tag>.png. ~15 min on 2 CPU cores for 30 ps each.
 
-    nice python examples/benchmarks/flashmd_water_pressure.py     # the committed CPU report (30 ps, first 5 discarded)
-    python examples/benchmarks/flashmd_water_pressure.py --time 0.2 --equilibration 0.1 --discard 0.05 --tag test
+    nice python examples/benchmarks/flashmd_water_pressure.py                                # per-species rescale
+    nice python examples/benchmarks/flashmd_water_pressure.py --mode-rescale --tag cpu_modes  # modeRescale=True
+    python examples/benchmarks/flashmd_water_pressure.py --time 0.2 --equilibration 0.1 --discard 0.05 --outdir /tmp/p
 """
 
 import argparse
-import json
 import os
 import platform as pyplatform
 import sys
@@ -40,12 +42,14 @@ from openmm import app, unit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flashmd_water import equilibrated_state  # noqa: E402
-from benchprovenance import provenance  # noqa: E402
+from benchprovenance import provenance, storeRun  # noqa: E402
 from openmmflash.integrators.training.data import flexibleWaterBox  # noqa: E402
 from openmmflash.integrators.network.modelfile import loadModel  # noqa: E402
 from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+DESCRIPTION = ("Pressure at a fixed volume (the barostat's own virial) and per-motion temperatures of water under "
+               "FlashMD and Langevin ({platform} platform); one run per entry of `runs`.")
 KB = 0.00831446261815324  # kJ/mol/K
 BAR_PER_KJ_MOL_NM3 = 16.6054  # 1 kJ/mol/nm^3 in bar
 NA = 6.02214076e23
@@ -382,7 +386,7 @@ def main():
         "benchmark": "flashmd_water_pressure", "model": args.model, "stride_fs": stride * 1000, "numParticles": n,
         "numMolecules": len(molecules), "density_g_cm3": args.density, "boxEdge_nm": edge,
         "densitySource": "molecule centres of the bench_flashmd_water box scaled to --density (the Langevin NpT "
-                         "density of results/flashmd_water_gpu_gamma10.json), then Langevin NVT equilibration",
+                         "density of bench_flashmd_water.py at friction 10/ps), then Langevin NVT equilibration",
         "temperature_K": args.temperature, "friction_per_ps": args.friction, "modeRescale": args.mode_rescale,
         "reference_dt_fs": dt_ref * 1000,
         "runTime_ps": args.time, "sample_ps": args.sample, "discard_ps": args.discard,
@@ -406,8 +410,8 @@ def main():
     }
     os.makedirs(args.outdir, exist_ok=True)
     stem = os.path.join(args.outdir, f"flashmd_water_pressure_{args.tag}")
-    with open(stem + ".json", "w") as f:
-        json.dump(results, f, indent=1)
+    path = os.path.join(args.outdir, f"flashmd_water_pressure_{args.platform.lower()}.json")
+    storeRun(path, f"flashmd_water_pressure_{args.tag}", results, DESCRIPTION.format(platform=args.platform))
     plot(stem + ".png", ref, fm, discard, stride, delta)
 
     print(f"{'quantity':34s} {'Langevin':>20s} {'FlashMD':>20s} {'FlashMD-Langevin':>20s}")
@@ -426,7 +430,7 @@ def main():
     print(f"rescale factor alpha {np.mean(alpha):.4f} +- {np.std(alpha):.4f} (std); "
           f"fallbacks {fm_integ.getNumFallbacks()}/{fm_integ.getNumFallbacks() + fm_integ.getNumLearnedSteps()}; "
           f"volume fixed: {results['volumeFixed']}; predicted density change {-kappa_T * dP:+.2%} "
-          f"(observed NpT -4.23 %); wrote {stem}.json/.png")
+          f"(observed NpT -4.23 %); wrote run flashmd_water_pressure_{args.tag} into {path}, and {stem}.png")
 
 
 def plot(path, ref, fm, discard, stride, delta):
