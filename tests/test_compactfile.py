@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from openmmflash.compactmd import (CompactTopology, CompactTrajectory, CompactWriter, CorruptChunkError,
                                    IncompleteFileWarning)
 from openmmflash.compactmd import compactfile as cf
+from openmmflash.compactmd.compactwriter import RestartWarning
 
 
 def _positions(nFrames, nAtoms, seed=0):
@@ -158,9 +159,10 @@ def test_append_continues_and_restart_leaves_no_duplicates(tmp_path):
     path = str(tmp_path / "r.cmdx")
     _write(path, x[:9], chunkFrames=4)  # steps 0..80
     # restart from a checkpoint at step 50: the next frame written is step 60
-    with CompactWriter(path, 4, append=True, chunkFrames=4) as w:
-        for i in range(6, 12):
-            w.write(x[i], step=10 * i, time=0.02 * i)
+    with pytest.warns(RestartWarning, match="removed 3 frames at steps 60, 70, 80"):
+        with CompactWriter(path, 4, append=True, chunkFrames=4) as w:
+            for i in range(6, 12):
+                w.write(x[i], step=10 * i, time=0.02 * i)
     with CompactTrajectory(path) as traj:
         np.testing.assert_array_equal(traj.steps, 10 * np.arange(12))
         assert np.abs(traj.read() - x).max() <= traj.maxError
@@ -186,9 +188,10 @@ def test_append_to_crashed_file(tmp_path):
     w._f.flush()
     os.truncate(path, os.path.getsize(path) - 10)  # cut the second chunk
     w._f = None  # simulate the process dying
-    with CompactWriter(path, 4, append=True, chunkFrames=3) as w2:
-        for i in range(3, 9):
-            w2.write(x[i], step=i)
+    with pytest.warns(RestartWarning, match="removed 3 frames at steps 3, 4, 5"):
+        with CompactWriter(path, 4, append=True, chunkFrames=3) as w2:
+            for i in range(3, 9):
+                w2.write(x[i], step=i)
     with CompactTrajectory(path) as traj:
         np.testing.assert_array_equal(traj.steps, np.arange(9))
 

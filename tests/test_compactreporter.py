@@ -7,6 +7,7 @@ from openmm import LangevinMiddleIntegrator, Platform, Vec3, app, unit
 
 import openmmflash.compactmd  # noqa: F401
 from openmmflash.compactmd import CompactReporter, CompactTrajectory
+from openmmflash.compactmd.compactwriter import RestartWarning
 
 
 class _Recorder:
@@ -108,9 +109,10 @@ def test_restart_from_checkpoint_has_no_duplicates(water, tmp_path):
     sim.context.loadCheckpoint(checkpoint)
     sim.currentStep = 40
     rec = _Recorder(10)
-    with CompactReporter(path, 10, append=True, chunkFrames=3) as rep2:
-        sim.reporters += [rep2, rec]
-        sim.step(40)
+    with pytest.warns(RestartWarning, match="removed 3 frames at steps 50, 60, 70"):
+        with CompactReporter(path, 10, append=True, chunkFrames=3) as rep2:
+            sim.reporters += [rep2, rec]
+            sim.step(40)
     with CompactTrajectory(path) as traj:
         np.testing.assert_array_equal(traj.steps, 10 * np.arange(1, 9))
         assert np.abs(traj.read()[4:] - np.array(rec.frames)).max() <= 0.0005

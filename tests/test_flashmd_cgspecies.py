@@ -188,7 +188,7 @@ def test_energy_term_trains_through_the_flashschnet_torchforce(bead_files, cg):
     trainer.maxSeconds, trainer.startTime = 1.0, 0.0  # progress 1: the energy term at full weight
     before = [p.detach().clone() for p in trainer.model.parameters()]
     _, _, _, le = trainer.loss(trainer.train_idx[:2])
-    assert float(le) > 0 and np.isfinite(float(le))
+    assert float(le.detach()) > 0 and np.isfinite(float(le.detach()))
     trainer.trainStep()
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, trainer.model.parameters()))
 
