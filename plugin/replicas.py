@@ -54,13 +54,8 @@ def replicateSystem(system, replicas: int):
     Supported forces: harmonic bonds/angles, periodic torsions, custom bond/angle/torsion forces and
     CMMotionRemover. Add the FlashSchNet force afterwards, with ``replicas=B``.
     """
-    openmm = import_openmm()
     n = system.getNumParticles()
-    out = openmm.System()
-    out.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
-    for _ in range(replicas):
-        for i in range(n):
-            out.addParticle(system.getParticleMass(i))
+    out = _emptySystem(system, list(range(n)) * replicas)
     for force in system.getForces():
         kind = force.__class__.__name__
         if kind == "CMMotionRemover":
@@ -71,9 +66,8 @@ def replicateSystem(system, replicas: int):
                              "CMMotionRemover); add the FlashSchNet force after replicating the System")
         term, count = _TERM_FORCES[kind]
         new = copy.deepcopy(force)
-        get = getattr(force, f"get{term}Parameters")
         add = getattr(new, f"add{term}")
-        terms = [get(k) for k in range(getattr(force, f"getNum{term}s")())]
+        terms = _terms(force, term)
         for b in range(1, replicas):
             offset = b * n
             for values in terms:
@@ -94,15 +88,11 @@ def singleReplicaSystem(system, replicas: int):
     """The System of one replica: the first n = N / replicas particles and the terms of the supported forces
     (those of :func:`replicateSystem`, plus CMMotionRemover) among them; other forces are left out. Use it to
     evaluate one copy of a replicated System alone (e.g. the prior terms per replica)."""
-    openmm = import_openmm()
     N = system.getNumParticles()
     if replicas < 1 or N % replicas:
         raise ValueError(f"{N} particles cannot form {replicas} equal replicas")
     n = N // replicas
-    out = openmm.System()
-    out.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
-    for i in range(n):
-        out.addParticle(system.getParticleMass(i))
+    out = _emptySystem(system, list(range(n)))
     for force in system.getForces():
         kind = force.__class__.__name__
         if kind == "CMMotionRemover":
@@ -123,10 +113,24 @@ def singleReplicaSystem(system, replicas: int):
         new.setUsesPeriodicBoundaryConditions(force.usesPeriodicBoundaryConditions())
         new.setName(force.getName())
         new.setForceGroup(force.getForceGroup())
-        get, add = getattr(force, f"get{term}Parameters"), getattr(new, f"add{term}")
-        for k in range(getattr(force, f"getNum{term}s")()):
-            values = get(k)
+        add = getattr(new, f"add{term}")
+        for values in _terms(force, term):
             if all(i < n for i in values[:count]):
                 add(*values)
         out.addForce(new)
     return out
+
+
+def _emptySystem(system, particles):
+    """A System with ``system``'s default box and one particle per index in ``particles`` (its mass), no forces."""
+    out = import_openmm().System()
+    out.setDefaultPeriodicBoxVectors(*system.getDefaultPeriodicBoxVectors())
+    for i in particles:
+        out.addParticle(system.getParticleMass(i))
+    return out
+
+
+def _terms(force, term: str) -> list:
+    """Every term of a bonded force as its parameter tuple (particle indices first)."""
+    get = getattr(force, f"get{term}Parameters")
+    return [get(k) for k in range(getattr(force, f"getNum{term}s")())]
