@@ -1,6 +1,7 @@
 """Several processes on CPU (gloo): the ensemble helper's sharing and gathers, data-parallel training equal to one
 process for the CG force matching and the FlashMD trainer, and `openmmflash demo` under torchrun."""
 
+import contextlib
 import json
 import os
 import socket
@@ -12,8 +13,6 @@ import pytest
 import torch
 
 from openmmflash.distributed import Ensemble, launchInfo, shareRange
-
-_THREADS = torch.get_num_threads()
 
 SMALL = dict(hiddenChannels=16, numFilters=16, numRbf=12, numInteractions=2, cutoff=8.0, readoutHidden=[8],
              backend="reference")
@@ -166,6 +165,17 @@ def test_gathers_over_two_processes(two_ranks):
     assert (r0["part"], r1["part"]) == ("a/traj.rank0.dcd", "a/traj.rank1.dcd")
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """One torch thread, as in the workers: the same reduction order inside each part of a batch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _assert_same_weights(a, b, rtol):
     assert a.keys() == b.keys()
     for key in a:
@@ -175,15 +185,13 @@ def _assert_same_weights(a, b, rtol):
 
 
 def test_cg_force_matching_on_two_processes_equals_one(two_ranks, refdir):
-    torch.set_num_threads(1)  # as in the workers: the same reduction order inside each part
-    try:
+    with _one_thread():
         single = _cg_training(refdir)
-    finally:
-        torch.set_num_threads(_THREADS)
     r0, r1 = (r["cg"] for r in two_ranks)
     _assert_same_weights(r0["weights"], r1["weights"], 0.0)  # DDP keeps the ranks identical
     # float32 sums of two parts differ from the whole batch's in the last bits, and ten Adam steps carry that
-    # into the weights at ~1e-5 of their scale (seen up to 2.4e-5); dropping 3 of 7 frames from each batch moves them by 0.8 of it
+    # into the weights at ~1e-5 of their scale (seen up to 2.4e-5); dropping 3 of the 7 frames of each batch
+    # moves them by 0.8 of it
     _assert_same_weights(r0["weights"], single["weights"], 2e-4)
     np.testing.assert_allclose(r0["trainLoss"], single["trainLoss"], rtol=1e-5)
     np.testing.assert_allclose(r0["validation"], single["validation"], rtol=1e-5)
@@ -193,12 +201,11 @@ def test_cg_force_matching_on_two_processes_equals_one(two_ranks, refdir):
 
 
 def test_flashmd_trainer_on_two_processes_equals_one(two_ranks, water_pairs):
-    single = _flashmd_training(water_pairs[0])
+    with _one_thread():
+        single = _flashmd_training(water_pairs[0])
     r0, r1 = (r["flashmd"] for r in two_ranks)
     _assert_same_weights(r0["weights"], r1["weights"], 0.0)
-    # float32 sums of two parts differ from the whole batch's in the last bits, and ten Adam steps carry that
-    # into the weights at ~1e-5 of their scale (seen up to 2.4e-5); dropping 3 of 7 frames from each batch moves them by 0.8 of it
-    _assert_same_weights(r0["weights"], single["weights"], 2e-4)
+    _assert_same_weights(r0["weights"], single["weights"], 2e-5)
     np.testing.assert_allclose(r0["losses"], single["losses"], rtol=1e-5)
     assert r0["losses"] == r1["losses"]
     assert r0["particlesSeen"] * 3 == single["particlesSeen"] * 2 and r1["particlesSeen"] * 3 == single["particlesSeen"]
