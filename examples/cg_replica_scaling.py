@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform as host
+import sys
 import tempfile
 import time
 
@@ -28,6 +29,9 @@ from openmmflash.cg.structure import nativeStructure
 from openmmflash.plugin.fastpath import fastPathOptions
 from openmmflash.schnet.model import loadModel
 from openmmflash.stack import import_openmm
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks"))
+from benchprovenance import provenance  # noqa: E402
 
 
 def timeSteps(model, topology, native, replicas, platformName, fast, steps, warmup, choice=None):
@@ -102,6 +106,7 @@ def main():
                            "temperature_K": 300.0, "steps": args.steps, "warmup": args.warmup,
                            "start": "native structure of the model file", "fastPathChoice": choice},
               "rows": rows, "ratios": ratios}
+    result["provenance"] = provenance()
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)

@@ -10,6 +10,7 @@ shown in a unit 1,000 times larger or smaller (s and ms). A row that names a run
 (`flashmd_cg_speed_gpu_s11`) is checked against that run's numbers alone.
 """
 
+import ast
 import bisect
 import glob
 import json
@@ -313,3 +314,78 @@ def test_a_cpu_run_records_no_gpu(monkeypatch):
     assert record["gpu"] == record["driver"] == NO_GPU
     assert "gpu" not in record["notRecorded"] and "driver" not in record["notRecorded"]
     assert gpu_record_problems(record, "bench_cpu_threads.json") == []
+
+
+# Scripts that write JSON that is not a benchmark result, so need not call provenance() (say why for each).
+PROVENANCE_EXEMPT = {
+    # the helper itself: storeRun writes the result its caller passes, which carries the caller's provenance()
+    "examples/benchmarks/benchprovenance.py",
+}
+
+
+def _called(node):
+    """The name a Call calls: ``f`` for f(...), ``attr`` for x.attr(...)."""
+    func = node.func
+    return func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else None
+
+
+def results_writer_problem(path):
+    """Why the script ``path`` writes a JSON file without recording provenance, or None.
+
+    It writes a JSON file when it calls ``json.dump`` with a file handle (``json.dumps``, printed, does not count) or
+    ``storeRun``; it records provenance when it calls ``provenance(...)`` (benchprovenance.provenance) anywhere, or
+    ``storeRun``, which requires the result's provenance.
+    """
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    dumps = [n for n in calls if isinstance(n.func, ast.Attribute) and n.func.attr == "dump"
+             and isinstance(n.func.value, ast.Name) and n.func.value.id == "json"
+             and (len(n.args) >= 2 or any(k.arg == "fp" for k in n.keywords))]
+    names = {_called(n) for n in calls}
+    if not dumps and "storeRun" not in names:
+        return None
+    if names & {"provenance", "storeRun"}:
+        return None
+    lines = ", ".join(str(n) for n in sorted(n.lineno for n in dumps))
+    return f"{os.path.relpath(path, ROOT)} writes JSON (json.dump at line {lines}) but never calls provenance()"
+
+
+def test_every_results_writer_records_provenance():
+    """Every benchmark or example script that writes a results JSON records its provenance itself
+    (examples/benchmarks/benchprovenance.py): docs/benchmarks.md's standard, kept as scripts are added."""
+    scripts = sorted(glob.glob(os.path.join(ROOT, "examples", "benchmarks", "*.py"))
+                     + glob.glob(os.path.join(ROOT, "examples", "*.py")))
+    assert len(scripts) > 20, scripts
+    exempt = {os.path.join(ROOT, p) for p in PROVENANCE_EXEMPT}
+    assert exempt <= set(scripts), f"stale PROVENANCE_EXEMPT entries: {sorted(exempt - set(scripts))}"
+    problems = [p for p in map(results_writer_problem, sorted(set(scripts) - exempt)) if p]
+    assert not problems, "\n".join(problems)
+
+
+def test_a_results_writer_without_provenance_is_flagged(tmp_path):
+    """The detector flags a script that dumps JSON to a file without provenance(), and only such a script."""
+    writer = (
+        "import json\n"
+        "\n"
+        "\n"
+        "def main(out):\n"
+        "    result = {'x': 1}\n"
+        "{extra}"
+        "    with open(out, 'w') as f:\n"
+        "        json.dump(result, f, indent=1)\n")
+    cases = {
+        "bare.py": (writer.replace("{extra}", ""), True),
+        "recorded.py": ("from benchprovenance import provenance\n"
+                        + writer.replace("{extra}", "    result['provenance'] = provenance()\n"), False),
+        "keyword.py": ("import json\njson.dump({}, fp=open('x.json', 'w'))\n", True),
+        "printed.py": ("import json\nprint(json.dumps({'x': 1}))\n", False),
+        "multirun.py": ("from benchprovenance import storeRun\nstoreRun('x.json', 'a', {}, 'd')\n", False),
+    }
+    for name, (text, flagged) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        problem = results_writer_problem(str(path))
+        assert (problem is not None) == flagged, (name, problem)
+        if flagged:
+            assert problem.endswith("never calls provenance()"), problem

@@ -303,9 +303,10 @@ def run_learned(name, x, topology, tmp, bounds=(0.05, 0.1), latent=4, steps=100)
     return rows
 
 
-def learned_gpu_timing(npy, out, steps_list=(100, 1000), latent=4, bound=0.05):
+def learned_gpu_timing(npy, out, record, steps_list=(100, 1000), latent=4, bound=0.05):
     """Learned codec on a saved trajectory (F, N, 3) nm on this machine's GPU: training time, and, where
-    zstandard is installed, the full encode/decode with sizes. Writes ``out`` (JSON)."""
+    zstandard is installed, the full encode/decode with sizes. Writes ``out`` (JSON) with ``record`` (the run's
+    provenance)."""
     import importlib.util
     import sys
     import types
@@ -345,6 +346,7 @@ def learned_gpu_timing(npy, out, steps_list=(100, 1000), latent=4, bound=0.05):
         print(row)
     result = {"benchmark": "compactmd learned codec, GPU timing", "gpu": torch.cuda.get_device_name() if
               device == "cuda" else None, "torch": torch.__version__, "zstandard_available": have_zstd, "runs": rows}
+    result["provenance"] = record
     with open(out, "w") as f:
         json.dump(result, f, indent=1)
 
@@ -441,7 +443,7 @@ def main(argv=None):
     record = provenance()  # at the start: the commit the run starts from
     commit = record["commit"]
     if args.learned_gpu:
-        return learned_gpu_timing(args.learned_gpu, args.out)
+        return learned_gpu_timing(args.learned_gpu, args.out, record)
     data = mdatests_dir()
     rows, xrows, lrows = [], [], []
     with tempfile.TemporaryDirectory() as tmp:  # load/compile the numba kernels outside the timings

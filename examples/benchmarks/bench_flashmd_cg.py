@@ -41,6 +41,8 @@ from openmmflash.workflows.flashmdcg import (buildCGSystem, cgFallbackSubsteps, 
 from openmmflash.integrators.network.modelfile import loadModel
 from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
+from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = 0.00831446261815324
 
@@ -272,6 +274,7 @@ def validate(args, info):
     print("langevin", json.dumps(rep["runs"]["langevin"]["observables"]),
           f"T {rep['runs']['langevin']['meanTemperature_K']:.1f} K")
     plot(obs, rep, os.path.join(args.results, f"flashmd_cg_validation{args.tag}.png"))
+    rep["provenance"] = provenance()
     with open(os.path.join(args.results, f"flashmd_cg_validation{args.tag}.json"), "w") as f:
         json.dump(rep, f, indent=1)
     return rep
@@ -404,6 +407,7 @@ def speed(args, info):
            "note": "ns/day is aggregate over the replicas of one System (one force call serves all); FlashMD time "
                    "includes its energy evaluation per stride, the guard and all fallbacks",
            "rows": rows}
+    rep["provenance"] = provenance()
     with open(os.path.join(args.results, f"flashmd_cg_speed{args.tag}.json"), "w") as f:
         json.dump(rep, f, indent=1)
     return rep

@@ -32,6 +32,8 @@ from openmmflash.integrators.engine.flashmdintegrator import FlashMDIntegrator
 from openmmflash.integrators.network.modelfile import loadModel
 from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
+from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KB = 0.00831446261815324
 
@@ -257,6 +259,7 @@ def main():
 
     os.makedirs(args.outdir, exist_ok=True)
     stem = os.path.join(args.outdir, f"flashmd_water{args.tag}")
+    results["provenance"] = provenance()
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=1)
     import matplotlib

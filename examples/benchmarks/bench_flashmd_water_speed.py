@@ -30,6 +30,7 @@ from openmmflash.integrators.engine.stepper import FlashMDStepper
 from openmmflash.integrators.engine.thermostats import FlashMDLangevinIntegrator
 
 from bench_flashmd_water import equilibrated_state  # noqa: E402  (same folder)
+from benchprovenance import provenance  # noqa: E402  (same folder)
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PHASES = ("readState", "thermostat", "network", "energy", "rescale", "writeAndStep", "fallback")
@@ -168,6 +169,7 @@ def main():
 
     os.makedirs(args.outdir, exist_ok=True)
     path = os.path.join(args.outdir, f"flashmd_water_speed{args.tag}.json")
+    results["provenance"] = provenance()
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
     lm = results["langevinMiddle"]

@@ -99,7 +99,10 @@ def main():
               "rows": rows}
     import triton
 
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py
+
     result["triton"] = triton.__version__
+    result["provenance"] = provenance()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=1)

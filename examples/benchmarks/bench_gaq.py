@@ -33,6 +33,8 @@ import time
 import numpy as np
 import torch
 
+from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 KB = 0.00831446261815324
 VARIANTS = ["fp32", "naive-w8a8", "naive-w4a8", "frame-w8a8", "frame-w4a8", "mddq-w4a8"]
@@ -491,6 +493,7 @@ def main(argv=None):
             report.setdefault("failed", {})[name] = repr(err)[:1000]
         report["summary"] = summarize(report)
         report["totalSeconds"] = round(time.time() - t_start, 1)
+        report["provenance"] = provenance()
         with open(json_path, "w") as f:
             json.dump(report, f, indent=1)
     print_table_and_plot(report, args, json_path)

@@ -134,6 +134,14 @@ def _machine():
     return info
 
 
+def _provenance():
+    """The provenance object of this process (examples/benchmarks/benchprovenance.py, which imports torch)."""
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    from benchprovenance import provenance
+    return provenance()
+
+
 class LongRun:
     """One variant's resumable run in <work>/<variant>/ (state.xml, integrator.json, series.npz, status.json)."""
 
@@ -271,6 +279,7 @@ class LongRun:
                 last_save = time.time()
         self.status["wall_s"] = wall0 + time.time() - t0
         self.status["machine"] = _machine()
+        self.status["provenance"] = _provenance()   # this chunk's (the worker's command, commit, GPU)
         self.save()
         return self.status
 
@@ -351,7 +360,8 @@ def summarize_variant(work, variant, settings, discard_ps, blocks, ref):
     out = {"simulated_ns": float(t[-1] / 1000) if len(t) else 0.0, "wall_s": status["wall_s"],
            "strides": status["strides"], "chunks": status["chunks"], "complete": bool(status["done"]),
            "stable": status["failed"] is None, "failure": status["failed"], "samples": int(len(t)),
-           "samplesInStatistics": int(keep.sum()), "machine": status.get("machine")}
+           "samplesInStatistics": int(keep.sum()), "machine": status.get("machine"),
+           "provenance": status.get("provenance")}   # of the variant's last chunk
     out["ns_per_day"] = out["simulated_ns"] / max(1e-9, status["wall_s"]) * 86400
     out["ms_per_stride"] = 1000 * status["wall_s"] / max(1, status["strides"])
     n = len(t)
@@ -406,6 +416,7 @@ def finalize(args):
     report["machine"] = machines[-1] if machines else None
     os.makedirs(args.outdir, exist_ok=True)
     path = os.path.join(args.outdir, f"{args.report_name}{args.tag}.json")
+    report["provenance"] = _provenance()   # of --finalize; each variant carries its runs' (last chunk's)
     with open(path, "w") as f:
         json.dump(report, f, indent=1)
     print(f"{'variant':11s} {'ns':>6s} {'ms/str':>7s} {'stable':>6s} {'T_H (K)':>13s} {'T_O (K)':>13s} "

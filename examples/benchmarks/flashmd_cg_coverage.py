@@ -205,8 +205,11 @@ def guard(args):
             report[name]["energyTrace"] = energyTrace(model, args.data, args.trace_strides)
     print(json.dumps(report, indent=1))
     if args.json:
+        from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
         with open(args.json, "w") as fh:
-            json.dump({"data": args.data, "heldOutOnly": not args.all_pairs, "models": report}, fh, indent=1)
+            json.dump({"data": args.data, "heldOutOnly": not args.all_pairs, "models": report,
+                       "provenance": provenance()}, fh, indent=1)
 
 
 def main(argv=None):

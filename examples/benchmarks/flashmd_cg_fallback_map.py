@@ -18,6 +18,7 @@ from openmm import unit
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flashmd_cg import HERE, flashmdIntegrator, makeContext, start  # noqa: E402
+from benchprovenance import provenance  # noqa: E402
 
 from openmmflash.workflows.flashmdcg import buildCGSystem  # noqa: E402
 
@@ -74,6 +75,7 @@ def main(argv=None):
            "simulated_ps": rows[-1]["time_ps"] if rows else 0.0, "fallbackFraction": float(frac.mean()),
            "correlationFallbacksCaRmsd": float(np.corrcoef(frac, rmsd)[0, 1]) if len(rows) > 2 else None,
            "byCaRmsd": bins, "chunks": rows}
+    rep["provenance"] = provenance()
     os.makedirs(args.results, exist_ok=True)
     out = os.path.join(args.results, f"flashmd_cg_fallback_map_{args.platform.lower()}{args.tag}")
     with open(out + ".json", "w") as fh:

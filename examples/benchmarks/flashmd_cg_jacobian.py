@@ -32,6 +32,7 @@ import torch  # noqa: F401  (before openmm)
 from tqdm import tqdm
 
 from bench_flashschnet_nve import drift_fit
+from benchprovenance import provenance
 from openmmflash.cg.observables import radiusOfGyration
 from openmmflash.cg.structure import caIndices
 from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies, flashSchNetEnergyEvaluator
@@ -208,6 +209,7 @@ def main(argv=None):
                 for x in tqdm(states[:5], desc="log det J velocity Verlet", unit="state")]
         report["velocityVerlet"] = {"stride_fs": stride * 1000, "substeps": substeps, "logDet": vals}
         print(f"velocity Verlet {stride * 1000:g} fs: log|det J| {', '.join(f'{v:+.2e}' for v in vals)} (must be 0)")
+    report["provenance"] = provenance()
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, f"flashmd_cg_jacobian{args.tag}.json"), "w") as f:
         json.dump(_finite(report), f, indent=1)

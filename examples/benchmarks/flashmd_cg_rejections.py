@@ -33,6 +33,8 @@ from openmmflash.workflows.flashmdcg import buildCGSystem, flashMDSpecies
 from openmmflash.integrators.network.modelfile import loadModel
 from openmmflash.integrators.engine.stepper import FlashMDStepper
 
+from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KB = 0.00831446261815324
 
@@ -205,6 +207,7 @@ def main(argv=None):
     for k in term_names:
         a, b = rep["meanExcessEnergyByTerm_kJmol"]["accepted"][k], rep["meanExcessEnergyByTerm_kJmol"]["rejected"][k]
         print(f"{k:44s} {a if a is not None else float('nan'):28.2f} {b if b is not None else float('nan'):10.2f}")
+    rep["provenance"] = provenance()
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, f"flashmd_cg_rejections{args.tag}.json"), "w") as f:
         json.dump(rep, f, indent=1)

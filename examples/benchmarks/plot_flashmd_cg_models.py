@@ -60,9 +60,12 @@ def main():
         ratio = f"{r['ratio']:.2f}" if "ratio" in r else ""
         print(f"{r['model']:52s} {r['kind']:10s} {r.get('energy', ''):7s} {ratio:>6s} {100 * r['fallbackRate']:8.1f}%  "
               f"{extra}")
+    from benchprovenance import provenance  # examples/benchmarks/benchprovenance.py (this script's folder)
+
     out = os.path.join(RESULTS, "flashmd_cg_models")
-    with open(out + ".json", "w") as fh:
-        json.dump({"sources": SPEED + VALIDATION, "gpu": "NVIDIA H100 80GB HBM3", "rows": rows}, fh, indent=1)
+    with open(out + ".json", "w") as fh:  # provenance of this gathering run; each source file carries its own
+        json.dump({"sources": SPEED + VALIDATION, "gpu": "NVIDIA H100 80GB HBM3", "rows": rows,
+                   "provenance": provenance()}, fh, indent=1)
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

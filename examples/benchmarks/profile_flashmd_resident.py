@@ -27,6 +27,7 @@ from openmm import unit
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import bench_flashmd_cg as bench  # noqa: E402
+from benchprovenance import provenance  # noqa: E402
 
 from openmmflash.workflows.flashmdcg import buildCGSystem  # noqa: E402
 
@@ -123,7 +124,7 @@ def main(argv=None):
             "friction_per_ps": args.friction}
     os.makedirs(args.results, exist_ok=True)
     with open(os.path.join(args.results, f"flashmd_resident_profile{args.tag}.json"), "w") as f:
-        json.dump({"info": info, "rows": rows}, f, indent=1)
+        json.dump({"info": info, "rows": rows, "provenance": provenance()}, f, indent=1)
 
 
 if __name__ == "__main__":
