@@ -7,7 +7,7 @@ Keys: gpu, driver, torch, triton, openmm, command, commit, date (UTC, ISO 8601),
 ``notRecorded`` (the keys that could not be determined here, set to None). Without CUDA, gpu and driver are
 ``NO_GPU`` ("none (CPU run)"): the run had no GPU, which is recorded, not missing. ``commit`` is ``git rev-parse HEAD`` of
 the checkout the script runs from (``BENCH_COMMIT`` overrides it, for copies without git); ``dirty`` says whether
-tracked files differed from that commit.
+tracked files outside ``examples/benchmarks/results`` differed from that commit.
 """
 
 import datetime
@@ -68,7 +68,9 @@ def provenance(argv=None):
     except ImportError:
         openmm_version = None
     commit = os.environ.get("BENCH_COMMIT") or _run(["git", "rev-parse", "HEAD"])
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no"])
+    # results files are this folder's outputs: a run that follows another is not "dirty" for the first one's file
+    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                   ":(top,exclude)examples/benchmarks/results"])
     out = {
         "gpu": gpu,
         "driver": driver,
