@@ -21,7 +21,7 @@ for the same simulated time, and every ``--sample`` ps records
     fallback count and energy-rescale factors.
 Reports means with block standard errors (10 blocks after ``--discard``), prints a table, writes the run
 ``flashmd_water_pressure_<tag>`` into results/flashmd_water_pressure_<platform>.json (one file, a run per tag) and
-a plot results/flashmd_water_pressure_<tag>.png. ~15 min on 2 CPU cores for 30 ps each.
+a plot results/flashmd_water_pressure_<tag>.png. About 6 min on 2 CPU cores (30 ps with each integrator).
 
     nice python examples/benchmarks/flashmd_water_pressure.py                                # per-species rescale
     nice python examples/benchmarks/flashmd_water_pressure.py --mode-rescale --tag cpu_modes  # modeRescale=True
