@@ -388,6 +388,7 @@ def main():
         "densitySource": "molecule centres of the bench_flashmd_water box scaled to --density (the Langevin NpT "
                          "density of bench_flashmd_water.py at friction 10/ps), then Langevin NVT equilibration",
         "temperature_K": args.temperature, "friction_per_ps": args.friction, "modeRescale": args.mode_rescale,
+        "seed": args.seed,
         "reference_dt_fs": dt_ref * 1000,
         "runTime_ps": args.time, "sample_ps": args.sample, "discard_ps": args.discard,
         "equilibration_ps": args.equilibration, "blocks": 10,
