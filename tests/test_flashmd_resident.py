@@ -259,7 +259,7 @@ def test_dense_pair_energy_equals_the_neighbor_list_energy(cg):
         q = torch.tensor(x, requires_grad=True)
         e = energy.fn(q)
         (g,) = torch.autograd.grad(e, q)
-        out[pairs] = (float(e), g.numpy())
+        out[pairs] = (float(e.detach()), g.numpy())
     assert out["dense"][0] == pytest.approx(out["auto"][0], rel=1e-10, abs=1e-8)
     np.testing.assert_allclose(out["dense"][1], out["auto"][1], rtol=1e-9, atol=1e-8)
     with pytest.raises(ValueError, match="pairs must be"):

@@ -41,10 +41,10 @@ def test_training_reduces_loss(dataset):
     trainer = Trainer(path, channels=16, numLayers=2, numRBF=8, cutoff=0.4, lr=3e-3, batchSize=2,
                       energyWeight=0.1, system=system, energyPlatform="CPU", iterations=60, seed=1)
     idx = trainer.train_idx
-    before = float(trainer.loss(idx, augment=False)[0])
+    before = float(trainer.loss(idx, augment=False)[0].detach())
     for _ in range(60):
         trainer.trainStep()
-    after = float(trainer.loss(idx, augment=False)[0])
+    after = float(trainer.loss(idx, augment=False)[0].detach())
     # The model starts at the free-flight map, already a fair guess over 2 fs; training must improve on it.
     assert after < 0.9 * before
     metrics = trainer.validate()
@@ -68,7 +68,7 @@ def test_potential_energy_target_compares_with_the_true_end_point(dataset, monke
         t.iteration, t.iterations = 1, 1  # past the ramp: the energy term is on
         plain = t._batch
         monkeypatch.setattr(t, "_batch", lambda i, augment, plain=plain: plain(i, False))  # no time reversal
-        values.append(float(t.loss(idx, augment=True)[3]))
+        values.append(float(t.loss(idx, augment=True)[3].detach()))
     model = pot.model
     q0, p0, dq = pot.q0[idx], pot.p0[idx], pot.dq[idx]
     B, N, _ = q0.shape
@@ -262,7 +262,7 @@ def test_kinetic_term_in_training(dataset):
     idx = trainer.train_idx[:2]
     total, lq, lp, _ = trainer.loss(idx, augment=False)
     assert trainer.lastKinetic is not None and trainer.lastKinetic > 0
-    assert abs(float(total) - (float(lq) + float(lp) + trainer.lastKinetic)) < 1e-5
+    assert abs(float(total.detach()) - (float(lq.detach()) + float(lp.detach()) + trainer.lastKinetic)) < 1e-5
     trainer.trainStep()
     metrics = trainer.validate()
     assert 0.5 < metrics["kinetic_ratio_Z1"] < 2.0 and 0.5 < metrics["kinetic_ratio_Z8"] < 2.0
