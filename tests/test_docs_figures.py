@@ -318,7 +318,7 @@ def test_a_cpu_run_records_no_gpu(monkeypatch):
 
 # Scripts that write JSON that is not a benchmark result, so need not call provenance() (say why for each).
 PROVENANCE_EXEMPT = {
-    # the helper itself: storeRun writes the result its caller passes, which carries the caller's provenance()
+    # the helper itself: storeRun and storeSection write what their callers pass, with the callers' provenance()
     "examples/benchmarks/benchprovenance.py",
 }
 
@@ -332,8 +332,8 @@ def _called(node):
 def results_writer_problem(path):
     """Why the script ``path`` writes a JSON file without recording provenance, or None.
 
-    It writes a JSON file when it calls ``json.dump`` with a file handle (``json.dumps``, printed, does not count) or
-    ``storeRun``; it records provenance when it calls ``provenance(...)`` (benchprovenance.provenance) anywhere, or
+    It writes a JSON file when it calls ``json.dump`` with a file handle (``json.dumps``, printed, does not count),
+    ``storeRun`` or ``storeSection``; it records provenance when it calls ``provenance(...)`` (benchprovenance.provenance) anywhere, or
     ``storeRun``, which requires the result's provenance.
     """
     with open(path, encoding="utf-8") as f:
@@ -343,12 +343,13 @@ def results_writer_problem(path):
              and isinstance(n.func.value, ast.Name) and n.func.value.id == "json"
              and (len(n.args) >= 2 or any(k.arg == "fp" for k in n.keywords))]
     names = {_called(n) for n in calls}
-    if not dumps and "storeRun" not in names:
+    stores = [n for n in calls if _called(n) in ("storeRun", "storeSection")]
+    if not dumps and not stores:
         return None
     if names & {"provenance", "storeRun"}:
         return None
-    lines = ", ".join(str(n) for n in sorted(n.lineno for n in dumps))
-    return f"{os.path.relpath(path, ROOT)} writes JSON (json.dump at line {lines}) but never calls provenance()"
+    lines = ", ".join(str(n) for n in sorted(n.lineno for n in dumps + stores))
+    return f"{os.path.relpath(path, ROOT)} writes JSON (at line {lines}) but never calls provenance()"
 
 
 def test_every_results_writer_records_provenance():
@@ -381,6 +382,9 @@ def test_a_results_writer_without_provenance_is_flagged(tmp_path):
         "keyword.py": ("import json\njson.dump({}, fp=open('x.json', 'w'))\n", True),
         "printed.py": ("import json\nprint(json.dumps({'x': 1}))\n", False),
         "multirun.py": ("from benchprovenance import storeRun\nstoreRun('x.json', 'a', {}, 'd')\n", False),
+        "section.py": ("from benchprovenance import storeSection\nstoreSection('x.json', 'a', {})\n", True),
+        "section_recorded.py": ("from benchprovenance import provenance, storeSection\n"
+                                "storeSection('x.json', 'a', {'provenance': provenance()})\n", False),
     }
     for name, (text, flagged) in cases.items():
         path = tmp_path / name

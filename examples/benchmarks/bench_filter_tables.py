@@ -35,7 +35,7 @@ def force_errors(module_for, positions_nm):
 
 
 def main():
-    from benchprovenance import provenance
+    from benchprovenance import provenance, storeSection
     from openmmflash.cg.structure import loadProtein
     from openmmflash.plugin.forcemodule import createFlashSchNetModule
     from openmmflash.schnet.filtertable import FilterTableOptions, buildFilterTable
@@ -66,13 +66,7 @@ def main():
            "settings": {"tolerance": FilterTableOptions().tolerance, "checkPointsPerInterval": 4}}
     path = sys.argv[sys.argv.index("--out") + 1] if "--out" in sys.argv else os.path.join(
         HERE, "results", "flashschnet_kernels.json")
-    merged = {}
-    if os.path.exists(path):
-        with open(path) as handle:
-            merged = json.load(handle)
-    merged["filterTables"] = out
-    with open(path, "w") as handle:
-        json.dump(merged, handle, indent=1)
+    storeSection(path, "filterTables", out)
     for r in rows:
         print(f"{r['model']:40} nodes {int(r['table_fp32']['nodes']):5d} W {r['table_fp32']['errorValue']:.1e} "
               f"W' {r['table_fp32']['errorDerivative']:.1e} | forces table {r['force_rel_error_table']:.2e} "

@@ -190,7 +190,7 @@ def main():
 
 def report(rows, args):
     """Print the drifts and write the JSON (and merge it) from the per-variant rows."""
-    from benchprovenance import provenance
+    from benchprovenance import provenance, storeSection
 
     result = {"provenance": provenance(), "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None, "runs": rows}
     drifts = {r["variant"]: abs(r["drift_kJmol_per_ns"]) for r in rows if "drift_kJmol_per_ns" in r}
@@ -210,11 +210,7 @@ def report(rows, args):
     with open(args.out, "w") as handle:
         json.dump(result, handle, indent=1)
     if args.merge and os.path.exists(args.merge):
-        with open(args.merge) as handle:
-            merged = json.load(handle)
-        merged["nve"] = result
-        with open(args.merge, "w") as handle:
-            json.dump(merged, handle, indent=1)
+        storeSection(args.merge, "nve", result)
 
 
 if __name__ == "__main__":

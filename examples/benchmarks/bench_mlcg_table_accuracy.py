@@ -105,7 +105,7 @@ def hermite_forms(model, nodes=1025, lo=3.3, hi=4.5, samples=20000):
 
 
 def main():
-    from benchprovenance import provenance
+    from benchprovenance import provenance, storeSection
     from openmmflash.cg.structure import loadProtein
     from openmmflash.mlcg.importer import importMlcg
     from openmmflash.plugin.forcemodule import FlashSchNetForceModule, createFlashSchNetModule
@@ -141,13 +141,7 @@ def main():
     out = {"provenance": provenance(), "metric": "||F - F64|| / ||F64|| (global over frames, max per frame)",
            "results": results}
     path = os.path.join(HERE, "results", "mlcg_chignolin_1ns.json")
-    merged = {}
-    if os.path.exists(path):
-        with open(path) as handle:
-            merged = json.load(handle)
-    merged["tableAccuracy"] = out
-    with open(path, "w") as handle:
-        json.dump(merged, handle, indent=2)
+    storeSection(path, "tableAccuracy", out)
     for model_name, parts in results.items():
         for inputs, rows in parts.items():
             if inputs in ("tables", "hermiteForms"):

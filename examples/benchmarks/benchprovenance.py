@@ -94,10 +94,7 @@ def storeRun(path: str, run: str, result: dict, description: str) -> None:
     benchmark, ``{"benchmark", "description", "provenance", "runs": [{"run", "provenance", "result"}]}``. A stored
     run of the same name is replaced, the others are kept; the top-level provenance merges the runs' (a key whose
     runs differ holds the list of their values)."""
-    stored = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
+    stored = _load(path)
     body = {k: v for k, v in result.items() if k != "provenance"}
     runs = [r for r in stored.get("runs", []) if r.get("run") != run]
     runs.append({"run": run, "provenance": result["provenance"], "result": body})
@@ -106,9 +103,28 @@ def storeRun(path: str, run: str, result: dict, description: str) -> None:
         values = [r["provenance"].get(key) for r in runs]
         merged[key] = values[0] if all(v == values[0] for v in values) else values
     merged["notRecorded"] = sorted({k for r in runs for k in r["provenance"].get("notRecorded", [])})
-    out = {"benchmark": os.path.splitext(os.path.basename(path))[0], "description": description,
-           "provenance": merged, "runs": runs}
+    _write(path, {"benchmark": os.path.splitext(os.path.basename(path))[0], "description": description,
+                  "provenance": merged, "runs": runs})
+
+
+def storeSection(path: str, key: str, value) -> None:
+    """Set ``key`` of the results file ``path`` (a JSON object; created if missing) to ``value``, keeping the rest:
+    for a benchmark whose results are one section of another benchmark's file."""
+    stored = _load(path)
+    stored[key] = value
+    _write(path, stored)
+
+
+def _load(path: str) -> dict:
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(path: str, obj) -> None:
+    """Write JSON through a temporary file, so that an interrupted run never leaves half a results file."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump(obj, f, indent=1)
     os.replace(tmp, path)
