@@ -40,13 +40,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ben
 from benchprovenance import provenance  # noqa: E402
 
 
-def copyWithProvenance(src, dst):
-    """The JSON report ``src`` as ``dst``, with this run's provenance (examples/benchmarks/benchprovenance.py)."""
-    with open(src) as f:
+def exportReport(srcJson, srcPng, dstStem):
+    """The JSON report ``srcJson`` as ``dstStem``.json, with this run's provenance
+    (examples/benchmarks/benchprovenance.py), and its plot ``srcPng`` as ``dstStem``.png."""
+    with open(srcJson) as f:
         report = json.load(f)
     report["provenance"] = provenance()
-    with open(dst, "w") as f:
+    with open(dstStem + ".json", "w") as f:
         json.dump(report, f, indent=1)
+    shutil.copy(srcPng, dstStem + ".png")
 
 
 def main():
@@ -85,8 +87,8 @@ def main():
         demo_dir = os.path.join(scratch, "demo")
         summary = runDemo(output=demo_dir, platform=args.platform)  # otherwise the defaults of `openmmflash demo`
         printSummary(summary, demo_dir)
-        copyWithProvenance(os.path.join(demo_dir, "summary.json"), os.path.join(args.output, "cg_demo_gpu.json"))
-        shutil.copy(os.path.join(demo_dir, "demo.png"), os.path.join(args.output, "cg_demo_gpu.png"))
+        exportReport(os.path.join(demo_dir, "summary.json"), os.path.join(demo_dir, "demo.png"),
+                     os.path.join(args.output, "cg_demo_gpu"))
     plan = [("chignolin", args.chignolin, args.estimate_ms[0]), ("3a4r", args.p3a4r, args.estimate_ms[1])]
     for name, (replicas, ns), ms in plan:
         if name not in args.models:
@@ -100,9 +102,8 @@ def main():
         report = validateModel(name, os.path.join(args.data_root, name), work, timeNs=ns, replicas=replicas,
                                reportInterval=args.report_interval, platform=args.platform, seed=args.seed)
         total = f"{report['cgTimeTotal_ns']:.3g}ns"
-        stem = os.path.join(args.output, f"cg_{name}_validation_{total}")
-        copyWithProvenance(os.path.join(work, "validation.json"), stem + ".json")
-        shutil.copy(os.path.join(work, "validation.png"), stem + ".png")
+        exportReport(os.path.join(work, "validation.json"), os.path.join(work, "validation.png"),
+                     os.path.join(args.output, f"cg_{name}_validation_{total}"))
         print(f"{name}: {report['cgTime']}; stable {report['stable']}, mean T {report['meanTemperature_K']:.1f} K, "
               f"{report['wallSeconds']:.0f} s wall, overlaps {json.dumps(report['histogramOverlap'])}", flush=True)
     print(f"done in {time.time() - start:.0f} s")
@@ -116,10 +117,9 @@ def chunked(args):
         os.makedirs(args.output, exist_ok=True)
         report = finalizeValidation(args.work, os.path.join(args.data_root, name), args.work)
         total = f"{report['cgTimeTotal_ns']:.3g}ns"
-        stem = os.path.join(args.output, f"cg_{name}_validation_{total}")
         # the provenance of this --finalize command; the GPU chunks' machine is in the report's "machine"
-        copyWithProvenance(os.path.join(args.work, "validation.json"), stem + ".json")
-        shutil.copy(os.path.join(args.work, "validation.png"), stem + ".png")
+        exportReport(os.path.join(args.work, "validation.json"), os.path.join(args.work, "validation.png"),
+                     os.path.join(args.output, f"cg_{name}_validation_{total}"))
         print(f"{name}: {report['cgTime']}{'' if report['complete'] else ' (target not reached)'}; stable "
               f"{report['stable']}, angles in range {report['anglesInRange']}, mean T "
               f"{report['meanTemperature_K']:.1f} K, {report['aggregateNsPerDay']:.0f} ns/day aggregate, overlaps "
