@@ -114,17 +114,11 @@ def _decode_values(blob, pos, count, dz, out=None):
         pos += size
         p = np.frombuffer(raw, np.uint8)
         u = kernels.unpack_bits(p, count, bits) if kernels.HAVE_NUMBA else _unpack_bits(p, count, bits)
-        nb, size = struct.unpack_from("<BQ", blob, pos)
-        pos += 9
-        if not 1 <= nb <= 4 or nesc > count:
-            raise ValueError("bad escape stream")
-        raw = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
-        pos += size
-        esc = np.uint32((1 << bits) - 1)
-        where = np.flatnonzero(u == esc)
+        escapes, pos = _read_escapes(blob, pos, count, nesc)
+        where = np.flatnonzero(u == np.uint32((1 << bits) - 1))
         if len(where) != nesc:
             raise ValueError("escape count mismatch")
-        u[where] += _from_byte_planes(np.frombuffer(raw, np.uint8), nesc, nb)
+        u[where] += escapes
         return _unzigzag(u), pos
     if fmt not in (1, 2, 3, 4):
         raise ValueError(f"residual stream has an unknown format {fmt:#x}")
@@ -137,6 +131,15 @@ def _decode_values(blob, pos, count, dz, out=None):
     return _unzigzag(_from_byte_planes(p, count, fmt)), pos + size
 
 
+def _read_escapes(blob, pos, count, nesc):
+    """The escape stream at ``pos`` of a packed residual stream of ``count`` values with ``nesc`` escapes ->
+    (excess over the escape code, uint32 [nesc], new position)."""
+    nb, size = struct.unpack_from("<BQ", blob, pos)
+    pos += 9
+    if not 1 <= nb <= 4 or nesc > count:
+        raise ValueError("bad escape stream")
+    raw = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
+    return _from_byte_planes(np.frombuffer(raw, np.uint8), nesc, nb), pos + size
 
 
 def _decode_values_into(blob, pos, count, out):
@@ -149,13 +152,7 @@ def _decode_values_into(blob, pos, count, out):
         raw = limits.decompress_into(blob[pos:pos + size], workspace.scratch("raw", -(-count // (8 // bits)),
                                                                              np.uint8), "packed residual stream")
         pos += size
-        nb, size = struct.unpack_from("<BQ", blob, pos)
-        pos += 9
-        if not 1 <= nb <= 4 or nesc > count:
-            raise ValueError("bad escape stream")
-        esc = limits.decompress(blob[pos:pos + size], size=nesc * nb, what="escape stream")
-        pos += size
-        escapes = _from_byte_planes(np.frombuffer(esc, np.uint8), nesc, nb)
+        escapes, pos = _read_escapes(blob, pos, count, nesc)
         if kernels.unpack_into(raw, count, bits, escapes, out) != nesc:
             raise ValueError("escape count mismatch")
         return out, pos
