@@ -88,3 +88,22 @@ def test_padded_overflow_poisons_instead_of_dropping_pairs():
     assert bool(torch.isnan(model(pos, types, 1, None, pairs - 1)).all())
     with pytest.raises(RuntimeError, match="neighbor list overflow"):
         FlashSchNetOps.fromModel(model)(pos, types, 1, None, pairs - 1)
+
+
+@pytest.mark.parametrize("variant,scheme,rowdist", [("table_rows", "rows", False), ("table_pairs_rowdist", "pairs", True),
+                                                    ("table", "pairs", True)])
+def test_benchmark_variant_reaches_the_ops_model(monkeypatch, variant, scheme, rowdist):
+    """bench_flashschnet's OpenMM workers build their force with createFlashSchNetForce: the variant's table scheme
+    and distance path must reach that force's FlashSchNetOps through the worker's environment."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples", "benchmarks"))
+    import bench_flashschnet as bench
+
+    monkeypatch.delenv("OPENMMFLASH_TABLE_SCHEME", raising=False)
+    monkeypatch.delenv("OPENMMFLASH_ROW_DISTANCES", raising=False)
+    for key, value in bench.variant_environ(variant).items():
+        monkeypatch.setenv(key, value)
+    ops = FlashSchNetOps.fromModel(_model())
+    assert (ops.table_scheme, ops.row_distances) == (scheme, rowdist)

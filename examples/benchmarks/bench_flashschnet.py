@@ -162,6 +162,19 @@ def make_module(model, types, replicas, capacity, variant, precision="single"):
     return module
 
 
+def variant_environ(variant):
+    """Environment variables that select a variant's table scheme and pair-distance path: the OpenMM workers build
+    their force with createFlashSchNetForce, whose FlashSchNetOps reads them (make_module sets the same choice
+    as attributes)."""
+    scheme, rowdist = VARIANTS.get(variant, (None,) * 6)[4:6]
+    env = {}
+    if scheme is not None:
+        env["OPENMMFLASH_TABLE_SCHEME"] = scheme
+    if rowdist is not None:
+        env["OPENMMFLASH_ROW_DISTANCES"] = "1" if rowdist else "0"
+    return env
+
+
 def median_ms(fn, min_reps=5, max_reps=50, budget_s=1.0):
     """Median time of fn() in ms with CUDA events (after one warm-up call)."""
     fn()
@@ -423,7 +436,7 @@ def openmm_runs(replicas_list, variants, quick):
         pair_tiles = json.dumps([[k, p, list(v)] for (k, p), v in tk.PAIR_TILES.items()])
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
                               env=dict(os.environ, BENCH_TILES=tiles, BENCH_TABLE_TILES=table_tiles,
-                                       BENCH_PAIR_TILES=pair_tiles))
+                                       BENCH_PAIR_TILES=pair_tiles, **variant_environ(variant)))
         got = [json.loads(line[4:]) for line in proc.stdout.splitlines() if line.startswith("ROW ")]
         for row in got:
             print(json.dumps(row), flush=True)
@@ -462,6 +475,9 @@ def openmm_worker(variant, graphs, replicas_list, quick):
     from openmmflash.plugin.kernels import cfconv as kernels
     from openmmflash.plugin.kernels import cfconv_table as tk
 
+    wanted = variant_environ(variant)
+    if any(os.environ.get(k) != v for k, v in wanted.items()):
+        sys.exit(f"the {variant} worker needs {wanted} in its environment (openmm_runs sets it)")
     for kind, filter_precision, tile in json.loads(os.environ.get("BENCH_TILES", "[]")):
         kernels.TILES[(kind, filter_precision)] = tuple(tile)
     for kind, storage, tile in json.loads(os.environ.get("BENCH_TABLE_TILES", "[]")):
@@ -614,15 +630,19 @@ def plot(results, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    color = {v: f"C{i}" for i, v in enumerate(VARIANTS)}  # one colour per variant in every panel
     for r_var in VARIANTS:
         pts = [r for r in results.get("bare", []) if r["variant"] == r_var and r["workload"] == "folded"
                and "error" not in r and "graph_timestep_mol_per_s" in r]
         if pts:
-            axes[0].plot([r["replicas"] for r in pts], [r["graph_timestep_mol_per_s"] for r in pts], "-o", label=r_var)
-            axes[1].plot([r["replicas"] for r in pts], [r["peak_memory_MB"] for r in pts], "-o", label=r_var)
+            axes[0].plot([r["replicas"] for r in pts], [r["graph_timestep_mol_per_s"] for r in pts], "-o", label=r_var,
+                         color=color[r_var])
+            axes[1].plot([r["replicas"] for r in pts], [r["peak_memory_MB"] for r in pts], "-o", label=r_var,
+                         color=color[r_var])
         pts = [r for r in results.get("openmm", []) if r["variant"] == r_var and "error" not in r]
         if pts:
-            axes[2].plot([r["replicas"] for r in pts], [r["timestep_mol_per_s"] for r in pts], "-o", label=r_var)
+            axes[2].plot([r["replicas"] for r in pts], [r["timestep_mol_per_s"] for r in pts], "-o", label=r_var,
+                         color=color[r_var])
     axes[2].axhline(14000, color="gray", lw=0.8, ls=":", label="14,000 (B = 128, H100 target)")
     titles = ("bare force call, CUDA graph", "peak GPU memory of a force call", "OpenMM end to end, CUDA graphs")
     ylabels = ("timestep*mol/s", "MB", "timestep*mol/s")
