@@ -1,0 +1,36 @@
+#!/bin/bash
+# Re-run, on one GPU, the benchmarks whose results files were written before full provenance was recorded, with
+# the commands docs/benchmarks.md gives (the shipped models, default options). Each part fits one 10-minute job;
+# results files (JSON + PNG) go to $OUT, to be copied into examples/benchmarks/results/ and the docs tables updated.
+#   bash examples/benchmarks/gpu_reruns.sh 1   # TorchForce boundary and graphs check, CG replica scaling,
+#                                              # FlashSchNet variants, FlashMD water speed (shipped models)
+#   bash examples/benchmarks/gpu_reruns.sh 2   # FlashMD water NpT density and NVE (shipped model), GAQ speed
+# OpenMM travels as wheels in $WHL (default .whl), as in bench_flashschnet_gpu.sh; set BENCH_COMMIT to the commit
+# of the copied tree where it has no .git.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+WHL=${WHL:-.whl}; OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
+python -m pip install -q --no-index --no-deps --target /tmp/site $WHL/*.whl 2>/dev/null; export PYTHONPATH=/tmp/site
+python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING
+export PYTHONPATH=/tmp/siteflash:$PYTHONPATH
+mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
+export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
+nvidia-smi --query-gpu=name,driver_version --format=csv | tee $OUT/gpu.txt
+B=examples/benchmarks
+run() { local t=$1; shift; echo "=== $*"; timeout $t "$@" 2>&1 | tail -20; }
+case "$1" in
+1)
+  run 90 python $B/check_torchforce_graphs.py --output $OUT/torchforce_graphs_check.json
+  run 120 python $B/bench_torchforce_boundary.py --output $OUT/torchforce_boundary.json
+  run 120 python examples/cg_replica_scaling.py --models chignolin --replicas 1 16 64 128 256 \
+      --output $OUT/cg_replica_scaling.json
+  run 90 python $B/bench_flashschnet_variants.py --out $OUT/flashschnet_variants.json
+  run 120 python $B/bench_flashmd_water_speed.py --platform CUDA --device cuda \
+      --models water-tip3pfb-8fs-npt water-tip3pfb-8fs-gaq-w4a8 --tag _gpu --outdir $OUT ;;
+2)
+  run 330 python $B/bench_flashmd_water.py --model water-tip3pfb-8fs-npt --platform CUDA --device cuda \
+      --friction 10 --npt-time 200 --mode-rescale --tag _modes_gpu --outdir $OUT
+  run 150 python $B/bench_gaq.py --speed-only --variants fp32 frame-w4a8 --qat-steps 0 --device cuda \
+      --cuda-graph --tag _speed_search --outdir $OUT ;;
+*) echo "usage: $0 1|2" >&2; exit 2 ;;
+esac
