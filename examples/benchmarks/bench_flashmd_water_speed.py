@@ -41,9 +41,9 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_langevin(top, system, start, plat, T, dt, steps):
-    """ms per step and ns/day of LangevinMiddleIntegrator (after a warm-up of steps // 10)."""
-    sim = app.Simulation(top, system, mm.LangevinMiddleIntegrator(T, 1 / unit.picosecond, dt), plat)
+def time_langevin(top, system, start, plat, T, friction, dt, steps):
+    """ms per step and ns/day of LangevinMiddleIntegrator (after a warm-up of steps // 10); friction in 1/ps."""
+    sim = app.Simulation(top, system, mm.LangevinMiddleIntegrator(T, friction / unit.picosecond, dt), plat)
     sim.context.setState(start)
     sim.step(max(10, steps // 10))
     sim.context.getState(getEnergy=True)
@@ -55,9 +55,10 @@ def time_langevin(top, system, start, plat, T, dt, steps):
             "ns_per_day": steps * dt / 1000 / wall * 86400}
 
 
-def time_flashmd(top, system, start, plat, T, model, device, graph, strides, warmup):
-    """ms per stride, ns/day and the per-phase profile of FlashMDLangevinIntegrator."""
-    integ = FlashMDLangevinIntegrator(T, 1 / unit.picosecond, None, model=model, device=device, randomSeed=17,
+def time_flashmd(top, system, start, plat, T, friction, model, device, graph, strides, warmup):
+    """ms per stride, ns/day and the per-phase profile of FlashMDLangevinIntegrator (friction in 1/ps; the
+    model's own integrator defaults, e.g. modeRescale, apply)."""
+    integ = FlashMDLangevinIntegrator(T, friction / unit.picosecond, None, model=model, device=device, randomSeed=17,
                                       useCUDAGraph=graph)
     sim = app.Simulation(top, system, integ, plat)
     sim.context.setState(start)
@@ -127,6 +128,8 @@ def main():
     ap.add_argument("--step-reps", type=int, default=200, help="calls of the bare learned step")
     ap.add_argument("--equilibration", type=float, default=2.0, help="ps of LangevinMiddle before everything")
     ap.add_argument("--temperature", type=float, default=300.0)
+    ap.add_argument("--friction", type=float, default=10.0,
+                    help="1/ps, both integrators (10: the friction the shipped water models were validated at)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--outdir", default=RESULTS)
     args = ap.parse_args()
@@ -146,20 +149,21 @@ def main():
     box = np.asarray(start.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer))
 
     results = {"benchmark": "bench_flashmd_water_speed", "numParticles": n, "box_nm": args.box,
-               "temperature_K": args.temperature, "friction_per_ps": 1.0, "langevin_dt_fs": dt * 1000,
+               "temperature_K": args.temperature, "friction_per_ps": args.friction, "langevin_dt_fs": dt * 1000,
                "machine": {"platform": args.platform, "cpu": pyplatform.processor() or pyplatform.machine(),
                            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                            "python": pyplatform.python_version(), "torch": torch.__version__,
                            "openmm": mm.__version__, "device": device},
                "settings": vars(args), "models": {}}
     bar = tqdm(total=1 + 3 * len(args.models), desc="bench_flashmd_water_speed")
-    results["langevinMiddle"] = time_langevin(top, system, start, plat, T, dt, args.langevin_steps)
+    results["langevinMiddle"] = time_langevin(top, system, start, plat, T, args.friction, dt, args.langevin_steps)
     bar.update(1)
     for name in args.models:
         row = {"stepOnly": time_step_only(name, masses, types, q0, p0, box, device, args.step_reps)}
         bar.update(1)
         for mode, graph in (("eager", False), ("graph", None)):
-            row[mode] = time_flashmd(top, system, start, plat, T, name, device, graph, args.strides, args.warmup)
+            row[mode] = time_flashmd(top, system, start, plat, T, args.friction, name, device, graph, args.strides,
+                                     args.warmup)
             bar.update(1)
         row["graphSpeedup"] = row["eager"]["ms_per_stride"] / row["graph"]["ms_per_stride"]
         for mode in ("eager", "graph"):
