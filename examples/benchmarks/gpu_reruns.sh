@@ -5,6 +5,11 @@
 #   bash examples/benchmarks/gpu_reruns.sh 1   # TorchForce boundary and graphs check, CG replica scaling,
 #                                              # FlashSchNet variants, FlashMD water speed (shipped models)
 #   bash examples/benchmarks/gpu_reruns.sh 2   # FlashMD water NpT density and NVE (shipped model), GAQ speed
+#   bash examples/benchmarks/gpu_reruns.sh 3   # one chunk of the 1 ns NVT of the shipped water model (two chunks
+#                                              # finish it): its work folder $WORK (default .gaqlong_npt, git-ignored
+#                                              # via .git/info/exclude) travels in carry and comes back as a tarball
+#   bash examples/benchmarks/gpu_reruns.sh 4   # the first water model at friction 1/ps (bench_flashmd_water.py),
+#                                              # whose Langevin run is the g(r) reference of part 3
 # OpenMM travels as wheels in $WHL (default .whl), as in bench_flashschnet_gpu.sh; set BENCH_COMMIT to the commit
 # of the copied tree where it has no .git.
 set -o pipefail
@@ -32,5 +37,15 @@ case "$1" in
       --friction 10 --npt-time 200 --mode-rescale --tag _modes_gpu --outdir $OUT
   run 150 python $B/bench_gaq.py --speed-only --variants fp32 frame-w4a8 --qat-steps 0 --device cuda \
       --cuda-graph --tag _speed_search --outdir $OUT ;;
-*) echo "usage: $0 1|2" >&2; exit 2 ;;
+3)
+  WORK=${WORK:-.gaqlong_npt}
+  run 540 python $B/bench_gaq_long.py --work $WORK --variants fp32 --fp32-model water-tip3pfb-8fs-npt --mode-rescale \
+      --friction 10 --ns 1.0 --max-wall 480 --jobs 1 --platform CUDA
+  tar czf $OUT/gaqlong_npt.tgz $WORK
+  run 60 python $B/bench_gaq_long.py --work $WORK --finalize --report-name flashmd_water_long_npt_model \
+      --outdir $OUT ;;
+4)
+  run 560 python $B/bench_flashmd_water.py --platform CUDA --device cuda --time 150 --nve-time 2000 \
+      --npt-time 2000 --max-wall 150 15 20 20 --tag _gpu --outdir $OUT ;;
+*) echo "usage: $0 1|2|3|4" >&2; exit 2 ;;
 esac
