@@ -109,18 +109,21 @@ class FlashSchNetOps(FlashSchNet):
                                                       self.table_spacing, self.cutoff,
                                                       x.is_cuda or self.table_kernels_on_cpu, halfptr)
         if len(layout) == 3 and self.fused(x):
-            return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, layout[0], layout[1], layout[2], self.mu,
-                                                    w1, b1, w2, self.gamma, self.cutoff, self.rbf_cutoff,
-                                                    self.filter_precision)
+            return self.fused_conv(x, dist, src, dst, w1, b1, w2, layout)
         return self.filter_conv(x, dist, src, dst, w1, b1, w2)
+
+    def fused_conv(self, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor, w2: Tensor,
+                   csr: List[Tensor]) -> Tensor:
+        """The fused exact-filter CFConv (``cfconv_csr``) over the CSR layout [rowptr, perm, rowptr_src]."""
+        return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu, w1, b1, w2,
+                                                self.gamma, self.cutoff, self.rbf_cutoff, self.filter_precision)
 
     def filter_conv(self, x: Tensor, dist: Tensor, src: Tensor, dst: Tensor, w1: Tensor, b1: Tensor,
                     w2: Tensor) -> Tensor:
         if not self.gaussian_cosine:
             return self.general_conv(x, dist, src, dst, w1, b1, w2)
         if self.fused(x):
-            csr = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
-            return torch.ops.openmmflash.cfconv_csr(x, dist, src, dst, csr[0], csr[1], csr[2], self.mu, w1, b1, w2,
-                                                    self.gamma, self.cutoff, self.rbf_cutoff, self.filter_precision)
+            offsets, perm, rowptr_src = torch.ops.openmmflash.pair_csr(src, dst, x.shape[0])
+            return self.fused_conv(x, dist, src, dst, w1, b1, w2, [offsets, perm, rowptr_src])
         return torch.ops.openmmflash.cfconv(x, dist, src, dst, self.mu, w1, b1, w2, self.gamma, self.cutoff,
                                             self.rbf_cutoff)
