@@ -6,11 +6,7 @@
 #   bash examples/benchmarks/bench_flashschnet_gpu.sh [bench args]
 set -o pipefail
 export PYTHONUNBUFFERED=1
-WHL=${WHL:-.whl}
-python -m pip install -q --no-index --no-deps --target /tmp/site $WHL/*.whl && export PYTHONPATH=/tmp/site || exit 1
-python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING; export PYTHONPATH=/tmp/siteflash:$PYTHONPATH; python -c "import openmmflash.plugin.kernels.cfconv" || exit 1
-mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
-export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
+source "$(dirname "$0")/gpu_env.sh" || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,power.draw,temperature.gpu,memory.used --format=csv | tee $OUT/gpu.txt
 TESTS=${TESTS:-tests/test_kernels_table.py tests/test_kernels_pairdist.py tests/test_kernels_cfconv.py tests/test_kernels_csr.py tests/test_kernels_model.py}
 [ -n "$SKIP_TESTS" ] || OPENMMFLASH_TEST_CUDA=1 timeout ${TEST_TIMEOUT:-150} python -m pytest $TESTS -q -p no:warnings \

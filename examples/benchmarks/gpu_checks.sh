@@ -3,17 +3,10 @@
 # demo timed on CUDA (bench_demo.py, both integrators) and FlashMD replicas on CUDA (bench_flashmd_replicas.py).
 # OpenMM 8.5.2 (CUDA 13), openmm-torch 1.5, zstandard, mdtraj and pdbfixer travel as wheels in .whl; logs and result
 # files go to $OUT. Usage (device tool, carry [".whl"]): bash examples/benchmarks/gpu_checks.sh
-# The wheels (Python 3.12, x86_64): pip download --no-deps --only-binary=:all: --python-version 3.12
-#   --implementation cp --platform manylinux_2_34_x86_64 --platform manylinux_2_17_x86_64 --platform
-#   manylinux2014_x86_64 -d .whl openmm==8.5.2 openmm-cuda-13==8.5.2 openmmtorch==1.5 openmm-torch-cuda-13==1.5
-#   zstandard; without zstandard the CompactMD test modules fail to import.
+# gpu_env.sh (sourced below) gives the pip download command for the wheels.
 set -o pipefail
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 OPENMMFLASH_TEST_CUDA=1
-python -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit 1
-python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING
-export PYTHONPATH=/tmp/siteflash:$PYTHONPATH
-mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
-export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
+source "$(dirname "$0")/gpu_env.sh" || exit 1
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm,memory.total --format=csv | tee $OUT/gpu.txt
 python -c "import torch, triton, openmm; print('torch', torch.__version__, 'triton', triton.__version__, 'openmm', openmm.__version__)" | tee -a $OUT/gpu.txt
 [ -n "$SKIP_TESTS" ] || timeout ${TEST_TIMEOUT:-300} python -m pytest -m cuda -q -p no:cacheprovider \

@@ -10,16 +10,12 @@
 #                                              # via .git/info/exclude) travels in carry and comes back as a tarball
 #   bash examples/benchmarks/gpu_reruns.sh 4   # the first water model at friction 1/ps (bench_flashmd_water.py),
 #                                              # whose Langevin run is the g(r) reference of part 3
-# OpenMM travels as wheels in $WHL (default .whl), as in bench_flashschnet_gpu.sh; set BENCH_COMMIT to the commit
-# of the copied tree where it has no .git.
+# OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the
+# commit of the copied tree where it has no .git.
 set -o pipefail
 export PYTHONUNBUFFERED=1
-WHL=${WHL:-.whl}; OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
-python -m pip install -q --no-index --no-deps --target /tmp/site $WHL/*.whl 2>/dev/null; export PYTHONPATH=/tmp/site
-python -m pip install -q --no-deps --no-build-isolation --target /tmp/siteflash . 2>&1 | grep -v WARNING
-export PYTHONPATH=/tmp/siteflash:$PYTHONPATH
-mkdir -p /tmp/shim && ln -sf /usr/local/cuda-13.0/targets/x86_64-linux/lib/libnvrtc.so.13 /tmp/shim/libnvrtc.so.12
-export LD_LIBRARY_PATH=/tmp/shim:$LD_LIBRARY_PATH
+OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
+source "$(dirname "$0")/gpu_env.sh" || exit 1
 nvidia-smi --query-gpu=name,driver_version --format=csv | tee $OUT/gpu.txt
 B=examples/benchmarks
 run() { local t=$1; shift; echo "=== $*"; timeout $t "$@" 2>&1 | tail -20; }
