@@ -434,6 +434,9 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="store a torch.profiler table of one call at the largest batch for each quantized variant")
     ap.add_argument("--save-models", default=None, help="folder to keep the quantized model files in")
+    ap.add_argument("--quantized-model", action="append", default=[], metavar="VARIANT=MODEL",
+                    help="time (and test) this quantized model file or shipped name for VARIANT instead of "
+                         "training one, e.g. frame-w4a8=water-tip3pfb-8fs-gaq-w4a8 (repeatable)")
     ap.add_argument("--models-dir", default=None,
                     help="load the quantized variants from DIR/water-gaq-<variant>.pt instead of quantizing here; "
                          "with --speed-only and no --data file the inputs are synthetic water frames")
@@ -499,24 +502,40 @@ def main(argv=None):
     print_table_and_plot(report, args, json_path)
 
 
+def quantized_models(args) -> dict:
+    """``--quantized-model VARIANT=MODEL`` options as {variant: model file or shipped name}."""
+    out = {}
+    for item in args.quantized_model:
+        if "=" not in item:
+            raise SystemExit(f"--quantized-model takes VARIANT=MODEL (e.g. frame-w4a8=water-tip3pfb-8fs-gaq-w4a8), "
+                             f"got {item!r}")
+        variant, model = item.split("=", 1)
+        out[variant] = model
+    return out
+
+
 def run_variant(name, args, base, base_path, data, val, workdir, start, system, top, masses, types, report, t_start):
     from openmmflash.integrators.network.gaqfile import saveQuantizedModel
     from openmmflash.integrators.training.qat import quantizationAwareTraining
-    from openmmflash.integrators.network.modelfile import loadModel
+    from openmmflash.integrators.network.modelfile import MODEL_DIR, loadModel
     t0 = time.time()
     print(f"== {name}", flush=True)
     if name == "fp32":
         model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
-    elif args.models_dir:
+    elif args.models_dir or name in quantized_models(args):
         method, scheme = name.split("-")
-        path = os.path.join(args.models_dir, f"water-gaq-{name}.pt")
+        path = quantized_models(args).get(name) or os.path.join(args.models_dir, f"water-gaq-{name}.pt")
         model = loadModel(path)
+        path = path if os.path.exists(path) else os.path.join(MODEL_DIR, path + ".pt")
         if (model.gaq["method"], model.gaq["scheme"]) != (method, scheme):
             raise ValueError(f"{path} holds a {model.gaq['method']}-{model.gaq['scheme']} model, not {name}")
         rec = {"method": method, "scheme": scheme, "dirBits": model.gaq["dirBits"], "qat": model.gaq["qat"],
                "file": path}
     else:
         method, scheme = name.split("-")
+        if args.data is None:
+            raise ValueError(f"{name}: quantization-aware training needs the training pairs (--data); with "
+                             "--speed-only and no data, give a quantized model with --quantized-model or --models-dir")
         qmodel = quantizationAwareTraining(base, data, scheme, method, dirBits=args.dir_bits,
                                            steps=args.qat_steps, batchSize=args.qat_batch, device=args.device,
                                            progress=True)

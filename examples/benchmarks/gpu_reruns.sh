@@ -42,8 +42,8 @@ item() {
       --models water-tip3pfb-8fs-npt water-tip3pfb-8fs-gaq-w4a8 --tag _gpu --outdir $OUT ;;
   modes) run 330 python $B/bench_flashmd_water.py --model water-tip3pfb-8fs-npt --platform CUDA --device cuda \
       --friction 10 --npt-time 200 --mode-rescale --tag _modes_gpu --outdir $OUT ;;
-  gaqspeed) run 150 python $B/bench_gaq.py --speed-only --variants fp32 frame-w4a8 --qat-steps 0 --device cuda \
-      --cuda-graph --tag _speed_search --outdir $OUT ;;
+  gaqspeed) run 150 python $B/bench_gaq.py --speed-only --variants fp32 frame-w4a8 --device cuda \
+      --quantized-model frame-w4a8=water-tip3pfb-8fs-gaq-w4a8 --cuda-graph --tag _speed_search --outdir $OUT ;;
   long)
     WORK=${WORK:-.gaqlong_npt}
     run 540 python $B/bench_gaq_long.py --work $WORK --variants fp32 --fp32-model water-tip3pfb-8fs-npt \
