@@ -7,7 +7,10 @@ checked against those alone). A table without measured figures says so with ``<!
 paragraph. Every number in a body cell, outside `code spans`, must equal a number stored in a cited file after
 rounding to the digits shown; a fraction stored as 0.0086 may be shown as a percentage (0.9 %), and a value may be
 shown in a unit 1,000 times larger or smaller (s and ms). A row that names a run of a file that gathers several runs
-(`flashmd_cg_speed_gpu_s11`) is checked against that run's numbers alone.
+(`flashmd_cg_speed_gpu_s11`) is checked against that run's numbers alone. A research note may quote an earlier run
+whose file has left the results folder by naming the commit that holds it, `results/NAME.json` at commit `abc1234`:
+its figures are checked against that commit's file (read with git; without the history, as in a shallow clone,
+such a table is not checked).
 """
 
 import ast
@@ -17,6 +20,7 @@ import json
 import math
 import os
 import re
+import subprocess
 
 import pytest
 
@@ -27,7 +31,50 @@ SCALES = (1.0, 100.0, 1000.0, 0.001)
 MAX_RESULTS_FILES = 40
 NO_GPU = "none (CPU run)"  # benchprovenance.NO_GPU: what gpu and driver say for a run without CUDA
 
-CITATION = re.compile(r"results/([A-Za-z0-9_.\-]+\.json)")
+CITATION = re.compile(r"results/([A-Za-z0-9_.\-]+\.json)(?:`? at commit `?([0-9a-f]{7,40})\b)?")
+RESULTS_IN_GIT = "examples/benchmarks/results/"
+
+
+def citations(text):
+    """The results files a text cites: "NAME.json", or "NAME.json@COMMIT" for a file quoted at a commit."""
+    return [f"{name}@{commit}" if commit else name for name, commit in CITATION.findall(text)]
+
+
+def _git_show(commit, name):
+    """The text of results file ``name`` at ``commit``, or None where git, the commit or the file is missing."""
+    try:
+        out = subprocess.run(["git", "show", f"{commit}:{RESULTS_IN_GIT}{name}"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def history_available():
+    """Whether this checkout holds the git history (a shallow clone or an unpacked archive does not)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "false"
+
+
+def load_results(cited):
+    """The JSON of a cited results file ("NAME.json" in the results folder, "NAME.json@COMMIT" from git)."""
+    name, _, commit = cited.partition("@")
+    if not commit:
+        with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+            return json.load(f)
+    text = _git_show(commit, name)
+    if text is None:
+        raise FileNotFoundError(f"{RESULTS_IN_GIT}{name} at commit {commit}")
+    return json.loads(text)
+
+
+def cited_exists(cited):
+    name, _, commit = cited.partition("@")
+    return os.path.exists(os.path.join(RESULTS, name)) if not commit else _git_show(commit, name) is not None
 NUMBER = re.compile(r"(?<![\w.\-/^])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?![\w/])")
 
 
@@ -105,8 +152,7 @@ _cache = {}
 def stored_numbers(name, run=None):
     """The numbers stored in a results file, sorted; with ``run``, only those of that entry of its ``runs`` list."""
     if (name, run) not in _cache:
-        with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
-            data = json.load(f)
+        data = load_results(name)
         if run is not None:
             data = [r for r in data["runs"] if r.get("run") == run]
         acc = []
@@ -117,8 +163,7 @@ def stored_numbers(name, run=None):
 
 def run_names(name):
     """Names of the runs gathered in a results file (files with a ``runs`` list of ``{"run": ...}`` entries)."""
-    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
-        runs = json.load(f).get("runs")
+    runs = load_results(name).get("runs")
     return {r["run"] for r in runs if isinstance(r, dict) and "run" in r} if isinstance(runs, list) else set()
 
 
@@ -134,12 +179,13 @@ def appears(value, decimals, numbers):
 
 def check_document(text, name="document", results_exist=None):
     """Problems (strings) with the tables of one Markdown text; [] when every figure is found."""
-    results_exist = results_exist or (lambda f: os.path.exists(os.path.join(RESULTS, f)))
+    results_exist = results_exist or cited_exists
     problems = []
+    with_history = history_available()
     for para, rows, line in tables(text):
-        cited = CITATION.findall(para)
+        cited = citations(para)
         if not cited and "<!-- not measured -->" not in para:
-            if any(CITATION.search(" ".join(r)) for r in rows):
+            if any(citations(" ".join(r)) for r in rows):
                 cited = []
             else:
                 problems.append(f"{name}:{line}: table cites no results file and is not marked <!-- not measured -->")
@@ -147,10 +193,12 @@ def check_document(text, name="document", results_exist=None):
         if "<!-- not measured -->" in para and not cited:
             continue
         for row in rows:
-            files = CITATION.findall(" ".join(row)) or cited
+            files = citations(" ".join(row)) or cited
             if not files:
                 problems.append(f"{name}:{line}: row '{row[0]}' cites no results file")
                 continue
+            if not with_history and any("@" in f for f in files):
+                continue  # quoted at a commit this checkout does not hold
             missing = [f for f in files if not results_exist(f)]
             if missing:
                 problems.append(f"{name}:{line}: cites missing results file(s) {missing}")
@@ -206,6 +254,24 @@ def test_a_wrong_figure_fails(tmp_path):
     assert any("missing" in p for p in check_document(missing))
 
 
+def test_a_file_quoted_at_a_commit_is_read_from_git():
+    """`results/NAME.json` at commit `HASH` checks the figures against that commit's file, not the current one."""
+    if not history_available():
+        pytest.skip("no git history in this checkout")
+    name, commit = "flashmd_water_modes_gpu.json", "5b8b5ff"
+    earlier = json.loads(_git_show(commit, name))["npt"]["density_flashmd"]
+    assert not os.path.exists(os.path.join(RESULTS, name)) or not appears(
+        round(earlier, 4), 4, stored_numbers(name)), "pick a figure that only the earlier file holds"
+    pinned = f"Density (`results/{name}` at commit `{commit}`):\n\n| run | g/cm3 |\n|---|---|\n| a | {earlier:.4f} |\n"
+    assert citations(pinned) == [f"{name}@{commit}"]
+    assert check_document(pinned) == []
+    assert any("is not in" in p for p in check_document(pinned.replace(f"{earlier:.4f}", f"{earlier + 0.01:.4f}")))
+    current = pinned.replace(f" at commit `{commit}`", "")
+    assert any("is not in" in p for p in check_document(current))
+    unknown = pinned.replace(commit, "0000000")
+    assert any("missing" in p for p in check_document(unknown))
+
+
 def test_number_parsing():
     values = [(v, d) for v, d, _ in shown_numbers("1,847 (5.81×), −0.025 ± 0.055, 7.5e-4, `chignolin-cg-40fs`, W4A8")]
     assert values == [(1847.0, 0), (5.81, 2), (-0.025, 3), (0.055, 3), (7.5e-4, 5)]
@@ -217,6 +283,39 @@ def results_files():
 
 def test_results_are_few():
     assert len(results_files()) <= MAX_RESULTS_FILES, results_files()
+
+
+# Results files written before every provenance key was recorded, waiting for a GPU re-run (docs/benchmarks.md names
+# the command of each). Every other file records all of PROVENANCE_KEYS; a file leaves this list when it is re-run.
+AWAITING_RERUN = {
+    "cg_3a4r_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
+    "cg_chignolin_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
+    "compactmd_learned_gpu.json": "needs the learned codec's training trajectory",
+    "flashmd_cg_speed_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
+    "flashmd_cg_validation_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
+    "flashmd_water_gpu.json": "GPU re-run (gpu_reruns.sh water)",
+    "gaq.json": "GPU re-run after regenerating the water training pairs",
+    "gaq_long.json": "GPU re-run after regenerating the water training pairs",
+}
+
+
+def not_recorded(data):
+    """Provenance keys some run of a results file did not record."""
+    return sorted({k for _, record in provenance_records(data) for k in PROVENANCE_KEYS if record.get(k) is None})
+
+
+@pytest.mark.parametrize("name", [f for f in results_files() if f.endswith(".json")])
+def test_results_record_every_provenance_key(name):
+    with open(os.path.join(RESULTS, name), encoding="utf-8") as f:
+        missing = not_recorded(json.load(f))
+    if name in AWAITING_RERUN:
+        assert missing, f"{name} now records every provenance key: take it off AWAITING_RERUN"
+    else:
+        assert not missing, f"{name}: no {missing} recorded (re-run it with benchprovenance.provenance())"
+
+
+def test_awaiting_rerun_names_files_that_exist():
+    assert set(AWAITING_RERUN) <= set(results_files()), sorted(set(AWAITING_RERUN) - set(results_files()))
 
 
 @pytest.mark.parametrize("name", [f for f in results_files() if f.endswith(".json")])
@@ -314,6 +413,37 @@ def test_a_cpu_run_records_no_gpu(monkeypatch):
     assert record["gpu"] == record["driver"] == NO_GPU
     assert "gpu" not in record["notRecorded"] and "driver" not in record["notRecorded"]
     assert gpu_record_problems(record, "bench_cpu_threads.json") == []
+
+
+def test_dirty_compares_the_tree_with_bench_commit(monkeypatch, tmp_path):
+    """``dirty`` compares the tracked files with the commit recorded (BENCH_COMMIT where set), not with HEAD: a copy
+    of a clean commit run under BENCH_COMMIT is clean even where its own HEAD is another commit."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "benchmarks"))
+    import benchprovenance
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("a = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "first")
+    first = git("rev-parse", "HEAD")
+    (tmp_path / "code.py").write_text("a = 2\n")
+    git("commit", "-qam", "second")
+    second = git("rev-parse", "HEAD")
+    monkeypatch.setattr(benchprovenance, "HERE", str(tmp_path))
+    monkeypatch.setenv("BENCH_COMMIT", first)  # the tree holds the second commit's code
+    assert benchprovenance.provenance([])["dirty"] is True
+    monkeypatch.setenv("BENCH_COMMIT", second)
+    assert benchprovenance.provenance([])["dirty"] is False
+    monkeypatch.setenv("BENCH_COMMIT", "0" * 40)  # a commit the copy does not hold: unknown, not clean
+    assert benchprovenance.provenance([])["dirty"] is None
+    monkeypatch.delenv("BENCH_COMMIT")
+    (tmp_path / "code.py").write_text("a = 3\n")
+    record = benchprovenance.provenance([])
+    assert record["commit"] == second and record["dirty"] is True
 
 
 # Scripts that write JSON that is not a benchmark result, so need not call provenance() (say why for each).

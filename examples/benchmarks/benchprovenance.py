@@ -52,6 +52,20 @@ def cpuModel() -> str:
     return platform.processor() or platform.machine()
 
 
+def _differs_from(commit):
+    """Whether tracked files outside the results folder differ from ``commit`` (None where git or the commit is not
+    there). Results files are this folder's outputs: a run that follows another is not "dirty" for the first one's
+    file. Compared with ``commit`` itself, not HEAD: a copy run under ``BENCH_COMMIT`` may hold another HEAD."""
+    if not commit:
+        return None
+    try:
+        out = subprocess.run(["git", "diff", "--quiet", commit, "--", ":(top)",
+                              ":(top,exclude)examples/benchmarks/results"], capture_output=True, cwd=HERE, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {0: False, 1: True}.get(out.returncode)
+
+
 def provenance(argv=None):
     """Provenance of the running benchmark; the command is ``argv`` (default ``sys.argv``) as run."""
     argv = sys.argv if argv is None else argv
@@ -68,9 +82,7 @@ def provenance(argv=None):
     except ImportError:
         openmm_version = None
     commit = os.environ.get("BENCH_COMMIT") or _run(["git", "rev-parse", "HEAD"])
-    # results files are this folder's outputs: a run that follows another is not "dirty" for the first one's file
-    status = _run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                   ":(top,exclude)examples/benchmarks/results"])
+    dirty = _differs_from(commit)
     out = {
         "gpu": gpu,
         "driver": driver,
@@ -80,7 +92,7 @@ def provenance(argv=None):
         "command": " ".join(["python"] + [os.path.relpath(argv[0]) if argv else ""] + list(argv[1:])),
         "commit": commit,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "dirty": None if status is None else bool(status),
+        "dirty": dirty,
         "platform": platform.platform(),
         "cpu": cpuModel(),
         "python": platform.python_version(),
