@@ -15,6 +15,9 @@
 #              tarball                                             flashmd_water_long_npt_model.json
 #   water      bench_flashmd_water.py, the first water model at friction 1/ps, whose Langevin run is the g(r)
 #              reference of `long` (~9.5 min)                      flashmd_water_gpu.json
+#   learned   bench_compactmd.py --learned-gpu: the learned codec on the 102-atom peptide trajectory that
+#              bench_compactmd.py caches ($TRAJ, default .kw/cache/peptide_1000x50.npy, carried) (~0.5 min)
+#                                                                  compactmd_learned_gpu.json
 #   1, 2, 3, 4 the batches of one 10-minute job each: graphs boundary replicas variants speed | modes gaqspeed |
 #              long | water
 # OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the
@@ -22,9 +25,9 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
-[ $# -gt 0 ] || { sed -n 2,22p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,25p "$0" >&2; exit 2; }
 for name in "$@"; do   # refuse a misspelt name before anything runs
-  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|1|2|3|4) ;;
+  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|1|2|3|4) ;;
   *) echo "unknown benchmark name: $name (see the list at the top of $0)" >&2; exit 2 ;; esac
 done
 source "$(dirname "$0")/gpu_env.sh" || exit 1
@@ -53,6 +56,8 @@ item() {
         --outdir $OUT ;;
   water) run 560 python $B/bench_flashmd_water.py --platform CUDA --device cuda --time 150 --nve-time 2000 \
       --npt-time 2000 --max-wall 150 15 20 20 --tag _gpu --outdir $OUT ;;
+  learned) run 120 python $B/bench_compactmd.py --learned-gpu ${TRAJ:-.kw/cache/peptide_1000x50.npy} \
+      --out $OUT/compactmd_learned_gpu.json ;;
   1) for n in graphs boundary replicas variants speed; do item $n; done ;;
   2) for n in modes gaqspeed; do item $n; done ;;
   3) item long ;;
