@@ -290,7 +290,6 @@ def test_results_are_few():
 AWAITING_RERUN = {
     "cg_3a4r_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
     "cg_chignolin_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
-    "compactmd_learned_gpu.json": "needs the learned codec's training trajectory",
     "flashmd_cg_speed_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
     "flashmd_cg_validation_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
     "flashmd_water_gpu.json": "GPU re-run (gpu_reruns.sh water)",
