@@ -445,6 +445,32 @@ def test_dirty_compares_the_tree_with_bench_commit(monkeypatch, tmp_path):
     assert record["commit"] == second and record["dirty"] is True
 
 
+def test_store_runs_gathers_reports_with_their_provenance(monkeypatch, tmp_path):
+    """store_runs.py puts each call's report in the multi-run file under its run name, keeps the provenance of each,
+    and refuses a report without one."""
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples", "benchmarks"))
+    import store_runs
+    from benchprovenance import provenance
+
+    reports = {}
+    for run, value in (("a", 1.5), ("b", 2.5)):
+        record = provenance(["examples/benchmarks/bench_flashmd_cg.py", "--seed", run])
+        reports[run] = tmp_path / f"{run}.json"
+        reports[run].write_text(json.dumps({"value": value, "provenance": record}))
+    out = tmp_path / "merged.json"
+    assert store_runs.main([str(out), "two calls", f"a={reports['a']}", f"b={reports['b']}"]) == 0
+    merged = json.loads(out.read_text())
+    assert [r["run"] for r in merged["runs"]] == ["a", "b"]
+    assert [r["result"]["value"] for r in merged["runs"]] == [1.5, 2.5]
+    assert merged["runs"][1]["provenance"]["command"].endswith("--seed b")
+    assert merged["provenance"]["command"] == [r["provenance"]["command"] for r in merged["runs"]]
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"value": 3}))
+    with pytest.raises(SystemExit):
+        store_runs.main([str(out), "two calls", f"c={bare}"])
+    assert [r["run"] for r in json.loads(out.read_text())["runs"]] == ["a", "b"]
+
+
 # Scripts that write JSON that is not a benchmark result, so need not call provenance() (say why for each).
 PROVENANCE_EXEMPT = {
     # the helper itself: storeRun and storeSection write what their callers pass, with the callers' provenance()

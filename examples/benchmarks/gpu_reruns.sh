@@ -18,6 +18,12 @@
 #   learned   bench_compactmd.py --learned-gpu: the learned codec on the 102-atom peptide trajectory that
 #              bench_compactmd.py caches ($TRAJ, default .kw/cache/peptide_1000x50.npy, carried) (~0.5 min)
 #                                                                  compactmd_learned_gpu.json
+#   cgvalidate the shipped CG FlashMD models in closed loop against the saved Langevin reference, seven runs side by
+#              side on the GPU (chignolin-cg-40fs-stiff seeds 1-5, chignolin-cg-40fs, chignolin-cg-20fs; friction
+#              10/ps, 330 s each) (~6 min); one tarball of per-run reports, gathered with store_runs.py into
+#              flashmd_cg_validation_gpu.json
+#   cgspeed    the same models against LangevinMiddleIntegrator at 2 fs, one at a time (stiff at 10 and 50/ps,
+#              40fs and 20fs at 10/ps; 30 s each) (~5 min); one tarball, gathered into flashmd_cg_speed_gpu.json
 #   1, 2, 3, 4 the batches of one 10-minute job each: graphs boundary replicas variants speed | modes gaqspeed |
 #              long | water
 # OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the
@@ -25,9 +31,9 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
-[ $# -gt 0 ] || { sed -n 2,25p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,31p "$0" >&2; exit 2; }
 for name in "$@"; do   # refuse a misspelt name before anything runs
-  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|1|2|3|4) ;;
+  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|cgvalidate|cgspeed|1|2|3|4) ;;
   *) echo "unknown benchmark name: $name (see the list at the top of $0)" >&2; exit 2 ;; esac
 done
 source "$(dirname "$0")/gpu_env.sh" || exit 1
@@ -58,6 +64,28 @@ item() {
       --npt-time 2000 --max-wall 150 15 20 20 --tag _gpu --outdir $OUT ;;
   learned) run 120 python $B/bench_compactmd.py --learned-gpu ${TRAJ:-.kw/cache/peptide_1000x50.npy} \
       --out $OUT/compactmd_learned_gpu.json ;;
+  cgvalidate)
+    mkdir -p $OUT/cg
+    for spec in stiff_seed1:chignolin-cg-40fs-stiff:1 stiff_seed2:chignolin-cg-40fs-stiff:2 \
+        stiff_seed3:chignolin-cg-40fs-stiff:3 stiff_seed4:chignolin-cg-40fs-stiff:4 \
+        stiff_seed5:chignolin-cg-40fs-stiff:5 cg40fs:chignolin-cg-40fs:2 cg20fs:chignolin-cg-20fs:1; do
+      IFS=: read name model seed <<< "$spec"
+      run 420 python $B/bench_flashmd_cg.py --validate --flashmd-replicas 1 --time 6000 --max-wall 330 \
+          --friction 10 --energy torch --platform CUDA --validate-models $model \
+          --reference examples/data/flashmd_cg_langevin_reference.npz --seed $seed --tag _gpu_$name \
+          --results $OUT/cg > $OUT/cg/$name.log &
+    done
+    wait; tail -n 4 $OUT/cg/*.log
+    tar czf $OUT/cgvalidate.tgz -C $OUT cg && rm -rf $OUT/cg ;;
+  cgspeed)
+    mkdir -p $OUT/cgs
+    for spec in stiff_f10:chignolin-cg-40fs-stiff:10 stiff_f50:chignolin-cg-40fs-stiff:50 \
+        cg40fs_f10:chignolin-cg-40fs:10 cg20fs_f10:chignolin-cg-20fs:10; do
+      IFS=: read name model friction <<< "$spec"
+      run 150 python $B/bench_flashmd_cg.py --speed --speed-replicas 1 --speed-seconds 30 --platform CUDA \
+          --energy torch --friction $friction --speed-models $model --tag _gpu_$name --results $OUT/cgs
+    done
+    tar czf $OUT/cgspeed.tgz -C $OUT cgs && rm -rf $OUT/cgs ;;
   1) for n in graphs boundary replicas variants speed; do item $n; done ;;
   2) for n in modes gaqspeed; do item $n; done ;;
   3) item long ;;
