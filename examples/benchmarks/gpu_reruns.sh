@@ -24,6 +24,13 @@
 #              flashmd_cg_validation_gpu.json
 #   cgspeed    the same models against LangevinMiddleIntegrator at 2 fs, one at a time (stiff at 10 and 50/ps,
 #              40fs and 20fs at 10/ps; 30 s each) (~5 min); one tarball, gathered into flashmd_cg_speed_gpu.json
+#   gaq        the quantized water models (bench_gaq.py, six variants, 300 QAT steps each, equivariance, prediction,
+#              short MD, speed) on the water training pairs $WATER_DATA (default .kw/water/water_8fs.npz, carried;
+#              made first where missing, with the recipe of examples/flashmd_train_water.py) (~6 min, ~10 more to make
+#              the pairs); the quantized files come back as gaqmodels.tgz, for gaqlong   gaq.json
+#   gaqlong    one chunk of the 1 ns NVT of the five quantized variants (bench_gaq_long.py --jobs 5; about five
+#              chunks finish it): $GAQ_MODELS (default .gaqmodels, from gaqmodels.tgz) and the work folder $GAQ_WORK
+#              (default .gaqlong) travel in carry; the work folder comes back as gaqlong.tgz   gaq_long.json
 #   1, 2, 3, 4 the batches of one 10-minute job each: graphs boundary replicas variants speed | modes gaqspeed |
 #              long | water
 # OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the
@@ -31,9 +38,9 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
-[ $# -gt 0 ] || { sed -n 2,31p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,37p "$0" >&2; exit 2; }
 for name in "$@"; do   # refuse a misspelt name before anything runs
-  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|cgvalidate|cgspeed|1|2|3|4) ;;
+  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|cgvalidate|cgspeed|gaq|gaqlong|1|2|3|4) ;;
   *) echo "unknown benchmark name: $name (see the list at the top of $0)" >&2; exit 2 ;; esac
 done
 source "$(dirname "$0")/gpu_env.sh" || exit 1
@@ -86,6 +93,19 @@ item() {
           --energy torch --friction $friction --speed-models $model --tag _gpu_$name --results $OUT/cgs
     done
     tar czf $OUT/cgspeed.tgz -C $OUT cgs && rm -rf $OUT/cgs ;;
+  gaq)
+    DATA=${WATER_DATA:-.kw/water/water_8fs.npz}
+    [ -f "$DATA" ] || { mkdir -p "$(dirname "$DATA")"; run 900 python -m openmmflash flashmd-data --water-box 1.6 \
+        --stride 8 --temperatures 270 300 330 360 --starts 8 --pairs 50 --seed 1 --platform CPU -o "$DATA"; }
+    run 540 python $B/bench_gaq.py --data "$DATA" --device cuda --platform CUDA --max-wall-nve 12 --max-wall-nvt 25 \
+        --budget-s 320 --save-models $OUT/gaqmodels --outdir $OUT
+    tar czf $OUT/gaqmodels.tgz -C $OUT gaqmodels && rm -rf $OUT/gaqmodels ;;
+  gaqlong)
+    GAQ_WORK=${GAQ_WORK:-.gaqlong}
+    run 560 python $B/bench_gaq_long.py --work $GAQ_WORK --models-dir ${GAQ_MODELS:-.gaqmodels} --ns 1.0 \
+        --platform CUDA --max-wall 510 --jobs 5
+    tar czf $OUT/gaqlong.tgz $GAQ_WORK
+    run 60 python $B/bench_gaq_long.py --work $GAQ_WORK --finalize --outdir $OUT ;;
   1) for n in graphs boundary replicas variants speed; do item $n; done ;;
   2) for n in modes gaqspeed; do item $n; done ;;
   3) item long ;;
