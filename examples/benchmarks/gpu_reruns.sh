@@ -31,6 +31,9 @@
 #   gaqlong    one chunk of the 1 ns NVT of the five quantized variants (bench_gaq_long.py --jobs 5; about five
 #              chunks finish it): $GAQ_MODELS (default .gaqmodels, from gaqmodels.tgz) and the work folder $GAQ_WORK
 #              (default .gaqlong) travel in carry; the work folder comes back as gaqlong.tgz   gaq_long.json
+#   cgchignolin the bundled chignolin CG model, 128 replicas x 0.08 ns on the CUDA fast path, against its all-atom
+#              reference data $CGREF/chignolin (default .cgref, carried; made on a CPU with the cg-data command of
+#              docs/models.md, about 20 min on 2 cores) (~2 min)                  cg_chignolin_validation_10.2ns.json
 #   1, 2, 3, 4 the batches of one 10-minute job each: graphs boundary replicas variants speed | modes gaqspeed |
 #              long | water
 # OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the
@@ -38,9 +41,9 @@
 set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_reruns}; mkdir -p $OUT
-[ $# -gt 0 ] || { sed -n 2,37p "$0" >&2; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,40p "$0" >&2; exit 2; }
 for name in "$@"; do   # refuse a misspelt name before anything runs
-  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|cgvalidate|cgspeed|gaq|gaqlong|1|2|3|4) ;;
+  case "$name" in graphs|boundary|replicas|variants|speed|modes|gaqspeed|long|water|learned|cgvalidate|cgspeed|gaq|gaqlong|cgchignolin|1|2|3|4) ;;
   *) echo "unknown benchmark name: $name (see the list at the top of $0)" >&2; exit 2 ;; esac
 done
 source "$(dirname "$0")/gpu_env.sh" || exit 1
@@ -106,6 +109,8 @@ item() {
         --platform CUDA --max-wall 510 --jobs 5
     tar czf $OUT/gaqlong.tgz $GAQ_WORK
     run 60 python $B/bench_gaq_long.py --work $GAQ_WORK --finalize --outdir $OUT ;;
+  cgchignolin) run 300 python examples/cg_gpu_validation.py --models chignolin --chignolin 128 0.08 --no-demo \
+      --data-root ${CGREF:-.cgref} --output $OUT ;;
   1) for n in graphs boundary replicas variants speed; do item $n; done ;;
   2) for n in modes gaqspeed; do item $n; done ;;
   3) item long ;;
