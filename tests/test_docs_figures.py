@@ -15,6 +15,7 @@ such a table is not checked).
 
 import ast
 import bisect
+import functools
 import glob
 import json
 import math
@@ -40,6 +41,7 @@ def citations(text):
     return [f"{name}@{commit}" if commit else name for name, commit in CITATION.findall(text)]
 
 
+@functools.lru_cache(maxsize=None)  # each row of a table quoting a commit asks again
 def _git_show(commit, name):
     """The text of results file ``name`` at ``commit``, or None where git, the commit or the file is missing."""
     try:
@@ -50,6 +52,7 @@ def _git_show(commit, name):
     return out.stdout if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=None)
 def history_available():
     """Whether this checkout holds the git history (a shallow clone or an unpacked archive does not)."""
     try:

@@ -449,8 +449,9 @@ def main(argv=None):
     from openmmflash.integrators.network.gaqfile import saveQuantizedModel
     from openmmflash.integrators.training.qat import quantizationAwareTraining
     from openmmflash.integrators.training.data import loadDataset
-    from openmmflash.integrators.network.modelfile import MODEL_DIR, loadModel
+    from openmmflash.integrators.network.modelfile import loadModel, modelPath
 
+    args.quantized = quantized_models(args)  # refuse a malformed option before any variant runs
     logging.getLogger("openmmflash.flashmd").setLevel(logging.ERROR)  # fallbacks are counted, not logged each
     t_start = time.time()
     base = loadModel(args.model)
@@ -459,7 +460,7 @@ def main(argv=None):
         args.data = None
     else:
         data = loadDataset(args.data)
-    base_path = args.model if os.path.exists(args.model) else os.path.join(MODEL_DIR, args.model + ".pt")
+    base_path = modelPath(args.model)
     val = held_out(data)
     masses = np.asarray(data["masses"], dtype=np.float64)
     types = np.asarray(data["types"])
@@ -517,16 +518,15 @@ def quantized_models(args) -> dict:
 def run_variant(name, args, base, base_path, data, val, workdir, start, system, top, masses, types, report, t_start):
     from openmmflash.integrators.network.gaqfile import saveQuantizedModel
     from openmmflash.integrators.training.qat import quantizationAwareTraining
-    from openmmflash.integrators.network.modelfile import MODEL_DIR, loadModel
+    from openmmflash.integrators.network.modelfile import loadModel, modelPath
     t0 = time.time()
     print(f"== {name}", flush=True)
     if name == "fp32":
         model, path, rec = base, base_path, {"method": None, "scheme": "fp32"}
-    elif args.models_dir or name in quantized_models(args):
+    elif args.models_dir or name in args.quantized:
         method, scheme = name.split("-")
-        path = quantized_models(args).get(name) or os.path.join(args.models_dir, f"water-gaq-{name}.pt")
+        path = modelPath(args.quantized.get(name) or os.path.join(args.models_dir, f"water-gaq-{name}.pt"))
         model = loadModel(path)
-        path = path if os.path.exists(path) else os.path.join(MODEL_DIR, path + ".pt")
         if (model.gaq["method"], model.gaq["scheme"]) != (method, scheme):
             raise ValueError(f"{path} holds a {model.gaq['method']}-{model.gaq['scheme']} model, not {name}")
         rec = {"method": method, "scheme": scheme, "dirBits": model.gaq["dirBits"], "qat": model.gaq["qat"],
