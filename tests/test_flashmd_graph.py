@@ -167,15 +167,20 @@ def test_padded_step_follows_the_barostat(water):
     """MonteCarloBarostat changes the box every stride; the padded step takes each new box from the state."""
     top, system, pos, *_ = water
     npt = mm.XmlSerializer.deserialize(mm.XmlSerializer.serialize(system))
-    npt.addForce(mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1))
+    barostat = mm.MonteCarloBarostat(1 * unit.bar, 300 * unit.kelvin, 1)
+    barostat.setRandomNumberSeed(5)  # seed 0 draws a new seed each run: about 1 run in 4,000 rejected all six moves
+    npt.addForce(barostat)
     integ = FlashMDLangevinIntegrator(300, 1.0, None, model=random_model(scale=1.0), randomSeed=11, maxRescale=2.0,
                                       useCUDAGraph=True, device="cpu")
     sim = app.Simulation(top, npt, integ, mm.Platform.getPlatformByName("CPU"))
     sim.context.setPositions(pos)
     sim.context.setVelocitiesToTemperature(300 * unit.kelvin, 3)
     v0 = sim.context.getState().getPeriodicBoxVolume()
-    sim.step(6)
-    st = sim.context.getState(getPositions=True, getVelocities=True)
+    for _ in range(5):  # a box move is accepted about 3 times in 4; stride on until one is
+        sim.step(6)
+        st = sim.context.getState(getPositions=True, getVelocities=True)
+        if abs(st.getPeriodicBoxVolume() / v0 - 1) > 1e-6:
+            break
     assert integ._padded is not None and integ.getNumLearnedSteps() > 0
     assert abs(st.getPeriodicBoxVolume() / v0 - 1) > 1e-6  # the box did change
     # at the new box the padded step (buffers reused) still equals the stepper
