@@ -94,6 +94,30 @@ def test_pdb_with_missing_atoms_repaired_or_refused(tmp_path):
         loadAllAtom(os.path.join(str(tmp_path), "absent.pdb"))
 
 
+def test_preparation_is_repeatable(tmp_path):
+    """pdbfixer and Modeller place new atoms at random; the same input must still give the same structure (the
+    native structure of a reference run is made from it), and the caller's ``random`` stream stays as it was."""
+    import random
+
+    openmm = import_openmm()
+    random.seed(3)
+    expected_draw = random.random()
+    random.seed(3)
+    built = [np.asarray(buildFromSequence("GYDPE")[1].value_in_unit(openmm.unit.nanometer)) for _ in range(2)]
+    assert random.random() == expected_draw
+    np.testing.assert_array_equal(built[0], built[1])
+    topology, positions = buildFromSequence("GYA")
+    path = str(tmp_path / "no_ring.pdb")
+    with open(path, "w") as f:
+        openmm.app.PDBFile.writeFile(topology, positions, f)
+    lines = [line for line in open(path)
+             if not (line.startswith("ATOM") and (line[12:16].strip() in {"CE1", "CZ", "OH"}
+                                                  or line[76:78].strip() == "H"))]
+    open(path, "w").writelines(lines)
+    repaired = [np.asarray(loadAllAtom(path)[1].value_in_unit(openmm.unit.nanometer)) for _ in range(2)]
+    np.testing.assert_array_equal(repaired[0], repaired[1])
+
+
 def test_pdb_with_a_chain_gap_refused(tmp_path):
     openmm = import_openmm()
     topology, positions = buildFromSequence("GAYAG")

@@ -29,6 +29,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from openmmflash.cg.mapping import CGMapping, canonicalResidue
+from openmmflash.cg.repair import addMissingAtoms, addMissingHydrogens
 from openmmflash.stack import import_openmm
 
 ONE_LETTER = {"A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU", "G": "GLY",
@@ -57,7 +58,7 @@ def checkSequence(sequence: str) -> List[str]:
 
 def _fixer_to_model(fixer, addHydrogens: bool = True, pH: float = 7.0):
     if addHydrogens:
-        fixer.addMissingHydrogens(pH)
+        addMissingHydrogens(fixer, pH)
     return fixer.topology, fixer.positions
 
 
@@ -95,7 +96,7 @@ def buildFromSequence(sequence: str, phiPsi: Optional[Sequence] = None, pH: floa
     fixer.findMissingResidues()
     fixer.missingResidues = {}
     fixer.findMissingAtoms()
-    fixer.addMissingAtoms()
+    addMissingAtoms(fixer)
     return _fixer_to_model(fixer, True, pH)
 
 
@@ -142,7 +143,7 @@ def loadAllAtom(path: str, repair: bool = True, pH: float = 7.0):
         fixer.replaceNonstandardResidues()
         fixer.findMissingAtoms()
     if heavy or terminal or fixer.missingAtoms:
-        fixer.addMissingAtoms()
+        addMissingAtoms(fixer)
     for residue in fixer.topology.residues():
         if canonicalResidue(residue.name) not in ONE_LETTER.values():
             raise ValueError(f"residue {residue.name} {residue.id} is not a standard amino acid; remove it first")

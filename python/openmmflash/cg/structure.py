@@ -7,6 +7,7 @@ from typing import Tuple
 import numpy as np
 
 from openmmflash.cg.mapping import CGMapping, IGNORED, canonicalResidue
+from openmmflash.cg.repair import addMissingAtoms
 from openmmflash.stack import import_openmm
 
 
@@ -48,7 +49,7 @@ def loadProtein(path: str, mapping="5bead", repair: bool = True) -> Tuple[object
                 raise ValueError(f"{path!r} has {missing} missing heavy atoms and {len(fixer.nonstandardResidues)} "
                                  "nonstandard residues; call loadProtein(..., repair=True) to fix them with pdbfixer")
             fixer.replaceNonstandardResidues()
-            fixer.addMissingAtoms()
+            addMissingAtoms(fixer)
         topology, positions = fixer.topology, fixer.positions
     cg, indices = mapping.mapTopology(topology)
     return cg, mapping.mapPositions(positions, indices)
