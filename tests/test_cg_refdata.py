@@ -116,6 +116,14 @@ def test_preparation_is_repeatable(tmp_path):
     open(path, "w").writelines(lines)
     repaired = [np.asarray(loadAllAtom(path)[1].value_in_unit(openmm.unit.nanometer)) for _ in range(2)]
     np.testing.assert_array_equal(repaired[0], repaired[1])
+    # two reference runs that differ in their seed (and platform) share one minimized native structure
+    natives = []
+    for seed, platform in ((1, "CPU"), (2, "Reference")):
+        run = ReferenceRun(str(tmp_path / f"ref{seed}"), sequence="GYDPE", equilibrationSteps=0, seed=seed,
+                           platform=platform)
+        natives.append(np.asarray(openmm.app.PDBFile(os.path.join(run.directory, "cg.pdb")).getPositions(
+            asNumpy=True).value_in_unit(openmm.unit.nanometer)))
+    np.testing.assert_array_equal(natives[0], natives[1])
 
 
 def test_pdb_with_a_chain_gap_refused(tmp_path):

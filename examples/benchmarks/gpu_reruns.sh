@@ -32,8 +32,9 @@
 #              chunks finish it): $GAQ_MODELS (default .gaqmodels, from gaqmodels.tgz) and the work folder $GAQ_WORK
 #              (default .gaqlong) travel in carry; the work folder comes back as gaqlong.tgz   gaq_long.json
 #   cgchignolin the bundled chignolin CG model, 128 replicas x 0.08 ns on the CUDA fast path, against its all-atom
-#              reference data $CGREF/chignolin (default .cgref, carried; made on a CPU with the cg-data command of
-#              docs/models.md, about 20 min on 2 cores) (~2 min)                  cg_chignolin_validation_10.2ns.json
+#              reference data $CGREF/chignolin (default .cgref, carried) (~2 min)  cg_chignolin_validation_10.2ns.json
+#              The validation takes only the data the model was trained on (native structure within 0.02 A); a
+#              re-made reference is refused (docs/benchmarks.md, "Chignolin reference, five seeds").
 #   1, 2, 3, 4 the batches of one 10-minute job each: graphs boundary replicas variants speed | modes gaqspeed |
 #              long | water
 # OpenMM travels as wheels in $WHL (default .whl; gpu_env.sh, sourced below, says which); set BENCH_COMMIT to the

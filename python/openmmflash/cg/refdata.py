@@ -227,6 +227,17 @@ def mapForces(forces: np.ndarray, assignment: np.ndarray, numBeads: int) -> np.n
     return out
 
 
+def minimizedPositions(system, positions, maxIterations: int = 2000):
+    """Energy-minimized positions (nm, as a Quantity) on one CPU thread, the same on every run: a multi-threaded or
+    GPU platform sums forces in a varying order, and the minimizer carries those differences to 0.1 A."""
+    openmm = import_openmm()
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
+                             {"Threads": "1"})
+    context.setPositions(positions)
+    openmm.LocalEnergyMinimizer.minimize(context, 10.0, maxIterations)
+    return context.getState(getPositions=True).getPositions(asNumpy=True)
+
+
 def fastestPlatform(name: Optional[str] = None):
     """The named OpenMM platform, or CUDA if it works, else CPU."""
     openmm = import_openmm()
@@ -326,8 +337,7 @@ class ReferenceRun:
         self.platform = fastestPlatform(self.platformName)
         self.simulation = app.Simulation(topology, self.system, integrator, self.platform)
         if self.metadata is None:
-            self.simulation.context.setPositions(positions)
-            self.simulation.minimizeEnergy(maxIterations=2000)
+            self.simulation.context.setPositions(minimizedPositions(self.system, positions))
             state = self.simulation.context.getState(getPositions=True)
             with open(os.path.join(self.directory, "allatom.pdb"), "w") as f:
                 app.PDBFile.writeFile(topology, state.getPositions(), f)
