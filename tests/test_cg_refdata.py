@@ -116,9 +116,9 @@ def test_preparation_is_repeatable(tmp_path):
     open(path, "w").writelines(lines)
     repaired = [np.asarray(loadAllAtom(path)[1].value_in_unit(openmm.unit.nanometer)) for _ in range(2)]
     np.testing.assert_array_equal(repaired[0], repaired[1])
-    # two reference runs that differ in their seed (and platform) share one minimized native structure
+    # two reference runs on one platform that differ in their seed share one minimized native structure
     natives = []
-    for seed, platform in ((1, "CPU"), (2, "Reference")):
+    for seed, platform in ((1, "CPU"), (2, "CPU")):
         run = ReferenceRun(str(tmp_path / f"ref{seed}"), sequence="GYDPE", equilibrationSteps=0, seed=seed,
                            platform=platform)
         natives.append(np.asarray(openmm.app.PDBFile(os.path.join(run.directory, "cg.pdb")).getPositions(

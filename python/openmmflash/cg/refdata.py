@@ -227,12 +227,18 @@ def mapForces(forces: np.ndarray, assignment: np.ndarray, numBeads: int) -> np.n
     return out
 
 
-def minimizedPositions(system, positions, maxIterations: int = 2000):
-    """Energy-minimized positions (nm, as a Quantity) on one CPU thread, the same on every run: a multi-threaded or
-    GPU platform sums forces in a varying order, and the minimizer carries those differences to 0.1 A."""
+DETERMINISTIC_PROPERTIES = {"CPU": {"Threads": "1"}, "CUDA": {"DeterministicForces": "true"},
+                            "HIP": {"DeterministicForces": "true"}}
+
+
+def minimizedPositions(system, positions, platform, maxIterations: int = 2000):
+    """Energy-minimized positions (nm, as a Quantity), the same on every run on one platform: forces summed in a
+    fixed order (one thread on CPU, ``DeterministicForces`` on CUDA and HIP), since the minimizer carries the
+    rounding differences of a varying order to 0.1 A."""
     openmm = import_openmm()
-    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("CPU"),
-                             {"Threads": "1"})
+    known = platform.getPropertyNames()
+    properties = {k: v for k, v in DETERMINISTIC_PROPERTIES.get(platform.getName(), {}).items() if k in known}
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), platform, properties)
     context.setPositions(positions)
     openmm.LocalEnergyMinimizer.minimize(context, 10.0, maxIterations)
     return context.getState(getPositions=True).getPositions(asNumpy=True)
@@ -337,7 +343,7 @@ class ReferenceRun:
         self.platform = fastestPlatform(self.platformName)
         self.simulation = app.Simulation(topology, self.system, integrator, self.platform)
         if self.metadata is None:
-            self.simulation.context.setPositions(minimizedPositions(self.system, positions))
+            self.simulation.context.setPositions(minimizedPositions(self.system, positions, self.platform))
             state = self.simulation.context.getState(getPositions=True)
             with open(os.path.join(self.directory, "allatom.pdb"), "w") as f:
                 app.PDBFile.writeFile(topology, state.getPositions(), f)
