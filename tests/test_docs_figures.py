@@ -293,11 +293,11 @@ def test_results_are_few():
 AWAITING_RERUN = {
     "cg_3a4r_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
     "cg_chignolin_validation_10.2ns.json": "needs the all-atom reference data the validation compares with",
-    "flashmd_cg_speed_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
-    "flashmd_cg_validation_gpu.json": "GPU re-run of the shipped CG models (bench_flashmd_cg_gpu.sh bench)",
+    "flashmd_cg_speed_gpu.json": "GPU re-run of the shipped CG models (gpu_reruns.sh cgspeed)",
+    "flashmd_cg_validation_gpu.json": "GPU re-run of the shipped CG models (gpu_reruns.sh cgvalidate)",
     "flashmd_water_gpu.json": "GPU re-run (gpu_reruns.sh water)",
-    "gaq.json": "GPU re-run after regenerating the water training pairs",
-    "gaq_long.json": "GPU re-run after regenerating the water training pairs",
+    "gaq.json": "GPU re-run (gpu_reruns.sh gaq, which makes the water training pairs)",
+    "gaq_long.json": "GPU re-run (gpu_reruns.sh gaqlong, on the quantized models of gaq)",
 }
 
 

@@ -57,9 +57,10 @@ def runRecord(directory: str, model, native: np.ndarray, ca: np.ndarray) -> dict
     settings = data["metadata"]["settings"]
     made = data["metadata"].get("provenance", {})
     obs = observables(data["positions"].astype(np.float64), native, ca)
-    return {"directory": directory, "seed": settings.get("seed"), "frames": int(len(data["time"])),
-            "simulated_ns": float(data["time"][-1] - data["time"][0] + data["time"][1] - data["time"][0]) * 1e-3
-            if len(data["time"]) > 1 else 0.0,
+    frames = len(data["time"])
+    frame_ps = settings["reportInterval"] * settings["timestep"] * 1e-3
+    return {"directory": directory, "seed": settings.get("seed"), "frames": frames,
+            "simulated_ns": frames * frame_ps * 1e-3,
             "nativeDeviation_A": float(np.abs(data["native"] - native).max() * 10.0),
             "made": {k: made.get(k) for k in ("platform", "openmm", "created")},
             "settings": {k: settings.get(k) for k in ("sequence", "mapping", "temperature", "timestep", "friction",
@@ -98,11 +99,12 @@ def main(argv=None):
     if len(recipes) > 1:
         raise ValueError("the reference runs differ in more than their seed: "
                          + "; ".join(f"{r['directory']}: {r['settings']}" for r in runs))
-    spread = {k: {"meanOfMeans": float(np.mean([r[k]["mean"] for r in runs])),
-                  "stdOfMeans": float(np.std([r[k]["mean"] for r in runs], ddof=1)),
-                  "lowest": float(min(r[k]["mean"] for r in runs)), "highest": float(max(r[k]["mean"] for r in runs)),
-                  "largestSem": float(max(r[k]["sem"] for r in runs))}
-              for k in KEYS if all(k in r for r in runs)}
+    spread = {}
+    for k in (k for k in KEYS if all(k in r for r in runs)):
+        means = np.array([r[k]["mean"] for r in runs])
+        spread[k] = {"meanOfMeans": float(means.mean()), "stdOfMeans": float(means.std(ddof=1)),
+                     "lowest": float(means.min()), "highest": float(means.max()),
+                     "largestSem": float(max(r[k]["sem"] for r in runs))}
     name = os.path.basename(args.model).removesuffix(".pt")
     report = {"benchmark": "cg_reference_spread", "model": args.model, "blocks": BLOCKS, "runs": runs,
               "spread": spread, "trainingReference": trainingReference(name), "provenance": provenance()}

@@ -15,15 +15,16 @@ PREPARATION_SEED = 1
 
 @contextlib.contextmanager
 def repeatablePlacement(fixer):
-    """Within the block, Python's ``random`` is seeded (its state is restored after) and the fixer's minimizations
-    run on the Reference platform (the CPU platform sums forces in a thread-dependent order)."""
-    state = random.getstate()
+    """Within the block, Python's ``random`` is seeded and the fixer's minimizations run on the Reference platform
+    (the CPU platform sums forces in a thread-dependent order); both are restored after it."""
+    state, platform = random.getstate(), fixer.platform
     random.seed(PREPARATION_SEED)
     fixer.platform = import_openmm().Platform.getPlatformByName("Reference")
     try:
         yield
     finally:
         random.setstate(state)
+        fixer.platform = platform
 
 
 def addMissingAtoms(fixer) -> None:
